@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# maildump benchmark: full backup of a generated Dovecot Maildir++ corpus with
+# maildump, tar+zstd, restic and borg side by side, plus one-message retrieval
+# latency (maildump cat vs tar -xO). This is a benchmark, not a test.
+#
+# Usage:
+#   bench/bench.sh [--quick]
+#
+#   --quick   small corpus (3 users x 600 messages) to smoke-test the script;
+#             figures are meaningless at that size.
+#
+# Environment:
+#   CORPUS         corpus root (default /tmp/mdbench/corpus, with --quick
+#                  /tmp/mdbench/corpus-quick). Generated if absent, reused if
+#                  present. Must be outside the repository.
+#   WORK           scratch dir for outputs/repos (default /tmp/mdbench/work).
+#                  Its contents are deleted at the start of every run.
+#   MAILDUMP       maildump binary (default target/release/maildump, built with
+#                  `cargo build --release` first; no build if MAILDUMP is set).
+#   SKIP_MAILDUMP  =1: skip all maildump steps (competitors only).
+#   GEN            corpus generator (default /work/shared/tools/gen_maildir.py).
+#   PICK_INDEX     which file of USER/Maildir/cur (sorted) to retrieve
+#                  (default 1000; the middle file if cur has fewer files).
+#
+# Output: a Markdown report on stdout, also written to bench/results-latest.md
+# (gitignored). Times are wall-clock seconds (date +%s%N around the command),
+# peak RSS comes from /usr/bin/time -f %M. The machine is
+# not isolated, so expect noise when something else is running (see loadavg in
+# the report).
+set -euo pipefail
+
+die() { echo "bench.sh: error: $*" >&2; exit 1; }
+log() { echo "bench.sh: $*" >&2; }
+q() { printf '%q' "$1"; }
+
+QUICK=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+REPO=$(pwd -P)
+
+if [[ $QUICK == 1 ]]; then
+    USERS=3 MSGS=600 MIN_BYTES=0
+    CORPUS=${CORPUS:-/tmp/mdbench/corpus-quick}
+else
+    USERS=12 MSGS=1700 MIN_BYTES=1000000000
+    CORPUS=${CORPUS:-/tmp/mdbench/corpus}
+fi
+WORK=${WORK:-/tmp/mdbench/work}
+GEN=${GEN:-/work/shared/tools/gen_maildir.py}
+SKIP_MAILDUMP=${SKIP_MAILDUMP:-0}
+PICK_INDEX=${PICK_INDEX:-1000}
+SEED=1
+
+for t in tar zstd restic borg find du awk cmp; do
+    command -v "$t" >/dev/null || die "missing tool: $t"
+done
+[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
+
+# Refuse to put corpus or scratch space inside the repository.
+CORPUS=$(realpath -m "$CORPUS")
+WORK=$(realpath -m "$WORK")
+for p in "$CORPUS" "$WORK"; do
+    case "$p/" in
+        "$REPO"/*) die "$p is inside the repository $REPO" ;;
+        /|//) die "refusing to use / as CORPUS or WORK" ;;
+    esac
+done
+case "$WORK/" in "$CORPUS"/*) die "WORK must not be inside CORPUS" ;; esac
+case "$CORPUS/" in "$WORK"/*) die "CORPUS must not be inside WORK (WORK is wiped)" ;; esac
+
+# ---------------------------------------------------------------- corpus
+PARAMS="users=$USERS messages-per-user=$MSGS seed=$SEED"
+if [[ ! -d $CORPUS ]]; then
+    [[ -f $GEN ]] || die "corpus generator not found: $GEN"
+    log "generating corpus in $CORPUS ($PARAMS), this takes a while..."
+    rm -rf "$CORPUS.partial"
+    mkdir -p "$(dirname "$CORPUS")"
+    nice -n 10 python3 "$GEN" --root "$CORPUS.partial" --users "$USERS" \
+        --messages-per-user "$MSGS" --seed "$SEED" >&2
+    mv "$CORPUS.partial" "$CORPUS"
+    echo "$PARAMS" > "$CORPUS.params"
+elif [[ -f $CORPUS.params && $(cat "$CORPUS.params") != "$PARAMS" ]]; then
+    log "warning: reusing $CORPUS generated with '$(cat "$CORPUS.params")', not '$PARAMS'"
+fi
+ROOT=$CORPUS
+
+# ---------------------------------------------------------------- work dir
+# Only wipe a directory this script created (marker file) or an empty one.
+if [[ -d $WORK ]]; then
+    if [[ ! -e $WORK/.mdbench-work && -n $(ls -A "$WORK") ]]; then
+        die "$WORK is not empty and was not created by bench.sh; refusing to wipe it"
+    fi
+    find "$WORK" -mindepth 1 -delete
+fi
+mkdir -p "$WORK"
+touch "$WORK/.mdbench-work"
+T=$WORK/times
+mkdir -p "$T"
+
+# ---------------------------------------------------------------- maildump build
+MD_STATUS=skipped
+if [[ $SKIP_MAILDUMP != 1 ]]; then
+    if [[ -z ${MAILDUMP:-} ]]; then
+        log "cargo build --release"
+        cargo build --release >&2
+        MAILDUMP=$REPO/target/release/maildump
+    fi
+    [[ -x $MAILDUMP ]] || die "maildump binary not executable: $MAILDUMP"
+    MAILDUMP=$(realpath "$MAILDUMP")
+    MD_STATUS=run
+fi
+
+COMMANDS=()
+# secs T0_NS T1_NS: elapsed seconds with ms resolution.
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# timed NAME CMD: run CMD (a bash string) under /usr/bin/time; sets
+# SECS[NAME] (wall s, ms resolution) and RSS[NAME] (peak RSS KiB of the
+# largest process in CMD).
+declare -A SECS RSS
+timed() {
+    local name=$1 cmd=$2 t0 t1
+    COMMANDS+=("$cmd")
+    log "running [$name]: $cmd"
+    t0=$(date +%s%N)
+    /usr/bin/time -f '%M' -o "$T/$name" bash -c "$cmd"
+    t1=$(date +%s%N)
+    SECS[$name]=$(secs "$t0" "$t1")
+    RSS[$name]=$(tail -n1 "$T/$name")
+}
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- 1. walk
+# The first walk warms dentry/inode caches (and is reported); then the file
+# contents are read once, untimed, so no tool pays for cold disk reads.
+timed walk "find $(q "$ROOT") -type f | wc -l > $(q "$T/nfiles")"
+NFILES=$(tr -d ' ' < "$T/nfiles")
+timed walkstat "find $(q "$ROOT") -type f -printf '%i %s %T@ %C@\n' | wc -l > /dev/null"
+log "warming page cache (untimed)"
+find "$ROOT" -type f -print0 | xargs -0 cat > /dev/null
+CORPUS_BYTES=$(du -sb "$ROOT" | cut -f1)
+NMSGS=$(find "$ROOT" -type f \( -path '*/cur/*' -o -path '*/new/*' \) | wc -l)
+if (( CORPUS_BYTES < MIN_BYTES )); then
+    log "warning: corpus is only $CORPUS_BYTES bytes (< $MIN_BYTES)"
+fi
+
+# ---------------------------------------------------------------- 2. tar+zstd
+TARZ=$WORK/out.tar.zst
+TAR_CMD="tar -C $(q "$ROOT") -cf - . | zstd -T0 -3 -q -o $(q "$TARZ")"
+COMMANDS+=("$TAR_CMD")
+# Pipeline: wall time of the whole pipeline; RSS = tar peak + zstd peak
+# (both run concurrently), each measured by its own /usr/bin/time.
+log "running [tar]: $TAR_CMD"
+t0=$(date +%s%N)
+bash -c "/usr/bin/time -f '%M' -o $(q "$T/tar.tar") tar -C $(q "$ROOT") -cf - . \
+     | /usr/bin/time -f '%M' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -o $(q "$TARZ")"
+t1=$(date +%s%N)
+SECS[tar]=$(secs "$t0" "$t1")
+RSS[tar]=$(( $(tail -n1 "$T/tar.tar") + $(tail -n1 "$T/tar.zstd") ))
+SIZE_tar=$(stat -c %s "$TARZ")
+
+# ---------------------------------------------------------------- 3. maildump
+MDUMP=$WORK/out.mdump
+if [[ $MD_STATUS == run ]]; then
+    timed maildump "$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o $(q "$MDUMP") --quiet"
+    SIZE_maildump=$(du -sb "$MDUMP" | cut -f1)
+fi
+
+# ---------------------------------------------------------------- 4. restic
+export RESTIC_PASSWORD=mdbench
+export RESTIC_REPOSITORY=$WORK/restic-repo
+export RESTIC_CACHE_DIR=$WORK/restic-cache
+restic init --quiet >&2
+RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
+COMMANDS+=("$RESTIC_ENV restic init --quiet   # untimed")
+timed restic  "restic backup --quiet $(q "$ROOT")"
+timed restic2 "restic backup --quiet $(q "$ROOT")"
+SIZE_restic=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
+RESTIC_REPO_VERSION=$(restic cat config --quiet 2>/dev/null | awk -F'[:,]' '/"version"/{gsub(/ /,"",$2); print $2}')
+
+# ---------------------------------------------------------------- 4. borg
+export BORG_REPO=$WORK/borg-repo
+export BORG_BASE_DIR=$WORK/borg-base
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+borg init -e none "$BORG_REPO" >&2
+BORG_ENV="BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
+COMMANDS+=("$BORG_ENV borg init -e none $(q "$BORG_REPO")   # untimed")
+timed borg  "borg create --compression zstd,3 $(q "$BORG_REPO")::a $(q "$ROOT")"
+timed borg2 "borg create --compression zstd,3 $(q "$BORG_REPO")::b $(q "$ROOT")"
+SIZE_borg=$(du -sb "$BORG_REPO" | cut -f1)
+
+# ---------------------------------------------------------------- 5. one message
+# uid_of UIDLIST BASENAME: UID for a Maildir file (base = name up to first ':').
+# dovecot-uidlist v3: header line, then "<uid> [ext...] :<base>".
+uid_of() {
+    awk -v base="${2%%:*}" 'NR > 1 {
+        i = index($0, " :")
+        if (i > 0 && substr($0, i + 2) == base) { print $1; found = 1; exit }
+    } END { if (!found) exit 1 }' "$1"
+}
+
+PICK_USER=$(find "$ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | LC_ALL=C sort | head -n1)
+CUR=$ROOT/$PICK_USER/Maildir/cur
+mapfile -t CUR_FILES < <(find "$CUR" -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort)
+(( ${#CUR_FILES[@]} > 0 )) || die "no files in $CUR"
+if (( ${#CUR_FILES[@]} >= PICK_INDEX )); then
+    PICK_N=$PICK_INDEX
+else
+    PICK_N=$(( (${#CUR_FILES[@]} + 1) / 2 ))
+fi
+PICK_FILE=${CUR_FILES[PICK_N - 1]}
+PICK_PATH=$CUR/$PICK_FILE
+PICK_REL=./$PICK_USER/Maildir/cur/$PICK_FILE
+PICK_UID=$(uid_of "$ROOT/$PICK_USER/Maildir/dovecot-uidlist" "$PICK_FILE") \
+    || die "no UID for $PICK_FILE in $ROOT/$PICK_USER/Maildir/dovecot-uidlist"
+PICK_BYTES=$(stat -c %s "$PICK_PATH")
+log "retrieval target: user $PICK_USER INBOX uid $PICK_UID file #$PICK_N of ${#CUR_FILES[@]} ($PICK_BYTES bytes)"
+
+# Sanity: tar extraction gives the same bytes.
+tar --zstd -xOf "$TARZ" "$PICK_REL" | cmp -s - "$PICK_PATH" || die "tar -xO output differs from $PICK_PATH"
+
+CAT_TAR="tar --zstd -xOf $(q "$TARZ") $(q "$PICK_REL") > /dev/null"
+CAT_MD="$(q "${MAILDUMP:-maildump}") cat $(q "$MDUMP") --user $(q "$PICK_USER") --mailbox INBOX --uid $PICK_UID > /dev/null"
+
+# latency NAME CMD: sets LAT_MED[NAME], LAT_MEAN[NAME], LAT_SD[NAME] (ms).
+declare -A LAT_MED LAT_MEAN LAT_SD
+latency() {
+    local name=$1 cmd=$2 json=$T/lat-$1.json t0 t1 med mean sd
+    COMMANDS+=("$cmd   # 10 runs after 2 warm-ups")
+    log "latency [$name]: $cmd"
+    if command -v hyperfine >/dev/null; then
+        hyperfine --shell=bash --warmup 2 --runs 10 --style none \
+            --export-json "$json" "$cmd" >&2
+        python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3))' "$json" > "$T/lat-$name"
+    else
+        for _ in 1 2; do bash -c "$cmd"; done
+        for _ in $(seq 10); do
+            t0=$(date +%s%N); bash -c "$cmd"; t1=$(date +%s%N)
+            echo $(( (t1 - t0) / 1000 ))
+        done | sort -n | awk '{ v[NR] = $1 / 1000; s += v[NR] }
+            END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2
+                  printf "%.1f %.1f %.1f\n", (v[5] + v[6]) / 2, m, sqrt(d / (NR - 1)) }' > "$T/lat-$name"
+    fi
+    read -r med mean sd < "$T/lat-$name"
+    LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
+}
+
+latency tar "$CAT_TAR"
+CAT_CMP=skipped
+if [[ $MD_STATUS == run ]]; then
+    if "$MAILDUMP" cat "$MDUMP" --user "$PICK_USER" --mailbox INBOX --uid "$PICK_UID" | cmp - "$PICK_PATH" >&2; then
+        CAT_CMP="identical ($PICK_BYTES bytes)"
+    else
+        CAT_CMP="MISMATCH"
+    fi
+    latency maildump "$CAT_MD"
+fi
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- 6. report
+mb()    { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+mib()   { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+row() { # row LABEL KEY SIZE SECOND_RUN_KEY
+    local label=$1 key=$2 size=$3 key2=${4:-}
+    local second="–"
+    [[ -n $key2 ]] && second=${SECS[$key2]}
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${SECS[$key]}" \
+        "$(ratio "${SECS[$key]}" "${SECS[tar]}")" "$(mb "$size")" \
+        "$(ratio "$size" "$SIZE_tar")" "$(mib "${RSS[$key]}")" "$second"
+}
+
+git_desc() {
+    local rev
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) || { echo "repo has no commits"; return; }
+    git -C "$REPO" diff --quiet HEAD 2>/dev/null && echo "repo $rev" || echo "repo $rev + uncommitted changes"
+}
+
+REPORT=$REPO/bench/results-latest.md
+{
+    echo "# maildump benchmark – $(date -Iseconds)"
+    echo
+    echo "- host: $(uname -srm), nproc $(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+    echo "- loadavg at start: $LOAD_START, at end: $LOAD_END"
+    echo "- corpus: \`$ROOT\`$( [[ $QUICK == 1 ]] && echo ' (--quick)'), $(mb "$CORPUS_BYTES") MB (du -sb $CORPUS_BYTES), $NFILES files ($NMSGS messages in cur/new)"
+    echo "- corpus params: $( [[ -f $CORPUS.params ]] && cat "$CORPUS.params" || echo unknown)"
+    echo "- maildump: $( if [[ $MD_STATUS == run ]]; then echo "\`$MAILDUMP\` ($(git_desc))"; else echo skipped; fi)"
+    echo "- versions: $(tar --version | head -n1); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1); $(restic version | cut -d' ' -f1-2) (repo v${RESTIC_REPO_VERSION:-?}); $(borg --version)"
+    echo
+    echo "## Walk (page cache warm-up)"
+    echo
+    echo "| walk | time s |"
+    echo "|---|---|"
+    echo "| \`find ROOT -type f \| wc -l\` (first, warm-up) | ${SECS[walk]} |"
+    # shellcheck disable=SC2016
+    printf '| `%s` (warm, stats every file) | %s |\n' "find ROOT -type f -printf '%i %s %T@ %C@\\n' \\| wc -l" "${SECS[walkstat]}"
+    echo
+    echo "## Full backup"
+    echo
+    echo "Sizes in MB = 10^6 bytes; peak RSS in MiB (tar+zstd: sum of both processes);"
+    echo "ratios relative to tar+zstd. '2nd run' = immediate re-run with no changes."
+    echo
+    echo "| tool | time s | × tar time | size MB | × tar size | peak RSS MiB | 2nd run s |"
+    echo "|---|---|---|---|---|---|---|"
+    row "tar + zstd -3 -T0" tar "$SIZE_tar"
+    if [[ $MD_STATUS == run ]]; then
+        row maildump maildump "$SIZE_maildump"
+    else
+        echo "| maildump | skipped | | | | | |"
+    fi
+    row "restic (repo size)" restic "$SIZE_restic" restic2
+    row "borg zstd,3 (repo size)" borg "$SIZE_borg" borg2
+    echo
+    echo "## One-message retrieval"
+    echo
+    echo "user \`$PICK_USER\`, INBOX, uid $PICK_UID, file #$PICK_N of ${#CUR_FILES[@]} in sorted cur/ ($PICK_BYTES bytes): \`$PICK_REL\`"
+    echo
+    echo "| tool | median ms | mean ± sd ms | × tar |"
+    echo "|---|---|---|---|"
+    echo "| tar --zstd -xO | ${LAT_MED[tar]} | ${LAT_MEAN[tar]} ± ${LAT_SD[tar]} | 1.00 |"
+    if [[ $MD_STATUS == run ]]; then
+        echo "| maildump cat | ${LAT_MED[maildump]} | ${LAT_MEAN[maildump]} ± ${LAT_SD[maildump]} | $(ratio "${LAT_MED[maildump]}" "${LAT_MED[tar]}") |"
+    else
+        echo "| maildump cat | skipped | | |"
+    fi
+    echo
+    echo "maildump cat vs original file (cmp): $CAT_CMP"
+    echo
+    echo "## Commands"
+    echo
+    echo '```sh'
+    echo "$RESTIC_ENV   # restic env"
+    echo "$BORG_ENV BORG_REPO=$(q "$BORG_REPO")   # borg env"
+    printf '%s\n' "${COMMANDS[@]}"
+    echo '```'
+} > "$REPORT"
+
+cat "$REPORT"
+log "report written to $REPORT"
+[[ $CAT_CMP != MISMATCH ]] || die "maildump cat output differs from $PICK_PATH"

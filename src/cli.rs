@@ -1,0 +1,188 @@
+//! Command-line definitions (clap). Only `main.rs` uses this module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  finished, but some items were skipped or damaged (each is named on stderr)
+  2  usage error
+  3  I/O error (reading the store or writing the archive/target failed)
+  4  corrupt archive (damaged, truncated, hostile content); verify found damage
+  5  unsupported archive format version
+  6  restore refused: a target mailbox already holds mail
+  7  the mail store being backed up is damaged
+  8  user, mailbox or message not found";
+
+/// Backup and exact restore of Dovecot mail stores.
+#[derive(Parser, Debug)]
+#[command(name = "maildump", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Back up users' mail into one archive (a file, or stdout with `-o -`).
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
+    /// Restore mailboxes from an archive into a store where they do not exist yet.
+    #[command(after_help = EXIT_CODES)]
+    Restore(RestoreArgs),
+    /// List the messages in an archive, one per line.
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Write one message, byte-exact, to stdout.
+    #[command(after_help = EXIT_CODES)]
+    Cat(CatArgs),
+    /// Read the whole archive and recheck every checksum; name each damaged item.
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+}
+
+/// Where the mail store is.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// dovecot.conf to read mail_location, mail_attribute_dict (and mail_home) from.
+    #[arg(long, value_name = "DOVECOT_CONF", conflicts_with = "location", required_unless_present = "location")]
+    pub config: Option<PathBuf>,
+    /// Mail location in Dovecot syntax, e.g. `maildir:~/Maildir` or `maildir:/srv/mail/%u:LAYOUT=fs`.
+    #[arg(long, value_name = "LOCATION")]
+    pub location: Option<String>,
+    /// Home directory template, e.g. `/srv/mail/%u` (`~` in the location is the home).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub home: Option<String>,
+    /// METADATA dictionary, e.g. `file:%h/dovecot-attributes` (default: from --config, else
+    /// `file:%h/dovecot-attributes` when a home template is known).
+    #[arg(long, value_name = "DICT")]
+    pub attribute_dict: Option<String>,
+}
+
+/// How progress is shown.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A progress bar when stderr is a terminal, else nothing.
+    Auto,
+    /// Always a progress bar.
+    Bar,
+    /// JSON Lines events on stderr, for backup software.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// `backup` arguments.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    /// Store.
+    pub store: StoreArgs,
+    /// User to back up (repeatable).
+    #[arg(long = "user", value_name = "NAME", required_unless_present = "all_users")]
+    pub users: Vec<String>,
+    /// Back up every user found at the %u position of the home (or location) template.
+    #[arg(long, conflicts_with = "users")]
+    pub all_users: bool,
+    /// Archive to write, or `-` for stdout. A file appears only when complete.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: String,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Record this creation time (RFC 3339) instead of now, for reproducible archives.
+    #[arg(long, hide = true)]
+    pub created: Option<String>,
+    /// Record this archive id instead of a random one, for reproducible archives.
+    #[arg(long, hide = true)]
+    pub archive_id: Option<String>,
+}
+
+/// `restore` arguments.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Archive file, or `-` for stdin (spooled to a temporary file first).
+    pub archive: String,
+    #[command(flatten)]
+    /// Target store.
+    pub store: StoreArgs,
+    /// Only this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this mailbox (exact name, `/` as separator, e.g. `Work/Sub`).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Restore into this user instead of the original one.
+    #[arg(long)]
+    pub to_user: Option<String>,
+    /// Print what would be written and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Owner of everything written, as numeric `UID:GID` (default when root: the archived owner).
+    #[arg(long, value_name = "UID:GID")]
+    pub owner: Option<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+/// `list` arguments.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Archive file, or `-` for stdin.
+    pub archive: String,
+    /// Only this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this mailbox.
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// JSON Lines: one object per message.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cat` arguments.
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Archive file, or `-` for stdin.
+    pub archive: String,
+    /// User.
+    #[arg(long)]
+    pub user: String,
+    /// Mailbox (required with --uid).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// UID of the message.
+    #[arg(long, conflicts_with = "guid", required_unless_present = "guid", requires = "mailbox")]
+    pub uid: Option<u32>,
+    /// GUID of the message.
+    #[arg(long)]
+    pub guid: Option<String>,
+}
+
+/// `verify` arguments.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Archive file, or `-` for stdin.
+    pub archive: String,
+    /// Print only damage.
+    #[arg(short, long)]
+    pub quiet: bool,
+}

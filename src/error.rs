@@ -1,0 +1,146 @@
+//! The one public error type, its kinds and the exit-code table.
+//!
+//! Every error names the item it is about: a path, a user/mailbox/UID, or an archive offset.
+//! Each [`ErrorKind`] maps to one documented exit code ([`ErrorKind::exit_code`]); README.md and
+//! `maildump --help` carry the same table.
+//!
+//! This module must not print, nor depend on clap or anyhow.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Broad classes of failure. Each maps to one process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The command line or an option value was wrong (exit 2).
+    Usage,
+    /// Reading or writing a file failed for an operating-system reason (exit 3).
+    Io,
+    /// The archive is damaged, truncated or holds something hostile (exit 4).
+    CorruptArchive,
+    /// The archive was written in a format major version this build cannot read (exit 5).
+    UnsupportedVersion,
+    /// Restore refused to touch existing mail (exit 6).
+    Conflict,
+    /// The mail store being backed up is damaged or unreadable (exit 7).
+    StoreDamaged,
+    /// The selected user, mailbox or message is not in the archive or store (exit 8).
+    NotFound,
+}
+
+impl ErrorKind {
+    /// Process exit code for this kind. 0 is success and 1 means "finished, but some items
+    /// were skipped or damaged"; those two are not errors and have no kind.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Usage => 2,
+            ErrorKind::Io => 3,
+            ErrorKind::CorruptArchive => 4,
+            ErrorKind::UnsupportedVersion => 5,
+            ErrorKind::Conflict => 6,
+            ErrorKind::StoreDamaged => 7,
+            ErrorKind::NotFound => 8,
+        }
+    }
+}
+
+/// Exit code of a run that finished but skipped or lost some items (reported on stderr).
+pub const EXIT_PARTIAL: u8 = 1;
+
+/// The error type of every fallible maildump operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad option or argument.
+    #[error("{0}")]
+    Usage(String),
+    /// An I/O error on a named file or stream.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file, directory or stream (`-` is stdin/stdout).
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive is damaged at a named place.
+    #[error("corrupt archive: {item}: {detail}")]
+    Corrupt {
+        /// What is damaged: an offset, a member path, a user/mailbox/UID.
+        item: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The archive's format major version is unknown to this reader.
+    #[error(
+        "unsupported archive format version {major}.{minor}: this maildump reads format {supported}.x; use a newer maildump"
+    )]
+    UnsupportedVersion {
+        /// Major version found in the archive.
+        major: u16,
+        /// Minor version found in the archive.
+        minor: u16,
+        /// Major version this build reads.
+        supported: u16,
+    },
+    /// Restore would overwrite or merge into existing mail.
+    #[error("refusing to restore: {0}")]
+    Conflict(String),
+    /// The source mail store is damaged.
+    #[error("damaged mail store: {}: {detail}", path.display())]
+    StoreDamaged {
+        /// The damaged file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A selected item does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl Error {
+    /// The kind of this error, which decides the exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Corrupt { .. } => ErrorKind::CorruptArchive,
+            Error::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::StoreDamaged { .. } => ErrorKind::StoreDamaged,
+            Error::NotFound(_) => ErrorKind::NotFound,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Damage at `item` of the archive.
+    pub fn corrupt(item: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corrupt { item: item.into(), detail: detail.into() }
+    }
+
+    /// Damage in the mail store at `path`.
+    pub fn store(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::StoreDamaged { path: path.into(), detail: detail.into() }
+    }
+}
+
+/// Attach a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    /// Map the error to [`Error::Io`] naming `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,188 @@
+//! Parallel zstd compression of data frames, written in order.
+//!
+//! The producer hands whole decompressed frames to [`FramePipeline::submit`]; worker threads
+//! compress each as an independent zstd frame (with content size and checksum); frames are
+//! written to the sink in submission order. Memory is bounded: at most `2 * threads + 2`
+//! frames are in flight. The output does not depend on the number of threads.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use super::index::FrameEntry;
+
+type Job = (u64, Vec<u8>);
+type Done = (u64, io::Result<Vec<u8>>);
+
+/// A sink that counts the bytes written through it.
+pub struct CountingWriter<W: Write> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    /// Wrap `inner`.
+    pub fn new(inner: W) -> Self {
+        CountingWriter { inner, written: 0 }
+    }
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.written
+    }
+    /// The wrapped writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compress one frame.
+pub fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    // Checksums let readers detect damage in any single frame.
+    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+    c.compress(data)
+}
+
+/// Orders and writes frames compressed by a pool of worker threads.
+pub struct FramePipeline {
+    level: i32,
+    jobs: Option<SyncSender<Job>>,
+    done: Option<Receiver<Done>>,
+    workers: Vec<JoinHandle<()>>,
+    submitted: u64,
+    next_write: u64,
+    pending: BTreeMap<u64, Vec<u8>>,
+    /// (usize, first) of submitted frames not yet written, by sequence number.
+    info: BTreeMap<u64, (u64, Option<u64>)>,
+    /// Table of written frames.
+    pub frames: Vec<FrameEntry>,
+}
+
+impl FramePipeline {
+    /// Start `threads` workers (0 or 1: compress on the caller's thread).
+    pub fn new(level: i32, threads: usize) -> Self {
+        let mut p = FramePipeline {
+            level,
+            jobs: None,
+            done: None,
+            workers: Vec::new(),
+            submitted: 0,
+            next_write: 0,
+            pending: BTreeMap::new(),
+            info: BTreeMap::new(),
+            frames: Vec::new(),
+        };
+        if threads > 1 {
+            let (jtx, jrx) = sync_channel::<Job>(threads);
+            let (dtx, drx) = sync_channel::<Done>(threads * 2 + 2);
+            let jrx = std::sync::Arc::new(std::sync::Mutex::new(jrx));
+            for _ in 0..threads {
+                let jrx = jrx.clone();
+                let dtx = dtx.clone();
+                p.workers.push(std::thread::spawn(move || {
+                    loop {
+                        let job = match jrx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, data)) = job else { return };
+                        let out = compress_frame(level, &data);
+                        if dtx.send((seq, out)).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            p.jobs = Some(jtx);
+            p.done = Some(drx);
+        }
+        p
+    }
+
+    /// Queue one decompressed frame; writes whatever frames are ready, in order.
+    ///
+    /// # Errors
+    /// Compression or write errors.
+    pub fn submit<W: Write>(
+        &mut self,
+        data: Vec<u8>,
+        first: Option<u64>,
+        out: &mut CountingWriter<W>,
+    ) -> io::Result<()> {
+        let seq = self.submitted;
+        self.submitted += 1;
+        self.info.insert(seq, (data.len() as u64, first));
+        match &self.jobs {
+            None => {
+                let c = compress_frame(self.level, &data)?;
+                self.pending.insert(seq, c);
+            }
+            Some(_) => {
+                // Collect finished frames first so workers never block on a full result queue.
+                self.collect(out, false)?;
+                let sent = self.jobs.as_ref().map(|tx| tx.send((seq, data)).is_ok());
+                if sent != Some(true) {
+                    return Err(io::Error::other("compression worker stopped"));
+                }
+            }
+        }
+        self.collect(out, false)
+    }
+
+    fn collect<W: Write>(&mut self, out: &mut CountingWriter<W>, wait_all: bool) -> io::Result<()> {
+        if let Some(rx) = &self.done {
+            loop {
+                let outstanding = self.submitted - self.next_write - self.pending.len() as u64;
+                if outstanding == 0 {
+                    break;
+                }
+                let msg = if wait_all {
+                    rx.recv().map_err(|_| io::Error::other("compression worker stopped"))?
+                } else {
+                    match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            return Err(io::Error::other("compression worker stopped"));
+                        }
+                    }
+                };
+                self.pending.insert(msg.0, msg.1?);
+            }
+        }
+        while let Some(c) = self.pending.remove(&self.next_write) {
+            let (usize, first) = self.info.remove(&self.next_write).unwrap_or((0, None));
+            let offset = out.position();
+            out.write_all(&c)?;
+            self.frames.push(FrameEntry { offset, csize: c.len() as u64, usize, first });
+            self.next_write += 1;
+        }
+        Ok(())
+    }
+
+    /// Wait for every queued frame and write it; stop the workers.
+    ///
+    /// # Errors
+    /// Compression or write errors.
+    pub fn flush_all<W: Write>(&mut self, out: &mut CountingWriter<W>) -> io::Result<()> {
+        self.collect(out, true)?;
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join(); // A panicked worker already surfaced as a missing frame above.
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Constants of the archive format, named as in `format-spec/FORMAT.md`. Nothing else lives here.
+
+/// Format major version written by this build. A reader refuses other majors.
+pub const FORMAT_MAJOR: u16 = 1;
+/// Format minor version written by this build. Readers accept any minor of their major.
+pub const FORMAT_MINOR: u16 = 0;
+
+/// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
+pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
+/// Lowest zstd skippable-frame magic number; skippable magics are `0x184D2A50..=0x184D2A5F`.
+pub const SKIPPABLE_MAGIC_MIN: u32 = 0x184D_2A50;
+/// Highest zstd skippable-frame magic number.
+pub const SKIPPABLE_MAGIC_MAX: u32 = 0x184D_2A5F;
+
+/// Skippable-frame magic of the HEADER frame (first frame of every archive).
+pub const HEADER_FRAME_MAGIC: u32 = 0x184D_2A5B;
+/// Skippable-frame magic of the INDEX frame.
+pub const INDEX_FRAME_MAGIC: u32 = 0x184D_2A5C;
+/// Skippable-frame magic of the FOOTER frame (last frame of every complete archive).
+pub const FOOTER_FRAME_MAGIC: u32 = 0x184D_2A5D;
+
+/// First 8 payload bytes of the HEADER frame.
+pub const HEADER_MAGIC: &[u8; 8] = b"MAILDUMP";
+/// Payload length of the HEADER frame.
+pub const HEADER_PAYLOAD_LEN: usize = 16;
+/// First 8 payload bytes of the INDEX frame.
+pub const INDEX_MAGIC: &[u8; 8] = b"MDINDEX\0";
+/// First 8 payload bytes of the FOOTER frame.
+pub const FOOTER_MAGIC: &[u8; 8] = b"MDFOOTER";
+/// Payload length of the FOOTER frame.
+pub const FOOTER_PAYLOAD_LEN: usize = 64;
+/// Length of a skippable frame's header (magic + size).
+pub const SKIPPABLE_HEADER_LEN: usize = 8;
+/// Total length of the FOOTER frame, which is the last bytes of the file.
+pub const FOOTER_FRAME_LEN: usize = SKIPPABLE_HEADER_LEN + FOOTER_PAYLOAD_LEN;
+
+/// A data frame is closed at the first member boundary after it holds this many bytes.
+pub const FRAME_TARGET: usize = 8 << 20;
+/// A data frame never holds more than this many decompressed bytes (large members are split).
+pub const FRAME_MAX: usize = 16 << 20;
+/// Readers refuse a data frame that declares or yields more than this (hostile-input limit).
+pub const FRAME_LIMIT: u64 = 64 << 20;
+/// Readers refuse an index larger than this.
+pub const INDEX_LIMIT: u64 = 4 << 30;
+/// Readers refuse a JSON metadata member or index part larger than this.
+pub const JSON_LIMIT: u64 = 1 << 30;
+/// Largest message the format stores (tar's 11 octal digits hold 8 GiB - 1).
+pub const MESSAGE_LIMIT: u64 = (8 << 30) - 1;
+
+/// tar block size.
+pub const TAR_BLOCK: usize = 512;
+/// Path of the manifest member, the first tar member of every archive.
+pub const MANIFEST_MEMBER: &str = "MAILDUMP.json";
+/// Top directory of per-user members.
+pub const USERS_DIR: &str = "users";
+/// File name of a mailbox's metadata member inside its directory.
+pub const MAILBOX_MEMBER: &str = "mailbox.json";
+/// File name of a user's metadata member inside the user directory.
+pub const USER_MEMBER: &str = "user.json";
+/// Suffix of message members.
+pub const MESSAGE_SUFFIX: &str = ".eml";
+/// Maximum length of `from`, `subject` and `message_id` display fields.
+pub const HEADER_FIELD_LIMIT: usize = 256;

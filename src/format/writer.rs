@@ -1,0 +1,462 @@
+//! [`ArchiveWriter`]: writes an archive sequentially to any `Write` (a file or a pipe).
+//!
+//! Order of calls: [`ArchiveWriter::new`] (HEADER frame and manifest member), then per user
+//! [`ArchiveWriter::add_message`] for each message of a mailbox followed by
+//! [`ArchiveWriter::add_mailbox`], then [`ArchiveWriter::add_user`]; last
+//! [`ArchiveWriter::finish`] (tar end, INDEX, FOOTER). An archive whose `finish` was never
+//! called has no footer, and readers report it as truncated.
+//!
+//! Memory: the current frame (<= [`FRAME_MAX`]), frames in flight in the compression pool,
+//! a map of stored bodies (~120 B per distinct message) and the messages of the mailbox being
+//! written. Mailbox catalogs are spooled to a temporary file, not kept in memory.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::frame::{CountingWriter, FramePipeline};
+use super::index::{
+    ArchiveStats, Directory, Location, MailboxEntry, MailboxRecord, Manifest, MessageRecord,
+    UserRecord,
+};
+use super::spec::*;
+use super::tar::{EntryType, MemberHeader, encode_header, padding};
+use crate::error::{Error, IoContext, Result};
+use crate::model::{Content, MailboxMeta, MessageMeta, Name, UserMeta};
+
+/// Options that decide the bytes of an archive (so tests and vectors can be reproducible).
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// zstd level (1..=19; default 3).
+    pub level: i32,
+    /// Compression threads (1 = on the caller's thread).
+    pub threads: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            level: 3,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+}
+
+/// Bodies up to this size are read into memory once; larger ones are spooled to a temp file.
+const INLINE_BODY: u64 = 4 << 20;
+
+/// Writes one archive. See the module documentation for the order of calls.
+pub struct ArchiveWriter<W: Write> {
+    out: CountingWriter<W>,
+    pipeline: FramePipeline,
+    cur: Vec<u8>,
+    cur_first: Option<u64>,
+    manifest: Manifest,
+    stored: HashMap<[u8; 32], (String, Location)>,
+    users: Vec<UserMeta>,
+    mailboxes: Vec<MailboxEntry>,
+    spool: BufWriter<File>,
+    spool_len: u64,
+    stats: ArchiveStats,
+    mtime: i64,
+    scratch: Vec<u8>,
+    frames_submitted: usize,
+}
+
+/// Percent-encode one name component for use in a tar member path.
+///
+/// Control bytes, `%`, `/`, `\` and bytes of invalid UTF-8 become `%XX`; a component that is
+/// empty, starts with `.`, or ends with `.eml` or `.json` gets its first byte encoded, so it
+/// can never collide with a message or metadata member.
+pub fn encode_component(name: &[u8]) -> String {
+    if name.is_empty() {
+        return "%".to_string() + "empty";
+    }
+    let valid = std::str::from_utf8(name).is_ok();
+    let reserved = name[0] == b'.'
+        || name.ends_with(MESSAGE_SUFFIX.as_bytes())
+        || name.ends_with(b".json");
+    let mut out = String::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        let must = b < 0x20 || b == 0x7f || b == b'%' || b == b'/' || b == b'\\' || (i == 0 && reserved);
+        if must || (!valid && b >= 0x80) {
+            out.push_str(&format!("%{b:02X}"));
+            i += 1;
+        } else if b < 0x80 {
+            out.push(b as char);
+            i += 1;
+        } else {
+            // Valid UTF-8: copy the whole character.
+            let len = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            let end = (i + len).min(name.len());
+            out.push_str(std::str::from_utf8(&name[i..end]).unwrap_or("%3F"));
+            i = end;
+        }
+    }
+    out
+}
+
+/// Tar directory of a mailbox: `users/<user>/<component>/<component>...`.
+pub fn mailbox_dir(user: &Name, mailbox: &Name) -> String {
+    let mut s = format!("{USERS_DIR}/{}", encode_component(user.as_bytes()));
+    for c in mailbox.as_bytes().split(|&b| b == b'/') {
+        s.push('/');
+        s.push_str(&encode_component(c));
+    }
+    s
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::io("<json>", io::Error::other(e))
+}
+
+fn skippable(magic: u32, payload_len: usize) -> Result<[u8; SKIPPABLE_HEADER_LEN]> {
+    let len = u32::try_from(payload_len)
+        .map_err(|_| Error::Usage(format!("index too large ({payload_len} bytes)")))?;
+    let mut h = [0u8; SKIPPABLE_HEADER_LEN];
+    h[..4].copy_from_slice(&magic.to_le_bytes());
+    h[4..].copy_from_slice(&len.to_le_bytes());
+    Ok(h)
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Start an archive: writes the HEADER frame and the manifest member.
+    ///
+    /// # Errors
+    /// Write errors on `out` or on the temporary spool file.
+    pub fn new(out: W, manifest: Manifest, opts: &WriterOptions) -> Result<Self> {
+        let mtime = chrono::DateTime::parse_from_rfc3339(&manifest.created)
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        let spool = tempfile::tempfile().at("<temporary index spool>")?;
+        let mut w = ArchiveWriter {
+            out: CountingWriter::new(out),
+            pipeline: FramePipeline::new(opts.level, opts.threads.max(1)),
+            cur: Vec::with_capacity(FRAME_TARGET + (1 << 20)),
+            cur_first: None,
+            manifest,
+            stored: HashMap::new(),
+            users: Vec::new(),
+            mailboxes: Vec::new(),
+            spool: BufWriter::new(spool),
+            spool_len: 0,
+            stats: ArchiveStats::default(),
+            mtime,
+            scratch: Vec::new(),
+            frames_submitted: 0,
+        };
+        let mut payload = [0u8; HEADER_PAYLOAD_LEN];
+        payload[..8].copy_from_slice(HEADER_MAGIC);
+        payload[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
+        payload[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
+        w.out.write_all(&skippable(HEADER_FRAME_MAGIC, HEADER_PAYLOAD_LEN)?).at("<archive>")?;
+        w.out.write_all(&payload).at("<archive>")?;
+        let json = serde_json::to_vec_pretty(&w.manifest).map_err(json_err)?;
+        w.add_json_member(MANIFEST_MEMBER, &json)?;
+        Ok(w)
+    }
+
+    /// Location of the next byte pushed (`push` never leaves the frame full).
+    fn here(&self) -> Location {
+        let frame = u32::try_from(self.frames_submitted).unwrap_or(u32::MAX);
+        Location { frame, offset: self.cur.len() as u64 }
+    }
+
+    fn begin_member(&mut self) {
+        if self.cur_first.is_none() {
+            self.cur_first = Some(self.cur.len() as u64);
+        }
+    }
+
+    fn end_member(&mut self) -> Result<()> {
+        if self.cur.len() >= FRAME_TARGET {
+            self.flush_frame()?;
+        }
+        Ok(())
+    }
+
+    fn flush_frame(&mut self) -> Result<()> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.cur, Vec::with_capacity(FRAME_TARGET + (1 << 20)));
+        let first = self.cur_first.take();
+        self.frames_submitted += 1;
+        self.pipeline.submit(data, first, &mut self.out).at("<archive>")
+    }
+
+    /// Append raw member bytes, splitting frames at [`FRAME_MAX`].
+    fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = FRAME_MAX - self.cur.len();
+            let n = room.min(data.len());
+            self.cur.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.cur.len() >= FRAME_MAX {
+                self.flush_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, h: &MemberHeader<'_>) -> Result<()> {
+        self.begin_member();
+        let mut hb = Vec::with_capacity(TAR_BLOCK * 3);
+        if !encode_header(h, &mut hb) {
+            return Err(Error::Usage(format!("{}: too large for the archive format", h.path)));
+        }
+        self.push(&hb)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<()> {
+        let zeros = [0u8; TAR_BLOCK];
+        self.push(&zeros[..padding(size)])
+    }
+
+    fn add_json_member(&mut self, path: &str, json: &[u8]) -> Result<()> {
+        let h = MemberHeader {
+            path,
+            kind: EntryType::Regular,
+            link: None,
+            size: json.len() as u64,
+            mtime: self.mtime,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        self.header(&h)?;
+        self.push(json)?;
+        self.pad(json.len() as u64)?;
+        self.end_member()
+    }
+
+    /// Store one message of `mailbox` of `user`, reading its bytes from `body`.
+    ///
+    /// Computes the SHA-256 and size into `meta.content`. A body already stored in this
+    /// archive is not stored again: the member becomes a hard link to the first copy.
+    ///
+    /// # Errors
+    /// Read errors of `body` (named `source_name`), write errors.
+    pub fn add_message(
+        &mut self,
+        user: &Name,
+        mailbox: &Name,
+        mut meta: MessageMeta,
+        body: &mut dyn Read,
+        size_hint: u64,
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
+        let member =
+            format!("{}/{}{MESSAGE_SUFFIX}", mailbox_dir(user, mailbox), meta.uid.0);
+        // Read (small) or spool (large) the body, hashing it once.
+        let mut hasher = Sha256::new();
+        let mut spool: Option<File> = None;
+        let mut size: u64 = 0;
+        self.scratch.clear();
+        if size_hint <= INLINE_BODY {
+            let mut limited = body.take(INLINE_BODY + 1);
+            limited.read_to_end(&mut self.scratch).at(source_name)?;
+            size = self.scratch.len() as u64;
+            hasher.update(&self.scratch);
+        }
+        if size > INLINE_BODY || size_hint > INLINE_BODY {
+            // Large: spool what was read plus the rest to a temp file.
+            let mut f = tempfile::tempfile().at("<temporary body spool>")?;
+            f.write_all(&self.scratch).at("<temporary body spool>")?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io(source_name, e)),
+                };
+                hasher.update(&buf[..n]);
+                f.write_all(&buf[..n]).at("<temporary body spool>")?;
+                size += n as u64;
+            }
+            self.scratch.clear();
+            spool = Some(f);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        meta.content = Content { sha256: hex::encode(digest), size };
+        self.stats.messages += 1;
+        self.stats.message_bytes += size;
+        let mtime = meta.received.secs;
+        let (mode, uid, gid) = meta.owner.map(|o| (o.mode, o.uid, o.gid)).unwrap_or((0o600, 0, 0));
+
+        if let Some((target, loc)) = self.stored.get(&digest).cloned() {
+            let h = MemberHeader {
+                path: &member,
+                kind: EntryType::Link,
+                link: Some(&target),
+                size: 0,
+                mtime,
+                mode,
+                uid,
+                gid,
+            };
+            self.header(&h)?;
+            self.end_member()?;
+            return Ok(MessageRecord { member, link: Some(target), loc: Some(loc), message: meta });
+        }
+        if size > MESSAGE_LIMIT {
+            return Err(Error::store(source_name, "message larger than 8 GiB"));
+        }
+        let h = MemberHeader {
+            path: &member,
+            kind: EntryType::Regular,
+            link: None,
+            size,
+            mtime,
+            mode,
+            uid,
+            gid,
+        };
+        self.header(&h)?;
+        let loc = self.here();
+        match spool {
+            None => {
+                let data = std::mem::take(&mut self.scratch);
+                self.push(&data)?;
+                self.scratch = data;
+            }
+            Some(mut f) => {
+                f.seek(SeekFrom::Start(0)).at("<temporary body spool>")?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut left = size;
+                while left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
+                    f.read_exact(&mut buf[..want]).at("<temporary body spool>")?;
+                    self.push(&buf[..want])?;
+                    left -= want as u64;
+                }
+            }
+        }
+        self.pad(size)?;
+        self.end_member()?;
+        self.stored.insert(digest, (member.clone(), loc));
+        self.stats.bodies += 1;
+        self.stats.stored_bytes += size;
+        Ok(MessageRecord { member, link: None, loc: Some(loc), message: meta })
+    }
+
+    /// Finish a mailbox: writes its `mailbox.json` member and spools its index catalog.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn add_mailbox(
+        &mut self,
+        user: &Name,
+        mailbox: MailboxMeta,
+        messages: Vec<MessageRecord>,
+    ) -> Result<()> {
+        let mut rec = MailboxRecord { user: user.clone(), mailbox, messages };
+        // The tar copy carries no locations (they are implied by the stream).
+        let locs: Vec<_> = rec.messages.iter_mut().map(|m| m.loc.take()).collect();
+        let json = serde_json::to_vec_pretty(&rec).map_err(json_err)?;
+        let path = format!("{}/{MAILBOX_MEMBER}", mailbox_dir(user, &rec.mailbox.name));
+        self.add_json_member(&path, &json)?;
+        for (m, l) in rec.messages.iter_mut().zip(locs) {
+            m.loc = l;
+        }
+        let json = serde_json::to_vec(&rec).map_err(json_err)?;
+        let comp = super::frame::compress_frame(3, &json).at("<index catalog>")?;
+        self.spool.write_all(&comp).at("<temporary index spool>")?;
+        self.mailboxes.push(MailboxEntry {
+            user: user.clone(),
+            name: rec.mailbox.name.clone(),
+            messages: rec.messages.len() as u64,
+            catalog_offset: self.spool_len,
+            catalog_len: comp.len() as u64,
+        });
+        self.spool_len += comp.len() as u64;
+        Ok(())
+    }
+
+    /// Finish a user: writes its `user.json` member.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn add_user(&mut self, user: UserMeta, mailboxes: Vec<Name>) -> Result<()> {
+        let rec = UserRecord { user, mailboxes };
+        let json = serde_json::to_vec_pretty(&rec).map_err(json_err)?;
+        let path =
+            format!("{USERS_DIR}/{}/{USER_MEMBER}", encode_component(rec.user.name.as_bytes()));
+        self.add_json_member(&path, &json)?;
+        self.users.push(rec.user);
+        Ok(())
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> ArchiveStats {
+        self.stats
+    }
+
+    /// Write the tar end marker, the INDEX and the FOOTER; return the sink.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn finish(mut self) -> Result<W> {
+        let zeros = [0u8; TAR_BLOCK * 2];
+        self.push(&zeros)?;
+        self.flush_frame()?;
+        self.pipeline.flush_all(&mut self.out).at("<archive>")?;
+        let dir = Directory {
+            manifest: self.manifest.clone(),
+            frames: std::mem::take(&mut self.pipeline.frames),
+            users: std::mem::take(&mut self.users),
+            mailboxes: std::mem::take(&mut self.mailboxes),
+            stats: self.stats,
+        };
+        let dir_json = serde_json::to_vec(&dir).map_err(json_err)?;
+        let dir_comp = super::frame::compress_frame(3, &dir_json).at("<index directory>")?;
+        // INDEX payload: magic, u64 directory length, directory frame, catalogs.
+        let head_len = INDEX_MAGIC.len() + 8;
+        let payload_len = head_len + dir_comp.len() + usize::try_from(self.spool_len).unwrap_or(usize::MAX);
+        let mut spool = self
+            .spool
+            .into_inner()
+            .map_err(|e| Error::io("<temporary index spool>", e.into_error()))?;
+        spool.seek(SeekFrom::Start(0)).at("<temporary index spool>")?;
+        let index_offset = self.out.position();
+        let mut hasher = Sha256::new();
+        let mut head = Vec::with_capacity(head_len);
+        head.extend_from_slice(INDEX_MAGIC);
+        head.extend_from_slice(&(dir_comp.len() as u64).to_le_bytes());
+        self.out.write_all(&skippable(INDEX_FRAME_MAGIC, payload_len)?).at("<archive>")?;
+        for part in [&head[..], &dir_comp[..]] {
+            hasher.update(part);
+            self.out.write_all(part).at("<archive>")?;
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = spool.read(&mut buf).at("<temporary index spool>")?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            self.out.write_all(&buf[..n]).at("<archive>")?;
+        }
+        let index_len = (SKIPPABLE_HEADER_LEN + payload_len) as u64;
+        let mut footer = [0u8; FOOTER_PAYLOAD_LEN];
+        footer[..8].copy_from_slice(FOOTER_MAGIC);
+        footer[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
+        footer[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
+        footer[16..24].copy_from_slice(&index_offset.to_le_bytes());
+        footer[24..32].copy_from_slice(&index_len.to_le_bytes());
+        footer[32..64].copy_from_slice(&hasher.finalize());
+        self.out.write_all(&skippable(FOOTER_FRAME_MAGIC, FOOTER_PAYLOAD_LEN)?).at("<archive>")?;
+        self.out.write_all(&footer).at("<archive>")?;
+        self.out.flush().at("<archive>")?;
+        Ok(self.out.into_inner())
+    }
+}

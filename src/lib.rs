@@ -1,0 +1,33 @@
+//! maildump: backup and exact restore of Dovecot mail stores.
+//!
+//! The main types:
+//! - [`store`]: reading ([`store::maildir::MaildirReader`]) and writing
+//!   ([`store::maildir::MaildirWriter`]) Dovecot Maildir stores, located with Dovecot's
+//!   `mail_location` syntax ([`store::location::Location`]).
+//! - [`format`]: the archive format: [`format::writer::ArchiveWriter`] writes an archive
+//!   sequentially; [`format::reader::Archive`] reads one through its index, or recovers what
+//!   it can by scanning a damaged one.
+//! - [`backup`], [`restore`], [`inspect`]: the operations behind the command line.
+//!
+//! ```no_run
+//! use maildump::backup::{backup, BackupOptions};
+//! use maildump::store::location::Location;
+//!
+//! let loc = Location::parse("maildir:~/Maildir", Some("/srv/mail/%u".into())).unwrap();
+//! let opts = BackupOptions::new(loc);
+//! let file = std::fs::File::create("/tmp/all.mdump").unwrap();
+//! let stats = backup(&opts, &["alice".into()], file, &mut maildump::progress::NoProgress).unwrap();
+//! println!("{} messages", stats.messages);
+//! ```
+
+pub mod backup;
+pub mod error;
+pub mod format;
+pub mod headers;
+pub mod inspect;
+pub mod model;
+pub mod progress;
+pub mod restore;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Result};

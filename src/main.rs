@@ -1,0 +1,296 @@
+//! The `maildump` command: parses the command line, calls the library, prints, and maps
+//! errors to the exit codes documented in README.md and `--help`.
+
+mod cli;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cli::{Cli, Command, ProgressMode, StoreArgs};
+use maildump::backup::{BackupOptions, backup};
+use maildump::error::{EXIT_PARTIAL, Error};
+use maildump::format::reader::Archive;
+use maildump::inspect::{self, ListFilter, MessageKey};
+use maildump::progress::{Event, JsonLines, NoProgress, Progress};
+use maildump::restore::{self, RestoreOptions};
+use maildump::store::location::Location;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>() {
+                if source.kind() == io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            if let Some(ioe) = e.downcast_ref::<io::Error>() {
+                if ioe.kind() == io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("maildump: error: {e:#}");
+            let code = e.downcast_ref::<Error>().map(|e| e.kind().exit_code()).unwrap_or(3);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A progress bar on stderr.
+struct Bar {
+    bar: ProgressBar,
+    messages: u64,
+    warnings: Vec<String>,
+}
+
+impl Progress for Bar {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Mailbox { user, mailbox, .. } => self.bar.set_message(format!("{user} {mailbox}")),
+            Event::Bytes { bytes, messages } => {
+                self.bar.set_position(*bytes);
+                self.messages = *messages;
+            }
+            Event::Warning { message } => {
+                self.bar.suspend(|| eprintln!("maildump: warning: {message}"));
+                self.warnings.push(message.clone());
+            }
+            Event::Done { .. } => self.bar.finish_and_clear(),
+            Event::User { .. } => {}
+        }
+    }
+}
+
+/// Prints warnings only.
+struct Warnings;
+
+impl Progress for Warnings {
+    fn event(&mut self, e: &Event) {
+        if let Event::Warning { message } = e {
+            eprintln!("maildump: warning: {message}");
+        }
+    }
+}
+
+fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+    let tty = io::stderr().is_terminal();
+    match mode {
+        ProgressMode::Json => Box::new(JsonLines(io::stderr())),
+        ProgressMode::None => Box::new(Warnings),
+        _ if quiet => Box::new(NoProgress),
+        ProgressMode::Bar => Box::new(bar()),
+        ProgressMode::Auto if tty => Box::new(bar()),
+        ProgressMode::Auto => Box::new(Warnings),
+    }
+}
+
+fn bar() -> Bar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Bar { bar, messages: 0, warnings: Vec::new() }
+}
+
+/// Read one setting from a dovecot.conf, through doveconf when present, else by reading the file.
+fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    if let Ok(out) = std::process::Command::new("doveconf").arg("-c").arg(conf).arg("-h").arg(name).output() {
+        if out.status.success() {
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            return Ok((!v.is_empty()).then_some(v));
+        }
+    }
+    let text = std::fs::read_to_string(conf).map_err(|e| Error::io(conf, e))?;
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some((k, v)) = line.split_once('=') {
+            if k.trim() == name {
+                found = Some(v.trim().to_string());
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+fn location(s: &StoreArgs) -> anyhow::Result<Location> {
+    let (spec, mut home, mut dict) = match (&s.config, &s.location) {
+        (Some(conf), _) => {
+            let loc = conf_setting(conf, "mail_location")?.ok_or_else(|| {
+                Error::Usage(format!("{}: no mail_location set", conf.display()))
+            })?;
+            (loc, conf_setting(conf, "mail_home")?, conf_setting(conf, "mail_attribute_dict")?)
+        }
+        (None, Some(l)) => (l.clone(), None, None),
+        (None, None) => return Err(Error::Usage("give --config or --location".into()).into()),
+    };
+    if s.home.is_some() {
+        home = s.home.clone();
+    }
+    if s.attribute_dict.is_some() {
+        dict = s.attribute_dict.clone();
+    }
+    let mut loc = Location::parse(&spec, home)?;
+    if dict.is_none() && loc.home.is_some() {
+        dict = Some("file:%h/dovecot-attributes".into());
+    }
+    loc.attribute_dict = dict;
+    Ok(loc)
+}
+
+/// Open an archive path, spooling stdin to a temporary file for `-`.
+fn archive_path(arg: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>)> {
+    if arg != "-" {
+        return Ok((PathBuf::from(arg), None));
+    }
+    let mut tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("<temporary file>", e))?;
+    io::copy(&mut io::stdin().lock(), tmp.as_file_mut()).map_err(|e| Error::io("<stdin>", e))?;
+    let path = tmp.into_temp_path();
+    Ok((path.to_path_buf(), Some(path)))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Backup(a) => {
+            let loc = location(&a.store)?;
+            let users = if a.all_users { loc.discover_users()? } else { a.users.clone() };
+            if users.is_empty() {
+                return Err(Error::NotFound("no users found".into()).into());
+            }
+            let mut opts = BackupOptions::new(loc);
+            opts.writer.level = a.level;
+            if let Some(t) = a.threads {
+                opts.writer.threads = t.max(1);
+            }
+            opts.created = a.created.clone();
+            opts.archive_id = a.archive_id.clone();
+            let mut progress = progress_for(a.progress, a.quiet);
+            let stats = if a.output == "-" {
+                let out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+                backup(&opts, &users, out, progress.as_mut())?
+            } else {
+                let dest = PathBuf::from(&a.output);
+                let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let tmp = tempfile::Builder::new()
+                    .prefix(".maildump-")
+                    .suffix(".partial")
+                    .tempfile_in(dir)
+                    .map_err(|e| Error::io(dir, e))?;
+                let (file, tmp_path) = tmp.into_parts();
+                let out = io::BufWriter::with_capacity(1 << 20, file);
+                let stats = backup(&opts, &users, out, progress.as_mut())?;
+                // Durable before it becomes visible under its name.
+                std::fs::File::open(&tmp_path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&dest, e))?;
+                tmp_path.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+                stats
+            };
+            if !a.quiet && a.progress != ProgressMode::Json {
+                eprintln!(
+                    "maildump: backed up {} users, {} mailboxes, {} messages ({} bytes, {} distinct bodies){}",
+                    stats.users,
+                    stats.mailboxes,
+                    stats.messages,
+                    stats.bytes,
+                    stats.bodies,
+                    if stats.warnings.is_empty() { String::new() } else { format!("; {} warnings", stats.warnings.len()) }
+                );
+            }
+            Ok(if stats.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+        }
+        Command::Restore(a) => {
+            let loc = location(&a.store)?;
+            let owner = match &a.owner {
+                None => None,
+                Some(s) => {
+                    let (u, g) = s
+                        .split_once(':')
+                        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+                        .ok_or_else(|| Error::Usage(format!("--owner {s:?}: expected numeric UID:GID")))?;
+                    Some((u, g))
+                }
+            };
+            let (path, _tmp) = archive_path(&a.archive)?;
+            let archive = Archive::open_or_recover(&path)?;
+            for d in &archive.damage {
+                eprintln!("maildump: warning: {d}");
+            }
+            let opts = RestoreOptions { location: loc, user: a.user, mailbox: a.mailbox, to_user: a.to_user, owner };
+            let plan = restore::plan(&archive, &opts)?;
+            if a.dry_run {
+                let mut out = io::stdout().lock();
+                for l in restore::describe(&plan, &opts) {
+                    writeln!(out, "{l}")?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut progress = progress_for(a.progress, a.quiet);
+            let stats = restore::restore(&archive, &plan, &opts, progress.as_mut())?;
+            if !a.quiet && a.progress != ProgressMode::Json {
+                eprintln!(
+                    "maildump: restored {} mailboxes, {} messages ({} bytes){}",
+                    stats.mailboxes,
+                    stats.messages,
+                    stats.bytes,
+                    if stats.lost > 0 { format!("; {} messages lost to archive damage", stats.lost) } else { String::new() }
+                );
+            }
+            Ok(if stats.lost == 0 && archive.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+        }
+        Command::List(a) => {
+            let (path, _tmp) = archive_path(&a.archive)?;
+            let archive = Archive::open_or_recover(&path)?;
+            for d in &archive.damage {
+                eprintln!("maildump: warning: {d}");
+            }
+            let filter = ListFilter { user: a.user, mailbox: a.mailbox };
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            inspect::list(&archive, &filter, a.json, &mut out)?;
+            out.flush()?;
+            Ok(if archive.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+        }
+        Command::Cat(a) => {
+            let (path, _tmp) = archive_path(&a.archive)?;
+            let archive = match Archive::open(&path, false) {
+                Ok(ar) => ar,
+                Err(Error::Corrupt { .. }) => Archive::recover(&path)?,
+                Err(e) => return Err(e.into()),
+            };
+            let key = match (a.uid, a.guid) {
+                (Some(u), _) => MessageKey::Uid(u),
+                (None, Some(g)) => MessageKey::Guid(g),
+                (None, None) => return Err(Error::Usage("give --uid or --guid".into()).into()),
+            };
+            let rec = inspect::find(&archive, &a.user, a.mailbox.as_deref(), &key)?;
+            let mut out = io::stdout().lock();
+            inspect::cat(&archive, &rec, &mut out)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(a) => {
+            let (path, _tmp) = archive_path(&a.archive)?;
+            let rep = inspect::verify(&path)?;
+            for d in &rep.damage {
+                println!("DAMAGED: {d}");
+            }
+            if rep.damage.is_empty() {
+                if !a.quiet {
+                    println!(
+                        "OK: {} data frames, {} messages, {} distinct bodies verified",
+                        rep.frames, rep.messages, rep.bodies
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("maildump: verify: {} problems found", rep.damage.len());
+                Ok(ExitCode::from(maildump::ErrorKind::CorruptArchive.exit_code()))
+            }
+        }
+    }
+}

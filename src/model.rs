@@ -1,0 +1,359 @@
+//! Domain types shared by the archive format and the stores: names, ids, flags and the metadata
+//! of users, mailboxes and messages.
+//!
+//! This module does no I/O and knows neither archive bytes nor Dovecot file names. Everything
+//! here is serialized into the archive's JSON metadata exactly as documented in
+//! `format-spec/FORMAT.md`; unknown fields are ignored on reading (stored data is read
+//! tolerantly, newer writers may add fields).
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A name made of raw bytes (user, mailbox, keyword, METADATA value): usually UTF-8, but
+/// kept byte-exact when it is not.
+///
+/// In JSON it is a string when it is valid UTF-8, else `{"base64": "..."}`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Name(Vec<u8>);
+
+impl Name {
+    /// Wrap raw bytes.
+    pub fn from_bytes(b: impl Into<Vec<u8>>) -> Self {
+        Name(b.into())
+    }
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// The name as UTF-8 text when it is valid UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+    /// True when the name holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(s.into_bytes())
+    }
+}
+
+impl fmt::Display for Name {
+    /// Lossy display for messages to people; invalid bytes are shown as `\xNN`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.as_str() {
+            Some(t) => s.serialize_str(t),
+            None => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(&self.0),
+                )?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Bytes { base64: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(Name(t.into_bytes())),
+            Repr::Bytes { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64.as_bytes())
+                .map(Name)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// An IMAP message UID.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Uid(pub u32);
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// IMAP system flags (`\Recent` is never stored, as in Dovecot).
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// `\Answered`
+    pub const ANSWERED: Flags = Flags(1);
+    /// `\Flagged`
+    pub const FLAGGED: Flags = Flags(2);
+    /// `\Deleted`
+    pub const DELETED: Flags = Flags(4);
+    /// `\Seen`
+    pub const SEEN: Flags = Flags(8);
+    /// `\Draft`
+    pub const DRAFT: Flags = Flags(16);
+
+    const ALL: [(Flags, &'static str); 5] = [
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::SEEN, "\\Seen"),
+        (Flags::DRAFT, "\\Draft"),
+    ];
+
+    /// No flags.
+    pub fn empty() -> Self {
+        Flags(0)
+    }
+    /// True if every flag of `other` is set.
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Set the flags of `other`.
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+    /// Flag names in IMAP spelling, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        Flags::ALL.iter().filter(|(f, _)| self.contains(*f)).map(|(_, n)| *n).collect()
+    }
+    /// Parse one IMAP flag name (case-insensitive); `None` for unknown names.
+    pub fn from_name(name: &str) -> Option<Flags> {
+        Flags::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(f, _)| *f)
+    }
+}
+
+impl Serialize for Flags {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Flags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        let mut f = Flags::empty();
+        for n in names {
+            // Unknown system flags from a newer writer are ignored, as the spec says.
+            if let Some(x) = Flags::from_name(&n) {
+                f.insert(x);
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// A point in time: Unix seconds plus nanoseconds (file mtimes keep their nanoseconds).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default)]
+pub struct Timestamp {
+    /// Seconds since 1970-01-01 UTC (may be negative).
+    pub secs: i64,
+    /// Nanoseconds, 0..1e9.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nanos: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Timestamp {
+    /// RFC 3339 text in UTC, seconds precision.
+    pub fn to_rfc3339(self) -> String {
+        match chrono::DateTime::from_timestamp(self.secs, 0) {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            None => self.secs.to_string(),
+        }
+    }
+}
+
+/// Owner and permission bits of a file or directory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Owner {
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id.
+    pub gid: u32,
+    /// Permission bits (e.g. 0o600), without the file type.
+    pub mode: u32,
+}
+
+/// A METADATA entry (RFC 5464) of a mailbox or of the server.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Attribute {
+    /// `private` or `shared`.
+    pub scope: AttributeScope,
+    /// Entry name without the `/private/` or `/shared/` prefix, e.g. `comment`.
+    pub name: Name,
+    /// The value, byte-exact.
+    pub value: Name,
+}
+
+/// Scope of a METADATA entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeScope {
+    /// `/private/...`
+    Private,
+    /// `/shared/...`
+    Shared,
+}
+
+/// Where a message's bytes live, as found in the store or as placed in the archive.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Content {
+    /// SHA-256 of the message bytes, lowercase hex.
+    pub sha256: String,
+    /// Length of the message bytes.
+    pub size: u64,
+}
+
+/// Maildir-specific facts of a message, kept so a Maildir restore is byte-exact.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+pub struct MaildirMessage {
+    /// The file name on disk, including `:2,` and the flag letters.
+    pub filename: Name,
+    /// `true` when the file was in `new/` (not yet seen by a client), `false` for `cur/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new: bool,
+    /// uidlist extension fields other than G, S, W, P, O, verbatim (e.g. `X123`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uidlist_ext: Vec<Name>,
+    /// uidlist `S` field (physical size), when the uidlist had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_ext: Option<u64>,
+    /// uidlist `W` field (virtual size), when the uidlist had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsize_ext: Option<u64>,
+}
+
+/// Everything known about one message except its bytes.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// IMAP UID in its mailbox.
+    pub uid: Uid,
+    /// Dovecot's message GUID (`fetch guid`).
+    pub guid: Name,
+    /// System flags.
+    pub flags: Flags,
+    /// Keywords, in the mailbox's keyword-table order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<Name>,
+    /// INTERNALDATE (Maildir: the file's mtime).
+    pub received: Timestamp,
+    /// Save date where known (Maildir: the file's ctime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<Timestamp>,
+    /// Physical size as Dovecot reports it (`size.physical`).
+    pub size_physical: u64,
+    /// Virtual size with CRLF line endings (`size.virtual`), where recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_virtual: Option<u64>,
+    /// POP3 UIDL where the store records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pop3_uidl: Option<Name>,
+    /// POP3 order where the store records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pop3_order: Option<u32>,
+    /// Owner and mode of the message file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Maildir facts (file name, cur/new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maildir: Option<MaildirMessage>,
+    /// `From:` header, decoded for display (at most 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `Subject:` header, decoded for display (at most 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `Message-ID:` header (at most 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Hash and size of the message bytes.
+    pub content: Content,
+}
+
+/// Everything known about one mailbox except its messages.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct MailboxMeta {
+    /// IMAP name, UTF-8, hierarchy separator `/` (`INBOX`, `Work/Sub`, `Ünï Box`).
+    pub name: Name,
+    /// Mailbox GUID, 32 lowercase hex digits, where the store has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// UIDNEXT (the next UID Dovecot will assign).
+    pub uidnext: u32,
+    /// Keyword table in index order (Maildir: letter `a` + index).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<Name>,
+    /// METADATA entries of this mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<Attribute>,
+    /// Owner and mode of the mailbox directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// uidlist header fields other than V, N, G, verbatim (Maildir).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uidlist_header_ext: Vec<Name>,
+}
+
+/// Per-user facts that do not belong to one mailbox.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+pub struct UserMeta {
+    /// The user name (`%u`).
+    pub name: Name,
+    /// Subscribed mailbox names (IMAP names, `/` separator), in file order. May name
+    /// mailboxes that do not exist.
+    #[serde(default)]
+    pub subscriptions: Vec<Name>,
+    /// Server METADATA (`/private/vendor/vendor.dovecot/...` entries set with `-s`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_attributes: Vec<Attribute>,
+    /// dovecot-attributes entries whose key names no mailbox of this backup, verbatim
+    /// (key, value), written back unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw_attributes: Vec<(Name, Name)>,
+    /// Owner and mode of the mail root directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}

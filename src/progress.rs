@@ -1,0 +1,69 @@
+//! Progress reporting through a caller-supplied [`Progress`]; the library never prints.
+
+use serde::Serialize;
+
+/// Something worth telling the caller while a long operation runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Starting on a user.
+    User {
+        /// User name.
+        user: String,
+    },
+    /// Starting on a mailbox.
+    Mailbox {
+        /// User name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// Messages in it.
+        messages: u64,
+    },
+    /// Bytes processed so far, and messages.
+    Bytes {
+        /// Message bytes processed.
+        bytes: u64,
+        /// Messages processed.
+        messages: u64,
+    },
+    /// A non-fatal problem: the item is skipped and the exit code will say so.
+    Warning {
+        /// What happened, naming the item.
+        message: String,
+    },
+    /// Finished.
+    Done {
+        /// Messages processed.
+        messages: u64,
+        /// Bytes processed.
+        bytes: u64,
+        /// Warnings reported.
+        warnings: u64,
+    },
+}
+
+/// Receives [`Event`]s.
+pub trait Progress {
+    /// Called for every event.
+    fn event(&mut self, e: &Event);
+}
+
+/// Ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&mut self, _e: &Event) {}
+}
+
+/// Writes each event as one JSON line to the given writer (for backup software).
+pub struct JsonLines<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> Progress for JsonLines<W> {
+    fn event(&mut self, e: &Event) {
+        if let Ok(s) = serde_json::to_string(e) {
+            // Progress output is best-effort: a closed stderr must not fail the backup.
+            let _ = writeln!(self.0, "{s}");
+        }
+    }
+}

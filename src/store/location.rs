@@ -1,0 +1,305 @@
+//! Dovecot `mail_location` syntax and home templates: `maildir:~/Maildir:LAYOUT=fs:UTF-8`,
+//! `%u` `%n` `%d` `%h` `~` expansion, and finding the users of a store (`--all-users`).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// On-disk folder layout of a Maildir store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Maildir++: folders are `.A.B` directories under the root.
+    MaildirPlusPlus,
+    /// `LAYOUT=fs`: folders are nested directories.
+    Fs,
+}
+
+/// A parsed mail location plus home template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The text as given (recorded in archives).
+    pub spec: String,
+    /// Store format; only `maildir` so far.
+    pub format: String,
+    /// Root path template (may contain `~`, `%u`, `%n`, `%d`, `%h`).
+    pub root: String,
+    /// Folder layout.
+    pub layout: Layout,
+    /// Folder names on disk are UTF-8 (`:UTF-8`) instead of modified UTF-7.
+    pub utf8: bool,
+    /// Home directory template (`--home`), e.g. `/srv/mail/%u`.
+    pub home: Option<String>,
+    /// METADATA dictionary file template (from `mail_attribute_dict = file:...`).
+    pub attribute_dict: Option<String>,
+}
+
+impl Location {
+    /// Parse `format:path[:KEY=VALUE...]`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for unknown formats or options that would change where mail lives
+    /// and that this version does not handle (`CONTROL=`, `INBOX=`, `DIRNAME=`, `ALT=`).
+    pub fn parse(spec: &str, home: Option<String>) -> Result<Self> {
+        let (format, rest) = spec
+            .split_once(':')
+            .ok_or_else(|| Error::Usage(format!("mail location {spec:?}: expected FORMAT:PATH")))?;
+        if format != "maildir" {
+            return Err(Error::Usage(format!(
+                "mail location {spec:?}: store format {format:?} is not supported yet (supported: maildir)"
+            )));
+        }
+        let mut parts = rest.split(':');
+        let root = parts.next().unwrap_or_default().to_string();
+        if root.is_empty() {
+            return Err(Error::Usage(format!("mail location {spec:?}: empty path")));
+        }
+        let mut layout = Layout::MaildirPlusPlus;
+        let mut utf8 = false;
+        for opt in parts {
+            let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+            match k {
+                "LAYOUT" => {
+                    layout = match v {
+                        "fs" => Layout::Fs,
+                        "maildir++" => Layout::MaildirPlusPlus,
+                        _ => {
+                            return Err(Error::Usage(format!(
+                                "mail location {spec:?}: LAYOUT={v} is not supported (fs, maildir++)"
+                            )));
+                        }
+                    }
+                }
+                "UTF-8" => utf8 = true,
+                // Index and cache locations do not change the mail; they are caches for Maildir.
+                "INDEX" | "INDEXPVT" | "ITERINDEX" | "NO-NOSELECT" | "VOLATILEDIR" => {}
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "mail location {spec:?}: option {k} is not supported yet"
+                    )));
+                }
+            }
+        }
+        Ok(Location {
+            spec: spec.to_string(),
+            format: format.to_string(),
+            root,
+            layout,
+            utf8,
+            home,
+            attribute_dict: None,
+        })
+    }
+
+    /// The user's home directory, if a template is known.
+    pub fn home_of(&self, user: &str) -> Option<PathBuf> {
+        self.home.as_ref().map(|h| PathBuf::from(expand(h, user, None)))
+    }
+
+    /// The user's mail root (Maildir directory).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the location needs a home (`~`, `%h`) and none is known.
+    pub fn root_of(&self, user: &str) -> Result<PathBuf> {
+        let home = self.home_of(user);
+        let needs_home = self.root.starts_with('~') || self.root.contains("%h");
+        if needs_home && home.is_none() {
+            return Err(Error::Usage(format!(
+                "mail location {:?} uses the home directory: give --home TEMPLATE (e.g. /srv/mail/%u)",
+                self.spec
+            )));
+        }
+        let home_s = home.as_ref().map(|h| h.to_string_lossy().into_owned());
+        let mut r = expand(&self.root, user, home_s.as_deref());
+        if let (Some(rest), Some(h)) = (r.strip_prefix('~'), &home_s) {
+            r = format!("{h}{rest}");
+        }
+        Ok(PathBuf::from(r))
+    }
+
+    /// The METADATA dictionary file of a user, if configured (`file:` dicts only).
+    pub fn attribute_file_of(&self, user: &str) -> Option<PathBuf> {
+        let t = self.attribute_dict.as_ref()?;
+        let path = t.strip_prefix("file:")?;
+        let home = self.home_of(user).map(|h| h.to_string_lossy().into_owned());
+        let mut p = expand(path, user, home.as_deref());
+        if let (Some(rest), Some(h)) = (p.strip_prefix('~'), &home) {
+            p = format!("{h}{rest}");
+        }
+        Some(PathBuf::from(p))
+    }
+
+    /// Find users by listing the directories at the `%u` (or `%d`/`%n`) positions of the
+    /// home template (or of the location when there is no home template). Sorted.
+    ///
+    /// # Errors
+    /// When no template contains a user variable, or the base directory cannot be read.
+    pub fn discover_users(&self) -> Result<Vec<String>> {
+        let template = match &self.home {
+            Some(h) if h.contains('%') => h.clone(),
+            _ if self.root.contains("%u") || self.root.contains("%n") => self.root.clone(),
+            _ => {
+                return Err(Error::Usage(
+                    "--all-users needs %u (or %d/%n) in --home or in the mail location".into(),
+                ));
+            }
+        };
+        let mut users = Vec::new();
+        walk_template(Path::new("/"), &components(&template), &mut Vars::default(), &mut users)?;
+        let mut out: Vec<String> = Vec::new();
+        for u in users {
+            if self.root_of(&u).map(|r| r.is_dir()).unwrap_or(false) {
+                out.push(u);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+#[derive(Default, Clone)]
+struct Vars {
+    u: Option<String>,
+    n: Option<String>,
+    d: Option<String>,
+}
+
+fn components(t: &str) -> Vec<String> {
+    let abs = t.starts_with('/');
+    let mut v: Vec<String> = t.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+    if !abs {
+        // Relative templates are relative to the current directory.
+        if let Ok(cwd) = std::env::current_dir() {
+            let mut c: Vec<String> = cwd
+                .to_string_lossy()
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
+            c.append(&mut v);
+            v = c;
+        }
+    }
+    v
+}
+
+fn walk_template(base: &Path, rest: &[String], vars: &mut Vars, out: &mut Vec<String>) -> Result<()> {
+    let Some((first, tail)) = rest.split_first() else {
+        let user = match (&vars.u, &vars.n, &vars.d) {
+            (Some(u), _, _) => u.clone(),
+            (None, Some(n), Some(d)) => format!("{n}@{d}"),
+            (None, Some(n), None) => n.clone(),
+            _ => return Ok(()),
+        };
+        out.push(user);
+        return Ok(());
+    };
+    let var = match first.as_str() {
+        "%u" | "%Lu" => Some('u'),
+        "%n" | "%Ln" => Some('n'),
+        "%d" | "%Ld" => Some('d'),
+        _ => None,
+    };
+    match var {
+        None => {
+            if first.contains('%') {
+                return Err(Error::Usage(format!(
+                    "--all-users: template component {first:?} must be exactly %u, %n or %d"
+                )));
+            }
+            walk_template(&base.join(first), tail, vars, out)
+        }
+        Some(v) => {
+            let mut names: Vec<String> = Vec::new();
+            for e in std::fs::read_dir(base).at(base)? {
+                let e = e.at(base)?;
+                let Ok(name) = e.file_name().into_string() else { continue };
+                if name.starts_with('.') || !e.path().is_dir() || name == "lost+found" {
+                    continue;
+                }
+                names.push(name);
+            }
+            names.sort();
+            for name in names {
+                let saved = vars.clone();
+                match v {
+                    'u' => vars.u = Some(name.clone()),
+                    'n' => vars.n = Some(name.clone()),
+                    _ => vars.d = Some(name.clone()),
+                }
+                walk_template(&base.join(&name), tail, vars, out)?;
+                *vars = saved;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Expand `%u %n %d %h %%` (and the `%L` lowercase forms) in a Dovecot template.
+pub fn expand(t: &str, user: &str, home: Option<&str>) -> String {
+    let (n, d) = user.split_once('@').unwrap_or((user, ""));
+    let mut out = String::with_capacity(t.len() + user.len());
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut lower = false;
+        if chars.peek() == Some(&'L') {
+            lower = true;
+            chars.next();
+        }
+        let v = match chars.next() {
+            Some('u') => user.to_string(),
+            Some('n') => n.to_string(),
+            Some('d') => d.to_string(),
+            Some('h') => home.unwrap_or("").to_string(),
+            Some('%') => "%".to_string(),
+            Some(o) => format!("%{o}"),
+            None => "%".to_string(),
+        };
+        out.push_str(&if lower { v.to_lowercase() } else { v });
+    }
+    out
+}
+
+/// Check that a user name is safe to put into a path (no `/`, NUL, `..`, not empty).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the user when it is not.
+pub fn check_user_name(user: &[u8]) -> Result<&str> {
+    let s = std::str::from_utf8(user)
+        .map_err(|_| Error::corrupt(format!("user {:?}", String::from_utf8_lossy(user)), "user name is not UTF-8"))?;
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') || s.starts_with('.') {
+        return Err(Error::corrupt(format!("user {s:?}"), "hostile user name refused"));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_expand() {
+        let l = Location::parse("maildir:~/Maildir:LAYOUT=fs:UTF-8", Some("/srv/%d/%n".into())).unwrap();
+        assert_eq!(l.layout, Layout::Fs);
+        assert!(l.utf8);
+        assert_eq!(l.root_of("bob@ex.org").unwrap(), PathBuf::from("/srv/ex.org/bob/Maildir"));
+        let l = Location::parse("maildir:/var/mail/%Lu/md", None).unwrap();
+        assert_eq!(l.root_of("Alice").unwrap(), PathBuf::from("/var/mail/alice/md"));
+        assert!(Location::parse("maildir:~/M", None).unwrap().root_of("a").is_err());
+        assert!(Location::parse("mbox:~/mail", None).is_err());
+        assert!(Location::parse("maildir:~/M:CONTROL=/x", None).is_err());
+        assert_eq!(expand("a%%b", "u", None), "a%b");
+    }
+
+    #[test]
+    fn hostile_users() {
+        for bad in ["", "..", "a/b", "a\0b", ".hidden"] {
+            assert!(check_user_name(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_user_name(b"alice@example.org").unwrap(), "alice@example.org");
+    }
+}

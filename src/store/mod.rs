@@ -1,0 +1,197 @@
+//! Mail stores: reading a user's mailboxes for backup and writing them back on restore.
+//!
+//! [`StoreReader`] and [`StoreWriter`] are the interfaces backup and restore use; Maildir is
+//! the first implementation, sdbox and mdbox come behind the same traits. This module knows
+//! nothing of the archive format. Names that come from an archive reach the file system only
+//! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
+
+pub mod dovecot;
+pub mod location;
+pub mod maildir;
+pub mod mutf7;
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::model::{Attribute, AttributeScope, MailboxMeta, MessageMeta, Name, Owner};
+
+/// A mailbox found in a store.
+#[derive(Clone, Debug)]
+pub struct MailboxHandle {
+    /// IMAP name (UTF-8, `/` separator).
+    pub name: Name,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// A message file opened for reading.
+pub struct OpenedBody {
+    /// The open file.
+    pub file: File,
+    /// Its path (for error messages).
+    pub path: PathBuf,
+    /// Its length when opened.
+    pub len: u64,
+    /// When the file had been renamed since the scan: its new name and whether it is in `new/`.
+    pub renamed_to: Option<(Name, bool)>,
+}
+
+/// Reading one user's mail.
+pub trait StoreReader {
+    /// The user's mailboxes, INBOX first, then sorted by name.
+    ///
+    /// # Errors
+    /// Unreadable directories.
+    fn mailboxes(&self) -> Result<Vec<MailboxHandle>>;
+    /// A mailbox's metadata and its messages' metadata (no body is read).
+    ///
+    /// # Errors
+    /// Damaged index files (uidlist), unreadable directories.
+    fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)>;
+    /// Open a message's bytes, finding it under a new name when it was renamed.
+    ///
+    /// # Errors
+    /// The file vanished (expunged) or cannot be read.
+    fn open_body(&self, mb: &MailboxHandle, msg: &MessageMeta) -> Result<OpenedBody>;
+    /// Update flags/keywords after a rename found by [`StoreReader::open_body`].
+    fn reflag(&self, table: &[Name], msg: &mut MessageMeta, filename: Name, new: bool);
+    /// Subscribed mailbox names (IMAP names).
+    ///
+    /// # Errors
+    /// An unreadable subscriptions file.
+    fn subscriptions(&self) -> Result<Vec<Name>>;
+    /// Owner and mode of the mail root.
+    ///
+    /// # Errors
+    /// An unreadable root.
+    fn root_owner(&self) -> Result<Owner>;
+}
+
+/// Writing one user's mail (exact mode: mailboxes that do not exist yet).
+pub trait StoreWriter {
+    /// Check that a mailbox can be created (it does not exist or holds no mail).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when it holds mail.
+    fn check_free(&self, name: &Name) -> Result<()>;
+    /// Write a whole mailbox: metadata, then each message from `next_body`, then the
+    /// uidlist and keywords, made visible at once where the layout allows.
+    ///
+    /// # Errors
+    /// I/O errors; nothing half-written stays visible.
+    fn write_mailbox(
+        &mut self,
+        meta: &MailboxMeta,
+        messages: &[MessageMeta],
+        bodies: &mut dyn FnMut(usize, &mut dyn std::io::Write) -> Result<bool>,
+    ) -> Result<WriteStats>;
+    /// Merge subscriptions into the user's subscription file.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn add_subscriptions(&mut self, names: &[Name]) -> Result<()>;
+    /// Merge METADATA entries into the user's dictionary.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()>;
+    /// Make everything written visible (renames a staged mail root into place).
+    ///
+    /// # Errors
+    /// I/O errors, or the target root appeared meanwhile.
+    fn commit(&mut self) -> Result<()>;
+}
+
+/// What [`StoreWriter::write_mailbox`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    /// Messages written.
+    pub messages: u64,
+    /// Messages whose bytes could not be read from the archive (not written).
+    pub lost: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Check one component of a name from an archive before it reaches the file system.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming `what` for `..`, `.`, empty names, `/`, NUL.
+pub fn safe_component<'a>(c: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    if c.is_empty() || c == b"." || c == b".." || c.contains(&b'/') || c.contains(&0) {
+        return Err(Error::corrupt(
+            what,
+            format!("hostile name component {:?} refused", String::from_utf8_lossy(c)),
+        ));
+    }
+    Ok(c)
+}
+
+/// Check a whole mailbox name (components split at `/`).
+///
+/// # Errors
+/// See [`safe_component`]; also names with a leading `.` component, which Maildir++ can't hold.
+pub fn check_mailbox_name(name: &Name, what: &str) -> Result<()> {
+    for c in name.as_bytes().split(|&b| b == b'/') {
+        safe_component(c, what)?;
+        if c.contains(&b'\n') || c.contains(&b'\r') {
+            return Err(Error::corrupt(what, "line break in mailbox name refused"));
+        }
+    }
+    Ok(())
+}
+
+/// Split dovecot-attributes entries into per-mailbox, server and unrecognized entries.
+/// `guids` maps mailbox GUID (hex) to the index of the mailbox.
+pub fn split_attributes(
+    entries: Vec<(Name, Name)>,
+    guids: &std::collections::HashMap<String, usize>,
+) -> (Vec<(usize, Attribute)>, Vec<Attribute>, Vec<(Name, Name)>) {
+    let mut per_mb = Vec::new();
+    let mut server = Vec::new();
+    let mut raw = Vec::new();
+    for (k, v) in entries {
+        let kb = k.as_bytes();
+        let (scope, rest) = if let Some(r) = kb.strip_prefix(b"priv/") {
+            (AttributeScope::Private, r)
+        } else if let Some(r) = kb.strip_prefix(b"shared/") {
+            (AttributeScope::Shared, r)
+        } else {
+            raw.push((k, v));
+            continue;
+        };
+        let Some(slash) = rest.iter().position(|&b| b == b'/') else {
+            raw.push((k, v));
+            continue;
+        };
+        let guid = String::from_utf8_lossy(&rest[..slash]).into_owned();
+        let name = &rest[slash + 1..];
+        let Some(&idx) = guids.get(&guid) else {
+            raw.push((k, v));
+            continue;
+        };
+        if let Some(sname) = name.strip_prefix(dovecot::SERVER_ATTR_PREFIX) {
+            server.push(Attribute { scope, name: Name::from_bytes(sname), value: v });
+        } else {
+            per_mb.push((idx, Attribute { scope, name: Name::from_bytes(name), value: v }));
+        }
+    }
+    (per_mb, server, raw)
+}
+
+/// Dict key of a mailbox attribute.
+pub fn attribute_key(guid: &str, a: &Attribute, server: bool) -> Name {
+    let scope: &[u8] = match a.scope {
+        AttributeScope::Private => b"priv/",
+        AttributeScope::Shared => b"shared/",
+    };
+    let mut k = scope.to_vec();
+    k.extend_from_slice(guid.as_bytes());
+    k.push(b'/');
+    if server {
+        k.extend_from_slice(dovecot::SERVER_ATTR_PREFIX);
+    }
+    k.extend_from_slice(a.name.as_bytes());
+    Name::from_bytes(k)
+}

@@ -1,0 +1,10 @@
+//! Integration tests: they run the real `maildump` binary, and real Dovecot (`doveadm`) for
+//! store fidelity. A missing `doveadm` fails the Dovecot tests; nothing is skipped.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod cli;
+mod corrupt;
+mod dovecot;
+mod fidelity;
+mod format_vectors;
+mod util;
