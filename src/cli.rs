@@ -106,6 +106,9 @@ pub struct BackupArgs {
     /// Record this creation time (RFC 3339) instead of now, for reproducible archives.
     #[arg(long, hide = true)]
     pub created: Option<String>,
+    /// Close data frames past this many bytes (tests use small frames).
+    #[arg(long, hide = true)]
+    pub frame_target: Option<usize>,
     /// Record this archive id instead of a random one, for reproducible archives.
     #[arg(long, hide = true)]
     pub archive_id: Option<String>,

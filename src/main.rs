@@ -169,6 +169,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(t) = a.threads {
                 opts.writer.threads = t.max(1);
             }
+            if let Some(f) = a.frame_target {
+                opts.writer.frame_target = f;
+            }
             opts.created = a.created.clone();
             opts.archive_id = a.archive_id.clone();
             let mut progress = progress_for(a.progress, a.quiet);

@@ -167,7 +167,8 @@ impl FramePipeline {
             let (usize, first) = self.info.remove(&self.next_write).unwrap_or((0, None));
             let offset = out.position();
             out.write_all(&c)?;
-            self.frames.push(FrameEntry { offset, csize: c.len() as u64, usize, first });
+            let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&c));
+            self.frames.push(FrameEntry { offset, csize: c.len() as u64, usize, first, sha256 });
             self.next_write += 1;
         }
         Ok(())

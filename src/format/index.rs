@@ -56,7 +56,7 @@ pub struct Source {
 }
 
 /// One data frame in the table of the index directory.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FrameEntry {
     /// Offset of the frame in the archive file.
     pub offset: u64,
@@ -68,6 +68,10 @@ pub struct FrameEntry {
     /// absent when the frame only continues a member begun earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u64>,
+    /// SHA-256 of the compressed frame bytes, lowercase hex (detects any change, also one
+    /// that zstd's content checksum cannot see).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// Where a tar member's data starts: data frame number and offset in its decompressed bytes.

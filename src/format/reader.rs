@@ -356,6 +356,9 @@ impl FrameCursor {
             }
             let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
             read_exact_at(file, &mut comp, fe.offset, &what)?;
+            if !fe.sha256.is_empty() && hex::encode(Sha256::digest(&comp)) != fe.sha256 {
+                return Err(Error::corrupt(what, "SHA-256 of the compressed frame does not match the index"));
+            }
             let data = decompress_bounded(&comp, fe.usize, &what)?;
             if data.len() as u64 != fe.usize {
                 return Err(Error::corrupt(what, "decompressed length differs from the index"));
@@ -666,7 +669,7 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
             }
         }
         // Where the table says this frame ends, when we have a table.
-        let known = table.and_then(|t| t.iter().position(|f| f.offset == pos).map(|i| t[i]));
+        let known = table.and_then(|t| t.iter().find(|f| f.offset == pos).cloned());
         let mut reader = {
             let mut f = file.try_clone().at("<archive>")?;
             f.seek(SeekFrom::Start(pos)).at("<archive>")?;
@@ -685,11 +688,26 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
             Ok(data) => {
                 let end = reader.stream_position().at("<archive>")?;
                 let csize = end - pos;
+                if let Some(k) = known.as_ref().filter(|k| !k.sha256.is_empty()) {
+                    let mut comp = vec![0u8; usize::try_from(csize).unwrap_or(0)];
+                    file.read_exact_at(&mut comp, pos).at("<archive>")?;
+                    if hex::encode(Sha256::digest(&comp)) != k.sha256 || k.csize != csize {
+                        out.damage.push(format!(
+                            "frame {frame_no} at offset {pos}: SHA-256 of the compressed bytes does not match the index"
+                        ));
+                    }
+                }
                 let first = match tar.state {
                     TarState::Header if tar.block.is_empty() => Some(0),
                     _ => None,
                 };
-                out.frames.push(FrameEntry { offset: pos, csize, usize: data.len() as u64, first });
+                out.frames.push(FrameEntry {
+                    offset: pos,
+                    csize,
+                    usize: data.len() as u64,
+                    first,
+                    sha256: String::new(),
+                });
                 tar.feed(frame_no, &data);
                 frame_no += 1;
                 pos = end;
@@ -700,9 +718,10 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                 // Keep frame numbering aligned with the writer's: a lost frame still counts.
                 out.frames.push(FrameEntry {
                     offset: pos,
-                    csize: known.map(|k| k.csize).unwrap_or(0),
+                    csize: known.as_ref().map(|k| k.csize).unwrap_or(0),
                     usize: 0,
                     first: None,
+                    sha256: String::new(),
                 });
                 frame_no += 1;
                 let next = match known {

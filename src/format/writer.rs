@@ -33,6 +33,9 @@ pub struct WriterOptions {
     pub level: i32,
     /// Compression threads (1 = on the caller's thread).
     pub threads: usize,
+    /// Close a data frame at the first member boundary past this many bytes
+    /// (default [`FRAME_TARGET`]; small values make small frames, for tests).
+    pub frame_target: usize,
 }
 
 impl Default for WriterOptions {
@@ -40,6 +43,7 @@ impl Default for WriterOptions {
         WriterOptions {
             level: 3,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            frame_target: FRAME_TARGET,
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct ArchiveWriter<W: Write> {
     mtime: i64,
     scratch: Vec<u8>,
     frames_submitted: usize,
+    frame_target: usize,
 }
 
 /// Percent-encode one name component for use in a tar member path.
@@ -152,6 +157,7 @@ impl<W: Write> ArchiveWriter<W> {
             mtime,
             scratch: Vec::new(),
             frames_submitted: 0,
+            frame_target: opts.frame_target.clamp(TAR_BLOCK, FRAME_MAX),
         };
         let mut payload = [0u8; HEADER_PAYLOAD_LEN];
         payload[..8].copy_from_slice(HEADER_MAGIC);
@@ -177,7 +183,7 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn end_member(&mut self) -> Result<()> {
-        if self.cur.len() >= FRAME_TARGET {
+        if self.cur.len() >= self.frame_target {
             self.flush_frame()?;
         }
         Ok(())

@@ -352,7 +352,9 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
         flags,
         keywords,
         received: Timestamp { secs: md.mtime(), nanos: mtime_nanos },
-        saved: Some(Timestamp { secs: md.ctime(), nanos: 0 }),
+        // The file ctime changes on every rename, link or chmod, so it is not a save date;
+        // Maildir keeps the real one only in the (cache) index, which is not read.
+        saved: None,
         size_physical: fname.size.or(r.size).unwrap_or(md.len()),
         size_virtual: fname.vsize.or(r.vsize),
         pop3_uidl: r.pop3_uidl.clone().map(Name::from_bytes),

@@ -1,0 +1,200 @@
+//! Bad input: truncated and bit-flipped archives give a clear error and a defined exit code,
+//! never a panic; items in undamaged frames still list, cat and restore.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::util::{Workspace, maildump, run, run_ok};
+
+/// The fixture backed up with tiny frames, so damage can hit one frame among many.
+fn small_frame_archive(ws: &Workspace) -> PathBuf {
+    let store = crate::cli::fixture_copy(ws);
+    let a = ws.join("small.mdump");
+    run_ok(
+        maildump()
+            .args(["backup", "--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", store.display()))
+            .args(["--all-users", "--quiet", "--threads", "1", "--frame-target", "1024", "-o"])
+            .arg(&a),
+    );
+    a
+}
+
+fn code_of(args: &[&str], archive: &Path) -> (i32, String) {
+    let out = run(maildump().args(args).arg(archive));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // A panic exits with 101 and prints "panicked"; a signal has no code.
+    let code = out.status.code().unwrap_or_else(|| panic!("killed by a signal: {args:?}\n{stderr}"));
+    assert!(!stderr.contains("panicked"), "panic for {args:?} on {}:\n{stderr}", archive.display());
+    (code, stderr)
+}
+
+#[test]
+fn truncation_at_many_offsets_is_reported_never_a_panic() {
+    let ws = Workspace::new();
+    let a = small_frame_archive(&ws);
+    let bytes = fs::read(&a).unwrap();
+    let mut offsets: Vec<usize> = (0..bytes.len()).step_by(61).collect();
+    offsets.extend([1, 8, 23, 24, 25, bytes.len() - 72, bytes.len() - 1]);
+    let t = ws.join("t.mdump");
+    let mut checked = 0;
+    for off in offsets {
+        fs::write(&t, &bytes[..off]).unwrap();
+        let (code, err) = code_of(&["verify"], &t);
+        assert_eq!(code, 4, "verify of archive truncated at {off} gave {code}: {err}");
+        let (code, err) = code_of(&["list"], &t);
+        assert!(matches!(code, 1 | 4), "list of archive truncated at {off} gave {code}: {err}");
+        if code == 4 {
+            assert!(err.contains("corrupt archive"), "{err}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 20);
+}
+
+#[test]
+fn bit_flips_anywhere_are_detected_by_verify() {
+    let ws = Workspace::new();
+    let a = small_frame_archive(&ws);
+    let bytes = fs::read(&a).unwrap();
+    let t = ws.join("f.mdump");
+    let mut checked = 0;
+    for off in (0..bytes.len()).step_by(47) {
+        let mut b = bytes.clone();
+        b[off] ^= 0x10;
+        fs::write(&t, &b).unwrap();
+        let (code, err) = code_of(&["verify"], &t);
+        assert!(matches!(code, 4 | 5), "flip at {off}: verify gave {code}: {err}");
+        let (code, err) = code_of(&["list", "--json"], &t);
+        assert!(matches!(code, 0 | 1 | 4 | 5), "flip at {off}: list gave {code}: {err}");
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked}");
+}
+
+#[test]
+fn a_damaged_frame_loses_only_its_items() {
+    let ws = Workspace::new();
+    let a = small_frame_archive(&ws);
+    let bytes = fs::read(&a).unwrap();
+    // Damage the middle of the data frames: find the frame holding bob's INBOX UID 1.
+    let listing = String::from_utf8(run_ok(maildump().args(["list", "--json"]).arg(&a)).stdout).unwrap();
+    assert_eq!(listing.lines().count(), 12);
+    // Flip bytes in successive places of the data region until one hits a message body.
+    let t = ws.join("d.mdump");
+    let index_at = {
+        let f = &bytes[bytes.len() - 64..];
+        u64::from_le_bytes(f[16..24].try_into().unwrap()) as usize
+    };
+    let mut found = None;
+    for off in (bytes.len() / 4..index_at).step_by(211) {
+        let mut b = bytes.clone();
+        b[off] ^= 0xff;
+        fs::write(&t, &b).unwrap();
+        let out = run(maildump().arg("verify").arg(&t));
+        assert_eq!(out.status.code(), Some(4), "flip at {off} not detected");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(report.lines().any(|l| l.starts_with("DAMAGED")), "{report}");
+        // Every message either cats intact (its hash matches) or fails with exit 4.
+        let (mut ok, mut bad) = (0, 0);
+        for line in listing.lines() {
+            let j: serde_json::Value = serde_json::from_str(line).unwrap();
+            let out = run(maildump().arg("cat").arg(&t).args([
+                "--user", j["user"].as_str().unwrap(),
+                "--mailbox", j["mailbox"].as_str().unwrap(),
+                "--uid", &j["uid"].to_string(),
+            ]));
+            if out.status.success() {
+                assert_eq!(crate::util::sha256_hex(&out.stdout), j["sha256"].as_str().unwrap());
+                ok += 1;
+            } else {
+                assert_eq!(out.status.code(), Some(4));
+                assert!(report.contains(&format!("UID {}", j["uid"])), "cat failed for a message verify did not name:\n{report}");
+                bad += 1;
+            }
+        }
+        if bad > 0 {
+            found = Some((ok, bad));
+            break;
+        }
+    }
+    let (ok, bad) = found.expect("no flip in the data region hit a message body");
+    assert!(ok >= 6 && bad >= 1, "ok {ok} bad {bad}");
+    // Restore writes the intact messages and reports the rest (exit 1).
+    let target = ws.join("target");
+    let out = run(maildump().arg("restore").arg(&t).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--quiet"));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = walk_count(&target);
+    assert!(written >= ok, "restored {written} message files, {ok} were intact");
+}
+
+fn walk_count(p: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd {
+            let e = e.unwrap();
+            let path = e.path();
+            if path.is_dir() {
+                n += walk_count(&path);
+            } else if path.parent().is_some_and(|d| d.ends_with("cur") || d.ends_with("new")) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn hostile_names_in_an_archive_are_refused() {
+    // Build an archive whose user is named "../evil" by editing a store name is impossible
+    // (backup refuses such users), so write one through the library's writer directly.
+    use maildump::format::index::{Manifest, Source};
+    use maildump::format::writer::{ArchiveWriter, WriterOptions};
+    use maildump::model::*;
+    let ws = Workspace::new();
+    for (user, mailbox) in [("../evil", "INBOX"), ("/abs", "INBOX"), ("a/b", "INBOX"), ("ok", "../../etc"), ("ok", "a/../../b"), ("ok", "x\0y")] {
+        let manifest = Manifest {
+            format: "maildump".into(),
+            format_major: 1,
+            format_minor: 0,
+            writer: "test".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            archive_id: "x".into(),
+            parent: None,
+            source: Source { store: "maildir".into(), location: "maildir:~/M".into(), home: None, host: None },
+        };
+        let file = fs::File::create(ws.join("h.mdump")).unwrap();
+        let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
+        let u = Name::from(user);
+        let mb = Name::from(mailbox);
+        let meta = MessageMeta {
+            uid: Uid(1),
+            guid: Name::from("g"),
+            flags: Flags::empty(),
+            keywords: vec![],
+            received: Timestamp { secs: 1, nanos: 0 },
+            saved: None,
+            size_physical: 3,
+            size_virtual: None,
+            pop3_uidl: None,
+            pop3_order: None,
+            owner: None,
+            maildir: Some(MaildirMessage { filename: Name::from("../../../../tmp/pwned:2,S"), ..Default::default() }),
+            from: None,
+            subject: None,
+            message_id: None,
+            content: Content { sha256: String::new(), size: 0 },
+        };
+        let rec = w.add_message(&u, &mb, meta, &mut &b"hi\n"[..], 3, Path::new("x")).unwrap();
+        let mbm = MailboxMeta { name: mb.clone(), guid: None, uidvalidity: 1, uidnext: 2, keywords: vec![], attributes: vec![], owner: None, uidlist_header_ext: vec![] };
+        w.add_mailbox(&u, mbm, vec![rec]).unwrap();
+        w.add_user(UserMeta { name: u.clone(), ..Default::default() }, vec![mb]).unwrap();
+        w.finish().unwrap();
+        let target = ws.join("t");
+        let out = run(maildump().arg("restore").arg(ws.join("h.mdump")).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--quiet"));
+        assert_eq!(out.status.code(), Some(4), "{user:?} {mailbox:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("hostile"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!target.exists(), "something was written for {user:?} {mailbox:?}");
+        assert!(!Path::new("/tmp/pwned:2,S").exists());
+    }
+}
