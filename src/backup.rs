@@ -37,7 +37,13 @@ pub struct BackupOptions {
 impl BackupOptions {
     /// Defaults for `location`: level 3, all cores, current time, random id.
     pub fn new(location: Location) -> Self {
-        BackupOptions { location, writer: WriterOptions::default(), created: None, archive_id: None, host: None }
+        BackupOptions {
+            location,
+            writer: WriterOptions::default(),
+            created: None,
+            archive_id: None,
+            host: None,
+        }
     }
 }
 
@@ -88,16 +94,20 @@ pub fn backup<W: Write>(
     out: W,
     progress: &mut dyn Progress,
 ) -> Result<BackupStats> {
-    let created = opts.created.clone().unwrap_or_else(|| {
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    });
+    let created = opts
+        .created
+        .clone()
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
         format_minor: FORMAT_MINOR,
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created,
-        archive_id: opts.archive_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        archive_id: opts
+            .archive_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         parent: None,
         source: Source {
             store: opts.location.format.clone(),
@@ -180,7 +190,9 @@ fn backup_user<W: Write>(
                         msg.uid,
                         path.display()
                     );
-                    progress.event(&Event::Warning { message: text.clone() });
+                    progress.event(&Event::Warning {
+                        message: text.clone(),
+                    });
                     stats.warnings.push(text);
                     continue;
                 }
@@ -189,8 +201,13 @@ fn backup_user<W: Write>(
             if let Some((fname, new)) = body.renamed_to.take() {
                 reader.reflag(&meta.keywords, &mut msg, fname, new);
             }
-            let mut sniff = Sniffer { inner: &mut body.file, head: Vec::new() };
-            let mut rec = w.add_message(&user_name, &meta.name, msg, &mut sniff, body.len, &body.path)?;
+            let mut sniff = Sniffer {
+                inner: &mut body.file,
+                head: Vec::new(),
+            };
+            let mut rec = w.add_message(
+                &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
+            )?;
             let hdr = crate::headers::parse(&sniff.head);
             rec.message.from = hdr.from;
             rec.message.subject = hdr.subject;
@@ -198,7 +215,10 @@ fn backup_user<W: Write>(
             stats.messages += 1;
             stats.bytes += rec.message.content.size;
             if stats.messages % 256 == 0 {
-                progress.event(&Event::Bytes { bytes: stats.bytes, messages: stats.messages });
+                progress.event(&Event::Bytes {
+                    bytes: stats.bytes,
+                    messages: stats.messages,
+                });
             }
             records.push(rec);
         }
@@ -209,7 +229,13 @@ fn backup_user<W: Write>(
     let subscriptions = reader.subscriptions()?;
     let owner = Some(reader.root_owner()?);
     w.add_user(
-        UserMeta { name: user_name, subscriptions, server_attributes, raw_attributes, owner },
+        UserMeta {
+            name: user_name,
+            subscriptions,
+            server_attributes,
+            raw_attributes,
+            owner,
+        },
         names,
     )?;
     stats.bodies = w.stats().bodies;

@@ -49,7 +49,12 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// dovecot.conf to read mail_location, mail_attribute_dict (and mail_home) from.
-    #[arg(long, value_name = "DOVECOT_CONF", conflicts_with = "location", required_unless_present = "location")]
+    #[arg(
+        long,
+        value_name = "DOVECOT_CONF",
+        conflicts_with = "location",
+        required_unless_present = "location"
+    )]
     pub config: Option<PathBuf>,
     /// Mail location in Dovecot syntax, e.g. `maildir:~/Maildir` or `maildir:/srv/mail/%u:LAYOUT=fs`.
     #[arg(long, value_name = "LOCATION")]
@@ -83,7 +88,11 @@ pub struct BackupArgs {
     /// Store.
     pub store: StoreArgs,
     /// User to back up (repeatable).
-    #[arg(long = "user", value_name = "NAME", required_unless_present = "all_users")]
+    #[arg(
+        long = "user",
+        value_name = "NAME",
+        required_unless_present = "all_users"
+    )]
     pub users: Vec<String>,
     /// Back up every user found at the %u position of the home (or location) template.
     #[arg(long, conflicts_with = "users")]
@@ -173,7 +182,12 @@ pub struct CatArgs {
     #[arg(long)]
     pub mailbox: Option<String>,
     /// UID of the message.
-    #[arg(long, conflicts_with = "guid", required_unless_present = "guid", requires = "mailbox")]
+    #[arg(
+        long,
+        conflicts_with = "guid",
+        required_unless_present = "guid",
+        requires = "mailbox"
+    )]
     pub uid: Option<u32>,
     /// GUID of the message.
     #[arg(long)]

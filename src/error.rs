@@ -119,17 +119,26 @@ impl Error {
 
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Damage at `item` of the archive.
     pub fn corrupt(item: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Corrupt { item: item.into(), detail: detail.into() }
+        Error::Corrupt {
+            item: item.into(),
+            detail: detail.into(),
+        }
     }
 
     /// Damage in the mail store at `path`.
     pub fn store(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        Error::StoreDamaged { path: path.into(), detail: detail.into() }
+        Error::StoreDamaged {
+            path: path.into(),
+            detail: detail.into(),
+        }
     }
 }
 

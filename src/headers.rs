@@ -119,7 +119,10 @@ pub fn decode_words(v: &[u8]) -> String {
     for token in s.split_inclusive(' ') {
         let t = token.trim_end_matches(' ');
         let spaces = &token[t.len()..];
-        if let Some(d) = (t.starts_with("=?") && t.ends_with("?=")).then(|| decode_one(t)).flatten() {
+        if let Some(d) = (t.starts_with("=?") && t.ends_with("?="))
+            .then(|| decode_one(t))
+            .flatten()
+        {
             // Whitespace between two encoded words is dropped (RFC 2047 6.2).
             if !last_was_word {
                 out.push_str(&pending_space);
@@ -151,7 +154,10 @@ mod tests {
     #[test]
     fn encoded_words() {
         assert_eq!(decode_words(b"=?UTF-8?B?w4l0w6k=?= report"), "Été report");
-        assert_eq!(decode_words(b"=?iso-8859-1?Q?caf=E9_au_lait?="), "café au lait");
+        assert_eq!(
+            decode_words(b"=?iso-8859-1?Q?caf=E9_au_lait?="),
+            "café au lait"
+        );
         assert_eq!(decode_words(b"=?UTF-8?Q?a?= =?UTF-8?Q?b?="), "ab");
         assert_eq!(decode_words(b"=?x-unknown?Q?a?="), "=?x-unknown?Q?a?=");
     }

@@ -48,8 +48,12 @@ pub struct ListFilter {
 }
 
 fn matches(f: &ListFilter, user: &Name, mailbox: &Name) -> bool {
-    f.user.as_ref().is_none_or(|u| u.as_bytes() == user.as_bytes())
-        && f.mailbox.as_ref().is_none_or(|m| m.as_bytes() == mailbox.as_bytes())
+    f.user
+        .as_ref()
+        .is_none_or(|u| u.as_bytes() == user.as_bytes())
+        && f.mailbox
+            .as_ref()
+            .is_none_or(|m| m.as_bytes() == mailbox.as_bytes())
 }
 
 /// Write the listing of `archive` to `out`: tab-separated text (with `;` comment lines, like
@@ -57,11 +61,21 @@ fn matches(f: &ListFilter, user: &Name, mailbox: &Name) -> bool {
 ///
 /// # Errors
 /// Damaged catalogs, write errors.
-pub fn list(archive: &Archive, filter: &ListFilter, json: bool, out: &mut dyn Write) -> Result<u64> {
+pub fn list(
+    archive: &Archive,
+    filter: &ListFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let w = |e: std::io::Error| Error::io("<stdout>", e);
     let m = archive.manifest();
     if !json {
-        writeln!(out, "; maildump archive {} created {} by {}", m.archive_id, m.created, m.writer).map_err(w)?;
+        writeln!(
+            out,
+            "; maildump archive {} created {} by {}",
+            m.archive_id, m.created, m.writer
+        )
+        .map_err(w)?;
         writeln!(
             out,
             "; format {}.{}, source {} {}; {} users, {} mailboxes, {} messages",
@@ -74,7 +88,11 @@ pub fn list(archive: &Archive, filter: &ListFilter, json: bool, out: &mut dyn Wr
             archive.dir.stats.messages
         )
         .map_err(w)?;
-        writeln!(out, "; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject").map_err(w)?;
+        writeln!(
+            out,
+            "; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject"
+        )
+        .map_err(w)?;
     }
     let mut n = 0;
     for (i, e) in archive.dir.mailboxes.iter().enumerate() {
@@ -101,7 +119,8 @@ pub fn list(archive: &Archive, filter: &ListFilter, json: bool, out: &mut dyn Wr
                 serde_json::to_writer(&mut *out, &entry).map_err(|e| w(e.into()))?;
                 writeln!(out).map_err(w)?;
             } else {
-                let mut flags: Vec<String> = msg.flags.names().iter().map(|s| s.to_string()).collect();
+                let mut flags: Vec<String> =
+                    msg.flags.names().iter().map(|s| s.to_string()).collect();
                 flags.extend(msg.keywords.iter().map(|k| k.to_string()));
                 let clean = |s: Option<&str>| s.unwrap_or("").replace(['\t', '\n', '\r'], " ");
                 writeln!(
@@ -179,10 +198,20 @@ pub fn find(
 /// Not found, damaged bytes, write errors.
 pub fn cat(archive: &Archive, rec: &MessageRecord, out: &mut dyn Write) -> Result<()> {
     let loc = rec.loc.ok_or_else(|| {
-        Error::corrupt(format!("UID {}", rec.message.uid), "message bytes are not in the archive")
+        Error::corrupt(
+            format!("UID {}", rec.message.uid),
+            "message bytes are not in the archive",
+        )
     })?;
     let item = format!("{} (UID {})", rec.member, rec.message.uid);
-    archive.copy_content(&mut FrameCursor::new(), loc, rec.message.content.size, &rec.message.content.sha256, &item, out)
+    archive.copy_content(
+        &mut FrameCursor::new(),
+        loc,
+        rec.message.content.size,
+        &rec.message.content.sha256,
+        &item,
+        out,
+    )
 }
 
 /// Result of [`verify`].
@@ -220,10 +249,20 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
     if !index_ok {
-        rep.damage.extend(archive.damage.iter().filter(|d| !s.damage.contains(d)).cloned());
+        rep.damage.extend(
+            archive
+                .damage
+                .iter()
+                .filter(|d| !s.damage.contains(d))
+                .cloned(),
+        );
     }
-    let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> =
-        s.members.iter().filter(|m| m.kind == crate::format::tar::EntryType::Regular).map(|m| (m.loc, m)).collect();
+    let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> = s
+        .members
+        .iter()
+        .filter(|m| m.kind == crate::format::tar::EntryType::Regular)
+        .map(|m| (m.loc, m))
+        .collect();
     if index_ok && s.frames.len() != archive.dir.frames.len() {
         rep.damage.push(format!(
             "frame table: index lists {} data frames, the file holds {}",
@@ -236,13 +275,19 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         let cat = match archive.catalog(i) {
             Ok(c) => c,
             Err(err) => {
-                rep.damage.push(format!("user {} mailbox {}: catalog unreadable: {err}", e.user, e.name));
+                rep.damage.push(format!(
+                    "user {} mailbox {}: catalog unreadable: {err}",
+                    e.user, e.name
+                ));
                 continue;
             }
         };
         for r in &cat.messages {
             rep.messages += 1;
-            let item = format!("user {} mailbox {} UID {}", cat.user, cat.mailbox.name, r.message.uid);
+            let item = format!(
+                "user {} mailbox {} UID {}",
+                cat.user, cat.mailbox.name, r.message.uid
+            );
             let Some(loc) = r.loc else {
                 if index_ok {
                     rep.damage.push(format!("{item}: no location in the index"));

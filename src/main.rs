@@ -35,7 +35,10 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("maildump: error: {e:#}");
-            let code = e.downcast_ref::<Error>().map(|e| e.kind().exit_code()).unwrap_or(3);
+            let code = e
+                .downcast_ref::<Error>()
+                .map(|e| e.kind().exit_code())
+                .unwrap_or(3);
             ExitCode::from(code)
         }
     }
@@ -51,13 +54,16 @@ struct Bar {
 impl Progress for Bar {
     fn event(&mut self, e: &Event) {
         match e {
-            Event::Mailbox { user, mailbox, .. } => self.bar.set_message(format!("{user} {mailbox}")),
+            Event::Mailbox { user, mailbox, .. } => {
+                self.bar.set_message(format!("{user} {mailbox}"))
+            }
             Event::Bytes { bytes, messages } => {
                 self.bar.set_position(*bytes);
                 self.messages = *messages;
             }
             Event::Warning { message } => {
-                self.bar.suspend(|| eprintln!("maildump: warning: {message}"));
+                self.bar
+                    .suspend(|| eprintln!("maildump: warning: {message}"));
                 self.warnings.push(message.clone());
             }
             Event::Done { .. } => self.bar.finish_and_clear(),
@@ -92,16 +98,28 @@ fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
 fn bar() -> Bar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(
+            "{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    Bar { bar, messages: 0, warnings: Vec::new() }
+    Bar {
+        bar,
+        messages: 0,
+        warnings: Vec::new(),
+    }
 }
 
 /// Read one setting from a dovecot.conf, through doveconf when present, else by reading the file.
 fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(out) = std::process::Command::new("doveconf").arg("-c").arg(conf).arg("-h").arg(name).output() {
+    if let Ok(out) = std::process::Command::new("doveconf")
+        .arg("-c")
+        .arg(conf)
+        .arg("-h")
+        .arg(name)
+        .output()
+    {
         if out.status.success() {
             let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
             return Ok((!v.is_empty()).then_some(v));
@@ -123,10 +141,13 @@ fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
 fn location(s: &StoreArgs) -> anyhow::Result<Location> {
     let (spec, mut home, mut dict) = match (&s.config, &s.location) {
         (Some(conf), _) => {
-            let loc = conf_setting(conf, "mail_location")?.ok_or_else(|| {
-                Error::Usage(format!("{}: no mail_location set", conf.display()))
-            })?;
-            (loc, conf_setting(conf, "mail_home")?, conf_setting(conf, "mail_attribute_dict")?)
+            let loc = conf_setting(conf, "mail_location")?
+                .ok_or_else(|| Error::Usage(format!("{}: no mail_location set", conf.display())))?;
+            (
+                loc,
+                conf_setting(conf, "mail_home")?,
+                conf_setting(conf, "mail_attribute_dict")?,
+            )
         }
         (None, Some(l)) => (l.clone(), None, None),
         (None, None) => return Err(Error::Usage("give --config or --location".into()).into()),
@@ -160,7 +181,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Backup(a) => {
             let loc = location(&a.store)?;
-            let users = if a.all_users { loc.discover_users()? } else { a.users.clone() };
+            let users = if a.all_users {
+                loc.discover_users()?
+            } else {
+                a.users.clone()
+            };
             if users.is_empty() {
                 return Err(Error::NotFound("no users found".into()).into());
             }
@@ -180,7 +205,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backup(&opts, &users, out, progress.as_mut())?
             } else {
                 let dest = PathBuf::from(&a.output);
-                let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = dest
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 let tmp = tempfile::Builder::new()
                     .prefix(".maildump-")
                     .suffix(".partial")
@@ -190,8 +218,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let out = io::BufWriter::with_capacity(1 << 20, file);
                 let stats = backup(&opts, &users, out, progress.as_mut())?;
                 // Durable before it becomes visible under its name.
-                std::fs::File::open(&tmp_path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&dest, e))?;
-                tmp_path.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+                std::fs::File::open(&tmp_path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&dest, e))?;
+                tmp_path
+                    .persist(&dest)
+                    .map_err(|e| Error::io(&dest, e.error))?;
                 stats
             };
             if !a.quiet && a.progress != ProgressMode::Json {
@@ -202,10 +234,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stats.messages,
                     stats.bytes,
                     stats.bodies,
-                    if stats.warnings.is_empty() { String::new() } else { format!("; {} warnings", stats.warnings.len()) }
+                    if stats.warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} warnings", stats.warnings.len())
+                    }
                 );
             }
-            Ok(if stats.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+            Ok(if stats.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
         }
         Command::Restore(a) => {
             let loc = location(&a.store)?;
@@ -215,7 +255,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let (u, g) = s
                         .split_once(':')
                         .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
-                        .ok_or_else(|| Error::Usage(format!("--owner {s:?}: expected numeric UID:GID")))?;
+                        .ok_or_else(|| {
+                            Error::Usage(format!("--owner {s:?}: expected numeric UID:GID"))
+                        })?;
                     Some((u, g))
                 }
             };
@@ -224,7 +266,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for d in &archive.damage {
                 eprintln!("maildump: warning: {d}");
             }
-            let opts = RestoreOptions { location: loc, user: a.user, mailbox: a.mailbox, to_user: a.to_user, owner };
+            let opts = RestoreOptions {
+                location: loc,
+                user: a.user,
+                mailbox: a.mailbox,
+                to_user: a.to_user,
+                owner,
+            };
             let plan = restore::plan(&archive, &opts)?;
             if a.dry_run {
                 let mut out = io::stdout().lock();
@@ -241,10 +289,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stats.mailboxes,
                     stats.messages,
                     stats.bytes,
-                    if stats.lost > 0 { format!("; {} messages lost to archive damage", stats.lost) } else { String::new() }
+                    if stats.lost > 0 {
+                        format!("; {} messages lost to archive damage", stats.lost)
+                    } else {
+                        String::new()
+                    }
                 );
             }
-            Ok(if stats.lost == 0 && archive.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+            Ok(if stats.lost == 0 && archive.damage.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
         }
         Command::List(a) => {
             let (path, _tmp) = archive_path(&a.archive)?;
@@ -252,11 +308,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for d in &archive.damage {
                 eprintln!("maildump: warning: {d}");
             }
-            let filter = ListFilter { user: a.user, mailbox: a.mailbox };
+            let filter = ListFilter {
+                user: a.user,
+                mailbox: a.mailbox,
+            };
             let mut out = io::BufWriter::new(io::stdout().lock());
             inspect::list(&archive, &filter, a.json, &mut out)?;
             out.flush()?;
-            Ok(if archive.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+            Ok(if archive.damage.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
         }
         Command::Cat(a) => {
             let (path, _tmp) = archive_path(&a.archive)?;
@@ -292,7 +355,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("maildump: verify: {} problems found", rep.damage.len());
-                Ok(ExitCode::from(maildump::ErrorKind::CorruptArchive.exit_code()))
+                Ok(ExitCode::from(
+                    maildump::ErrorKind::CorruptArchive.exit_code(),
+                ))
             }
         }
     }

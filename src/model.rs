@@ -152,11 +152,18 @@ impl Flags {
     }
     /// Flag names in IMAP spelling, in a fixed order.
     pub fn names(self) -> Vec<&'static str> {
-        Flags::ALL.iter().filter(|(f, _)| self.contains(*f)).map(|(_, n)| *n).collect()
+        Flags::ALL
+            .iter()
+            .filter(|(f, _)| self.contains(*f))
+            .map(|(_, n)| *n)
+            .collect()
     }
     /// Parse one IMAP flag name (case-insensitive); `None` for unknown names.
     pub fn from_name(name: &str) -> Option<Flags> {
-        Flags::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(f, _)| *f)
+        Flags::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(f, _)| *f)
     }
 }
 
@@ -181,7 +188,9 @@ impl<'de> Deserialize<'de> for Flags {
 }
 
 /// A point in time: Unix seconds plus nanoseconds (file mtimes keep their nanoseconds).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
 pub struct Timestamp {
     /// Seconds since 1970-01-01 UTC (may be negative).
     pub secs: i64,

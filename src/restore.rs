@@ -77,20 +77,39 @@ pub struct RestoreStats {
 /// [`Error::NotFound`] for an unknown user or mailbox, [`Error::Corrupt`] for hostile names,
 /// [`Error::Conflict`] when a target mailbox holds mail.
 pub fn plan(archive: &Archive, opts: &RestoreOptions) -> Result<RestorePlan> {
-    let mut p = RestorePlan { whole_users: opts.mailbox.is_none(), ..Default::default() };
+    let mut p = RestorePlan {
+        whole_users: opts.mailbox.is_none(),
+        ..Default::default()
+    };
     if let Some(u) = &opts.user {
-        if !archive.dir.mailboxes.iter().any(|m| m.user.as_bytes() == u.as_bytes())
-            && !archive.dir.users.iter().any(|m| m.name.as_bytes() == u.as_bytes())
+        if !archive
+            .dir
+            .mailboxes
+            .iter()
+            .any(|m| m.user.as_bytes() == u.as_bytes())
+            && !archive
+                .dir
+                .users
+                .iter()
+                .any(|m| m.name.as_bytes() == u.as_bytes())
         {
             return Err(Error::NotFound(format!("user {u} is not in the archive")));
         }
     }
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
     for (i, m) in archive.dir.mailboxes.iter().enumerate() {
-        if opts.user.as_ref().is_some_and(|u| u.as_bytes() != m.user.as_bytes()) {
+        if opts
+            .user
+            .as_ref()
+            .is_some_and(|u| u.as_bytes() != m.user.as_bytes())
+        {
             continue;
         }
-        if opts.mailbox.as_ref().is_some_and(|b| b.as_bytes() != m.name.as_bytes()) {
+        if opts
+            .mailbox
+            .as_ref()
+            .is_some_and(|b| b.as_bytes() != m.name.as_bytes())
+        {
             continue;
         }
         users.insert(m.user.clone(), ());
@@ -109,7 +128,9 @@ pub fn plan(archive: &Archive, opts: &RestoreOptions) -> Result<RestorePlan> {
         });
     }
     if users.len() > 1 && opts.to_user.is_some() {
-        return Err(Error::Usage("--to-user needs --user when the archive holds several users".into()));
+        return Err(Error::Usage(
+            "--to-user needs --user when the archive holds several users".into(),
+        ));
     }
     if p.mailboxes.is_empty() {
         return Err(Error::NotFound(match (&opts.user, &opts.mailbox) {
@@ -122,7 +143,10 @@ pub fn plan(archive: &Archive, opts: &RestoreOptions) -> Result<RestorePlan> {
     let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
     for m in &p.mailboxes {
         if !writers.contains_key(&m.target_user) {
-            writers.insert(m.target_user.clone(), MaildirWriter::new(&opts.location, &m.target_user, opts.owner)?);
+            writers.insert(
+                m.target_user.clone(),
+                MaildirWriter::new(&opts.location, &m.target_user, opts.owner)?,
+            );
         }
         if let Some(w) = writers.get(&m.target_user) {
             w.check_free(&m.name)?;
@@ -160,18 +184,26 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &mut dyn Progress,
 ) -> Result<RestoreStats> {
-    let mut stats = RestoreStats { warnings: archive.damage.clone(), ..Default::default() };
+    let mut stats = RestoreStats {
+        warnings: archive.damage.clone(),
+        ..Default::default()
+    };
     let mut cursor = FrameCursor::new();
     let mut by_user: BTreeMap<String, Vec<&PlannedMailbox>> = BTreeMap::new();
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
     }
     for (target, mbs) in by_user {
-        progress.event(&Event::User { user: target.clone() });
+        progress.event(&Event::User {
+            user: target.clone(),
+        });
         let mut w = MaildirWriter::new(&opts.location, &target, opts.owner)?;
         let mut attrs = Vec::new();
         let mut restored_names = Vec::new();
-        let source_user = mbs.first().map(|m| m.source_user.clone()).unwrap_or_default();
+        let source_user = mbs
+            .first()
+            .map(|m| m.source_user.clone())
+            .unwrap_or_default();
         let mut inbox_guid = None;
         for m in mbs {
             let cat = archive.catalog(m.index)?;
@@ -184,16 +216,31 @@ pub fn restore(
             let mut lost = Vec::new();
             let mut bytes_done = 0u64;
             let ws = w.write_mailbox(&cat.mailbox, &metas, &mut |i, out| {
-                let Some(r) = cat.messages.get(i) else { return Ok(false) };
-                let item = format!("user {} mailbox {} UID {}", cat.user, cat.mailbox.name, r.message.uid);
+                let Some(r) = cat.messages.get(i) else {
+                    return Ok(false);
+                };
+                let item = format!(
+                    "user {} mailbox {} UID {}",
+                    cat.user, cat.mailbox.name, r.message.uid
+                );
                 let Some(loc) = r.loc else {
                     lost.push(format!("{item}: message bytes are not in the archive"));
                     return Ok(false);
                 };
-                match archive.copy_content(&mut cursor, loc, r.message.content.size, &r.message.content.sha256, &item, out) {
+                match archive.copy_content(
+                    &mut cursor,
+                    loc,
+                    r.message.content.size,
+                    &r.message.content.sha256,
+                    &item,
+                    out,
+                ) {
                     Ok(()) => {
                         bytes_done += r.message.content.size;
-                        progress.event(&Event::Bytes { bytes: bytes_done, messages: i as u64 + 1 });
+                        progress.event(&Event::Bytes {
+                            bytes: bytes_done,
+                            messages: i as u64 + 1,
+                        });
                         Ok(true)
                     }
                     Err(e @ Error::Corrupt { .. }) => {
@@ -227,7 +274,11 @@ pub fn restore(
             let subs: Vec<Name> = if p.whole_users {
                 u.subscriptions.clone()
             } else {
-                u.subscriptions.iter().filter(|s| restored_names.contains(s)).cloned().collect()
+                u.subscriptions
+                    .iter()
+                    .filter(|s| restored_names.contains(s))
+                    .cloned()
+                    .collect()
             };
             w.add_subscriptions(&subs)?;
             if p.whole_users {
@@ -242,7 +293,9 @@ pub fn restore(
         if let Err(e) = w.add_attributes(&attrs) {
             match e {
                 Error::Usage(msg) => {
-                    progress.event(&Event::Warning { message: msg.clone() });
+                    progress.event(&Event::Warning {
+                        message: msg.clone(),
+                    });
                     stats.warnings.push(msg);
                 }
                 other => return Err(other),

@@ -150,7 +150,8 @@ impl FramePipeline {
                     break;
                 }
                 let msg = if wait_all {
-                    rx.recv().map_err(|_| io::Error::other("compression worker stopped"))?
+                    rx.recv()
+                        .map_err(|_| io::Error::other("compression worker stopped"))?
                 } else {
                     match rx.try_recv() {
                         Ok(m) => m,
@@ -168,7 +169,13 @@ impl FramePipeline {
             let offset = out.position();
             out.write_all(&c)?;
             let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&c));
-            self.frames.push(FrameEntry { offset, csize: c.len() as u64, usize, first, sha256 });
+            self.frames.push(FrameEntry {
+                offset,
+                csize: c.len() as u64,
+                usize,
+                first,
+                sha256,
+            });
             self.next_write += 1;
         }
         Ok(())

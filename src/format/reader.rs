@@ -73,7 +73,12 @@ fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
         .map_err(|_| Error::corrupt(what, "not a zstd frame"))?;
     let cap = match declared {
         Some(n) if n <= limit => n,
-        Some(n) => return Err(Error::corrupt(what, format!("declares {n} bytes, over the limit"))),
+        Some(n) => {
+            return Err(Error::corrupt(
+                what,
+                format!("declares {n} bytes, over the limit"),
+            ));
+        }
         None => limit,
     };
     let cap = usize::try_from(cap).map_err(|_| Error::corrupt(what, "too large"))?;
@@ -86,10 +91,7 @@ fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
 /// Not an archive, or an unsupported major version.
 pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
     let hl = SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN;
-    if first.len() < hl
-        || le_u32(first) != HEADER_FRAME_MAGIC
-        || &first[8..16] != HEADER_MAGIC
-    {
+    if first.len() < hl || le_u32(first) != HEADER_FRAME_MAGIC || &first[8..16] != HEADER_MAGIC {
         return Err(Error::corrupt(
             "offset 0",
             "not a maildump archive (no MAILDUMP header frame)",
@@ -98,7 +100,11 @@ pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
     let major = le_u16(&first[16..18]);
     let minor = le_u16(&first[18..20]);
     if major != FORMAT_MAJOR {
-        return Err(Error::UnsupportedVersion { major, minor, supported: FORMAT_MAJOR });
+        return Err(Error::UnsupportedVersion {
+            major,
+            minor,
+            supported: FORMAT_MAJOR,
+        });
     }
     Ok((major, minor))
 }
@@ -136,7 +142,8 @@ impl Archive {
             Ok(a) => Ok(a),
             Err(e @ Error::Corrupt { .. }) => {
                 let mut a = Archive::recover(path)?;
-                a.damage.insert(0, format!("index unusable ({e}); rebuilt by scanning"));
+                a.damage
+                    .insert(0, format!("index unusable ({e}); rebuilt by scanning"));
                 Ok(a)
             }
             Err(e) => Err(e),
@@ -224,16 +231,20 @@ impl Archive {
         let mut off = loc.offset;
         let mut left = size;
         while left > 0 {
-            let data = cursor.frame(&self.file, &self.dir.frames, frame).map_err(|e| {
-                Error::corrupt(item, format!("content lost: {e}"))
-            })?;
+            let data = cursor
+                .frame(&self.file, &self.dir.frames, frame)
+                .map_err(|e| Error::corrupt(item, format!("content lost: {e}")))?;
             let start = usize::try_from(off).unwrap_or(usize::MAX);
             let avail = data.get(start..).ok_or_else(|| {
-                Error::corrupt(item, format!("location {off} is past the end of frame {frame}"))
+                Error::corrupt(
+                    item,
+                    format!("location {off} is past the end of frame {frame}"),
+                )
             })?;
             let n = avail.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             hasher.update(&avail[..n]);
-            out.write_all(&avail[..n]).map_err(|e| Error::io("<output>", e))?;
+            out.write_all(&avail[..n])
+                .map_err(|e| Error::io("<output>", e))?;
             left -= n as u64;
             frame = frame
                 .checked_add(1)
@@ -242,7 +253,10 @@ impl Archive {
         }
         let got = hex::encode(hasher.finalize());
         if got != sha256 {
-            return Err(Error::corrupt(item, format!("SHA-256 mismatch: stored {sha256}, read {got}")));
+            return Err(Error::corrupt(
+                item,
+                format!("SHA-256 mismatch: stored {sha256}, read {got}"),
+            ));
         }
         Ok(())
     }
@@ -261,13 +275,20 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         || le_u32(&foot[4..]) as usize != FOOTER_PAYLOAD_LEN
         || &foot[8..16] != FOOTER_MAGIC
     {
-        return Err(corrupt_at(foot_off, "archive is truncated or damaged: no valid footer at its end"));
+        return Err(corrupt_at(
+            foot_off,
+            "archive is truncated or damaged: no valid footer at its end",
+        ));
     }
     let p = &foot[SKIPPABLE_HEADER_LEN..];
     let major = le_u16(&p[8..10]);
     let minor = le_u16(&p[10..12]);
     if major != FORMAT_MAJOR {
-        return Err(Error::UnsupportedVersion { major, minor, supported: FORMAT_MAJOR });
+        return Err(Error::UnsupportedVersion {
+            major,
+            minor,
+            supported: FORMAT_MAJOR,
+        });
     }
     let idx_off = le_u64(&p[16..24]);
     let idx_len = le_u64(&p[24..32]);
@@ -308,7 +329,10 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
             pos += n as u64;
         }
         if hasher.finalize().as_slice() != digest {
-            return Err(corrupt_at(idx_off, "index SHA-256 does not match the footer"));
+            return Err(corrupt_at(
+                idx_off,
+                "index SHA-256 does not match the footer",
+            ));
         }
     }
     let mut comp = vec![0u8; usize::try_from(dir_len).unwrap_or(0)];
@@ -321,7 +345,10 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
     for (i, f) in dir.frames.iter().enumerate() {
         let end = f.offset.checked_add(f.csize);
         if f.offset < prev_end || end.is_none_or(|e| e > idx_off) || f.usize > FRAME_LIMIT {
-            return Err(Error::corrupt(format!("index frame table entry {i}"), "out of range"));
+            return Err(Error::corrupt(
+                format!("index frame table entry {i}"),
+                "out of range",
+            ));
         }
         prev_end = end.unwrap_or(0);
     }
@@ -357,15 +384,25 @@ impl FrameCursor {
             let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
             read_exact_at(file, &mut comp, fe.offset, &what)?;
             if !fe.sha256.is_empty() && hex::encode(Sha256::digest(&comp)) != fe.sha256 {
-                return Err(Error::corrupt(what, "SHA-256 of the compressed frame does not match the index"));
+                return Err(Error::corrupt(
+                    what,
+                    "SHA-256 of the compressed frame does not match the index",
+                ));
             }
             let data = decompress_bounded(&comp, fe.usize, &what)?;
             if data.len() as u64 != fe.usize {
-                return Err(Error::corrupt(what, "decompressed length differs from the index"));
+                return Err(Error::corrupt(
+                    what,
+                    "decompressed length differs from the index",
+                ));
             }
             self.cached = Some((i, data));
         }
-        Ok(self.cached.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[]))
+        Ok(self
+            .cached
+            .as_ref()
+            .map(|(_, d)| d.as_slice())
+            .unwrap_or(&[]))
     }
 }
 
@@ -406,8 +443,15 @@ pub struct Scan {
 
 enum TarState {
     Header,
-    Data { member: ScannedMember, left: u64, hasher: Sha256, pad: u64 },
-    Skip { left: u64 },
+    Data {
+        member: Box<ScannedMember>,
+        left: u64,
+        hasher: Sha256,
+        pad: u64,
+    },
+    Skip {
+        left: u64,
+    },
     Lost,
     End,
 }
@@ -429,7 +473,9 @@ impl TarScanner {
             // Resynchronise at the first valid header block of this frame.
             let mut p = 0;
             loop {
-                let Some(b) = data.get(p..p + TAR_BLOCK) else { return };
+                let Some(b) = data.get(p..p + TAR_BLOCK) else {
+                    return;
+                };
                 let blk: &[u8; TAR_BLOCK] = b.try_into().unwrap_or(&[0u8; TAR_BLOCK]);
                 if &blk[257..262] == b"ustar" && decode_header(blk).is_ok() {
                     break;
@@ -476,7 +522,12 @@ impl TarScanner {
                         }
                     }
                 }
-                TarState::Data { member, left, hasher, pad } => {
+                TarState::Data {
+                    member,
+                    left,
+                    hasher,
+                    pad,
+                } => {
                     let n = (data.len() - pos).min(usize::try_from(*left).unwrap_or(usize::MAX));
                     let chunk = &data[pos..pos + n];
                     hasher.update(chunk);
@@ -488,9 +539,12 @@ impl TarScanner {
                     if *left == 0 {
                         let pad = *pad;
                         let st = std::mem::replace(&mut self.state, TarState::Skip { left: pad });
-                        if let TarState::Data { mut member, hasher, .. } = st {
+                        if let TarState::Data {
+                            mut member, hasher, ..
+                        } = st
+                        {
                             member.sha256 = Some(hasher.finalize().into());
-                            self.members.push(member);
+                            self.members.push(*member);
                         }
                         if pad == 0 {
                             self.state = TarState::Header;
@@ -509,7 +563,13 @@ impl TarScanner {
                     let blk: [u8; TAR_BLOCK] =
                         self.block.as_slice().try_into().unwrap_or([0u8; TAR_BLOCK]);
                     self.block.clear();
-                    self.header(blk, Location { frame, offset: data_off });
+                    self.header(
+                        blk,
+                        Location {
+                            frame,
+                            offset: data_off,
+                        },
+                    );
                 }
             }
         }
@@ -547,22 +607,38 @@ impl TarScanner {
                 let link = self.pax_link.take().unwrap_or(h.link);
                 let size = if h.kind == EntryType::Link { 0 } else { h.size };
                 let json = (path.ends_with(b".json") && size <= JSON_LIMIT).then(Vec::new);
-                let member =
-                    ScannedMember { path, kind: h.kind, link, loc, size, sha256: None, json };
+                let member = ScannedMember {
+                    path,
+                    kind: h.kind,
+                    link,
+                    loc,
+                    size,
+                    sha256: None,
+                    json,
+                };
                 if size == 0 {
                     let mut m = member;
                     m.sha256 = Some(Sha256::digest([]).into());
                     self.members.push(m);
                     self.state = TarState::Header;
                 } else {
-                    self.state = TarState::Data { member, left: size, hasher: Sha256::new(), pad };
+                    self.state = TarState::Data {
+                        member: Box::new(member),
+                        left: size,
+                        hasher: Sha256::new(),
+                        pad,
+                    };
                 }
             }
             _ => {
                 self.pax_path = None;
                 self.pax_link = None;
                 let left = h.size.saturating_add(pad);
-                self.state = if left == 0 { TarState::Header } else { TarState::Skip { left } };
+                self.state = if left == 0 {
+                    TarState::Header
+                } else {
+                    TarState::Skip { left }
+                };
             }
         }
     }
@@ -595,7 +671,9 @@ fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
     let mut pos = from;
     let mut buf = vec![0u8; 1 << 20];
     while pos + 4 <= len {
-        let n = buf.len().min(usize::try_from(len - pos).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(len - pos).unwrap_or(usize::MAX));
         if file.read_exact_at(&mut buf[..n], pos).is_err() {
             return None;
         }
@@ -641,7 +719,9 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
         let mut magic = [0u8; 8];
         let have = (len - pos).min(8) as usize;
         if file.read_exact_at(&mut magic[..have], pos).is_err() || have < 8 {
-            out.damage.push(format!("offset {pos}: archive is truncated (partial frame header)"));
+            out.damage.push(format!(
+                "offset {pos}: archive is truncated (partial frame header)"
+            ));
             tar.frame_lost();
             break;
         }
@@ -658,7 +738,9 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
             continue;
         }
         if m != ZSTD_FRAME_MAGIC {
-            out.damage.push(format!("offset {pos}: no frame starts here; searching for the next frame"));
+            out.damage.push(format!(
+                "offset {pos}: no frame starts here; searching for the next frame"
+            ));
             tar.frame_lost();
             match resync(file, pos + 1, len) {
                 Some(p) => {
@@ -713,7 +795,8 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                 pos = end;
             }
             Err(e) => {
-                out.damage.push(format!("frame {frame_no} at offset {pos} is damaged: {e}"));
+                out.damage
+                    .push(format!("frame {frame_no} at offset {pos} is damaged: {e}"));
                 tar.frame_lost();
                 // Keep frame numbering aligned with the writer's: a lost frame still counts.
                 out.frames.push(FrameEntry {
@@ -739,10 +822,12 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
         out.tar_end = true;
     } else {
         tar.frame_lost();
-        out.damage.push("the tar stream has no end marker (archive truncated)".into());
+        out.damage
+            .push("the tar stream has no end marker (archive truncated)".into());
     }
     if !out.footer {
-        out.damage.push("no footer at the end of the archive (truncated?)".into());
+        out.damage
+            .push("no footer at the end of the archive (truncated?)".into());
     }
     out.members = std::mem::take(&mut tar.members);
     out.damage.append(&mut tar.damage);
@@ -765,7 +850,12 @@ impl Scan {
             .get(MANIFEST_MEMBER.as_bytes())
             .and_then(|m| m.json.as_ref())
             .and_then(|j| serde_json::from_slice(j).ok())
-            .ok_or_else(|| Error::corrupt(MANIFEST_MEMBER, "manifest member lost; nothing can be recovered"))?;
+            .ok_or_else(|| {
+                Error::corrupt(
+                    MANIFEST_MEMBER,
+                    "manifest member lost; nothing can be recovered",
+                )
+            })?;
         let mut users = Vec::new();
         let mut mailboxes = Vec::new();
         let mut cats = Vec::new();
@@ -787,7 +877,10 @@ impl Scan {
                 };
                 for msg in &mut rec.messages {
                     let data = msg.link.as_deref().unwrap_or(&msg.member);
-                    msg.loc = by_path.get(data.as_bytes()).filter(|d| d.kind == EntryType::Regular).map(|d| d.loc);
+                    msg.loc = by_path
+                        .get(data.as_bytes())
+                        .filter(|d| d.kind == EntryType::Regular)
+                        .map(|d| d.loc);
                     if msg.loc.is_none() {
                         damage.push(format!(
                             "{}/{} UID {}: message bytes lost (member {data})",
@@ -816,7 +909,13 @@ impl Scan {
                 }
             }
         }
-        let dir = Directory { manifest, frames: self.frames.clone(), users, mailboxes, stats };
+        let dir = Directory {
+            manifest,
+            frames: self.frames.clone(),
+            users,
+            mailboxes,
+            stats,
+        };
         Ok((dir, cats, damage))
     }
 }

@@ -93,6 +93,7 @@ fn put_octal(field: &mut [u8], value: u64) -> bool {
     true
 }
 
+#[allow(clippy::too_many_arguments)] // One argument per ustar field keeps the call sites readable.
 fn ustar_block(
     name: &[u8],
     prefix: &[u8],
@@ -295,7 +296,13 @@ pub fn decode_header(b: &[u8; TAR_BLOCK]) -> Result<RawHeader, HeaderError> {
     let sum: u64 = b
         .iter()
         .enumerate()
-        .map(|(i, &x)| if (148..156).contains(&i) { 32 } else { u64::from(x) })
+        .map(|(i, &x)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(x)
+            }
+        })
         .sum();
     if sum != want {
         return Err(HeaderError::Checksum);
@@ -303,7 +310,11 @@ pub fn decode_header(b: &[u8; TAR_BLOCK]) -> Result<RawHeader, HeaderError> {
     let size = parse_octal(&b[124..136], "size")?;
     let mtime = parse_octal(&b[136..148], "mtime")?;
     let name = cstr(&b[0..100]);
-    let prefix = if &b[257..262] == b"ustar" { cstr(&b[345..500]) } else { &[] };
+    let prefix = if &b[257..262] == b"ustar" {
+        cstr(&b[345..500])
+    } else {
+        &[]
+    };
     let mut path = Vec::with_capacity(prefix.len() + name.len() + 1);
     if !prefix.is_empty() {
         path.extend_from_slice(prefix);
@@ -325,13 +336,19 @@ pub fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let mut link = None;
     let mut rest = data;
     while !rest.is_empty() {
-        let Some(sp) = rest.iter().position(|&c| c == b' ') else { break };
-        let Some(len) = std::str::from_utf8(&rest[..sp]).ok().and_then(|s| s.parse::<usize>().ok())
+        let Some(sp) = rest.iter().position(|&c| c == b' ') else {
+            break;
+        };
+        let Some(len) = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
         else {
             break;
         };
         let Some(rec) = rest.get(..len) else { break };
-        let Some(kv) = rec.get(sp + 1..len.saturating_sub(1)) else { break };
+        let Some(kv) = rec.get(sp + 1..len.saturating_sub(1)) else {
+            break;
+        };
         if let Some(eq) = kv.iter().position(|&c| c == b'=') {
             match &kv[..eq] {
                 b"path" => path = Some(kv[eq + 1..].to_vec()),
@@ -352,7 +369,11 @@ mod tests {
         let mut out = Vec::new();
         let h = MemberHeader {
             path,
-            kind: if link.is_some() { EntryType::Link } else { EntryType::Regular },
+            kind: if link.is_some() {
+                EntryType::Link
+            } else {
+                EntryType::Regular
+            },
             link,
             size: 1234,
             mtime: 1_700_000_000,
@@ -395,8 +416,16 @@ mod tests {
         let long = format!("users/alice/{}/7.eml", "x".repeat(150));
         let (h, out) = roundtrip(&long, None);
         assert_eq!(h.kind, EntryType::PaxLocal);
-        assert_eq!(parse_pax(&out[TAR_BLOCK..TAR_BLOCK + h.size as usize]).0.unwrap(), long.as_bytes());
-        let (h, out) = roundtrip("users/a/INBOX/2.eml", Some(&format!("users/a/{}/1.eml", "y".repeat(120))));
+        assert_eq!(
+            parse_pax(&out[TAR_BLOCK..TAR_BLOCK + h.size as usize])
+                .0
+                .unwrap(),
+            long.as_bytes()
+        );
+        let (h, out) = roundtrip(
+            "users/a/INBOX/2.eml",
+            Some(&format!("users/a/{}/1.eml", "y".repeat(120))),
+        );
         assert_eq!(h.kind, EntryType::PaxLocal);
         let (_, l) = parse_pax(&out[TAR_BLOCK..TAR_BLOCK + h.size as usize]);
         assert!(l.unwrap().ends_with(b"/1.eml"));

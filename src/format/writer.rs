@@ -42,7 +42,9 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             level: 3,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             frame_target: FRAME_TARGET,
         }
     }
@@ -80,14 +82,14 @@ pub fn encode_component(name: &[u8]) -> String {
         return "%".to_string() + "empty";
     }
     let valid = std::str::from_utf8(name).is_ok();
-    let reserved = name[0] == b'.'
-        || name.ends_with(MESSAGE_SUFFIX.as_bytes())
-        || name.ends_with(b".json");
+    let reserved =
+        name[0] == b'.' || name.ends_with(MESSAGE_SUFFIX.as_bytes()) || name.ends_with(b".json");
     let mut out = String::with_capacity(name.len());
     let mut i = 0;
     while i < name.len() {
         let b = name[i];
-        let must = b < 0x20 || b == 0x7f || b == b'%' || b == b'/' || b == b'\\' || (i == 0 && reserved);
+        let must =
+            b < 0x20 || b == 0x7f || b == b'%' || b == b'/' || b == b'\\' || (i == 0 && reserved);
         if must || (!valid && b >= 0x80) {
             out.push_str(&format!("%{b:02X}"));
             i += 1;
@@ -163,7 +165,9 @@ impl<W: Write> ArchiveWriter<W> {
         payload[..8].copy_from_slice(HEADER_MAGIC);
         payload[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
         payload[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
-        w.out.write_all(&skippable(HEADER_FRAME_MAGIC, HEADER_PAYLOAD_LEN)?).at("<archive>")?;
+        w.out
+            .write_all(&skippable(HEADER_FRAME_MAGIC, HEADER_PAYLOAD_LEN)?)
+            .at("<archive>")?;
         w.out.write_all(&payload).at("<archive>")?;
         let json = serde_json::to_vec_pretty(&w.manifest).map_err(json_err)?;
         w.add_json_member(MANIFEST_MEMBER, &json)?;
@@ -173,7 +177,10 @@ impl<W: Write> ArchiveWriter<W> {
     /// Location of the next byte pushed (`push` never leaves the frame full).
     fn here(&self) -> Location {
         let frame = u32::try_from(self.frames_submitted).unwrap_or(u32::MAX);
-        Location { frame, offset: self.cur.len() as u64 }
+        Location {
+            frame,
+            offset: self.cur.len() as u64,
+        }
     }
 
     fn begin_member(&mut self) {
@@ -196,7 +203,9 @@ impl<W: Write> ArchiveWriter<W> {
         let data = std::mem::replace(&mut self.cur, Vec::with_capacity(FRAME_TARGET + (1 << 20)));
         let first = self.cur_first.take();
         self.frames_submitted += 1;
-        self.pipeline.submit(data, first, &mut self.out).at("<archive>")
+        self.pipeline
+            .submit(data, first, &mut self.out)
+            .at("<archive>")
     }
 
     /// Append raw member bytes, splitting frames at [`FRAME_MAX`].
@@ -217,7 +226,10 @@ impl<W: Write> ArchiveWriter<W> {
         self.begin_member();
         let mut hb = Vec::with_capacity(TAR_BLOCK * 3);
         if !encode_header(h, &mut hb) {
-            return Err(Error::Usage(format!("{}: too large for the archive format", h.path)));
+            return Err(Error::Usage(format!(
+                "{}: too large for the archive format",
+                h.path
+            )));
         }
         self.push(&hb)
     }
@@ -260,8 +272,11 @@ impl<W: Write> ArchiveWriter<W> {
         size_hint: u64,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let member =
-            format!("{}/{}{MESSAGE_SUFFIX}", mailbox_dir(user, mailbox), meta.uid.0);
+        let member = format!(
+            "{}/{}{MESSAGE_SUFFIX}",
+            mailbox_dir(user, mailbox),
+            meta.uid.0
+        );
         // Read (small) or spool (large) the body, hashing it once.
         let mut hasher = Sha256::new();
         let mut spool: Option<File> = None;
@@ -293,11 +308,17 @@ impl<W: Write> ArchiveWriter<W> {
             spool = Some(f);
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        meta.content = Content { sha256: hex::encode(digest), size };
+        meta.content = Content {
+            sha256: hex::encode(digest),
+            size,
+        };
         self.stats.messages += 1;
         self.stats.message_bytes += size;
         let mtime = meta.received.secs;
-        let (mode, uid, gid) = meta.owner.map(|o| (o.mode, o.uid, o.gid)).unwrap_or((0o600, 0, 0));
+        let (mode, uid, gid) = meta
+            .owner
+            .map(|o| (o.mode, o.uid, o.gid))
+            .unwrap_or((0o600, 0, 0));
 
         if let Some((target, loc)) = self.stored.get(&digest).cloned() {
             let h = MemberHeader {
@@ -312,7 +333,12 @@ impl<W: Write> ArchiveWriter<W> {
             };
             self.header(&h)?;
             self.end_member()?;
-            return Ok(MessageRecord { member, link: Some(target), loc: Some(loc), message: meta });
+            return Ok(MessageRecord {
+                member,
+                link: Some(target),
+                loc: Some(loc),
+                message: meta,
+            });
         }
         if size > MESSAGE_LIMIT {
             return Err(Error::store(source_name, "message larger than 8 GiB"));
@@ -341,7 +367,8 @@ impl<W: Write> ArchiveWriter<W> {
                 let mut left = size;
                 while left > 0 {
                     let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
-                    f.read_exact(&mut buf[..want]).at("<temporary body spool>")?;
+                    f.read_exact(&mut buf[..want])
+                        .at("<temporary body spool>")?;
                     self.push(&buf[..want])?;
                     left -= want as u64;
                 }
@@ -352,7 +379,12 @@ impl<W: Write> ArchiveWriter<W> {
         self.stored.insert(digest, (member.clone(), loc));
         self.stats.bodies += 1;
         self.stats.stored_bytes += size;
-        Ok(MessageRecord { member, link: None, loc: Some(loc), message: meta })
+        Ok(MessageRecord {
+            member,
+            link: None,
+            loc: Some(loc),
+            message: meta,
+        })
     }
 
     /// Finish a mailbox: writes its `mailbox.json` member and spools its index catalog.
@@ -365,7 +397,11 @@ impl<W: Write> ArchiveWriter<W> {
         mailbox: MailboxMeta,
         messages: Vec<MessageRecord>,
     ) -> Result<()> {
-        let mut rec = MailboxRecord { user: user.clone(), mailbox, messages };
+        let mut rec = MailboxRecord {
+            user: user.clone(),
+            mailbox,
+            messages,
+        };
         // The tar copy carries no locations (they are implied by the stream).
         let locs: Vec<_> = rec.messages.iter_mut().map(|m| m.loc.take()).collect();
         let json = serde_json::to_vec_pretty(&rec).map_err(json_err)?;
@@ -395,8 +431,10 @@ impl<W: Write> ArchiveWriter<W> {
     pub fn add_user(&mut self, user: UserMeta, mailboxes: Vec<Name>) -> Result<()> {
         let rec = UserRecord { user, mailboxes };
         let json = serde_json::to_vec_pretty(&rec).map_err(json_err)?;
-        let path =
-            format!("{USERS_DIR}/{}/{USER_MEMBER}", encode_component(rec.user.name.as_bytes()));
+        let path = format!(
+            "{USERS_DIR}/{}/{USER_MEMBER}",
+            encode_component(rec.user.name.as_bytes())
+        );
         self.add_json_member(&path, &json)?;
         self.users.push(rec.user);
         Ok(())
@@ -427,18 +465,23 @@ impl<W: Write> ArchiveWriter<W> {
         let dir_comp = super::frame::compress_frame(3, &dir_json).at("<index directory>")?;
         // INDEX payload: magic, u64 directory length, directory frame, catalogs.
         let head_len = INDEX_MAGIC.len() + 8;
-        let payload_len = head_len + dir_comp.len() + usize::try_from(self.spool_len).unwrap_or(usize::MAX);
+        let payload_len =
+            head_len + dir_comp.len() + usize::try_from(self.spool_len).unwrap_or(usize::MAX);
         let mut spool = self
             .spool
             .into_inner()
             .map_err(|e| Error::io("<temporary index spool>", e.into_error()))?;
-        spool.seek(SeekFrom::Start(0)).at("<temporary index spool>")?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .at("<temporary index spool>")?;
         let index_offset = self.out.position();
         let mut hasher = Sha256::new();
         let mut head = Vec::with_capacity(head_len);
         head.extend_from_slice(INDEX_MAGIC);
         head.extend_from_slice(&(dir_comp.len() as u64).to_le_bytes());
-        self.out.write_all(&skippable(INDEX_FRAME_MAGIC, payload_len)?).at("<archive>")?;
+        self.out
+            .write_all(&skippable(INDEX_FRAME_MAGIC, payload_len)?)
+            .at("<archive>")?;
         for part in [&head[..], &dir_comp[..]] {
             hasher.update(part);
             self.out.write_all(part).at("<archive>")?;
@@ -460,7 +503,9 @@ impl<W: Write> ArchiveWriter<W> {
         footer[16..24].copy_from_slice(&index_offset.to_le_bytes());
         footer[24..32].copy_from_slice(&index_len.to_le_bytes());
         footer[32..64].copy_from_slice(&hasher.finalize());
-        self.out.write_all(&skippable(FOOTER_FRAME_MAGIC, FOOTER_PAYLOAD_LEN)?).at("<archive>")?;
+        self.out
+            .write_all(&skippable(FOOTER_FRAME_MAGIC, FOOTER_PAYLOAD_LEN)?)
+            .at("<archive>")?;
         self.out.write_all(&footer).at("<archive>")?;
         self.out.flush().at("<archive>")?;
         Ok(self.out.into_inner())

@@ -86,7 +86,10 @@ pub fn parse_dict(data: &[u8]) -> Vec<(Name, Name)> {
             continue;
         }
         let v = lines.next().unwrap_or_default();
-        out.push((Name::from_bytes(tab_unescape(k)), Name::from_bytes(tab_unescape(v))));
+        out.push((
+            Name::from_bytes(tab_unescape(k)),
+            Name::from_bytes(tab_unescape(v)),
+        ));
     }
     out
 }
@@ -116,7 +119,10 @@ mod tests {
         let names = parse_subscriptions(f);
         assert_eq!(names[3], b"Work/Sub");
         assert_eq!(render_subscriptions(&names), f.to_vec());
-        assert_eq!(parse_subscriptions(b"INBOX\nA/B\n"), vec![b"INBOX".to_vec(), b"A/B".to_vec()]);
+        assert_eq!(
+            parse_subscriptions(b"INBOX\nA/B\n"),
+            vec![b"INBOX".to_vec(), b"A/B".to_vec()]
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ impl Location {
 
     /// The user's home directory, if a template is known.
     pub fn home_of(&self, user: &str) -> Option<PathBuf> {
-        self.home.as_ref().map(|h| PathBuf::from(expand(h, user, None)))
+        self.home
+            .as_ref()
+            .map(|h| PathBuf::from(expand(h, user, None)))
     }
 
     /// The user's mail root (Maildir directory).
@@ -144,7 +146,12 @@ impl Location {
             }
         };
         let mut users = Vec::new();
-        walk_template(Path::new("/"), &components(&template), &mut Vars::default(), &mut users)?;
+        walk_template(
+            Path::new("/"),
+            &components(&template),
+            &mut Vars::default(),
+            &mut users,
+        )?;
         let mut out: Vec<String> = Vec::new();
         for u in users {
             if self.root_of(&u).map(|r| r.is_dir()).unwrap_or(false) {
@@ -166,7 +173,11 @@ struct Vars {
 
 fn components(t: &str) -> Vec<String> {
     let abs = t.starts_with('/');
-    let mut v: Vec<String> = t.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+    let mut v: Vec<String> = t
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
     if !abs {
         // Relative templates are relative to the current directory.
         if let Ok(cwd) = std::env::current_dir() {
@@ -183,7 +194,12 @@ fn components(t: &str) -> Vec<String> {
     v
 }
 
-fn walk_template(base: &Path, rest: &[String], vars: &mut Vars, out: &mut Vec<String>) -> Result<()> {
+fn walk_template(
+    base: &Path,
+    rest: &[String],
+    vars: &mut Vars,
+    out: &mut Vec<String>,
+) -> Result<()> {
     let Some((first, tail)) = rest.split_first() else {
         let user = match (&vars.u, &vars.n, &vars.d) {
             (Some(u), _, _) => u.clone(),
@@ -213,7 +229,9 @@ fn walk_template(base: &Path, rest: &[String], vars: &mut Vars, out: &mut Vec<St
             let mut names: Vec<String> = Vec::new();
             for e in std::fs::read_dir(base).at(base)? {
                 let e = e.at(base)?;
-                let Ok(name) = e.file_name().into_string() else { continue };
+                let Ok(name) = e.file_name().into_string() else {
+                    continue;
+                };
                 if name.starts_with('.') || !e.path().is_dir() || name == "lost+found" {
                     continue;
                 }
@@ -269,10 +287,23 @@ pub fn expand(t: &str, user: &str, home: Option<&str>) -> String {
 /// # Errors
 /// [`Error::Corrupt`] naming the user when it is not.
 pub fn check_user_name(user: &[u8]) -> Result<&str> {
-    let s = std::str::from_utf8(user)
-        .map_err(|_| Error::corrupt(format!("user {:?}", String::from_utf8_lossy(user)), "user name is not UTF-8"))?;
-    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') || s.starts_with('.') {
-        return Err(Error::corrupt(format!("user {s:?}"), "hostile user name refused"));
+    let s = std::str::from_utf8(user).map_err(|_| {
+        Error::corrupt(
+            format!("user {:?}", String::from_utf8_lossy(user)),
+            "user name is not UTF-8",
+        )
+    })?;
+    if s.is_empty()
+        || s == "."
+        || s == ".."
+        || s.contains('/')
+        || s.contains('\0')
+        || s.starts_with('.')
+    {
+        return Err(Error::corrupt(
+            format!("user {s:?}"),
+            "hostile user name refused",
+        ));
     }
     Ok(s)
 }
@@ -283,13 +314,28 @@ mod tests {
 
     #[test]
     fn parse_and_expand() {
-        let l = Location::parse("maildir:~/Maildir:LAYOUT=fs:UTF-8", Some("/srv/%d/%n".into())).unwrap();
+        let l = Location::parse(
+            "maildir:~/Maildir:LAYOUT=fs:UTF-8",
+            Some("/srv/%d/%n".into()),
+        )
+        .unwrap();
         assert_eq!(l.layout, Layout::Fs);
         assert!(l.utf8);
-        assert_eq!(l.root_of("bob@ex.org").unwrap(), PathBuf::from("/srv/ex.org/bob/Maildir"));
+        assert_eq!(
+            l.root_of("bob@ex.org").unwrap(),
+            PathBuf::from("/srv/ex.org/bob/Maildir")
+        );
         let l = Location::parse("maildir:/var/mail/%Lu/md", None).unwrap();
-        assert_eq!(l.root_of("Alice").unwrap(), PathBuf::from("/var/mail/alice/md"));
-        assert!(Location::parse("maildir:~/M", None).unwrap().root_of("a").is_err());
+        assert_eq!(
+            l.root_of("Alice").unwrap(),
+            PathBuf::from("/var/mail/alice/md")
+        );
+        assert!(
+            Location::parse("maildir:~/M", None)
+                .unwrap()
+                .root_of("a")
+                .is_err()
+        );
         assert!(Location::parse("mbox:~/mail", None).is_err());
         assert!(Location::parse("maildir:~/M:CONTROL=/x", None).is_err());
         assert_eq!(expand("a%%b", "u", None), "a%b");
@@ -300,6 +346,9 @@ mod tests {
         for bad in ["", "..", "a/b", "a\0b", ".hidden"] {
             assert!(check_user_name(bad.as_bytes()).is_err(), "{bad:?}");
         }
-        assert_eq!(check_user_name(b"alice@example.org").unwrap(), "alice@example.org");
+        assert_eq!(
+            check_user_name(b"alice@example.org").unwrap(),
+            "alice@example.org"
+        );
     }
 }

@@ -122,7 +122,10 @@ pub fn safe_component<'a>(c: &'a [u8], what: &str) -> Result<&'a [u8]> {
     if c.is_empty() || c == b"." || c == b".." || c.contains(&b'/') || c.contains(&0) {
         return Err(Error::corrupt(
             what,
-            format!("hostile name component {:?} refused", String::from_utf8_lossy(c)),
+            format!(
+                "hostile name component {:?} refused",
+                String::from_utf8_lossy(c)
+            ),
         ));
     }
     Ok(c)
@@ -142,12 +145,15 @@ pub fn check_mailbox_name(name: &Name, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// dovecot-attributes entries sorted out: (mailbox index, entry), server entries, others.
+pub type SplitAttributes = (Vec<(usize, Attribute)>, Vec<Attribute>, Vec<(Name, Name)>);
+
 /// Split dovecot-attributes entries into per-mailbox, server and unrecognized entries.
 /// `guids` maps mailbox GUID (hex) to the index of the mailbox.
 pub fn split_attributes(
     entries: Vec<(Name, Name)>,
     guids: &std::collections::HashMap<String, usize>,
-) -> (Vec<(usize, Attribute)>, Vec<Attribute>, Vec<(Name, Name)>) {
+) -> SplitAttributes {
     let mut per_mb = Vec::new();
     let mut server = Vec::new();
     let mut raw = Vec::new();
@@ -172,9 +178,20 @@ pub fn split_attributes(
             continue;
         };
         if let Some(sname) = name.strip_prefix(dovecot::SERVER_ATTR_PREFIX) {
-            server.push(Attribute { scope, name: Name::from_bytes(sname), value: v });
+            server.push(Attribute {
+                scope,
+                name: Name::from_bytes(sname),
+                value: v,
+            });
         } else {
-            per_mb.push((idx, Attribute { scope, name: Name::from_bytes(name), value: v }));
+            per_mb.push((
+                idx,
+                Attribute {
+                    scope,
+                    name: Name::from_bytes(name),
+                    value: v,
+                },
+            ));
         }
     }
     (per_mb, server, raw)

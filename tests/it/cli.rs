@@ -53,34 +53,74 @@ fn backup_list_and_cat_the_fixture() {
     // cat is byte-exact against the file in the store.
     let store = ws.join("store");
     let orig = fs::read(file_in(&store.join("alice/Maildir/cur"), "M825201")).unwrap();
-    let out = run_ok(maildump().arg("cat").arg(&a).args(["--user", "alice", "--mailbox", "INBOX", "--uid", "2"]));
+    let out = run_ok(maildump().arg("cat").arg(&a).args([
+        "--user",
+        "alice",
+        "--mailbox",
+        "INBOX",
+        "--uid",
+        "2",
+    ]));
     assert_eq!(out.stdout, orig);
     // --user/--mailbox filters.
-    let out = run_ok(maildump().arg("list").arg(&a).args(["--json", "--user", "bob", "--mailbox", "Archive"]));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = run_ok(maildump().arg("list").arg(&a).args([
+        "--json",
+        "--user",
+        "bob",
+        "--mailbox",
+        "Archive",
+    ]));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["keywords"][0], "NonJunk");
     // By GUID, without a mailbox.
     let guid = lines[0]["guid"].as_str().unwrap().to_string();
-    let out = run_ok(maildump().arg("cat").arg(&a).args(["--user", "bob", "--guid", &guid]));
-    assert_eq!(crate::util::sha256_hex(&out.stdout), lines[0]["sha256"].as_str().unwrap());
+    let out = run_ok(
+        maildump()
+            .arg("cat")
+            .arg(&a)
+            .args(["--user", "bob", "--guid", &guid]),
+    );
+    assert_eq!(
+        crate::util::sha256_hex(&out.stdout),
+        lines[0]["sha256"].as_str().unwrap()
+    );
 }
 
 #[test]
 fn duplicate_bodies_are_stored_once() {
     let ws = Workspace::new();
     let a = backup_fixture(&ws);
-    let out = run_ok(std::process::Command::new("sh").arg("-c").arg(format!("zstd -dc '{}' | tar -tvf -", a.display())));
+    let out = run_ok(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc '{}' | tar -tvf -", a.display())),
+    );
     let listing = String::from_utf8(out.stdout).unwrap();
     let links = listing.lines().filter(|l| l.starts_with('h')).count();
     assert_eq!(links, 3, "copies should be hard links:\n{listing}");
     // tar extracts one file per message, the copy included.
     let x = ws.join("x");
     fs::create_dir(&x).unwrap();
-    run_ok(std::process::Command::new("tar").arg("--zstd").arg("-xf").arg(&a).arg("-C").arg(&x));
-    assert_eq!(fs::read(x.join("users/alice/Archive/2.eml")).unwrap(), fs::read(x.join("users/alice/INBOX/2.eml")).unwrap());
-    let j: serde_json::Value = serde_json::from_slice(&fs::read(x.join("users/alice/INBOX/mailbox.json")).unwrap()).unwrap();
+    run_ok(
+        std::process::Command::new("tar")
+            .arg("--zstd")
+            .arg("-xf")
+            .arg(&a)
+            .arg("-C")
+            .arg(&x),
+    );
+    assert_eq!(
+        fs::read(x.join("users/alice/Archive/2.eml")).unwrap(),
+        fs::read(x.join("users/alice/INBOX/2.eml")).unwrap()
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("users/alice/INBOX/mailbox.json")).unwrap())
+            .unwrap();
     assert_eq!(j["mailbox"]["name"], "INBOX");
 }
 
@@ -111,15 +151,54 @@ fn stdout_and_stdin_pipes() {
 fn exit_codes_for_bad_requests() {
     let ws = Workspace::new();
     let a = backup_fixture(&ws);
-    let o = run_expect_code(maildump().arg("cat").arg(&a).args(["--user", "alice", "--mailbox", "INBOX", "--uid", "3"]), 8);
+    let o = run_expect_code(
+        maildump()
+            .arg("cat")
+            .arg(&a)
+            .args(["--user", "alice", "--mailbox", "INBOX", "--uid", "3"]),
+        8,
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("no message with UID 3"));
-    run_expect_code(maildump().arg("cat").arg(&a).args(["--user", "nobody", "--mailbox", "INBOX", "--uid", "1"]), 8);
+    run_expect_code(
+        maildump().arg("cat").arg(&a).args([
+            "--user",
+            "nobody",
+            "--mailbox",
+            "INBOX",
+            "--uid",
+            "1",
+        ]),
+        8,
+    );
     run_expect_code(maildump().arg("list").arg(ws.join("missing.mdump")), 3);
     fs::write(ws.join("junk"), b"not an archive at all, just text").unwrap();
     let o = run_expect_code(maildump().arg("list").arg(ws.join("junk")), 4);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a maildump archive"));
-    run_expect_code(maildump().args(["backup", "--location", "maildir:~/M", "--all-users", "-o", "-"]), 2);
-    run_expect_code(maildump().args(["backup", "--location", "mbox:~/mail", "--home", "/x/%u", "--user", "a", "-o", "-"]), 2);
+    run_expect_code(
+        maildump().args([
+            "backup",
+            "--location",
+            "maildir:~/M",
+            "--all-users",
+            "-o",
+            "-",
+        ]),
+        2,
+    );
+    run_expect_code(
+        maildump().args([
+            "backup",
+            "--location",
+            "mbox:~/mail",
+            "--home",
+            "/x/%u",
+            "--user",
+            "a",
+            "-o",
+            "-",
+        ]),
+        2,
+    );
     // An unknown major version is refused with its own code.
     let mut bytes = fs::read(&a).unwrap();
     bytes[16] = 9;
@@ -129,11 +208,19 @@ fn exit_codes_for_bad_requests() {
     // A failed backup leaves no file behind.
     let dest = ws.join("never.mdump");
     run_expect_code(
-        maildump().args(["backup", "--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", ws.join("store").display())).args(["--user", "ghost", "-o"]).arg(&dest),
+        maildump()
+            .args(["backup", "--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", ws.join("store").display()))
+            .args(["--user", "ghost", "-o"])
+            .arg(&dest),
         8,
     );
     assert!(!dest.exists());
-    let leftovers: Vec<_> = fs::read_dir(ws.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".partial")).collect();
+    let leftovers: Vec<_> = fs::read_dir(ws.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
     assert!(leftovers.is_empty());
 }
 
@@ -142,7 +229,10 @@ fn help_documents_exit_codes() {
     for sub in ["backup", "restore", "list", "cat", "verify"] {
         let out = run_ok(maildump().arg(sub).arg("--help"));
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("Exit codes:") && text.contains("6  restore refused"), "{sub}: {text}");
+        assert!(
+            text.contains("Exit codes:") && text.contains("6  restore refused"),
+            "{sub}: {text}"
+        );
     }
     let out = run_ok(maildump().arg("backup").arg("--help"));
     insta::assert_snapshot!("backup_help", String::from_utf8(out.stdout).unwrap());
@@ -154,16 +244,34 @@ fn restore_dry_run_writes_nothing_and_conflicts_are_refused() {
     let a = backup_fixture(&ws);
     let target = ws.join("target");
     let o = run_ok(
-        maildump().arg("restore").arg(&a).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--dry-run"),
+        maildump()
+            .arg("restore")
+            .arg(&a)
+            .args(["--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", target.display()))
+            .arg("--dry-run"),
     );
     let plan = String::from_utf8(o.stdout).unwrap();
-    assert!(plan.contains("restore alice / Work/Sub (1 messages)"), "{plan}");
+    assert!(
+        plan.contains("restore alice / Work/Sub (1 messages)"),
+        "{plan}"
+    );
     assert!(!target.exists(), "dry run wrote something");
     // Restore into the source store itself: every mailbox holds mail, so nothing is written.
     let store = ws.join("store");
     let before = crate::util::tree_listing(&store);
-    let o = run(maildump().arg("restore").arg(&a).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", store.display())).args(["--quiet"]));
-    assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(maildump()
+        .arg("restore")
+        .arg(&a)
+        .args(["--location", "maildir:~/Maildir", "--home"])
+        .arg(format!("{}/%u", store.display()))
+        .args(["--quiet"]));
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists and holds mail"));
     assert_eq!(before, crate::util::tree_listing(&store));
 }
@@ -173,31 +281,76 @@ fn restore_is_byte_and_name_exact_for_maildir() {
     let ws = Workspace::new();
     let a = backup_fixture(&ws);
     let target = ws.join("target");
-    run_ok(maildump().arg("restore").arg(&a).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--quiet"));
-    for rel in ["alice/Maildir/dovecot-keywords", "alice/Maildir/subscriptions", "bob/dovecot-attributes"] {
-        assert_eq!(fs::read(ws.join("store").join(rel)).unwrap(), fs::read(target.join(rel)).unwrap(), "{rel}");
+    run_ok(
+        maildump()
+            .arg("restore")
+            .arg(&a)
+            .args(["--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", target.display()))
+            .arg("--quiet"),
+    );
+    for rel in [
+        "alice/Maildir/dovecot-keywords",
+        "alice/Maildir/subscriptions",
+        "bob/dovecot-attributes",
+    ] {
+        assert_eq!(
+            fs::read(ws.join("store").join(rel)).unwrap(),
+            fs::read(target.join(rel)).unwrap(),
+            "{rel}"
+        );
     }
     // uidlists: same records; same UIDVALIDITY and GUID (N may be raised to the effective next UID).
-    for rel in ["alice/Maildir/dovecot-uidlist", "alice/Maildir/.Work.Sub/dovecot-uidlist", "bob/Maildir/.Archive/dovecot-uidlist"] {
+    for rel in [
+        "alice/Maildir/dovecot-uidlist",
+        "alice/Maildir/.Work.Sub/dovecot-uidlist",
+        "bob/Maildir/.Archive/dovecot-uidlist",
+    ] {
         let a = fs::read_to_string(ws.join("store").join(rel)).unwrap();
         let b = fs::read_to_string(target.join(rel)).unwrap();
         // Records of expunged messages (no file) are dropped, as Dovecot drops them.
         let dir = ws.join("store").join(rel).parent().unwrap().to_path_buf();
         let present = |line: &&str| {
             let base = line.rsplit_once(':').unwrap().1;
-            ["cur", "new"].iter().any(|s| fs::read_dir(dir.join(s)).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(base))).unwrap_or(false))
+            ["cur", "new"].iter().any(|s| {
+                fs::read_dir(dir.join(s))
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .any(|e| e.file_name().to_string_lossy().starts_with(base))
+                    })
+                    .unwrap_or(false)
+            })
         };
         let want: Vec<&str> = a.lines().skip(1).filter(present).collect();
-        assert!(want.len() < a.lines().count() - 1 || !rel.ends_with("alice/Maildir/dovecot-uidlist"), "fixture should hold an expunged record");
+        assert!(
+            want.len() < a.lines().count() - 1 || !rel.ends_with("alice/Maildir/dovecot-uidlist"),
+            "fixture should hold an expunged record"
+        );
         assert_eq!(want, b.lines().skip(1).collect::<Vec<_>>(), "{rel}");
-        let hdr = |s: &str| s.lines().next().unwrap().split(' ').filter(|f| f.starts_with('V') || f.starts_with('G')).map(String::from).collect::<Vec<_>>();
+        let hdr = |s: &str| {
+            s.lines()
+                .next()
+                .unwrap()
+                .split(' ')
+                .filter(|f| f.starts_with('V') || f.starts_with('G'))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(hdr(&a), hdr(&b), "{rel}");
     }
     let orig = file_in(&ws.join("store/alice/Maildir/cur"), "M825201");
-    let restored = target.join("alice/Maildir/cur").join(orig.file_name().unwrap());
+    let restored = target
+        .join("alice/Maildir/cur")
+        .join(orig.file_name().unwrap());
     assert_eq!(fs::read(&orig).unwrap(), fs::read(&restored).unwrap());
-    assert_eq!(fs::metadata(&orig).unwrap().modified().unwrap(), fs::metadata(&restored).unwrap().modified().unwrap());
+    assert_eq!(
+        fs::metadata(&orig).unwrap().modified().unwrap(),
+        fs::metadata(&restored).unwrap().modified().unwrap()
+    );
     // No staging directories are left behind.
-    let names: Vec<String> = fs::read_dir(&target.join("alice")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = fs::read_dir(target.join("alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().all(|n| !n.contains("maildump")), "{names:?}");
 }

@@ -14,7 +14,15 @@ fn small_frame_archive(ws: &Workspace) -> PathBuf {
         maildump()
             .args(["backup", "--location", "maildir:~/Maildir", "--home"])
             .arg(format!("{}/%u", store.display()))
-            .args(["--all-users", "--quiet", "--threads", "1", "--frame-target", "1024", "-o"])
+            .args([
+                "--all-users",
+                "--quiet",
+                "--threads",
+                "1",
+                "--frame-target",
+                "1024",
+                "-o",
+            ])
             .arg(&a),
     );
     a
@@ -24,8 +32,15 @@ fn code_of(args: &[&str], archive: &Path) -> (i32, String) {
     let out = run(maildump().args(args).arg(archive));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // A panic exits with 101 and prints "panicked"; a signal has no code.
-    let code = out.status.code().unwrap_or_else(|| panic!("killed by a signal: {args:?}\n{stderr}"));
-    assert!(!stderr.contains("panicked"), "panic for {args:?} on {}:\n{stderr}", archive.display());
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {args:?}\n{stderr}"));
+    assert!(
+        !stderr.contains("panicked"),
+        "panic for {args:?} on {}:\n{stderr}",
+        archive.display()
+    );
     (code, stderr)
 }
 
@@ -41,9 +56,15 @@ fn truncation_at_many_offsets_is_reported_never_a_panic() {
     for off in offsets {
         fs::write(&t, &bytes[..off]).unwrap();
         let (code, err) = code_of(&["verify"], &t);
-        assert_eq!(code, 4, "verify of archive truncated at {off} gave {code}: {err}");
+        assert_eq!(
+            code, 4,
+            "verify of archive truncated at {off} gave {code}: {err}"
+        );
         let (code, err) = code_of(&["list"], &t);
-        assert!(matches!(code, 1 | 4), "list of archive truncated at {off} gave {code}: {err}");
+        assert!(
+            matches!(code, 1 | 4),
+            "list of archive truncated at {off} gave {code}: {err}"
+        );
         if code == 4 {
             assert!(err.contains("corrupt archive"), "{err}");
         }
@@ -64,9 +85,15 @@ fn bit_flips_anywhere_are_detected_by_verify() {
         b[off] ^= 0x10;
         fs::write(&t, &b).unwrap();
         let (code, err) = code_of(&["verify"], &t);
-        assert!(matches!(code, 4 | 5), "flip at {off}: verify gave {code}: {err}");
+        assert!(
+            matches!(code, 4 | 5),
+            "flip at {off}: verify gave {code}: {err}"
+        );
         let (code, err) = code_of(&["list", "--json"], &t);
-        assert!(matches!(code, 0 | 1 | 4 | 5), "flip at {off}: list gave {code}: {err}");
+        assert!(
+            matches!(code, 0 | 1 | 4 | 5),
+            "flip at {off}: list gave {code}: {err}"
+        );
         checked += 1;
     }
     assert!(checked > 50, "{checked}");
@@ -78,7 +105,8 @@ fn a_damaged_frame_loses_only_its_items() {
     let a = small_frame_archive(&ws);
     let bytes = fs::read(&a).unwrap();
     // Damage the middle of the data frames: find the frame holding bob's INBOX UID 1.
-    let listing = String::from_utf8(run_ok(maildump().args(["list", "--json"]).arg(&a)).stdout).unwrap();
+    let listing =
+        String::from_utf8(run_ok(maildump().args(["list", "--json"]).arg(&a)).stdout).unwrap();
     assert_eq!(listing.lines().count(), 12);
     // Flip bytes in successive places of the data region until one hits a message body.
     let t = ws.join("d.mdump");
@@ -100,16 +128,25 @@ fn a_damaged_frame_loses_only_its_items() {
         for line in listing.lines() {
             let j: serde_json::Value = serde_json::from_str(line).unwrap();
             let out = run(maildump().arg("cat").arg(&t).args([
-                "--user", j["user"].as_str().unwrap(),
-                "--mailbox", j["mailbox"].as_str().unwrap(),
-                "--uid", &j["uid"].to_string(),
+                "--user",
+                j["user"].as_str().unwrap(),
+                "--mailbox",
+                j["mailbox"].as_str().unwrap(),
+                "--uid",
+                &j["uid"].to_string(),
             ]));
             if out.status.success() {
-                assert_eq!(crate::util::sha256_hex(&out.stdout), j["sha256"].as_str().unwrap());
+                assert_eq!(
+                    crate::util::sha256_hex(&out.stdout),
+                    j["sha256"].as_str().unwrap()
+                );
                 ok += 1;
             } else {
                 assert_eq!(out.status.code(), Some(4));
-                assert!(report.contains(&format!("UID {}", j["uid"])), "cat failed for a message verify did not name:\n{report}");
+                assert!(
+                    report.contains(&format!("UID {}", j["uid"])),
+                    "cat failed for a message verify did not name:\n{report}"
+                );
                 bad += 1;
             }
         }
@@ -122,10 +159,23 @@ fn a_damaged_frame_loses_only_its_items() {
     assert!(ok >= 6 && bad >= 1, "ok {ok} bad {bad}");
     // Restore writes the intact messages and reports the rest (exit 1).
     let target = ws.join("target");
-    let out = run(maildump().arg("restore").arg(&t).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--quiet"));
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(maildump()
+        .arg("restore")
+        .arg(&t)
+        .args(["--location", "maildir:~/Maildir", "--home"])
+        .arg(format!("{}/%u", target.display()))
+        .arg("--quiet"));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = walk_count(&target);
-    assert!(written >= ok, "restored {written} message files, {ok} were intact");
+    assert!(
+        written >= ok,
+        "restored {written} message files, {ok} were intact"
+    );
 }
 
 fn walk_count(p: &Path) -> usize {
@@ -136,7 +186,10 @@ fn walk_count(p: &Path) -> usize {
             let path = e.path();
             if path.is_dir() {
                 n += walk_count(&path);
-            } else if path.parent().is_some_and(|d| d.ends_with("cur") || d.ends_with("new")) {
+            } else if path
+                .parent()
+                .is_some_and(|d| d.ends_with("cur") || d.ends_with("new"))
+            {
                 n += 1;
             }
         }
@@ -152,7 +205,14 @@ fn hostile_names_in_an_archive_are_refused() {
     use maildump::format::writer::{ArchiveWriter, WriterOptions};
     use maildump::model::*;
     let ws = Workspace::new();
-    for (user, mailbox) in [("../evil", "INBOX"), ("/abs", "INBOX"), ("a/b", "INBOX"), ("ok", "../../etc"), ("ok", "a/../../b"), ("ok", "x\0y")] {
+    for (user, mailbox) in [
+        ("../evil", "INBOX"),
+        ("/abs", "INBOX"),
+        ("a/b", "INBOX"),
+        ("ok", "../../etc"),
+        ("ok", "a/../../b"),
+        ("ok", "x\0y"),
+    ] {
         let manifest = Manifest {
             format: "maildump".into(),
             format_major: 1,
@@ -161,7 +221,12 @@ fn hostile_names_in_an_archive_are_refused() {
             created: "2026-01-01T00:00:00Z".into(),
             archive_id: "x".into(),
             parent: None,
-            source: Source { store: "maildir".into(), location: "maildir:~/M".into(), home: None, host: None },
+            source: Source {
+                store: "maildir".into(),
+                location: "maildir:~/M".into(),
+                home: None,
+                host: None,
+            },
         };
         let file = fs::File::create(ws.join("h.mdump")).unwrap();
         let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
@@ -179,22 +244,63 @@ fn hostile_names_in_an_archive_are_refused() {
             pop3_uidl: None,
             pop3_order: None,
             owner: None,
-            maildir: Some(MaildirMessage { filename: Name::from("../../../../tmp/pwned:2,S"), ..Default::default() }),
+            maildir: Some(MaildirMessage {
+                filename: Name::from("../../../../tmp/pwned:2,S"),
+                ..Default::default()
+            }),
             from: None,
             subject: None,
             message_id: None,
-            content: Content { sha256: String::new(), size: 0 },
+            content: Content {
+                sha256: String::new(),
+                size: 0,
+            },
         };
-        let rec = w.add_message(&u, &mb, meta, &mut &b"hi\n"[..], 3, Path::new("x")).unwrap();
-        let mbm = MailboxMeta { name: mb.clone(), guid: None, uidvalidity: 1, uidnext: 2, keywords: vec![], attributes: vec![], owner: None, uidlist_header_ext: vec![] };
+        let rec = w
+            .add_message(&u, &mb, meta, &mut &b"hi\n"[..], 3, Path::new("x"))
+            .unwrap();
+        let mbm = MailboxMeta {
+            name: mb.clone(),
+            guid: None,
+            uidvalidity: 1,
+            uidnext: 2,
+            keywords: vec![],
+            attributes: vec![],
+            owner: None,
+            uidlist_header_ext: vec![],
+        };
         w.add_mailbox(&u, mbm, vec![rec]).unwrap();
-        w.add_user(UserMeta { name: u.clone(), ..Default::default() }, vec![mb]).unwrap();
+        w.add_user(
+            UserMeta {
+                name: u.clone(),
+                ..Default::default()
+            },
+            vec![mb],
+        )
+        .unwrap();
         w.finish().unwrap();
         let target = ws.join("t");
-        let out = run(maildump().arg("restore").arg(ws.join("h.mdump")).args(["--location", "maildir:~/Maildir", "--home"]).arg(format!("{}/%u", target.display())).arg("--quiet"));
-        assert_eq!(out.status.code(), Some(4), "{user:?} {mailbox:?}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("hostile"), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(!target.exists(), "something was written for {user:?} {mailbox:?}");
+        let out = run(maildump()
+            .arg("restore")
+            .arg(ws.join("h.mdump"))
+            .args(["--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", target.display()))
+            .arg("--quiet"));
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{user:?} {mailbox:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("hostile"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !target.exists(),
+            "something was written for {user:?} {mailbox:?}"
+        );
         assert!(!Path::new("/tmp/pwned:2,S").exists());
     }
 }

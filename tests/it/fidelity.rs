@@ -513,3 +513,121 @@ fn fixture_store_roundtrip() {
         );
     }
 }
+
+/// After a restore with `--owner`, Dovecot (running as mail_uid) can keep
+/// using the store: change METADATA, flags, deliver, create and subscribe.
+/// Everything under the restored home must belong to the owner.
+#[test]
+fn restored_store_is_usable_by_dovecot() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store");
+    let ws = Workspace::new();
+    let src = Dovecot::new(&ws.join("src"), "");
+    copy_dir(&fixture, &src.home_root).expect("copy fixture store");
+    src.fix_ownership();
+    let archive = ws.join("a.mdump");
+    backup_all(&src, &archive);
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    run_ok(restore_into(&archive, &dst).args(["--user", "alice"]));
+
+    let mut problems = Vec::new();
+    if crate::util::is_root() {
+        let listing = tree_listing(&dst.home("alice"));
+        let owner = dst.owner_arg();
+        // tree_listing: "<path>\t<type>\t<mode>\t<uid:gid>..." (field 3 = owner)
+        let wrong: Vec<&str> = listing
+            .lines()
+            .filter(|l| l.split('\t').nth(3) != Some(owner.as_str()))
+            .collect();
+        if !wrong.is_empty() {
+            problems.push(format!(
+                "entries under the restored home not owned by --owner {}:\n{}",
+                dst.owner_arg(),
+                wrong.join("\n")
+            ));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let home_meta = fs::metadata(dst.home("alice")).expect("stat home");
+        if (home_meta.uid(), home_meta.gid()) != (dst.uid, dst.gid) {
+            problems.push(format!(
+                "restored home {} is owned by {}:{}, not {}",
+                dst.home("alice").display(),
+                home_meta.uid(),
+                home_meta.gid(),
+                dst.owner_arg()
+            ));
+        }
+    }
+    let ops: [&[&str]; 6] = [
+        &[
+            "mailbox",
+            "metadata",
+            "set",
+            "INBOX",
+            "/private/comment",
+            "changed after restore",
+        ],
+        &[
+            "mailbox",
+            "metadata",
+            "set",
+            "-s",
+            "",
+            "/private/vendor/vendor.dovecot/servervalue",
+            "srv2",
+        ],
+        &[
+            "flags",
+            "add",
+            "\\Seen NewKeyword",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "2",
+        ],
+        &["mailbox", "create", "NewBox"],
+        &["mailbox", "subscribe", "NewBox"],
+        &["expunge", "mailbox", "Archive", "uid", "1"],
+    ];
+    for args in ops {
+        let out = dst.try_doveadm("alice", args);
+        if !out.status.success() {
+            problems.push(format!(
+                "doveadm {} failed on the restored store: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    let mut save = dst.command("alice", &["save", "-m", "Work"]);
+    save.stdin(std::process::Stdio::piped());
+    let mut child = save
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn doveadm save");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"From: x@example.net\nSubject: after restore\n\nhello\n")
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("doveadm save");
+    if !out.status.success() {
+        problems.push(format!(
+            "doveadm save -m Work failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "restored store is not fully usable by Dovecot:\n{}",
+        problems.join("\n")
+    );
+    let snap = dst.snapshot("alice");
+    assert!(
+        snap.contains("meta\tINBOX\t/private/comment\t\"changed after restore\""),
+        "{snap}"
+    );
+    assert!(snap.contains("status\tWork\tmessages=2\t"), "{snap}");
+}

@@ -38,23 +38,38 @@ fn every_vector_lists_as_recorded_and_verifies() {
     assert!(!vs.is_empty(), "no test vectors found");
     for v in &vs {
         let out = run_ok(maildump().arg("list").arg("--json").arg(v));
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected_list(v), "{}", v.display());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected_list(v),
+            "{}",
+            v.display()
+        );
         let out = run_ok(maildump().arg("verify").arg(v));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK:"), "{}", v.display());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("OK:"),
+            "{}",
+            v.display()
+        );
     }
 }
 
 #[test]
 fn every_vector_is_plain_zstd_and_tar() {
     for v in vectors() {
-        let out = run_ok(std::process::Command::new("sh").arg("-c").arg(format!(
-            "zstd -dc '{}' | tar -tf -",
-            v.display()
-        )));
+        let out = run_ok(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("zstd -dc '{}' | tar -tf -", v.display())),
+        );
         let names = String::from_utf8(out.stdout).unwrap();
         assert!(names.starts_with("MAILDUMP.json\n"), "{names}");
         let messages = names.lines().filter(|l| l.ends_with(".eml")).count();
-        assert_eq!(messages, expected_list(&v).lines().count(), "{}", v.display());
+        assert_eq!(
+            messages,
+            expected_list(&v).lines().count(),
+            "{}",
+            v.display()
+        );
     }
 }
 
@@ -72,7 +87,10 @@ fn every_message_of_every_vector_cats_to_its_hash() {
                     .args(["--mailbox", j["mailbox"].as_str().unwrap()])
                     .args(["--uid", &j["uid"].to_string()]),
             );
-            assert_eq!(crate::util::sha256_hex(&out.stdout), j["sha256"].as_str().unwrap());
+            assert_eq!(
+                crate::util::sha256_hex(&out.stdout),
+                j["sha256"].as_str().unwrap()
+            );
             assert_eq!(out.stdout.len() as u64, j["size"].as_u64().unwrap());
             n += 1;
         }
@@ -95,5 +113,8 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
     );
     let want = fs::read(repo().join("format-spec/vectors/v1/fixture.mdump")).unwrap();
     let got = fs::read(out.join("fixture.mdump")).unwrap();
-    assert!(want == got, "writer output differs from format-spec/vectors/v1/fixture.mdump; if the format changed on purpose, bump the version and add a new vector directory");
+    assert!(
+        want == got,
+        "writer output differs from format-spec/vectors/v1/fixture.mdump; if the format changed on purpose, bump the version and add a new vector directory"
+    );
 }

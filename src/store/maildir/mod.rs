@@ -32,7 +32,11 @@ pub struct MaildirReader {
 }
 
 fn owner_of(md: &fs::Metadata) -> Owner {
-    Owner { uid: md.uid(), gid: md.gid(), mode: md.mode() & 0o7777 }
+    Owner {
+        uid: md.uid(),
+        gid: md.gid(),
+        mode: md.mode() & 0o7777,
+    }
 }
 
 /// Decode one on-disk folder name component to UTF-8 bytes.
@@ -113,14 +117,26 @@ fn list_messages(dir: &Path) -> Result<HashMap<Vec<u8>, DirEntry>> {
 
 /// Dovecot's order for files it has not seen: leading seconds, then `M<usecs>`, then name.
 fn dovecot_sort_key(base: &[u8]) -> (u64, u64, Vec<u8>) {
-    let secs_end = base.iter().position(|b| !b.is_ascii_digit()).unwrap_or(base.len());
-    let secs = std::str::from_utf8(&base[..secs_end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let secs_end = base
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(base.len());
+    let secs = std::str::from_utf8(&base[..secs_end])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let usecs = base
         .get(secs_end..)
         .and_then(|r| r.strip_prefix(b".M"))
         .map(|r| {
-            let e = r.iter().position(|b| !b.is_ascii_digit()).unwrap_or(r.len());
-            std::str::from_utf8(&r[..e]).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+            let e = r
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(r.len());
+            std::str::from_utf8(&r[..e])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
         })
         .unwrap_or(0);
     (secs, usecs, base.to_vec())
@@ -134,9 +150,15 @@ impl MaildirReader {
     pub fn open(loc: &Location, user: &str) -> Result<Self> {
         let root = loc.root_of(user)?;
         if !root.is_dir() {
-            return Err(Error::NotFound(format!("user {user}: no Maildir at {}", root.display())));
+            return Err(Error::NotFound(format!(
+                "user {user}: no Maildir at {}",
+                root.display()
+            )));
         }
-        Ok(MaildirReader { loc: loc.clone(), root })
+        Ok(MaildirReader {
+            loc: loc.clone(),
+            root,
+        })
     }
 
     /// The mail root.
@@ -147,7 +169,9 @@ impl MaildirReader {
     /// A directory Dovecot treats as a selectable mailbox. Empty `cur/`/`new/` may be
     /// missing (e.g. in a git checkout); Dovecot recreates them.
     fn is_mailbox_dir(p: &Path) -> bool {
-        ["cur", "new", "tmp", "dovecot-uidlist"].iter().any(|s| p.join(s).exists())
+        ["cur", "new", "tmp", "dovecot-uidlist"]
+            .iter()
+            .any(|s| p.join(s).exists())
     }
 
     fn walk_fs(&self, dir: &Path, prefix: &[u8], out: &mut Vec<MailboxHandle>) -> Result<()> {
@@ -174,7 +198,10 @@ impl MaildirReader {
             }
             full.extend_from_slice(&decode_component(&self.loc, &name));
             if Self::is_mailbox_dir(&path) {
-                out.push(MailboxHandle { name: Name::from_bytes(full.clone()), dir: path.clone() });
+                out.push(MailboxHandle {
+                    name: Name::from_bytes(full.clone()),
+                    dir: path.clone(),
+                });
             }
             self.walk_fs(&path, &full, out)?;
         }
@@ -193,7 +220,10 @@ impl MaildirReader {
 impl StoreReader for MaildirReader {
     fn mailboxes(&self) -> Result<Vec<MailboxHandle>> {
         // INBOX always exists for Dovecot (it is created on first access).
-        let mut out = vec![MailboxHandle { name: Name::from("INBOX"), dir: self.root.clone() }];
+        let mut out = vec![MailboxHandle {
+            name: Name::from("INBOX"),
+            dir: self.root.clone(),
+        }];
         match self.loc.layout {
             Layout::Fs => self.walk_fs(&self.root.clone(), b"", &mut out)?,
             Layout::MaildirPlusPlus => {
@@ -212,7 +242,10 @@ impl StoreReader for MaildirReader {
                         .split(|&b| b == b'.')
                         .map(|c| decode_component(&self.loc, c))
                         .collect();
-                    found.push(MailboxHandle { name: Name::from_bytes(full.join(&b'/')), dir: e.path() });
+                    found.push(MailboxHandle {
+                        name: Name::from_bytes(full.join(&b'/')),
+                        dir: e.path(),
+                    });
                 }
                 found.sort_by(|a, b| a.name.cmp(&b.name));
                 out.extend(found);
@@ -228,12 +261,19 @@ impl StoreReader for MaildirReader {
             None => None,
         };
         let kw_path = mb.dir.join("dovecot-keywords");
-        let table = Self::read_optional(&kw_path)?.map(|d| uidlist::parse_keywords(&d)).unwrap_or_default();
+        let table = Self::read_optional(&kw_path)?
+            .map(|d| uidlist::parse_keywords(&d))
+            .unwrap_or_default();
         let mut files = list_messages(&mb.dir)?;
         let mut msgs = Vec::new();
         let mut records: Vec<UidRecord> = Vec::new();
         let (uidvalidity, mut next_uid, guid, header_ext) = match &ul {
-            Some(ul) => (ul.uidvalidity, ul.effective_next_uid(), ul.guid.clone(), ul.header_other.clone()),
+            Some(ul) => (
+                ul.uidvalidity,
+                ul.effective_next_uid(),
+                ul.guid.clone(),
+                ul.header_other.clone(),
+            ),
             None => (0, 1, None, Vec::new()),
         };
         if let Some(ul) = ul {
@@ -250,11 +290,21 @@ impl StoreReader for MaildirReader {
         let mut unseen: Vec<(Vec<u8>, DirEntry)> = files.into_iter().collect();
         unseen.sort_by_key(|(b, _)| dovecot_sort_key(b));
         for (base, e) in unseen {
-            known.push((UidRecord { uid: next_uid, base, ..Default::default() }, e));
+            known.push((
+                UidRecord {
+                    uid: next_uid,
+                    base,
+                    ..Default::default()
+                },
+                e,
+            ));
             next_uid = next_uid.saturating_add(1);
         }
         for (r, e) in known {
-            let path = mb.dir.join(if e.new { "new" } else { "cur" }).join(std::ffi::OsStr::from_bytes(&e.name));
+            let path = mb
+                .dir
+                .join(if e.new { "new" } else { "cur" })
+                .join(std::ffi::OsStr::from_bytes(&e.name));
             let md = match fs::symlink_metadata(&path) {
                 Ok(md) => md,
                 // Renamed (flag change) or expunged between listing and stat: skip here;
@@ -283,14 +333,25 @@ impl StoreReader for MaildirReader {
 
     fn open_body(&self, mb: &MailboxHandle, msg: &MessageMeta) -> Result<OpenedBody> {
         let Some(md) = &msg.maildir else {
-            return Err(Error::store(&mb.dir, format!("UID {}: no Maildir file name", msg.uid)));
+            return Err(Error::store(
+                &mb.dir,
+                format!("UID {}: no Maildir file name", msg.uid),
+            ));
         };
         let sub = if md.new { "new" } else { "cur" };
-        let path = mb.dir.join(sub).join(std::ffi::OsStr::from_bytes(md.filename.as_bytes()));
+        let path = mb
+            .dir
+            .join(sub)
+            .join(std::ffi::OsStr::from_bytes(md.filename.as_bytes()));
         match File::open(&path) {
             Ok(f) => {
                 let len = f.metadata().at(&path)?.len();
-                return Ok(OpenedBody { file: f, path, len, renamed_to: None });
+                return Ok(OpenedBody {
+                    file: f,
+                    path,
+                    len,
+                    renamed_to: None,
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(path, e)),
@@ -299,7 +360,10 @@ impl StoreReader for MaildirReader {
         let base = parse_filename(md.filename.as_bytes()).base.to_vec();
         let files = list_messages(&mb.dir)?;
         if let Some(e) = files.get(&base) {
-            let p = mb.dir.join(if e.new { "new" } else { "cur" }).join(std::ffi::OsStr::from_bytes(&e.name));
+            let p = mb
+                .dir
+                .join(if e.new { "new" } else { "cur" })
+                .join(std::ffi::OsStr::from_bytes(&e.name));
             if let Ok(f) = File::open(&p) {
                 let len = f.metadata().at(&p)?.len();
                 return Ok(OpenedBody {
@@ -310,7 +374,13 @@ impl StoreReader for MaildirReader {
                 });
             }
         }
-        Err(Error::io(path, io::Error::new(io::ErrorKind::NotFound, "message file vanished during backup")))
+        Err(Error::io(
+            path,
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "message file vanished during backup",
+            ),
+        ))
     }
 
     fn reflag(&self, table: &[Name], msg: &mut MessageMeta, filename: Name, new: bool) {
@@ -325,12 +395,16 @@ impl StoreReader for MaildirReader {
 
     fn subscriptions(&self) -> Result<Vec<Name>> {
         let p = self.root.join("subscriptions");
-        let Some(data) = Self::read_optional(&p)? else { return Ok(Vec::new()) };
+        let Some(data) = Self::read_optional(&p)? else {
+            return Ok(Vec::new());
+        };
         Ok(super::dovecot::parse_subscriptions(&data)
             .into_iter()
             .map(|n| {
-                let parts: Vec<Vec<u8>> =
-                    n.split(|&b| b == b'/').map(|c| decode_component(&self.loc, c)).collect();
+                let parts: Vec<Vec<u8>> = n
+                    .split(|&b| b == b'/')
+                    .map(|c| decode_component(&self.loc, c))
+                    .collect();
                 Name::from_bytes(parts.join(&b'/'))
             })
             .collect())
@@ -351,7 +425,10 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
         guid: Name::from_bytes(guid),
         flags,
         keywords,
-        received: Timestamp { secs: md.mtime(), nanos: mtime_nanos },
+        received: Timestamp {
+            secs: md.mtime(),
+            nanos: mtime_nanos,
+        },
         // The file ctime changes on every rename, link or chmod, so it is not a save date;
         // Maildir keeps the real one only in the (cache) index, which is not read.
         saved: None,
@@ -370,6 +447,9 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
         from: None,
         subject: None,
         message_id: None,
-        content: Content { sha256: String::new(), size: md.len() },
+        content: Content {
+            sha256: String::new(),
+            size: md.len(),
+        },
     }
 }

@@ -98,10 +98,16 @@ pub fn parse(data: &[u8]) -> Result<Uidlist, String> {
             return Err(format!("line {lineno}: UID {uid} not ascending"));
         }
         last = uid;
-        let mut rec = UidRecord { uid, base: base.to_vec(), ..Default::default() };
+        let mut rec = UidRecord {
+            uid,
+            base: base.to_vec(),
+            ..Default::default()
+        };
         for f in parts {
             let (k, v) = (f[0], &f[1..]);
-            let n = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
             match (k, n) {
                 (b'G', _) => rec.guid = Some(v.to_vec()),
                 (b'S', Some(n)) => rec.size = Some(n),
@@ -161,8 +167,12 @@ pub fn render(ul: &Uidlist) -> Vec<u8> {
 pub fn parse_keywords(data: &[u8]) -> Vec<Name> {
     let mut table: Vec<Name> = Vec::new();
     for line in data.split(|&b| b == b'\n') {
-        let Some(sp) = line.iter().position(|&b| b == b' ') else { continue };
-        let Some(idx) = std::str::from_utf8(&line[..sp]).ok().and_then(|s| s.parse::<usize>().ok())
+        let Some(sp) = line.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let Some(idx) = std::str::from_utf8(&line[..sp])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
         else {
             continue;
         };
@@ -216,10 +226,18 @@ pub fn parse_filename(name: &[u8]) -> FileName<'_> {
     let field = |key: &[u8]| -> Option<u64> {
         let pos = base.windows(key.len()).rposition(|w| w == key)?;
         let rest = &base[pos + key.len()..];
-        let end = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
     };
-    FileName { base, info, size: field(b",S="), vsize: field(b",W=") }
+    FileName {
+        base,
+        info,
+        size: field(b",S="),
+        vsize: field(b",W="),
+    }
 }
 
 #[cfg(test)]
@@ -232,7 +250,10 @@ mod tests {
         let ul = parse(text).unwrap();
         assert_eq!(ul.uidvalidity, 123456);
         assert_eq!(ul.effective_next_uid(), 20);
-        assert_eq!(ul.records[1].guid.as_deref(), Some(&b"origGuid-7@example"[..]));
+        assert_eq!(
+            ul.records[1].guid.as_deref(),
+            Some(&b"origGuid-7@example"[..])
+        );
         assert_eq!(render(&ul), text.to_vec());
         let ul = parse(b"3 V1 N1\n1 :a\n2 :b\n3 :c\n").unwrap();
         assert_eq!(ul.effective_next_uid(), 4);
@@ -256,6 +277,9 @@ mod tests {
         let t = parse_keywords(b"0 $Label1\n1 Important\n3 x\n");
         assert_eq!(t.len(), 4);
         assert!(t[2].is_empty());
-        assert_eq!(render_keywords(&t), b"0 $Label1\n1 Important\n3 x\n".to_vec());
+        assert_eq!(
+            render_keywords(&t),
+            b"0 $Label1\n1 Important\n3 x\n".to_vec()
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
 use super::encode_component;
+use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
@@ -82,8 +82,11 @@ impl MaildirWriter {
         if name.as_bytes() == b"INBOX" {
             return root.to_path_buf();
         }
-        let comps: Vec<Vec<u8>> =
-            name.as_bytes().split(|&b| b == b'/').map(|c| encode_component(&self.loc, c)).collect();
+        let comps: Vec<Vec<u8>> = name
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .map(|c| encode_component(&self.loc, c))
+            .collect();
         match self.loc.layout {
             Layout::MaildirPlusPlus => {
                 let mut n = b".".to_vec();
@@ -117,7 +120,10 @@ impl MaildirWriter {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(e) => return Err(Error::io(p, e)),
         }
-        let mode = owner.map(|o| o.mode & 0o7777).filter(|m| *m != 0).unwrap_or(0o700);
+        let mode = owner
+            .map(|o| o.mode & 0o7777)
+            .filter(|m| *m != 0)
+            .unwrap_or(0o700);
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).at(p)?;
         self.chown(p, owner)
     }
@@ -140,9 +146,20 @@ impl MaildirWriter {
         if self.root.exists() {
             return Ok(self.root.clone());
         }
+        // The home (the root's parent) belongs to the user like the mail root; directories
+        // above it are created as plain system directories.
         let parent = self.root.parent().unwrap_or(Path::new("/")).to_path_buf();
-        fs::create_dir_all(&parent).at(&parent)?;
-        let name = self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !parent.exists() {
+            if let Some(grand) = parent.parent() {
+                fs::create_dir_all(grand).at(grand)?;
+            }
+            self.mkdir(&parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
+        }
+        let name = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let staging = parent.join(format!(".{name}.maildump-restore-{}", std::process::id()));
         if staging.exists() {
             fs::remove_dir_all(&staging).at(&staging)?;
@@ -153,13 +170,27 @@ impl MaildirWriter {
     }
 
     /// Write `data` to `path` through a temporary file, fsync and rename.
-    fn write_atomic(&self, path: &Path, data: &[u8], owner: Option<Owner>, mode: u32) -> Result<()> {
+    fn write_atomic(
+        &self,
+        path: &Path,
+        data: &[u8],
+        owner: Option<Owner>,
+        mode: u32,
+    ) -> Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.maildump-tmp",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).at(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .at(&tmp)?;
         f.write_all(data).at(&tmp)?;
         f.sync_all().at(&tmp)?;
         drop(f);
@@ -176,7 +207,9 @@ impl MaildirWriter {
 /// Whether this process runs as root (and may chown).
 pub(crate) fn is_root() -> bool {
     // Reading the effective uid needs no unsafe code: /proc/self reports it.
-    fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 /// A file name from the archive, if it is safe to use; else `None`.
@@ -316,8 +349,14 @@ impl StoreWriter for MaildirWriter {
                 // Same bytes, same date and owner: a hard link, as Dovecot's own copy makes.
                 fs::hard_link(src, &dest).at(&dest)?;
             } else {
-                let tmp = work.join("tmp").join(format!("{}.{}.maildump", std::process::id(), i));
-                let mode = msg.owner.map(|o| o.mode & 0o7777).filter(|m| *m != 0).unwrap_or(0o600);
+                let tmp = work
+                    .join("tmp")
+                    .join(format!("{}.{}.maildump", std::process::id(), i));
+                let mode = msg
+                    .owner
+                    .map(|o| o.mode & 0o7777)
+                    .filter(|m| *m != 0)
+                    .unwrap_or(0o600);
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -338,7 +377,8 @@ impl StoreWriter for MaildirWriter {
                 }
                 f.sync_all().at(&tmp)?;
                 let t = to_system_time(msg.received);
-                f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)).at(&tmp)?;
+                f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+                    .at(&tmp)?;
                 drop(f);
                 self.chown(&tmp, msg.owner)?;
                 fs::rename(&tmp, &dest).at(&dest)?;
@@ -346,16 +386,29 @@ impl StoreWriter for MaildirWriter {
             }
             stats.messages += 1;
             stats.bytes += msg.content.size;
-            let guid = (msg.guid.as_bytes() != base.as_slice()).then(|| msg.guid.as_bytes().to_vec());
+            let guid =
+                (msg.guid.as_bytes() != base.as_slice()).then(|| msg.guid.as_bytes().to_vec());
             records.push(UidRecord {
                 uid: msg.uid.0,
                 base,
                 guid,
-                size: if fname.size.is_none() { md.size_ext.or(Some(msg.size_physical)) } else { md.size_ext },
-                vsize: if fname.vsize.is_none() { md.vsize_ext.or(msg.size_virtual) } else { md.vsize_ext },
+                size: if fname.size.is_none() {
+                    md.size_ext.or(Some(msg.size_physical))
+                } else {
+                    md.size_ext
+                },
+                vsize: if fname.vsize.is_none() {
+                    md.vsize_ext.or(msg.size_virtual)
+                } else {
+                    md.vsize_ext
+                },
                 pop3_uidl: msg.pop3_uidl.as_ref().map(|n| n.as_bytes().to_vec()),
                 pop3_order: msg.pop3_order,
-                other: md.uidlist_ext.iter().map(|n| n.as_bytes().to_vec()).collect(),
+                other: md
+                    .uidlist_ext
+                    .iter()
+                    .map(|n| n.as_bytes().to_vec())
+                    .collect(),
             });
         }
         for sub in ["cur", "new"] {
@@ -364,9 +417,15 @@ impl StoreWriter for MaildirWriter {
         records.sort_by_key(|r| r.uid);
         let ul = Uidlist {
             uidvalidity: meta.uidvalidity,
-            next_uid: meta.uidnext.max(records.last().map(|r| r.uid.saturating_add(1)).unwrap_or(1)),
+            next_uid: meta
+                .uidnext
+                .max(records.last().map(|r| r.uid.saturating_add(1)).unwrap_or(1)),
             guid: meta.guid.clone(),
-            header_other: meta.uidlist_header_ext.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            header_other: meta
+                .uidlist_header_ext
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect(),
             records,
         };
         if !meta.keywords.is_empty() {
@@ -378,7 +437,12 @@ impl StoreWriter for MaildirWriter {
             )?;
         }
         if ul.uidvalidity != 0 {
-            self.write_atomic(&work.join("dovecot-uidlist"), &uidlist::render(&ul), dir_owner, 0o600)?;
+            self.write_atomic(
+                &work.join("dovecot-uidlist"),
+                &uidlist::render(&ul),
+                dir_owner,
+                0o600,
+            )?;
         }
         sync_dir(&work)?;
         if staged {
@@ -405,8 +469,11 @@ impl StoreWriter for MaildirWriter {
             Err(e) => return Err(Error::io(path, e)),
         };
         for n in names {
-            let enc: Vec<Vec<u8>> =
-                n.as_bytes().split(|&b| b == b'/').map(|c| encode_component(&self.loc, c)).collect();
+            let enc: Vec<Vec<u8>> = n
+                .as_bytes()
+                .split(|&b| b == b'/')
+                .map(|c| encode_component(&self.loc, c))
+                .collect();
             let enc = enc.join(&b'/');
             if !existing.contains(&enc) {
                 existing.push(enc);
@@ -414,9 +481,18 @@ impl StoreWriter for MaildirWriter {
         }
         let owner = fs::metadata(&root).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
-            Owner { uid: m.uid(), gid: m.gid(), mode: 0o600 }
+            Owner {
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: 0o600,
+            }
         });
-        self.write_atomic(&path, &crate::store::dovecot::render_subscriptions(&existing), owner, 0o600)
+        self.write_atomic(
+            &path,
+            &crate::store::dovecot::render_subscriptions(&existing),
+            owner,
+            0o600,
+        )
     }
 
     fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
@@ -430,9 +506,10 @@ impl StoreWriter for MaildirWriter {
             )));
         };
         // The dictionary usually lives in the home, beside (not inside) the mail root.
-        let staged_home = self.staging_root.as_ref().and_then(|s| {
-            path.strip_prefix(&self.root).ok().map(|rel| s.join(rel))
-        });
+        let staged_home = self
+            .staging_root
+            .as_ref()
+            .and_then(|s| path.strip_prefix(&self.root).ok().map(|rel| s.join(rel)));
         let target = staged_home.unwrap_or(path);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).at(parent)?;
@@ -451,9 +528,18 @@ impl StoreWriter for MaildirWriter {
         }
         let owner = target.parent().and_then(|p| fs::metadata(p).ok()).map(|m| {
             use std::os::unix::fs::MetadataExt;
-            Owner { uid: m.uid(), gid: m.gid(), mode: 0o600 }
+            Owner {
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: 0o600,
+            }
         });
-        self.write_atomic(&target, &crate::store::dovecot::render_dict(&existing), owner, 0o600)
+        self.write_atomic(
+            &target,
+            &crate::store::dovecot::render_dict(&existing),
+            owner,
+            0o600,
+        )
     }
 
     fn commit(&mut self) -> Result<()> {
