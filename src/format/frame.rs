@@ -86,8 +86,8 @@ impl FramePipeline {
             frames: Vec::new(),
         };
         if threads > 1 {
-            let (jtx, jrx) = sync_channel::<Job>(threads);
-            let (dtx, drx) = sync_channel::<Done>(threads * 2 + 2);
+            let (jtx, jrx) = sync_channel::<Job>(threads * 2);
+            let (dtx, drx) = sync_channel::<Done>(threads * 3 + 2);
             let jrx = std::sync::Arc::new(std::sync::Mutex::new(jrx));
             for _ in 0..threads {
                 let jrx = jrx.clone();

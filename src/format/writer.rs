@@ -84,28 +84,41 @@ pub fn encode_component(name: &[u8]) -> String {
     let valid = std::str::from_utf8(name).is_ok();
     let reserved =
         name[0] == b'.' || name.ends_with(MESSAGE_SUFFIX.as_bytes()) || name.ends_with(b".json");
+    // Bytes of the first character, all escaped when the component is reserved.
+    let first_len = if reserved {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|s| s.chars().next())
+            .map_or(1, char::len_utf8)
+    } else {
+        0
+    };
     let mut out = String::with_capacity(name.len());
     let mut i = 0;
     while i < name.len() {
         let b = name[i];
-        let must =
-            b < 0x20 || b == 0x7f || b == b'%' || b == b'/' || b == b'\\' || (i == 0 && reserved);
-        if must || (!valid && b >= 0x80) {
+        let must = b < 0x20 || b == 0x7f || b == b'%' || b == b'/' || b == b'\\';
+        if i < first_len || must || (!valid && b >= 0x80) {
             out.push_str(&format!("%{b:02X}"));
             i += 1;
         } else if b < 0x80 {
             out.push(b as char);
             i += 1;
         } else {
-            // Valid UTF-8: copy the whole character.
-            let len = match b {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                _ => 4,
-            };
-            let end = (i + len).min(name.len());
-            out.push_str(std::str::from_utf8(&name[i..end]).unwrap_or("%3F"));
-            i = end;
+            // Valid UTF-8 and `i` is on a character boundary: copy the whole character.
+            match std::str::from_utf8(&name[i..])
+                .ok()
+                .and_then(|s| s.chars().next())
+            {
+                Some(c) => {
+                    out.push(c);
+                    i += c.len_utf8();
+                }
+                None => {
+                    out.push_str(&format!("%{b:02X}"));
+                    i += 1;
+                }
+            }
         }
     }
     out
@@ -509,5 +522,27 @@ impl<W: Write> ArchiveWriter<W> {
         self.out.write_all(&footer).at("<archive>")?;
         self.out.flush().at("<archive>")?;
         Ok(self.out.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_component;
+
+    #[test]
+    fn components_are_safe_and_distinct() {
+        assert_eq!(encode_component(b"Work"), "Work");
+        assert_eq!(encode_component(b"\xc3\x9cn\xc3\xaf Box"), "Ünï Box");
+        assert_eq!(encode_component(b".."), "%2E.");
+        assert_eq!(encode_component(b"a/b%c"), "a%2Fb%25c");
+        assert_eq!(encode_component(b"12.eml"), "%312.eml");
+        assert_eq!(encode_component(b""), "%empty");
+        assert_eq!(encode_component(b"\xff\xfe"), "%FF%FE");
+        // A reserved name starting with a non-ASCII character: the whole character is escaped.
+        assert_eq!(encode_component("Ü.eml".as_bytes()), "%C3%9C.eml");
+        assert_ne!(
+            encode_component("Ü.eml".as_bytes()),
+            encode_component("Ý.eml".as_bytes())
+        );
     }
 }
