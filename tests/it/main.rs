@@ -8,3 +8,4 @@ mod dovecot;
 mod fidelity;
 mod format_vectors;
 mod util;
+mod vanish;
