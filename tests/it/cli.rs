@@ -4,9 +4,27 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::util::{Workspace, copy_dir, maildump, run, run_expect_code, run_ok};
+
+/// `maildump backup` of the Maildirs under `home_root/<user>/Maildir`.
+pub fn backup_cmd(home_root: &Path) -> Command {
+    let mut c = maildump();
+    c.args(["backup", "--location", "maildir:~/Maildir", "--home"])
+        .arg(format!("{}/%u", home_root.display()));
+    c
+}
+
+/// `maildump restore ARCHIVE` into the Maildirs under `home_root/<user>/Maildir`.
+pub fn restore_cmd(archive: &Path, home_root: &Path) -> Command {
+    let mut c = maildump();
+    c.arg("restore")
+        .arg(archive)
+        .args(["--location", "maildir:~/Maildir", "--home"])
+        .arg(format!("{}/%u", home_root.display()));
+    c
+}
 
 /// A copy of fixtures/store with its file times restored.
 pub fn fixture_copy(ws: &Workspace) -> PathBuf {
@@ -21,9 +39,7 @@ pub fn backup_fixture(ws: &Workspace) -> PathBuf {
     let store = fixture_copy(ws);
     let a = ws.join("a.mdump");
     run_ok(
-        maildump()
-            .args(["backup", "--location", "maildir:~/Maildir", "--home"])
-            .arg(format!("{}/%u", store.display()))
+        crate::cli::backup_cmd(&store)
             .args(["--all-users", "--quiet", "-o"])
             .arg(&a),
     );
@@ -128,12 +144,7 @@ fn duplicate_bodies_are_stored_once() {
 fn stdout_and_stdin_pipes() {
     let ws = Workspace::new();
     let store = fixture_copy(&ws);
-    let out = run_ok(
-        maildump()
-            .args(["backup", "--location", "maildir:~/Maildir", "--home"])
-            .arg(format!("{}/%u", store.display()))
-            .args(["--user", "bob", "--quiet", "-o", "-"]),
-    );
+    let out = run_ok(crate::cli::backup_cmd(&store).args(["--user", "bob", "--quiet", "-o", "-"]));
     assert!(out.stdout.len() > 100);
     let mut child = maildump()
         .args(["list", "--json", "-"])
@@ -243,14 +254,7 @@ fn restore_dry_run_writes_nothing_and_conflicts_are_refused() {
     let ws = Workspace::new();
     let a = backup_fixture(&ws);
     let target = ws.join("target");
-    let o = run_ok(
-        maildump()
-            .arg("restore")
-            .arg(&a)
-            .args(["--location", "maildir:~/Maildir", "--home"])
-            .arg(format!("{}/%u", target.display()))
-            .arg("--dry-run"),
-    );
+    let o = run_ok(crate::cli::restore_cmd(&a, &target).arg("--dry-run"));
     let plan = String::from_utf8(o.stdout).unwrap();
     assert!(
         plan.contains("restore alice / Work/Sub (1 messages)"),
@@ -260,12 +264,7 @@ fn restore_dry_run_writes_nothing_and_conflicts_are_refused() {
     // Restore into the source store itself: every mailbox holds mail, so nothing is written.
     let store = ws.join("store");
     let before = crate::util::tree_listing(&store);
-    let o = run(maildump()
-        .arg("restore")
-        .arg(&a)
-        .args(["--location", "maildir:~/Maildir", "--home"])
-        .arg(format!("{}/%u", store.display()))
-        .args(["--quiet"]));
+    let o = run(crate::cli::restore_cmd(&a, &store).args(["--quiet"]));
     assert_eq!(
         o.status.code(),
         Some(6),
@@ -281,14 +280,7 @@ fn restore_is_byte_and_name_exact_for_maildir() {
     let ws = Workspace::new();
     let a = backup_fixture(&ws);
     let target = ws.join("target");
-    run_ok(
-        maildump()
-            .arg("restore")
-            .arg(&a)
-            .args(["--location", "maildir:~/Maildir", "--home"])
-            .arg(format!("{}/%u", target.display()))
-            .arg("--quiet"),
-    );
+    run_ok(crate::cli::restore_cmd(&a, &target).arg("--quiet"));
     for rel in [
         "alice/Maildir/dovecot-keywords",
         "alice/Maildir/subscriptions",

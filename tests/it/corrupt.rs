@@ -11,9 +11,7 @@ fn small_frame_archive(ws: &Workspace) -> PathBuf {
     let store = crate::cli::fixture_copy(ws);
     let a = ws.join("small.mdump");
     run_ok(
-        maildump()
-            .args(["backup", "--location", "maildir:~/Maildir", "--home"])
-            .arg(format!("{}/%u", store.display()))
+        crate::cli::backup_cmd(&store)
             .args([
                 "--all-users",
                 "--quiet",
@@ -159,12 +157,7 @@ fn a_damaged_frame_loses_only_its_items() {
     assert!(ok >= 6 && bad >= 1, "ok {ok} bad {bad}");
     // Restore writes the intact messages and reports the rest (exit 1).
     let target = ws.join("target");
-    let out = run(maildump()
-        .arg("restore")
-        .arg(&t)
-        .args(["--location", "maildir:~/Maildir", "--home"])
-        .arg(format!("{}/%u", target.display()))
-        .arg("--quiet"));
+    let out = run(crate::cli::restore_cmd(&t, &target).arg("--quiet"));
     assert_eq!(
         out.status.code(),
         Some(1),
