@@ -64,10 +64,12 @@ pub struct BackupStats {
     pub warnings: Vec<String>,
 }
 
-/// Keeps a copy of the first bytes read through it (for header parsing).
+/// Keeps a copy of the header block (up to the first empty line, at most [`SNIFF`] bytes) of
+/// the bytes read through it, for `From`/`Subject`/`Message-ID`; the body is not copied.
 struct Sniffer<'a> {
     inner: &'a mut dyn Read,
     head: Vec<u8>,
+    done: bool,
 }
 
 const SNIFF: usize = 64 << 10;
@@ -75,9 +77,21 @@ const SNIFF: usize = 64 << 10;
 impl Read for Sniffer<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if self.head.len() < SNIFF {
-            let take = n.min(SNIFF - self.head.len());
-            self.head.extend_from_slice(&buf[..take]);
+        if !self.done {
+            let chunk = &buf[..n.min(SNIFF - self.head.len())];
+            // The header ends at the first empty line (LF LF or CRLF CRLF).
+            let from = self.head.len().saturating_sub(3);
+            self.head.extend_from_slice(chunk);
+            let end = self.head[from..]
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .or_else(|| self.head[from..].windows(4).position(|w| w == b"\r\n\r\n"));
+            if let Some(p) = end {
+                self.head.truncate(from + p + 2);
+                self.done = true;
+            } else if self.head.len() >= SNIFF || n == 0 {
+                self.done = true;
+            }
         }
         Ok(n)
     }
@@ -204,6 +218,7 @@ fn backup_user<W: Write>(
             let mut sniff = Sniffer {
                 inner: &mut body.file,
                 head: Vec::new(),
+                done: false,
             };
             let mut rec = w.add_message(
                 &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,

@@ -47,8 +47,6 @@ fn main() -> ExitCode {
 /// A progress bar on stderr.
 struct Bar {
     bar: ProgressBar,
-    messages: u64,
-    warnings: Vec<String>,
 }
 
 impl Progress for Bar {
@@ -57,14 +55,10 @@ impl Progress for Bar {
             Event::Mailbox { user, mailbox, .. } => {
                 self.bar.set_message(format!("{user} {mailbox}"))
             }
-            Event::Bytes { bytes, messages } => {
-                self.bar.set_position(*bytes);
-                self.messages = *messages;
-            }
+            Event::Bytes { bytes, .. } => self.bar.set_position(*bytes),
             Event::Warning { message } => {
                 self.bar
                     .suspend(|| eprintln!("maildump: warning: {message}"));
-                self.warnings.push(message.clone());
             }
             Event::Done { .. } => self.bar.finish_and_clear(),
             Event::User { .. } => {}
@@ -104,11 +98,7 @@ fn bar() -> Bar {
         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    Bar {
-        bar,
-        messages: 0,
-        warnings: Vec::new(),
-    }
+    Bar { bar }
 }
 
 /// Read one setting from a dovecot.conf, through doveconf when present, else by reading the file.

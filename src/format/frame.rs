@@ -2,8 +2,9 @@
 //!
 //! The producer hands whole decompressed frames to [`FramePipeline::submit`]; worker threads
 //! compress each as an independent zstd frame (with content size and checksum); frames are
-//! written to the sink in submission order. Memory is bounded: at most `2 * threads + 2`
-//! frames are in flight. The output does not depend on the number of threads.
+//! written to the sink in submission order. Memory is bounded: at most `3 * threads` frames
+//! are submitted and not yet written (the producer waits beyond that), plus the one being
+//! filled. The output does not depend on the number of threads.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -13,7 +14,20 @@ use std::thread::JoinHandle;
 use super::index::FrameEntry;
 
 type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
+type Done = (u64, io::Result<Compressed>);
+
+/// A compressed frame and the SHA-256 of its bytes (computed by the worker, off the
+/// producer's thread).
+pub struct Compressed {
+    bytes: Vec<u8>,
+    sha256: [u8; 32],
+}
+
+fn compress_and_hash(level: i32, data: &[u8]) -> io::Result<Compressed> {
+    let bytes = compress_frame(level, data)?;
+    let sha256 = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+    Ok(Compressed { bytes, sha256 })
+}
 
 /// A sink that counts the bytes written through it.
 pub struct CountingWriter<W: Write> {
@@ -64,7 +78,8 @@ pub struct FramePipeline {
     workers: Vec<JoinHandle<()>>,
     submitted: u64,
     next_write: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, Compressed>,
+    max_in_flight: u64,
     /// (usize, first) of submitted frames not yet written, by sequence number.
     info: BTreeMap<u64, (u64, Option<u64>)>,
     /// Table of written frames.
@@ -82,6 +97,7 @@ impl FramePipeline {
             submitted: 0,
             next_write: 0,
             pending: BTreeMap::new(),
+            max_in_flight: 3 * threads.max(1) as u64,
             info: BTreeMap::new(),
             frames: Vec::new(),
         };
@@ -99,7 +115,7 @@ impl FramePipeline {
                             Err(_) => return,
                         };
                         let Ok((seq, data)) = job else { return };
-                        let out = compress_frame(level, &data);
+                        let out = compress_and_hash(level, &data);
                         if dtx.send((seq, out)).is_err() {
                             return;
                         }
@@ -127,58 +143,67 @@ impl FramePipeline {
         self.info.insert(seq, (data.len() as u64, first));
         match &self.jobs {
             None => {
-                let c = compress_frame(self.level, &data)?;
+                let c = compress_and_hash(self.level, &data)?;
                 self.pending.insert(seq, c);
             }
             Some(_) => {
                 // Collect finished frames first so workers never block on a full result queue.
-                self.collect(out, false)?;
+                self.collect(out, self.max_in_flight)?;
                 let sent = self.jobs.as_ref().map(|tx| tx.send((seq, data)).is_ok());
                 if sent != Some(true) {
                     return Err(io::Error::other("compression worker stopped"));
                 }
             }
         }
-        self.collect(out, false)
+        self.collect(out, self.max_in_flight)
     }
 
-    fn collect<W: Write>(&mut self, out: &mut CountingWriter<W>, wait_all: bool) -> io::Result<()> {
-        if let Some(rx) = &self.done {
-            loop {
-                let outstanding = self.submitted - self.next_write - self.pending.len() as u64;
-                if outstanding == 0 {
-                    break;
-                }
-                let msg = if wait_all {
-                    rx.recv()
-                        .map_err(|_| io::Error::other("compression worker stopped"))?
-                } else {
+    /// Receive finished frames and write those that are next in order, waiting until at
+    /// most `max_in_flight` submitted frames are unwritten.
+    fn collect<W: Write>(
+        &mut self,
+        out: &mut CountingWriter<W>,
+        max_in_flight: u64,
+    ) -> io::Result<()> {
+        loop {
+            if let Some(rx) = &self.done {
+                loop {
                     match rx.try_recv() {
-                        Ok(m) => m,
+                        Ok((seq, res)) => {
+                            self.pending.insert(seq, res?);
+                        }
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => {
                             return Err(io::Error::other("compression worker stopped"));
                         }
                     }
-                };
-                self.pending.insert(msg.0, msg.1?);
+                }
             }
+            while let Some(c) = self.pending.remove(&self.next_write) {
+                let (usize, first) = self.info.remove(&self.next_write).unwrap_or((0, None));
+                let offset = out.position();
+                out.write_all(&c.bytes)?;
+                self.frames.push(FrameEntry {
+                    offset,
+                    csize: c.bytes.len() as u64,
+                    usize,
+                    first,
+                    sha256: hex::encode(c.sha256),
+                });
+                self.next_write += 1;
+            }
+            if self.submitted - self.next_write <= max_in_flight {
+                return Ok(());
+            }
+            let rx = self
+                .done
+                .as_ref()
+                .ok_or_else(|| io::Error::other("frame lost"))?;
+            let (seq, res) = rx
+                .recv()
+                .map_err(|_| io::Error::other("compression worker stopped"))?;
+            self.pending.insert(seq, res?);
         }
-        while let Some(c) = self.pending.remove(&self.next_write) {
-            let (usize, first) = self.info.remove(&self.next_write).unwrap_or((0, None));
-            let offset = out.position();
-            out.write_all(&c)?;
-            let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&c));
-            self.frames.push(FrameEntry {
-                offset,
-                csize: c.len() as u64,
-                usize,
-                first,
-                sha256,
-            });
-            self.next_write += 1;
-        }
-        Ok(())
     }
 
     /// Wait for every queued frame and write it; stop the workers.
@@ -186,7 +211,7 @@ impl FramePipeline {
     /// # Errors
     /// Compression or write errors.
     pub fn flush_all<W: Write>(&mut self, out: &mut CountingWriter<W>) -> io::Result<()> {
-        self.collect(out, true)?;
+        self.collect(out, 0)?;
         self.jobs = None;
         for w in self.workers.drain(..) {
             let _ = w.join(); // A panicked worker already surfaced as a missing frame above.

@@ -752,33 +752,45 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
         }
         // Where the table says this frame ends, when we have a table.
         let known = table.and_then(|t| t.iter().find(|f| f.offset == pos).cloned());
-        let mut reader = {
-            let mut f = file.try_clone().at("<archive>")?;
-            f.seek(SeekFrom::Start(pos)).at("<archive>")?;
-            BufReader::with_capacity(1 << 16, f)
-        };
-        let result = (|| -> io::Result<Vec<u8>> {
-            let mut dec = zstd::stream::read::Decoder::with_buffer(&mut reader)?.single_frame();
-            let mut data = Vec::new();
-            (&mut dec).take(FRAME_LIMIT + 1).read_to_end(&mut data)?;
-            if data.len() as u64 > FRAME_LIMIT {
-                return Err(io::Error::other("frame larger than the format allows"));
-            }
-            Ok(data)
-        })();
-        match result {
-            Ok(data) => {
-                let end = reader.stream_position().at("<archive>")?;
-                let csize = end - pos;
-                if let Some(k) = known.as_ref().filter(|k| !k.sha256.is_empty()) {
-                    let mut comp = vec![0u8; usize::try_from(csize).unwrap_or(0)];
-                    file.read_exact_at(&mut comp, pos).at("<archive>")?;
-                    if hex::encode(Sha256::digest(&comp)) != k.sha256 || k.csize != csize {
+        // With an intact index the frame is read once: its SHA-256 is checked and the same
+        // bytes are decompressed. Without one, a streaming decoder finds where it ends.
+        let (result, end) = match known.as_ref().filter(|k| k.csize <= FRAME_LIMIT * 2) {
+            Some(k) => {
+                let mut comp = vec![0u8; usize::try_from(k.csize).unwrap_or(0)];
+                let r = file.read_exact_at(&mut comp, pos).map_err(|e| e.to_string()).and_then(|()| {
+                    if !k.sha256.is_empty() && hex::encode(Sha256::digest(&comp)) != k.sha256 {
                         out.damage.push(format!(
                             "frame {frame_no} at offset {pos}: SHA-256 of the compressed bytes does not match the index"
                         ));
                     }
-                }
+                    decompress_bounded(&comp, FRAME_LIMIT, "frame").map_err(|e| e.to_string())
+                });
+                (r, pos + k.csize)
+            }
+            None => {
+                let mut reader = {
+                    let mut f = file.try_clone().at("<archive>")?;
+                    f.seek(SeekFrom::Start(pos)).at("<archive>")?;
+                    BufReader::with_capacity(1 << 16, f)
+                };
+                let r = (|| -> io::Result<Vec<u8>> {
+                    let mut dec =
+                        zstd::stream::read::Decoder::with_buffer(&mut reader)?.single_frame();
+                    let mut data = Vec::new();
+                    (&mut dec).take(FRAME_LIMIT + 1).read_to_end(&mut data)?;
+                    if data.len() as u64 > FRAME_LIMIT {
+                        return Err(io::Error::other("frame larger than the format allows"));
+                    }
+                    Ok(data)
+                })()
+                .map_err(|e| e.to_string());
+                let end = reader.stream_position().at("<archive>")?;
+                (r, end)
+            }
+        };
+        match result {
+            Ok(data) => {
+                let csize = end - pos;
                 let first = match tar.state {
                     TarState::Header if tar.block.is_empty() => Some(0),
                     _ => None,

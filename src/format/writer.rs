@@ -424,6 +424,14 @@ impl<W: Write> ArchiveWriter<W> {
             m.loc = l;
         }
         let json = serde_json::to_vec(&rec).map_err(json_err)?;
+        if json.len() as u64 > JSON_LIMIT {
+            // Readers refuse larger catalogs; failing here beats writing an unreadable archive.
+            return Err(Error::Usage(format!(
+                "user {user} mailbox {}: {} messages make a catalog over the format's {JSON_LIMIT}-byte limit",
+                rec.mailbox.name,
+                rec.messages.len()
+            )));
+        }
         let comp = super::frame::compress_frame(3, &json).at("<index catalog>")?;
         self.spool.write_all(&comp).at("<temporary index spool>")?;
         self.mailboxes.push(MailboxEntry {

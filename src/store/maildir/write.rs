@@ -58,7 +58,6 @@ impl MaildirWriter {
     /// A location that needs a home template without one.
     pub fn new(loc: &Location, user: &str, owner: Option<(u32, u32)>) -> Result<Self> {
         let root = loc.root_of(user)?;
-        // SAFETY-free: geteuid via the libc crate is a plain syscall wrapper.
         let can_chown = is_root();
         Ok(MaildirWriter {
             loc: loc.clone(),
