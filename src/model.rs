@@ -273,12 +273,48 @@ pub struct MaildirMessage {
     pub vsize_ext: Option<u64>,
 }
 
+impl MaildirMessage {
+    /// The file name's base: the text before the last `:` (Dovecot's default GUID).
+    pub fn base(&self) -> &[u8] {
+        let f = self.filename.as_bytes();
+        match f.iter().rposition(|&b| b == b':') {
+            Some(c) => &f[..c],
+            None => f,
+        }
+    }
+}
+
+impl MessageMeta {
+    /// Drop the GUID when it is derivable from the Maildir file name (for storage).
+    pub fn omit_derived_guid(&mut self) {
+        if self
+            .maildir
+            .as_ref()
+            .is_some_and(|m| m.base() == self.guid.as_bytes())
+        {
+            self.guid = Name::default();
+        }
+    }
+
+    /// Fill in a GUID left out by [`MessageMeta::omit_derived_guid`].
+    pub fn fill_derived_guid(&mut self) {
+        if self.guid.is_empty() {
+            if let Some(m) = &self.maildir {
+                self.guid = Name::from_bytes(m.base());
+            }
+        }
+    }
+}
+
 /// Everything known about one message except its bytes.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct MessageMeta {
     /// IMAP UID in its mailbox.
     pub uid: Uid,
-    /// Dovecot's message GUID (`fetch guid`).
+    /// Dovecot's message GUID (`fetch guid`). In the archive's JSON it is left out when it
+    /// equals the Maildir file name's base, which is Dovecot's own default
+    /// ([`MaildirMessage::base`]); readers fill it back in.
+    #[serde(default, skip_serializing_if = "Name::is_empty")]
     pub guid: Name,
     /// System flags.
     pub flags: Flags,

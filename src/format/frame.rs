@@ -16,17 +16,17 @@ use super::index::FrameEntry;
 type Job = (u64, Vec<u8>);
 type Done = (u64, io::Result<Compressed>);
 
-/// A compressed frame and the SHA-256 of its bytes (computed by the worker, off the
+/// A compressed frame and the CRC-32 of its bytes (computed by the worker, off the
 /// producer's thread).
 pub struct Compressed {
     bytes: Vec<u8>,
-    sha256: [u8; 32],
+    crc32: u32,
 }
 
 fn compress_and_hash(level: i32, data: &[u8]) -> io::Result<Compressed> {
     let bytes = compress_frame(level, data)?;
-    let sha256 = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
-    Ok(Compressed { bytes, sha256 })
+    let crc32 = crc32fast::hash(&bytes);
+    Ok(Compressed { bytes, crc32 })
 }
 
 /// A sink that counts the bytes written through it.
@@ -67,6 +67,7 @@ pub fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
     // Checksums let readers detect damage in any single frame.
     c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
     c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
+    c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(23))?;
     c.compress(data)
 }
 
@@ -188,7 +189,7 @@ impl FramePipeline {
                     csize: c.bytes.len() as u64,
                     usize,
                     first,
-                    sha256: hex::encode(c.sha256),
+                    crc32: Some(c.crc32),
                 });
                 self.next_write += 1;
             }

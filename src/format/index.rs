@@ -68,10 +68,11 @@ pub struct FrameEntry {
     /// absent when the frame only continues a member begun earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u64>,
-    /// SHA-256 of the compressed frame bytes, lowercase hex (detects any change, also one
-    /// that zstd's content checksum cannot see).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub sha256: String,
+    /// CRC-32 (ISO-HDLC, as zlib's `crc32`) of the compressed frame bytes: detects damage
+    /// that zstd's content checksum cannot see (e.g. in a frame header). Message bytes are
+    /// protected by their SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 /// Where a tar member's data starts: data frame number and offset in its decompressed bytes.
@@ -86,7 +87,10 @@ pub struct Location {
 /// A message as recorded in a mailbox catalog.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MessageRecord {
-    /// The tar member for this message (`users/<u>/<mailbox>/<uid>.eml`).
+    /// The tar member for this message (`users/<u>/<mailbox>/<uid>.eml`). Index only: in a
+    /// `mailbox.json` member it is left out, as it follows from user, mailbox and UID
+    /// ([`super::writer::message_member`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub member: String,
     /// When the bytes are stored under another member (this member is a hard link), that member.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -208,7 +208,10 @@ impl Archive {
                 let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
                 read_exact_at(&self.file, &mut comp, off, &what)?;
                 let json = decompress_bounded(&comp, JSON_LIMIT, &what)?;
-                serde_json::from_slice(&json).map_err(|e| Error::corrupt(what, e.to_string()))
+                let mut rec: MailboxRecord = serde_json::from_slice(&json)
+                    .map_err(|e| Error::corrupt(what, e.to_string()))?;
+                fill_derived(&mut rec);
+                Ok(rec)
             }
         }
     }
@@ -259,6 +262,17 @@ impl Archive {
             ));
         }
         Ok(())
+    }
+}
+
+/// Fill in what the writer left out because it is derivable: member paths and GUIDs equal
+/// to the Maildir file name's base.
+fn fill_derived(rec: &mut MailboxRecord) {
+    for m in &mut rec.messages {
+        m.message.fill_derived_guid();
+        if m.member.is_empty() {
+            m.member = super::writer::message_member(&rec.user, &rec.mailbox.name, m.message.uid);
+        }
     }
 }
 
@@ -383,10 +397,10 @@ impl FrameCursor {
             }
             let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
             read_exact_at(file, &mut comp, fe.offset, &what)?;
-            if !fe.sha256.is_empty() && hex::encode(Sha256::digest(&comp)) != fe.sha256 {
+            if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
                 return Err(Error::corrupt(
                     what,
-                    "SHA-256 of the compressed frame does not match the index",
+                    "CRC-32 of the compressed frame does not match the index",
                 ));
             }
             let data = decompress_bounded(&comp, fe.usize, &what)?;
@@ -758,9 +772,9 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
             Some(k) => {
                 let mut comp = vec![0u8; usize::try_from(k.csize).unwrap_or(0)];
                 let r = file.read_exact_at(&mut comp, pos).map_err(|e| e.to_string()).and_then(|()| {
-                    if !k.sha256.is_empty() && hex::encode(Sha256::digest(&comp)) != k.sha256 {
+                    if k.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
                         out.damage.push(format!(
-                            "frame {frame_no} at offset {pos}: SHA-256 of the compressed bytes does not match the index"
+                            "frame {frame_no} at offset {pos}: CRC-32 of the compressed bytes does not match the index"
                         ));
                     }
                     decompress_bounded(&comp, FRAME_LIMIT, "frame").map_err(|e| e.to_string())
@@ -800,7 +814,7 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                     csize,
                     usize: data.len() as u64,
                     first,
-                    sha256: String::new(),
+                    crc32: None,
                 });
                 tar.feed(frame_no, &data);
                 frame_no += 1;
@@ -816,7 +830,7 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                     csize: known.as_ref().map(|k| k.csize).unwrap_or(0),
                     usize: 0,
                     first: None,
-                    sha256: String::new(),
+                    crc32: None,
                 });
                 frame_no += 1;
                 let next = match known {
@@ -887,6 +901,7 @@ impl Scan {
                         continue;
                     }
                 };
+                fill_derived(&mut rec);
                 for msg in &mut rec.messages {
                     let data = msg.link.as_deref().unwrap_or(&msg.member);
                     msg.loc = by_path

@@ -24,7 +24,7 @@ use super::index::{
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
 use crate::error::{Error, IoContext, Result};
-use crate::model::{Content, MailboxMeta, MessageMeta, Name, UserMeta};
+use crate::model::{Content, MailboxMeta, MessageMeta, Name, Uid, UserMeta};
 
 /// Options that decide the bytes of an archive (so tests and vectors can be reproducible).
 #[derive(Clone, Debug)]
@@ -122,6 +122,35 @@ pub fn encode_component(name: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Tar member of a message: `users/<user>/<mailbox...>/<uid>.eml`.
+pub fn message_member(user: &Name, mailbox: &Name, uid: Uid) -> String {
+    format!("{}/{}{MESSAGE_SUFFIX}", mailbox_dir(user, mailbox), uid.0)
+}
+
+/// The `mailbox.json` member: the mailbox record with one message per line, leaving out
+/// what follows from elsewhere (the member path, the location, and the display headers
+/// `from`, `subject`, `message_id`, which come from the message bytes and are kept in the
+/// index for `list`).
+fn mailbox_member_json(rec: &MailboxRecord) -> Result<Vec<u8>> {
+    let mut out = b"{\"user\":".to_vec();
+    serde_json::to_writer(&mut out, &rec.user).map_err(json_err)?;
+    out.extend_from_slice(b",\"mailbox\":");
+    serde_json::to_writer(&mut out, &rec.mailbox).map_err(json_err)?;
+    out.extend_from_slice(b",\"messages\":[");
+    for (i, m) in rec.messages.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        let mut lean = m.clone();
+        lean.member.clear();
+        lean.loc = None;
+        lean.message.from = None;
+        lean.message.subject = None;
+        lean.message.message_id = None;
+        serde_json::to_writer(&mut out, &lean).map_err(json_err)?;
+    }
+    out.extend_from_slice(b"\n]}\n");
+    Ok(out)
 }
 
 /// Tar directory of a mailbox: `users/<user>/<component>/<component>...`.
@@ -285,11 +314,7 @@ impl<W: Write> ArchiveWriter<W> {
         size_hint: u64,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let member = format!(
-            "{}/{}{MESSAGE_SUFFIX}",
-            mailbox_dir(user, mailbox),
-            meta.uid.0
-        );
+        let member = message_member(user, mailbox, meta.uid);
         // Read (small) or spool (large) the body, hashing it once.
         let mut hasher = Sha256::new();
         let mut spool: Option<File> = None;
@@ -410,19 +435,17 @@ impl<W: Write> ArchiveWriter<W> {
         mailbox: MailboxMeta,
         messages: Vec<MessageRecord>,
     ) -> Result<()> {
-        let mut rec = MailboxRecord {
+        let rec = MailboxRecord {
             user: user.clone(),
             mailbox,
             messages,
         };
-        // The tar copy carries no locations (they are implied by the stream).
-        let locs: Vec<_> = rec.messages.iter_mut().map(|m| m.loc.take()).collect();
-        let json = serde_json::to_vec_pretty(&rec).map_err(json_err)?;
-        let path = format!("{}/{MAILBOX_MEMBER}", mailbox_dir(user, &rec.mailbox.name));
-        self.add_json_member(&path, &json)?;
-        for (m, l) in rec.messages.iter_mut().zip(locs) {
-            m.loc = l;
+        let mut rec = rec;
+        for m in &mut rec.messages {
+            m.message.omit_derived_guid();
         }
+        let path = format!("{}/{MAILBOX_MEMBER}", mailbox_dir(user, &rec.mailbox.name));
+        self.add_json_member(&path, &mailbox_member_json(&rec)?)?;
         let json = serde_json::to_vec(&rec).map_err(json_err)?;
         if json.len() as u64 > JSON_LIMIT {
             // Readers refuse larger catalogs; failing here beats writing an unreadable archive.
