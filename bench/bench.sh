@@ -10,6 +10,7 @@
 #             figures are meaningless at that size.
 #
 # Environment:
+#   REPS           runs of tar+zstd and of maildump backup (median reported; default 3)
 #   CORPUS         corpus root (default /tmp/mdbench/corpus, with --quick
 #                  /tmp/mdbench/corpus-quick). Generated if absent, reused if
 #                  present. Must be outside the repository.
@@ -18,7 +19,7 @@
 #   MAILDUMP       maildump binary (default target/release/maildump, built with
 #                  `cargo build --release` first; no build if MAILDUMP is set).
 #   SKIP_MAILDUMP  =1: skip all maildump steps (competitors only).
-#   GEN            corpus generator (default /work/shared/tools/gen_maildir.py).
+#   GEN            corpus generator (default ../shared/tools/gen_maildir.py beside the repo).
 #   PICK_INDEX     which file of USER/Maildir/cur (sorted) to retrieve
 #                  (default 1000; the middle file if cur has fewer files).
 #
@@ -34,6 +35,7 @@ log() { echo "bench.sh: $*" >&2; }
 q() { printf '%q' "$1"; }
 
 QUICK=0
+REPS=${REPS:-3}
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
@@ -53,7 +55,7 @@ else
     CORPUS=${CORPUS:-/tmp/mdbench/corpus}
 fi
 WORK=${WORK:-/tmp/mdbench/work}
-GEN=${GEN:-/work/shared/tools/gen_maildir.py}
+GEN=${GEN:-$REPO/../shared/tools/gen_maildir.py}
 SKIP_MAILDUMP=${SKIP_MAILDUMP:-0}
 PICK_INDEX=${PICK_INDEX:-1000}
 SEED=1
@@ -127,6 +129,7 @@ declare -A SECS RSS
 timed() {
     local name=$1 cmd=$2 t0 t1
     COMMANDS+=("$cmd")
+    sync
     log "running [$name]: $cmd"
     t0=$(date +%s%N)
     /usr/bin/time -f '%M' -o "$T/$name" bash -c "$cmd"
@@ -151,26 +154,52 @@ if (( CORPUS_BYTES < MIN_BYTES )); then
     log "warning: corpus is only $CORPUS_BYTES bytes (< $MIN_BYTES)"
 fi
 
-# ---------------------------------------------------------------- 2. tar+zstd
+# ---------------------------------------------------------------- 2+3. tar+zstd and maildump
+# Both full backups run REPS times (default 3), alternating, each after a `sync` (so one
+# run's output writeback does not slow the next) and a re-read of the corpus (this machine
+# reclaims page cache proactively, so the run after a big write would otherwise read part
+# of the corpus from disk); the report gives the median time and the largest peak RSS.
+warm() { sync; find "$ROOT" -type f -print0 | xargs -0 cat > /dev/null; }
 TARZ=$WORK/out.tar.zst
-TAR_CMD="tar -C $(q "$ROOT") -cf - . | zstd -T0 -3 -q -o $(q "$TARZ")"
-COMMANDS+=("$TAR_CMD")
-# Pipeline: wall time of the whole pipeline; RSS = tar peak + zstd peak
-# (both run concurrently), each measured by its own /usr/bin/time.
-log "running [tar]: $TAR_CMD"
-t0=$(date +%s%N)
-bash -c "/usr/bin/time -f '%M' -o $(q "$T/tar.tar") tar -C $(q "$ROOT") -cf - . \
-     | /usr/bin/time -f '%M' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -o $(q "$TARZ")"
-t1=$(date +%s%N)
-SECS[tar]=$(secs "$t0" "$t1")
-RSS[tar]=$(( $(tail -n1 "$T/tar.tar") + $(tail -n1 "$T/tar.zstd") ))
-SIZE_tar=$(stat -c %s "$TARZ")
-
-# ---------------------------------------------------------------- 3. maildump
 MDUMP=$WORK/out.mdump
+TAR_CMD="tar -C $(q "$ROOT") -cf - . | zstd -T0 -3 -q -f -o $(q "$TARZ")"
+# Like tar+zstd, the timed runs write to stdout redirected to a file (no fsync); one more
+# run below writes with `-o FILE`, which fsyncs before the file appears under its name.
+MD_CMD="$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o - --quiet > $(q "$MDUMP")"
+COMMANDS+=("$TAR_CMD   # $REPS runs, median")
+[[ $MD_STATUS == run ]] && COMMANDS+=("$MD_CMD   # $REPS runs, median")
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+TAR_TIMES=(); MD_TIMES=(); RSS[tar]=0; RSS[maildump]=0
+for ((rep = 1; rep <= REPS; rep++)); do
+    warm
+    log "running [tar] ($rep/$REPS): $TAR_CMD"
+    t0=$(date +%s%N)
+    # Pipeline: RSS = tar peak + zstd peak (both run concurrently), each by its own time.
+    bash -c "/usr/bin/time -f '%M' -o $(q "$T/tar.tar") tar -C $(q "$ROOT") -cf - . \
+         | /usr/bin/time -f '%M' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -f -o $(q "$TARZ")"
+    t1=$(date +%s%N)
+    TAR_TIMES+=("$(secs "$t0" "$t1")")
+    r=$(( $(tail -n1 "$T/tar.tar") + $(tail -n1 "$T/tar.zstd") ))
+    (( r > RSS[tar] )) && RSS[tar]=$r
+    if [[ $MD_STATUS == run ]]; then
+        warm
+        log "running [maildump] ($rep/$REPS): $MD_CMD"
+        t0=$(date +%s%N)
+        /usr/bin/time -f '%M' -o "$T/maildump" bash -c "$MD_CMD"
+        t1=$(date +%s%N)
+        MD_TIMES+=("$(secs "$t0" "$t1")")
+        r=$(tail -n1 "$T/maildump")
+        (( r > RSS[maildump] )) && RSS[maildump]=$r
+    fi
+done
+SECS[tar]=$(median "${TAR_TIMES[@]}")
+SIZE_tar=$(stat -c %s "$TARZ")
 if [[ $MD_STATUS == run ]]; then
-    timed maildump "$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o $(q "$MDUMP") --quiet"
+    SECS[maildump]=$(median "${MD_TIMES[@]}")
     SIZE_maildump=$(du -sb "$MDUMP" | cut -f1)
+    log "tar times: ${TAR_TIMES[*]}; maildump times: ${MD_TIMES[*]}"
+    warm
+    timed maildump_fsync "$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o $(q "$MDUMP") --quiet"
 fi
 
 # ---------------------------------------------------------------- 4. restic
@@ -317,7 +346,8 @@ REPORT=$REPO/bench/results-latest.md
     echo "|---|---|---|---|---|---|---|"
     row "tar + zstd -3 -T0" tar "$SIZE_tar"
     if [[ $MD_STATUS == run ]]; then
-        row maildump maildump "$SIZE_maildump"
+        row "maildump backup -o - > FILE" maildump "$SIZE_maildump"
+        row "maildump backup -o FILE (fsync)" maildump_fsync "$SIZE_maildump"
     else
         echo "| maildump | skipped | | | | | |"
     fi
