@@ -212,31 +212,38 @@ pub fn restore(
                 mailbox: m.name.to_string(),
                 messages: cat.messages.len() as u64,
             });
-            let metas: Vec<_> = cat.messages.iter().map(|r| r.message.clone()).collect();
+            // Split the records: metadata goes to the store writer, locations stay here.
+            let (user, name) = (cat.user, cat.mailbox.name.clone());
+            let mut stored = Vec::with_capacity(cat.messages.len());
+            let metas: Vec<_> = cat
+                .messages
+                .into_iter()
+                .map(|r| {
+                    stored.push((r.loc, r.message.uid, r.message.content.clone()));
+                    r.message
+                })
+                .collect();
             let mut lost = Vec::new();
             let mut bytes_done = 0u64;
             let ws = w.write_mailbox(&cat.mailbox, &metas, &mut |i, out| {
-                let Some(r) = cat.messages.get(i) else {
+                let Some((loc, uid, content)) = stored.get(i) else {
                     return Ok(false);
                 };
-                let item = format!(
-                    "user {} mailbox {} UID {}",
-                    cat.user, cat.mailbox.name, r.message.uid
-                );
-                let Some(loc) = r.loc else {
+                let item = format!("user {user} mailbox {name} UID {uid}");
+                let Some(loc) = *loc else {
                     lost.push(format!("{item}: message bytes are not in the archive"));
                     return Ok(false);
                 };
                 match archive.copy_content(
                     &mut cursor,
                     loc,
-                    r.message.content.size,
-                    &r.message.content.sha256,
+                    content.size,
+                    &content.sha256,
                     &item,
                     out,
                 ) {
                     Ok(()) => {
-                        bytes_done += r.message.content.size;
+                        bytes_done += content.size;
                         progress.event(&Event::Bytes {
                             bytes: bytes_done,
                             messages: i as u64 + 1,

@@ -345,7 +345,8 @@ impl StoreReader for MaildirReader {
             .join(std::ffi::OsStr::from_bytes(md.filename.as_bytes()));
         match File::open(&path) {
             Ok(f) => {
-                let len = f.metadata().at(&path)?.len();
+                // Maildir files never change after delivery; the scan's stat gave the size.
+                let len = msg.content.size;
                 return Ok(OpenedBody {
                     file: f,
                     path,
