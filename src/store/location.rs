@@ -342,6 +342,28 @@ mod tests {
     }
 
     #[test]
+    fn all_users_from_domain_and_user_levels() {
+        let t = tempfile::tempdir().unwrap();
+        for (d, n) in [("ex.org", "bob"), ("ex.org", "amy"), ("other.net", "cy")] {
+            std::fs::create_dir_all(t.path().join(d).join(n).join("Maildir/cur")).unwrap();
+        }
+        // A directory without a Maildir is not a user.
+        std::fs::create_dir_all(t.path().join("ex.org/empty")).unwrap();
+        let home = format!("{}/%d/%n", t.path().display());
+        let l = Location::parse("maildir:~/Maildir", Some(home)).unwrap();
+        assert_eq!(
+            l.discover_users().unwrap(),
+            ["amy@ex.org", "bob@ex.org", "cy@other.net"]
+        );
+        let l = Location::parse(
+            &format!("maildir:{}/ex.org/%u/Maildir", t.path().display()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(l.discover_users().unwrap(), ["amy", "bob"]);
+    }
+
+    #[test]
     fn hostile_users() {
         for bad in ["", "..", "a/b", "a\0b", ".hidden"] {
             assert!(check_user_name(bad.as_bytes()).is_err(), "{bad:?}");

@@ -346,3 +346,92 @@ fn restore_is_byte_and_name_exact_for_maildir() {
         .collect();
     assert!(names.iter().all(|n| !n.contains("maildump")), "{names:?}");
 }
+
+#[test]
+fn progress_json_reports_events_for_backup_software() {
+    let ws = Workspace::new();
+    let store = fixture_copy(&ws);
+    let out = run_ok(
+        backup_cmd(&store)
+            .args(["--all-users", "--progress", "json", "-o"])
+            .arg(ws.join("p.mdump")),
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert_eq!(events.iter().filter(|e| e["event"] == "user").count(), 2);
+    assert_eq!(events.iter().filter(|e| e["event"] == "mailbox").count(), 7);
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["messages"], 12);
+    assert_eq!(done["warnings"], 0);
+}
+
+#[test]
+fn non_utf8_and_odd_folder_names_round_trip_byte_exact() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Workspace::new();
+    let home = ws.join("src/alice");
+    // A raw (not mUTF-7) Maildir++ folder name with invalid UTF-8, made by hand as a
+    // careless tool would, plus names with '&', '%' and a ".eml"-looking component.
+    let names: [&[u8]; 3] = [b".caf\xe9", b".100% & more", b".x.7.eml"];
+    for n in names {
+        let d = home.join("Maildir").join(std::ffi::OsStr::from_bytes(n));
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        fs::write(
+            d.join("cur/1600000000.M1P1.host,S=12:2,S"),
+            b"Subject: x\n\nhi\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("dovecot-uidlist"),
+            b"3 V42 N5 G0123456789abcdef0123456789abcdef\n4 :1600000000.M1P1.host,S=12\n",
+        )
+        .unwrap();
+    }
+    let a = ws.join("odd.mdump");
+    let loc = "maildir:~/Maildir:UTF-8";
+    run_ok(
+        maildump()
+            .args(["backup", "--location", loc, "--home"])
+            .arg(format!("{}/%u", ws.join("src").display()))
+            .args(["--user", "alice", "--quiet", "-o"])
+            .arg(&a),
+    );
+    let list =
+        String::from_utf8(run_ok(maildump().args(["list", "--json"]).arg(&a)).stdout).unwrap();
+    assert!(
+        list.contains(r#""mailbox":{"base64":"Y2Fm6Q=="}"#),
+        "{list}"
+    );
+    assert!(list.contains(r#""mailbox":"100% & more""#), "{list}");
+    // Maildir++ separates levels with dots, so this is the mailbox x/7/eml.
+    assert!(list.contains(r#""mailbox":"x/7/eml""#), "{list}");
+    run_ok(
+        maildump()
+            .arg("restore")
+            .arg(&a)
+            .args(["--location", loc, "--home"])
+            .arg(format!("{}/%u", ws.join("dst").display()))
+            .arg("--quiet"),
+    );
+    for n in names {
+        let rel = std::path::Path::new("alice/Maildir").join(std::ffi::OsStr::from_bytes(n));
+        assert_eq!(
+            fs::read(ws.join("src").join(&rel).join("dovecot-uidlist")).unwrap(),
+            fs::read(ws.join("dst").join(&rel).join("dovecot-uidlist")).unwrap(),
+            "{}",
+            rel.display()
+        );
+        assert!(
+            ws.join("dst")
+                .join(&rel)
+                .join("cur/1600000000.M1P1.host,S=12:2,S")
+                .is_file()
+        );
+    }
+}
