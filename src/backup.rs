@@ -67,12 +67,20 @@ pub struct BackupStats {
 /// Keeps a copy of the header block (up to the first empty line, at most [`SNIFF`] bytes) of
 /// the bytes read through it, for `From`/`Subject`/`Message-ID`; the body is not copied.
 struct Sniffer<'a> {
-    inner: &'a mut dyn Read,
+    inner: &'a mut std::fs::File,
     head: Vec<u8>,
     done: bool,
 }
 
 const SNIFF: usize = 64 << 10;
+
+impl std::io::Seek for Sniffer<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        // Only the first pass is sniffed (`done` is set by then).
+        self.done = true;
+        self.inner.seek(pos)
+    }
+}
 
 impl Read for Sniffer<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

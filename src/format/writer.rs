@@ -72,6 +72,31 @@ pub struct ArchiveWriter<W: Write> {
     frame_target: usize,
 }
 
+/// A message body: read once or twice (large bodies are hashed, then copied).
+pub trait ReadSeek: Read + Seek {}
+
+impl<T: Read + Seek + ?Sized> ReadSeek for T {}
+
+/// Hash everything `r` still yields; returns the byte count.
+fn hash_stream(
+    r: &mut dyn Read,
+    hasher: &mut Sha256,
+    source_name: &std::path::Path,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(n_total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(source_name, e)),
+        };
+        hasher.update(&buf[..n]);
+        n_total += n as u64;
+    }
+}
+
 /// Percent-encode one name component for use in a tar member path.
 ///
 /// Control bytes, `%`, `/`, `\` and bytes of invalid UTF-8 become `%XX`; a component that is
@@ -302,48 +327,37 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// Computes the SHA-256 and size into `meta.content`. A body already stored in this
     /// archive is not stored again: the member becomes a hard link to the first copy.
+    /// Bodies up to 4 MiB are read once into memory; larger ones are read twice (hash, then
+    /// copy, checking the hash again), which costs a second read from the page cache instead
+    /// of a temporary copy.
     ///
     /// # Errors
-    /// Read errors of `body` (named `source_name`), write errors.
+    /// Read errors of `body` (named `source_name`), a body that changed between the two
+    /// reads ([`Error::StoreDamaged`]), write errors.
     pub fn add_message(
         &mut self,
         user: &Name,
         mailbox: &Name,
         mut meta: MessageMeta,
-        body: &mut dyn Read,
+        body: &mut dyn ReadSeek,
         size_hint: u64,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
         let member = message_member(user, mailbox, meta.uid);
-        // Read (small) or spool (large) the body, hashing it once.
         let mut hasher = Sha256::new();
-        let mut spool: Option<File> = None;
         let mut size: u64 = 0;
         self.scratch.clear();
         if size_hint <= INLINE_BODY {
-            let mut limited = body.take(INLINE_BODY + 1);
+            let mut limited = (&mut *body).take(INLINE_BODY + 1);
             limited.read_to_end(&mut self.scratch).at(source_name)?;
             size = self.scratch.len() as u64;
             hasher.update(&self.scratch);
         }
-        if size > INLINE_BODY || size_hint > INLINE_BODY {
-            // Large: spool what was read plus the rest to a temp file.
-            let mut f = tempfile::tempfile().at("<temporary body spool>")?;
-            f.write_all(&self.scratch).at("<temporary body spool>")?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match body.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io(source_name, e)),
-                };
-                hasher.update(&buf[..n]);
-                f.write_all(&buf[..n]).at("<temporary body spool>")?;
-                size += n as u64;
-            }
+        let large = size > INLINE_BODY || size_hint > INLINE_BODY;
+        if large {
+            // First pass: hash the rest; the bytes are copied by a second pass if needed.
             self.scratch.clear();
-            spool = Some(f);
+            size += hash_stream(body, &mut hasher, source_name)?;
         }
         let digest: [u8; 32] = hasher.finalize().into();
         meta.content = Content {
@@ -393,24 +407,12 @@ impl<W: Write> ArchiveWriter<W> {
         };
         self.header(&h)?;
         let loc = self.here();
-        match spool {
-            None => {
-                let data = std::mem::take(&mut self.scratch);
-                self.push(&data)?;
-                self.scratch = data;
-            }
-            Some(mut f) => {
-                f.seek(SeekFrom::Start(0)).at("<temporary body spool>")?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut left = size;
-                while left > 0 {
-                    let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
-                    f.read_exact(&mut buf[..want])
-                        .at("<temporary body spool>")?;
-                    self.push(&buf[..want])?;
-                    left -= want as u64;
-                }
-            }
+        if large {
+            self.copy_second_pass(body, size, &digest, source_name)?;
+        } else {
+            let data = std::mem::take(&mut self.scratch);
+            self.push(&data)?;
+            self.scratch = data;
         }
         self.pad(size)?;
         self.end_member()?;
@@ -423,6 +425,40 @@ impl<W: Write> ArchiveWriter<W> {
             loc: Some(loc),
             message: meta,
         })
+    }
+
+    /// Second pass over a large body: copy exactly `size` bytes into the archive and check
+    /// they still hash to `digest`.
+    fn copy_second_pass(
+        &mut self,
+        body: &mut dyn ReadSeek,
+        size: u64,
+        digest: &[u8; 32],
+        source_name: &std::path::Path,
+    ) -> Result<()> {
+        body.seek(SeekFrom::Start(0)).at(source_name)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
+            body.read_exact(&mut buf[..want]).map_err(|e| {
+                Error::store(
+                    source_name,
+                    format!("message file shrank during backup: {e}"),
+                )
+            })?;
+            hasher.update(&buf[..want]);
+            self.push(&buf[..want])?;
+            left -= want as u64;
+        }
+        if hasher.finalize().as_slice() != digest {
+            return Err(Error::store(
+                source_name,
+                "message file changed during backup",
+            ));
+        }
+        Ok(())
     }
 
     /// Finish a mailbox: writes its `mailbox.json` member and spools its index catalog.

@@ -250,7 +250,14 @@ fn hostile_names_in_an_archive_are_refused() {
             },
         };
         let rec = w
-            .add_message(&u, &mb, meta, &mut &b"hi\n"[..], 3, Path::new("x"))
+            .add_message(
+                &u,
+                &mb,
+                meta,
+                &mut std::io::Cursor::new(&b"hi\n"[..]),
+                3,
+                Path::new("x"),
+            )
             .unwrap();
         let mbm = MailboxMeta {
             name: mb.clone(),
