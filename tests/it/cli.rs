@@ -435,3 +435,50 @@ fn non_utf8_and_odd_folder_names_round_trip_byte_exact() {
         );
     }
 }
+
+#[test]
+fn large_messages_round_trip_and_dedup() {
+    // Over the 4 MiB in-memory limit: hashed, then copied by a second read, and spanning
+    // more than one data frame.
+    let ws = Workspace::new();
+    let md = ws.join("src/alice/Maildir");
+    let mut body = b"Subject: big\n\n".to_vec();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while body.len() < 20 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.extend_from_slice(format!("{x:016x}\n").as_bytes());
+    }
+    for (dir, uid) in [("", 1), (".Copy", 3)] {
+        let d = md.join(dir);
+        fs::create_dir_all(d.join("cur")).unwrap();
+        fs::write(d.join("cur/1600000000.M1P1.big:2,S"), &body).unwrap();
+        fs::write(
+            d.join("dovecot-uidlist"),
+            format!("3 V7 N9\n{uid} :1600000000.M1P1.big\n"),
+        )
+        .unwrap();
+    }
+    let a = ws.join("big.mdump");
+    run_ok(
+        backup_cmd(&ws.join("src"))
+            .args(["--user", "alice", "--quiet", "-o"])
+            .arg(&a),
+    );
+    let out = run_ok(maildump().arg("cat").arg(&a).args([
+        "--user",
+        "alice",
+        "--mailbox",
+        "Copy",
+        "--uid",
+        "3",
+    ]));
+    assert!(out.stdout == body, "cat of the 20 MiB copy differs");
+    let v = String::from_utf8(run_ok(maildump().arg("verify").arg(&a)).stdout).unwrap();
+    assert!(v.contains("2 messages, 1 distinct bodies"), "{v}");
+    assert!(
+        fs::metadata(&a).unwrap().len() < (body.len() as u64) * 3 / 4,
+        "body stored twice?"
+    );
+}
