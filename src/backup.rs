@@ -6,14 +6,17 @@
 //! (expunged) is reported as a warning; one that was renamed (its flags changed) is found
 //! under its new name and recorded with its new flags.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
+use crate::chain::{Identity, identity};
 use crate::error::{Error, Result};
-use crate::format::index::{Manifest, Source};
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR};
-use crate::format::writer::{ArchiveWriter, WriterOptions};
-use crate::model::{Name, UserMeta};
+use crate::format::index::{MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
+use crate::format::reader::Archive;
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_FULL};
+use crate::format::writer::{ArchiveWriter, ContentRef, WriterOptions};
+use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
 use crate::store::maildir::MaildirReader;
@@ -32,6 +35,10 @@ pub struct BackupOptions {
     pub archive_id: Option<String>,
     /// Host name to record.
     pub host: Option<String>,
+    /// Incremental against these archives, newest first (the first is the parent).
+    pub bases: Vec<PathBuf>,
+    /// Since-archive: store only bodies of message files changed after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl BackupOptions {
@@ -43,6 +50,8 @@ impl BackupOptions {
             created: None,
             archive_id: None,
             host: None,
+            bases: Vec::new(),
+            since: None,
         }
     }
 }
@@ -60,6 +69,13 @@ pub struct BackupStats {
     pub bytes: u64,
     /// Distinct bodies stored.
     pub bodies: u64,
+    /// Messages recorded without reading their file (known from a base archive, or unchanged
+    /// since `--since`).
+    pub unread: u64,
+    /// Messages whose bytes an earlier archive of the chain holds.
+    pub referenced: u64,
+    /// Records of deleted mail written.
+    pub deleted: u64,
     /// Items skipped, each named (vanished files, unreadable mailboxes).
     pub warnings: Vec<String>,
 }
@@ -105,11 +121,231 @@ impl Read for Sniffer<'_> {
     }
 }
 
+/// What a message known from the parent archive carries over without reading its file.
+#[derive(Clone, Debug)]
+struct Known {
+    content: crate::model::Content,
+    from: Option<String>,
+    subject: Option<String>,
+    message_id: Option<String>,
+    /// Where the bytes are; `None` for a since-archive's unread message.
+    at: Option<ContentRef>,
+}
+
+/// The base archives of an incremental, opened.
+struct Bases {
+    archives: Vec<Archive>,
+    /// Bytes any base holds, by SHA-256.
+    content: HashMap<[u8; 32], ContentRef>,
+}
+
+impl Bases {
+    fn open(paths: &[PathBuf], progress: &mut dyn Progress) -> Result<Bases> {
+        let mut archives = Vec::new();
+        for p in paths {
+            let a = Archive::open_or_recover(p)?;
+            for d in &a.damage {
+                progress.event(&Event::Warning {
+                    message: format!("base {}: {d}", p.display()),
+                });
+            }
+            archives.push(a);
+        }
+        let mut content = HashMap::new();
+        // Oldest first, so that the newest holder of equal bytes wins.
+        for a in archives.iter().rev() {
+            for_each_catalog(a, &mut |cat| {
+                for r in cat.messages.iter().chain(cat.deleted.iter()) {
+                    if let (Some(at), Ok(sha)) = (content_ref(a, r), sha_bytes(r)) {
+                        content.insert(sha, at);
+                    }
+                }
+            })?;
+        }
+        Ok(Bases { archives, content })
+    }
+
+    fn parent(&self) -> &Archive {
+        &self.archives[0]
+    }
+
+    /// The parent's catalogs of `user`: live mailboxes and (as a second list) nothing else.
+    fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
+        let a = self.parent();
+        let mut out = Vec::new();
+        for (i, e) in a.dir.mailboxes.iter().enumerate() {
+            if &e.user == user {
+                out.push(a.catalog(i)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn for_each_catalog(a: &Archive, f: &mut dyn FnMut(&MailboxRecord)) -> Result<()> {
+    for i in 0..a.dir.mailboxes.len() {
+        f(&a.catalog(i)?);
+    }
+    for j in 0..a.dir.gone.len() {
+        f(&a.gone_catalog(j)?);
+    }
+    Ok(())
+}
+
+/// Where the bytes of record `r` of archive `a` are, as a reference usable by a child.
+fn content_ref(a: &Archive, r: &MessageRecord) -> Option<ContentRef> {
+    match (r.loc, &r.archive, r.archive_loc) {
+        (Some(loc), None, _) if !r.is_external() => Some(ContentRef {
+            archive: a.manifest().archive_id.clone(),
+            loc,
+        }),
+        (_, Some(id), Some(loc)) => Some(ContentRef {
+            archive: id.clone(),
+            loc,
+        }),
+        _ => None,
+    }
+}
+
+fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&r.message.content.sha256, &mut out).map_err(|_| ())?;
+    Ok(out)
+}
+
+/// Per-user knowledge from the parent archive.
+#[derive(Default)]
+struct UserBase {
+    by_identity: HashMap<Identity, Known>,
+    /// (file base, size) -> content, for messages moved or copied between mailboxes.
+    by_file: HashMap<(Vec<u8>, u64), Known>,
+    parent: Vec<MailboxRecord>,
+    parent_created: String,
+}
+
+impl UserBase {
+    fn load(bases: &Bases, user: &Name) -> Result<UserBase> {
+        let parent = bases.parent_catalogs(user)?;
+        let a = bases.parent();
+        let mut ub = UserBase {
+            parent_created: a.manifest().created.clone(),
+            ..Default::default()
+        };
+        for cat in &parent {
+            for r in &cat.messages {
+                let known = Known {
+                    content: r.message.content.clone(),
+                    from: r.message.from.clone(),
+                    subject: r.message.subject.clone(),
+                    message_id: r.message.message_id.clone(),
+                    at: content_ref(a, r),
+                };
+                if known.at.is_some()
+                    && let Some(m) = &r.message.maildir
+                {
+                    ub.by_file
+                        .insert((m.base().to_vec(), r.message.content.size), known.clone());
+                }
+                if let Some(id) = identity(cat, r) {
+                    ub.by_identity.insert(id, known);
+                }
+            }
+        }
+        ub.parent = parent;
+        Ok(ub)
+    }
+
+    fn lookup(&self, user: &Name, mb: &MailboxMeta, msg: &MessageMeta) -> Option<&Known> {
+        let base = msg.maildir.as_ref()?.base().to_vec();
+        let size = msg.content.size;
+        if let Some(g) = &mb.guid {
+            let id = (
+                user.clone(),
+                g.clone(),
+                mb.uidvalidity,
+                msg.uid.0,
+                base.clone(),
+            );
+            if let Some(k) = self.by_identity.get(&id)
+                && k.content.size == size
+            {
+                return Some(k);
+            }
+        }
+        self.by_file.get(&(base, size))
+    }
+}
+
+/// Deleted-mail records per live mailbox (by index), and mailboxes gone with theirs.
+type Deletions = (
+    HashMap<usize, Vec<MessageRecord>>,
+    Vec<(MailboxMeta, Vec<MessageRecord>)>,
+);
+
+/// Records of mail the parent held for this user that is gone now: per live mailbox (by
+/// index into `live`), and per mailbox that no longer exists.
+fn deletions(
+    ub: &UserBase,
+    parent_archive: &Archive,
+    live: &[(MailboxMeta, Vec<MessageMeta>)],
+    created: &str,
+) -> Deletions {
+    let mut live_by_guid: HashMap<&str, usize> = HashMap::new();
+    let mut present: HashSet<(usize, u32, u32)> = HashSet::new();
+    let mut guids: HashSet<&[u8]> = HashSet::new();
+    for (i, (m, msgs)) in live.iter().enumerate() {
+        if let Some(g) = &m.guid {
+            live_by_guid.insert(g.as_str(), i);
+        }
+        for msg in msgs {
+            present.insert((i, m.uidvalidity, msg.uid.0));
+            guids.insert(msg.guid.as_bytes());
+        }
+    }
+    let mut per_live: HashMap<usize, Vec<MessageRecord>> = HashMap::new();
+    let mut gone = Vec::new();
+    for cat in &ub.parent {
+        let at = cat
+            .mailbox
+            .guid
+            .as_deref()
+            .and_then(|g| live_by_guid.get(g))
+            .copied();
+        let mut recs = Vec::new();
+        for r in &cat.messages {
+            let still_here = at
+                .is_some_and(|i| present.contains(&(i, cat.mailbox.uidvalidity, r.message.uid.0)));
+            if still_here || guids.contains(r.message.guid.as_bytes()) {
+                continue;
+            }
+            let mut d = MessageRecord::bare(r.message.clone());
+            if let Some(c) = content_ref(parent_archive, r) {
+                d.archive = Some(c.archive);
+                d.archive_loc = Some(c.loc);
+            }
+            d.last_seen = Some(ub.parent_created.clone());
+            d.deleted_by = Some(created.to_string());
+            recs.push(d);
+        }
+        match at {
+            Some(i) => per_live.entry(i).or_default().extend(recs),
+            None => gone.push((cat.mailbox.clone(), recs)),
+        }
+    }
+    (per_live, gone)
+}
+
 /// Back up `users` into an archive written to `out`.
 ///
+/// With [`BackupOptions::bases`] the archive is an incremental: it records the complete
+/// state but stores only bytes no base holds, reads no file of a message the parent already
+/// knew (same mailbox GUID, UIDVALIDITY, UID and file base), and records mail deleted since
+/// the parent. With [`BackupOptions::since`] it is a since-archive: bytes only of message
+/// files changed after that time.
+///
 /// # Errors
-/// Unreadable stores or a failing output. Per-message problems (a vanished file) do not
-/// fail the backup; they are listed in [`BackupStats::warnings`].
+/// Unreadable stores or base archives, or a failing output. Per-message problems (a
+/// vanished file) do not fail the backup; they are listed in [`BackupStats::warnings`].
 pub fn backup<W: Write>(
     opts: &BackupOptions,
     users: &[String],
@@ -120,17 +356,40 @@ pub fn backup<W: Write>(
         .created
         .clone()
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let bases = if opts.bases.is_empty() {
+        None
+    } else {
+        Some(Bases::open(&opts.bases, progress)?)
+    };
+    let refs: Vec<ParentRef> = bases
+        .iter()
+        .flat_map(|b| b.archives.iter())
+        .map(|a| ParentRef {
+            archive_id: a.manifest().archive_id.clone(),
+            created: a.manifest().created.clone(),
+        })
+        .collect();
+    let incremental = bases.is_some() || opts.since.is_some();
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        format_minor: FORMAT_MINOR,
+        format_minor: if incremental {
+            FORMAT_MINOR
+        } else {
+            FORMAT_MINOR_FULL
+        },
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
-        created,
+        created: created.clone(),
         archive_id: opts
             .archive_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        parent: None,
+        parent: refs.first().cloned(),
+        bases: refs,
+        since: opts
+            .since
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        replaces: Vec::new(),
         source: Source {
             store: opts.location.format.clone(),
             location: opts.location.spec.clone(),
@@ -139,14 +398,26 @@ pub fn backup<W: Write>(
         },
     };
     let mut w = ArchiveWriter::new(out, manifest, &opts.writer)?;
+    if let Some(b) = &bases {
+        w.set_chain_content(b.content.clone());
+    }
     let mut stats = BackupStats::default();
+    let ctx = Ctx {
+        opts,
+        bases: bases.as_ref(),
+        created: &created,
+    };
     for user in users {
         crate::store::location::check_user_name(user.as_bytes())
             .map_err(|e| Error::Usage(e.to_string()))?;
         progress.event(&Event::User { user: user.clone() });
-        backup_user(opts, user, &mut w, &mut stats, progress)?;
+        backup_user(&ctx, user, &mut w, &mut stats, progress)?;
         stats.users += 1;
     }
+    let ws = w.stats();
+    stats.bodies = ws.bodies;
+    stats.referenced = ws.referenced;
+    stats.deleted = ws.deleted;
     w.finish()?;
     progress.event(&Event::Done {
         messages: stats.messages,
@@ -156,19 +427,39 @@ pub fn backup<W: Write>(
     Ok(stats)
 }
 
+struct Ctx<'a> {
+    opts: &'a BackupOptions,
+    bases: Option<&'a Bases>,
+    created: &'a str,
+}
+
 fn backup_user<W: Write>(
-    opts: &BackupOptions,
+    ctx: &Ctx<'_>,
     user: &str,
     w: &mut ArchiveWriter<W>,
     stats: &mut BackupStats,
     progress: &mut dyn Progress,
 ) -> Result<()> {
+    let opts = ctx.opts;
     let reader = MaildirReader::open(&opts.location, user)?;
     let handles = reader.mailboxes()?;
     let mut scanned = Vec::with_capacity(handles.len());
     for h in &handles {
         scanned.push(reader.scan(h)?);
     }
+    let user_name = Name::from(user);
+    let ub = match ctx.bases {
+        Some(b) => UserBase::load(b, &user_name)?,
+        None => UserBase::default(),
+    };
+    let (mut deleted_live, gone) = match ctx.bases {
+        Some(b) => deletions(&ub, b.parent(), &scanned, ctx.created),
+        None => (HashMap::new(), Vec::new()),
+    };
+    let since = opts.since.map(|t| Timestamp {
+        secs: t.timestamp(),
+        nanos: 0,
+    });
     // METADATA: the dictionary names mailboxes by GUID.
     let mut guids: HashMap<String, usize> = HashMap::new();
     for (i, (m, _)) in scanned.iter().enumerate() {
@@ -193,9 +484,8 @@ fn backup_user<W: Write>(
             Err(e) => return Err(Error::io(path, e)),
         }
     }
-    let user_name = Name::from(user);
     let mut names = Vec::new();
-    for (h, (meta, msgs)) in handles.iter().zip(scanned) {
+    for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
         progress.event(&Event::Mailbox {
             user: user.to_string(),
             mailbox: meta.name.to_string(),
@@ -203,6 +493,30 @@ fn backup_user<W: Write>(
         });
         let mut records = Vec::with_capacity(msgs.len());
         for mut msg in msgs {
+            if let Some(k) = ub.lookup(&user_name, &meta, &msg) {
+                let k = k.clone();
+                msg.content = k.content;
+                msg.from = k.from;
+                msg.subject = k.subject;
+                msg.message_id = k.message_id;
+                let rec = match k.at {
+                    Some(at) => w.add_reference(msg, at),
+                    None => w.add_unread(msg),
+                };
+                stats.unread += 1;
+                stats.messages += 1;
+                stats.bytes += rec.message.content.size;
+                records.push(rec);
+                continue;
+            }
+            if since.is_some_and(|s| msg.changed.is_some_and(|c| c.secs < s.secs)) {
+                let rec = w.add_unread(msg);
+                stats.unread += 1;
+                stats.messages += 1;
+                stats.bytes += rec.message.content.size;
+                records.push(rec);
+                continue;
+            }
             let mut body = match reader.open_body(h, &msg) {
                 Ok(b) => b,
                 Err(Error::Io { path, source }) if source.kind() == io::ErrorKind::NotFound => {
@@ -237,7 +551,7 @@ fn backup_user<W: Write>(
             rec.message.message_id = hdr.message_id;
             stats.messages += 1;
             stats.bytes += rec.message.content.size;
-            if stats.messages % 256 == 0 {
+            if stats.messages.is_multiple_of(256) {
                 progress.event(&Event::Bytes {
                     bytes: stats.bytes,
                     messages: stats.messages,
@@ -246,8 +560,12 @@ fn backup_user<W: Write>(
             records.push(rec);
         }
         names.push(meta.name.clone());
-        w.add_mailbox(&user_name, meta, records)?;
+        let deleted = deleted_live.remove(&mi).unwrap_or_default();
+        w.add_mailbox(&user_name, meta, records, deleted)?;
         stats.mailboxes += 1;
+    }
+    for (meta, deleted) in gone {
+        w.add_gone(&user_name, meta, deleted)?;
     }
     let subscriptions = reader.subscriptions()?;
     let owner = Some(reader.root_owner()?);
@@ -261,6 +579,5 @@ fn backup_user<W: Write>(
         },
         names,
     )?;
-    stats.bodies = w.stats().bodies;
     Ok(())
 }

@@ -12,9 +12,11 @@ Exit codes:
   3  I/O error (reading the store or writing the archive/target failed)
   4  corrupt archive (damaged, truncated, hostile content); verify found damage
   5  unsupported archive format version
-  6  restore refused: a target mailbox already holds mail
+  6  restore refused: a target mailbox already holds mail; or another run holds
+     the --state-dir lock
   7  the mail store being backed up is damaged
-  8  user, mailbox or message not found";
+  8  user, mailbox or message not found; an archive of a chain is missing or out
+     of order";
 
 /// Backup and exact restore of Dovecot mail stores.
 #[derive(Parser, Debug)]
@@ -43,6 +45,9 @@ pub enum Command {
     /// Read the whole archive and recheck every checksum; name each damaged item.
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
+    /// Build one full archive from a chain (full + incrementals), without the mail store.
+    #[command(after_help = EXIT_CODES)]
+    Merge(MergeArgs),
 }
 
 /// Where the mail store is.
@@ -98,8 +103,29 @@ pub struct BackupArgs {
     #[arg(long, conflicts_with = "users")]
     pub all_users: bool,
     /// Archive to write, or `-` for stdout. A file appears only when complete.
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: String,
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH",
+        required_unless_present = "state_dir"
+    )]
+    pub output: Option<String>,
+    /// Incremental against this archive (full or incremental); repeat for older archives
+    /// of the chain, newest first. Only bytes none of them holds are stored.
+    #[arg(long = "base", value_name = "ARCHIVE")]
+    pub bases: Vec<PathBuf>,
+    /// Since-archive: store the bytes of message files changed after TIME (RFC 3339 or
+    /// Unix seconds) and record the complete state.
+    #[arg(long, value_name = "TIME", conflicts_with = "bases")]
+    pub since: Option<String>,
+    /// For cron: keep archives and their chain in DIR (first run full, then incremental
+    /// against the newest); a lock keeps two runs from overlapping.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["bases", "since", "output"])]
+    pub state_dir: Option<PathBuf>,
+    /// With --state-dir: start a new chain with a full backup when the current chain's
+    /// full is this old (e.g. `7d`, `12h`, `1w`; plain numbers are seconds).
+    #[arg(long, value_name = "DURATION", requires = "state_dir")]
+    pub full_every: Option<String>,
     /// zstd compression level.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -126,8 +152,14 @@ pub struct BackupArgs {
 /// `restore` arguments.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Archive file, or `-` for stdin (spooled to a temporary file first).
-    pub archive: String,
+    /// Archive file, or `-` for stdin (spooled to a temporary file first); for a chain,
+    /// the full and then its incrementals, oldest first.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
+    /// Restore the state of an earlier archive of the chain: its archive id, or a time
+    /// (RFC 3339 or Unix seconds: the newest archive made at or before it).
+    #[arg(long, value_name = "ARCHIVE_ID|TIME")]
+    pub as_of: Option<String>,
     #[command(flatten)]
     /// Target store.
     pub store: StoreArgs,
@@ -157,8 +189,17 @@ pub struct RestoreArgs {
 /// `list` arguments.
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Archive file, or `-` for stdin.
-    pub archive: String,
+    /// Archive file, or `-` for stdin; for a chain, oldest first (the last one's state is
+    /// listed).
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
+    /// List the state of an earlier archive of the chain (archive id or time).
+    #[arg(long, value_name = "ARCHIVE_ID|TIME")]
+    pub as_of: Option<String>,
+    /// List deleted mail instead: messages an archive held that a later one no longer
+    /// holds, with when they were last seen.
+    #[arg(long)]
+    pub deleted: bool,
     /// Only this user.
     #[arg(long)]
     pub user: Option<String>,
@@ -173,8 +214,12 @@ pub struct ListArgs {
 /// `cat` arguments.
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Archive file, or `-` for stdin.
-    pub archive: String,
+    /// Archive file, or `-` for stdin; for a chain, oldest first.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
+    /// Look in the state of an earlier archive of the chain (archive id or time).
+    #[arg(long, value_name = "ARCHIVE_ID|TIME")]
+    pub as_of: Option<String>,
     /// User.
     #[arg(long)]
     pub user: String,
@@ -202,4 +247,31 @@ pub struct VerifyArgs {
     /// Print only damage.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `merge` arguments.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The chain: a full archive and its incrementals, oldest first.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
+    /// Archive to write, or `-` for stdout. A file appears only when complete.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: String,
+    /// Keep records of mail deleted within this long before the last archive, with their
+    /// bytes (e.g. `30d`).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_deleted: Option<String>,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 }

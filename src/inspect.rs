@@ -6,9 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::chain::Chain;
 use crate::error::{Error, Result};
-use crate::format::index::{Location, MessageRecord};
-use crate::format::reader::{Archive, FrameCursor, scan};
+use crate::format::index::{Location, MailboxRecord, MessageRecord};
+use crate::format::reader::{Archive, scan};
 use crate::model::{Flags, Name};
 
 /// One line of `list --json`.
@@ -34,8 +35,14 @@ pub struct ListEntry<'a> {
     pub from: Option<&'a str>,
     /// Decoded Subject.
     pub subject: Option<&'a str>,
-    /// SHA-256 of the bytes.
+    /// SHA-256 of the bytes (empty when a since-archive did not read them).
     pub sha256: &'a str,
+    /// Deleted mail only: creation time of the newest archive still holding the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<&'a str>,
+    /// Deleted mail only: creation time of the first archive no longer holding it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<&'a str>,
 }
 
 /// Which messages `list` shows.
@@ -62,11 +69,13 @@ fn matches(f: &ListFilter, user: &Name, mailbox: &Name) -> bool {
 /// # Errors
 /// Damaged catalogs, write errors.
 pub fn list(
-    archive: &Archive,
+    chain: &Chain,
+    at: usize,
     filter: &ListFilter,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u64> {
+    let archive = &chain.archives[at];
     let w = |e: std::io::Error| Error::io("<stdout>", e);
     let m = archive.manifest();
     if !json {
@@ -88,6 +97,17 @@ pub fn list(
             archive.dir.stats.messages
         )
         .map_err(w)?;
+        if let Some(p) = &m.parent {
+            writeln!(
+                out,
+                "; incremental of archive {} created {}",
+                p.archive_id, p.created
+            )
+            .map_err(w)?;
+        }
+        if let Some(since) = &m.since {
+            writeln!(out, "; holds the bytes of mail changed since {since}").map_err(w)?;
+        }
         writeln!(
             out,
             "; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject"
@@ -100,7 +120,114 @@ pub fn list(
             continue;
         }
         let cat = archive.catalog(i)?;
-        for r in &cat.messages {
+        n += write_entries(&cat, &cat.messages, json, out)?;
+    }
+    Ok(n)
+}
+
+/// One deleted message found in a chain.
+struct DeletedHit {
+    cat: MailboxRecord,
+    rec: MessageRecord,
+}
+
+/// Records of deleted mail in `chain` (with the mailbox each was deleted from), oldest
+/// deletion first, each once.
+///
+/// # Errors
+/// Damaged catalogs.
+pub fn deleted_in_chain(
+    chain: &Chain,
+    filter: &ListFilter,
+) -> Result<Vec<(MailboxRecord, MessageRecord)>> {
+    Ok(deleted_records(chain, filter)?
+        .into_iter()
+        .map(|h| (h.cat, h.rec))
+        .collect())
+}
+
+fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for a in &chain.archives {
+        let n = a.dir.mailboxes.len();
+        for i in 0..n + a.dir.gone.len() {
+            let e = if i < n {
+                &a.dir.mailboxes[i]
+            } else {
+                &a.dir.gone[i - n]
+            };
+            if !matches(filter, &e.user, &e.name) {
+                continue;
+            }
+            let mut cat = if i < n {
+                a.catalog(i)?
+            } else {
+                a.gone_catalog(i - n)?
+            };
+            if cat.deleted.is_empty() {
+                continue;
+            }
+            let deleted = std::mem::take(&mut cat.deleted);
+            cat.messages.clear();
+            for rec in deleted {
+                let key = (
+                    cat.user.clone(),
+                    cat.mailbox.guid.clone(),
+                    cat.mailbox.uidvalidity,
+                    rec.message.uid.0,
+                    rec.message.guid.clone(),
+                );
+                if seen.insert(key) {
+                    out.push(DeletedHit {
+                        cat: cat.clone(),
+                        rec,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// List records of deleted mail in the chain: messages an archive held that are gone in a
+/// later one, with `last_seen` and `deleted_by`.
+///
+/// # Errors
+/// Damaged catalogs, write errors.
+pub fn list_deleted(
+    chain: &Chain,
+    filter: &ListFilter,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let w = |e: std::io::Error| Error::io("<stdout>", e);
+    if !json {
+        writeln!(
+            out,
+            "; deleted mail recorded in {} archives\n; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject\tlast seen\tgone by\tguid",
+            chain.archives.len()
+        )
+        .map_err(w)?;
+    }
+    let hits = deleted_records(chain, filter)?;
+    let mut n = 0;
+    for h in &hits {
+        n += write_entries(&h.cat, std::slice::from_ref(&h.rec), json, out)?;
+    }
+    Ok(n)
+}
+
+fn write_entries(
+    cat: &MailboxRecord,
+    recs: &[MessageRecord],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let w = |e: std::io::Error| Error::io("<stdout>", e);
+    let mut n = 0;
+    {
+        for r in recs {
             let msg = &r.message;
             let entry = ListEntry {
                 user: &cat.user,
@@ -114,6 +241,8 @@ pub fn list(
                 from: msg.from.as_deref(),
                 subject: msg.subject.as_deref(),
                 sha256: &msg.content.sha256,
+                last_seen: r.last_seen.as_deref(),
+                deleted_by: r.deleted_by.as_deref(),
             };
             if json {
                 serde_json::to_writer(&mut *out, &entry).map_err(|e| w(e.into()))?;
@@ -123,7 +252,7 @@ pub fn list(
                     msg.flags.names().iter().map(|s| s.to_string()).collect();
                 flags.extend(msg.keywords.iter().map(|k| k.to_string()));
                 let clean = |s: Option<&str>| s.unwrap_or("").replace(['\t', '\n', '\r'], " ");
-                writeln!(
+                write!(
                     out,
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     cat.user,
@@ -136,6 +265,11 @@ pub fn list(
                     clean(msg.subject.as_deref())
                 )
                 .map_err(w)?;
+                if let (Some(l), Some(d)) = (&r.last_seen, &r.deleted_by) {
+                    writeln!(out, "\t{l}\t{d}\t{}", msg.guid).map_err(w)?;
+                } else {
+                    writeln!(out).map_err(w)?;
+                }
             }
             n += 1;
         }
@@ -152,17 +286,24 @@ pub enum MessageKey {
     Guid(String),
 }
 
-/// Find one message.
+/// Find one message in the state of archive `at`; by GUID also among records of deleted
+/// mail anywhere in the chain. Returns the mailbox catalog and the record.
 ///
 /// # Errors
 /// [`Error::NotFound`] when there is no such user, mailbox or message.
 pub fn find(
-    archive: &Archive,
+    chain: &Chain,
+    at: usize,
     user: &str,
     mailbox: Option<&str>,
     key: &MessageKey,
-) -> Result<MessageRecord> {
+) -> Result<(MailboxRecord, MessageRecord)> {
+    let archive = &chain.archives[at];
     let mut seen_mailbox = false;
+    let hit_of = |r: &MessageRecord| match key {
+        MessageKey::Uid(u) => r.message.uid.0 == *u,
+        MessageKey::Guid(g) => r.message.guid.as_bytes() == g.as_bytes(),
+    };
     for (i, e) in archive.dir.mailboxes.iter().enumerate() {
         if e.user.as_bytes() != user.as_bytes() {
             continue;
@@ -171,13 +312,23 @@ pub fn find(
             continue;
         }
         seen_mailbox = true;
-        let cat = archive.catalog(i)?;
-        let hit = cat.messages.into_iter().find(|r| match key {
-            MessageKey::Uid(u) => r.message.uid.0 == *u,
-            MessageKey::Guid(g) => r.message.guid.as_bytes() == g.as_bytes(),
-        });
-        if let Some(h) = hit {
-            return Ok(h);
+        let mut cat = archive.catalog(i)?;
+        if let Some(p) = cat.messages.iter().position(hit_of) {
+            let rec = cat.messages.swap_remove(p);
+            return Ok((cat, rec));
+        }
+    }
+    if let MessageKey::Guid(_) = key {
+        let filter = ListFilter {
+            user: Some(user.to_string()),
+            mailbox: mailbox.map(str::to_string),
+        };
+        if let Some(h) = deleted_records(chain, &filter)?
+            .into_iter()
+            .rev()
+            .find(|h| hit_of(&h.rec))
+        {
+            return Ok((h.cat, h.rec));
         }
     }
     let what = match key {
@@ -195,23 +346,23 @@ pub fn find(
 /// Write one message's bytes to `out`, checking its SHA-256.
 ///
 /// # Errors
-/// Not found, damaged bytes, write errors.
-pub fn cat(archive: &Archive, rec: &MessageRecord, out: &mut dyn Write) -> Result<()> {
-    let loc = rec.loc.ok_or_else(|| {
-        Error::corrupt(
-            format!("UID {}", rec.message.uid),
-            "message bytes are not in the archive",
-        )
-    })?;
-    let item = format!("{} (UID {})", rec.member, rec.message.uid);
-    archive.copy_content(
-        &mut FrameCursor::new(),
-        loc,
-        rec.message.content.size,
-        &rec.message.content.sha256,
-        &item,
-        out,
-    )
+/// Bytes in no archive of the chain ([`Error::NotFound`], naming the archive to add),
+/// damaged bytes, write errors.
+pub fn cat(
+    chain: &Chain,
+    at: usize,
+    cat: &MailboxRecord,
+    rec: &MessageRecord,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let item = format!(
+        "user {} mailbox {} UID {}",
+        cat.user, cat.mailbox.name, rec.message.uid
+    );
+    let res = chain
+        .resolve(at, cat, rec)
+        .ok_or_else(|| Error::NotFound(format!("{item}: {}", chain.missing_reason(rec))))?;
+    chain.copy(&mut Vec::new(), &res, &item, out)
 }
 
 /// Result of [`verify`].

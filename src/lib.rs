@@ -21,13 +21,16 @@
 //! ```
 
 pub mod backup;
+pub mod chain;
 pub mod error;
 pub mod format;
 pub mod headers;
 pub mod inspect;
+pub mod merge;
 pub mod model;
 pub mod progress;
 pub mod restore;
+pub mod statedir;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

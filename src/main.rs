@@ -11,12 +11,14 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Cli, Command, ProgressMode, StoreArgs};
-use maildump::backup::{BackupOptions, backup};
+use maildump::backup::{BackupOptions, BackupStats, backup};
+use maildump::chain::{Chain, parse_time};
 use maildump::error::{EXIT_PARTIAL, Error};
-use maildump::format::reader::Archive;
 use maildump::inspect::{self, ListFilter, MessageKey};
+use maildump::merge::{MergeOptions, merge};
 use maildump::progress::{Event, JsonLines, NoProgress, Progress};
 use maildump::restore::{self, RestoreOptions};
+use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::store::location::Location;
 
 fn main() -> ExitCode {
@@ -24,15 +26,15 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>() {
-                if source.kind() == io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>()
+                && source.kind() == io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
             }
-            if let Some(ioe) = e.downcast_ref::<io::Error>() {
-                if ioe.kind() == io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            if let Some(ioe) = e.downcast_ref::<io::Error>()
+                && ioe.kind() == io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
             }
             eprintln!("maildump: error: {e:#}");
             let code = e
@@ -109,20 +111,19 @@ fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
         .arg("-h")
         .arg(name)
         .output()
+        && out.status.success()
     {
-        if out.status.success() {
-            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            return Ok((!v.is_empty()).then_some(v));
-        }
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        return Ok((!v.is_empty()).then_some(v));
     }
     let text = std::fs::read_to_string(conf).map_err(|e| Error::io(conf, e))?;
     let mut found = None;
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if let Some((k, v)) = line.split_once('=') {
-            if k.trim() == name {
-                found = Some(v.trim().to_string());
-            }
+        if let Some((k, v)) = line.split_once('=')
+            && k.trim() == name
+        {
+            found = Some(v.trim().to_string());
         }
     }
     Ok(found.filter(|v| !v.is_empty()))
@@ -167,6 +168,103 @@ fn archive_path(arg: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath
     Ok((path.to_path_buf(), Some(path)))
 }
 
+/// Open the archives of a chain (oldest first); `-` (stdin) only as the single archive.
+fn open_chain(
+    args: &[String],
+    require_links: bool,
+) -> anyhow::Result<(Chain, Option<tempfile::TempPath>)> {
+    if args.len() > 1 && args.iter().any(|a| a == "-") {
+        return Err(
+            Error::Usage("`-` (stdin) can only be used for a single archive".into()).into(),
+        );
+    }
+    let mut tmp = None;
+    let mut paths = Vec::with_capacity(args.len());
+    for a in args {
+        let (p, t) = archive_path(a)?;
+        paths.push(p);
+        if t.is_some() {
+            tmp = t;
+        }
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let chain = Chain::open(&refs, require_links)?;
+    for a in &chain.archives {
+        for d in &a.damage {
+            eprintln!("maildump: warning: {}: {d}", a.path().display());
+        }
+    }
+    Ok((chain, tmp))
+}
+
+/// The archive whose state a command works on: the last, or `--as-of`.
+fn state_of(chain: &Chain, as_of: Option<&str>) -> anyhow::Result<usize> {
+    Ok(match as_of {
+        Some(s) => chain.as_of(s)?,
+        None => chain.last(),
+    })
+}
+
+fn chain_damaged(chain: &Chain) -> bool {
+    chain.archives.iter().any(|a| !a.damage.is_empty())
+}
+
+/// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete.
+fn write_output<T>(
+    output: &str,
+    f: impl FnOnce(&mut dyn Write) -> maildump::Result<T>,
+) -> anyhow::Result<T> {
+    if output == "-" {
+        let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        let r = f(&mut out)?;
+        out.flush()?;
+        return Ok(r);
+    }
+    let dest = PathBuf::from(output);
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".maildump-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    let r = f(&mut out)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(&dest, e.into_error()))?;
+    // Durable before it becomes visible under its name.
+    file.sync_all().map_err(|e| Error::io(&dest, e))?;
+    tmp_path
+        .persist(&dest)
+        .map_err(|e| Error::io(&dest, e.error))?;
+    Ok(r)
+}
+
+fn backup_summary(stats: &BackupStats) -> String {
+    let mut s = format!(
+        "maildump: backed up {} users, {} mailboxes, {} messages ({} bytes, {} distinct bodies stored",
+        stats.users, stats.mailboxes, stats.messages, stats.bytes, stats.bodies
+    );
+    if stats.referenced > 0 || stats.unread > 0 {
+        s.push_str(&format!(
+            "; {} held by earlier archives, {} files not read",
+            stats.referenced, stats.unread
+        ));
+    }
+    if stats.deleted > 0 {
+        s.push_str(&format!("; {} deleted messages recorded", stats.deleted));
+    }
+    s.push(')');
+    if !stats.warnings.is_empty() {
+        s.push_str(&format!("; {} warnings", stats.warnings.len()));
+    }
+    s
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Backup(a) => {
@@ -189,47 +287,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             opts.created = a.created.clone();
             opts.archive_id = a.archive_id.clone();
+            if let Some(since) = &a.since {
+                opts.since = Some(parse_time(since)?);
+            }
+            opts.bases = a.bases.clone();
             let mut progress = progress_for(a.progress, a.quiet);
-            let stats = if a.output == "-" {
-                let out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-                backup(&opts, &users, out, progress.as_mut())?
-            } else {
-                let dest = PathBuf::from(&a.output);
-                let dir = dest
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let tmp = tempfile::Builder::new()
-                    .prefix(".maildump-")
-                    .suffix(".partial")
-                    .tempfile_in(dir)
-                    .map_err(|e| Error::io(dir, e))?;
-                let (file, tmp_path) = tmp.into_parts();
-                let out = io::BufWriter::with_capacity(1 << 20, file);
-                let stats = backup(&opts, &users, out, progress.as_mut())?;
-                // Durable before it becomes visible under its name.
-                std::fs::File::open(&tmp_path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(&dest, e))?;
-                tmp_path
-                    .persist(&dest)
-                    .map_err(|e| Error::io(&dest, e.error))?;
-                stats
+            let stats = match &a.state_dir {
+                None => {
+                    let output = a.output.as_deref().unwrap_or("-");
+                    write_output(output, |out| backup(&opts, &users, out, progress.as_mut()))?
+                }
+                Some(dir) => {
+                    let mut sd = StateDir::open(dir)?;
+                    let every = a.full_every.as_deref().map(parse_duration).transpose()?;
+                    let now = chrono::Utc::now();
+                    let created = opts
+                        .created
+                        .clone()
+                        .unwrap_or_else(|| now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    opts.created = Some(created.clone());
+                    let id = opts
+                        .archive_id
+                        .clone()
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                    opts.archive_id = Some(id.clone());
+                    let (kind, chain) = match sd.next(every, now)? {
+                        Next::Full => ("full", id.clone()),
+                        Next::Incremental { base, chain } => {
+                            opts.bases = vec![base];
+                            ("incremental", chain)
+                        }
+                    };
+                    let dest = sd.new_path(&created, if kind == "full" { "full" } else { "inc" });
+                    let stats = write_output(&dest.to_string_lossy(), |out| {
+                        backup(&opts, &users, out, progress.as_mut())
+                    })?;
+                    sd.record(StateEntry {
+                        file: dest
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        archive_id: id,
+                        created,
+                        kind: kind.into(),
+                        chain,
+                    })?;
+                    if !a.quiet && a.progress != ProgressMode::Json {
+                        eprintln!("maildump: wrote {} backup {}", kind, dest.display());
+                    }
+                    stats
+                }
             };
             if !a.quiet && a.progress != ProgressMode::Json {
-                eprintln!(
-                    "maildump: backed up {} users, {} mailboxes, {} messages ({} bytes, {} distinct bodies){}",
-                    stats.users,
-                    stats.mailboxes,
-                    stats.messages,
-                    stats.bytes,
-                    stats.bodies,
-                    if stats.warnings.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} warnings", stats.warnings.len())
-                    }
-                );
+                eprintln!("{}", backup_summary(&stats));
             }
             Ok(if stats.warnings.is_empty() {
                 ExitCode::SUCCESS
@@ -251,11 +361,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some((u, g))
                 }
             };
-            let (path, _tmp) = archive_path(&a.archive)?;
-            let archive = Archive::open_or_recover(&path)?;
-            for d in &archive.damage {
-                eprintln!("maildump: warning: {d}");
-            }
+            let (chain, _tmp) = open_chain(&a.archives, true)?;
+            let at = state_of(&chain, a.as_of.as_deref())?;
             let opts = RestoreOptions {
                 location: loc,
                 user: a.user,
@@ -263,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 to_user: a.to_user,
                 owner,
             };
-            let plan = restore::plan(&archive, &opts)?;
+            let plan = restore::plan(&chain, at, &opts)?;
             if a.dry_run {
                 let mut out = io::stdout().lock();
                 for l in restore::describe(&plan, &opts) {
@@ -272,7 +379,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut progress = progress_for(a.progress, a.quiet);
-            let stats = restore::restore(&archive, &plan, &opts, progress.as_mut())?;
+            let stats = restore::restore(&chain, at, &plan, &opts, progress.as_mut())?;
             if !a.quiet && a.progress != ProgressMode::Json {
                 eprintln!(
                     "maildump: restored {} mailboxes, {} messages ({} bytes){}",
@@ -286,46 +393,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            Ok(if stats.lost == 0 && archive.damage.is_empty() {
+            Ok(if stats.lost == 0 && !chain_damaged(&chain) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_PARTIAL)
             })
         }
         Command::List(a) => {
-            let (path, _tmp) = archive_path(&a.archive)?;
-            let archive = Archive::open_or_recover(&path)?;
-            for d in &archive.damage {
-                eprintln!("maildump: warning: {d}");
-            }
+            let (chain, _tmp) = open_chain(&a.archives, false)?;
+            let at = state_of(&chain, a.as_of.as_deref())?;
             let filter = ListFilter {
                 user: a.user,
                 mailbox: a.mailbox,
             };
             let mut out = io::BufWriter::new(io::stdout().lock());
-            inspect::list(&archive, &filter, a.json, &mut out)?;
+            if a.deleted {
+                inspect::list_deleted(&chain, &filter, a.json, &mut out)?;
+            } else {
+                inspect::list(&chain, at, &filter, a.json, &mut out)?;
+            }
             out.flush()?;
-            Ok(if archive.damage.is_empty() {
+            Ok(if !chain_damaged(&chain) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_PARTIAL)
             })
         }
         Command::Cat(a) => {
-            let (path, _tmp) = archive_path(&a.archive)?;
-            let archive = match Archive::open(&path, false) {
-                Ok(ar) => ar,
-                Err(Error::Corrupt { .. }) => Archive::recover(&path)?,
-                Err(e) => return Err(e.into()),
-            };
+            let (chain, _tmp) = open_chain(&a.archives, false)?;
+            let at = state_of(&chain, a.as_of.as_deref())?;
             let key = match (a.uid, a.guid) {
                 (Some(u), _) => MessageKey::Uid(u),
                 (None, Some(g)) => MessageKey::Guid(g),
                 (None, None) => return Err(Error::Usage("give --uid or --guid".into()).into()),
             };
-            let rec = inspect::find(&archive, &a.user, a.mailbox.as_deref(), &key)?;
+            let (cat, rec) = inspect::find(&chain, at, &a.user, a.mailbox.as_deref(), &key)?;
             let mut out = io::stdout().lock();
-            inspect::cat(&archive, &rec, &mut out)?;
+            inspect::cat(&chain, at, &cat, &rec, &mut out)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -349,6 +453,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     maildump::ErrorKind::CorruptArchive.exit_code(),
                 ))
             }
+        }
+        Command::Merge(a) => {
+            let (chain, _tmp) = open_chain(&a.archives, true)?;
+            let mut opts = MergeOptions {
+                keep_deleted: a.keep_deleted.as_deref().map(parse_duration).transpose()?,
+                ..Default::default()
+            };
+            opts.writer.level = a.level;
+            if let Some(t) = a.threads {
+                opts.writer.threads = t.max(1);
+            }
+            let mut progress = progress_for(a.progress, a.quiet);
+            let stats = write_output(&a.output, |out| {
+                merge(&chain, &opts, out, progress.as_mut())
+            })?;
+            for w in &stats.warnings {
+                eprintln!("maildump: warning: {w}");
+            }
+            if !a.quiet && a.progress != ProgressMode::Json {
+                eprintln!(
+                    "maildump: merged {} archives: {} messages, {} distinct bodies, {} deleted messages kept",
+                    chain.archives.len(),
+                    stats.messages,
+                    stats.bodies,
+                    stats.deleted
+                );
+            }
+            Ok(if stats.warnings.is_empty() && !chain_damaged(&chain) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PARTIAL)
+            })
         }
     }
 }

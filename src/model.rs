@@ -298,10 +298,10 @@ impl MessageMeta {
 
     /// Fill in a GUID left out by [`MessageMeta::omit_derived_guid`].
     pub fn fill_derived_guid(&mut self) {
-        if self.guid.is_empty() {
-            if let Some(m) = &self.maildir {
-                self.guid = Name::from_bytes(m.base());
-            }
+        if self.guid.is_empty()
+            && let Some(m) = &self.maildir
+        {
+            self.guid = Name::from_bytes(m.base());
         }
     }
 }
@@ -354,6 +354,10 @@ pub struct MessageMeta {
     pub message_id: Option<String>,
     /// Hash and size of the message bytes.
     pub content: Content,
+    /// When the message's file last changed (Maildir: the later of its ctime and mtime), as
+    /// seen by the scan; used by `backup --since`, never stored.
+    #[serde(skip)]
+    pub changed: Option<Timestamp>,
 }
 
 /// Everything known about one mailbox except its messages.

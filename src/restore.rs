@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::chain::Chain;
 use crate::error::{Error, Result};
-use crate::format::reader::{Archive, FrameCursor};
+use crate::format::reader::Archive;
 use crate::model::Name;
 use crate::progress::{Event, Progress};
 use crate::store::location::{Location, check_user_name};
@@ -71,30 +72,32 @@ pub struct RestoreStats {
     pub warnings: Vec<String>,
 }
 
-/// Select mailboxes and check the target.
+/// Select mailboxes of the state of archive `at` of `chain`, check that the chain holds
+/// every message's bytes, and check the target.
 ///
 /// # Errors
-/// [`Error::NotFound`] for an unknown user or mailbox, [`Error::Corrupt`] for hostile names,
-/// [`Error::Conflict`] when a target mailbox holds mail.
-pub fn plan(archive: &Archive, opts: &RestoreOptions) -> Result<RestorePlan> {
+/// [`Error::NotFound`] for an unknown user or mailbox or for bytes no archive given holds
+/// (naming the archives to add), [`Error::Corrupt`] for hostile names, [`Error::Conflict`]
+/// when a target mailbox holds mail.
+pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePlan> {
+    let archive: &Archive = &chain.archives[at];
     let mut p = RestorePlan {
         whole_users: opts.mailbox.is_none(),
         ..Default::default()
     };
-    if let Some(u) = &opts.user {
-        if !archive
+    if let Some(u) = &opts.user
+        && !archive
             .dir
             .mailboxes
             .iter()
             .any(|m| m.user.as_bytes() == u.as_bytes())
-            && !archive
-                .dir
-                .users
-                .iter()
-                .any(|m| m.name.as_bytes() == u.as_bytes())
-        {
-            return Err(Error::NotFound(format!("user {u} is not in the archive")));
-        }
+        && !archive
+            .dir
+            .users
+            .iter()
+            .any(|m| m.name.as_bytes() == u.as_bytes())
+    {
+        return Err(Error::NotFound(format!("user {u} is not in the archive")));
     }
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
     for (i, m) in archive.dir.mailboxes.iter().enumerate() {
@@ -139,6 +142,45 @@ pub fn plan(archive: &Archive, opts: &RestoreOptions) -> Result<RestorePlan> {
             _ => "nothing to restore: the archive holds no mailboxes".into(),
         }));
     }
+    // Every message's bytes must be in the chain before anything is written.
+    let mut missing = Vec::new();
+    let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
+    for m in &p.mailboxes {
+        let cat = archive.catalog(m.index)?;
+        for r in &cat.messages {
+            if chain.resolve(at, &cat, r).is_none() {
+                if missing.len() < 5 {
+                    missing.push(format!(
+                        "user {} mailbox {} UID {}: {}",
+                        cat.user,
+                        cat.mailbox.name,
+                        r.message.uid,
+                        chain.missing_reason(r)
+                    ));
+                }
+                *missing_ids
+                    .entry(r.archive.clone().unwrap_or_else(|| "?".into()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let total: u64 = missing_ids.values().sum();
+        let ids: Vec<String> = missing_ids
+            .iter()
+            .filter(|(k, _)| k.as_str() != "?")
+            .map(|(k, n)| format!("{k} ({n} messages)"))
+            .collect();
+        return Err(Error::NotFound(format!(
+            "{total} messages' bytes are in no archive given{}; nothing was written. First: {}",
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" (add archive {})", ids.join(", "))
+            },
+            missing.join("; ")
+        )));
+    }
     // Check every target before writing anything.
     let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
     for m in &p.mailboxes {
@@ -179,16 +221,22 @@ pub fn describe(p: &RestorePlan, opts: &RestoreOptions) -> Vec<String> {
 /// I/O errors on the target, a damaged catalog; damaged message bytes are not errors
 /// (see [`RestoreStats::lost`]).
 pub fn restore(
-    archive: &Archive,
+    chain: &Chain,
+    at: usize,
     p: &RestorePlan,
     opts: &RestoreOptions,
     progress: &mut dyn Progress,
 ) -> Result<RestoreStats> {
+    let archive = &chain.archives[at];
     let mut stats = RestoreStats {
-        warnings: archive.damage.clone(),
+        warnings: chain
+            .archives
+            .iter()
+            .flat_map(|a| a.damage.iter().cloned())
+            .collect(),
         ..Default::default()
     };
-    let mut cursor = FrameCursor::new();
+    let mut cursors = Vec::new();
     let mut by_user: BTreeMap<String, Vec<&PlannedMailbox>> = BTreeMap::new();
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
@@ -213,37 +261,27 @@ pub fn restore(
                 messages: cat.messages.len() as u64,
             });
             // Split the records: metadata goes to the store writer, locations stay here.
-            let (user, name) = (cat.user, cat.mailbox.name.clone());
-            let mut stored = Vec::with_capacity(cat.messages.len());
-            let metas: Vec<_> = cat
+            let (user, name) = (cat.user.clone(), cat.mailbox.name.clone());
+            let stored: Vec<_> = cat
                 .messages
-                .into_iter()
-                .map(|r| {
-                    stored.push((r.loc, r.message.uid, r.message.content.clone()));
-                    r.message
-                })
+                .iter()
+                .map(|r| (chain.resolve(at, &cat, r), r.message.uid))
                 .collect();
+            let metas: Vec<_> = cat.messages.into_iter().map(|r| r.message).collect();
             let mut lost = Vec::new();
             let mut bytes_done = 0u64;
             let ws = w.write_mailbox(&cat.mailbox, &metas, &mut |i, out| {
-                let Some((loc, uid, content)) = stored.get(i) else {
+                let Some((res, uid)) = stored.get(i) else {
                     return Ok(false);
                 };
                 let item = format!("user {user} mailbox {name} UID {uid}");
-                let Some(loc) = *loc else {
+                let Some(res) = res else {
                     lost.push(format!("{item}: message bytes are not in the archive"));
                     return Ok(false);
                 };
-                match archive.copy_content(
-                    &mut cursor,
-                    loc,
-                    content.size,
-                    &content.sha256,
-                    &item,
-                    out,
-                ) {
+                match chain.copy(&mut cursors, res, &item, out) {
                     Ok(()) => {
-                        bytes_done += content.size;
+                        bytes_done += res.size;
                         progress.event(&Event::Bytes {
                             bytes: bytes_done,
                             messages: i as u64 + 1,

@@ -24,14 +24,23 @@ pub struct Manifest {
     pub created: String,
     /// Unique id of this archive (UUID text).
     pub archive_id: String,
-    /// Archive this one is an increment of (reserved for incremental archives; absent in full ones).
+    /// Archive this one is an increment of (absent in full and since-archives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// Every archive the writer was given as a base, newest first (the parent first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<ParentRef>,
+    /// A since-archive: bodies of messages whose files changed after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A merged synthetic full: the archives it was built from, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<ParentRef>,
     /// What was backed up.
     pub source: Source,
 }
 
-/// Reference to a parent archive (reserved for incremental archives).
+/// Reference to another archive: its id and creation time.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParentRef {
     /// The parent's `archive_id`.
@@ -98,8 +107,49 @@ pub struct MessageRecord {
     /// Where the bytes start (index only; absent in `mailbox.json` members).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loc: Option<Location>,
+    /// The archive (`archive_id`) holding the bytes, when they are not in this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Where the bytes start in [`MessageRecord::archive`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_loc: Option<Location>,
+    /// Deleted records only: creation time of the newest archive whose state still held
+    /// this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Deleted records only: creation time of the first archive whose state no longer held
+    /// this message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
     /// The message's metadata.
     pub message: MessageMeta,
+}
+
+impl MessageRecord {
+    /// A record with no bytes anywhere yet (filled in by the writer or a resolver).
+    pub fn bare(message: MessageMeta) -> Self {
+        MessageRecord::bare_at(String::new(), message)
+    }
+
+    /// True when this archive holds no bytes for the record: they are in another archive
+    /// of the chain (`archive`), or were not read (a since-archive's unchanged message).
+    pub fn is_external(&self) -> bool {
+        self.archive.is_some() || self.message.content.sha256.is_empty()
+    }
+
+    /// A record for tar member `member`, with no location yet.
+    pub fn bare_at(member: String, message: MessageMeta) -> Self {
+        MessageRecord {
+            member,
+            link: None,
+            loc: None,
+            archive: None,
+            archive_loc: None,
+            last_seen: None,
+            deleted_by: None,
+            message,
+        }
+    }
 }
 
 /// A mailbox with all its messages: the `mailbox.json` member and an index catalog.
@@ -111,6 +161,10 @@ pub struct MailboxRecord {
     pub mailbox: MailboxMeta,
     /// Messages in UID order.
     pub messages: Vec<MessageRecord>,
+    /// Records of deleted mail: messages an earlier archive held in this mailbox that are
+    /// gone (neither here nor moved elsewhere in the user's state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<MessageRecord>,
 }
 
 /// A user record: the `user.json` member.
@@ -149,6 +203,9 @@ pub struct Directory {
     pub users: Vec<UserMeta>,
     /// Mailboxes in archive order (by user, then as written).
     pub mailboxes: Vec<MailboxEntry>,
+    /// Mailboxes that were deleted since the parent: catalogs holding only `deleted` records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<MailboxEntry>,
     /// Summary counts.
     pub stats: ArchiveStats,
 }
@@ -164,4 +221,14 @@ pub struct ArchiveStats {
     pub message_bytes: u64,
     /// Bytes of distinct bodies stored.
     pub stored_bytes: u64,
+    /// Message records whose bytes are in another archive of the chain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced: u64,
+    /// Records of deleted mail.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deleted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -192,6 +192,23 @@ impl Archive {
             .mailboxes
             .get(i)
             .ok_or_else(|| Error::NotFound(format!("mailbox #{i}")))?;
+        self.read_catalog(entry, i)
+    }
+
+    /// The catalog of one mailbox of [`Directory::gone`] (deleted since the parent).
+    ///
+    /// # Errors
+    /// A damaged catalog.
+    pub fn gone_catalog(&self, j: usize) -> Result<MailboxRecord> {
+        let entry: &MailboxEntry = self
+            .dir
+            .gone
+            .get(j)
+            .ok_or_else(|| Error::NotFound(format!("deleted mailbox #{j}")))?;
+        self.read_catalog(entry, self.dir.mailboxes.len() + j)
+    }
+
+    fn read_catalog(&self, entry: &MailboxEntry, i: usize) -> Result<MailboxRecord> {
         match &self.catalogs {
             Catalogs::Memory(v) => v
                 .get(i)
@@ -270,8 +287,19 @@ impl Archive {
 fn fill_derived(rec: &mut MailboxRecord) {
     for m in &mut rec.messages {
         m.message.fill_derived_guid();
-        if m.member.is_empty() {
+        if m.member.is_empty() && !m.is_external() {
             m.member = super::writer::message_member(&rec.user, &rec.mailbox.name, m.message.uid);
+        }
+    }
+    for m in &mut rec.deleted {
+        m.message.fill_derived_guid();
+        if m.member.is_empty() && !m.is_external() {
+            m.member = super::writer::deleted_member(
+                &rec.user,
+                &rec.mailbox.name,
+                rec.mailbox.uidvalidity,
+                m.message.uid,
+            );
         }
     }
 }
@@ -508,10 +536,10 @@ impl TarScanner {
                 TarState::End | TarState::Lost => return,
                 TarState::Skip { left } => {
                     let n = (data.len() - pos).min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    if let Some((_, buf, _)) = &mut self.aux {
-                        if (buf.len() as u64) < JSON_LIMIT {
-                            buf.extend_from_slice(&data[pos..pos + n]);
-                        }
+                    if let Some((_, buf, _)) = &mut self.aux
+                        && (buf.len() as u64) < JSON_LIMIT
+                    {
+                        buf.extend_from_slice(&data[pos..pos + n]);
                     }
                     pos += n;
                     *left -= n as u64;
@@ -885,6 +913,15 @@ impl Scan {
         let mut users = Vec::new();
         let mut mailboxes = Vec::new();
         let mut cats = Vec::new();
+        let mut gone = Vec::new();
+        let mut gone_cats = Vec::new();
+        let locate = |msg: &mut super::index::MessageRecord| {
+            let data = msg.link.as_deref().unwrap_or(&msg.member);
+            msg.loc = by_path
+                .get(data.as_bytes())
+                .filter(|d| d.kind == EntryType::Regular)
+                .map(|d| d.loc);
+        };
         for m in &self.members {
             let Some(json) = &m.json else { continue };
             let name = String::from_utf8_lossy(&m.path);
@@ -902,45 +939,58 @@ impl Scan {
                     }
                 };
                 fill_derived(&mut rec);
-                for msg in &mut rec.messages {
-                    let data = msg.link.as_deref().unwrap_or(&msg.member);
-                    msg.loc = by_path
-                        .get(data.as_bytes())
-                        .filter(|d| d.kind == EntryType::Regular)
-                        .map(|d| d.loc);
+                for msg in rec.messages.iter_mut().chain(rec.deleted.iter_mut()) {
+                    if msg.is_external() {
+                        continue;
+                    }
+                    locate(msg);
                     if msg.loc.is_none() {
                         damage.push(format!(
-                            "{}/{} UID {}: message bytes lost (member {data})",
-                            rec.user, rec.mailbox.name, msg.message.uid
+                            "{}/{} UID {}: message bytes lost (member {})",
+                            rec.user,
+                            rec.mailbox.name,
+                            msg.message.uid,
+                            msg.link.as_deref().unwrap_or(&msg.member)
                         ));
                     }
                 }
-                mailboxes.push(MailboxEntry {
+                let entry = MailboxEntry {
                     user: rec.user.clone(),
                     name: rec.mailbox.name.clone(),
                     messages: rec.messages.len() as u64,
                     catalog_offset: 0,
                     catalog_len: 0,
-                });
-                cats.push(rec);
+                };
+                if m.path.starts_with(format!("{DELETED_DIR}/").as_bytes()) {
+                    gone.push(entry);
+                    gone_cats.push(rec);
+                } else {
+                    mailboxes.push(entry);
+                    cats.push(rec);
+                }
             }
         }
         let mut stats = super::index::ArchiveStats::default();
-        for c in &cats {
+        for c in cats.iter().chain(gone_cats.iter()) {
+            stats.deleted += c.deleted.len() as u64;
             for m in &c.messages {
                 stats.messages += 1;
                 stats.message_bytes += m.message.content.size;
-                if m.link.is_none() {
+                if m.is_external() {
+                    stats.referenced += 1;
+                } else if m.link.is_none() {
                     stats.bodies += 1;
                     stats.stored_bytes += m.message.content.size;
                 }
             }
         }
+        cats.extend(gone_cats);
         let dir = Directory {
             manifest,
             frames: self.frames.clone(),
             users,
             mailboxes,
+            gone,
             stats,
         };
         Ok((dir, cats, damage))

@@ -2,8 +2,12 @@
 
 /// Format major version written by this build. A reader refuses other majors.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this build. Readers accept any minor of their major.
-pub const FORMAT_MINOR: u16 = 0;
+/// Format minor version written by this build when an archive uses a 1.1 feature
+/// (incremental, since-archive, merged full, deleted-mail records). Readers accept any minor
+/// of their major.
+pub const FORMAT_MINOR: u16 = 1;
+/// Minor version written for a plain full archive, which a 1.0 reader reads completely.
+pub const FORMAT_MINOR_FULL: u16 = 0;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
@@ -53,6 +57,9 @@ pub const TAR_BLOCK: usize = 512;
 pub const MANIFEST_MEMBER: &str = "MAILDUMP.json";
 /// Top directory of per-user members.
 pub const USERS_DIR: &str = "users";
+/// Top directory of deleted-mail members (1.1): bytes kept by a merge, catalogs of mailboxes
+/// that no longer exist.
+pub const DELETED_DIR: &str = "deleted";
 /// File name of a mailbox's metadata member inside its directory.
 pub const MAILBOX_MEMBER: &str = "mailbox.json";
 /// File name of a user's metadata member inside the user directory.

@@ -61,8 +61,10 @@ pub struct ArchiveWriter<W: Write> {
     cur_first: Option<u64>,
     manifest: Manifest,
     stored: HashMap<[u8; 32], (String, Location)>,
+    chain: HashMap<[u8; 32], ContentRef>,
     users: Vec<UserMeta>,
     mailboxes: Vec<MailboxEntry>,
+    gone: Vec<MailboxEntry>,
     spool: BufWriter<File>,
     spool_len: u64,
     stats: ArchiveStats,
@@ -70,6 +72,15 @@ pub struct ArchiveWriter<W: Write> {
     scratch: Vec<u8>,
     frames_submitted: usize,
     frame_target: usize,
+}
+
+/// Where bytes already held by another archive of a chain are: its id and the location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRef {
+    /// `archive_id` of the archive holding the bytes.
+    pub archive: String,
+    /// Where the bytes start in that archive.
+    pub loc: Location,
 }
 
 /// A message body: read once or twice (large bodies are hashed, then copied).
@@ -166,16 +177,39 @@ fn mailbox_member_json(rec: &MailboxRecord) -> Result<Vec<u8>> {
     out.extend_from_slice(b",\"messages\":[");
     for (i, m) in rec.messages.iter().enumerate() {
         out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-        let mut lean = m.clone();
-        lean.member.clear();
-        lean.loc = None;
-        lean.message.from = None;
-        lean.message.subject = None;
-        lean.message.message_id = None;
-        serde_json::to_writer(&mut out, &lean).map_err(json_err)?;
+        serde_json::to_writer(&mut out, &lean(m)).map_err(json_err)?;
     }
-    out.extend_from_slice(b"\n]}\n");
+    out.extend_from_slice(b"\n]");
+    if !rec.deleted.is_empty() {
+        out.extend_from_slice(b",\"deleted\":[");
+        for (i, m) in rec.deleted.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            serde_json::to_writer(&mut out, &lean(m)).map_err(json_err)?;
+        }
+        out.extend_from_slice(b"\n]");
+    }
+    out.extend_from_slice(b"}\n");
     Ok(out)
+}
+
+/// Tar member of the kept bytes of a deleted message:
+/// `deleted/<user>/<mailbox...>/<uidvalidity>.<uid>.eml`.
+pub fn deleted_member(user: &Name, mailbox: &Name, uidvalidity: u32, uid: Uid) -> String {
+    format!(
+        "{DELETED_DIR}/{}/{uidvalidity}.{}{MESSAGE_SUFFIX}",
+        &mailbox_dir(user, mailbox)[USERS_DIR.len() + 1..],
+        uid.0
+    )
+}
+
+fn lean(m: &MessageRecord) -> MessageRecord {
+    let mut lean = m.clone();
+    lean.member.clear();
+    lean.loc = None;
+    lean.message.from = None;
+    lean.message.subject = None;
+    lean.message.message_id = None;
+    lean
 }
 
 /// Tar directory of a mailbox: `users/<user>/<component>/<component>...`.
@@ -218,8 +252,10 @@ impl<W: Write> ArchiveWriter<W> {
             cur_first: None,
             manifest,
             stored: HashMap::new(),
+            chain: HashMap::new(),
             users: Vec::new(),
             mailboxes: Vec::new(),
+            gone: Vec::new(),
             spool: BufWriter::new(spool),
             spool_len: 0,
             stats: ArchiveStats::default(),
@@ -231,7 +267,7 @@ impl<W: Write> ArchiveWriter<W> {
         let mut payload = [0u8; HEADER_PAYLOAD_LEN];
         payload[..8].copy_from_slice(HEADER_MAGIC);
         payload[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
-        payload[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
+        payload[10..12].copy_from_slice(&w.manifest.format_minor.to_le_bytes());
         w.out
             .write_all(&skippable(HEADER_FRAME_MAGIC, HEADER_PAYLOAD_LEN)?)
             .at("<archive>")?;
@@ -338,12 +374,23 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         user: &Name,
         mailbox: &Name,
-        mut meta: MessageMeta,
+        meta: MessageMeta,
         body: &mut dyn ReadSeek,
         size_hint: u64,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
         let member = message_member(user, mailbox, meta.uid);
+        self.add_message_as(member, meta, body, size_hint, source_name)
+    }
+
+    fn add_message_as(
+        &mut self,
+        member: String,
+        mut meta: MessageMeta,
+        body: &mut dyn ReadSeek,
+        size_hint: u64,
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         self.scratch.clear();
@@ -386,11 +433,16 @@ impl<W: Write> ArchiveWriter<W> {
             self.header(&h)?;
             self.end_member()?;
             return Ok(MessageRecord {
-                member,
                 link: Some(target),
                 loc: Some(loc),
-                message: meta,
+                ..MessageRecord::bare_at(member, meta)
             });
+        }
+        if let Some(r) = self.chain.get(&digest).cloned() {
+            // Held by an earlier archive of the chain: recorded, not stored again.
+            self.stats.messages -= 1;
+            self.stats.message_bytes -= size;
+            return Ok(self.add_reference(meta, r));
         }
         if size > MESSAGE_LIMIT {
             return Err(Error::store(source_name, "message larger than 8 GiB"));
@@ -420,11 +472,64 @@ impl<W: Write> ArchiveWriter<W> {
         self.stats.bodies += 1;
         self.stats.stored_bytes += size;
         Ok(MessageRecord {
-            member,
-            link: None,
             loc: Some(loc),
-            message: meta,
+            ..MessageRecord::bare_at(member, meta)
         })
+    }
+
+    /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
+    /// bytes is recorded with a reference instead of being stored ([`Self::add_message`]).
+    pub fn set_chain_content(&mut self, chain: HashMap<[u8; 32], ContentRef>) {
+        self.chain = chain;
+    }
+
+    /// Record a message whose bytes another archive holds (`meta.content` must be filled
+    /// in). No tar member is written.
+    pub fn add_reference(&mut self, meta: MessageMeta, r: ContentRef) -> MessageRecord {
+        self.stats.messages += 1;
+        self.stats.message_bytes += meta.content.size;
+        self.stats.referenced += 1;
+        MessageRecord {
+            archive: Some(r.archive),
+            archive_loc: Some(r.loc),
+            ..MessageRecord::bare(meta)
+        }
+    }
+
+    /// Record a message whose bytes this archive does not hold and whose holder is not known
+    /// (a since-archive's unchanged message; `meta.content.sha256` may be empty).
+    pub fn add_unread(&mut self, meta: MessageMeta) -> MessageRecord {
+        self.stats.messages += 1;
+        self.stats.message_bytes += meta.content.size;
+        self.stats.referenced += 1;
+        MessageRecord::bare(meta)
+    }
+
+    /// Store the bytes of a record of deleted mail (`merge --keep-deleted`), under the
+    /// member `deleted/<user>/<mailbox>/<uidvalidity>.<uid>.eml` (4.4's encoding), or as a
+    /// link when this archive already holds them. Does not count as a message of the state.
+    ///
+    /// # Errors
+    /// As [`Self::add_message`].
+    pub fn add_deleted_body(
+        &mut self,
+        user: &Name,
+        mailbox: &Name,
+        uidvalidity: u32,
+        meta: MessageMeta,
+        body: &mut dyn ReadSeek,
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
+        let size = meta.content.size;
+        let member = deleted_member(user, mailbox, uidvalidity, meta.uid);
+        let before = self.stats;
+        let saved = std::mem::take(&mut self.chain);
+        let rec = self.add_message_as(member, meta, body, size, source_name);
+        self.chain = saved;
+        let rec = rec?;
+        self.stats.messages = before.messages;
+        self.stats.message_bytes = before.message_bytes;
+        Ok(rec)
     }
 
     /// Second pass over a large body: copy exactly `size` bytes into the archive and check
@@ -470,17 +575,55 @@ impl<W: Write> ArchiveWriter<W> {
         user: &Name,
         mailbox: MailboxMeta,
         messages: Vec<MessageRecord>,
+        deleted: Vec<MessageRecord>,
     ) -> Result<()> {
-        let rec = MailboxRecord {
+        let entry = self.write_mailbox_record(user, mailbox, messages, deleted, false)?;
+        self.mailboxes.push(entry);
+        Ok(())
+    }
+
+    /// Record a mailbox that no longer exists, with the records of its deleted mail.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn add_gone(
+        &mut self,
+        user: &Name,
+        mailbox: MailboxMeta,
+        deleted: Vec<MessageRecord>,
+    ) -> Result<()> {
+        let entry = self.write_mailbox_record(user, mailbox, Vec::new(), deleted, true)?;
+        self.gone.push(entry);
+        Ok(())
+    }
+
+    fn write_mailbox_record(
+        &mut self,
+        user: &Name,
+        mailbox: MailboxMeta,
+        messages: Vec<MessageRecord>,
+        deleted: Vec<MessageRecord>,
+        gone: bool,
+    ) -> Result<MailboxEntry> {
+        let mut rec = MailboxRecord {
             user: user.clone(),
             mailbox,
             messages,
+            deleted,
         };
-        let mut rec = rec;
-        for m in &mut rec.messages {
+        self.stats.deleted += rec.deleted.len() as u64;
+        for m in rec.messages.iter_mut().chain(rec.deleted.iter_mut()) {
             m.message.omit_derived_guid();
         }
-        let path = format!("{}/{MAILBOX_MEMBER}", mailbox_dir(user, &rec.mailbox.name));
+        let dir = if gone {
+            format!(
+                "{DELETED_DIR}/{}",
+                &mailbox_dir(user, &rec.mailbox.name)[USERS_DIR.len() + 1..]
+            )
+        } else {
+            mailbox_dir(user, &rec.mailbox.name)
+        };
+        let path = format!("{dir}/{MAILBOX_MEMBER}");
         self.add_json_member(&path, &mailbox_member_json(&rec)?)?;
         let json = serde_json::to_vec(&rec).map_err(json_err)?;
         if json.len() as u64 > JSON_LIMIT {
@@ -493,15 +636,15 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let comp = super::frame::compress_frame(3, &json).at("<index catalog>")?;
         self.spool.write_all(&comp).at("<temporary index spool>")?;
-        self.mailboxes.push(MailboxEntry {
+        let entry = MailboxEntry {
             user: user.clone(),
             name: rec.mailbox.name.clone(),
             messages: rec.messages.len() as u64,
             catalog_offset: self.spool_len,
             catalog_len: comp.len() as u64,
-        });
+        };
         self.spool_len += comp.len() as u64;
-        Ok(())
+        Ok(entry)
     }
 
     /// Finish a user: writes its `user.json` member.
@@ -539,6 +682,7 @@ impl<W: Write> ArchiveWriter<W> {
             frames: std::mem::take(&mut self.pipeline.frames),
             users: std::mem::take(&mut self.users),
             mailboxes: std::mem::take(&mut self.mailboxes),
+            gone: std::mem::take(&mut self.gone),
             stats: self.stats,
         };
         let dir_json = serde_json::to_vec(&dir).map_err(json_err)?;
@@ -579,7 +723,7 @@ impl<W: Write> ArchiveWriter<W> {
         let mut footer = [0u8; FOOTER_PAYLOAD_LEN];
         footer[..8].copy_from_slice(FOOTER_MAGIC);
         footer[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
-        footer[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
+        footer[10..12].copy_from_slice(&self.manifest.format_minor.to_le_bytes());
         footer[16..24].copy_from_slice(&index_offset.to_le_bytes());
         footer[24..32].copy_from_slice(&index_len.to_le_bytes());
         footer[32..64].copy_from_slice(&hasher.finalize());

@@ -214,6 +214,9 @@ fn hostile_names_in_an_archive_are_refused() {
             created: "2026-01-01T00:00:00Z".into(),
             archive_id: "x".into(),
             parent: None,
+            bases: vec![],
+            since: None,
+            replaces: vec![],
             source: Source {
                 store: "maildir".into(),
                 location: "maildir:~/M".into(),
@@ -232,6 +235,7 @@ fn hostile_names_in_an_archive_are_refused() {
             keywords: vec![],
             received: Timestamp { secs: 1, nanos: 0 },
             saved: None,
+            changed: None,
             size_physical: 3,
             size_virtual: None,
             pop3_uidl: None,
@@ -269,7 +273,7 @@ fn hostile_names_in_an_archive_are_refused() {
             owner: None,
             uidlist_header_ext: vec![],
         };
-        w.add_mailbox(&u, mbm, vec![rec]).unwrap();
+        w.add_mailbox(&u, mbm, vec![rec], vec![]).unwrap();
         w.add_user(
             UserMeta {
                 name: u.clone(),

@@ -452,5 +452,9 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
             sha256: String::new(),
             size: md.len(),
         },
+        changed: Some(Timestamp {
+            secs: md.ctime().max(md.mtime()),
+            nanos: 0,
+        }),
     }
 }

@@ -239,10 +239,10 @@ fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
         }
     }
     for k in &msg.keywords {
-        if let Some(i) = table.iter().position(|t| t == k) {
-            if i < 26 {
-                l.push(b'a' + i as u8);
-            }
+        if let Some(i) = table.iter().position(|t| t == k)
+            && i < 26
+        {
+            l.push(b'a' + i as u8);
         }
     }
     l.sort_unstable();

@@ -1,0 +1,369 @@
+//! Chains of archives: a full backup followed by incrementals (and since-archives), read
+//! together.
+//!
+//! [`Chain::open`] opens the archives given (oldest first) and checks their order and links
+//! before anything else happens. The state of any archive of the chain is that archive's own
+//! catalogs; message bytes are found by [`Chain::resolve`]: in the record's own archive, in
+//! the archive its `archive` field names, by SHA-256 in any archive of the chain up to the
+//! state, or (for a since-archive's unread messages) by identity in an earlier archive.
+//! Indexes for the last two ways are built only when a record needs them.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::index::{Location, MailboxRecord, MessageRecord};
+use crate::format::reader::{Archive, FrameCursor};
+use crate::model::Name;
+
+/// Where a message's bytes are: archive position in the chain, location, hash and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// Index into [`Chain::archives`].
+    pub archive: usize,
+    /// Where the bytes start in that archive.
+    pub loc: Location,
+    /// SHA-256 (hex) the bytes must have.
+    pub sha256: String,
+    /// Length.
+    pub size: u64,
+}
+
+/// Identity of a message in a mailbox across archives: user, mailbox GUID, UIDVALIDITY, UID
+/// and the Maildir file base.
+pub type Identity = (Name, String, u32, u32, Vec<u8>);
+
+/// Identity of `rec` in mailbox `cat`, when the mailbox has a GUID.
+pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
+    let guid = cat.mailbox.guid.clone()?;
+    let base = rec
+        .message
+        .maildir
+        .as_ref()
+        .map(|m| m.base().to_vec())
+        .unwrap_or_else(|| rec.message.guid.as_bytes().to_vec());
+    Some((
+        cat.user.clone(),
+        guid,
+        cat.mailbox.uidvalidity,
+        rec.message.uid.0,
+        base,
+    ))
+}
+
+/// Archives read together, oldest first.
+pub struct Chain {
+    /// The archives, in the order given (checked: each after its parent).
+    pub archives: Vec<Archive>,
+    ids: HashMap<String, usize>,
+    by_sha: OnceCell<HashMap<String, (usize, Location)>>,
+    by_identity: OnceCell<HashMap<Identity, (usize, Location, String)>>,
+}
+
+/// Parse an RFC 3339 time or Unix seconds.
+///
+/// # Errors
+/// [`Error::Usage`] for anything else.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(n) = s.parse::<i64>() {
+        return chrono::DateTime::from_timestamp(n, 0)
+            .ok_or_else(|| Error::Usage(format!("time {s:?} is out of range")));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            Error::Usage(format!(
+                "time {s:?}: expected RFC 3339 (2026-11-28T03:00:00Z) or Unix seconds"
+            ))
+        })
+}
+
+fn created_of(a: &Archive) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(&a.manifest().created)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn describe(a: &Archive) -> String {
+    format!(
+        "{} (archive {}, created {})",
+        a.path().display(),
+        a.manifest().archive_id,
+        a.manifest().created
+    )
+}
+
+impl Chain {
+    /// Open archives given oldest first and check that each comes after its parent.
+    ///
+    /// # Errors
+    /// Archives that cannot be opened; [`Error::NotFound`] for a missing link (an archive
+    /// whose parent is not given) or a wrong order, naming the archives concerned.
+    pub fn open(paths: &[&Path], require_links: bool) -> Result<Chain> {
+        let mut archives = Vec::with_capacity(paths.len());
+        for p in paths {
+            archives.push(Archive::open_or_recover(p)?);
+        }
+        Chain::new(archives, require_links)
+    }
+
+    /// Check and wrap archives already opened (oldest first). With `require_links` false, an
+    /// incremental whose parent is not given is accepted (for reading what it holds: its
+    /// state is complete, only bytes held by the missing archives are unavailable).
+    ///
+    /// # Errors
+    /// As [`Chain::open`].
+    pub fn new(archives: Vec<Archive>, require_links: bool) -> Result<Chain> {
+        if archives.is_empty() {
+            return Err(Error::Usage("no archive given".into()));
+        }
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        for (i, a) in archives.iter().enumerate() {
+            let m = a.manifest();
+            if let Some(j) = ids.get(&m.archive_id) {
+                return Err(Error::Usage(format!(
+                    "{} is given twice (also as {})",
+                    describe(a),
+                    archives[*j].path().display()
+                )));
+            }
+            ids.insert(m.archive_id.clone(), i);
+        }
+        // A merged archive stands for the archives it replaces.
+        let mut stands_for: HashMap<String, usize> = HashMap::new();
+        for (i, a) in archives.iter().enumerate() {
+            for r in &a.manifest().replaces {
+                stands_for.entry(r.archive_id.clone()).or_insert(i);
+            }
+        }
+        for (i, a) in archives.iter().enumerate() {
+            let m = a.manifest();
+            if let Some(p) = &m.parent {
+                let at = ids
+                    .get(&p.archive_id)
+                    .or_else(|| stands_for.get(&p.archive_id))
+                    .copied();
+                match at {
+                    Some(j) if j < i => {}
+                    Some(j) => {
+                        return Err(Error::NotFound(format!(
+                            "archives out of order: {} is given before its parent {}; give them oldest first",
+                            describe(a),
+                            describe(&archives[j])
+                        )));
+                    }
+                    None if !require_links => {}
+                    None => {
+                        return Err(Error::NotFound(format!(
+                            "missing link: {} is an incremental of archive {} (created {}), which is not given",
+                            describe(a),
+                            p.archive_id,
+                            p.created
+                        )));
+                    }
+                }
+            }
+            if i > 0 {
+                let prev = &archives[i - 1];
+                if let (Some(c), Some(pc)) = (created_of(a), created_of(prev))
+                    && c < pc
+                {
+                    return Err(Error::NotFound(format!(
+                        "archives out of order: {} is older than {}, given before it; give them oldest first",
+                        describe(a),
+                        describe(prev)
+                    )));
+                }
+                if let Some(since) = &m.since {
+                    let s = parse_time(since).ok();
+                    if let (Some(s), Some(pc)) = (s, created_of(prev))
+                        && s > pc
+                    {
+                        return Err(Error::NotFound(format!(
+                            "missing link: {} holds changes since {since}, but the archive before it, {}, is older: changes in between are in no archive given",
+                            describe(a),
+                            describe(prev)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(Chain {
+            archives,
+            ids,
+            by_sha: OnceCell::new(),
+            by_identity: OnceCell::new(),
+        })
+    }
+
+    /// The last archive.
+    pub fn last(&self) -> usize {
+        self.archives.len() - 1
+    }
+
+    /// The archive whose state `--as-of` names: an archive id (or a unique prefix of one of
+    /// at least 8 characters), or a time (the newest archive created at or before it).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when nothing matches.
+    pub fn as_of(&self, spec: &str) -> Result<usize> {
+        if let Some(i) = self.ids.get(spec) {
+            return Ok(*i);
+        }
+        if spec.len() >= 8 {
+            let hits: Vec<usize> = self
+                .ids
+                .iter()
+                .filter(|(id, _)| id.starts_with(spec))
+                .map(|(_, i)| *i)
+                .collect();
+            if hits.len() == 1 {
+                return Ok(hits[0]);
+            }
+        }
+        let t = parse_time(spec).map_err(|_| {
+            Error::NotFound(format!(
+                "--as-of {spec}: no archive with that id among those given, and not a time"
+            ))
+        })?;
+        self.archives
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, a)| created_of(a).is_some_and(|c| c <= t))
+            .map(|(i, _)| i)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "--as-of {spec}: the oldest archive given was created after that time ({})",
+                    self.archives[0].manifest().created
+                ))
+            })
+    }
+
+    fn sha_index(&self) -> &HashMap<String, (usize, Location)> {
+        self.by_sha.get_or_init(|| {
+            let mut map = HashMap::new();
+            for (ai, a) in self.archives.iter().enumerate() {
+                for i in 0..a.dir.mailboxes.len() + a.dir.gone.len() {
+                    let cat = if i < a.dir.mailboxes.len() {
+                        a.catalog(i)
+                    } else {
+                        a.gone_catalog(i - a.dir.mailboxes.len())
+                    };
+                    let Ok(cat) = cat else { continue };
+                    for r in cat.messages.iter().chain(cat.deleted.iter()) {
+                        if let (Some(loc), false) = (r.loc, r.is_external()) {
+                            map.insert(r.message.content.sha256.clone(), (ai, loc));
+                        }
+                    }
+                }
+            }
+            map
+        })
+    }
+
+    fn identity_index(&self) -> &HashMap<Identity, (usize, Location, String)> {
+        self.by_identity.get_or_init(|| {
+            let mut map = HashMap::new();
+            for (ai, a) in self.archives.iter().enumerate() {
+                for i in 0..a.dir.mailboxes.len() {
+                    let Ok(cat) = a.catalog(i) else { continue };
+                    for r in &cat.messages {
+                        if r.message.content.sha256.is_empty() {
+                            continue;
+                        }
+                        let Some(id) = identity(&cat, r) else {
+                            continue;
+                        };
+                        let found = match (r.loc, &r.archive, r.archive_loc) {
+                            (Some(loc), None, _) => Some((ai, loc)),
+                            (_, Some(aid), Some(loc)) => self.ids.get(aid).map(|j| (*j, loc)),
+                            _ => None,
+                        };
+                        if let Some((j, loc)) = found {
+                            map.insert(id, (j, loc, r.message.content.sha256.clone()));
+                        }
+                    }
+                }
+            }
+            map
+        })
+    }
+
+    /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
+    /// archive of the chain holds them.
+    pub fn resolve(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Option<Resolved> {
+        let sha = &rec.message.content.sha256;
+        let size = rec.message.content.size;
+        let ok = |archive: usize, loc: Location| Resolved {
+            archive,
+            loc,
+            sha256: sha.clone(),
+            size,
+        };
+        if !rec.is_external() {
+            return rec.loc.map(|l| ok(at, l));
+        }
+        if let (Some(aid), Some(loc)) = (&rec.archive, rec.archive_loc)
+            && let Some(&j) = self.ids.get(aid)
+        {
+            return Some(ok(j, loc));
+        }
+        if !sha.is_empty() {
+            return self.sha_index().get(sha).map(|&(j, loc)| ok(j, loc));
+        }
+        // A since-archive's unread message: the same message in an earlier archive.
+        let id = identity(cat, rec)?;
+        self.identity_index()
+            .get(&id)
+            .filter(|(j, _, _)| *j <= at)
+            .map(|(j, loc, s)| Resolved {
+                archive: *j,
+                loc: *loc,
+                sha256: s.clone(),
+                size,
+            })
+    }
+
+    /// Copy resolved bytes to `out`, checking their SHA-256. `cursors` holds one frame
+    /// cache per archive.
+    ///
+    /// # Errors
+    /// Damaged bytes ([`Error::Corrupt`] naming `item`), write errors.
+    pub fn copy(
+        &self,
+        cursors: &mut Vec<FrameCursor>,
+        r: &Resolved,
+        item: &str,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        while cursors.len() < self.archives.len() {
+            cursors.push(FrameCursor::new());
+        }
+        self.archives[r.archive].copy_content(
+            &mut cursors[r.archive],
+            r.loc,
+            r.size,
+            &r.sha256,
+            item,
+            out,
+        )
+    }
+
+    /// A human description of why `rec` cannot be resolved.
+    pub fn missing_reason(&self, rec: &MessageRecord) -> String {
+        match &rec.archive {
+            Some(aid) => format!("its bytes are in archive {aid}, which is not given"),
+            None if rec.message.content.sha256.is_empty() => {
+                "it was unchanged in a since-archive and no earlier archive given holds it"
+                    .to_string()
+            }
+            None => format!(
+                "no archive given holds its bytes (SHA-256 {})",
+                rec.message.content.sha256
+            ),
+        }
+    }
+}

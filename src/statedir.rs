@@ -1,0 +1,238 @@
+//! `backup --state-dir DIR`: unattended chains for cron and timers.
+//!
+//! DIR holds the archives, `state.json` (the archives written, oldest first, each with the
+//! chain it belongs to) and `lock`. A run takes an exclusive lock on `DIR/lock` for its
+//! whole duration (a second run fails at once with [`Error::Conflict`]), decides between a
+//! full backup (no chain yet, or `--full-every` elapsed since the chain's full) and an
+//! incremental against the newest archive of the current chain, writes the archive, and
+//! only then records it in `state.json` (written to a temporary file, synced, renamed).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Name of the state file in the state directory.
+pub const STATE_FILE: &str = "state.json";
+/// Name of the lock file in the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// One archive recorded in `state.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateEntry {
+    /// File name in the state directory.
+    pub file: String,
+    /// Its `archive_id`.
+    pub archive_id: String,
+    /// Its `created`.
+    pub created: String,
+    /// `full` or `incremental`.
+    pub kind: String,
+    /// `archive_id` of the full archive its chain starts with.
+    pub chain: String,
+}
+
+/// The contents of `state.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct State {
+    /// Always 1.
+    pub version: u32,
+    /// Archives written, oldest first.
+    pub archives: Vec<StateEntry>,
+}
+
+/// A locked state directory.
+pub struct StateDir {
+    dir: PathBuf,
+    _lock: File,
+    /// What `state.json` says.
+    pub state: State,
+}
+
+/// What the next run writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A full backup, starting a new chain.
+    Full,
+    /// An incremental against this archive file, of the chain starting with `chain`.
+    Incremental {
+        /// The base archive's path.
+        base: PathBuf,
+        /// The chain's full archive id.
+        chain: String,
+    },
+}
+
+/// Parse a duration: `30d`, `12h`, `1w`, `90m`, `45s`, or plain seconds.
+///
+/// # Errors
+/// [`Error::Usage`] for anything else.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: i64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "duration {s:?}: expected a number with s, m, h, d or w (e.g. 30d)"
+        ))
+    })?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(Error::Usage(format!(
+                "duration {s:?}: unit must be s, m, h, d or w"
+            )));
+        }
+    };
+    n.checked_mul(secs)
+        .map(chrono::Duration::seconds)
+        .ok_or_else(|| Error::Usage(format!("duration {s:?} is too large")))
+}
+
+impl StateDir {
+    /// Create `dir` if needed, take its lock, read its state.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when another run holds the lock; I/O errors; a damaged
+    /// `state.json` ([`Error::Corrupt`]).
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        fs::create_dir_all(dir).at(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Conflict(format!(
+                    "another maildump run holds {}; not starting a second one",
+                    lock_path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let sp = dir.join(STATE_FILE);
+        let state = match fs::read(&sp) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map_err(|e| Error::corrupt(sp.display().to_string(), e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+                version: 1,
+                archives: Vec::new(),
+            },
+            Err(e) => return Err(Error::io(&sp, e)),
+        };
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            state,
+        })
+    }
+
+    /// Decide what to write now.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the archive to build on is recorded but its file is gone.
+    pub fn next(
+        &self,
+        full_every: Option<chrono::Duration>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Next> {
+        let Some(newest) = self.state.archives.last() else {
+            return Ok(Next::Full);
+        };
+        if let Some(every) = full_every {
+            let full = self
+                .state
+                .archives
+                .iter()
+                .find(|e| e.archive_id == newest.chain);
+            let started = full
+                .and_then(|f| chrono::DateTime::parse_from_rfc3339(&f.created).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            if started.is_none_or(|t| now - t >= every) {
+                return Ok(Next::Full);
+            }
+        }
+        let base = self.dir.join(&newest.file);
+        if !base.exists() {
+            return Err(Error::NotFound(format!(
+                "{} is recorded in {} as the newest archive, but the file is gone; restore it, or remove the state file to start a new chain",
+                base.display(),
+                self.dir.join(STATE_FILE).display()
+            )));
+        }
+        Ok(Next::Incremental {
+            base,
+            chain: newest.chain.clone(),
+        })
+    }
+
+    /// A new, unused archive path in the directory.
+    pub fn new_path(&self, created: &str, kind: &str) -> PathBuf {
+        let stamp: String = created
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let mut n = 0;
+        loop {
+            let name = if n == 0 {
+                format!("maildump-{stamp}-{kind}.mdump")
+            } else {
+                format!("maildump-{stamp}-{kind}-{n}.mdump")
+            };
+            let p = self.dir.join(name);
+            if !p.exists() {
+                return p;
+            }
+            n += 1;
+        }
+    }
+
+    /// Record a written archive in `state.json`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn record(&mut self, entry: StateEntry) -> Result<()> {
+        self.state.archives.push(entry);
+        let sp = self.dir.join(STATE_FILE);
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).at(&self.dir)?;
+        let json = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| Error::io(&sp, std::io::Error::other(e)))?;
+        tmp.write_all(&json).at(&sp)?;
+        tmp.write_all(b"\n").at(&sp)?;
+        tmp.as_file().sync_all().at(&sp)?;
+        tmp.persist(&sp).map_err(|e| Error::io(&sp, e.error))?;
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap().num_seconds(), 30 * 86_400);
+        assert_eq!(parse_duration("90").unwrap().num_seconds(), 90);
+        assert_eq!(parse_duration("2w").unwrap().num_seconds(), 2 * 604_800);
+        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("d").is_err());
+    }
+}
