@@ -374,6 +374,8 @@ pub struct VerifyReport {
     pub messages: u64,
     /// Distinct bodies checked.
     pub bodies: u64,
+    /// Messages whose bytes are in other archives of a chain (not checked here).
+    pub referenced: u64,
     /// Damage found, each line naming the item.
     pub damage: Vec<String>,
     /// Whether the index was usable.
@@ -422,8 +424,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         ));
     }
     let mut bodies = std::collections::HashSet::new();
-    for (i, e) in archive.dir.mailboxes.iter().enumerate() {
-        let cat = match archive.catalog(i) {
+    let n = archive.dir.mailboxes.len();
+    for i in 0..n + archive.dir.gone.len() {
+        let (e, cat) = if i < n {
+            (&archive.dir.mailboxes[i], archive.catalog(i))
+        } else {
+            (&archive.dir.gone[i - n], archive.gone_catalog(i - n))
+        };
+        let cat = match cat {
             Ok(c) => c,
             Err(err) => {
                 rep.damage.push(format!(
@@ -433,12 +441,26 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 continue;
             }
         };
-        for r in &cat.messages {
-            rep.messages += 1;
-            let item = format!(
-                "user {} mailbox {} UID {}",
-                cat.user, cat.mailbox.name, r.message.uid
-            );
+        let live = cat.messages.len();
+        for (k, r) in cat.messages.iter().chain(cat.deleted.iter()).enumerate() {
+            let item = if k < live {
+                rep.messages += 1;
+                format!(
+                    "user {} mailbox {} UID {}",
+                    cat.user, cat.mailbox.name, r.message.uid
+                )
+            } else {
+                format!(
+                    "deleted mail of user {} mailbox {} UID {}",
+                    cat.user, cat.mailbox.name, r.message.uid
+                )
+            };
+            if r.is_external() {
+                if k < live {
+                    rep.referenced += 1;
+                }
+                continue;
+            }
             let Some(loc) = r.loc else {
                 if index_ok {
                     rep.damage.push(format!("{item}: no location in the index"));

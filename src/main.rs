@@ -442,8 +442,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if rep.damage.is_empty() {
                 if !a.quiet {
                     println!(
-                        "OK: {} data frames, {} messages, {} distinct bodies verified",
-                        rep.frames, rep.messages, rep.bodies
+                        "OK: {} data frames, {} messages, {} distinct bodies verified{}",
+                        rep.frames,
+                        rep.messages,
+                        rep.bodies,
+                        if rep.referenced > 0 {
+                            format!(
+                                "; {} messages have their bytes in earlier archives of the chain",
+                                rep.referenced
+                            )
+                        } else {
+                            String::new()
+                        }
                     );
                 }
                 Ok(ExitCode::SUCCESS)

@@ -1,7 +1,12 @@
 #!/bin/sh
 # Rebuild the format test vectors from the fixture store, deterministically.
 #   format-spec/vectors/make-vectors.sh MAILDUMP_BINARY OUT_DIR
-# Writes OUT_DIR/fixture.mdump and OUT_DIR/fixture.list.jsonl. The store is copied, its
+# Writes OUT_DIR/fixture.mdump and OUT_DIR/fixture.list.jsonl (a full backup, format 1.0),
+# then changes the store copy the way Dovecot would (flag change = rename, expunge = unlink,
+# delivery into new/, folder rename, folder delete, move = link + unlink) and writes two
+# incrementals, fixture.inc1.mdump and fixture.inc2.mdump (format 1.1), each with its
+# .list.jsonl (listed through the chain), and fixture.deleted.jsonl (`list --deleted --json`
+# of the chain). The store is copied, its
 # file times are set from fixtures/store.mtimes, modes are normalised (0600 files, 0700
 # directories) and ownership to 0:0 (so this must run as root), so the archive bytes do not
 # depend on the checkout. tests/it/format_vectors.rs runs it and compares with v1/.
@@ -24,4 +29,38 @@ mkdir -p "$out"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-01T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000001 \
   --quiet -o "$out/fixture.mdump"
+
 "$bin" list --json "$out/fixture.mdump" > "$out/fixture.list.jsonl"
+
+m="$work/store/alice/Maildir"
+# inc1: a flag change, an expunge, a new delivery, a folder rename.
+mv "$m/cur/1795888438.M825200P21940.vm,S=259,W=269:2,S" "$m/cur/1795888438.M825200P21940.vm,S=259,W=269:2,FS"
+rm "$m/cur/1795888438.M825204P21940.vm,S=285,W=295:2,DSc"
+mkdir -p "$m/new"
+printf 'From: New Sender <new@example.net>\nTo: alice@example.org\nSubject: Delivered after the full\nMessage-ID: <fixture.alice.9@example.org>\n\nNew mail.\n' \
+  > "$m/new/1767312000.M9P1.fixture"
+chmod 0600 "$m/new/1767312000.M9P1.fixture"
+touch -d @1767312000 "$m/new/1767312000.M9P1.fixture"
+mv "$m/.Work" "$m/.Job"
+mv "$m/.Work.Sub" "$m/.Job.Sub"
+"$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
+  --threads 1 --created 2026-01-02T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000002 \
+  --base "$out/fixture.mdump" --quiet -o "$out/fixture.inc1.mdump"
+"$bin" list --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" > "$out/fixture.inc1.list.jsonl"
+
+# inc2: a folder delete, a move between folders (bob), another flag change.
+rm -r "$m/.&ANw-n&AO8- Box"
+b="$work/store/bob/Maildir"
+ln "$b/new/1795888439.M54752P21956.vm,S=253,W=263" "$b/.Archive/cur/1795888439.M54752P21956.vm,S=253,W=263:2,S"
+rm "$b/new/1795888439.M54752P21956.vm,S=253,W=263"
+# As Dovecot's move does: the next UID of the target, and the message GUID kept.
+printf '3 V1700000002 N3 Gb0b00000000000000000000000000002\n1 G1590000000.M1P1.fixture :1795888439.M72939P21957.vm,S=252,W=262\n2 G1590100000.M2P1.fixture :1795888439.M54752P21956.vm,S=253,W=263\n' \
+  > "$b/.Archive/dovecot-uidlist"
+mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,RS"
+"$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
+  --threads 1 --created 2026-01-03T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000003 \
+  --base "$out/fixture.inc1.mdump" --quiet -o "$out/fixture.inc2.mdump"
+"$bin" list --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" "$out/fixture.inc2.mdump" \
+  > "$out/fixture.inc2.list.jsonl"
+"$bin" list --deleted --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" "$out/fixture.inc2.mdump" \
+  > "$out/fixture.deleted.jsonl"
