@@ -48,6 +48,10 @@ pub enum Command {
     /// Build one full archive from a chain (full + incrementals), without the mail store.
     #[command(after_help = EXIT_CODES)]
     Merge(MergeArgs),
+    /// Write one user's mail as mbox, .eml files or a plain Maildir, for people and other
+    /// systems.
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
 }
 
 /// Where the mail store is.
@@ -274,4 +278,41 @@ pub struct MergeArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+}
+
+/// Formats of `export`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormatArg {
+    /// mboxrd; flags as Status/X-Status, keywords as X-Keywords headers.
+    Mbox,
+    /// One byte-exact `.eml` file per message, `DIR/<mailbox>/<uid>.eml`.
+    Eml,
+    /// A Maildir++ tree with flags, keywords, UIDs and dates.
+    Maildir,
+}
+
+/// `export` arguments.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Archive file(s): one archive, or a chain oldest first.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
+    /// User whose mail to export.
+    #[arg(long)]
+    pub user: String,
+    /// Only this mailbox (exact name).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormatArg,
+    /// Output: a file for `mbox` with `--mailbox`, else a directory.
+    #[arg(short = 'o', long = "output", value_name = "DIR|FILE")]
+    pub output: PathBuf,
+    /// Export the state of an earlier archive of the chain (archive id or time).
+    #[arg(long, value_name = "ARCHIVE_ID|TIME")]
+    pub as_of: Option<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }

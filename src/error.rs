@@ -88,7 +88,7 @@ pub enum Error {
         supported: u16,
     },
     /// Restore would overwrite or merge into existing mail.
-    #[error("refusing to restore: {0}")]
+    #[error("refused: {0}")]
     Conflict(String),
     /// The source mail store is damaged.
     #[error("damaged mail store: {}: {detail}", path.display())]

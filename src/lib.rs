@@ -23,6 +23,7 @@
 pub mod backup;
 pub mod chain;
 pub mod error;
+pub mod export;
 pub mod format;
 pub mod headers;
 pub mod inspect;

@@ -14,6 +14,7 @@ use cli::{Cli, Command, ProgressMode, StoreArgs};
 use maildump::backup::{BackupOptions, BackupStats, backup};
 use maildump::chain::{Chain, parse_time};
 use maildump::error::{EXIT_PARTIAL, Error};
+use maildump::export::{ExportFormat, ExportOptions, export};
 use maildump::inspect::{self, ListFilter, MessageKey};
 use maildump::merge::{MergeOptions, merge};
 use maildump::progress::{Event, JsonLines, NoProgress, Progress};
@@ -463,6 +464,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     maildump::ErrorKind::CorruptArchive.exit_code(),
                 ))
             }
+        }
+        Command::Export(a) => {
+            let (chain, _tmp) = open_chain(&a.archives, false)?;
+            let at = state_of(&chain, a.as_of.as_deref())?;
+            let opts = ExportOptions {
+                user: a.user,
+                mailbox: a.mailbox,
+                format: match a.format {
+                    cli::ExportFormatArg::Mbox => ExportFormat::Mbox,
+                    cli::ExportFormatArg::Eml => ExportFormat::Eml,
+                    cli::ExportFormatArg::Maildir => ExportFormat::Maildir,
+                },
+                output: a.output.clone(),
+            };
+            let stats = export(&chain, at, &opts)?;
+            if !a.quiet {
+                eprintln!(
+                    "maildump: exported {} mailboxes, {} messages to {}",
+                    stats.mailboxes,
+                    stats.messages,
+                    a.output.display()
+                );
+            }
+            Ok(if chain_damaged(&chain) {
+                ExitCode::from(EXIT_PARTIAL)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Merge(a) => {
             let (chain, _tmp) = open_chain(&a.archives, true)?;
