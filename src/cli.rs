@@ -33,7 +33,8 @@ pub enum Command {
     /// Back up users' mail into one archive (a file, or stdout with `-o -`).
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
-    /// Restore mailboxes from an archive into a store where they do not exist yet.
+    /// Restore mail from an archive or a chain: into new mailboxes (exact), into live ones
+    /// (merge), or beside them (side-folder).
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
     /// List the messages in an archive, one per line.
@@ -170,12 +171,48 @@ pub struct RestoreArgs {
     /// Only this user.
     #[arg(long)]
     pub user: Option<String>,
-    /// Only this mailbox (exact name, `/` as separator, e.g. `Work/Sub`).
+    /// Only this mailbox: exact name (`/` separator, e.g. `Work/Sub`) or an IMAP pattern
+    /// (`*` matches anything, `%` anything but `/`); repeatable.
+    #[arg(long = "mailbox", value_name = "NAME|PATTERN")]
+    pub mailboxes: Vec<String>,
+    /// With --mailbox: also the sub-folders of each mailbox matched.
     #[arg(long)]
-    pub mailbox: Option<String>,
+    pub recursive: bool,
     /// Restore into this user instead of the original one.
     #[arg(long)]
     pub to_user: Option<String>,
+    /// exact: only into mailboxes that do not exist yet, with the original UIDs; merge: add
+    /// what is missing to existing (live) mailboxes with new UIDs, under Dovecot's lock;
+    /// side-folder: into a new folder tree (see --into). Default: exact.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Side-folder prefix (default `Restored/<date of the archive>`); implies
+    /// `--mode side-folder`.
+    #[arg(long, value_name = "PREFIX")]
+    pub into: Option<String>,
+    /// Only these UIDs: an IMAP sequence set such as `1:5,9,20:*`.
+    #[arg(long, value_name = "SET")]
+    pub uid: Option<String>,
+    /// Only the message with this GUID (repeatable).
+    #[arg(long = "guid", value_name = "GUID")]
+    pub guids: Vec<String>,
+    /// Only the message with this Message-ID (repeatable; with or without `<>`).
+    #[arg(long = "message-id", value_name = "ID")]
+    pub message_ids: Vec<String>,
+    /// Only messages received at or after TIME (RFC 3339 or Unix seconds).
+    #[arg(long, value_name = "TIME")]
+    pub received_since: Option<String>,
+    /// Only messages received before TIME (RFC 3339 or Unix seconds).
+    #[arg(long, value_name = "TIME")]
+    pub received_before: Option<String>,
+    /// Also restore the chain's records of deleted mail; implies `--mode merge` unless a
+    /// mode is given. Mail already in the live mailbox is skipped.
+    #[arg(long)]
+    pub deleted: bool,
+    /// Only the messages listed in FILE (the output of `maildump list`, edited: lines
+    /// starting with `;` are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub restore_list: Option<PathBuf>,
     /// Print what would be written and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -188,6 +225,17 @@ pub struct RestoreArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+}
+
+/// Restore modes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Only into mailboxes that do not exist yet; everything as it was.
+    Exact,
+    /// Add what is missing to existing mailboxes, with new UIDs.
+    Merge,
+    /// Into a new folder tree beside the user's mail.
+    SideFolder,
 }
 
 /// `list` arguments.
@@ -204,6 +252,10 @@ pub struct ListArgs {
     /// holds, with when they were last seen.
     #[arg(long)]
     pub deleted: bool,
+    /// Print a restore list (the text format, for `restore --restore-list`): comment out or
+    /// delete lines, keep the ones to restore.
+    #[arg(long, conflicts_with = "json")]
+    pub restore_list: bool,
     /// Only this user.
     #[arg(long)]
     pub user: Option<String>,

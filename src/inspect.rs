@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, scan};
 use crate::model::{Flags, Name};
+use crate::select::escape_field;
 
 /// One line of `list --json`.
 #[derive(Serialize, Debug)]
@@ -110,7 +111,7 @@ pub fn list(
         }
         writeln!(
             out,
-            "; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject"
+            "; a restore list: delete or comment out (;) lines, then `maildump restore ... --restore-list FILE`\n; user\tmailbox\tuid\treceived\tsize\tflags\tfrom\tsubject"
         )
         .map_err(w)?;
     }
@@ -255,8 +256,8 @@ fn write_entries(
                 write!(
                     out,
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    cat.user,
-                    cat.mailbox.name,
+                    escape_field(&cat.user),
+                    escape_field(&cat.mailbox.name),
                     msg.uid,
                     entry.received,
                     msg.content.size,

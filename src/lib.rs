@@ -31,6 +31,7 @@ pub mod merge;
 pub mod model;
 pub mod progress;
 pub mod restore;
+pub mod select;
 pub mod statedir;
 pub mod store;
 

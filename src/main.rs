@@ -18,7 +18,8 @@ use maildump::export::{ExportFormat, ExportOptions, export};
 use maildump::inspect::{self, ListFilter, MessageKey};
 use maildump::merge::{MergeOptions, merge};
 use maildump::progress::{Event, JsonLines, NoProgress, Progress};
-use maildump::restore::{self, RestoreOptions};
+use maildump::restore::{self, Mode, RestoreOptions};
+use maildump::select::{Selection, SeqSet, parse_restore_list};
 use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::store::location::Location;
 
@@ -364,29 +365,76 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let (chain, _tmp) = open_chain(&a.archives, true)?;
             let at = state_of(&chain, a.as_of.as_deref())?;
-            let opts = RestoreOptions {
-                location: loc,
+            let mut selection = Selection {
                 user: a.user,
-                mailbox: a.mailbox,
+                mailboxes: a.mailboxes,
+                recursive: a.recursive,
+                uids: a.uid.as_deref().map(SeqSet::parse).transpose()?,
+                guids: a.guids,
+                message_ids: a.message_ids,
+                received_since: a
+                    .received_since
+                    .as_deref()
+                    .map(|t| parse_time(t).map(|t| t.timestamp()))
+                    .transpose()?,
+                received_before: a
+                    .received_before
+                    .as_deref()
+                    .map(|t| parse_time(t).map(|t| t.timestamp()))
+                    .transpose()?,
+                list: None,
+            };
+            if let Some(f) = &a.restore_list {
+                let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+                selection.list = Some(parse_restore_list(&text)?);
+            }
+            let mode = match (a.mode, &a.into, a.deleted) {
+                (Some(cli::ModeArg::Exact), Some(_), _) => {
+                    return Err(Error::Usage("--into needs --mode side-folder".into()).into());
+                }
+                (Some(cli::ModeArg::Exact), _, _) => Mode::Exact,
+                (Some(cli::ModeArg::Merge), _, _) => Mode::Merge,
+                (Some(cli::ModeArg::SideFolder), _, _) | (None, Some(_), _) => Mode::SideFolder,
+                (None, None, true) => Mode::Merge,
+                (None, None, false) => Mode::Exact,
+            };
+            let opts = RestoreOptions {
+                location: Some(loc),
+                selection,
                 to_user: a.to_user,
                 owner,
+                mode,
+                into: a.into,
+                deleted: a.deleted,
             };
             let plan = restore::plan(&chain, at, &opts)?;
             if a.dry_run {
                 let mut out = io::stdout().lock();
-                for l in restore::describe(&plan, &opts) {
-                    writeln!(out, "{l}")?;
+                if opts.mode == Mode::Exact {
+                    for l in restore::describe(&plan, &opts) {
+                        writeln!(out, "{l}")?;
+                    }
+                } else {
+                    let stats = restore::restore(&chain, at, &plan, &opts, true, &mut NoProgress)?;
+                    for l in &stats.report {
+                        writeln!(out, "{l}")?;
+                    }
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             let mut progress = progress_for(a.progress, a.quiet);
-            let stats = restore::restore(&chain, at, &plan, &opts, progress.as_mut())?;
+            let stats = restore::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
             if !a.quiet && a.progress != ProgressMode::Json {
                 eprintln!(
-                    "maildump: restored {} mailboxes, {} messages ({} bytes){}",
+                    "maildump: restored {} mailboxes, {} messages ({} bytes){}{}",
                     stats.mailboxes,
                     stats.messages,
                     stats.bytes,
+                    if stats.present > 0 {
+                        format!("; {} already there, skipped", stats.present)
+                    } else {
+                        String::new()
+                    },
                     if stats.lost > 0 {
                         format!("; {} messages lost to archive damage", stats.lost)
                     } else {

@@ -1,51 +1,92 @@
-//! Restore (exact mode): put mailboxes from an archive back into a Maildir store with their
-//! original UIDs, UIDVALIDITY, GUIDs, flags, keywords, dates, subscriptions and METADATA.
+//! Restore: put mail from an archive (or a chain) back into a Maildir store.
 //!
-//! [`plan`] selects what to restore and checks every target mailbox before anything is
-//! written: one that exists and holds mail makes the whole restore fail with
-//! [`Error::Conflict`]. `--dry-run` stops after the plan. Messages whose bytes are damaged
-//! in the archive are skipped and counted in [`RestoreStats::lost`]; everything else is
-//! restored.
+//! Three modes ([`Mode`]):
+//! - **exact**: into mailboxes that do not exist yet, with their original UIDs, UIDVALIDITY,
+//!   GUIDs, flags, keywords, dates, subscriptions and METADATA. A target mailbox that holds
+//!   mail makes the whole restore fail with [`Error::Conflict`] before anything is written.
+//! - **merge**: into existing, possibly live mailboxes: only messages not already there are
+//!   added, with new UIDs from the mailbox's next UID on, under Dovecot's uidlist lock
+//!   ([`MaildirWriter::merge_mailbox`]); a mailbox that does not exist is created as in
+//!   exact mode. Running the same restore twice adds nothing.
+//! - **side-folder**: into a new folder tree (`Restored/<date>/<name>`, or `--into`), with a
+//!   new mailbox GUID and UIDVALIDITY, so the user can look before moving anything.
+//!
+//! [`plan`] selects what to restore ([`Selection`]) and checks, before anything is written,
+//! that the chain holds every selected message's bytes and (exact mode) that every target
+//! is free. Messages whose bytes are damaged in the archive are skipped and counted in
+//! [`RestoreStats::lost`]; everything else is restored.
 
 use std::collections::BTreeMap;
 
 use crate::chain::Chain;
 use crate::error::{Error, Result};
+use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
-use crate::model::Name;
+use crate::model::{MailboxMeta, Name};
 use crate::progress::{Event, Progress};
+use crate::select::Selection;
 use crate::store::location::{Location, check_user_name};
 use crate::store::maildir::MaildirWriter;
 use crate::store::{StoreWriter, attribute_key, check_mailbox_name};
 
+/// How restored mail meets the mail already in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Only into mailboxes that do not exist yet; everything as it was.
+    #[default]
+    Exact,
+    /// Add what is missing to existing mailboxes, with new UIDs.
+    Merge,
+    /// Into a new folder tree beside the user's mail.
+    SideFolder,
+}
+
 /// What to restore, and where.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     /// Target store.
-    pub location: Location,
-    /// Only this user of the archive.
-    pub user: Option<String>,
-    /// Only this mailbox (exact IMAP name, `/` separator).
-    pub mailbox: Option<String>,
+    pub location: Option<Location>,
+    /// Which users, mailboxes and messages.
+    pub selection: Selection,
     /// Restore into this user instead of the original one.
     pub to_user: Option<String>,
     /// Owner for everything written, instead of the archived owner.
     pub owner: Option<(u32, u32)>,
+    /// Restore mode.
+    pub mode: Mode,
+    /// Side-folder prefix (default `Restored/<date of the archive>`).
+    pub into: Option<String>,
+    /// Also restore the chain's records of deleted mail (mail deleted between archives).
+    pub deleted: bool,
+}
+
+impl RestoreOptions {
+    fn location(&self) -> Result<&Location> {
+        self.location
+            .as_ref()
+            .ok_or_else(|| Error::Usage("no target location".into()))
+    }
 }
 
 /// One mailbox to restore.
 #[derive(Clone, Debug)]
 pub struct PlannedMailbox {
-    /// Index in the archive's mailbox list.
-    pub index: usize,
+    /// Index in the state archive's mailbox list, when the mailbox is in the state.
+    pub catalog: Option<usize>,
+    /// Mailbox metadata (from the state, or as last seen for a deleted mailbox).
+    pub meta: MailboxMeta,
+    /// Records of deleted mail to restore too (`--deleted`).
+    pub deleted: Vec<MessageRecord>,
     /// User in the archive.
     pub source_user: Name,
     /// User to write to.
     pub target_user: String,
-    /// Mailbox name.
-    pub name: Name,
-    /// Messages.
+    /// Name to write to.
+    pub target_name: Name,
+    /// Messages selected.
     pub messages: u64,
+    /// Whether the target mailbox exists (merge and side-folder modes merge into it).
+    pub exists: bool,
 }
 
 /// Everything a restore will do, checked against the target before writing.
@@ -53,7 +94,8 @@ pub struct PlannedMailbox {
 pub struct RestorePlan {
     /// Mailboxes in archive order.
     pub mailboxes: Vec<PlannedMailbox>,
-    /// Whether whole users are restored (then subscriptions and server METADATA are too).
+    /// Whether whole users are restored in exact mode (then subscriptions and server
+    /// METADATA are too).
     pub whole_users: bool,
 }
 
@@ -64,90 +106,119 @@ pub struct RestoreStats {
     pub mailboxes: u64,
     /// Messages written.
     pub messages: u64,
+    /// Messages skipped because the target already had them (merge).
+    pub present: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Messages whose bytes were damaged in the archive (not written).
     pub lost: u64,
     /// Named problems (damage found in the archive, lost messages).
     pub warnings: Vec<String>,
+    /// One line per message or mailbox: what was (or, in a dry run, would be) done.
+    pub report: Vec<String>,
 }
 
-/// Select mailboxes of the state of archive `at` of `chain`, check that the chain holds
-/// every message's bytes, and check the target.
+fn selected_messages<'a>(
+    sel: &'a Selection,
+    cat: &'a MailboxRecord,
+) -> impl Iterator<Item = &'a MessageRecord> + 'a {
+    cat.messages
+        .iter()
+        .filter(move |r| sel.message_matches(&cat.user, &cat.mailbox.name, &r.message))
+}
+
+fn side_name(prefix: &str, name: &Name) -> Name {
+    let mut n = prefix.trim_end_matches('/').as_bytes().to_vec();
+    n.push(b'/');
+    n.extend_from_slice(name.as_bytes());
+    Name::from_bytes(n)
+}
+
+/// Select what to restore from the state of archive `at` of `chain`, check that the chain
+/// holds every selected message's bytes, and check the target.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown user or mailbox or for bytes no archive given holds
 /// (naming the archives to add), [`Error::Corrupt`] for hostile names, [`Error::Conflict`]
-/// when a target mailbox holds mail.
+/// when an exact-mode target mailbox holds mail.
 pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePlan> {
     let archive: &Archive = &chain.archives[at];
+    let sel = &opts.selection;
+    let loc = opts.location()?;
     let mut p = RestorePlan {
-        whole_users: opts.mailbox.is_none(),
+        whole_users: sel.mailboxes.is_empty() && sel.whole_mailboxes() && opts.mode == Mode::Exact,
         ..Default::default()
     };
-    if let Some(u) = &opts.user
-        && !archive
-            .dir
-            .mailboxes
-            .iter()
-            .any(|m| m.user.as_bytes() == u.as_bytes())
-        && !archive
+    if let Some(u) = &sel.user {
+        let known = archive
             .dir
             .users
             .iter()
             .any(|m| m.name.as_bytes() == u.as_bytes())
-    {
-        return Err(Error::NotFound(format!("user {u} is not in the archive")));
+            || archive
+                .dir
+                .mailboxes
+                .iter()
+                .any(|m| m.user.as_bytes() == u.as_bytes());
+        if !known {
+            return Err(Error::NotFound(format!("user {u} is not in the archive")));
+        }
+    }
+    let prefix = opts.into.clone().unwrap_or_else(|| {
+        let day = archive
+            .manifest()
+            .created
+            .get(..10)
+            .unwrap_or("unknown")
+            .to_string();
+        format!("Restored/{day}")
+    });
+    // Mailboxes of the state, then (with --deleted) the chain's deleted mail.
+    let mut cands: Vec<(Option<usize>, MailboxRecord)> = Vec::new();
+    for (i, m) in archive.dir.mailboxes.iter().enumerate() {
+        if !sel.user_matches(&m.user) || !sel.mailbox_matches(&m.user, &m.name) {
+            continue;
+        }
+        cands.push((Some(i), archive.catalog(i)?));
+    }
+    if opts.deleted {
+        let filter = crate::inspect::ListFilter::default();
+        for (cat, rec) in crate::inspect::deleted_in_chain(chain, &filter)? {
+            if !sel.user_matches(&cat.user) || !sel.mailbox_matches(&cat.user, &cat.mailbox.name) {
+                continue;
+            }
+            if !sel.message_matches(&cat.user, &cat.mailbox.name, &rec.message) {
+                continue;
+            }
+            let slot = cands.iter_mut().find(|(_, c)| {
+                c.user == cat.user
+                    && (c.mailbox.name == cat.mailbox.name
+                        || (c.mailbox.guid.is_some() && c.mailbox.guid == cat.mailbox.guid))
+            });
+            match slot {
+                Some((_, c)) => c.deleted.push(rec),
+                None => {
+                    let mut c = cat.clone();
+                    c.messages.clear();
+                    c.deleted = vec![rec];
+                    cands.push((None, c));
+                }
+            }
+        }
     }
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
-    for (i, m) in archive.dir.mailboxes.iter().enumerate() {
-        if opts
-            .user
-            .as_ref()
-            .is_some_and(|u| u.as_bytes() != m.user.as_bytes())
-        {
-            continue;
-        }
-        if opts
-            .mailbox
-            .as_ref()
-            .is_some_and(|b| b.as_bytes() != m.name.as_bytes())
-        {
-            continue;
-        }
-        users.insert(m.user.clone(), ());
-        let target = match &opts.to_user {
-            Some(t) => t.clone(),
-            None => check_user_name(m.user.as_bytes())?.to_string(),
-        };
-        check_user_name(target.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
-        check_mailbox_name(&m.name, &format!("user {} mailbox {}", m.user, m.name))?;
-        p.mailboxes.push(PlannedMailbox {
-            index: i,
-            source_user: m.user.clone(),
-            target_user: target,
-            name: m.name.clone(),
-            messages: m.messages,
-        });
-    }
-    if users.len() > 1 && opts.to_user.is_some() {
-        return Err(Error::Usage(
-            "--to-user needs --user when the archive holds several users".into(),
-        ));
-    }
-    if p.mailboxes.is_empty() {
-        return Err(Error::NotFound(match (&opts.user, &opts.mailbox) {
-            (Some(u), Some(b)) => format!("mailbox {b} of user {u} is not in the archive"),
-            (None, Some(b)) => format!("mailbox {b} is not in the archive"),
-            _ => "nothing to restore: the archive holds no mailboxes".into(),
-        }));
-    }
-    // Every message's bytes must be in the chain before anything is written.
     let mut missing = Vec::new();
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
-    for m in &p.mailboxes {
-        let cat = archive.catalog(m.index)?;
-        for r in &cat.messages {
+    let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
+    for (catalog, cat) in cands {
+        let chosen: Vec<&MessageRecord> = selected_messages(sel, &cat)
+            .chain(cat.deleted.iter())
+            .collect();
+        if chosen.is_empty() && !sel.whole_mailboxes() {
+            continue;
+        }
+        // Bytes must be in the chain before anything is written.
+        for r in &chosen {
             if chain.resolve(at, &cat, r).is_none() {
                 if missing.len() < 5 {
                     missing.push(format!(
@@ -163,6 +234,44 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
                     .or_default() += 1;
             }
         }
+        users.insert(cat.user.clone(), ());
+        let target = match &opts.to_user {
+            Some(t) => t.clone(),
+            None => check_user_name(cat.user.as_bytes())?.to_string(),
+        };
+        check_user_name(target.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
+        let item = format!("user {} mailbox {}", cat.user, cat.mailbox.name);
+        check_mailbox_name(&cat.mailbox.name, &item)?;
+        let target_name = if opts.mode == Mode::SideFolder {
+            side_name(&prefix, &cat.mailbox.name)
+        } else {
+            cat.mailbox.name.clone()
+        };
+        check_mailbox_name(&target_name, &item)?;
+        if !writers.contains_key(&target) {
+            writers.insert(
+                target.clone(),
+                MaildirWriter::new(loc, &target, opts.owner)?,
+            );
+        }
+        let exists = writers
+            .get(&target)
+            .is_some_and(|w| w.mailbox_exists(&target_name));
+        if opts.mode == Mode::Exact
+            && let Some(w) = writers.get(&target)
+        {
+            w.check_free(&target_name)?;
+        }
+        p.mailboxes.push(PlannedMailbox {
+            catalog,
+            meta: cat.mailbox.clone(),
+            deleted: cat.deleted.clone(),
+            source_user: cat.user.clone(),
+            target_user: target,
+            target_name,
+            messages: chosen.len() as u64,
+            exists,
+        });
     }
     if !missing.is_empty() {
         let total: u64 = missing_ids.values().sum();
@@ -181,53 +290,65 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             missing.join("; ")
         )));
     }
-    // Check every target before writing anything.
-    let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
-    for m in &p.mailboxes {
-        if !writers.contains_key(&m.target_user) {
-            writers.insert(
-                m.target_user.clone(),
-                MaildirWriter::new(&opts.location, &m.target_user, opts.owner)?,
-            );
-        }
-        if let Some(w) = writers.get(&m.target_user) {
-            w.check_free(&m.name)?;
-        }
+    if users.len() > 1 && opts.to_user.is_some() {
+        return Err(Error::Usage(
+            "--to-user needs --user when the archive holds several users".into(),
+        ));
+    }
+    if p.mailboxes.is_empty() {
+        return Err(Error::NotFound(match (&sel.user, sel.mailboxes.first()) {
+            (Some(u), Some(b)) => {
+                format!(
+                    "nothing to restore: no mailbox {b} of user {u} (or no message selected) in the archive"
+                )
+            }
+            (None, Some(b)) => {
+                format!(
+                    "nothing to restore: no mailbox {b} (or no message selected) in the archive"
+                )
+            }
+            _ => "nothing to restore: no mailbox or message selected in the archive".into(),
+        }));
     }
     Ok(p)
 }
 
-/// Describe a plan, one line per mailbox (for `--dry-run`).
+/// Describe a plan, one line per mailbox (for `--dry-run` of exact mode).
 pub fn describe(p: &RestorePlan, opts: &RestoreOptions) -> Vec<String> {
     p.mailboxes
         .iter()
         .map(|m| {
             let root = opts
                 .location
-                .root_of(&m.target_user)
+                .as_ref()
+                .and_then(|l| l.root_of(&m.target_user).ok())
                 .map(|r| r.display().to_string())
                 .unwrap_or_default();
             format!(
-                "restore {} / {} ({} messages) -> user {} in {}",
-                m.source_user, m.name, m.messages, m.target_user, root
+                "restore {} / {} ({} messages) -> user {} mailbox {} in {}",
+                m.source_user, m.meta.name, m.messages, m.target_user, m.target_name, root
             )
         })
         .collect()
 }
 
-/// Carry out a plan.
+/// Carry out a plan (or, with `dry_run`, report what merge and side-folder modes would add
+/// and skip, writing nothing).
 ///
 /// # Errors
-/// I/O errors on the target, a damaged catalog; damaged message bytes are not errors
-/// (see [`RestoreStats::lost`]).
+/// I/O errors on the target, a damaged catalog, a uidlist lock held too long; damaged message
+/// bytes are not errors (see [`RestoreStats::lost`]).
 pub fn restore(
     chain: &Chain,
     at: usize,
     p: &RestorePlan,
     opts: &RestoreOptions,
+    dry_run: bool,
     progress: &mut dyn Progress,
 ) -> Result<RestoreStats> {
     let archive = &chain.archives[at];
+    let loc = opts.location()?;
+    let sel = &opts.selection;
     let mut stats = RestoreStats {
         warnings: chain
             .archives
@@ -245,33 +366,50 @@ pub fn restore(
         progress.event(&Event::User {
             user: target.clone(),
         });
-        let mut w = MaildirWriter::new(&opts.location, &target, opts.owner)?;
+        let mut w = MaildirWriter::new(loc, &target, opts.owner)?;
         let mut attrs = Vec::new();
         let mut restored_names = Vec::new();
+        let mut new_names = Vec::new();
         let source_user = mbs
             .first()
             .map(|m| m.source_user.clone())
             .unwrap_or_default();
         let mut inbox_guid = None;
         for m in mbs {
-            let cat = archive.catalog(m.index)?;
+            let mut cat = match m.catalog {
+                Some(i) => archive.catalog(i)?,
+                None => MailboxRecord {
+                    user: m.source_user.clone(),
+                    mailbox: m.meta.clone(),
+                    messages: Vec::new(),
+                    deleted: Vec::new(),
+                },
+            };
+            let records: Vec<MessageRecord> = selected_messages(sel, &cat)
+                .cloned()
+                .chain(m.deleted.iter().cloned())
+                .collect();
+            cat.messages.clear();
             progress.event(&Event::Mailbox {
                 user: target.clone(),
-                mailbox: m.name.to_string(),
-                messages: cat.messages.len() as u64,
+                mailbox: m.target_name.to_string(),
+                messages: records.len() as u64,
             });
-            // Split the records: metadata goes to the store writer, locations stay here.
             let (user, name) = (cat.user.clone(), cat.mailbox.name.clone());
-            let stored: Vec<_> = cat
-                .messages
+            let resolved: Vec<_> = records
                 .iter()
                 .map(|r| (chain.resolve(at, &cat, r), r.message.uid))
                 .collect();
-            let metas: Vec<_> = cat.messages.into_iter().map(|r| r.message).collect();
+            let mut metas: Vec<_> = records.into_iter().map(|r| r.message).collect();
+            for (meta, (res, _)) in metas.iter_mut().zip(&resolved) {
+                if let Some(r) = res {
+                    meta.content.sha256 = r.sha256.clone();
+                }
+            }
             let mut lost = Vec::new();
             let mut bytes_done = 0u64;
-            let ws = w.write_mailbox(&cat.mailbox, &metas, &mut |i, out| {
-                let Some((res, uid)) = stored.get(i) else {
+            let mut bodies = |i: usize, out: &mut dyn std::io::Write| -> Result<bool> {
+                let Some((res, uid)) = resolved.get(i) else {
                     return Ok(false);
                 };
                 let item = format!("user {user} mailbox {name} UID {uid}");
@@ -294,46 +432,109 @@ pub fn restore(
                     }
                     Err(e) => Err(e),
                 }
-            })?;
+            };
+            let mut meta = cat.mailbox.clone();
+            meta.name = m.target_name.clone();
+            let into_existing = opts.mode != Mode::Exact && m.exists;
+            if opts.mode == Mode::SideFolder && !m.exists {
+                meta.guid = Some(uuid::Uuid::new_v4().simple().to_string());
+                meta.uidvalidity = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1);
+                meta.attributes.clear();
+            }
+            let where_ = format!("user {target} mailbox {}", m.target_name);
+            if into_existing {
+                let rep = w.merge_mailbox(&meta, &metas, &mut bodies, dry_run)?;
+                for (old, new) in &rep.added {
+                    stats.report.push(format!(
+                        "{} {where_}: UID {old} of {} / {} as UID {}",
+                        if dry_run { "would add" } else { "added" },
+                        m.source_user,
+                        m.meta.name,
+                        if *new == 0 {
+                            "(assigned by Dovecot)".to_string()
+                        } else {
+                            new.to_string()
+                        }
+                    ));
+                }
+                for (old, why) in &rep.present {
+                    stats
+                        .report
+                        .push(format!("skip {where_}: UID {old} already there ({why})"));
+                }
+                for k in &rep.dropped_keywords {
+                    stats.warnings.push(format!(
+                        "{where_}: keyword {k} dropped: the mailbox already uses all 26 keyword letters"
+                    ));
+                }
+                stats.present += rep.present.len() as u64;
+                if !dry_run {
+                    stats.messages += rep.added.len() as u64;
+                    stats.bytes += rep.bytes;
+                    stats.lost += rep.lost;
+                }
+            } else if dry_run {
+                stats.report.push(format!(
+                    "would create {where_} with {} messages (UIDVALIDITY {}{})",
+                    metas.len(),
+                    meta.uidvalidity,
+                    if opts.mode == Mode::SideFolder {
+                        ", new"
+                    } else {
+                        ", original UIDs"
+                    }
+                ));
+            } else {
+                let ws = w.write_mailbox(&meta, &metas, &mut bodies)?;
+                stats
+                    .report
+                    .push(format!("created {where_} with {} messages", ws.messages));
+                stats.messages += ws.messages;
+                stats.bytes += ws.bytes;
+                stats.lost += ws.lost;
+                new_names.push(meta.name.clone());
+                if let Some(g) = &meta.guid {
+                    for a in &meta.attributes {
+                        attrs.push((attribute_key(g, a, false), a.value.clone()));
+                    }
+                    if meta.name.as_bytes() == b"INBOX" {
+                        inbox_guid = Some(g.clone());
+                    }
+                }
+            }
             for l in lost {
                 progress.event(&Event::Warning { message: l.clone() });
                 stats.warnings.push(l);
             }
             stats.mailboxes += 1;
-            stats.messages += ws.messages;
-            stats.bytes += ws.bytes;
-            stats.lost += ws.lost;
-            if let Some(g) = &cat.mailbox.guid {
-                for a in &cat.mailbox.attributes {
-                    attrs.push((attribute_key(g, a, false), a.value.clone()));
-                }
-                if cat.mailbox.name.as_bytes() == b"INBOX" {
-                    inbox_guid = Some(g.clone());
-                }
-            }
-            restored_names.push(cat.mailbox.name.clone());
+            restored_names.push(m.meta.name.clone());
+        }
+        if dry_run {
+            continue;
         }
         // Subscriptions and user-level METADATA.
         let user_meta = archive.dir.users.iter().find(|u| u.name == source_user);
-        if let Some(u) = user_meta {
-            let subs: Vec<Name> = if p.whole_users {
-                u.subscriptions.clone()
-            } else {
-                u.subscriptions
-                    .iter()
-                    .filter(|s| restored_names.contains(s))
-                    .cloned()
-                    .collect()
-            };
-            w.add_subscriptions(&subs)?;
-            if p.whole_users {
-                if let Some(g) = &inbox_guid {
-                    for a in &u.server_attributes {
-                        attrs.push((attribute_key(g, a, true), a.value.clone()));
-                    }
+        let subs: Vec<Name> = match (opts.mode, user_meta) {
+            (Mode::SideFolder, _) => new_names.clone(),
+            (_, Some(u)) if p.whole_users => u.subscriptions.clone(),
+            (_, Some(u)) => u
+                .subscriptions
+                .iter()
+                .filter(|s| restored_names.contains(s))
+                .cloned()
+                .collect(),
+            (_, None) => Vec::new(),
+        };
+        w.add_subscriptions(&subs)?;
+        if p.whole_users
+            && let Some(u) = user_meta
+        {
+            if let Some(g) = &inbox_guid {
+                for a in &u.server_attributes {
+                    attrs.push((attribute_key(g, a, true), a.value.clone()));
                 }
-                attrs.extend(u.raw_attributes.iter().cloned());
             }
+            attrs.extend(u.raw_attributes.iter().cloned());
         }
         if let Err(e) = w.add_attributes(&attrs) {
             match e {

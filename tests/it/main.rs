@@ -7,5 +7,6 @@ mod corrupt;
 mod dovecot;
 mod fidelity;
 mod format_vectors;
+mod live_restore;
 mod util;
 mod vanish;

@@ -5,6 +5,7 @@
 //! `stat` per message; no body is read until [`StoreReader::open_body`]).
 //! [`MaildirWriter`] writes mailboxes back following Dovecot's rules (see `write.rs`).
 
+mod merge;
 pub mod uidlist;
 mod write;
 
@@ -15,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub use merge::MergeReport;
 pub use write::MaildirWriter;
 
 use super::location::{Layout, Location};

@@ -37,7 +37,7 @@ pub struct MaildirWriter {
     seq: u32,
 }
 
-fn to_system_time(t: Timestamp) -> SystemTime {
+pub(super) fn to_system_time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs.unsigned_abs(), t.nanos.min(999_999_999))
     } else {
@@ -45,7 +45,7 @@ fn to_system_time(t: Timestamp) -> SystemTime {
     }
 }
 
-fn sync_dir(p: &Path) -> Result<()> {
+pub(super) fn sync_dir(p: &Path) -> Result<()> {
     File::open(p).and_then(|d| d.sync_all()).at(p)
 }
 
@@ -77,7 +77,7 @@ impl MaildirWriter {
     }
 
     /// Directory of a mailbox under `root`.
-    fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
+    pub(super) fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
         if name.as_bytes() == b"INBOX" {
             return root.to_path_buf();
         }
@@ -102,7 +102,7 @@ impl MaildirWriter {
         }
     }
 
-    fn chown(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
+    pub(super) fn chown(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
         if !self.can_chown {
             return Ok(());
         }
@@ -113,7 +113,7 @@ impl MaildirWriter {
         Ok(())
     }
 
-    fn mkdir(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
+    pub(super) fn mkdir(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
         match fs::create_dir(p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
@@ -127,7 +127,7 @@ impl MaildirWriter {
         self.chown(p, owner)
     }
 
-    fn mkdir_all(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
+    pub(super) fn mkdir_all(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
         if p.is_dir() {
             return Ok(());
         }
@@ -138,7 +138,7 @@ impl MaildirWriter {
     }
 
     /// The root being written (staging root when the final one did not exist).
-    fn work_root(&mut self, owner: Option<Owner>) -> Result<PathBuf> {
+    pub(super) fn work_root(&mut self, owner: Option<Owner>) -> Result<PathBuf> {
         if let Some(s) = &self.staging_root {
             return Ok(s.clone());
         }
@@ -169,7 +169,7 @@ impl MaildirWriter {
     }
 
     /// Write `data` to `path` through a temporary file, fsync and rename.
-    fn write_atomic(
+    pub(super) fn write_atomic(
         &self,
         path: &Path,
         data: &[u8],
@@ -212,7 +212,7 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// A file name from the archive, if it is safe to use; else `None`.
-fn safe_filename(name: &[u8]) -> Option<&[u8]> {
+pub(super) fn safe_filename(name: &[u8]) -> Option<&[u8]> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name[0] != b'.'
@@ -224,7 +224,7 @@ fn safe_filename(name: &[u8]) -> Option<&[u8]> {
 }
 
 /// Flag letters for a file name, from flags and keywords against the keyword table.
-fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
+pub(super) fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
     use crate::model::Flags;
     let mut l = Vec::new();
     for (f, c) in [
