@@ -361,6 +361,23 @@ pub fn backup<W: Write>(
     } else {
         Some(Bases::open(&opts.bases, progress)?)
     };
+    if let Some(b) = &bases {
+        for a in &b.archives {
+            let src = &a.manifest().source;
+            if src.location != opts.location.spec || src.home != opts.location.home {
+                progress.event(&Event::Warning {
+                    message: format!(
+                        "base {} was made from location {} (home {}), this backup reads {} (home {}); messages are matched by mailbox GUID, so nothing wrong is recorded, but fewer may be reused",
+                        a.path().display(),
+                        src.location,
+                        src.home.as_deref().unwrap_or("-"),
+                        opts.location.spec,
+                        opts.location.home.as_deref().unwrap_or("-")
+                    ),
+                });
+            }
+        }
+    }
     let refs: Vec<ParentRef> = bases
         .iter()
         .flat_map(|b| b.archives.iter())

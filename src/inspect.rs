@@ -44,6 +44,9 @@ pub struct ListEntry<'a> {
     /// Deleted mail only: creation time of the first archive no longer holding it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_by: Option<&'a str>,
+    /// Deleted mail only: id of the newest archive whose state still held it, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<&'a str>,
 }
 
 /// Which messages `list` shows.
@@ -120,8 +123,20 @@ pub fn list(
         if !matches(filter, &e.user, &e.name) {
             continue;
         }
-        let cat = archive.catalog(i)?;
-        n += write_entries(&cat, &cat.messages, json, out)?;
+        let mut cat = archive.catalog(i)?;
+        // A since-archive does not hash files it did not read: take the hash from the
+        // earlier archive holding the same message.
+        let fill: Vec<(usize, String)> = cat
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.message.content.sha256.is_empty())
+            .filter_map(|(k, r)| chain.resolve(at, &cat, r).map(|x| (k, x.sha256)))
+            .collect();
+        for (k, sha) in fill {
+            cat.messages[k].message.content.sha256 = sha;
+        }
+        n += write_entries(&cat, &cat.messages, None, json, out)?;
     }
     Ok(n)
 }
@@ -130,6 +145,8 @@ pub fn list(
 struct DeletedHit {
     cat: MailboxRecord,
     rec: MessageRecord,
+    /// The archive whose state last held it (the parent of the archive recording it).
+    last_in: Option<String>,
 }
 
 /// Records of deleted mail in `chain` (with the mailbox each was deleted from), oldest
@@ -183,6 +200,7 @@ fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>
                     out.push(DeletedHit {
                         cat: cat.clone(),
                         rec,
+                        last_in: a.manifest().parent.as_ref().map(|p| p.archive_id.clone()),
                     });
                 }
             }
@@ -214,7 +232,13 @@ pub fn list_deleted(
     let hits = deleted_records(chain, filter)?;
     let mut n = 0;
     for h in &hits {
-        n += write_entries(&h.cat, std::slice::from_ref(&h.rec), json, out)?;
+        n += write_entries(
+            &h.cat,
+            std::slice::from_ref(&h.rec),
+            h.last_in.as_deref(),
+            json,
+            out,
+        )?;
     }
     Ok(n)
 }
@@ -222,6 +246,7 @@ pub fn list_deleted(
 fn write_entries(
     cat: &MailboxRecord,
     recs: &[MessageRecord],
+    last_in: Option<&str>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u64> {
@@ -244,6 +269,7 @@ fn write_entries(
                 sha256: &msg.content.sha256,
                 last_seen: r.last_seen.as_deref(),
                 deleted_by: r.deleted_by.as_deref(),
+                archive: last_in,
             };
             if json {
                 serde_json::to_writer(&mut *out, &entry).map_err(|e| w(e.into()))?;

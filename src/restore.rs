@@ -179,7 +179,11 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         if !sel.user_matches(&m.user) || !sel.mailbox_matches(&m.user, &m.name) {
             continue;
         }
-        cands.push((Some(i), archive.catalog(i)?));
+        let mut cat = archive.catalog(i)?;
+        // The archive's own records of deleted mail are history, not state: only
+        // `--deleted` brings them back (below, from the whole chain).
+        cat.deleted.clear();
+        cands.push((Some(i), cat));
     }
     if opts.deleted {
         let filter = crate::inspect::ListFilter::default();
@@ -377,7 +381,11 @@ pub fn restore(
         let mut inbox_guid = None;
         for m in mbs {
             let mut cat = match m.catalog {
-                Some(i) => archive.catalog(i)?,
+                Some(i) => {
+                    let mut c = archive.catalog(i)?;
+                    c.deleted.clear();
+                    c
+                }
                 None => MailboxRecord {
                     user: m.source_user.clone(),
                     mailbox: m.meta.clone(),

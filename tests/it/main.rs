@@ -7,6 +7,7 @@ mod corrupt;
 mod dovecot;
 mod fidelity;
 mod format_vectors;
+mod incremental;
 mod live_restore;
 mod util;
 mod vanish;

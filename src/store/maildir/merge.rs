@@ -314,8 +314,8 @@ impl MaildirWriter {
                 .at(&tmp)?;
             drop(f);
             self.chown(&tmp, owner)?;
-            let sub = if md.new { "new" } else { "cur" };
-            let dest = dir.join(sub).join(std::ffi::OsStr::from_bytes(&filename));
+            // Always cur/ with the info suffix: the flags are known (new/ files have none).
+            let dest = dir.join("cur").join(std::ffi::OsStr::from_bytes(&filename));
             fs::rename(&tmp, &dest).at(&dest)?;
             let fname = parse_filename(&filename);
             let uid = next_uid.max(1);
