@@ -131,6 +131,10 @@ pub struct BackupArgs {
     /// full is this old (e.g. `7d`, `12h`, `1w`; plain numbers are seconds).
     #[arg(long, value_name = "DURATION", requires = "state_dir")]
     pub full_every: Option<String>,
+    /// With --state-dir: after a successful run, delete the archives of all but the newest N
+    /// chains (a chain = a full and its incrementals).
+    #[arg(long, value_name = "N", requires = "state_dir", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_chains: Option<u32>,
     /// zstd compression level.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,

@@ -337,6 +337,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if !a.quiet && a.progress != ProgressMode::Json {
                         eprintln!("maildump: wrote {} backup {}", kind, dest.display());
                     }
+                    if let Some(k) = a.keep_chains {
+                        for p in sd.prune(k as usize)? {
+                            if !a.quiet && a.progress != ProgressMode::Json {
+                                eprintln!("maildump: removed {} (older chain)", p.display());
+                            }
+                        }
+                    }
                     stats
                 }
             };

@@ -206,6 +206,10 @@ impl StateDir {
     /// I/O errors.
     pub fn record(&mut self, entry: StateEntry) -> Result<()> {
         self.state.archives.push(entry);
+        self.write_state()
+    }
+
+    fn write_state(&self) -> Result<()> {
         let sp = self.dir.join(STATE_FILE);
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).at(&self.dir)?;
         let json = serde_json::to_vec_pretty(&self.state)
@@ -217,6 +221,49 @@ impl StateDir {
         Ok(())
     }
 
+    /// Retention: keep the newest `keep` chains, delete the archives of older ones (only files
+    /// recorded in `state.json`), and record that. Returns the files deleted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn prune(&mut self, keep: usize) -> Result<Vec<PathBuf>> {
+        let mut chains: Vec<&str> = Vec::new();
+        for e in &self.state.archives {
+            if !chains.contains(&e.chain.as_str()) {
+                chains.push(&e.chain);
+            }
+        }
+        if chains.len() <= keep.max(1) {
+            return Ok(Vec::new());
+        }
+        let old: Vec<String> = chains[..chains.len() - keep.max(1)]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let (drop, kept): (Vec<StateEntry>, Vec<StateEntry>) = self
+            .state
+            .archives
+            .drain(..)
+            .partition(|e| old.contains(&e.chain));
+        self.state.archives = kept;
+        // Record first: a crash then leaves unrecorded files, never records of missing ones.
+        self.write_state()?;
+        let mut removed = Vec::new();
+        for e in drop {
+            // Only plain file names written by maildump; never a path.
+            if e.file.contains('/') || e.file.starts_with('.') {
+                continue;
+            }
+            let p = self.dir.join(&e.file);
+            match fs::remove_file(&p) {
+                Ok(()) => removed.push(p),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(p, err)),
+            }
+        }
+        Ok(removed)
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -225,7 +272,55 @@ impl StateDir {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::*;
+
+    fn entry(file: &str, chain: &str) -> StateEntry {
+        StateEntry {
+            file: file.into(),
+            archive_id: file.into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            kind: if file.ends_with("full") {
+                "full".into()
+            } else {
+                "incremental".into()
+            },
+            chain: chain.into(),
+        }
+    }
+
+    #[test]
+    fn prune_keeps_newest_chains_and_only_recorded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sd = StateDir::open(dir.path()).unwrap();
+        for (f, c) in [
+            ("a-full", "a"),
+            ("a-inc", "a"),
+            ("b-full", "b"),
+            ("c-full", "c"),
+        ] {
+            fs::write(dir.path().join(f), b"x").unwrap();
+            sd.record(entry(f, c)).unwrap();
+        }
+        fs::write(dir.path().join("unrelated"), b"x").unwrap();
+        let removed = sd.prune(2).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(!dir.path().join("a-full").exists() && !dir.path().join("a-inc").exists());
+        assert!(dir.path().join("b-full").exists() && dir.path().join("unrelated").exists());
+        drop(sd);
+        let sd = StateDir::open(dir.path()).unwrap();
+        let files: Vec<&str> = sd.state.archives.iter().map(|e| e.file.as_str()).collect();
+        assert_eq!(files, ["b-full", "c-full"]);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = StateDir::open(dir.path()).unwrap();
+        assert!(matches!(
+            StateDir::open(dir.path()),
+            Err(Error::Conflict(_))
+        ));
+    }
 
     #[test]
     fn durations() {
