@@ -302,8 +302,10 @@ pub struct CatArgs {
 /// `verify` arguments.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Archive file, or `-` for stdin.
-    pub archive: String,
+    /// Archive file, or `-` for stdin; for a chain, oldest first: each archive is verified,
+    /// and every message whose bytes are in another archive must find them in the chain.
+    #[arg(required = true, value_name = "ARCHIVE")]
+    pub archives: Vec<String>,
     /// Print only damage.
     #[arg(short, long)]
     pub quiet: bool,

@@ -518,3 +518,41 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     rep.damage.dedup();
     Ok(rep)
 }
+
+/// Check that every message of every archive of `chain` whose bytes are in another archive
+/// finds them there (its state's messages and its records of deleted mail). Returns the
+/// problems, each naming the archive and message.
+///
+/// # Errors
+/// Damaged catalogs.
+pub fn verify_references(chain: &Chain) -> Result<(u64, Vec<String>)> {
+    let mut checked = 0;
+    let mut damage = Vec::new();
+    for (i, a) in chain.archives.iter().enumerate() {
+        let n = a.dir.mailboxes.len();
+        for k in 0..n + a.dir.gone.len() {
+            let cat = if k < n {
+                a.catalog(k)?
+            } else {
+                a.gone_catalog(k - n)?
+            };
+            for r in cat.messages.iter().chain(cat.deleted.iter()) {
+                if !r.is_external() {
+                    continue;
+                }
+                checked += 1;
+                if chain.resolve(i, &cat, r).is_none() {
+                    damage.push(format!(
+                        "{}: user {} mailbox {} UID {}: {}",
+                        a.path().display(),
+                        cat.user,
+                        cat.mailbox.name,
+                        r.message.uid,
+                        chain.missing_reason(r)
+                    ));
+                }
+            }
+        }
+    }
+    Ok((checked, damage))
+}

@@ -490,21 +490,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {
-            let (path, _tmp) = archive_path(&a.archive)?;
-            let rep = inspect::verify(&path)?;
-            for d in &rep.damage {
-                println!("DAMAGED: {d}");
+            if a.archives.len() > 1 && a.archives.iter().any(|x| x == "-") {
+                return Err(Error::Usage(
+                    "`-` (stdin) can only be used for a single archive".into(),
+                )
+                .into());
             }
-            if rep.damage.is_empty() {
-                if !a.quiet {
+            let mut problems = 0usize;
+            let mut paths = Vec::new();
+            let mut _tmps = Vec::new();
+            for arg in &a.archives {
+                let (path, tmp) = archive_path(arg)?;
+                let rep = inspect::verify(&path)?;
+                let prefix = if a.archives.len() > 1 {
+                    format!("{}: ", path.display())
+                } else {
+                    String::new()
+                };
+                for d in &rep.damage {
+                    println!("DAMAGED: {prefix}{d}");
+                }
+                problems += rep.damage.len();
+                if rep.damage.is_empty() && !a.quiet {
                     println!(
-                        "OK: {} data frames, {} messages, {} distinct bodies verified{}",
+                        "OK: {prefix}{} data frames, {} messages, {} distinct bodies verified{}",
                         rep.frames,
                         rep.messages,
                         rep.bodies,
                         if rep.referenced > 0 {
                             format!(
-                                "; {} messages have their bytes in earlier archives of the chain",
+                                "; {} messages have their bytes in other archives of the chain",
                                 rep.referenced
                             )
                         } else {
@@ -512,9 +527,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                     );
                 }
+                paths.push(path);
+                _tmps.push(tmp);
+            }
+            if paths.len() > 1 {
+                let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+                match Chain::open(&refs, true) {
+                    Ok(chain) => {
+                        let (checked, damage) = inspect::verify_references(&chain)?;
+                        for d in &damage {
+                            println!("DAMAGED: {d}");
+                        }
+                        problems += damage.len();
+                        if damage.is_empty() && !a.quiet {
+                            println!(
+                                "OK: chain of {} archives: all {checked} references to bytes in other archives found",
+                                paths.len()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        println!("DAMAGED: chain: {e}");
+                        problems += 1;
+                    }
+                }
+            }
+            if problems == 0 {
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("maildump: verify: {} problems found", rep.damage.len());
+                eprintln!("maildump: verify: {problems} problems found");
                 Ok(ExitCode::from(
                     maildump::ErrorKind::CorruptArchive.exit_code(),
                 ))

@@ -205,3 +205,31 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
         );
     }
 }
+
+#[test]
+fn chains_verify_whole_and_a_missing_link_is_damage() {
+    let dir = repo().join("format-spec/vectors/v1");
+    let chain = [
+        dir.join("fixture.mdump"),
+        dir.join("fixture.inc1.mdump"),
+        dir.join("fixture.inc2.mdump"),
+    ];
+    let out = run_ok(maildump().arg("verify").args(&chain));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("OK: chain of 3 archives: all 24 references"),
+        "{text}"
+    );
+    let out = maildump()
+        .arg("verify")
+        .arg(&chain[0])
+        .arg(&chain[2])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("missing link") && text.contains("00000000-0000-4000-8000-000000000002"),
+        "{text}"
+    );
+}
