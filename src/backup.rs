@@ -152,15 +152,19 @@ impl Bases {
             archives.push(a);
         }
         let mut content = HashMap::new();
-        // Oldest first, so that the newest holder of equal bytes wins.
+        // Only bytes of the bases' current messages (not of their deleted-mail records):
+        // a merge of the chain up to a base holds exactly those, so a later incremental
+        // never refers to bytes a synthetic full dropped. Oldest first, so that the newest
+        // holder of equal bytes wins.
         for a in archives.iter().rev() {
-            for_each_catalog(a, &mut |cat| {
-                for r in cat.messages.iter().chain(cat.deleted.iter()) {
+            for i in 0..a.dir.mailboxes.len() {
+                let cat = a.catalog(i)?;
+                for r in &cat.messages {
                     if let (Some(at), Ok(sha)) = (content_ref(a, r), sha_bytes(r)) {
                         content.insert(sha, at);
                     }
                 }
-            })?;
+            }
         }
         Ok(Bases { archives, content })
     }
@@ -180,16 +184,6 @@ impl Bases {
         }
         Ok(out)
     }
-}
-
-fn for_each_catalog(a: &Archive, f: &mut dyn FnMut(&MailboxRecord)) -> Result<()> {
-    for i in 0..a.dir.mailboxes.len() {
-        f(&a.catalog(i)?);
-    }
-    for j in 0..a.dir.gone.len() {
-        f(&a.gone_catalog(j)?);
-    }
-    Ok(())
 }
 
 /// Where the bytes of record `r` of archive `a` are, as a reference usable by a child.
@@ -291,11 +285,17 @@ fn deletions(
     created: &str,
 ) -> Deletions {
     let mut live_by_guid: HashMap<&str, usize> = HashMap::new();
+    let mut live_by_name: HashMap<&Name, usize> = HashMap::new();
     let mut present: HashSet<(usize, u32, u32)> = HashSet::new();
     let mut guids: HashSet<&[u8]> = HashSet::new();
     for (i, (m, msgs)) in live.iter().enumerate() {
-        if let Some(g) = &m.guid {
-            live_by_guid.insert(g.as_str(), i);
+        match &m.guid {
+            Some(g) => {
+                live_by_guid.insert(g.as_str(), i);
+            }
+            None => {
+                live_by_name.insert(&m.name, i);
+            }
         }
         for msg in msgs {
             present.insert((i, m.uidvalidity, msg.uid.0));
@@ -305,12 +305,14 @@ fn deletions(
     let mut per_live: HashMap<usize, Vec<MessageRecord>> = HashMap::new();
     let mut gone = Vec::new();
     for cat in &ub.parent {
-        let at = cat
-            .mailbox
-            .guid
-            .as_deref()
-            .and_then(|g| live_by_guid.get(g))
-            .copied();
+        // The same mailbox: same GUID (a rename keeps it), or, without GUIDs, the same
+        // name; and the same UIDVALIDITY, else its old messages went with the old one.
+        let at = match cat.mailbox.guid.as_deref() {
+            Some(g) => live_by_guid.get(g),
+            None => live_by_name.get(&cat.mailbox.name),
+        }
+        .copied()
+        .filter(|&i| live[i].0.uidvalidity == cat.mailbox.uidvalidity);
         let mut recs = Vec::new();
         for r in &cat.messages {
             let still_here = at

@@ -53,13 +53,17 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
     ))
 }
 
+/// Holders of one identity: (archive whose state has the message, archive holding the bytes,
+/// location, SHA-256), in chain order.
+type Holders = Vec<(usize, usize, Location, String)>;
+
 /// Archives read together, oldest first.
 pub struct Chain {
     /// The archives, in the order given (checked: each after its parent).
     pub archives: Vec<Archive>,
     ids: HashMap<String, usize>,
     by_sha: OnceCell<HashMap<String, (usize, Location)>>,
-    by_identity: OnceCell<HashMap<Identity, (usize, Location, String)>>,
+    by_identity: OnceCell<HashMap<Identity, Holders>>,
 }
 
 /// Parse an RFC 3339 time or Unix seconds.
@@ -264,7 +268,9 @@ impl Chain {
         })
     }
 
-    fn identity_index(&self) -> &HashMap<Identity, (usize, Location, String)> {
+    /// Identity -> every holder: (archive whose state has the message, archive holding the
+    /// bytes, location, SHA-256), in chain order.
+    fn identity_index(&self) -> &HashMap<Identity, Holders> {
         self.by_identity.get_or_init(|| {
             let mut map = HashMap::new();
             for (ai, a) in self.archives.iter().enumerate() {
@@ -283,7 +289,12 @@ impl Chain {
                             _ => None,
                         };
                         if let Some((j, loc)) = found {
-                            map.insert(id, (j, loc, r.message.content.sha256.clone()));
+                            map.entry(id).or_insert_with(Vec::new).push((
+                                ai,
+                                j,
+                                loc,
+                                r.message.content.sha256.clone(),
+                            ));
                         }
                     }
                 }
@@ -317,9 +328,11 @@ impl Chain {
         // A since-archive's unread message: the same message in an earlier archive.
         let id = identity(cat, rec)?;
         self.identity_index()
-            .get(&id)
-            .filter(|(j, _, _)| *j <= at)
-            .map(|(j, loc, s)| Resolved {
+            .get(&id)?
+            .iter()
+            .rev()
+            .find(|(state, _, _, _)| *state <= at)
+            .map(|(_, j, loc, s)| Resolved {
                 archive: *j,
                 loc: *loc,
                 sha256: s.clone(),

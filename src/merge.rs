@@ -97,7 +97,11 @@ pub fn merge<W: Write>(
         source: lm.source.clone(),
     };
     // Deleted mail to keep, grouped by user and mailbox (GUID, else name) as last seen.
-    let mut keep: BTreeMap<(Name, String), (MailboxMeta, Vec<MessageRecord>)> = BTreeMap::new();
+    // Keyed by user, mailbox GUID (else name) and UIDVALIDITY: records go back to the same
+    // mailbox only when it is the same one (a mailbox recreated with the same GUID but a new
+    // UIDVALIDITY gets them as a deleted mailbox).
+    let mut keep: BTreeMap<(Name, String, u32), (MailboxMeta, Vec<MessageRecord>)> =
+        BTreeMap::new();
     if let Some(d) = opts.keep_deleted {
         let end = chrono::DateTime::parse_from_rfc3339(&lm.created)
             .map_err(|_| Error::corrupt("manifest", format!("bad created {}", lm.created)))?;
@@ -116,6 +120,7 @@ pub fn merge<W: Write>(
                     .guid
                     .clone()
                     .unwrap_or_else(|| format!("name:{}", cat.mailbox.name)),
+                cat.mailbox.uidvalidity,
             );
             keep.entry(key)
                 .or_insert_with(|| (cat.mailbox.clone(), Vec::new()))
@@ -176,6 +181,7 @@ pub fn merge<W: Write>(
                     .guid
                     .clone()
                     .unwrap_or_else(|| format!("name:{}", cat.mailbox.name)),
+                cat.mailbox.uidvalidity,
             );
             let deleted = match keep.remove(&guid_key) {
                 Some((_, d)) => keep_bytes(
@@ -193,7 +199,7 @@ pub fn merge<W: Write>(
             w.add_mailbox(&user, cat.mailbox, recs, deleted)?;
         }
         // Deleted mail of mailboxes that no longer exist.
-        let gone: Vec<(Name, String)> = keep.keys().filter(|k| k.0 == user).cloned().collect();
+        let gone: Vec<(Name, String, u32)> = keep.keys().filter(|k| k.0 == user).cloned().collect();
         for k in gone {
             if let Some((mb, d)) = keep.remove(&k) {
                 let d = keep_bytes(chain, &mut w, &mut cursors, &user, &mb, d, &mut stats)?;

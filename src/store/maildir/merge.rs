@@ -149,6 +149,11 @@ fn read_live(dir: &Path) -> Result<Live> {
         }
     }
     let mut by_size_date: HashMap<(u64, i64), Vec<PathBuf>> = HashMap::new();
+    // Names the uidlist still lists (an expunged file's line stays until Dovecot rewrites
+    // the file) are taken too: reusing one makes Dovecot report a duplicate entry.
+    if let Some(ul) = &ul {
+        bases.extend(ul.records.iter().map(|r| r.base.clone()));
+    }
     for (base, e) in &files {
         bases.insert(base.clone());
         if !ul.as_ref().is_some_and(|u| {
@@ -219,7 +224,19 @@ impl MaildirWriter {
         let lock = if dry_run {
             None
         } else {
-            Some(take_lock(&dir)?)
+            let l = take_lock(&dir)?;
+            // Owned by the mailbox's owner at once, so Dovecot (running as that user) can
+            // watch it while it waits.
+            let md = fs::metadata(&dir).at(&dir)?;
+            self.chown(
+                &l.path,
+                Some(Owner {
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    mode: 0o600,
+                }),
+            )?;
+            Some(l)
         };
         let live = read_live(&dir)?;
         let mut rep = MergeReport::default();
