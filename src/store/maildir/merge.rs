@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
-use super::write::{info_letters, safe_filename, sync_dir, to_system_time};
+use super::write::{info_letters, safe_filename, sync_dir};
 use super::{MaildirWriter, list_messages};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
@@ -302,35 +302,10 @@ impl MaildirWriter {
             filename.extend_from_slice(b":2,");
             filename.extend_from_slice(&letters);
             let tmp = dir.join("tmp").join(format!("{pid}.{n}.maildump-merge"));
-            let mode = m
-                .owner
-                .map(|o| o.mode & 0o7777)
-                .filter(|x| *x != 0)
-                .unwrap_or(0o600);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)
-                .at(&tmp)?;
-            let ok = {
-                let mut bw = io::BufWriter::with_capacity(1 << 16, &mut f);
-                let ok = bodies(i, &mut bw)?;
-                bw.flush().at(&tmp)?;
-                ok
-            };
-            if !ok {
-                drop(f);
-                fs::remove_file(&tmp).at(&tmp)?;
+            if !self.write_message_file(&tmp, m, owner, &mut |out| bodies(i, out))? {
                 rep.lost += 1;
                 continue;
             }
-            f.sync_all().at(&tmp)?;
-            let t = to_system_time(m.received);
-            f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-                .at(&tmp)?;
-            drop(f);
-            self.chown(&tmp, owner)?;
             // Always cur/ with the info suffix: the flags are known (new/ files have none).
             let dest = dir.join("cur").join(std::ffi::OsStr::from_bytes(&filename));
             fs::rename(&tmp, &dest).at(&dest)?;

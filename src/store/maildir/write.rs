@@ -37,7 +37,7 @@ pub struct MaildirWriter {
     seq: u32,
 }
 
-pub(super) fn to_system_time(t: Timestamp) -> SystemTime {
+fn to_system_time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs.unsigned_abs(), t.nanos.min(999_999_999))
     } else {
@@ -197,6 +197,47 @@ impl MaildirWriter {
         fs::rename(&tmp, path).at(path)
     }
 
+    /// Write one message file at `tmp` (a new file): its bytes from `body`, fsynced, its
+    /// mtime the received date, the archived mode, `owner`. Returns `false` (and removes the
+    /// file) when `body` could not supply the bytes.
+    pub(super) fn write_message_file(
+        &self,
+        tmp: &Path,
+        msg: &MessageMeta,
+        owner: Option<Owner>,
+        body: &mut dyn FnMut(&mut dyn Write) -> Result<bool>,
+    ) -> Result<bool> {
+        let mode = msg
+            .owner
+            .map(|o| o.mode & 0o7777)
+            .filter(|m| *m != 0)
+            .unwrap_or(0o600);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)
+            .at(tmp)?;
+        let ok = {
+            let mut bw = io::BufWriter::with_capacity(1 << 16, &mut f);
+            let ok = body(&mut bw)?;
+            bw.flush().at(tmp)?;
+            ok
+        };
+        if !ok {
+            drop(f);
+            fs::remove_file(tmp).at(tmp)?;
+            return Ok(false);
+        }
+        f.sync_all().at(tmp)?;
+        let t = to_system_time(msg.received);
+        f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .at(tmp)?;
+        drop(f);
+        self.chown(tmp, owner)?;
+        Ok(true)
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq += 1;
         self.seq
@@ -351,35 +392,10 @@ impl StoreWriter for MaildirWriter {
                 let tmp = work
                     .join("tmp")
                     .join(format!("{}.{}.maildump", std::process::id(), i));
-                let mode = msg
-                    .owner
-                    .map(|o| o.mode & 0o7777)
-                    .filter(|m| *m != 0)
-                    .unwrap_or(0o600);
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(&tmp)
-                    .at(&tmp)?;
-                let ok = {
-                    let mut bw = io::BufWriter::with_capacity(1 << 16, &mut f);
-                    let ok = bodies(i, &mut bw)?;
-                    bw.flush().at(&tmp)?;
-                    ok
-                };
-                if !ok {
-                    drop(f);
-                    fs::remove_file(&tmp).at(&tmp)?;
+                if !self.write_message_file(&tmp, msg, msg.owner, &mut |out| bodies(i, out))? {
                     stats.lost += 1;
                     continue;
                 }
-                f.sync_all().at(&tmp)?;
-                let t = to_system_time(msg.received);
-                f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-                    .at(&tmp)?;
-                drop(f);
-                self.chown(&tmp, msg.owner)?;
                 fs::rename(&tmp, &dest).at(&dest)?;
                 written.insert(key, dest.clone());
             }
