@@ -135,8 +135,9 @@ struct Known {
 /// The base archives of an incremental, opened.
 struct Bases {
     archives: Vec<Archive>,
-    /// Bytes any base holds, by SHA-256.
-    content: HashMap<[u8; 32], ContentRef>,
+    /// Whether [`Bases::content`] was handed to the writer (done before the first file
+    /// is read: a run that reads no file never parses the bases' catalogs for it).
+    content_given: std::cell::Cell<bool>,
 }
 
 impl Bases {
@@ -151,6 +152,15 @@ impl Bases {
             }
             archives.push(a);
         }
+        Ok(Bases {
+            archives,
+            content_given: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Bytes any base holds, by SHA-256.
+    fn content(&self) -> Result<HashMap<[u8; 32], ContentRef>> {
+        let archives = &self.archives;
         let mut content = HashMap::new();
         // Only bytes of the bases' current messages (not of their deleted-mail records):
         // a merge of the chain up to a base holds exactly those, so a later incremental
@@ -166,7 +176,7 @@ impl Bases {
                 }
             }
         }
-        Ok(Bases { archives, content })
+        Ok(content)
     }
 
     fn parent(&self) -> &Archive {
@@ -417,9 +427,6 @@ pub fn backup<W: Write>(
         },
     };
     let mut w = ArchiveWriter::new(out, manifest, &opts.writer)?;
-    if let Some(b) = &bases {
-        w.set_chain_content(b.content.clone());
-    }
     let mut stats = BackupStats::default();
     let ctx = Ctx {
         opts,
@@ -535,6 +542,12 @@ fn backup_user<W: Write>(
                 stats.bytes += rec.message.content.size;
                 records.push(rec);
                 continue;
+            }
+            if let Some(b) = ctx.bases
+                && !b.content_given.get()
+            {
+                w.set_chain_content(b.content()?);
+                b.content_given.set(true);
             }
             let mut body = match reader.open_body(h, &msg) {
                 Ok(b) => b,
