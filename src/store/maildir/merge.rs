@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
-use super::write::{info_letters, safe_filename, sync_dir};
+use super::write::{BATCH, Pending, info_letters, safe_filename, sync_dir};
 use super::{MaildirWriter, list_messages};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
@@ -278,7 +278,11 @@ impl MaildirWriter {
         let mut used = live.bases.clone();
         let mut new_records = Vec::new();
         let pid = std::process::id();
+        let mut pending = Pending::default();
         for (n, &i) in add.iter().enumerate() {
+            if pending.len() >= BATCH {
+                pending.flush(&dir)?;
+            }
             let m = &messages[i];
             let md = m.maildir.clone().unwrap_or_default();
             let letters = info_letters(m, &table);
@@ -308,7 +312,7 @@ impl MaildirWriter {
             }
             // Always cur/ with the info suffix: the flags are known (new/ files have none).
             let dest = dir.join("cur").join(std::ffi::OsStr::from_bytes(&filename));
-            fs::rename(&tmp, &dest).at(&dest)?;
+            pending.rename(tmp, dest);
             let fname = parse_filename(&filename);
             let uid = next_uid.max(1);
             next_uid = uid + 1;
@@ -333,6 +337,7 @@ impl MaildirWriter {
                 other: Vec::new(),
             });
         }
+        pending.flush(&dir)?;
         for sub in ["cur", "new"] {
             sync_dir(&dir.join(sub))?;
         }

@@ -45,6 +45,54 @@ fn to_system_time(t: Timestamp) -> SystemTime {
     }
 }
 
+/// Message files written to `tmp/` and not yet durable: made durable together by one
+/// `syncfs`, then renamed (and hard-linked) into place. One `fsync` per file would cost a
+/// journal commit per message (20,000 messages: ~15 s on ext4); a batch costs one.
+/// Nothing is visible in `cur/`/`new/` before it is durable.
+#[derive(Default)]
+pub(super) struct Pending {
+    renames: Vec<(PathBuf, PathBuf)>,
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Files per batch: bounds the memory of [`Pending`] and the work lost to a crash.
+pub(super) const BATCH: usize = 2000;
+
+impl Pending {
+    pub(super) fn rename(&mut self, tmp: PathBuf, dest: PathBuf) {
+        self.renames.push((tmp, dest));
+    }
+
+    /// A hard link to `src`, the destination of an earlier rename of this batch or a file
+    /// already in place.
+    pub(super) fn link(&mut self, src: PathBuf, dest: PathBuf) {
+        self.links.push((src, dest));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.renames.len() + self.links.len()
+    }
+
+    /// Make every pending file durable (one `syncfs` of the file system holding `dir`),
+    /// then move them into place.
+    pub(super) fn flush(&mut self, dir: &Path) -> Result<()> {
+        if self.len() == 0 {
+            return Ok(());
+        }
+        if !self.renames.is_empty() {
+            let d = File::open(dir).at(dir)?;
+            rustix::fs::syncfs(&d).map_err(|e| Error::io(dir, io::Error::from(e)))?;
+        }
+        for (tmp, dest) in self.renames.drain(..) {
+            fs::rename(&tmp, &dest).at(&dest)?;
+        }
+        for (src, dest) in self.links.drain(..) {
+            fs::hard_link(&src, &dest).at(&dest)?;
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn sync_dir(p: &Path) -> Result<()> {
     File::open(p).and_then(|d| d.sync_all()).at(p)
 }
@@ -197,9 +245,10 @@ impl MaildirWriter {
         fs::rename(&tmp, path).at(path)
     }
 
-    /// Write one message file at `tmp` (a new file): its bytes from `body`, fsynced, its
-    /// mtime the received date, the archived mode, `owner`. Returns `false` (and removes the
-    /// file) when `body` could not supply the bytes.
+    /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
+    /// received date, the archived mode, `owner`. Not synced: [`Pending::flush`] makes a
+    /// batch durable before it becomes visible. Returns `false` (and removes the file) when
+    /// `body` could not supply the bytes.
     pub(super) fn write_message_file(
         &self,
         tmp: &Path,
@@ -229,7 +278,6 @@ impl MaildirWriter {
             fs::remove_file(tmp).at(tmp)?;
             return Ok(false);
         }
-        f.sync_all().at(tmp)?;
         let t = to_system_time(msg.received);
         f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
             .at(tmp)?;
@@ -354,7 +402,11 @@ impl StoreWriter for MaildirWriter {
         let mut records: Vec<UidRecord> = Vec::with_capacity(messages.len());
         let mut written: HashMap<(String, Timestamp, Option<Owner>), PathBuf> = HashMap::new();
         let mut used_bases: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut pending = Pending::default();
         for (i, msg) in messages.iter().enumerate() {
+            if pending.len() >= BATCH {
+                pending.flush(&work)?;
+            }
             let md = msg.maildir.clone().unwrap_or_default();
             // File name: the original when safe, else a new one (GUID kept in the uidlist).
             let letters = info_letters(msg, &meta.keywords);
@@ -387,7 +439,7 @@ impl StoreWriter for MaildirWriter {
             let key = (msg.content.sha256.clone(), msg.received, msg.owner);
             if let Some(src) = written.get(&key) {
                 // Same bytes, same date and owner: a hard link, as Dovecot's own copy makes.
-                fs::hard_link(src, &dest).at(&dest)?;
+                pending.link(src.clone(), dest.clone());
             } else {
                 let tmp = work
                     .join("tmp")
@@ -396,7 +448,7 @@ impl StoreWriter for MaildirWriter {
                     stats.lost += 1;
                     continue;
                 }
-                fs::rename(&tmp, &dest).at(&dest)?;
+                pending.rename(tmp, dest.clone());
                 written.insert(key, dest.clone());
             }
             stats.messages += 1;
@@ -426,6 +478,7 @@ impl StoreWriter for MaildirWriter {
                     .collect(),
             });
         }
+        pending.flush(&work)?;
         for sub in ["cur", "new"] {
             sync_dir(&work.join(sub))?;
         }
