@@ -14,7 +14,7 @@ use crate::chain::{Identity, identity};
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_FULL};
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR};
 use crate::format::writer::{ArchiveWriter, ContentRef, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
@@ -398,15 +398,10 @@ pub fn backup<W: Write>(
             created: a.manifest().created.clone(),
         })
         .collect();
-    let incremental = bases.is_some() || opts.since.is_some();
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        format_minor: if incremental {
-            FORMAT_MINOR
-        } else {
-            FORMAT_MINOR_FULL
-        },
+        format_minor: FORMAT_MINOR,
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created: created.clone(),
         archive_id: opts
@@ -453,6 +448,66 @@ pub fn backup<W: Write>(
     Ok(stats)
 }
 
+/// The no-change path of an incremental: when every mailbox of `user` has the signature
+/// the parent recorded for the mailbox of the same name, and the parent has no other
+/// mailbox for the user, the parent's catalogs are copied as they are (no file is
+/// stat'ed, opened or read, no catalog parsed) and the user's record is the parent's with
+/// the subscriptions and root owner read again. Returns the number of messages, or `None`
+/// (nothing written) when the user changed.
+fn copy_unchanged_user<W: Write>(
+    bases: &Bases,
+    reader: &MaildirReader,
+    user: &Name,
+    handles: &[crate::store::MailboxHandle],
+    sigs: &[String],
+    w: &mut ArchiveWriter<W>,
+) -> Result<Option<u64>> {
+    let parent = bases.parent();
+    let theirs: Vec<usize> = parent
+        .dir
+        .mailboxes
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| &e.user == user)
+        .map(|(i, _)| i)
+        .collect();
+    if theirs.len() != handles.len() {
+        return Ok(None);
+    }
+    let mut plan = Vec::with_capacity(handles.len());
+    for (h, sig) in handles.iter().zip(sigs) {
+        let Some(&i) = theirs
+            .iter()
+            .find(|&&i| parent.dir.mailboxes[i].name == h.name)
+        else {
+            return Ok(None);
+        };
+        if parent.dir.mailboxes[i].signature.as_deref() != Some(sig.as_str()) {
+            return Ok(None);
+        }
+        let Some(raw) = parent.raw_catalog(i)? else {
+            return Ok(None);
+        };
+        plan.push((i, raw));
+    }
+    let Some(mut meta) = parent.dir.users.iter().find(|u| &u.name == user).cloned() else {
+        return Ok(None);
+    };
+    let id = parent.manifest().archive_id.clone();
+    let mut names = Vec::with_capacity(plan.len());
+    let mut n = 0;
+    for (i, raw) in plan {
+        let e = &parent.dir.mailboxes[i];
+        w.copy_mailbox(e, &raw, e.catalog_of.clone().unwrap_or_else(|| id.clone()))?;
+        names.push(e.name.clone());
+        n += e.messages;
+    }
+    meta.subscriptions = reader.subscriptions()?;
+    meta.owner = Some(reader.root_owner()?);
+    w.add_user(meta, names)?;
+    Ok(Some(n))
+}
+
 struct Ctx<'a> {
     opts: &'a BackupOptions,
     bases: Option<&'a Bases>,
@@ -469,11 +524,42 @@ fn backup_user<W: Write>(
     let opts = ctx.opts;
     let reader = MaildirReader::open(&opts.location, user)?;
     let handles = reader.mailboxes()?;
+    let user_name = Name::from(user);
+    // The METADATA dictionary names mailboxes by GUID; its bytes are part of every
+    // mailbox's signature. Signatures are taken before the scan, so that a change during
+    // the backup makes the next incremental read the mailbox again.
+    let dict_path = opts.location.attribute_file_of(user);
+    let dict = match &dict_path {
+        Some(p) => match std::fs::read(p) {
+            Ok(d) => Some(d),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(p, e)),
+        },
+        None => None,
+    };
+    let dict_hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(dict.as_deref().unwrap_or_default());
+        hex::encode(h.finalize())
+    };
+    let mut sigs = Vec::with_capacity(handles.len());
+    for h in &handles {
+        sigs.push(format!("{}.{dict_hash}", reader.signature(h)?));
+    }
+    if let Some(b) = ctx.bases
+        && opts.since.is_none()
+        && let Some(n) = copy_unchanged_user(b, &reader, &user_name, &handles, &sigs, w)?
+    {
+        stats.mailboxes += handles.len() as u64;
+        stats.messages += n;
+        stats.unread += n;
+        return Ok(());
+    }
     let mut scanned = Vec::with_capacity(handles.len());
     for h in &handles {
         scanned.push(reader.scan(h)?);
     }
-    let user_name = Name::from(user);
     let ub = match ctx.bases {
         Some(b) => UserBase::load(b, &user_name)?,
         None => UserBase::default(),
@@ -495,20 +581,14 @@ fn backup_user<W: Write>(
     }
     let mut server_attributes = Vec::new();
     let mut raw_attributes = Vec::new();
-    if let Some(path) = opts.location.attribute_file_of(user) {
-        match std::fs::read(&path) {
-            Ok(data) => {
-                let (per_mb, server, raw) =
-                    split_attributes(crate::store::dovecot::parse_dict(&data), &guids);
-                for (i, a) in per_mb {
-                    scanned[i].0.attributes.push(a);
-                }
-                server_attributes = server;
-                raw_attributes = raw;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
+    if let Some(data) = &dict {
+        let (per_mb, server, raw) =
+            split_attributes(crate::store::dovecot::parse_dict(data), &guids);
+        for (i, a) in per_mb {
+            scanned[i].0.attributes.push(a);
         }
+        server_attributes = server;
+        raw_attributes = raw;
     }
     let mut names = Vec::new();
     for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
@@ -593,7 +673,7 @@ fn backup_user<W: Write>(
         }
         names.push(meta.name.clone());
         let deleted = deleted_live.remove(&mi).unwrap_or_default();
-        w.add_mailbox(&user_name, meta, records, deleted)?;
+        w.add_mailbox(&user_name, meta, records, deleted, sigs.get(mi).cloned())?;
         stats.mailboxes += 1;
     }
     for (meta, deleted) in gone {

@@ -196,7 +196,7 @@ pub fn merge<W: Write>(
                 None => Vec::new(),
             };
             names.push(cat.mailbox.name.clone());
-            w.add_mailbox(&user, cat.mailbox, recs, deleted)?;
+            w.add_mailbox(&user, cat.mailbox, recs, deleted, e.signature.clone())?;
         }
         // Deleted mail of mailboxes that no longer exist.
         let gone: Vec<(Name, String, u32)> = keep.keys().filter(|k| k.0 == user).cloned().collect();

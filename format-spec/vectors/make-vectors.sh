@@ -1,12 +1,13 @@
 #!/bin/sh
 # Rebuild the format test vectors from the fixture store, deterministically.
 #   format-spec/vectors/make-vectors.sh MAILDUMP_BINARY OUT_DIR
-# Writes OUT_DIR/fixture.mdump and OUT_DIR/fixture.list.jsonl (a full backup, format 1.0),
-# then changes the store copy the way Dovecot would (flag change = rename, expunge = unlink,
-# delivery into new/, folder rename, folder delete, move = link + unlink) and writes two
-# incrementals, fixture.inc1.mdump and fixture.inc2.mdump (format 1.1), each with its
-# .list.jsonl (listed through the chain), and fixture.deleted.jsonl (`list --deleted --json`
-# of the chain). The store is copied, its
+# Writes OUT_DIR/chain.mdump and OUT_DIR/chain.list.jsonl (a full backup), then changes the
+# store copy the way Dovecot would (flag change = rename, expunge = unlink, delivery into
+# new/, folder rename, folder delete, move = link + unlink) and writes two incrementals,
+# chain.inc1.mdump and chain.inc2.mdump, each with its .list.jsonl (listed through the
+# chain), and chain.deleted.jsonl (`list --deleted --json` of the chain). All format 1.1.
+# (fixture.mdump, the 1.0 vector, was made by the 1.0 writer with the same store and
+# options as chain.mdump; it is frozen, not rebuilt.) The store is copied, its
 # file times are set from fixtures/store.mtimes, modes are normalised (0600 files, 0700
 # directories) and ownership to 0:0 (so this must run as root), so the archive bytes do not
 # depend on the checkout. tests/it/format_vectors.rs runs it and compares with v1/.
@@ -28,9 +29,9 @@ chown -R 0:0 "$work/store"
 mkdir -p "$out"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-01T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000001 \
-  --quiet -o "$out/fixture.mdump"
+  --quiet -o "$out/chain.mdump"
 
-"$bin" list --json "$out/fixture.mdump" > "$out/fixture.list.jsonl"
+"$bin" list --json "$out/chain.mdump" > "$out/chain.list.jsonl"
 
 m="$work/store/alice/Maildir"
 # inc1: a flag change, an expunge, a new delivery, a folder rename.
@@ -45,8 +46,8 @@ mv "$m/.Work" "$m/.Job"
 mv "$m/.Work.Sub" "$m/.Job.Sub"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-02T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000002 \
-  --base "$out/fixture.mdump" --quiet -o "$out/fixture.inc1.mdump"
-"$bin" list --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" > "$out/fixture.inc1.list.jsonl"
+  --base "$out/chain.mdump" --quiet -o "$out/chain.inc1.mdump"
+"$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" > "$out/chain.inc1.list.jsonl"
 
 # inc2: a folder delete, a move between folders (bob), another flag change.
 rm -r "$m/.&ANw-n&AO8- Box"
@@ -59,8 +60,16 @@ printf '3 V1700000002 N3 Gb0b00000000000000000000000000002\n1 G1590000000.M1P1.f
 mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,RS"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-03T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000003 \
-  --base "$out/fixture.inc1.mdump" --quiet -o "$out/fixture.inc2.mdump"
-"$bin" list --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" "$out/fixture.inc2.mdump" \
-  > "$out/fixture.inc2.list.jsonl"
-"$bin" list --deleted --json "$out/fixture.mdump" "$out/fixture.inc1.mdump" "$out/fixture.inc2.mdump" \
-  > "$out/fixture.deleted.jsonl"
+  --base "$out/chain.inc1.mdump" --quiet -o "$out/chain.inc2.mdump"
+"$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
+  > "$out/chain.inc2.list.jsonl"
+
+# inc3: no change at all: every catalog is copied from inc2 (or, through it, from the
+# archive that wrote it), no file is read.
+"$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
+  --threads 1 --created 2026-01-04T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000004 \
+  --base "$out/chain.inc2.mdump" --quiet -o "$out/chain.inc3.mdump"
+"$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
+  "$out/chain.inc3.mdump" > "$out/chain.inc3.list.jsonl"
+"$bin" list --deleted --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
+  "$out/chain.inc3.mdump" > "$out/chain.deleted.jsonl"

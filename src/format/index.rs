@@ -190,6 +190,18 @@ pub struct MailboxEntry {
     pub catalog_offset: u64,
     /// Compressed length of the catalog.
     pub catalog_len: u64,
+    /// Digest of the store's view of the mailbox when it was backed up (Maildir: file names,
+    /// uidlist, keywords, directory owner and mode; see the store docs). An incremental
+    /// whose store view has the same digest copies this entry's catalog instead of reading
+    /// the mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The catalog is a byte-for-byte copy of a catalog written by archive `catalog_of`: its
+    /// records' `loc` values are locations in that archive (readers treat them as the
+    /// record's `archive` and `archive_loc`), and its records of deleted mail belong to that
+    /// archive's history, not this one's (readers drop them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_of: Option<String>,
 }
 
 /// The index directory: the first part of the INDEX payload.

@@ -208,6 +208,32 @@ impl Archive {
         self.read_catalog(entry, self.dir.mailboxes.len() + j)
     }
 
+    /// The compressed bytes of one mailbox catalog, as stored (for copying into a child
+    /// archive); `None` for an archive whose index was rebuilt by scanning.
+    ///
+    /// # Errors
+    /// I/O errors, an oversized entry.
+    pub fn raw_catalog(&self, i: usize) -> Result<Option<Vec<u8>>> {
+        let Catalogs::Index(base) = &self.catalogs else {
+            return Ok(None);
+        };
+        let entry = self
+            .dir
+            .mailboxes
+            .get(i)
+            .ok_or_else(|| Error::NotFound(format!("mailbox #{i}")))?;
+        let what = format!("index catalog of {}/{}", entry.user, entry.name);
+        if entry.catalog_len > JSON_LIMIT {
+            return Err(Error::corrupt(what, "catalog too large"));
+        }
+        let off = base
+            .checked_add(entry.catalog_offset)
+            .ok_or_else(|| Error::corrupt(&what, "offset overflow"))?;
+        let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
+        read_exact_at(&self.file, &mut comp, off, &what)?;
+        Ok(Some(comp))
+    }
+
     fn read_catalog(&self, entry: &MailboxEntry, i: usize) -> Result<MailboxRecord> {
         match &self.catalogs {
             Catalogs::Memory(v) => v
@@ -227,6 +253,18 @@ impl Archive {
                 let json = decompress_bounded(&comp, JSON_LIMIT, &what)?;
                 let mut rec: MailboxRecord = serde_json::from_slice(&json)
                     .map_err(|e| Error::corrupt(what, e.to_string()))?;
+                if let Some(of) = &entry.catalog_of {
+                    // A catalog copied from the archive that wrote it: its bytes are there.
+                    rec.deleted.clear();
+                    for m in &mut rec.messages {
+                        if let (Some(loc), None) = (m.loc.take(), &m.archive) {
+                            m.archive = Some(of.clone());
+                            m.archive_loc = Some(loc);
+                        }
+                        m.member.clear();
+                        m.link = None;
+                    }
+                }
                 fill_derived(&mut rec);
                 Ok(rec)
             }
@@ -960,6 +998,8 @@ impl Scan {
                     messages: rec.messages.len() as u64,
                     catalog_offset: 0,
                     catalog_len: 0,
+                    signature: None,
+                    catalog_of: None,
                 };
                 if m.path.starts_with(format!("{DELETED_DIR}/").as_bytes()) {
                     gone.push(entry);

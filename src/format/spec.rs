@@ -2,12 +2,8 @@
 
 /// Format major version written by this build. A reader refuses other majors.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this build when an archive uses a 1.1 feature
-/// (incremental, since-archive, merged full, deleted-mail records). Readers accept any minor
-/// of their major.
+/// Format minor version written by this build. Readers accept any minor of their major.
 pub const FORMAT_MINOR: u16 = 1;
-/// Minor version written for a plain full archive, which a 1.0 reader reads completely.
-pub const FORMAT_MINOR_FULL: u16 = 0;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;

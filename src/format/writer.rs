@@ -576,9 +576,41 @@ impl<W: Write> ArchiveWriter<W> {
         mailbox: MailboxMeta,
         messages: Vec<MessageRecord>,
         deleted: Vec<MessageRecord>,
+        signature: Option<String>,
     ) -> Result<()> {
-        let entry = self.write_mailbox_record(user, mailbox, messages, deleted, false)?;
+        let mut entry = self.write_mailbox_record(user, mailbox, messages, deleted, false)?;
+        entry.signature = signature;
         self.mailboxes.push(entry);
+        Ok(())
+    }
+
+    /// Record an unchanged mailbox by copying a catalog of another archive byte for byte
+    /// (`raw`, compressed, as [`super::reader::Archive::raw_catalog`] gives it): no
+    /// `mailbox.json` member is written, and the entry says which archive wrote the catalog
+    /// (`catalog_of`; for a catalog that was itself a copy, the archive that first wrote
+    /// it). Counts every message as referenced.
+    ///
+    /// # Errors
+    /// Write errors on the temporary spool.
+    pub fn copy_mailbox(
+        &mut self,
+        from: &MailboxEntry,
+        raw: &[u8],
+        catalog_of: String,
+    ) -> Result<()> {
+        self.spool.write_all(raw).at("<temporary index spool>")?;
+        self.mailboxes.push(MailboxEntry {
+            user: from.user.clone(),
+            name: from.name.clone(),
+            messages: from.messages,
+            catalog_offset: self.spool_len,
+            catalog_len: raw.len() as u64,
+            signature: from.signature.clone(),
+            catalog_of: Some(catalog_of),
+        });
+        self.spool_len += raw.len() as u64;
+        self.stats.messages += from.messages;
+        self.stats.referenced += from.messages;
         Ok(())
     }
 
@@ -642,6 +674,8 @@ impl<W: Write> ArchiveWriter<W> {
             messages: rec.messages.len() as u64,
             catalog_offset: self.spool_len,
             catalog_len: comp.len() as u64,
+            signature: None,
+            catalog_of: None,
         };
         self.spool_len += comp.len() as u64;
         Ok(entry)

@@ -273,7 +273,7 @@ fn hostile_names_in_an_archive_are_refused() {
             owner: None,
             uidlist_header_ext: vec![],
         };
-        w.add_mailbox(&u, mbm, vec![rec], vec![]).unwrap();
+        w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
         w.add_user(
             UserMeta {
                 name: u.clone(),

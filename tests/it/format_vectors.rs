@@ -188,14 +188,17 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
             .arg(env!("CARGO_BIN_EXE_maildump"))
             .arg(&out),
     );
+    // fixture.mdump is the frozen 1.0 vector; the 1.1 writer reproduces the chain.
     for name in [
-        "fixture.mdump",
-        "fixture.inc1.mdump",
-        "fixture.inc2.mdump",
-        "fixture.list.jsonl",
-        "fixture.inc1.list.jsonl",
-        "fixture.inc2.list.jsonl",
-        "fixture.deleted.jsonl",
+        "chain.mdump",
+        "chain.inc1.mdump",
+        "chain.inc2.mdump",
+        "chain.inc3.mdump",
+        "chain.list.jsonl",
+        "chain.inc1.list.jsonl",
+        "chain.inc2.list.jsonl",
+        "chain.inc3.list.jsonl",
+        "chain.deleted.jsonl",
     ] {
         let want = fs::read(repo().join("format-spec/vectors/v1").join(name)).unwrap();
         let got = fs::read(out.join(name)).unwrap();
@@ -210,14 +213,16 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
 fn chains_verify_whole_and_a_missing_link_is_damage() {
     let dir = repo().join("format-spec/vectors/v1");
     let chain = [
-        dir.join("fixture.mdump"),
-        dir.join("fixture.inc1.mdump"),
-        dir.join("fixture.inc2.mdump"),
+        dir.join("chain.mdump"),
+        dir.join("chain.inc1.mdump"),
+        dir.join("chain.inc2.mdump"),
+        dir.join("chain.inc3.mdump"),
     ];
     let out = run_ok(maildump().arg("verify").args(&chain));
     let text = String::from_utf8(out.stdout).unwrap();
+    // inc1: 11 referenced + 1 deleted record; inc2: 11 + 1; inc3: 11 (copied catalogs).
     assert!(
-        text.contains("OK: chain of 3 archives: all 24 references"),
+        text.contains("OK: chain of 4 archives: all 35 references"),
         "{text}"
     );
     let out = maildump()
