@@ -953,6 +953,7 @@ impl Scan {
         let mut cats = Vec::new();
         let mut gone = Vec::new();
         let mut gone_cats = Vec::new();
+        let mut listed: Vec<(crate::model::Name, Vec<crate::model::Name>)> = Vec::new();
         let locate = |msg: &mut super::index::MessageRecord| {
             let data = msg.link.as_deref().unwrap_or(&msg.member);
             msg.loc = by_path
@@ -965,7 +966,10 @@ impl Scan {
             let name = String::from_utf8_lossy(&m.path);
             if m.path.ends_with(format!("/{USER_MEMBER}").as_bytes()) {
                 match serde_json::from_slice::<UserRecord>(json) {
-                    Ok(u) => users.push(u.user),
+                    Ok(u) => {
+                        listed.push((u.user.name.clone(), u.mailboxes));
+                        users.push(u.user);
+                    }
                     Err(e) => damage.push(format!("{name}: unreadable ({e})")),
                 }
             } else if m.path.ends_with(format!("/{MAILBOX_MEMBER}").as_bytes()) {
@@ -1021,6 +1025,17 @@ impl Scan {
                 } else if m.link.is_none() {
                     stats.bodies += 1;
                     stats.stored_bytes += m.message.content.size;
+                }
+            }
+        }
+        // Mailboxes a user record lists without a mailbox.json: lost with their frame, or
+        // (1.1) copied catalogs of an incremental, which live only in the index.
+        for (user, names) in &listed {
+            for n in names {
+                if !mailboxes.iter().any(|e| &e.user == user && &e.name == n) {
+                    damage.push(format!(
+                        "user {user} mailbox {n}: its state is not in the tar stream (lost with a damaged frame, or, in an incremental, a mailbox unchanged since the parent whose catalog only the index held); it is left out"
+                    ));
                 }
             }
         }

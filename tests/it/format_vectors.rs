@@ -238,3 +238,23 @@ fn chains_verify_whole_and_a_missing_link_is_damage() {
         "{text}"
     );
 }
+
+#[test]
+fn recovering_an_incremental_names_the_mailboxes_only_its_index_held() {
+    let ws = Workspace::new();
+    let inc3 = fs::read(repo().join("format-spec/vectors/v1/chain.inc3.mdump")).unwrap();
+    // Cut off the index and footer: only the tar stream (MAILDUMP.json, user.json) is left.
+    let cut = ws.join("inc3-cut.mdump");
+    fs::write(&cut, &inc3[..inc3.len() / 2]).unwrap();
+    let out = maildump().arg("list").arg(&cut).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "partial, not success");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for mb in ["INBOX", "Archive", "Job", "Job/Sub"] {
+        assert!(
+            err.contains(&format!(
+                "user alice mailbox {mb}: its state is not in the tar stream"
+            )),
+            "{mb} not named: {err}"
+        );
+    }
+}
