@@ -556,14 +556,40 @@ fn backup_user<W: Write>(
         stats.unread += n;
         return Ok(());
     }
-    let mut scanned = Vec::with_capacity(handles.len());
-    for h in &handles {
-        scanned.push(reader.scan(h)?);
-    }
     let ub = match ctx.bases {
         Some(b) => UserBase::load(b, &user_name)?,
         None => UserBase::default(),
     };
+    // Mailboxes unchanged since the parent (same signature) are not read: their catalog is
+    // copied, and the parent's records stand for their state below.
+    let mut copies: Vec<Option<(usize, Vec<u8>)>> = vec![None; handles.len()];
+    if let (Some(b), None) = (ctx.bases, opts.since) {
+        let parent = b.parent();
+        for (k, (h, sig)) in handles.iter().zip(&sigs).enumerate() {
+            let hit = parent.dir.mailboxes.iter().position(|e| {
+                e.user == user_name && e.name == h.name && e.signature.as_deref() == Some(sig)
+            });
+            if let Some(i) = hit
+                && ub.parent.iter().any(|c| c.mailbox.name == h.name)
+                && let Some(raw) = parent.raw_catalog(i)?
+            {
+                copies[k] = Some((i, raw));
+            }
+        }
+    }
+    let mut scanned = Vec::with_capacity(handles.len());
+    for (h, copy) in handles.iter().zip(&copies) {
+        let from_parent = copy
+            .as_ref()
+            .and_then(|_| ub.parent.iter().find(|c| c.mailbox.name == h.name));
+        match from_parent {
+            Some(c) => scanned.push((
+                c.mailbox.clone(),
+                c.messages.iter().map(|r| r.message.clone()).collect(),
+            )),
+            None => scanned.push(reader.scan(h)?),
+        }
+    }
     let (mut deleted_live, gone) = match ctx.bases {
         Some(b) => deletions(&ub, b.parent(), &scanned, ctx.created),
         None => (HashMap::new(), Vec::new()),
@@ -592,6 +618,20 @@ fn backup_user<W: Write>(
     }
     let mut names = Vec::new();
     for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
+        if let (Some((i, raw)), Some(b)) = (&copies[mi], ctx.bases) {
+            let parent = b.parent();
+            let e = &parent.dir.mailboxes[*i];
+            let of = e
+                .catalog_of
+                .clone()
+                .unwrap_or_else(|| parent.manifest().archive_id.clone());
+            w.copy_mailbox(e, raw, of)?;
+            names.push(e.name.clone());
+            stats.mailboxes += 1;
+            stats.messages += e.messages;
+            stats.unread += e.messages;
+            continue;
+        }
         progress.event(&Event::Mailbox {
             user: user.to_string(),
             mailbox: meta.name.to_string(),
