@@ -222,6 +222,11 @@ impl Archive {
             .mailboxes
             .get(i)
             .ok_or_else(|| Error::NotFound(format!("mailbox #{i}")))?;
+        self.catalog_bytes(*base, entry).map(Some)
+    }
+
+    /// The compressed catalog of `entry`, read from the catalog area at `base`.
+    fn catalog_bytes(&self, base: u64, entry: &MailboxEntry) -> Result<Vec<u8>> {
         let what = format!("index catalog of {}/{}", entry.user, entry.name);
         if entry.catalog_len > JSON_LIMIT {
             return Err(Error::corrupt(what, "catalog too large"));
@@ -231,7 +236,7 @@ impl Archive {
             .ok_or_else(|| Error::corrupt(&what, "offset overflow"))?;
         let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
         read_exact_at(&self.file, &mut comp, off, &what)?;
-        Ok(Some(comp))
+        Ok(comp)
     }
 
     fn read_catalog(&self, entry: &MailboxEntry, i: usize) -> Result<MailboxRecord> {
@@ -242,14 +247,7 @@ impl Archive {
                 .ok_or_else(|| Error::NotFound(format!("mailbox #{i}"))),
             Catalogs::Index(base) => {
                 let what = format!("index catalog of {}/{}", entry.user, entry.name);
-                if entry.catalog_len > JSON_LIMIT {
-                    return Err(Error::corrupt(what, "catalog too large"));
-                }
-                let off = base
-                    .checked_add(entry.catalog_offset)
-                    .ok_or_else(|| Error::corrupt(&what, "offset overflow"))?;
-                let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
-                read_exact_at(&self.file, &mut comp, off, &what)?;
+                let comp = self.catalog_bytes(*base, entry)?;
                 let json = decompress_bounded(&comp, JSON_LIMIT, &what)?;
                 let mut rec: MailboxRecord = serde_json::from_slice(&json)
                     .map_err(|e| Error::corrupt(what, e.to_string()))?;
