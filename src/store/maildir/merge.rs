@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,10 +66,12 @@ fn take_lock(dir: &Path) -> Result<UidlistLock> {
     let path = dir.join("dovecot-uidlist.lock");
     let start = Instant::now();
     loop {
+        // Readable at once (0644) so that a Dovecot process running as the mailbox owner
+        // can watch it before it is chowned to that owner; 0600 right after.
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(0o644)
             .open(&path)
         {
             Ok(f) => {
@@ -236,6 +238,7 @@ impl MaildirWriter {
                     mode: 0o600,
                 }),
             )?;
+            fs::set_permissions(&l.path, fs::Permissions::from_mode(0o600)).at(&l.path)?;
             Some(l)
         };
         let live = read_live(&dir)?;
