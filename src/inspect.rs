@@ -167,7 +167,31 @@ pub fn deleted_in_chain(
 fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for a in &chain.archives {
+    for (ai, a) in chain.archives.iter().enumerate() {
+        // An archive that is not an incremental of the one before it (a since-archive, or
+        // a later full) records no deleted mail: work it out from the two states.
+        if ai > 0 {
+            let prev = &chain.archives[ai - 1];
+            let linked = a
+                .manifest()
+                .parent
+                .as_ref()
+                .is_some_and(|p| p.archive_id == prev.manifest().archive_id);
+            if !linked {
+                for h in deleted_between(prev, a, filter)? {
+                    let key = (
+                        h.cat.user.clone(),
+                        h.cat.mailbox.guid.clone(),
+                        h.cat.mailbox.uidvalidity,
+                        h.rec.message.uid.0,
+                        h.rec.message.guid.clone(),
+                    );
+                    if seen.insert(key) {
+                        out.push(h);
+                    }
+                }
+            }
+        }
         let n = a.dir.mailboxes.len();
         for i in 0..n + a.dir.gone.len() {
             let e = if i < n {
@@ -204,6 +228,83 @@ fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>
                     });
                 }
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Mail that the state of `prev` holds and the state of `next` does not: same mailbox (by
+/// GUID, else name, and UIDVALIDITY) without that UID, and the message GUID nowhere in the
+/// user's state in `next` (else it moved).
+fn deleted_between(prev: &Archive, next: &Archive, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
+    use std::collections::{HashMap, HashSet};
+    let mut present: HashSet<(Name, String, u32, u32)> = HashSet::new();
+    let mut guids: HashMap<Name, HashSet<Name>> = HashMap::new();
+    for (i, e) in next.dir.mailboxes.iter().enumerate() {
+        if filter
+            .user
+            .as_ref()
+            .is_some_and(|u| u.as_bytes() != e.user.as_bytes())
+        {
+            continue;
+        }
+        let cat = next.catalog(i)?;
+        let key = cat
+            .mailbox
+            .guid
+            .clone()
+            .unwrap_or_else(|| format!("name:{}", cat.mailbox.name));
+        let g = guids.entry(cat.user.clone()).or_default();
+        for r in &cat.messages {
+            present.insert((
+                cat.user.clone(),
+                key.clone(),
+                cat.mailbox.uidvalidity,
+                r.message.uid.0,
+            ));
+            g.insert(r.message.guid.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (i, e) in prev.dir.mailboxes.iter().enumerate() {
+        if !matches(filter, &e.user, &e.name) {
+            continue;
+        }
+        let mut cat = prev.catalog(i)?;
+        let key = cat
+            .mailbox
+            .guid
+            .clone()
+            .unwrap_or_else(|| format!("name:{}", cat.mailbox.name));
+        let messages = std::mem::take(&mut cat.messages);
+        cat.deleted.clear();
+        for r in messages {
+            let here = present.contains(&(
+                cat.user.clone(),
+                key.clone(),
+                cat.mailbox.uidvalidity,
+                r.message.uid.0,
+            ));
+            let moved = guids
+                .get(&cat.user)
+                .is_some_and(|g| g.contains(&r.message.guid));
+            if here || moved {
+                continue;
+            }
+            let mut d = r;
+            if let (Some(loc), None) = (d.loc.take(), &d.archive) {
+                d.archive = Some(prev.manifest().archive_id.clone());
+                d.archive_loc = Some(loc);
+            }
+            d.member.clear();
+            d.link = None;
+            d.last_seen = Some(prev.manifest().created.clone());
+            d.deleted_by = Some(next.manifest().created.clone());
+            out.push(DeletedHit {
+                cat: cat.clone(),
+                rec: d,
+                last_in: Some(prev.manifest().archive_id.clone()),
+            });
         }
     }
     Ok(out)

@@ -482,3 +482,64 @@ fn large_messages_round_trip_and_dedup() {
         "body stored twice?"
     );
 }
+
+#[test]
+fn deleted_mail_between_two_fulls_is_listed_and_readable() {
+    let ws = Workspace::new();
+    let store = fixture_copy(&ws);
+    let full1 = ws.join("full1.mdump");
+    run_ok(
+        backup_cmd(&store)
+            .args([
+                "--all-users",
+                "--quiet",
+                "--created",
+                "2026-01-01T00:00:00Z",
+                "-o",
+            ])
+            .arg(&full1),
+    );
+    // Expunge bob's unread INBOX message (uid 2), as Dovecot does: unlink the file.
+    let gone = file_in(&store.join("bob/Maildir/new"), "M54752");
+    let bytes = fs::read(&gone).unwrap();
+    fs::remove_file(&gone).unwrap();
+    let full2 = ws.join("full2.mdump");
+    run_ok(
+        backup_cmd(&store)
+            .args([
+                "--all-users",
+                "--quiet",
+                "--created",
+                "2026-01-02T00:00:00Z",
+                "-o",
+            ])
+            .arg(&full2),
+    );
+    // Two fulls record no deleted mail themselves: list --deleted compares their states.
+    let out = run_ok(
+        maildump()
+            .args(["list", "--deleted", "--json"])
+            .arg(&full1)
+            .arg(&full2),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["user"], "bob");
+    assert_eq!(lines[0]["uid"], 2);
+    assert_eq!(lines[0]["last_seen"], "2026-01-01T00:00:00Z");
+    assert_eq!(lines[0]["deleted_by"], "2026-01-02T00:00:00Z");
+    // Its bytes come from the first full.
+    let guid = lines[0]["guid"].as_str().unwrap();
+    let out = run_ok(
+        maildump()
+            .arg("cat")
+            .arg(&full1)
+            .arg(&full2)
+            .args(["--user", "bob", "--guid", guid]),
+    );
+    assert_eq!(out.stdout, bytes);
+}
