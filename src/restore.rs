@@ -214,6 +214,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     let mut missing = Vec::new();
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
+    let mut live_guids: BTreeMap<String, std::collections::HashMap<String, Name>> = BTreeMap::new();
     for (catalog, cat) in cands {
         let chosen: Vec<&MessageRecord> = selected_messages(sel, &cat)
             .chain(cat.deleted.iter())
@@ -258,9 +259,27 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
                 MaildirWriter::new(loc, &target, opts.owner)?,
             );
         }
-        let exists = writers
+        let mut target_name = target_name;
+        let mut exists = writers
             .get(&target)
             .is_some_and(|w| w.mailbox_exists(&target_name));
+        // Merge: a mailbox renamed since the backup keeps its GUID; merge into it under its
+        // new name rather than recreate the old name with copies of its mail.
+        if opts.mode == Mode::Merge && !exists {
+            if !live_guids.contains_key(&target) {
+                let r = crate::store::maildir::MaildirReader::open(loc, &target)?;
+                live_guids.insert(target.clone(), r.mailboxes_by_guid()?);
+            }
+            if let Some(now) = cat
+                .mailbox
+                .guid
+                .as_ref()
+                .and_then(|g| live_guids.get(&target).and_then(|m| m.get(g)))
+            {
+                target_name = now.clone();
+                exists = true;
+            }
+        }
         if opts.mode == Mode::Exact
             && let Some(w) = writers.get(&target)
         {

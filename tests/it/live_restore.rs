@@ -1580,3 +1580,46 @@ fn export_mbox_eml_maildir() {
         "refused maildir export changed the tree"
     );
 }
+
+/// A folder renamed after the backup keeps its mailbox GUID: a merge restore puts its
+/// deleted mail back into the folder under its new name and does not recreate the old name.
+#[test]
+fn merge_follows_a_renamed_mailbox() {
+    let ws = Workspace::new();
+    let dc = Dovecot::new(&ws.join("live"), "");
+    dc.build_rich_store(ALICE);
+    let archive = ws.join("a.mdump");
+    backup(&dc, &archive);
+    let before = msgs(&dc, ALICE, &["mailbox", "R&D"]);
+    assert_eq!(before.len(), 2, "fixture sanity: R&D holds 2 messages");
+    da_clean(&dc, ALICE, &["mailbox", "rename", "R&D", "Research"]);
+    let victim = before[0].clone();
+    da_clean(
+        &dc,
+        ALICE,
+        &[
+            "expunge",
+            "mailbox",
+            "Research",
+            "uid",
+            &victim.uid.to_string(),
+        ],
+    );
+    let out = run_ok(restore(&archive, &dc).args(["--user", ALICE, "--deleted", "--quiet"]));
+    assert!(out.status.success());
+    let listed = da_clean(&dc, ALICE, &["mailbox", "list"]);
+    assert!(
+        !listed.lines().any(|l| l == "R&D"),
+        "the old name was recreated:\n{listed}"
+    );
+    let now = msgs(&dc, ALICE, &["mailbox", "Research"]);
+    assert_eq!(now.len(), 2, "{now:?}");
+    let back = now
+        .iter()
+        .find(|m| m.guid == victim.guid)
+        .expect("the expunged message is back in the renamed folder");
+    assert_eq!(back.sha, victim.sha);
+    assert_eq!(back.flags, victim.flags);
+    assert_eq!(back.received, victim.received);
+    assert!(back.uid > victim.uid, "a new UID above the old ones");
+}

@@ -210,6 +210,31 @@ impl MaildirReader {
         Ok(())
     }
 
+    /// The user's mailboxes by mailbox GUID (from the first line of each `dovecot-uidlist`;
+    /// mailboxes without one are left out). No message file is touched.
+    ///
+    /// # Errors
+    /// Unreadable directories or uidlists.
+    pub fn mailboxes_by_guid(&self) -> Result<HashMap<String, Name>> {
+        let mut out = HashMap::new();
+        if !self.root.is_dir() {
+            return Ok(out);
+        }
+        for h in self.mailboxes()? {
+            let p = h.dir.join("dovecot-uidlist");
+            let Some(data) = Self::read_optional(&p)? else {
+                continue;
+            };
+            let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+            if let Ok(ul) = uidlist::parse(first)
+                && let Some(g) = ul.guid
+            {
+                out.insert(g, h.name);
+            }
+        }
+        Ok(out)
+    }
+
     /// A digest of everything an incremental needs to know a mailbox did not change, with no
     /// `stat` of message files: the names in `new/` and `cur/` (names carry flags, keyword
     /// letters and sizes), `dovecot-uidlist` (UIDs, GUIDs, UIDVALIDITY, next UID, mailbox
