@@ -91,6 +91,23 @@ pub enum ProgressMode {
     None,
 }
 
+/// How an archive is written and progress shown (`backup`, `merge`).
+#[derive(Args, Debug)]
+pub struct WriteArgs {
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
 /// `backup` arguments.
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -135,18 +152,9 @@ pub struct BackupArgs {
     /// chains (a chain = a full and its incrementals).
     #[arg(long, value_name = "N", requires = "state_dir", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_chains: Option<u32>,
-    /// zstd compression level.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub level: i32,
-    /// Compression threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Progress display.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    #[command(flatten)]
+    /// Compression and progress.
+    pub write: WriteArgs,
     /// Record this creation time (RFC 3339) instead of now, for reproducible archives.
     #[arg(long, hide = true)]
     pub created: Option<String>,
@@ -324,18 +332,9 @@ pub struct MergeArgs {
     /// bytes (e.g. `30d`).
     #[arg(long, value_name = "DURATION")]
     pub keep_deleted: Option<String>,
-    /// zstd compression level.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub level: i32,
-    /// Compression threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Progress display.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    #[command(flatten)]
+    /// Compression and progress.
+    pub write: WriteArgs,
 }
 
 /// Formats of `export`.

@@ -280,8 +280,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Err(Error::NotFound("no users found".into()).into());
             }
             let mut opts = BackupOptions::new(loc);
-            opts.writer.level = a.level;
-            if let Some(t) = a.threads {
+            opts.writer.level = a.write.level;
+            if let Some(t) = a.write.threads {
                 opts.writer.threads = t.max(1);
             }
             if let Some(f) = a.frame_target {
@@ -293,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 opts.since = Some(parse_time(since)?);
             }
             opts.bases = a.bases.clone();
-            let mut progress = progress_for(a.progress, a.quiet);
+            let mut progress = progress_for(a.write.progress, a.write.quiet);
             let stats = match &a.state_dir {
                 None => {
                     let output = a.output.as_deref().unwrap_or("-");
@@ -334,12 +334,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         kind: kind.into(),
                         chain,
                     })?;
-                    if !a.quiet && a.progress != ProgressMode::Json {
+                    if !a.write.quiet && a.write.progress != ProgressMode::Json {
                         eprintln!("maildump: wrote {} backup {}", kind, dest.display());
                     }
                     if let Some(k) = a.keep_chains {
                         for p in sd.prune(k as usize)? {
-                            if !a.quiet && a.progress != ProgressMode::Json {
+                            if !a.write.quiet && a.write.progress != ProgressMode::Json {
                                 eprintln!("maildump: removed {} (older chain)", p.display());
                             }
                         }
@@ -347,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stats
                 }
             };
-            if !a.quiet && a.progress != ProgressMode::Json {
+            if !a.write.quiet && a.write.progress != ProgressMode::Json {
                 eprintln!("{}", backup_summary(&stats));
             }
             Ok(if stats.warnings.is_empty() {
@@ -595,18 +595,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keep_deleted: a.keep_deleted.as_deref().map(parse_duration).transpose()?,
                 ..Default::default()
             };
-            opts.writer.level = a.level;
-            if let Some(t) = a.threads {
+            opts.writer.level = a.write.level;
+            if let Some(t) = a.write.threads {
                 opts.writer.threads = t.max(1);
             }
-            let mut progress = progress_for(a.progress, a.quiet);
+            let mut progress = progress_for(a.write.progress, a.write.quiet);
             let stats = write_output(&a.output, |out| {
                 merge(&chain, &opts, out, progress.as_mut())
             })?;
             for w in &stats.warnings {
                 eprintln!("maildump: warning: {w}");
             }
-            if !a.quiet && a.progress != ProgressMode::Json {
+            if !a.write.quiet && a.write.progress != ProgressMode::Json {
                 eprintln!(
                     "maildump: merged {} archives: {} messages, {} distinct bodies, {} deleted messages kept",
                     chain.archives.len(),
