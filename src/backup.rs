@@ -12,10 +12,10 @@ use std::path::PathBuf;
 
 use crate::chain::{Identity, identity};
 use crate::error::{Error, Result};
-use crate::format::index::{MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
+use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
 use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR};
-use crate::format::writer::{ArchiveWriter, ContentRef, WriterOptions};
+use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
@@ -196,19 +196,9 @@ impl Bases {
     }
 }
 
-/// Where the bytes of record `r` of archive `a` are, as a reference usable by a child.
+/// Where the bytes of record `r` of archive `a` are, as a reference a child can record.
 fn content_ref(a: &Archive, r: &MessageRecord) -> Option<ContentRef> {
-    match (r.loc, &r.archive, r.archive_loc) {
-        (Some(loc), None, _) if !r.is_external() => Some(ContentRef {
-            archive: a.manifest().archive_id.clone(),
-            loc,
-        }),
-        (_, Some(id), Some(loc)) => Some(ContentRef {
-            archive: id.clone(),
-            loc,
-        }),
-        _ => None,
-    }
+    r.content_ref(&a.manifest().archive_id)
 }
 
 fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
@@ -330,11 +320,8 @@ fn deletions(
             if still_here || guids.contains(r.message.guid.as_bytes()) {
                 continue;
             }
-            let mut d = MessageRecord::bare(r.message.clone());
-            if let Some(c) = content_ref(parent_archive, r) {
-                d.archive = Some(c.archive);
-                d.archive_loc = Some(c.loc);
-            }
+            let mut d = r.clone();
+            d.refer_to(&parent_archive.manifest().archive_id);
             d.last_seen = Some(ub.parent_created.clone());
             d.deleted_by = Some(created.to_string());
             recs.push(d);

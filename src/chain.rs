@@ -283,11 +283,9 @@ impl Chain {
                         let Some(id) = identity(&cat, r) else {
                             continue;
                         };
-                        let found = match (r.loc, &r.archive, r.archive_loc) {
-                            (Some(loc), None, _) => Some((ai, loc)),
-                            (_, Some(aid), Some(loc)) => self.ids.get(aid).map(|j| (*j, loc)),
-                            _ => None,
-                        };
+                        let found = r
+                            .content_ref(&a.manifest().archive_id)
+                            .and_then(|c| self.ids.get(&c.archive).map(|j| (*j, c.loc)));
                         if let Some((j, loc)) = found {
                             map.entry(id).or_insert_with(Vec::new).push((
                                 ai,

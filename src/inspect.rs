@@ -292,12 +292,7 @@ fn deleted_between(prev: &Archive, next: &Archive, filter: &ListFilter) -> Resul
                 continue;
             }
             let mut d = r;
-            if let (Some(loc), None) = (d.loc.take(), &d.archive) {
-                d.archive = Some(prev.manifest().archive_id.clone());
-                d.archive_loc = Some(loc);
-            }
-            d.member.clear();
-            d.link = None;
+            d.refer_to(&prev.manifest().archive_id);
             d.last_seen = Some(prev.manifest().created.clone());
             d.deleted_by = Some(next.manifest().created.clone());
             out.push(DeletedHit {

@@ -125,7 +125,46 @@ pub struct MessageRecord {
     pub message: MessageMeta,
 }
 
+/// Where bytes already held by an archive of a chain are: its id and the location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRef {
+    /// `archive_id` of the archive holding the bytes.
+    pub archive: String,
+    /// Where the bytes start in that archive.
+    pub loc: Location,
+}
+
 impl MessageRecord {
+    /// Where this record's bytes are, as a reference another archive can record: in the
+    /// archive `own_id` that holds the record (its `loc`), or where its `archive` and
+    /// `archive_loc` say. `None` for an unread record, or bytes lost.
+    pub fn content_ref(&self, own_id: &str) -> Option<ContentRef> {
+        match (&self.archive, self.archive_loc, self.loc) {
+            (Some(id), Some(loc), _) => Some(ContentRef {
+                archive: id.clone(),
+                loc,
+            }),
+            (None, _, Some(loc)) if !self.is_external() => Some(ContentRef {
+                archive: own_id.to_string(),
+                loc,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Make the record say its bytes are in another archive, as [`Self::content_ref`]
+    /// gives them (`own_id` is the archive whose record this was): no `loc`, member or
+    /// link of its own.
+    pub fn refer_to(&mut self, own_id: &str) {
+        if let Some(r) = self.content_ref(own_id) {
+            self.archive = Some(r.archive);
+            self.archive_loc = Some(r.loc);
+        }
+        self.loc = None;
+        self.member.clear();
+        self.link = None;
+    }
+
     /// A record with no bytes anywhere yet (filled in by the writer or a resolver).
     pub fn bare(message: MessageMeta) -> Self {
         MessageRecord::bare_at(String::new(), message)

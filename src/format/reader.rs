@@ -255,12 +255,7 @@ impl Archive {
                     // A catalog copied from the archive that wrote it: its bytes are there.
                     rec.deleted.clear();
                     for m in &mut rec.messages {
-                        if let (Some(loc), None) = (m.loc.take(), &m.archive) {
-                            m.archive = Some(of.clone());
-                            m.archive_loc = Some(loc);
-                        }
-                        m.member.clear();
-                        m.link = None;
+                        m.refer_to(of);
                     }
                 }
                 fill_derived(&mut rec);

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::frame::{CountingWriter, FramePipeline};
 use super::index::{
-    ArchiveStats, Directory, Location, MailboxEntry, MailboxRecord, Manifest, MessageRecord,
-    UserRecord,
+    ArchiveStats, ContentRef, Directory, Location, MailboxEntry, MailboxRecord, Manifest,
+    MessageRecord, UserRecord,
 };
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
@@ -72,15 +72,6 @@ pub struct ArchiveWriter<W: Write> {
     scratch: Vec<u8>,
     frames_submitted: usize,
     frame_target: usize,
-}
-
-/// Where bytes already held by another archive of a chain are: its id and the location.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContentRef {
-    /// `archive_id` of the archive holding the bytes.
-    pub archive: String,
-    /// Where the bytes start in that archive.
-    pub loc: Location,
 }
 
 /// A message body: read once or twice (large bodies are hashed, then copied).
