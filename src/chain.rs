@@ -57,6 +57,14 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
 /// location, SHA-256), in chain order.
 type Holders = Vec<(usize, usize, Location, String)>;
 
+/// How messages are named in errors: `user U mailbox M UID N`.
+pub fn record_item(cat: &MailboxRecord, rec: &MessageRecord) -> String {
+    format!(
+        "user {} mailbox {} UID {}",
+        cat.user, cat.mailbox.name, rec.message.uid
+    )
+}
+
 /// Archives read together, oldest first.
 pub struct Chain {
     /// The archives, in the order given (checked: each after its parent).
@@ -336,6 +344,39 @@ impl Chain {
                 sha256: s.clone(),
                 size,
             })
+    }
+
+    /// Like [`Chain::resolve`], but an error naming the message and the missing archive
+    /// when no archive of the chain holds the bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn require(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Result<Resolved> {
+        self.resolve(at, cat, rec).ok_or_else(|| {
+            Error::NotFound(format!(
+                "{}: {}",
+                record_item(cat, rec),
+                self.missing_reason(rec)
+            ))
+        })
+    }
+
+    /// Copy the bytes of `rec` (of mailbox `cat`, in the state of archive `at`) to `out`,
+    /// checking their SHA-256.
+    ///
+    /// # Errors
+    /// As [`Chain::require`] and [`Chain::copy`].
+    pub fn copy_record(
+        &self,
+        cursors: &mut Vec<FrameCursor>,
+        at: usize,
+        cat: &MailboxRecord,
+        rec: &MessageRecord,
+        out: &mut dyn Write,
+    ) -> Result<Resolved> {
+        let res = self.require(at, cat, rec)?;
+        self.copy(cursors, &res, &record_item(cat, rec), out)?;
+        Ok(res)
     }
 
     /// Copy resolved bytes to `out`, checking their SHA-256. `cursors` holds one frame

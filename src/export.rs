@@ -91,15 +91,8 @@ fn bytes_of(
     cat: &MailboxRecord,
     r: &MessageRecord,
 ) -> Result<Vec<u8>> {
-    let item = format!(
-        "user {} mailbox {} UID {}",
-        cat.user, cat.mailbox.name, r.message.uid
-    );
-    let res = chain
-        .resolve(at, cat, r)
-        .ok_or_else(|| Error::NotFound(format!("{item}: {}", chain.missing_reason(r))))?;
-    let mut buf = Vec::with_capacity(usize::try_from(res.size).unwrap_or(0));
-    chain.copy(cursors, &res, &item, &mut buf)?;
+    let mut buf = Vec::with_capacity(usize::try_from(r.message.content.size).unwrap_or(0));
+    chain.copy_record(cursors, at, cat, r, &mut buf)?;
     Ok(buf)
 }
 

@@ -478,14 +478,8 @@ pub fn cat(
     rec: &MessageRecord,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let item = format!(
-        "user {} mailbox {} UID {}",
-        cat.user, cat.mailbox.name, rec.message.uid
-    );
-    let res = chain
-        .resolve(at, cat, rec)
-        .ok_or_else(|| Error::NotFound(format!("{item}: {}", chain.missing_reason(rec))))?;
-    chain.copy(&mut Vec::new(), &res, &item, out)
+    chain.copy_record(&mut Vec::new(), at, cat, rec, out)?;
+    Ok(())
 }
 
 /// Result of [`verify`].
@@ -568,15 +562,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         for (k, r) in cat.messages.iter().chain(cat.deleted.iter()).enumerate() {
             let item = if k < live {
                 rep.messages += 1;
-                format!(
-                    "user {} mailbox {} UID {}",
-                    cat.user, cat.mailbox.name, r.message.uid
-                )
+                crate::chain::record_item(&cat, r)
             } else {
-                format!(
-                    "deleted mail of user {} mailbox {} UID {}",
-                    cat.user, cat.mailbox.name, r.message.uid
-                )
+                format!("deleted mail of {}", crate::chain::record_item(&cat, r))
             };
             if r.is_external() {
                 if k < live {

@@ -154,13 +154,8 @@ pub fn merge<W: Write>(
             });
             let mut recs = Vec::with_capacity(cat.messages.len());
             for r in &cat.messages {
-                let item = format!(
-                    "user {} mailbox {} UID {}",
-                    cat.user, cat.mailbox.name, r.message.uid
-                );
-                let res = chain.resolve(at, &cat, r).ok_or_else(|| {
-                    Error::NotFound(format!("{item}: {}", chain.missing_reason(r)))
-                })?;
+                let item = crate::chain::record_item(&cat, r);
+                let res = chain.require(at, &cat, r)?;
                 let mut meta = r.message.clone();
                 meta.content.sha256 = res.sha256.clone();
                 let mut body = fetch(chain, &mut cursors, &res, &item)?;
