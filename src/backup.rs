@@ -6,11 +6,11 @@
 //! (expunged) is reported as a warning; one that was renamed (its flags changed) is found
 //! under its new name and recorded with its new flags.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::chain::{Identity, identity};
+use crate::chain::{Identity, deleted_since, identity};
 use crate::error::{Error, Result};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
@@ -270,70 +270,6 @@ impl UserBase {
     }
 }
 
-/// Deleted-mail records per live mailbox (by index), and mailboxes gone with theirs.
-type Deletions = (
-    HashMap<usize, Vec<MessageRecord>>,
-    Vec<(MailboxMeta, Vec<MessageRecord>)>,
-);
-
-/// Records of mail the parent held for this user that is gone now: per live mailbox (by
-/// index into `live`), and per mailbox that no longer exists.
-fn deletions(
-    ub: &UserBase,
-    parent_archive: &Archive,
-    live: &[(MailboxMeta, Vec<MessageMeta>)],
-    created: &str,
-) -> Deletions {
-    let mut live_by_guid: HashMap<&str, usize> = HashMap::new();
-    let mut live_by_name: HashMap<&Name, usize> = HashMap::new();
-    let mut present: HashSet<(usize, u32, u32)> = HashSet::new();
-    let mut guids: HashSet<&[u8]> = HashSet::new();
-    for (i, (m, msgs)) in live.iter().enumerate() {
-        match &m.guid {
-            Some(g) => {
-                live_by_guid.insert(g.as_str(), i);
-            }
-            None => {
-                live_by_name.insert(&m.name, i);
-            }
-        }
-        for msg in msgs {
-            present.insert((i, m.uidvalidity, msg.uid.0));
-            guids.insert(msg.guid.as_bytes());
-        }
-    }
-    let mut per_live: HashMap<usize, Vec<MessageRecord>> = HashMap::new();
-    let mut gone = Vec::new();
-    for cat in &ub.parent {
-        // The same mailbox: same GUID (a rename keeps it), or, without GUIDs, the same
-        // name; and the same UIDVALIDITY, else its old messages went with the old one.
-        let at = match cat.mailbox.guid.as_deref() {
-            Some(g) => live_by_guid.get(g),
-            None => live_by_name.get(&cat.mailbox.name),
-        }
-        .copied()
-        .filter(|&i| live[i].0.uidvalidity == cat.mailbox.uidvalidity);
-        let mut recs = Vec::new();
-        for r in &cat.messages {
-            let still_here = at
-                .is_some_and(|i| present.contains(&(i, cat.mailbox.uidvalidity, r.message.uid.0)));
-            if still_here || guids.contains(r.message.guid.as_bytes()) {
-                continue;
-            }
-            let mut d = r.clone();
-            d.refer_to(&parent_archive.manifest().archive_id);
-            d.last_seen = Some(ub.parent_created.clone());
-            d.deleted_by = Some(created.to_string());
-            recs.push(d);
-        }
-        match at {
-            Some(i) => per_live.entry(i).or_default().extend(recs),
-            None => gone.push((cat.mailbox.clone(), recs)),
-        }
-    }
-    (per_live, gone)
-}
-
 /// Back up `users` into an archive written to `out`.
 ///
 /// With [`BackupOptions::bases`] the archive is an incremental: it records the complete
@@ -578,7 +514,19 @@ fn backup_user<W: Write>(
         }
     }
     let (mut deleted_live, gone) = match ctx.bases {
-        Some(b) => deletions(&ub, b.parent(), &scanned, ctx.created),
+        Some(b) => {
+            let live: Vec<_> = scanned
+                .iter()
+                .map(|(m, v)| (m, v.iter().collect()))
+                .collect();
+            deleted_since(
+                &ub.parent,
+                &b.parent().manifest().archive_id,
+                &live,
+                &ub.parent_created,
+                ctx.created,
+            )
+        }
         None => (HashMap::new(), Vec::new()),
     };
     let since = opts.since.map(|t| Timestamp {

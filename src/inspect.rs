@@ -233,73 +233,60 @@ fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>
     Ok(out)
 }
 
-/// Mail that the state of `prev` holds and the state of `next` does not: same mailbox (by
-/// GUID, else name, and UIDVALIDITY) without that UID, and the message GUID nowhere in the
-/// user's state in `next` (else it moved).
+/// Mail that the state of `prev` holds and the state of `next` does not
+/// ([`crate::chain::deleted_since`], user by user).
 fn deleted_between(prev: &Archive, next: &Archive, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
-    use std::collections::{HashMap, HashSet};
-    let mut present: HashSet<(Name, String, u32, u32)> = HashSet::new();
-    let mut guids: HashMap<Name, HashSet<Name>> = HashMap::new();
-    for (i, e) in next.dir.mailboxes.iter().enumerate() {
+    let (pm, nm) = (prev.manifest(), next.manifest());
+    let mut users: Vec<&Name> = prev.dir.mailboxes.iter().map(|e| &e.user).collect();
+    users.dedup();
+    let mut out = Vec::new();
+    for user in users {
         if filter
             .user
             .as_ref()
-            .is_some_and(|u| u.as_bytes() != e.user.as_bytes())
+            .is_some_and(|u| u.as_bytes() != user.as_bytes())
         {
             continue;
         }
-        let cat = next.catalog(i)?;
-        let key = cat
-            .mailbox
-            .guid
-            .clone()
-            .unwrap_or_else(|| format!("name:{}", cat.mailbox.name));
-        let g = guids.entry(cat.user.clone()).or_default();
-        for r in &cat.messages {
-            present.insert((
-                cat.user.clone(),
-                key.clone(),
-                cat.mailbox.uidvalidity,
-                r.message.uid.0,
-            ));
-            g.insert(r.message.guid.clone());
-        }
-    }
-    let mut out = Vec::new();
-    for (i, e) in prev.dir.mailboxes.iter().enumerate() {
-        if !matches(filter, &e.user, &e.name) {
-            continue;
-        }
-        let mut cat = prev.catalog(i)?;
-        let key = cat
-            .mailbox
-            .guid
-            .clone()
-            .unwrap_or_else(|| format!("name:{}", cat.mailbox.name));
-        let messages = std::mem::take(&mut cat.messages);
-        cat.deleted.clear();
-        for r in messages {
-            let here = present.contains(&(
-                cat.user.clone(),
-                key.clone(),
-                cat.mailbox.uidvalidity,
-                r.message.uid.0,
-            ));
-            let moved = guids
-                .get(&cat.user)
-                .is_some_and(|g| g.contains(&r.message.guid));
-            if here || moved {
+        let cats_of = |a: &Archive| -> Result<Vec<MailboxRecord>> {
+            let mut v = Vec::new();
+            for (i, e) in a.dir.mailboxes.iter().enumerate() {
+                if &e.user == user {
+                    v.push(a.catalog(i)?);
+                }
+            }
+            Ok(v)
+        };
+        let (before, after) = (cats_of(prev)?, cats_of(next)?);
+        let live: Vec<_> = after
+            .iter()
+            .map(|c| (&c.mailbox, c.messages.iter().map(|r| &r.message).collect()))
+            .collect();
+        let (per_live, gone) =
+            crate::chain::deleted_since(&before, &pm.archive_id, &live, &pm.created, &nm.created);
+        let mut per_live: Vec<_> = per_live.into_iter().collect();
+        per_live.sort_by_key(|(i, _)| *i);
+        let hits = per_live
+            .into_iter()
+            .map(|(i, recs)| (after[i].mailbox.clone(), recs))
+            .chain(gone);
+        for (mailbox, recs) in hits {
+            if !matches(filter, user, &mailbox.name) {
                 continue;
             }
-            let mut d = r;
-            d.refer_to(&prev.manifest().archive_id);
-            d.last_seen = Some(prev.manifest().created.clone());
-            d.deleted_by = Some(next.manifest().created.clone());
-            out.push(DeletedHit {
-                cat: cat.clone(),
-                rec: d,
-                last_in: Some(prev.manifest().archive_id.clone()),
-            });
+            let cat = MailboxRecord {
+                user: user.clone(),
+                mailbox,
+                messages: Vec::new(),
+                deleted: Vec::new(),
+            };
+            for rec in recs {
+                out.push(DeletedHit {
+                    cat: cat.clone(),
+                    rec,
+                    last_in: Some(pm.archive_id.clone()),
+                });
+            }
         }
     }
     Ok(out)
