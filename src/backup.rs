@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::chain::{Identity, deleted_since, identity};
+use crate::chain::deleted_since;
 use crate::error::{Error, Result};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
@@ -207,10 +207,14 @@ fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
     Ok(out)
 }
 
+/// The parent's messages of one mailbox, by UID: the Maildir file base and what carries over.
+type KnownMailbox = HashMap<u32, (Vec<u8>, Known)>;
+
 /// Per-user knowledge from the parent archive.
 #[derive(Default)]
 struct UserBase {
-    by_identity: HashMap<Identity, Known>,
+    /// (mailbox GUID, UIDVALIDITY) -> the parent's messages of that mailbox.
+    by_mailbox: HashMap<(String, u32), KnownMailbox>,
     /// (file base, size) -> content, for messages moved or copied between mailboxes.
     by_file: HashMap<(Vec<u8>, u64), Known>,
     parent: Vec<MailboxRecord>,
@@ -226,7 +230,15 @@ impl UserBase {
             ..Default::default()
         };
         for cat in &parent {
+            let mut mb = cat
+                .mailbox
+                .guid
+                .clone()
+                .map(|g| (g, cat.mailbox.uidvalidity, KnownMailbox::new()));
             for r in &cat.messages {
+                let Some(base) = r.message.maildir.as_ref().map(|m| m.base().to_vec()) else {
+                    continue;
+                };
                 let known = Known {
                     content: r.message.content.clone(),
                     from: r.message.from.clone(),
@@ -234,39 +246,43 @@ impl UserBase {
                     message_id: r.message.message_id.clone(),
                     at: content_ref(a, r),
                 };
-                if known.at.is_some()
-                    && let Some(m) = &r.message.maildir
-                {
+                if known.at.is_some() {
                     ub.by_file
-                        .insert((m.base().to_vec(), r.message.content.size), known.clone());
+                        .insert((base.clone(), r.message.content.size), known.clone());
                 }
-                if let Some(id) = identity(cat, r) {
-                    ub.by_identity.insert(id, known);
+                if let Some((_, _, m)) = &mut mb {
+                    m.insert(r.message.uid.0, (base, known));
                 }
+            }
+            if let Some((g, uv, m)) = mb {
+                ub.by_mailbox.insert((g, uv), m);
             }
         }
         ub.parent = parent;
         Ok(ub)
     }
 
-    fn lookup(&self, user: &Name, mb: &MailboxMeta, msg: &MessageMeta) -> Option<&Known> {
-        let base = msg.maildir.as_ref()?.base().to_vec();
+    /// The parent's messages of the mailbox `mb` (same GUID and UIDVALIDITY), if any.
+    fn mailbox(&self, mb: &MailboxMeta) -> Option<&KnownMailbox> {
+        let g = mb.guid.as_ref()?;
+        self.by_mailbox.get(&(g.clone(), mb.uidvalidity))
+    }
+
+    /// What the parent knew of `msg`: the same UID and file base in the same mailbox
+    /// (`known`, from [`Self::mailbox`]), else the same file base and size anywhere in the
+    /// user's mail (moved or copied). Allocates only when the first lookup misses.
+    fn lookup<'a>(
+        &'a self,
+        known: Option<&'a KnownMailbox>,
+        msg: &MessageMeta,
+    ) -> Option<&'a Known> {
+        let base = msg.maildir.as_ref()?.base();
         let size = msg.content.size;
-        if let Some(g) = &mb.guid {
-            let id = (
-                user.clone(),
-                g.clone(),
-                mb.uidvalidity,
-                msg.uid.0,
-                base.clone(),
-            );
-            if let Some(k) = self.by_identity.get(&id)
-                && k.content.size == size
-            {
-                return Some(k);
-            }
-        }
-        self.by_file.get(&(base, size))
+        known
+            .and_then(|m| m.get(&msg.uid.0))
+            .filter(|(b, k)| b.as_slice() == base && k.content.size == size)
+            .map(|(_, k)| k)
+            .or_else(|| self.by_file.get(&(base.to_vec(), size)))
     }
 }
 
@@ -371,64 +387,46 @@ pub fn backup<W: Write>(
     Ok(stats)
 }
 
-/// The no-change path of an incremental: when every mailbox of `user` has the signature
-/// the parent recorded for the mailbox of the same name, and the parent has no other
-/// mailbox for the user, the parent's catalogs are copied as they are (no file is
-/// stat'ed, opened or read, no catalog parsed) and the user's record is the parent's with
-/// the subscriptions and root owner read again. Returns the number of messages, or `None`
-/// (nothing written) when the user changed.
-fn copy_unchanged_user<W: Write>(
-    bases: &Bases,
-    reader: &MaildirReader,
+/// A parent mailbox to copy: its index in the parent's directory and its catalog bytes.
+type Unchanged = (usize, Vec<u8>);
+
+/// For each mailbox of `user` (in `handles` order), the parent's mailbox of the same name
+/// whose recorded signature equals `sigs`, with its catalog as stored: the mailbox did not
+/// change, so its catalog can be copied and none of its files need reading.
+fn unchanged_mailboxes(
+    parent: &Archive,
     user: &Name,
     handles: &[crate::store::MailboxHandle],
     sigs: &[String],
-    w: &mut ArchiveWriter<W>,
-) -> Result<Option<u64>> {
-    let parent = bases.parent();
-    let theirs: Vec<usize> = parent
-        .dir
-        .mailboxes
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| &e.user == user)
-        .map(|(i, _)| i)
-        .collect();
-    if theirs.len() != handles.len() {
-        return Ok(None);
-    }
-    let mut plan = Vec::with_capacity(handles.len());
+) -> Result<Vec<Option<Unchanged>>> {
+    let mut out = Vec::with_capacity(handles.len());
     for (h, sig) in handles.iter().zip(sigs) {
-        let Some(&i) = theirs
-            .iter()
-            .find(|&&i| parent.dir.mailboxes[i].name == h.name)
-        else {
-            return Ok(None);
-        };
-        if parent.dir.mailboxes[i].signature.as_deref() != Some(sig.as_str()) {
-            return Ok(None);
-        }
-        let Some(raw) = parent.raw_catalog(i)? else {
-            return Ok(None);
-        };
-        plan.push((i, raw));
+        let hit = parent.dir.mailboxes.iter().position(|e| {
+            &e.user == user && e.name == h.name && e.signature.as_deref() == Some(sig)
+        });
+        out.push(match hit {
+            Some(i) => parent.raw_catalog(i)?.map(|raw| (i, raw)),
+            None => None,
+        });
     }
-    let Some(mut meta) = parent.dir.users.iter().find(|u| &u.name == user).cloned() else {
-        return Ok(None);
-    };
-    let id = parent.manifest().archive_id.clone();
-    let mut names = Vec::with_capacity(plan.len());
-    let mut n = 0;
-    for (i, raw) in plan {
-        let e = &parent.dir.mailboxes[i];
-        w.copy_mailbox(e, &raw, e.catalog_of.clone().unwrap_or_else(|| id.clone()))?;
-        names.push(e.name.clone());
-        n += e.messages;
-    }
-    meta.subscriptions = reader.subscriptions()?;
-    meta.owner = Some(reader.root_owner()?);
-    w.add_user(meta, names)?;
-    Ok(Some(n))
+    Ok(out)
+}
+
+/// Record mailbox `i` of the parent by copying its catalog (see
+/// [`ArchiveWriter::copy_mailbox`]); returns its name and message count.
+fn copy_from_parent<W: Write>(
+    w: &mut ArchiveWriter<W>,
+    parent: &Archive,
+    i: usize,
+    raw: &[u8],
+) -> Result<(Name, u64)> {
+    let e = &parent.dir.mailboxes[i];
+    let of = e
+        .catalog_of
+        .clone()
+        .unwrap_or_else(|| parent.manifest().archive_id.clone());
+    w.copy_mailbox(e, raw, of)?;
+    Ok((e.name.clone(), e.messages))
 }
 
 struct Ctx<'a> {
@@ -470,36 +468,44 @@ fn backup_user<W: Write>(
     for h in &handles {
         sigs.push(format!("{}.{dict_hash}", reader.signature(h)?));
     }
-    if let Some(b) = ctx.bases
-        && opts.since.is_none()
-        && let Some(n) = copy_unchanged_user(b, &reader, &user_name, &handles, &sigs, w)?
-    {
-        stats.mailboxes += handles.len() as u64;
-        stats.messages += n;
-        stats.unread += n;
-        return Ok(());
+    let copies = match (ctx.bases, opts.since) {
+        (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
+        _ => vec![None; handles.len()],
+    };
+    // A wholly unchanged user: no catalog of the parent is even parsed, and the user record
+    // is the parent's with the subscriptions and root owner read again.
+    if let Some(b) = ctx.bases {
+        let parent = b.parent();
+        let theirs = parent
+            .dir
+            .mailboxes
+            .iter()
+            .filter(|e| e.user == user_name)
+            .count();
+        let meta = parent.dir.users.iter().find(|u| u.name == user_name);
+        if let Some(meta) = meta
+            && theirs == handles.len()
+            && copies.iter().all(Option::is_some)
+        {
+            let mut meta = meta.clone();
+            let mut names = Vec::with_capacity(copies.len());
+            for (i, raw) in copies.iter().flatten() {
+                let (name, n) = copy_from_parent(w, parent, *i, raw)?;
+                names.push(name);
+                stats.mailboxes += 1;
+                stats.messages += n;
+                stats.unread += n;
+            }
+            meta.subscriptions = reader.subscriptions()?;
+            meta.owner = Some(reader.root_owner()?);
+            w.add_user(meta, names)?;
+            return Ok(());
+        }
     }
     let ub = match ctx.bases {
         Some(b) => UserBase::load(b, &user_name)?,
         None => UserBase::default(),
     };
-    // Mailboxes unchanged since the parent (same signature) are not read: their catalog is
-    // copied, and the parent's records stand for their state below.
-    let mut copies: Vec<Option<(usize, Vec<u8>)>> = vec![None; handles.len()];
-    if let (Some(b), None) = (ctx.bases, opts.since) {
-        let parent = b.parent();
-        for (k, (h, sig)) in handles.iter().zip(&sigs).enumerate() {
-            let hit = parent.dir.mailboxes.iter().position(|e| {
-                e.user == user_name && e.name == h.name && e.signature.as_deref() == Some(sig)
-            });
-            if let Some(i) = hit
-                && ub.parent.iter().any(|c| c.mailbox.name == h.name)
-                && let Some(raw) = parent.raw_catalog(i)?
-            {
-                copies[k] = Some((i, raw));
-            }
-        }
-    }
     let mut scanned = Vec::with_capacity(handles.len());
     for (h, copy) in handles.iter().zip(&copies) {
         let from_parent = copy
@@ -554,17 +560,11 @@ fn backup_user<W: Write>(
     let mut names = Vec::new();
     for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
         if let (Some((i, raw)), Some(b)) = (&copies[mi], ctx.bases) {
-            let parent = b.parent();
-            let e = &parent.dir.mailboxes[*i];
-            let of = e
-                .catalog_of
-                .clone()
-                .unwrap_or_else(|| parent.manifest().archive_id.clone());
-            w.copy_mailbox(e, raw, of)?;
-            names.push(e.name.clone());
+            let (name, n) = copy_from_parent(w, b.parent(), *i, raw)?;
+            names.push(name);
             stats.mailboxes += 1;
-            stats.messages += e.messages;
-            stats.unread += e.messages;
+            stats.messages += n;
+            stats.unread += n;
             continue;
         }
         progress.event(&Event::Mailbox {
@@ -573,8 +573,9 @@ fn backup_user<W: Write>(
             messages: msgs.len() as u64,
         });
         let mut records = Vec::with_capacity(msgs.len());
+        let known = ub.mailbox(&meta);
         for mut msg in msgs {
-            if let Some(k) = ub.lookup(&user_name, &meta, &msg) {
+            if let Some(k) = ub.lookup(known, &msg) {
                 let k = k.clone();
                 msg.content = k.content;
                 msg.from = k.from;
