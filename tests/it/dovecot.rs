@@ -787,57 +787,90 @@ impl Dovecot {
             ],
         );
         let mut map = BTreeMap::new();
-        let mut pos = 0;
-        let field = |pos: &mut usize, name: &str| -> String {
-            let prefix = format!("{name}: ");
-            assert!(
-                raw[*pos..].starts_with(prefix.as_bytes()),
-                "unexpected doveadm pager output at byte {}: expected {prefix:?}, got {:?}",
-                *pos,
-                String::from_utf8_lossy(&raw[*pos..raw.len().min(*pos + 80)])
-            );
-            let start = *pos + prefix.len();
-            let end = start
-                + raw[start..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .expect("newline after field");
-            *pos = end + 1;
-            String::from_utf8_lossy(&raw[start..end]).into_owned()
-        };
-        while pos < raw.len() {
-            let mailbox = field(&mut pos, "mailbox");
-            let uid: u64 = field(&mut pos, "uid").parse().expect("numeric uid");
-            let size: usize = field(&mut pos, "size.physical")
-                .parse()
-                .expect("numeric size");
-            assert!(
-                raw[pos..].starts_with(b"text:\n"),
-                "expected text: in pager output"
-            );
-            pos += "text:\n".len();
-            assert!(
-                pos + size <= raw.len(),
-                "pager output shorter than size.physical for {mailbox} uid {uid}"
-            );
-            map.insert((mailbox.clone(), uid), sha256_hex(&raw[pos..pos + size]));
-            pos += size;
-            let rest = &raw[pos..];
-            if rest.starts_with(b"\x0c\n") {
-                pos += 2;
-            } else if rest.starts_with(b"\n\x0c\n") {
-                pos += 3;
-            } else if rest == b"\n" {
-                pos += 1;
-            } else {
-                assert!(
-                    rest.is_empty(),
-                    "unexpected bytes after the text of {mailbox} uid {uid}: {:?}",
-                    String::from_utf8_lossy(&rest[..rest.len().min(80)])
-                );
-            }
+        let mut p = Pager::new(&raw);
+        while !p.done() {
+            let mailbox = p.field("mailbox");
+            let uid: u64 = p.field("uid").parse().expect("numeric uid");
+            let size: usize = p.field("size.physical").parse().expect("numeric size");
+            let text = p.text(size, &format!("{mailbox} uid {uid}"));
+            map.insert((mailbox.clone(), uid), sha256_hex(text));
         }
         map
+    }
+}
+
+/// Reads `doveadm -f pager` output field by field: `name: value` lines (`name:` alone for
+/// an empty value), then a `text:` block of a known length, then the record separator.
+pub struct Pager<'a> {
+    raw: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Pager<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        Pager { raw, pos: 0 }
+    }
+
+    /// True when every record has been read.
+    pub fn done(&self) -> bool {
+        self.pos >= self.raw.len()
+    }
+
+    /// The next field, which must be `name`.
+    pub fn field(&mut self, name: &str) -> String {
+        let raw = self.raw;
+        let empty = format!("{name}:\n");
+        if raw[self.pos..].starts_with(empty.as_bytes()) {
+            self.pos += empty.len();
+            return String::new();
+        }
+        let prefix = format!("{name}: ");
+        assert!(
+            raw[self.pos..].starts_with(prefix.as_bytes()),
+            "unexpected doveadm pager output at byte {}: expected {prefix:?}, got {:?}",
+            self.pos,
+            String::from_utf8_lossy(&raw[self.pos..raw.len().min(self.pos + 80)])
+        );
+        let start = self.pos + prefix.len();
+        let end = start
+            + raw[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("newline after field");
+        self.pos = end + 1;
+        String::from_utf8_lossy(&raw[start..end]).into_owned()
+    }
+
+    /// The `text:` field of `size` bytes (the message's physical size) and the separator
+    /// after it; `what` names the message in failures.
+    pub fn text(&mut self, size: usize, what: &str) -> &'a [u8] {
+        let raw = self.raw;
+        assert!(
+            raw[self.pos..].starts_with(b"text:\n"),
+            "expected text: in pager output"
+        );
+        self.pos += "text:\n".len();
+        assert!(
+            self.pos + size <= raw.len(),
+            "pager output shorter than size.physical for {what}"
+        );
+        let text = &raw[self.pos..self.pos + size];
+        self.pos += size;
+        let rest = &raw[self.pos..];
+        if rest.starts_with(b"\x0c\n") {
+            self.pos += 2;
+        } else if rest.starts_with(b"\n\x0c\n") {
+            self.pos += 3;
+        } else if rest == b"\n" {
+            self.pos += 1;
+        } else {
+            assert!(
+                rest.is_empty(),
+                "unexpected bytes after the text of {what}: {:?}",
+                String::from_utf8_lossy(&rest[..rest.len().min(80)])
+            );
+        }
+        text
     }
 }
 

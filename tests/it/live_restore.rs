@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::dovecot::{Dovecot, message};
+use crate::dovecot::{Dovecot, Pager, message};
 use crate::util::{
     Workspace, assert_text_eq, maildump, report, run, run_expect_code, run_ok, sha256_hex,
     tree_listing,
@@ -123,70 +123,23 @@ fn fetch_msgs(dc: &Dovecot, user: &str, search: &[&str]) -> (Vec<Msg>, String) {
     ];
     args.extend_from_slice(search);
     let (raw, stderr) = da(dc, user, &args);
-    let mut pos = 0;
-    let field = |pos: &mut usize, name: &str| -> String {
-        let prefix = format!("{name}: ");
-        let alt = format!("{name}:\n");
-        if raw[*pos..].starts_with(alt.as_bytes()) {
-            *pos += alt.len();
-            return String::new();
-        }
-        assert!(
-            raw[*pos..].starts_with(prefix.as_bytes()),
-            "unexpected doveadm pager output at byte {}: expected {prefix:?}, got {:?}",
-            *pos,
-            String::from_utf8_lossy(&raw[*pos..raw.len().min(*pos + 80)])
-        );
-        let start = *pos + prefix.len();
-        let end = start
-            + raw[start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .expect("newline after field");
-        *pos = end + 1;
-        String::from_utf8_lossy(&raw[start..end]).into_owned()
-    };
+    let mut p = Pager::new(&raw);
     let mut msgs = Vec::new();
-    while pos < raw.len() {
-        let mailbox = field(&mut pos, "mailbox");
-        let uid: u32 = field(&mut pos, "uid").parse().expect("numeric uid");
-        let guid = field(&mut pos, "guid");
-        let mut flags: Vec<String> = field(&mut pos, "flags")
+    while !p.done() {
+        let mailbox = p.field("mailbox");
+        let uid: u32 = p.field("uid").parse().expect("numeric uid");
+        let guid = p.field("guid");
+        let mut flags: Vec<String> = p
+            .field("flags")
             .split(' ')
             .filter(|f| !f.is_empty() && *f != "\\Recent")
             .map(str::to_string)
             .collect();
         flags.sort();
-        let received = field(&mut pos, "date.received");
-        let message_id = field(&mut pos, "hdr.message-id");
-        let size: usize = field(&mut pos, "size.physical")
-            .parse()
-            .expect("numeric size");
-        assert!(
-            raw[pos..].starts_with(b"text:\n"),
-            "expected text: in pager output"
-        );
-        pos += "text:\n".len();
-        assert!(
-            pos + size <= raw.len(),
-            "pager output shorter than size.physical for {mailbox} uid {uid}"
-        );
-        let text = raw[pos..pos + size].to_vec();
-        pos += size;
-        let rest = &raw[pos..];
-        if rest.starts_with(b"\x0c\n") {
-            pos += 2;
-        } else if rest.starts_with(b"\n\x0c\n") {
-            pos += 3;
-        } else if rest == b"\n" {
-            pos += 1;
-        } else {
-            assert!(
-                rest.is_empty(),
-                "unexpected bytes after the text of {mailbox} uid {uid}: {:?}",
-                String::from_utf8_lossy(&rest[..rest.len().min(80)])
-            );
-        }
+        let received = p.field("date.received");
+        let message_id = p.field("hdr.message-id");
+        let size: usize = p.field("size.physical").parse().expect("numeric size");
+        let text = p.text(size, &format!("{mailbox} uid {uid}")).to_vec();
         msgs.push(Msg {
             mailbox,
             uid,
