@@ -189,6 +189,25 @@ impl Dovecot {
         cmd
     }
 
+    /// `doveadm save -m MAILBOX` with `bytes` on stdin; returns doveadm's output, whatever
+    /// the exit status.
+    pub fn save(&self, user: &str, mailbox: &str, bytes: &[u8]) -> Output {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut cmd = self.command(user, &["save", "-m", mailbox]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start doveadm save");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bytes)
+            .expect("write to doveadm save");
+        child.wait_with_output().expect("wait for doveadm save")
+    }
+
     /// Runs doveadm and returns the raw output, whatever the exit status.
     pub fn try_doveadm(&self, user: &str, args: &[&str]) -> Output {
         run(&mut self.command(user, args))

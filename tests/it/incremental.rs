@@ -335,22 +335,11 @@ fn join_set(s: &BTreeSet<String>) -> String {
 
 /// Delivers `bytes` into `mailbox` of `user` with `doveadm save`.
 fn save(src: &Dovecot, user: &str, mailbox: &str, bytes: &[u8]) {
-    let mut cmd = src.command(user, &["save", "-m", mailbox]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn doveadm save");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(bytes)
-        .expect("write to doveadm save");
-    let out = child.wait_with_output().expect("doveadm save");
+    let out = src.save(user, mailbox, bytes);
     assert!(
         out.status.success(),
-        "doveadm save -m {mailbox} failed\n{}",
-        report(&cmd, &out)
+        "doveadm save -m {mailbox} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

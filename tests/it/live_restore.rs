@@ -7,9 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -199,22 +198,6 @@ fn status(dc: &Dovecot, user: &str, mailbox: &str) -> (u32, u32, u32, String) {
     )
 }
 
-/// `doveadm save -m MAILBOX` with `bytes` on stdin; returns doveadm's output (not checked).
-fn save(dc: &Dovecot, user: &str, mailbox: &str, bytes: &[u8]) -> Output {
-    let mut cmd = dc.command(user, &["save", "-m", mailbox]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start doveadm save");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(bytes)
-        .expect("write to doveadm save");
-    child.wait_with_output().expect("wait for doveadm save")
-}
-
 /// `maildump backup --all-users` of `dc` into `archive`.
 fn backup(dc: &Dovecot, archive: &Path) {
     run_ok(
@@ -380,7 +363,7 @@ fn merge_restores_deleted_message_and_folder() {
     da_clean(&dc, ALICE, &["expunge", "mailbox", "INBOX", "uid", "2"]);
     da_clean(&dc, ALICE, &["mailbox", "delete", "R&D"]);
     let fresh = message(ALICE, 40, "Delivered after the backup", "fresh\n");
-    let out = save(&dc, ALICE, "INBOX", &fresh);
+    let out = dc.save(ALICE, "INBOX", &fresh);
     assert!(out.status.success(), "doveadm save: {}", stderr_of(&out));
     let fresh_uid = msgs(
         &dc,
@@ -1161,8 +1144,7 @@ fn merge_during_concurrent_delivery() {
         let deliverer = s.spawn(|| {
             let mut problems = Vec::new();
             for i in 0..30u32 {
-                let out = save(
-                    &live,
+                let out = live.save(
                     ALICE,
                     "INBOX",
                     &message(
