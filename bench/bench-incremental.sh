@@ -47,89 +47,17 @@
 # restore check or verify fails (the report says so in a banner).
 set -euo pipefail
 
-die() { echo "bench-incremental.sh: error: $*" >&2; exit 1; }
-log() { echo "bench-incremental.sh: $*" >&2; }
-q() { printf '%q' "$1"; }
-
-QUICK=0
-REPS=${REPS:-3}
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
-[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
-
-cd "$(dirname "$0")/.."
-REPO=$(pwd -P)
-
-if [[ $QUICK == 1 ]]; then
-    USERS=3 MSGS=600 MIN_BYTES=0
-    CORPUS=${CORPUS:-/tmp/mdbench/corpus-quick}
-else
-    USERS=12 MSGS=1700 MIN_BYTES=1000000000
-    CORPUS=${CORPUS:-/tmp/mdbench/corpus}
-fi
-WORK=${WORK:-/tmp/mdbench/work-inc}
-GEN=${GEN:-$REPO/../shared/tools/gen_maildir.py}
+ME=bench-incremental.sh
+WORK_DEFAULT=/tmp/mdbench/work-inc
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_setup "$@"
 MUTATE_PCT=${MUTATE_PCT:-1.0}
-SEED=1
-
 for t in restic borg find du awk sort diff cp python3; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done
-[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
 [[ -f $GEN ]] || die "corpus generator not found: $GEN"
-
-# Refuse to put corpus or scratch space inside the repository.
-CORPUS=$(realpath -m "$CORPUS")
-WORK=$(realpath -m "$WORK")
-for p in "$CORPUS" "$WORK"; do
-    case "$p/" in
-        "$REPO"/*) die "$p is inside the repository $REPO" ;;
-        /|//) die "refusing to use / as CORPUS or WORK" ;;
-    esac
-done
-case "$WORK/" in "$CORPUS"/*) die "WORK must not be inside CORPUS" ;; esac
-case "$CORPUS/" in "$WORK"/*) die "CORPUS must not be inside WORK (WORK is wiped)" ;; esac
-
-# ---------------------------------------------------------------- corpus (as bench.sh)
-PARAMS="users=$USERS messages-per-user=$MSGS seed=$SEED"
-if [[ ! -d $CORPUS ]]; then
-    log "generating corpus in $CORPUS ($PARAMS), this takes a while..."
-    rm -rf "$CORPUS.partial"
-    mkdir -p "$(dirname "$CORPUS")"
-    nice -n 10 python3 "$GEN" --root "$CORPUS.partial" --users "$USERS" \
-        --messages-per-user "$MSGS" --seed "$SEED" >&2
-    mv "$CORPUS.partial" "$CORPUS"
-    echo "$PARAMS" > "$CORPUS.params"
-elif [[ -f $CORPUS.params && $(cat "$CORPUS.params") != "$PARAMS" ]]; then
-    log "warning: reusing $CORPUS generated with '$(cat "$CORPUS.params")', not '$PARAMS'"
-fi
-
-# ---------------------------------------------------------------- work dir
-# Only wipe a directory this script created (marker file) or an empty one.
-if [[ -d $WORK ]]; then
-    if [[ ! -e $WORK/.mdbench-work && -n $(ls -A "$WORK") ]]; then
-        die "$WORK is not empty and was not created by a bench script; refusing to wipe it"
-    fi
-    find "$WORK" -mindepth 1 -delete
-fi
-mkdir -p "$WORK"
-touch "$WORK/.mdbench-work"
-T=$WORK/times
-mkdir -p "$T"
-
-# ---------------------------------------------------------------- maildump build
-if [[ -z ${MAILDUMP:-} ]]; then
-    log "cargo build --release"
-    cargo build --release >&2
-    MAILDUMP=$REPO/target/release/maildump
-fi
-[[ -x $MAILDUMP ]] || die "maildump binary not executable: $MAILDUMP"
-MAILDUMP=$(realpath "$MAILDUMP")
+build_maildump
 
 # ---------------------------------------------------------------- live copy
 # The pristine corpus is never modified: every run backs up and mutates a fresh copy.
@@ -141,9 +69,6 @@ t1=$(date +%s%N)
 COPY_NS=$((t1 - t0))
 
 COMMANDS=()
-# secs T0_NS T1_NS: elapsed seconds with ms resolution.
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # warm: no pending writeback, every file of LIVE (and its inode) in the cache.
 warm() { sync; find "$LIVE" -type f -print0 | xargs -0 cat > /dev/null; }
 
@@ -331,15 +256,9 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- 5. report
 mb()    { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 mib()   { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 pct()   { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f %%", 100 * a / b; else print "n/a" }'; }
 verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? "**met**" : "**missed**" }'; }
 
-git_desc() {
-    local rev
-    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) || { echo "repo has no commits"; return; }
-    git -C "$REPO" diff --quiet HEAD 2>/dev/null && echo "repo $rev" || echo "repo $rev + uncommitted changes"
-}
 runs() { local n; n=$(wc -l < "$T/$1.times"); (( n > 1 )) && echo "median of $n" || echo "1 run"; }
 
 REPORT=$REPO/bench/results-incremental-latest.md

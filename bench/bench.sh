@@ -30,98 +30,26 @@
 # the report).
 set -euo pipefail
 
-die() { echo "bench.sh: error: $*" >&2; exit 1; }
-log() { echo "bench.sh: $*" >&2; }
-q() { printf '%q' "$1"; }
-
-QUICK=0
-REPS=${REPS:-3}
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $arg (try --help)" ;;
-    esac
-done
-
-cd "$(dirname "$0")/.."
-REPO=$(pwd -P)
-
-if [[ $QUICK == 1 ]]; then
-    USERS=3 MSGS=600 MIN_BYTES=0
-    CORPUS=${CORPUS:-/tmp/mdbench/corpus-quick}
-else
-    USERS=12 MSGS=1700 MIN_BYTES=1000000000
-    CORPUS=${CORPUS:-/tmp/mdbench/corpus}
-fi
-WORK=${WORK:-/tmp/mdbench/work}
-GEN=${GEN:-$REPO/../shared/tools/gen_maildir.py}
+ME=bench.sh
+WORK_DEFAULT=/tmp/mdbench/work
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_setup "$@"
 SKIP_MAILDUMP=${SKIP_MAILDUMP:-0}
 PICK_INDEX=${PICK_INDEX:-1000}
-SEED=1
-
 for t in tar zstd restic borg find du awk cmp; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done
-[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (apt-get install -y time)"
-
-# Refuse to put corpus or scratch space inside the repository.
-CORPUS=$(realpath -m "$CORPUS")
-WORK=$(realpath -m "$WORK")
-for p in "$CORPUS" "$WORK"; do
-    case "$p/" in
-        "$REPO"/*) die "$p is inside the repository $REPO" ;;
-        /|//) die "refusing to use / as CORPUS or WORK" ;;
-    esac
-done
-case "$WORK/" in "$CORPUS"/*) die "WORK must not be inside CORPUS" ;; esac
-case "$CORPUS/" in "$WORK"/*) die "CORPUS must not be inside WORK (WORK is wiped)" ;; esac
-
-# ---------------------------------------------------------------- corpus
-PARAMS="users=$USERS messages-per-user=$MSGS seed=$SEED"
-if [[ ! -d $CORPUS ]]; then
-    [[ -f $GEN ]] || die "corpus generator not found: $GEN"
-    log "generating corpus in $CORPUS ($PARAMS), this takes a while..."
-    rm -rf "$CORPUS.partial"
-    mkdir -p "$(dirname "$CORPUS")"
-    nice -n 10 python3 "$GEN" --root "$CORPUS.partial" --users "$USERS" \
-        --messages-per-user "$MSGS" --seed "$SEED" >&2
-    mv "$CORPUS.partial" "$CORPUS"
-    echo "$PARAMS" > "$CORPUS.params"
-elif [[ -f $CORPUS.params && $(cat "$CORPUS.params") != "$PARAMS" ]]; then
-    log "warning: reusing $CORPUS generated with '$(cat "$CORPUS.params")', not '$PARAMS'"
-fi
 ROOT=$CORPUS
-
-# ---------------------------------------------------------------- work dir
-# Only wipe a directory this script created (marker file) or an empty one.
-if [[ -d $WORK ]]; then
-    if [[ ! -e $WORK/.mdbench-work && -n $(ls -A "$WORK") ]]; then
-        die "$WORK is not empty and was not created by bench.sh; refusing to wipe it"
-    fi
-    find "$WORK" -mindepth 1 -delete
-fi
-mkdir -p "$WORK"
-touch "$WORK/.mdbench-work"
-T=$WORK/times
-mkdir -p "$T"
 
 # ---------------------------------------------------------------- maildump build
 MD_STATUS=skipped
 if [[ $SKIP_MAILDUMP != 1 ]]; then
-    if [[ -z ${MAILDUMP:-} ]]; then
-        log "cargo build --release"
-        cargo build --release >&2
-        MAILDUMP=$REPO/target/release/maildump
-    fi
-    [[ -x $MAILDUMP ]] || die "maildump binary not executable: $MAILDUMP"
-    MAILDUMP=$(realpath "$MAILDUMP")
+    build_maildump
     MD_STATUS=run
 fi
 
 COMMANDS=()
-# secs T0_NS T1_NS: elapsed seconds with ms resolution.
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 # timed NAME CMD: run CMD (a bash string) under /usr/bin/time; sets
 # SECS[NAME] (wall s, ms resolution) and RSS[NAME] (peak RSS KiB of the
 # largest process in CMD).
@@ -168,7 +96,6 @@ TAR_CMD="tar -C $(q "$ROOT") -cf - . | zstd -T0 -3 -q -f -o $(q "$TARZ")"
 MD_CMD="$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o - --quiet > $(q "$MDUMP")"
 COMMANDS+=("$TAR_CMD   # $REPS runs, median")
 [[ $MD_STATUS == run ]] && COMMANDS+=("$MD_CMD   # $REPS runs, median")
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TAR_TIMES=(); MD_TIMES=(); RSS[tar]=0; RSS[maildump]=0
 for ((rep = 1; rep <= REPS; rep++)); do
     warm
@@ -301,7 +228,6 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- 6. report
 mb()    { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 mib()   { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 row() { # row LABEL KEY SIZE SECOND_RUN_KEY
     local label=$1 key=$2 size=$3 key2=${4:-}
@@ -312,11 +238,6 @@ row() { # row LABEL KEY SIZE SECOND_RUN_KEY
         "$(ratio "$size" "$SIZE_tar")" "$(mib "${RSS[$key]}")" "$second"
 }
 
-git_desc() {
-    local rev
-    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) || { echo "repo has no commits"; return; }
-    git -C "$REPO" diff --quiet HEAD 2>/dev/null && echo "repo $rev" || echo "repo $rev + uncommitted changes"
-}
 
 REPORT=$REPO/bench/results-latest.md
 {
