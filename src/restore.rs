@@ -181,8 +181,10 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         }
         let mut cat = archive.catalog(i)?;
         // The archive's own records of deleted mail are history, not state: only
-        // `--deleted` brings them back (below, from the whole chain).
+        // `--deleted` brings them back (below, from the whole chain). The messages are
+        // read again, one mailbox at a time, below: memory stays bounded by one catalog.
         cat.deleted.clear();
+        cat.messages = Vec::new();
         cands.push((Some(i), cat));
     }
     if opts.deleted {
@@ -215,7 +217,10 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
     let mut live_guids: BTreeMap<String, std::collections::HashMap<String, Name>> = BTreeMap::new();
-    for (catalog, cat) in cands {
+    for (catalog, mut cat) in cands {
+        if let Some(i) = catalog {
+            cat.messages = archive.catalog(i)?.messages;
+        }
         let chosen: Vec<&MessageRecord> = selected_messages(sel, &cat)
             .chain(cat.deleted.iter())
             .collect();
