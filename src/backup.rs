@@ -183,7 +183,7 @@ impl Bases {
         &self.archives[0]
     }
 
-    /// The parent's catalogs of `user`: live mailboxes and (as a second list) nothing else.
+    /// The parent's catalogs of `user`'s mailboxes (its state, not its deleted mailboxes).
     fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
         let a = self.parent();
         let mut out = Vec::new();

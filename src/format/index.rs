@@ -165,6 +165,15 @@ impl MessageRecord {
         self.link = None;
     }
 
+    /// A record whose bytes are held by another archive, as `r` says.
+    pub fn referring(message: MessageMeta, r: ContentRef) -> Self {
+        MessageRecord {
+            archive: Some(r.archive),
+            archive_loc: Some(r.loc),
+            ..MessageRecord::bare(message)
+        }
+    }
+
     /// A record with no bytes anywhere yet (filled in by the writer or a resolver).
     pub fn bare(message: MessageMeta) -> Self {
         MessageRecord::bare_at(String::new(), message)

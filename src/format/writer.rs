@@ -430,10 +430,10 @@ impl<W: Write> ArchiveWriter<W> {
             });
         }
         if let Some(r) = self.chain.get(&digest).cloned() {
-            // Held by an earlier archive of the chain: recorded, not stored again.
-            self.stats.messages -= 1;
-            self.stats.message_bytes -= size;
-            return Ok(self.add_reference(meta, r));
+            // Held by an earlier archive of the chain: recorded, not stored again (the
+            // message is already counted above).
+            self.stats.referenced += 1;
+            return Ok(MessageRecord::referring(meta, r));
         }
         if size > MESSAGE_LIMIT {
             return Err(Error::store(source_name, "message larger than 8 GiB"));
@@ -480,11 +480,7 @@ impl<W: Write> ArchiveWriter<W> {
         self.stats.messages += 1;
         self.stats.message_bytes += meta.content.size;
         self.stats.referenced += 1;
-        MessageRecord {
-            archive: Some(r.archive),
-            archive_loc: Some(r.loc),
-            ..MessageRecord::bare(meta)
-        }
+        MessageRecord::referring(meta, r)
     }
 
     /// Record a message whose bytes this archive does not hold and whose holder is not known
