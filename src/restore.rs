@@ -127,6 +127,14 @@ fn selected_messages<'a>(
         .filter(move |r| sel.message_matches(&cat.user, &cat.mailbox.name, &r.message))
 }
 
+/// Catalog `i` of `archive` as state: the archive's own records of deleted mail are history
+/// and are dropped; only `--deleted` brings deleted mail back (from the whole chain).
+fn state_catalog(archive: &Archive, i: usize) -> Result<MailboxRecord> {
+    let mut c = archive.catalog(i)?;
+    c.deleted.clear();
+    Ok(c)
+}
+
 fn side_name(prefix: &str, name: &Name) -> Name {
     let mut n = prefix.trim_end_matches('/').as_bytes().to_vec();
     n.push(b'/');
@@ -179,11 +187,9 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         if !sel.user_matches(&m.user) || !sel.mailbox_matches(&m.user, &m.name) {
             continue;
         }
-        let mut cat = archive.catalog(i)?;
-        // The archive's own records of deleted mail are history, not state: only
-        // `--deleted` brings them back (below, from the whole chain). The messages are
-        // read again, one mailbox at a time, below: memory stays bounded by one catalog.
-        cat.deleted.clear();
+        // The messages are read again, one mailbox at a time, below: memory stays bounded
+        // by one catalog.
+        let mut cat = state_catalog(archive, i)?;
         cat.messages = Vec::new();
         cands.push((Some(i), cat));
     }
@@ -405,11 +411,7 @@ pub fn restore(
         let mut inbox_guid = None;
         for m in mbs {
             let mut cat = match m.catalog {
-                Some(i) => {
-                    let mut c = archive.catalog(i)?;
-                    c.deleted.clear();
-                    c
-                }
+                Some(i) => state_catalog(archive, i)?,
                 None => MailboxRecord {
                     user: m.source_user.clone(),
                     mailbox: m.meta.clone(),
