@@ -19,8 +19,7 @@ use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
-use crate::store::maildir::MaildirReader;
-use crate::store::{StoreReader, split_attributes};
+use crate::store::{open_reader, split_attributes};
 
 /// What to back up and how to write it.
 #[derive(Clone, Debug)]
@@ -83,7 +82,7 @@ pub struct BackupStats {
 /// Keeps a copy of the header block (up to the first empty line, at most [`SNIFF`] bytes) of
 /// the bytes read through it, for `From`/`Subject`/`Message-ID`; the body is not copied.
 struct Sniffer<'a> {
-    inner: &'a mut std::fs::File,
+    inner: &'a mut dyn crate::store::Body,
     head: Vec<u8>,
     done: bool,
 }
@@ -443,7 +442,7 @@ fn backup_user<W: Write>(
     progress: &mut dyn Progress,
 ) -> Result<()> {
     let opts = ctx.opts;
-    let reader = MaildirReader::open(&opts.location, user)?;
+    let reader = open_reader(&opts.location, user)?;
     let handles = reader.mailboxes()?;
     let user_name = Name::from(user);
     // The METADATA dictionary names mailboxes by GUID; its bytes are part of every

@@ -76,6 +76,10 @@ pub struct StoreArgs {
     /// `file:%h/dovecot-attributes` when a home template is known).
     #[arg(long, value_name = "DICT")]
     pub attribute_dict: Option<String>,
+    /// Single-instance attachment directory of a dbox store (Dovecot's `mail_attachment_dir`,
+    /// e.g. `/srv/attachments` or `~/attachments`; default: from --config).
+    #[arg(long, value_name = "DIR")]
+    pub attachment_dir: Option<String>,
 }
 
 /// How progress is shown.
@@ -225,6 +229,11 @@ pub struct RestoreArgs {
     /// starting with `;` are ignored).
     #[arg(long, value_name = "FILE")]
     pub restore_list: Option<PathBuf>,
+    /// sdbox/mdbox targets: keep attachments inside the messages instead of writing them
+    /// to the attachment directory (for Dovecot 2.4, which no longer writes
+    /// single-instance attachments).
+    #[arg(long)]
+    pub inline_attachments: bool,
     /// Print what would be written and write nothing.
     #[arg(long)]
     pub dry_run: bool,

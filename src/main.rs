@@ -21,7 +21,7 @@ use maildump::progress::{Event, JsonLines, NoProgress, Progress};
 use maildump::restore::{self, Mode, RestoreOptions};
 use maildump::select::{Selection, SeqSet, parse_restore_list};
 use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
-use maildump::store::location::Location;
+use maildump::store::location::{Location, StoreFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -132,7 +132,7 @@ fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
 }
 
 fn location(s: &StoreArgs) -> anyhow::Result<Location> {
-    let (spec, mut home, mut dict) = match (&s.config, &s.location) {
+    let (spec, mut home, mut dict, mut attachments) = match (&s.config, &s.location) {
         (Some(conf), _) => {
             let loc = conf_setting(conf, "mail_location")?
                 .ok_or_else(|| Error::Usage(format!("{}: no mail_location set", conf.display())))?;
@@ -140,9 +140,10 @@ fn location(s: &StoreArgs) -> anyhow::Result<Location> {
                 loc,
                 conf_setting(conf, "mail_home")?,
                 conf_setting(conf, "mail_attribute_dict")?,
+                conf_setting(conf, "mail_attachment_dir")?,
             )
         }
-        (None, Some(l)) => (l.clone(), None, None),
+        (None, Some(l)) => (l.clone(), None, None, None),
         (None, None) => return Err(Error::Usage("give --config or --location".into()).into()),
     };
     if s.home.is_some() {
@@ -156,6 +157,16 @@ fn location(s: &StoreArgs) -> anyhow::Result<Location> {
         dict = Some("file:%h/dovecot-attributes".into());
     }
     loc.attribute_dict = dict;
+    if s.attachment_dir.is_some() {
+        attachments = s.attachment_dir.clone();
+    }
+    if attachments.is_some() && loc.kind == StoreFormat::Maildir {
+        return Err(Error::Usage(
+            "mail_attachment_dir (--attachment-dir) applies to sdbox and mdbox stores only".into(),
+        )
+        .into());
+    }
+    loc.attachment_dir = attachments;
     Ok(loc)
 }
 
@@ -413,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mode,
                 into: a.into,
                 deleted: a.deleted,
+                inline_attachments: a.inline_attachments,
             };
             let plan = restore::plan(&chain, at, &opts)?;
             if a.dry_run {

@@ -142,6 +142,14 @@ impl Flags {
     pub fn empty() -> Self {
         Flags(0)
     }
+    /// The flags as Dovecot's index stores them (bits 0x01..0x10).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+    /// Flags from Dovecot's index bits; other bits (backend-internal) are dropped.
+    pub fn from_bits(b: u8) -> Self {
+        Flags(b & 0x1f)
+    }
     /// True if every flag of `other` is set.
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
@@ -284,6 +292,33 @@ impl MaildirMessage {
     }
 }
 
+/// dbox-specific facts of a message (sdbox and mdbox), kept so a dbox restore is exact.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+pub struct DboxFacts {
+    /// Attachments Dovecot had stored outside the message (single-instance storage), in
+    /// message order. The archived message bytes are always complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRef>,
+    /// Metadata lines other than those modelled elsewhere (`G R V Z X P O`), verbatim: a
+    /// one-byte key and its value (e.g. `B` = mailbox first saved to, in mdbox).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other: Vec<(Name, Name)>,
+}
+
+/// One externalised attachment of a dbox message (Dovecot `X` metadata).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    /// Offset of the attachment's encoded text in the complete message.
+    pub start: u64,
+    /// Length of the encoded text in the complete message.
+    pub size: u64,
+    /// Dovecot's encoding options: `-` (stored as is) or `B<n>` base64 lines of n
+    /// characters, with `C` before it for CRLF line ends (`CB76`).
+    pub options: String,
+    /// Path of the stored attachment relative to the attachment directory (as in `X`).
+    pub path: Name,
+}
+
 impl MessageMeta {
     /// Drop the GUID when it is derivable from the Maildir file name (for storage).
     pub fn omit_derived_guid(&mut self) {
@@ -343,6 +378,9 @@ pub struct MessageMeta {
     /// Maildir facts (file name, cur/new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maildir: Option<MaildirMessage>,
+    /// dbox facts (single-instance attachments, other metadata lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dbox: Option<DboxFacts>,
     /// `From:` header, decoded for display (at most 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,

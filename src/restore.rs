@@ -26,7 +26,8 @@ use crate::model::{MailboxMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::select::Selection;
 use crate::store::location::{Location, check_user_name};
-use crate::store::maildir::MaildirWriter;
+use crate::store::Writer;
+use crate::store::location::StoreFormat;
 use crate::store::{StoreWriter, attribute_key, check_mailbox_name};
 
 /// How restored mail meets the mail already in the target.
@@ -58,6 +59,10 @@ pub struct RestoreOptions {
     pub into: Option<String>,
     /// Also restore the chain's records of deleted mail (mail deleted between archives).
     pub deleted: bool,
+    /// dbox targets: keep attachments inside the messages, even where the location has an
+    /// attachment directory (for Dovecot 2.4, which no longer writes single-instance
+    /// attachments).
+    pub inline_attachments: bool,
 }
 
 impl RestoreOptions {
@@ -221,7 +226,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
     let mut missing = Vec::new();
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
-    let mut writers: BTreeMap<String, MaildirWriter> = BTreeMap::new();
+    let mut writers: BTreeMap<String, Writer> = BTreeMap::new();
     let mut live_guids: BTreeMap<String, std::collections::HashMap<String, Name>> = BTreeMap::new();
     for (catalog, mut cat) in cands {
         if let Some(i) = catalog {
@@ -267,7 +272,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         if !writers.contains_key(&target) {
             writers.insert(
                 target.clone(),
-                MaildirWriter::new(loc, &target, opts.owner)?,
+                Writer::open(loc, &target, opts.owner, opts.inline_attachments)?,
             );
         }
         let mut target_name = target_name;
@@ -276,7 +281,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             .is_some_and(|w| w.mailbox_exists(&target_name));
         // Merge: a mailbox renamed since the backup keeps its GUID; merge into it under its
         // new name rather than recreate the old name with copies of its mail.
-        if opts.mode == Mode::Merge && !exists {
+        if opts.mode == Mode::Merge && !exists && loc.kind == StoreFormat::Maildir {
             if !live_guids.contains_key(&target) {
                 let r = crate::store::maildir::MaildirReader::open(loc, &target)?;
                 live_guids.insert(target.clone(), r.mailboxes_by_guid()?);
@@ -295,6 +300,12 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             && let Some(w) = writers.get(&target)
         {
             w.check_free(&target_name)?;
+        }
+        if exists && opts.mode != Mode::Exact && loc.kind != StoreFormat::Maildir {
+            return Err(Error::Usage(format!(
+                "user {target} mailbox {target_name}: merging into an existing {} mailbox is not supported yet; restore into a new location, or into a mailbox that does not exist (--mode side-folder --into PREFIX)",
+                loc.format
+            )));
         }
         p.mailboxes.push(PlannedMailbox {
             catalog,
@@ -400,7 +411,7 @@ pub fn restore(
         progress.event(&Event::User {
             user: target.clone(),
         });
-        let mut w = MaildirWriter::new(loc, &target, opts.owner)?;
+        let mut w = Writer::open(loc, &target, opts.owner, opts.inline_attachments)?;
         let mut attrs = Vec::new();
         let mut restored_names = Vec::new();
         let mut new_names = Vec::new();
@@ -477,7 +488,13 @@ pub fn restore(
             }
             let where_ = format!("user {target} mailbox {}", m.target_name);
             if into_existing {
-                let rep = w.merge_mailbox(&meta, &metas, &mut bodies, dry_run)?;
+                let Writer::Maildir(mw) = &mut w else {
+                    return Err(Error::Usage(format!(
+                        "{where_}: merging into an existing {} mailbox is not supported yet",
+                        loc.format
+                    )));
+                };
+                let rep = mw.merge_mailbox(&meta, &metas, &mut bodies, dry_run)?;
                 for (old, new) in &rep.added {
                     stats.report.push(format!(
                         "{} {where_}: UID {old} of {} / {} as UID {}",

@@ -14,13 +14,26 @@ pub enum Layout {
     Fs,
 }
 
+/// The on-disk format of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// `maildir:` one file per message, flags in the file name.
+    Maildir,
+    /// `sdbox:` single-dbox, one `u.<UID>` file per message, flags in the index.
+    Sdbox,
+    /// `mdbox:` multi-dbox, messages in shared `storage/m.<N>` files.
+    Mdbox,
+}
+
 /// A parsed mail location plus home template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
     /// The text as given (recorded in archives).
     pub spec: String,
-    /// Store format; only `maildir` so far.
+    /// Store format as written (`maildir`, `sdbox`, `mdbox`).
     pub format: String,
+    /// Store format.
+    pub kind: StoreFormat,
     /// Root path template (may contain `~`, `%u`, `%n`, `%d`, `%h`).
     pub root: String,
     /// Folder layout.
@@ -31,6 +44,10 @@ pub struct Location {
     pub home: Option<String>,
     /// METADATA dictionary file template (from `mail_attribute_dict = file:...`).
     pub attribute_dict: Option<String>,
+    /// dbox alternate storage root template (`ALT=`).
+    pub alt: Option<String>,
+    /// Single-instance attachment directory template (`mail_attachment_dir`), dbox only.
+    pub attachment_dir: Option<String>,
 }
 
 impl Location {
@@ -38,16 +55,22 @@ impl Location {
     ///
     /// # Errors
     /// [`Error::Usage`] for unknown formats or options that would change where mail lives
-    /// and that this version does not handle (`CONTROL=`, `INBOX=`, `DIRNAME=`, `ALT=`).
+    /// and that this version does not handle (`CONTROL=`, `INBOX=`, `DIRNAME=`; `ALT=` for
+    /// Maildir, where it does not exist).
     pub fn parse(spec: &str, home: Option<String>) -> Result<Self> {
         let (format, rest) = spec
             .split_once(':')
             .ok_or_else(|| Error::Usage(format!("mail location {spec:?}: expected FORMAT:PATH")))?;
-        if format != "maildir" {
-            return Err(Error::Usage(format!(
-                "mail location {spec:?}: store format {format:?} is not supported yet (supported: maildir)"
-            )));
-        }
+        let kind = match format {
+            "maildir" => StoreFormat::Maildir,
+            "sdbox" | "dbox" => StoreFormat::Sdbox,
+            "mdbox" => StoreFormat::Mdbox,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "mail location {spec:?}: store format {format:?} is not supported (supported: maildir, sdbox, mdbox)"
+                )));
+            }
+        };
         let mut parts = rest.split(':');
         let root = parts.next().unwrap_or_default().to_string();
         if root.is_empty() {
@@ -55,6 +78,7 @@ impl Location {
         }
         let mut layout = Layout::MaildirPlusPlus;
         let mut utf8 = false;
+        let mut alt = None;
         for opt in parts {
             let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
             match k {
@@ -70,6 +94,7 @@ impl Location {
                     }
                 }
                 "UTF-8" => utf8 = true,
+                "ALT" if kind != StoreFormat::Maildir && !v.is_empty() => alt = Some(v.to_string()),
                 // Index and cache locations do not change the mail; they are caches for Maildir.
                 "INDEX" | "INDEXPVT" | "ITERINDEX" | "NO-NOSELECT" | "VOLATILEDIR" => {}
                 _ => {
@@ -82,11 +107,14 @@ impl Location {
         Ok(Location {
             spec: spec.to_string(),
             format: format.to_string(),
+            kind,
             root,
             layout,
             utf8,
             home,
             attribute_dict: None,
+            alt,
+            attachment_dir: None,
         })
     }
 
@@ -110,12 +138,31 @@ impl Location {
                 self.spec
             )));
         }
-        let home_s = home.as_ref().map(|h| h.to_string_lossy().into_owned());
-        let mut r = expand(&self.root, user, home_s.as_deref());
+        Ok(self.path_of(&self.root, user))
+    }
+
+    /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`.
+    fn path_of(&self, template: &str, user: &str) -> PathBuf {
+        let home_s = self
+            .home_of(user)
+            .map(|h| h.to_string_lossy().into_owned());
+        let mut r = expand(template, user, home_s.as_deref());
         if let (Some(rest), Some(h)) = (r.strip_prefix('~'), &home_s) {
             r = format!("{h}{rest}");
         }
-        Ok(PathBuf::from(r))
+        PathBuf::from(r)
+    }
+
+    /// The user's dbox alternate storage root (`ALT=`), if any.
+    pub fn alt_of(&self, user: &str) -> Option<PathBuf> {
+        self.alt.as_deref().map(|t| self.path_of(t, user))
+    }
+
+    /// The user's single-instance attachment directory, if any.
+    pub fn attachment_dir_of(&self, user: &str) -> Option<PathBuf> {
+        self.attachment_dir
+            .as_deref()
+            .map(|t| self.path_of(t, user))
     }
 
     /// The METADATA dictionary file of a user, if configured (`file:` dicts only).
@@ -337,6 +384,10 @@ mod tests {
                 .is_err()
         );
         assert!(Location::parse("mbox:~/mail", None).is_err());
+        let l = Location::parse("mdbox:~/mdbox:ALT=~/alt", Some("/h/%u".into())).unwrap();
+        assert_eq!(l.kind, StoreFormat::Mdbox);
+        assert_eq!(l.alt_of("a"), Some(PathBuf::from("/h/a/alt")));
+        assert!(Location::parse("maildir:~/M:ALT=/x", None).is_err());
         assert!(Location::parse("maildir:~/M:CONTROL=/x", None).is_err());
         assert_eq!(expand("a%%b", "u", None), "a%b");
     }

@@ -5,12 +5,14 @@
 //! nothing of the archive format. Names that come from an archive reach the file system only
 //! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
 
+pub mod dbox;
 pub mod dovecot;
 pub mod location;
 pub mod maildir;
 pub mod mutf7;
+pub(crate) mod stage;
 
-use std::fs::File;
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -25,10 +27,15 @@ pub struct MailboxHandle {
     pub dir: PathBuf,
 }
 
-/// A message file opened for reading.
+/// Readable and seekable message bytes.
+pub trait Body: Read + Seek {}
+
+impl<T: Read + Seek + ?Sized> Body for T {}
+
+/// A message's bytes opened for reading.
 pub struct OpenedBody {
-    /// The open file.
-    pub file: File,
+    /// The bytes: an open file, or a message rebuilt from a dbox file and its attachments.
+    pub file: Box<dyn Body>,
     /// Its path (for error messages).
     pub path: PathBuf,
     /// Its length when opened.
@@ -66,6 +73,25 @@ pub trait StoreReader {
     /// # Errors
     /// An unreadable root.
     fn root_owner(&self) -> Result<Owner>;
+    /// A digest that changes whenever anything an archive records of the mailbox may have
+    /// changed, computed without opening message files (see each store's notes).
+    ///
+    /// # Errors
+    /// Unreadable directories or files.
+    fn signature(&self, mb: &MailboxHandle) -> Result<String>;
+}
+
+/// Open the store reader of `user` for the location's format.
+///
+/// # Errors
+/// [`Error::NotFound`] when the user's mail root does not exist.
+pub fn open_reader(loc: &location::Location, user: &str) -> Result<Box<dyn StoreReader>> {
+    Ok(match loc.kind {
+        location::StoreFormat::Maildir => Box::new(maildir::MaildirReader::open(loc, user)?),
+        location::StoreFormat::Sdbox | location::StoreFormat::Mdbox => {
+            Box::new(dbox::DboxReader::open(loc, user)?)
+        }
+    })
 }
 
 /// Writing one user's mail (exact mode: mailboxes that do not exist yet).
@@ -101,6 +127,78 @@ pub trait StoreWriter {
     /// # Errors
     /// I/O errors, or the target root appeared meanwhile.
     fn commit(&mut self) -> Result<()>;
+}
+
+/// The writer for a location's format.
+pub enum Writer {
+    /// Maildir (also merges into live mailboxes).
+    Maildir(maildir::MaildirWriter),
+    /// sdbox or mdbox.
+    Dbox(dbox::DboxWriter),
+}
+
+impl Writer {
+    /// Open the writer of `user` for the location's format. `inline_attachments` keeps
+    /// dbox attachments inside the messages (see [`dbox::DboxWriter::new`]).
+    ///
+    /// # Errors
+    /// A location that needs a home template without one.
+    pub fn open(
+        loc: &location::Location,
+        user: &str,
+        owner: Option<(u32, u32)>,
+        inline_attachments: bool,
+    ) -> Result<Self> {
+        Ok(match loc.kind {
+            location::StoreFormat::Maildir => {
+                Writer::Maildir(maildir::MaildirWriter::new(loc, user, owner)?)
+            }
+            location::StoreFormat::Sdbox | location::StoreFormat::Mdbox => Writer::Dbox(
+                dbox::DboxWriter::new(loc, user, owner, inline_attachments)?,
+            ),
+        })
+    }
+
+    /// Whether a mailbox exists in the store.
+    pub fn mailbox_exists(&self, name: &Name) -> bool {
+        match self {
+            Writer::Maildir(w) => w.mailbox_exists(name),
+            Writer::Dbox(w) => w.mailbox_exists(name),
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn StoreWriter {
+        match self {
+            Writer::Maildir(w) => w,
+            Writer::Dbox(w) => w,
+        }
+    }
+}
+
+impl StoreWriter for Writer {
+    fn check_free(&self, name: &Name) -> Result<()> {
+        match self {
+            Writer::Maildir(w) => w.check_free(name),
+            Writer::Dbox(w) => w.check_free(name),
+        }
+    }
+    fn write_mailbox(
+        &mut self,
+        meta: &MailboxMeta,
+        messages: &[MessageMeta],
+        bodies: &mut dyn FnMut(usize, &mut dyn std::io::Write) -> Result<bool>,
+    ) -> Result<WriteStats> {
+        self.inner().write_mailbox(meta, messages, bodies)
+    }
+    fn add_subscriptions(&mut self, names: &[Name]) -> Result<()> {
+        self.inner().add_subscriptions(names)
+    }
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
+        self.inner().add_attributes(entries)
+    }
+    fn commit(&mut self) -> Result<()> {
+        self.inner().commit()
+    }
 }
 
 /// What [`StoreWriter::write_mailbox`] did.

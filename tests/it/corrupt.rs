@@ -245,6 +245,7 @@ fn hostile_names_in_an_archive_are_refused() {
                 filename: Name::from("../../../../tmp/pwned:2,S"),
                 ..Default::default()
             }),
+            dbox: None,
             from: None,
             subject: None,
             message_id: None,

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
-use super::write::{BATCH, Pending, info_letters, safe_filename, sync_dir};
+use super::write::{info_letters, safe_filename};
+use crate::store::stage::{BATCH, Pending, sync_dir};
 use super::{MaildirWriter, list_messages};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
@@ -230,7 +231,7 @@ impl MaildirWriter {
             // Owned by the mailbox's owner at once, so Dovecot (running as that user) can
             // watch it while it waits.
             let md = fs::metadata(&dir).at(&dir)?;
-            self.chown(
+            self.st.chown(
                 &l.path,
                 Some(Owner {
                     uid: md.uid(),
@@ -345,7 +346,7 @@ impl MaildirWriter {
             sync_dir(&dir.join(sub))?;
         }
         if table != live.keywords {
-            self.write_atomic(
+            self.st.write_atomic(
                 &dir.join("dovecot-keywords"),
                 &uidlist::render_keywords(&table),
                 owner,
@@ -361,7 +362,7 @@ impl MaildirWriter {
                     f.write_all(&uidlist::render(&ul)).at(&lock.path)?;
                     f.sync_all().at(&lock.path)?;
                     drop(f);
-                    self.chown(&lock.path, owner)?;
+                    self.st.chown(&lock.path, owner)?;
                     if let Err(e) = fs::rename(&lock.path, &path) {
                         let _ = fs::remove_file(&lock.path);
                         return Err(Error::io(path, e));

@@ -53,16 +53,6 @@ fn decode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Encode one UTF-8 name component for disk.
-pub(crate) fn encode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
-    if loc.utf8 {
-        return c.to_vec();
-    }
-    match std::str::from_utf8(c) {
-        Ok(s) => mutf7::encode(s).into_bytes(),
-        Err(_) => c.to_vec(),
-    }
-}
 
 /// Map a flag letter string to flags and keywords.
 pub fn flags_from_info(info: &[u8], table: &[Name]) -> (Flags, Vec<Name>) {
@@ -235,16 +225,12 @@ impl MaildirReader {
         Ok(out)
     }
 
-    /// A digest of everything an incremental needs to know a mailbox did not change, with no
-    /// `stat` of message files: the names in `new/` and `cur/` (names carry flags, keyword
-    /// letters and sizes), `dovecot-uidlist` (UIDs, GUIDs, UIDVALIDITY, next UID, mailbox
-    /// GUID) and `dovecot-keywords` byte for byte, and the directory's owner and mode.
-    /// A message file's own mtime, owner or mode changed without a rename is not seen:
-    /// Maildir files are immutable once delivered.
-    ///
-    /// # Errors
-    /// Unreadable directories or files.
-    pub fn signature(&self, mb: &MailboxHandle) -> Result<String> {
+    /// See [`StoreReader::signature`]: the names in `new/` and `cur/` (names carry flags,
+    /// keyword letters and sizes), `dovecot-uidlist` (UIDs, GUIDs, UIDVALIDITY, next UID,
+    /// mailbox GUID) and `dovecot-keywords` byte for byte, and the directory's owner and
+    /// mode, with no `stat` of message files. A message file's own mtime, owner or mode
+    /// changed without a rename is not seen: Maildir files are immutable once delivered.
+    fn signature_of(&self, mb: &MailboxHandle) -> Result<String> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"maildump-maildir-signature-1\0");
@@ -426,7 +412,7 @@ impl StoreReader for MaildirReader {
                 // Maildir files never change after delivery; the scan's stat gave the size.
                 let len = msg.content.size;
                 return Ok(OpenedBody {
-                    file: f,
+                    file: Box::new(f),
                     path,
                     len,
                     renamed_to: None,
@@ -446,7 +432,7 @@ impl StoreReader for MaildirReader {
             if let Ok(f) = File::open(&p) {
                 let len = f.metadata().at(&p)?.len();
                 return Ok(OpenedBody {
-                    file: f,
+                    file: Box::new(f),
                     path: p,
                     len,
                     renamed_to: Some((Name::from_bytes(e.name.clone()), e.new)),
@@ -492,6 +478,10 @@ impl StoreReader for MaildirReader {
     fn root_owner(&self) -> Result<Owner> {
         Ok(owner_of(&fs::metadata(&self.root).at(&self.root)?))
     }
+
+    fn signature(&self, mb: &MailboxHandle) -> Result<String> {
+        self.signature_of(mb)
+    }
 }
 
 fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) -> MessageMeta {
@@ -523,6 +513,7 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
             size_ext: r.size,
             vsize_ext: r.vsize,
         }),
+        dbox: None,
         from: None,
         subject: None,
         message_id: None,

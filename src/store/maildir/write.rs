@@ -10,91 +10,23 @@
 //! to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::encode_component;
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
+use crate::store::stage::{BATCH, Pending, Stage, encode_component, sync_dir, to_system_time};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
 
 /// Writes mailboxes into one user's Maildir.
 pub struct MaildirWriter {
-    loc: Location,
-    user: String,
-    root: PathBuf,
-    /// Where the root is being built when it did not exist.
-    staging_root: Option<PathBuf>,
-    owner_override: Option<(u32, u32)>,
-    can_chown: bool,
-    attr_file: Option<PathBuf>,
+    pub(super) st: Stage,
     seq: u32,
-}
-
-fn to_system_time(t: Timestamp) -> SystemTime {
-    if t.secs >= 0 {
-        UNIX_EPOCH + Duration::new(t.secs.unsigned_abs(), t.nanos.min(999_999_999))
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-    }
-}
-
-/// Message files written to `tmp/` and not yet durable: made durable together by one
-/// `syncfs`, then renamed (and hard-linked) into place. One `fsync` per file would cost a
-/// journal commit per message (20,000 messages: ~15 s on ext4); a batch costs one.
-/// Nothing is visible in `cur/`/`new/` before it is durable.
-#[derive(Default)]
-pub(super) struct Pending {
-    renames: Vec<(PathBuf, PathBuf)>,
-    links: Vec<(PathBuf, PathBuf)>,
-}
-
-/// Files per batch: bounds the memory of [`Pending`] and the work lost to a crash.
-pub(super) const BATCH: usize = 2000;
-
-impl Pending {
-    pub(super) fn rename(&mut self, tmp: PathBuf, dest: PathBuf) {
-        self.renames.push((tmp, dest));
-    }
-
-    /// A hard link to `src`, the destination of an earlier rename of this batch or a file
-    /// already in place.
-    pub(super) fn link(&mut self, src: PathBuf, dest: PathBuf) {
-        self.links.push((src, dest));
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.renames.len() + self.links.len()
-    }
-
-    /// Make every pending file durable (one `syncfs` of the file system holding `dir`),
-    /// then move them into place.
-    pub(super) fn flush(&mut self, dir: &Path) -> Result<()> {
-        if self.len() == 0 {
-            return Ok(());
-        }
-        if !self.renames.is_empty() {
-            let d = File::open(dir).at(dir)?;
-            rustix::fs::syncfs(&d).map_err(|e| Error::io(dir, io::Error::from(e)))?;
-        }
-        for (tmp, dest) in self.renames.drain(..) {
-            fs::rename(&tmp, &dest).at(&dest)?;
-        }
-        for (src, dest) in self.links.drain(..) {
-            fs::hard_link(&src, &dest).at(&dest)?;
-        }
-        Ok(())
-    }
-}
-
-pub(super) fn sync_dir(p: &Path) -> Result<()> {
-    File::open(p).and_then(|d| d.sync_all()).at(p)
 }
 
 impl MaildirWriter {
@@ -105,23 +37,15 @@ impl MaildirWriter {
     /// # Errors
     /// A location that needs a home template without one.
     pub fn new(loc: &Location, user: &str, owner: Option<(u32, u32)>) -> Result<Self> {
-        let root = loc.root_of(user)?;
-        let can_chown = is_root();
         Ok(MaildirWriter {
-            loc: loc.clone(),
-            user: user.to_string(),
-            staging_root: None,
-            root,
-            owner_override: owner,
-            can_chown,
-            attr_file: loc.attribute_file_of(user),
+            st: Stage::new(loc, user, owner)?,
             seq: 0,
         })
     }
 
     /// The final mail root.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.st.root
     }
 
     /// Directory of a mailbox under `root`.
@@ -132,9 +56,9 @@ impl MaildirWriter {
         let comps: Vec<Vec<u8>> = name
             .as_bytes()
             .split(|&b| b == b'/')
-            .map(|c| encode_component(&self.loc, c))
+            .map(|c| encode_component(&self.st.loc, c))
             .collect();
-        match self.loc.layout {
+        match self.st.loc.layout {
             Layout::MaildirPlusPlus => {
                 let mut n = b".".to_vec();
                 n.extend_from_slice(&comps.join(&b'.'));
@@ -148,101 +72,6 @@ impl MaildirWriter {
                 p
             }
         }
-    }
-
-    pub(super) fn chown(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        if !self.can_chown {
-            return Ok(());
-        }
-        let ids = self.owner_override.or(owner.map(|o| (o.uid, o.gid)));
-        if let Some((u, g)) = ids {
-            std::os::unix::fs::lchown(p, Some(u), Some(g)).at(p)?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn mkdir(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        match fs::create_dir(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(Error::io(p, e)),
-        }
-        let mode = owner
-            .map(|o| o.mode & 0o7777)
-            .filter(|m| *m != 0)
-            .unwrap_or(0o700);
-        fs::set_permissions(p, fs::Permissions::from_mode(mode)).at(p)?;
-        self.chown(p, owner)
-    }
-
-    pub(super) fn mkdir_all(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        if p.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = p.parent() {
-            self.mkdir_all(parent, owner)?;
-        }
-        self.mkdir(p, owner)
-    }
-
-    /// The root being written (staging root when the final one did not exist).
-    pub(super) fn work_root(&mut self, owner: Option<Owner>) -> Result<PathBuf> {
-        if let Some(s) = &self.staging_root {
-            return Ok(s.clone());
-        }
-        if self.root.exists() {
-            return Ok(self.root.clone());
-        }
-        // The home (the root's parent) belongs to the user like the mail root; directories
-        // above it are created as plain system directories.
-        let parent = self.root.parent().unwrap_or(Path::new("/")).to_path_buf();
-        if !parent.exists() {
-            if let Some(grand) = parent.parent() {
-                fs::create_dir_all(grand).at(grand)?;
-            }
-            self.mkdir(&parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
-        }
-        let name = self
-            .root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let staging = parent.join(format!(".{name}.maildump-restore-{}", std::process::id()));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).at(&staging)?;
-        }
-        self.mkdir(&staging, owner)?;
-        self.staging_root = Some(staging.clone());
-        Ok(staging)
-    }
-
-    /// Write `data` to `path` through a temporary file, fsync and rename.
-    pub(super) fn write_atomic(
-        &self,
-        path: &Path,
-        data: &[u8],
-        owner: Option<Owner>,
-        mode: u32,
-    ) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.maildump-tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .at(&tmp)?;
-        f.write_all(data).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        drop(f);
-        self.chown(&tmp, owner)?;
-        fs::rename(&tmp, path).at(path)
     }
 
     /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
@@ -282,7 +111,7 @@ impl MaildirWriter {
         f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
             .at(tmp)?;
         drop(f);
-        self.chown(tmp, owner)?;
+        self.st.chown(tmp, owner)?;
         Ok(true)
     }
 
@@ -292,13 +121,6 @@ impl MaildirWriter {
     }
 }
 
-/// Whether this process runs as root (and may chown).
-pub(crate) fn is_root() -> bool {
-    // Reading the effective uid needs no unsafe code: /proc/self reports it.
-    fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
 
 /// A file name from the archive, if it is safe to use; else `None`.
 pub(super) fn safe_filename(name: &[u8]) -> Option<&[u8]> {
@@ -341,7 +163,7 @@ pub(super) fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
 impl StoreWriter for MaildirWriter {
     fn check_free(&self, name: &Name) -> Result<()> {
         check_mailbox_name(name, &format!("mailbox {name}"))?;
-        let dir = self.mailbox_dir(&self.root, name);
+        let dir = self.mailbox_dir(&self.st.root, name);
         for sub in ["cur", "new"] {
             let d = dir.join(sub);
             match fs::read_dir(&d) {
@@ -349,7 +171,7 @@ impl StoreWriter for MaildirWriter {
                     if rd.next().is_some() {
                         return Err(Error::Conflict(format!(
                             "user {} mailbox {name} already exists and holds mail ({}); restore into another location or user, or remove it first",
-                            self.user,
+                            self.st.user,
                             dir.display()
                         )));
                     }
@@ -369,33 +191,33 @@ impl StoreWriter for MaildirWriter {
     ) -> Result<WriteStats> {
         self.check_free(&meta.name)?;
         let dir_owner = meta.owner;
-        let root = self.work_root(dir_owner)?;
+        let root = self.st.work_root(dir_owner)?;
         let is_inbox = meta.name.as_bytes() == b"INBOX";
         let final_dir = self.mailbox_dir(&root, &meta.name);
         // A new non-INBOX mailbox in an existing root is built under root/tmp and renamed.
-        let staged = !is_inbox && self.staging_root.is_none() && !final_dir.exists();
+        let staged = !is_inbox && self.st.staging_root.is_none() && !final_dir.exists();
         let work = if staged {
             let tmpdir = root.join("tmp");
-            self.mkdir(&tmpdir, dir_owner)?;
+            self.st.mkdir(&tmpdir, dir_owner)?;
             let n = self.next_seq();
             let w = tmpdir.join(format!("maildump-restore-{}-{n}", std::process::id()));
             if w.exists() {
                 fs::remove_dir_all(&w).at(&w)?;
             }
-            self.mkdir(&w, dir_owner)?;
+            self.st.mkdir(&w, dir_owner)?;
             w
         } else {
             if let Some(parent) = final_dir.parent() {
-                self.mkdir_all(parent, dir_owner)?;
+                self.st.mkdir_all(parent, dir_owner)?;
             }
-            self.mkdir(&final_dir, dir_owner)?;
+            self.st.mkdir(&final_dir, dir_owner)?;
             final_dir.clone()
         };
         for sub in ["cur", "new", "tmp"] {
-            self.mkdir(&work.join(sub), dir_owner)?;
+            self.st.mkdir(&work.join(sub), dir_owner)?;
         }
-        if !is_inbox && self.loc.layout == Layout::MaildirPlusPlus {
-            self.write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
+        if !is_inbox && self.st.loc.layout == Layout::MaildirPlusPlus {
+            self.st.write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
         }
 
         let mut stats = WriteStats::default();
@@ -497,7 +319,7 @@ impl StoreWriter for MaildirWriter {
             records,
         };
         if !meta.keywords.is_empty() {
-            self.write_atomic(
+            self.st.write_atomic(
                 &work.join("dovecot-keywords"),
                 &uidlist::render_keywords(&meta.keywords),
                 dir_owner,
@@ -505,7 +327,7 @@ impl StoreWriter for MaildirWriter {
             )?;
         }
         if ul.uidvalidity != 0 {
-            self.write_atomic(
+            self.st.write_atomic(
                 &work.join("dovecot-uidlist"),
                 &uidlist::render(&ul),
                 dir_owner,
@@ -515,7 +337,7 @@ impl StoreWriter for MaildirWriter {
         sync_dir(&work)?;
         if staged {
             if let Some(parent) = final_dir.parent() {
-                self.mkdir_all(parent, dir_owner)?;
+                self.st.mkdir_all(parent, dir_owner)?;
             }
             fs::rename(&work, &final_dir).at(&final_dir)?;
             if let Some(parent) = final_dir.parent() {
@@ -526,104 +348,14 @@ impl StoreWriter for MaildirWriter {
     }
 
     fn add_subscriptions(&mut self, names: &[Name]) -> Result<()> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let root = self.work_root(None)?;
-        let path = root.join("subscriptions");
-        let mut existing = match fs::read(&path) {
-            Ok(d) => crate::store::dovecot::parse_subscriptions(&d),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        for n in names {
-            let enc: Vec<Vec<u8>> = n
-                .as_bytes()
-                .split(|&b| b == b'/')
-                .map(|c| encode_component(&self.loc, c))
-                .collect();
-            let enc = enc.join(&b'/');
-            if !existing.contains(&enc) {
-                existing.push(enc);
-            }
-        }
-        let owner = fs::metadata(&root).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Owner {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: 0o600,
-            }
-        });
-        self.write_atomic(
-            &path,
-            &crate::store::dovecot::render_subscriptions(&existing),
-            owner,
-            0o600,
-        )
+        self.st.add_subscriptions(names)
     }
 
     fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let Some(path) = self.attr_file.clone() else {
-            return Err(Error::Usage(format!(
-                "user {}: the archive holds METADATA but no mail_attribute_dict is known; give --config or --attribute-dict",
-                self.user
-            )));
-        };
-        // The dictionary usually lives in the home, beside (not inside) the mail root.
-        let staged_home = self
-            .staging_root
-            .as_ref()
-            .and_then(|s| path.strip_prefix(&self.root).ok().map(|rel| s.join(rel)));
-        let target = staged_home.unwrap_or(path);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).at(parent)?;
-        }
-        let mut existing = match fs::read(&target) {
-            Ok(d) => crate::store::dovecot::parse_dict(&d),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(target, e)),
-        };
-        for (k, v) in entries {
-            match existing.iter_mut().find(|(ek, _)| ek == k) {
-                // An existing value is kept: restore never overwrites.
-                Some(_) => {}
-                None => existing.push((k.clone(), v.clone())),
-            }
-        }
-        let owner = target.parent().and_then(|p| fs::metadata(p).ok()).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Owner {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: 0o600,
-            }
-        });
-        self.write_atomic(
-            &target,
-            &crate::store::dovecot::render_dict(&existing),
-            owner,
-            0o600,
-        )
+        self.st.add_attributes(entries)
     }
 
     fn commit(&mut self) -> Result<()> {
-        if let Some(staging) = self.staging_root.take() {
-            if self.root.exists() {
-                return Err(Error::Conflict(format!(
-                    "{} appeared during the restore; the restored tree is left at {}",
-                    self.root.display(),
-                    staging.display()
-                )));
-            }
-            fs::rename(&staging, &self.root).at(&self.root)?;
-            if let Some(parent) = self.root.parent() {
-                sync_dir(parent)?;
-            }
-        }
-        Ok(())
+        self.st.commit()
     }
 }

@@ -1,0 +1,665 @@
+//! Dovecot dbox stores: sdbox (one `u.<UID>` file per message) and mdbox (messages in shared
+//! `storage/m.<N>` files found through `dovecot.map.index`), with alternate storage (`ALT=`)
+//! and single-instance attachments (`mail_attachment_dir`).
+//!
+//! In dbox the mail files hold only the bytes and a few metadata lines (GUID, received date,
+//! sizes, POP3 UIDL, attachment references); UIDs, flags, keywords, UIDVALIDITY and the
+//! mailbox GUID live only in the index. [`DboxReader`] therefore reads each mailbox's
+//! `dovecot.index` and replays `dovecot.index.log` on top of it ([`index`]), then reads the
+//! metadata of each message from its dbox file ([`file`]). Messages whose attachments
+//! Dovecot stored apart are rebuilt byte for byte from the attachment files; a missing
+//! attachment is an error naming the message, never a message with a hole in it.
+//! [`DboxWriter`] writes mailboxes back with hand-written index files (see `write.rs`).
+
+pub mod file;
+pub mod index;
+mod write;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Cursor};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub use write::DboxWriter;
+
+use super::location::{Location, StoreFormat};
+use super::{MailboxHandle, OpenedBody, StoreReader, mutf7};
+use crate::error::{Error, IoContext, Result};
+use crate::model::{
+    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp,
+    Uid,
+};
+use index::MailIndex;
+
+/// Directory of a mailbox's files below its directory under `mailboxes/`.
+pub const MAILS_DIR: &str = "dbox-Mails";
+/// Directory of mailboxes below the mail root.
+pub const MAILBOXES_DIR: &str = "mailboxes";
+/// mdbox storage directory below the mail root (and below the alternate root).
+pub const STORAGE_DIR: &str = "storage";
+
+/// Metadata keys modelled in [`MessageMeta`] (everything else is kept in [`DboxFacts::other`]).
+const MODELLED_KEYS: &[u8] = b"GRVZXPO";
+
+/// Reads one user's sdbox or mdbox store.
+pub struct DboxReader {
+    loc: Location,
+    root: PathBuf,
+    alt: Option<PathBuf>,
+    attachments: Option<PathBuf>,
+    /// mdbox: the map index, read on first use.
+    map: RefCell<Option<Map>>,
+    /// What the scan of each mailbox learnt that reading bodies needs again.
+    scanned: RefCell<HashMap<PathBuf, Scanned>>,
+}
+
+#[derive(Default)]
+struct Scanned {
+    guid: Option<String>,
+    map_uids: HashMap<u32, u32>,
+}
+
+/// What mdbox's `dovecot.map.index` says about one map UID.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MapEntry {
+    pub(crate) file_id: u32,
+    pub(crate) offset: u32,
+    pub(crate) size: u32,
+}
+
+struct Map {
+    entries: HashMap<u32, MapEntry>,
+}
+
+fn owner_of(md: &fs::Metadata) -> Owner {
+    Owner {
+        uid: md.uid(),
+        gid: md.gid(),
+        mode: md.mode() & 0o7777,
+    }
+}
+
+/// An index-format or dbox-format error as a store error naming `path`.
+fn damaged(path: &Path, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidData {
+        Error::store(path, e.to_string())
+    } else {
+        Error::io(path, io::Error::new(e.kind(), e.to_string()))
+    }
+}
+
+fn hex_guid(b: &[u8]) -> Option<String> {
+    (b.len() == 16 && b.iter().any(|&x| x != 0)).then(|| hex::encode(b))
+}
+
+pub(crate) fn decode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
+    if loc.utf8 {
+        return c.to_vec();
+    }
+    match mutf7::decode(c) {
+        Some(s) => s.into_bytes(),
+        None => c.to_vec(),
+    }
+}
+
+impl DboxReader {
+    /// Open the dbox store of `user`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the user's mail root does not exist.
+    pub fn open(loc: &Location, user: &str) -> Result<Self> {
+        let root = loc.root_of(user)?;
+        if !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "user {user}: no {} store at {}",
+                loc.format,
+                root.display()
+            )));
+        }
+        Ok(DboxReader {
+            loc: loc.clone(),
+            root,
+            alt: loc.alt_of(user),
+            attachments: loc.attachment_dir_of(user),
+            map: RefCell::new(None),
+            scanned: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn is_mdbox(&self) -> bool {
+        self.loc.kind == StoreFormat::Mdbox
+    }
+
+    fn walk(&self, dir: &Path, prefix: &[u8], out: &mut Vec<MailboxHandle>) -> Result<()> {
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        for e in rd {
+            let e = e.at(dir)?;
+            let name = e.file_name().as_bytes().to_vec();
+            if name == MAILS_DIR.as_bytes() || !e.file_type().at(e.path())?.is_dir() {
+                continue;
+            }
+            entries.push((name, e.path()));
+        }
+        entries.sort();
+        for (name, path) in entries {
+            let mut full = prefix.to_vec();
+            if !full.is_empty() {
+                full.push(b'/');
+            }
+            full.extend_from_slice(&decode_component(&self.loc, &name));
+            if path.join(MAILS_DIR).is_dir() {
+                out.push(MailboxHandle {
+                    name: Name::from_bytes(full.clone()),
+                    dir: path.clone(),
+                });
+            }
+            self.walk(&path, &full, out)?;
+        }
+        Ok(())
+    }
+
+    /// Read a whole file, from the primary root or else the alternate root.
+    fn read_mail_file(&self, rel: &Path) -> Result<(Vec<u8>, PathBuf, fs::Metadata)> {
+        let primary = self.root.join(rel);
+        match fs::read(&primary) {
+            Ok(d) => {
+                let md = fs::metadata(&primary).at(&primary)?;
+                return Ok((d, primary, md));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {}
+            Err(e) => return Err(Error::io(primary, e)),
+        }
+        let alt = self.alt.as_ref().map(|a| a.join(rel)).unwrap_or(primary);
+        let d = fs::read(&alt).at(&alt)?;
+        let md = fs::metadata(&alt).at(&alt)?;
+        Ok((d, alt, md))
+    }
+
+    /// The map index (mdbox), read once.
+    fn map_entry(&self, map_uid: u32) -> Result<Option<MapEntry>> {
+        if self.map.borrow().is_none() {
+            let dir = self.root.join(STORAGE_DIR);
+            let idx = MailIndex::read(&dir, "dovecot.map.index")
+                .map_err(|e| damaged(&dir.join("dovecot.map.index"), &e))?;
+            let mut entries = HashMap::new();
+            if let Some(idx) = idx {
+                for r in &idx.records {
+                    if let Some(m) = idx.ext_rec(r, "map")
+                        && m.len() >= 12
+                    {
+                        let f = |i: usize| u32::from_le_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+                        entries.insert(
+                            r.uid,
+                            MapEntry {
+                                file_id: f(0),
+                                offset: f(4),
+                                size: f(8),
+                            },
+                        );
+                    }
+                }
+            }
+            *self.map.borrow_mut() = Some(Map { entries });
+        }
+        Ok(self
+            .map
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.entries.get(&map_uid).copied()))
+    }
+
+    /// Read one mdbox message's bytes (header through metadata) at its map location.
+    fn read_mdbox_message(
+        &self,
+        e: MapEntry,
+    ) -> Result<(file::DboxMessage, Vec<u8>, PathBuf, fs::Metadata)> {
+        let rel = Path::new(STORAGE_DIR).join(format!("m.{}", e.file_id));
+        let mut path = self.root.join(&rel);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {
+                path = self.alt.as_ref().map(|a| a.join(&rel)).unwrap_or(path);
+                File::open(&path).at(&path)?
+            }
+            Err(err) => return Err(Error::io(path, err)),
+        };
+        let md = f.metadata().at(&path)?;
+        let mut head = vec![0u8; 64.min(md.len() as usize)];
+        f.read_exact_at(&mut head, 0).at(&path)?;
+        let hdr = file::parse_file_header(&head).map_err(|err| damaged(&path, &err))?;
+        let mut data = vec![0u8; e.size as usize];
+        f.read_exact_at(&mut data, u64::from(e.offset))
+            .map_err(|err| {
+                Error::store(
+                    &path,
+                    format!(
+                        "message at offset {} ({} bytes) cannot be read: {err}",
+                        e.offset, e.size
+                    ),
+                )
+            })?;
+        let msg = file::parse_message_at(&data, &hdr, 0).map_err(|err| {
+            Error::store(&path, format!("message at offset {}: {err}", e.offset))
+        })?;
+        Ok((msg, data, path, md))
+    }
+
+    /// The dbox message of a record: its parsed form, the bytes it was parsed from, the
+    /// file's path and metadata.
+    fn message_of(
+        &self,
+        mb: &MailboxHandle,
+        uid: u32,
+        map_uid: Option<u32>,
+    ) -> Result<(file::DboxMessage, Vec<u8>, PathBuf, fs::Metadata)> {
+        match map_uid {
+            Some(m) => {
+                let Some(e) = self.map_entry(m)? else {
+                    return Err(Error::store(
+                        self.root.join(STORAGE_DIR).join("dovecot.map.index"),
+                        format!("mailbox {} UID {uid}: map UID {m} is not in the map", mb.name),
+                    ));
+                };
+                self.read_mdbox_message(e)
+            }
+            None => {
+                let rel = mb
+                    .dir
+                    .strip_prefix(&self.root)
+                    .unwrap_or(&mb.dir)
+                    .join(MAILS_DIR)
+                    .join(format!("u.{uid}"));
+                let (data, path, md) = self.read_mail_file(&rel)?;
+                let (_, msgs) = file::parse_all(&data).map_err(|e| damaged(&path, &e))?;
+                let Some(msg) = msgs.into_iter().next() else {
+                    return Err(Error::store(&path, "no message in the file"));
+                };
+                Ok((msg, data, path, md))
+            }
+        }
+    }
+
+    /// The attachment file of one part: sdbox adds `-<mailbox GUID>-<UID>` to the name.
+    fn attachment_bytes(
+        &self,
+        part: &file::SisPart,
+        mailbox_guid: Option<&str>,
+        uid: u32,
+    ) -> io::Result<Vec<u8>> {
+        let Some(dir) = &self.attachments else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "attachment {} is stored outside the message, but no mail_attachment_dir is known (give --attachment-dir or --config)",
+                    part.path
+                ),
+            ));
+        };
+        if part.path.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("attachment path {:?} refused", part.path),
+            ));
+        }
+        let mut candidates = Vec::new();
+        if !self.is_mdbox()
+            && let Some(g) = mailbox_guid
+        {
+            candidates.push(dir.join(file::sdbox_attachment_name(&part.path, g, uid)));
+        }
+        candidates.push(dir.join(&part.path));
+        for c in &candidates {
+            match fs::read(c) {
+                Ok(d) => return Ok(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", c.display()))),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "attachment file missing: {}",
+                candidates.first().map(|c| c.display().to_string()).unwrap_or_default()
+            ),
+        ))
+    }
+
+    fn index_of(&self, mb: &MailboxHandle) -> Result<Option<MailIndex>> {
+        let dir = mb.dir.join(MAILS_DIR);
+        MailIndex::read(&dir, "dovecot.index").map_err(|e| damaged(&dir.join("dovecot.index"), &e))
+    }
+}
+
+fn mailbox_guid(idx: &MailIndex) -> Option<String> {
+    let h = idx.ext_hdr("dbox-hdr").or_else(|| idx.ext_hdr("mdbox-hdr"))?;
+    hex_guid(h.get(4..20)?)
+}
+
+
+/// Message metadata from a dbox message and its index record.
+fn message_meta(
+    uid: u32,
+    flags: u8,
+    keywords: Vec<Name>,
+    msg: &file::DboxMessage,
+    md: &fs::Metadata,
+    saved: Option<u32>,
+    index_guid: Option<&[u8]>,
+) -> Result<MessageMeta, io::Error> {
+    let f = Flags::from_bits(flags);
+    let guid = match msg.guid() {
+        Some(g) => Name::from_bytes(g),
+        None => index_guid
+            .and_then(hex_guid)
+            .map(Name::from)
+            .unwrap_or_default(),
+    };
+    let parts = msg.sis_parts()?;
+    let size = msg.physical_size().unwrap_or(msg.body_len);
+    let mut other = Vec::new();
+    for (k, v) in &msg.meta {
+        if !MODELLED_KEYS.contains(k) {
+            other.push((Name::from_bytes(vec![*k]), Name::from_bytes(v.clone())));
+        }
+    }
+    let received = msg.received().unwrap_or_else(|| md.mtime());
+    Ok(MessageMeta {
+        uid: Uid(uid),
+        guid,
+        flags: f,
+        keywords,
+        received: Timestamp {
+            secs: received,
+            nanos: 0,
+        },
+        saved: saved.filter(|&s| s != 0).map(|s| Timestamp {
+            secs: i64::from(s),
+            nanos: 0,
+        }),
+        size_physical: size,
+        size_virtual: msg.virtual_size(),
+        pop3_uidl: msg.pop3_uidl().map(Name::from_bytes),
+        pop3_order: msg.pop3_order(),
+        owner: Some(owner_of(md)),
+        maildir: None,
+        dbox: Some(DboxFacts {
+            attachments: parts
+                .iter()
+                .map(|p| AttachmentRef {
+                    start: p.start,
+                    size: p.size,
+                    options: options_text(p),
+                    path: Name::from(p.path.as_str()),
+                })
+                .collect(),
+            other,
+        }),
+        from: None,
+        subject: None,
+        message_id: None,
+        content: Content {
+            sha256: String::new(),
+            size,
+        },
+        changed: Some(Timestamp {
+            secs: md.ctime().max(md.mtime()),
+            nanos: 0,
+        }),
+    })
+}
+
+/// Dovecot's option text of a part (`-`, `B76`, `CB76`).
+pub(crate) fn options_text(p: &file::SisPart) -> String {
+    match p.base64_line_len {
+        None => "-".into(),
+        Some(n) => format!("{}B{n}", if p.crlf { "C" } else { "" }),
+    }
+}
+
+/// The inverse of [`options_text`] (with the start, size and path of `r`).
+pub(crate) fn sis_part(r: &AttachmentRef) -> Option<file::SisPart> {
+    let o = r.options.as_str();
+    let (base64_line_len, crlf) = if o == "-" {
+        (None, false)
+    } else {
+        let crlf = o.contains('C');
+        let n: String = o.chars().filter(char::is_ascii_digit).collect();
+        (Some(n.parse().ok()?), crlf)
+    };
+    Some(file::SisPart {
+        start: r.start,
+        size: r.size,
+        base64_line_len,
+        crlf,
+        path: r.path.as_str()?.to_string(),
+    })
+}
+
+impl StoreReader for DboxReader {
+    fn mailboxes(&self) -> Result<Vec<MailboxHandle>> {
+        let base = self.root.join(MAILBOXES_DIR);
+        let mut all = Vec::new();
+        self.walk(&base, b"", &mut all)?;
+        // INBOX first, then sorted by name.
+        let (mut inbox, rest): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|h| h.name.as_bytes() == b"INBOX");
+        inbox.extend(rest);
+        Ok(inbox)
+    }
+
+    fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)> {
+        let dir = mb.dir.join(MAILS_DIR);
+        let dmd = fs::metadata(&mb.dir).at(&mb.dir)?;
+        let idx = self.index_of(mb)?;
+        let Some(idx) = idx else {
+            // Never opened by Dovecot: no index, so no UIDVALIDITY and, for Dovecot, no mail.
+            return Ok((
+                MailboxMeta {
+                    name: mb.name.clone(),
+                    guid: None,
+                    uidvalidity: 0,
+                    uidnext: 1,
+                    keywords: Vec::new(),
+                    attributes: Vec::new(),
+                    owner: Some(owner_of(&dmd)),
+                    uidlist_header_ext: Vec::new(),
+                },
+                Vec::new(),
+            ));
+        };
+        let table: Vec<Name> = idx.keywords.iter().cloned().map(Name::from_bytes).collect();
+        let mut msgs = Vec::with_capacity(idx.records.len());
+        let guid = mailbox_guid(&idx);
+        let mut seen = Scanned {
+            guid: guid.clone(),
+            map_uids: HashMap::new(),
+        };
+        for r in &idx.records {
+            let mut kws: Vec<u32> = r.keywords.clone();
+            kws.sort_unstable();
+            let keywords = kws
+                .iter()
+                .filter_map(|&k| table.get(k as usize).cloned())
+                .collect();
+            let (map_uid, saved) = match idx.ext_rec(r, "mdbox") {
+                Some(m) if m.len() >= 8 => (
+                    Some(u32::from_le_bytes([m[0], m[1], m[2], m[3]])),
+                    Some(u32::from_le_bytes([m[4], m[5], m[6], m[7]])),
+                ),
+                _ if self.is_mdbox() => {
+                    return Err(Error::store(
+                        dir.join("dovecot.index"),
+                        format!("mailbox {} UID {}: no map UID in the index", mb.name, r.uid),
+                    ));
+                }
+                _ => (None, None),
+            };
+            if let Some(m) = map_uid {
+                seen.map_uids.insert(r.uid, m);
+            }
+            let (msg, _, path, md) = self.message_of(mb, r.uid, map_uid)?;
+            let meta = message_meta(
+                r.uid,
+                r.flags,
+                keywords,
+                &msg,
+                &md,
+                saved,
+                idx.ext_rec(r, "guid"),
+            )
+            .map_err(|e| {
+                Error::store(&path, format!("mailbox {} UID {}: {e}", mb.name, r.uid))
+            })?;
+            msgs.push(meta);
+        }
+        self.scanned.borrow_mut().insert(mb.dir.clone(), seen);
+        let meta = MailboxMeta {
+            name: mb.name.clone(),
+            guid,
+            uidvalidity: idx.uid_validity,
+            uidnext: idx.next_uid,
+            keywords: table,
+            attributes: Vec::new(),
+            owner: Some(owner_of(&dmd)),
+            uidlist_header_ext: Vec::new(),
+        };
+        Ok((meta, msgs))
+    }
+
+    fn open_body(&self, mb: &MailboxHandle, msg: &MessageMeta) -> Result<OpenedBody> {
+        if !self.scanned.borrow().contains_key(&mb.dir) {
+            self.scan(mb)?;
+        }
+        let (guid, map_uid) = {
+            let s = self.scanned.borrow();
+            let s = s.get(&mb.dir);
+            (
+                s.and_then(|s| s.guid.clone()),
+                s.and_then(|s| s.map_uids.get(&msg.uid.0).copied()),
+            )
+        };
+        let map_uid = if self.is_mdbox() {
+            match map_uid {
+                Some(m) => Some(m),
+                None => {
+                    return Err(Error::io(
+                        mb.dir.join(MAILS_DIR),
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("UID {} was expunged during the backup", msg.uid),
+                        ),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let (dm, data, path, _) = self.message_of(mb, msg.uid.0, map_uid)?;
+        let start = usize::try_from(dm.body_offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(usize::try_from(dm.body_len).unwrap_or(usize::MAX));
+        let Some(body) = data.get(start..end) else {
+            return Err(Error::store(&path, "message body runs past the end of the file"));
+        };
+        let parts = dm
+            .sis_parts()
+            .map_err(|e| Error::store(&path, format!("UID {}: {e}", msg.uid)))?;
+        let bytes = if parts.is_empty() {
+            body.to_vec()
+        } else {
+            let mut out = Vec::with_capacity(msg.content.size as usize);
+            file::rebuild(
+                body,
+                &parts,
+                &mut |p| self.attachment_bytes(p, guid.as_deref(), msg.uid.0),
+                &mut out,
+            )
+            .map_err(|e| {
+                Error::store(
+                    &path,
+                    format!("mailbox {} UID {}: {e}", mb.name, msg.uid),
+                )
+            })?;
+            out
+        };
+        let len = bytes.len() as u64;
+        Ok(OpenedBody {
+            file: Box::new(Cursor::new(bytes)),
+            path,
+            len,
+            renamed_to: None,
+        })
+    }
+
+    fn reflag(&self, _table: &[Name], _msg: &mut MessageMeta, _filename: Name, _new: bool) {}
+
+    fn subscriptions(&self) -> Result<Vec<Name>> {
+        let p = self.root.join("subscriptions");
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(p, e)),
+        };
+        Ok(super::dovecot::parse_subscriptions(&data)
+            .into_iter()
+            .map(|n| {
+                let parts: Vec<Vec<u8>> = n
+                    .split(|&b| b == b'/')
+                    .map(|c| decode_component(&self.loc, c))
+                    .collect();
+                Name::from_bytes(parts.join(&b'/'))
+            })
+            .collect())
+    }
+
+    fn root_owner(&self) -> Result<Owner> {
+        Ok(owner_of(&fs::metadata(&self.root).at(&self.root)?))
+    }
+
+    /// The mailbox's index and log files byte for byte (UIDs, flags, keywords, UIDVALIDITY,
+    /// GUIDs: everything the index holds), the names of its `u.<UID>` files (sdbox) and the
+    /// directory's owner and mode. dbox message files never change once written; mdbox
+    /// storage files are only ever appended to or purged of expunged messages, which the
+    /// index records.
+    fn signature(&self, mb: &MailboxHandle) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"maildump-dbox-signature-1\0");
+        let dir = mb.dir.join(MAILS_DIR);
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let n = e.at(&dir)?.file_name().as_bytes().to_vec();
+            if n.starts_with(b"u.") || n.starts_with(b"dovecot.index") && !n.ends_with(b".cache") {
+                names.push(n);
+            }
+        }
+        names.sort_unstable();
+        for n in names {
+            h.update((n.len() as u64).to_le_bytes());
+            h.update(&n);
+            if n.starts_with(b"dovecot.index") {
+                let p = dir.join(std::ffi::OsStr::from_bytes(&n));
+                let data = match fs::read(&p) {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(Error::io(p, e)),
+                };
+                h.update((data.len() as u64).to_le_bytes());
+                h.update(&data);
+            }
+        }
+        let md = fs::metadata(&mb.dir).at(&mb.dir)?;
+        h.update(md.uid().to_le_bytes());
+        h.update(md.gid().to_le_bytes());
+        h.update(md.mode().to_le_bytes());
+        h.update(mb.name.as_bytes());
+        Ok(hex::encode(h.finalize()))
+    }
+}
