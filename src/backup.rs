@@ -14,7 +14,7 @@ use crate::chain::deleted_since;
 use crate::error::{Error, Result};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR};
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
@@ -336,10 +336,22 @@ pub fn backup<W: Write>(
             created: a.manifest().created.clone(),
         })
         .collect();
+    // Attachments stored apart need format 1.2; anything else stays readable by 1.1 readers.
+    let split = opts.location.attachment_dir.is_some()
+        && opts.location.kind != crate::store::location::StoreFormat::Maildir;
+    let minor = if split
+        || bases
+            .as_ref()
+            .is_some_and(|b| b.archives.iter().any(|a| a.manifest().format_minor >= FORMAT_MINOR_ATTACHMENTS))
+    {
+        FORMAT_MINOR_ATTACHMENTS
+    } else {
+        FORMAT_MINOR
+    };
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        format_minor: FORMAT_MINOR,
+        format_minor: minor,
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created: created.clone(),
         archive_id: opts
@@ -363,6 +375,7 @@ pub fn backup<W: Write>(
     let mut stats = BackupStats::default();
     let ctx = Ctx {
         opts,
+        split: minor >= FORMAT_MINOR_ATTACHMENTS,
         bases: bases.as_ref(),
         created: &created,
     };
@@ -428,8 +441,32 @@ fn copy_from_parent<W: Write>(
     Ok((e.name.clone(), e.messages))
 }
 
+/// Record a warning and tell the progress sink.
+fn warn(stats: &mut BackupStats, progress: &mut dyn Progress, text: String) {
+    progress.event(&Event::Warning {
+        message: text.clone(),
+    });
+    stats.warnings.push(text);
+}
+
+/// Metadata of a mailbox left out (its index could not be read).
+fn empty_mailbox(name: &Name) -> MailboxMeta {
+    MailboxMeta {
+        name: name.clone(),
+        guid: None,
+        uidvalidity: 0,
+        uidnext: 1,
+        keywords: Vec::new(),
+        attributes: Vec::new(),
+        owner: None,
+        uidlist_header_ext: Vec::new(),
+    }
+}
+
 struct Ctx<'a> {
     opts: &'a BackupOptions,
+    /// Attachments are stored apart (format 1.2).
+    split: bool,
     bases: Option<&'a Bases>,
     created: &'a str,
 }
@@ -506,6 +543,7 @@ fn backup_user<W: Write>(
         None => UserBase::default(),
     };
     let mut scanned = Vec::with_capacity(handles.len());
+    let mut skipped = std::collections::HashSet::new();
     for (h, copy) in handles.iter().zip(&copies) {
         let from_parent = copy
             .as_ref()
@@ -515,7 +553,24 @@ fn backup_user<W: Write>(
                 c.mailbox.clone(),
                 c.messages.iter().map(|r| r.message.clone()).collect(),
             )),
-            None => scanned.push(reader.scan(h)?),
+            None => match reader.scan(h) {
+                Ok(x) => scanned.push(x),
+                // A mailbox whose index is damaged is left out and named; the rest of the
+                // user's mail is backed up.
+                Err(e @ Error::StoreDamaged { .. }) => {
+                    warn(
+                        stats,
+                        progress,
+                        format!("user {user} mailbox {}: left out: {e}", h.name),
+                    );
+                    skipped.insert(scanned.len());
+                    scanned.push((empty_mailbox(&h.name), Vec::new()));
+                }
+                Err(e) => return Err(e),
+            },
+        }
+        for text in reader.take_warnings() {
+            warn(stats, progress, text);
         }
     }
     let (mut deleted_live, gone) = match ctx.bases {
@@ -564,6 +619,9 @@ fn backup_user<W: Write>(
             stats.mailboxes += 1;
             stats.messages += n;
             stats.unread += n;
+            continue;
+        }
+        if skipped.contains(&mi) {
             continue;
         }
         progress.event(&Event::Mailbox {
@@ -619,6 +677,17 @@ fn backup_user<W: Write>(
                     stats.warnings.push(text);
                     continue;
                 }
+                Err(e @ Error::StoreDamaged { .. }) => {
+                    warn(
+                        stats,
+                        progress,
+                        format!(
+                            "user {user} mailbox {} UID {}: left out: {e}",
+                            meta.name, msg.uid
+                        ),
+                    );
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if let Some((fname, new)) = body.renamed_to.take() {
@@ -629,9 +698,14 @@ fn backup_user<W: Write>(
                 head: Vec::new(),
                 done: false,
             };
-            let mut rec = w.add_message(
-                &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
-            )?;
+            let mut rec = match &body.split {
+                Some((stub, blobs)) if ctx.split => w.add_split_message(
+                    &user_name, &meta.name, msg, &mut sniff, stub, blobs, &body.path,
+                )?,
+                _ => w.add_message(
+                    &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
+                )?,
+            };
             let hdr = crate::headers::parse(&sniff.head);
             rec.message.from = hdr.from;
             rec.message.subject = hdr.subject;

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, FrameCursor};
-use crate::model::{MailboxMeta, MessageMeta, Name};
+use crate::model::{AttachmentRef, Content, MailboxMeta, MessageMeta, Name};
 
 /// Where a message's bytes are: archive position in the chain, location, hash and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,20 @@ pub struct Resolved {
     pub sha256: String,
     /// Length.
     pub size: u64,
+    /// A message stored without its attachments (format 1.2): hash and length of the
+    /// bytes at `loc`; `sha256` and `size` are the complete message's.
+    pub stored: Option<(String, u64)>,
+    /// The attachments to put back into the stored bytes, in message order.
+    pub parts: Vec<ResolvedPart>,
+}
+
+/// One attachment of a message stored apart, and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPart {
+    /// Where in the message it goes and how it is encoded.
+    pub part: AttachmentRef,
+    /// Archive position, location and length of its stored bytes.
+    pub at: (usize, Location, u64),
 }
 
 /// Identity of a message in a mailbox across archives: user, mailbox GUID, UIDVALIDITY, UID
@@ -53,9 +67,14 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
     ))
 }
 
+/// The attachments a message has stored apart (dbox single-instance storage).
+pub fn attachments_of(m: &MessageMeta) -> &[AttachmentRef] {
+    m.dbox.as_ref().map(|d| d.attachments.as_slice()).unwrap_or_default()
+}
+
 /// Holders of one identity: (archive whose state has the message, archive holding the bytes,
-/// location, SHA-256), in chain order.
-type Holders = Vec<(usize, usize, Location, String)>;
+/// location, SHA-256, the holder record's stored content and attachments), in chain order.
+type Holders = Vec<(usize, usize, Location, String, Option<Content>, Vec<AttachmentRef>)>;
 
 /// Records of deleted mail per mailbox of the later state (by index), and the mailboxes of
 /// the earlier state that no longer exist, with theirs.
@@ -135,6 +154,7 @@ pub struct Chain {
     ids: HashMap<String, usize>,
     by_sha: OnceCell<HashMap<String, (usize, Location)>>,
     by_identity: OnceCell<HashMap<Identity, Holders>>,
+    blobs: OnceCell<HashMap<String, (usize, Location, u64)>>,
 }
 
 /// Parse an RFC 3339 time or Unix seconds.
@@ -270,6 +290,7 @@ impl Chain {
             ids,
             by_sha: OnceCell::new(),
             by_identity: OnceCell::new(),
+            blobs: OnceCell::new(),
         })
     }
 
@@ -330,7 +351,7 @@ impl Chain {
                     let Ok(cat) = cat else { continue };
                     for r in cat.messages.iter().chain(cat.deleted.iter()) {
                         if let (Some(loc), false) = (r.loc, r.is_external()) {
-                            map.insert(r.message.content.sha256.clone(), (ai, loc));
+                            map.insert(r.stored_content().sha256.clone(), (ai, loc));
                         }
                     }
                 }
@@ -363,6 +384,8 @@ impl Chain {
                                 j,
                                 loc,
                                 r.message.content.sha256.clone(),
+                                r.stored.clone(),
+                                attachments_of(&r.message).to_vec(),
                             ));
                         }
                     }
@@ -372,41 +395,87 @@ impl Chain {
         })
     }
 
+    /// Attachments stored apart by any archive of the chain: SHA-256 -> (archive,
+    /// location, length).
+    fn blob_index(&self) -> &HashMap<String, (usize, Location, u64)> {
+        self.blobs.get_or_init(|| {
+            let mut map = HashMap::new();
+            for (ai, a) in self.archives.iter().enumerate() {
+                for b in &a.dir.attachments {
+                    map.insert(b.sha256.clone(), (ai, b.loc, b.size));
+                }
+            }
+            map
+        })
+    }
+
+    /// Where the attachments `atts` of a message stored apart are; `None` when one is in
+    /// no archive given.
+    fn resolve_parts(&self, atts: &[AttachmentRef]) -> Option<Vec<ResolvedPart>> {
+        atts.iter()
+            .map(|a| {
+                let at = *self.blob_index().get(a.sha256.as_ref()?)?;
+                Some(ResolvedPart {
+                    part: a.clone(),
+                    at,
+                })
+            })
+            .collect()
+    }
+
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
-    /// archive of the chain holds them.
+    /// archive of the chain holds them (or one of their attachments stored apart).
     pub fn resolve(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Option<Resolved> {
         let sha = &rec.message.content.sha256;
         let size = rec.message.content.size;
-        let ok = |archive: usize, loc: Location| Resolved {
-            archive,
-            loc,
-            sha256: sha.clone(),
-            size,
+        let split = |stored: &Option<Content>, atts: &[AttachmentRef]| match stored {
+            None => Some((None, Vec::new())),
+            Some(c) => Some((
+                Some((c.sha256.clone(), c.size)),
+                self.resolve_parts(atts)?,
+            )),
+        };
+        let own = split(&rec.stored, attachments_of(&rec.message));
+        let ok = |archive: usize, loc: Location| {
+            let (stored, parts) = own.clone()?;
+            Some(Resolved {
+                archive,
+                loc,
+                sha256: sha.clone(),
+                size,
+                stored,
+                parts,
+            })
         };
         if !rec.is_external() {
-            return rec.loc.map(|l| ok(at, l));
+            return rec.loc.and_then(|l| ok(at, l));
         }
         if let (Some(aid), Some(loc)) = (&rec.archive, rec.archive_loc)
             && let Some(&j) = self.ids.get(aid)
         {
-            return Some(ok(j, loc));
+            return ok(j, loc);
         }
         if !sha.is_empty() {
-            return self.sha_index().get(sha).map(|&(j, loc)| ok(j, loc));
+            let key = &rec.stored_content().sha256;
+            return self.sha_index().get(key).and_then(|&(j, loc)| ok(j, loc));
         }
         // A since-archive's unread message: the same message in an earlier archive.
         let id = identity(cat, rec)?;
-        self.identity_index()
+        let (_, j, loc, s, stored, atts) = self
+            .identity_index()
             .get(&id)?
             .iter()
             .rev()
-            .find(|(state, _, _, _)| *state <= at)
-            .map(|(_, j, loc, s)| Resolved {
-                archive: *j,
-                loc: *loc,
-                sha256: s.clone(),
-                size,
-            })
+            .find(|(state, ..)| *state <= at)?;
+        let (stored, parts) = split(stored, atts)?;
+        Some(Resolved {
+            archive: *j,
+            loc: *loc,
+            sha256: s.clone(),
+            size,
+            stored,
+            parts,
+        })
     }
 
     /// Like [`Chain::resolve`], but an error naming the message and the missing archive
@@ -457,18 +526,85 @@ impl Chain {
         while cursors.len() < self.archives.len() {
             cursors.push(FrameCursor::new());
         }
+        let Some((ssha, ssize)) = &r.stored else {
+            return self.archives[r.archive].copy_content(
+                &mut cursors[r.archive],
+                r.loc,
+                r.size,
+                &r.sha256,
+                item,
+                out,
+            );
+        };
+        // Stored without its attachments: put them back (spec 6.8) and check the whole.
+        let mut stub = Vec::with_capacity(usize::try_from(*ssize).unwrap_or(0));
         self.archives[r.archive].copy_content(
             &mut cursors[r.archive],
             r.loc,
-            r.size,
-            &r.sha256,
+            *ssize,
+            ssha,
             item,
-            out,
+            &mut stub,
+        )?;
+        let mut blobs = Vec::with_capacity(r.parts.len());
+        let mut parts = Vec::with_capacity(r.parts.len());
+        for p in &r.parts {
+            let (ai, loc, len) = p.at;
+            let mut b = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let sha = p.part.sha256.as_deref().unwrap_or_default();
+            self.archives[ai].copy_content(
+                &mut cursors[ai],
+                loc,
+                len,
+                sha,
+                &format!("{item}: attachment {}", p.part.path),
+                &mut b,
+            )?;
+            blobs.push(b);
+            parts.push(crate::store::dbox::sis_part(&p.part).ok_or_else(|| {
+                Error::corrupt(item, format!("attachment {}: bad options", p.part.path))
+            })?);
+        }
+        let mut full = Vec::with_capacity(usize::try_from(r.size).unwrap_or(0));
+        let mut next = blobs.into_iter();
+        crate::store::dbox::file::rebuild(
+            &stub,
+            &parts,
+            &mut |_| {
+                next.next().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "attachment count")
+                })
+            },
+            &mut full,
         )
+        .map_err(|e| Error::corrupt(item, format!("cannot put the attachments back: {e}")))?;
+        use sha2::{Digest, Sha256};
+        if full.len() as u64 != r.size || hex::encode(Sha256::digest(&full)) != r.sha256 {
+            return Err(Error::corrupt(
+                item,
+                "the message rebuilt from its attachments does not match its SHA-256",
+            ));
+        }
+        out.write_all(&full).map_err(|e| Error::io("<output>", e))
     }
 
     /// A human description of why `rec` cannot be resolved.
     pub fn missing_reason(&self, rec: &MessageRecord) -> String {
+        if rec.stored.is_some() {
+            for a in attachments_of(&rec.message) {
+                let found = a
+                    .sha256
+                    .as_ref()
+                    .is_some_and(|s| self.blob_index().contains_key(s));
+                if !found {
+                    return format!(
+                        "its attachment {} (SHA-256 {}) is in no archive given",
+                        a.path,
+                        a.sha256.as_deref().unwrap_or("unknown")
+                    );
+                }
+            }
+        }
         match &rec.archive {
             Some(aid) => format!("its bytes are in archive {aid}, which is not given"),
             None if rec.message.content.sha256.is_empty() => {

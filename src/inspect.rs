@@ -480,6 +480,8 @@ pub struct VerifyReport {
     pub bodies: u64,
     /// Messages whose bytes are in other archives of a chain (not checked here).
     pub referenced: u64,
+    /// Attachments stored apart checked (format 1.2).
+    pub attachments: u64,
     /// Damage found, each line naming the item.
     pub damage: Vec<String>,
     /// Whether the index was usable.
@@ -528,6 +530,12 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         ));
     }
     let mut bodies = std::collections::HashSet::new();
+    let blobs: HashMap<&String, ()> = archive
+        .dir
+        .attachments
+        .iter()
+        .map(|b| (&b.sha256, ()))
+        .collect();
     let n = archive.dir.mailboxes.len();
     for i in 0..n + archive.dir.gone.len() {
         let (e, cat) = if i < n {
@@ -575,16 +583,48 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 )),
                 Some(m) => {
                     let got = m.sha256.map(hex::encode).unwrap_or_default();
-                    if got != r.message.content.sha256 || m.size != r.message.content.size {
+                    let want = r.stored_content();
+                    if got != want.sha256 || m.size != want.size {
                         rep.damage.push(format!(
                             "{item}: SHA-256 mismatch (stored {}, read {got})",
-                            r.message.content.sha256
+                            want.sha256
+                        ));
+                    }
+                }
+            }
+            // Attachments stored apart: in this archive, or (an incremental) in its chain.
+            if r.stored.is_some() {
+                for a in crate::chain::attachments_of(&r.message) {
+                    let here = a.sha256.as_ref().is_some_and(|s| blobs.contains_key(s));
+                    if !here && archive.manifest().parent.is_none() {
+                        rep.damage.push(format!(
+                            "{item}: attachment {} (SHA-256 {}) is not in the archive",
+                            a.path,
+                            a.sha256.as_deref().unwrap_or("unknown")
                         ));
                     }
                 }
             }
         }
     }
+    for b in &archive.dir.attachments {
+        match by_loc.get(&b.loc) {
+            None => rep.damage.push(format!(
+                "attachment {}: bytes lost (frame {} offset {})",
+                b.sha256, b.loc.frame, b.loc.offset
+            )),
+            Some(m) => {
+                let got = m.sha256.map(hex::encode).unwrap_or_default();
+                if got != b.sha256 || m.size != b.size {
+                    rep.damage.push(format!(
+                        "attachment {}: SHA-256 mismatch (read {got})",
+                        b.sha256
+                    ));
+                }
+            }
+        }
+    }
+    rep.attachments = archive.dir.attachments.len() as u64;
     rep.bodies = bodies.len() as u64;
     rep.damage.dedup();
     Ok(rep)
@@ -608,7 +648,7 @@ pub fn verify_references(chain: &Chain) -> Result<(u64, Vec<String>)> {
                 a.gone_catalog(k - n)?
             };
             for r in cat.messages.iter().chain(cat.deleted.iter()) {
-                if !r.is_external() {
+                if !r.is_external() && r.stored.is_none() {
                     continue;
                 }
                 checked += 1;

@@ -525,10 +525,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 problems += rep.damage.len();
                 if rep.damage.is_empty() && !a.quiet {
                     println!(
-                        "OK: {prefix}{} data frames, {} messages, {} distinct bodies verified{}",
+                        "OK: {prefix}{} data frames, {} messages, {} distinct bodies{} verified{}",
                         rep.frames,
                         rep.messages,
                         rep.bodies,
+                        if rep.attachments > 0 {
+                            format!(", {} attachments", rep.attachments)
+                        } else {
+                            String::new()
+                        },
                         if rep.referenced > 0 {
                             format!(
                                 "; {} messages have their bytes in other archives of the chain",

@@ -317,6 +317,13 @@ pub struct AttachmentRef {
     pub options: String,
     /// Path of the stored attachment relative to the attachment directory (as in `X`).
     pub path: Name,
+    /// SHA-256 (hex) of the attachment's stored bytes, when the archive holds them apart
+    /// (format 1.2: the member `attachments/<sha256>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Length of the attachment's stored bytes, with `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
 }
 
 impl MessageMeta {

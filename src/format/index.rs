@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MailboxMeta, MessageMeta, Name, UserMeta};
+use crate::model::{Content, MailboxMeta, MessageMeta, Name, UserMeta};
 
 /// The manifest: first member of the tar stream and first field of the index directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -113,6 +113,12 @@ pub struct MessageRecord {
     /// Where the bytes start in [`MessageRecord::archive`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_loc: Option<Location>,
+    /// Format 1.2, a message Dovecot stored with single-instance attachments: the bytes
+    /// stored for it (under `member` and `loc`, or `archive_loc`) are the message without
+    /// the attachments' encoded text, and this is their hash and size. The attachments are
+    /// stored apart, once per archive chain (`message.dbox.attachments`, spec 6.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Content>,
     /// Deleted records only: creation time of the newest archive whose state still held
     /// this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +185,12 @@ impl MessageRecord {
         MessageRecord::bare_at(String::new(), message)
     }
 
+    /// Hash and size of the bytes stored for the record: [`Self::stored`] for a message
+    /// stored without its attachments, else the message's own.
+    pub fn stored_content(&self) -> &Content {
+        self.stored.as_ref().unwrap_or(&self.message.content)
+    }
+
     /// True when this archive holds no bytes for the record: they are in another archive
     /// of the chain (`archive`), or were not read (a since-archive's unchanged message).
     pub fn is_external(&self) -> bool {
@@ -193,6 +205,7 @@ impl MessageRecord {
             loc: None,
             archive: None,
             archive_loc: None,
+            stored: None,
             last_seen: None,
             deleted_by: None,
             message,
@@ -252,6 +265,17 @@ pub struct MailboxEntry {
     pub catalog_of: Option<String>,
 }
 
+/// An attachment stored apart (format 1.2): the member `attachments/<sha256>`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// SHA-256 (hex) of the attachment's stored bytes.
+    pub sha256: String,
+    /// Their length.
+    pub size: u64,
+    /// Where they start.
+    pub loc: Location,
+}
+
 /// The index directory: the first part of the INDEX payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Directory {
@@ -266,6 +290,9 @@ pub struct Directory {
     /// Mailboxes that were deleted since the parent: catalogs holding only `deleted` records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gone: Vec<MailboxEntry>,
+    /// Attachments stored apart in this archive (1.2), in archive order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<BlobEntry>,
     /// Summary counts.
     pub stats: ArchiveStats,
 }
@@ -287,6 +314,12 @@ pub struct ArchiveStats {
     /// Records of deleted mail.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deleted: u64,
+    /// Attachments stored apart (1.2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attachments: u64,
+    /// Bytes of the attachments stored apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attachment_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

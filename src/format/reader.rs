@@ -1033,12 +1033,34 @@ impl Scan {
             }
         }
         cats.extend(gone_cats);
+        // Attachments stored apart (1.2): each intact `attachments/<sha256>` member.
+        let prefix = format!("{ATTACHMENTS_DIR}/");
+        let mut attachments = Vec::new();
+        for m in &self.members {
+            let Some(name) = m.path.strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(name).into_owned();
+            match m.sha256 {
+                Some(h) if m.kind == EntryType::Regular && hex::encode(h) == name => {
+                    stats.attachments += 1;
+                    stats.attachment_bytes += m.size;
+                    attachments.push(super::index::BlobEntry {
+                        sha256: name,
+                        size: m.size,
+                        loc: m.loc,
+                    });
+                }
+                _ => damage.push(format!("{prefix}{name}: attachment lost or damaged")),
+            }
+        }
         let dir = Directory {
             manifest,
             frames: self.frames.clone(),
             users,
             mailboxes,
             gone,
+            attachments,
             stats,
         };
         Ok((dir, cats, damage))

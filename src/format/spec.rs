@@ -4,6 +4,9 @@
 pub const FORMAT_MAJOR: u16 = 1;
 /// Format minor version written by this build. Readers accept any minor of their major.
 pub const FORMAT_MINOR: u16 = 1;
+/// Format minor version of archives holding attachments stored apart (dbox single-instance
+/// storage); other archives keep [`FORMAT_MINOR`], so older readers read them in full.
+pub const FORMAT_MINOR_ATTACHMENTS: u16 = 2;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
@@ -56,6 +59,8 @@ pub const USERS_DIR: &str = "users";
 /// Top directory of deleted-mail members (1.1): bytes kept by a merge, catalogs of mailboxes
 /// that no longer exist.
 pub const DELETED_DIR: &str = "deleted";
+/// Top directory of attachments stored apart (1.2): `attachments/<sha256>`.
+pub const ATTACHMENTS_DIR: &str = "attachments";
 /// File name of a mailbox's metadata member inside its directory.
 pub const MAILBOX_MEMBER: &str = "mailbox.json";
 /// File name of a user's metadata member inside the user directory.

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::frame::{CountingWriter, FramePipeline};
 use super::index::{
-    ArchiveStats, ContentRef, Directory, Location, MailboxEntry, MailboxRecord, Manifest,
+    ArchiveStats, BlobEntry, ContentRef, Directory, Location, MailboxEntry, MailboxRecord, Manifest,
     MessageRecord, UserRecord,
 };
 use super::spec::*;
@@ -62,6 +62,9 @@ pub struct ArchiveWriter<W: Write> {
     manifest: Manifest,
     stored: HashMap<[u8; 32], (String, Location)>,
     chain: HashMap<[u8; 32], ContentRef>,
+    /// Attachments stored apart in this archive.
+    blobs: Vec<BlobEntry>,
+    blob_stored: std::collections::HashSet<[u8; 32]>,
     users: Vec<UserMeta>,
     mailboxes: Vec<MailboxEntry>,
     gone: Vec<MailboxEntry>,
@@ -244,6 +247,8 @@ impl<W: Write> ArchiveWriter<W> {
             manifest,
             stored: HashMap::new(),
             chain: HashMap::new(),
+            blobs: Vec::new(),
+            blob_stored: std::collections::HashSet::new(),
             users: Vec::new(),
             mailboxes: Vec::new(),
             gone: Vec::new(),
@@ -466,6 +471,86 @@ impl<W: Write> ArchiveWriter<W> {
             loc: Some(loc),
             ..MessageRecord::bare_at(member, meta)
         })
+    }
+
+    /// Store a message Dovecot kept with single-instance attachments (format 1.2): `full`
+    /// (the complete message) is hashed for the record's `content`; the archive stores
+    /// `stub` (the message without the attachments' encoded text, spec 6.8) like a message,
+    /// and each attachment's stored bytes (`blobs`, in the order of
+    /// `meta.dbox.attachments`) once per archive chain, as `attachments/<sha256>`.
+    ///
+    /// # Errors
+    /// As [`Self::add_message`]; a blob count that does not match the attachment list.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_split_message(
+        &mut self,
+        user: &Name,
+        mailbox: &Name,
+        mut meta: MessageMeta,
+        full: &mut dyn ReadSeek,
+        stub: &[u8],
+        blobs: &[Vec<u8>],
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
+        let mut hasher = Sha256::new();
+        let size = hash_stream(full, &mut hasher, source_name)?;
+        let full_content = Content {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        };
+        let atts = meta
+            .dbox
+            .as_mut()
+            .map(|d| &mut d.attachments)
+            .filter(|a| a.len() == blobs.len())
+            .ok_or_else(|| {
+                Error::store(source_name, "attachment list does not match the attachments")
+            })?;
+        for (a, data) in atts.iter_mut().zip(blobs) {
+            let digest: [u8; 32] = Sha256::digest(data).into();
+            let hexd = hex::encode(digest);
+            a.sha256 = Some(hexd.clone());
+            a.stored_size = Some(data.len() as u64);
+            if self.blob_stored.contains(&digest) || self.chain.contains_key(&digest) {
+                continue;
+            }
+            let path = format!("{ATTACHMENTS_DIR}/{hexd}");
+            let h = MemberHeader {
+                path: &path,
+                kind: EntryType::Regular,
+                link: None,
+                size: data.len() as u64,
+                mtime: self.mtime,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+            };
+            self.header(&h)?;
+            let loc = self.here();
+            self.push(data)?;
+            self.pad(data.len() as u64)?;
+            self.end_member()?;
+            self.blob_stored.insert(digest);
+            self.blobs.push(BlobEntry {
+                sha256: hexd,
+                size: data.len() as u64,
+                loc,
+            });
+            self.stats.attachments += 1;
+            self.stats.attachment_bytes += data.len() as u64;
+        }
+        let member = message_member(user, mailbox, meta.uid);
+        let before = self.stats.message_bytes;
+        let mut rec = self.add_message_as(
+            member,
+            meta,
+            &mut std::io::Cursor::new(stub),
+            stub.len() as u64,
+            source_name,
+        )?;
+        self.stats.message_bytes = before + size;
+        rec.stored = Some(std::mem::replace(&mut rec.message.content, full_content));
+        Ok(rec)
     }
 
     /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
@@ -704,6 +789,7 @@ impl<W: Write> ArchiveWriter<W> {
             users: std::mem::take(&mut self.users),
             mailboxes: std::mem::take(&mut self.mailboxes),
             gone: std::mem::take(&mut self.gone),
+            attachments: std::mem::take(&mut self.blobs),
             stats: self.stats,
         };
         let dir_json = serde_json::to_vec(&dir).map_err(json_err)?;

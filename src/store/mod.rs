@@ -42,6 +42,10 @@ pub struct OpenedBody {
     pub len: u64,
     /// When the file had been renamed since the scan: its new name and whether it is in `new/`.
     pub renamed_to: Option<(Name, bool)>,
+    /// dbox single-instance storage: the message as Dovecot stored it (without the
+    /// attachments' encoded text) and each attachment's stored bytes, in the order of
+    /// `dbox.attachments`. `file` is the complete message.
+    pub split: Option<(Vec<u8>, Vec<Vec<u8>>)>,
 }
 
 /// Reading one user's mail.
@@ -79,6 +83,11 @@ pub trait StoreReader {
     /// # Errors
     /// Unreadable directories or files.
     fn signature(&self, mb: &MailboxHandle) -> Result<String>;
+    /// Problems met since the last call that did not stop the scan (a damaged message
+    /// left out, naming it), for the backup's warnings.
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Open the store reader of `user` for the location's format.

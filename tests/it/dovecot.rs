@@ -818,6 +818,203 @@ impl Dovecot {
     }
 }
 
+/// Deterministic pseudo-random (incompressible) bytes: xorshift64* seeded with `seed`.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Base64 of `data` in lines of 76 characters, each ending with `\n` (the layout Dovecot
+/// can re-encode bit-exactly, so SIS externalises it).
+pub fn base64_lines(data: &[u8]) -> String {
+    use base64::Engine as _;
+    let enc = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut s = String::with_capacity(enc.len() + enc.len() / 76 + 1);
+    for chunk in enc.as_bytes().chunks(76) {
+        s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        s.push('\n');
+    }
+    s
+}
+
+/// Attachment bytes shared by every message/user of `build_dbox_store` (3000 bytes).
+pub fn shared_attachment() -> Vec<u8> {
+    pseudo_random_bytes(0xA77A_C4ED, 3000)
+}
+
+/// Second attachment of `build_dbox_store` (1600 bytes, above the 1k SIS minimum).
+pub fn second_attachment() -> Vec<u8> {
+    pseudo_random_bytes(0xB0B0_2222, 1600)
+}
+
+/// A multipart/mixed message for `user` with a text part and one base64
+/// `application/octet-stream` part per item of `attachments` (`(file name, bytes)`).
+/// LF line endings (convert with `replace_lf_with_crlf` for CRLF).
+pub fn attachment_message(user: &str, n: u32, subject: &str, attachments: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut m = format!(
+        "From: Files {n} <files{n}@example.net>\nTo: {user}@example.org\nSubject: {subject}\n\
+         Date: Tue, 2 Jun 2020 10:00:{:02} +0000\nMessage-ID: <{user}.att{n}@example.org>\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"=_b{n}\"\n\nThis is a MIME message.\n\n\
+         --=_b{n}\nContent-Type: text/plain; charset=us-ascii\n\nSee the {} attachment(s).\n",
+        n % 60,
+        attachments.len()
+    );
+    for (name, data) in attachments {
+        m.push_str(&format!(
+            "--=_b{n}\nContent-Type: application/octet-stream; name=\"{name}\"\n\
+             Content-Transfer-Encoding: base64\nContent-Disposition: attachment; filename=\"{name}\"\n\n{}",
+            base64_lines(data)
+        ));
+    }
+    m.push_str(&format!("--=_b{n}--\n"));
+    m.into_bytes()
+}
+
+impl Dovecot {
+    /// Builds a dbox store (sdbox or mdbox, with `mail_attachment_dir` for SIS) for `user`:
+    /// controlled received dates, folder hierarchy, non-ASCII folder names, flags, keywords,
+    /// copies between mailboxes, expunges (a gap and the end), messages with the same
+    /// base64 attachment (identical bytes for every user, so SIS dedups it), one message
+    /// with two attachments, a CRLF message with an attachment, one with a small inline
+    /// attachment, subscriptions, mailbox and server METADATA. Then toggles a flag on
+    /// `Work` until that mailbox has a `dovecot.index` (the others only have
+    /// `dovecot.index.log`). For an mdbox location with `ALT=`, `Work/Sub` is moved to
+    /// the alt storage (`altmove` + `purge`) before the expunges, so expunged,
+    /// unpurged messages also remain in `m.N` files.
+    ///
+    /// Resulting UIDs: INBOX 1,2,4,5,6,7 (3 and 8 expunged); Work 1..3; Work/Sub 1,2;
+    /// `Ünï Box` 1 + copy of Work 2 (uid 2); Été 1; Archive: copies of INBOX 4,5 (1,2).
+    pub fn build_dbox_store(&self, user: &str) {
+        let a = shared_attachment();
+        let b = second_attachment();
+        let small = pseudo_random_bytes(0x5A11, 300);
+        let msgs: Vec<(&str, u64, &str, Vec<u8>)> = vec![
+            ("INBOX", 1_577_880_000, "S", message(user, 1, "Welcome", "Hello there.\n")),
+            ("INBOX", 1_580_644_800, "FR", message(user, 2, "Quarterly report", "Numbers inside.\n")),
+            (
+                "INBOX",
+                1_583_150_400,
+                "",
+                attachment_message(user, 3, "Attachment, expunged (gap)", &[("a.bin", &a)]),
+            ),
+            ("INBOX", 1_585_720_800, "S", attachment_message(user, 4, "Shared attachment", &[("a.bin", &a)])),
+            (
+                "INBOX",
+                1_588_302_000,
+                "RS",
+                attachment_message(user, 5, "Two attachments", &[("a.bin", &a), ("b.bin", &b)]),
+            ),
+            (
+                "INBOX",
+                1_590_980_400,
+                "S",
+                message(user, 6, "Grüße aus Köln – 8bit", "Ünïcödé body: Grüße, €, 日本語\n"),
+            ),
+            (
+                "INBOX",
+                1_593_561_600,
+                "T",
+                attachment_message(user, 7, "CRLF with attachment", &[("a.bin", &a)]).replace_lf_with_crlf(),
+            ),
+            ("INBOX", 1_596_240_000, "", message(user, 8, "Last one, expunged", "gone too\n")),
+            ("Work", 1_600_000_000, "S", message(user, 9, "Project kickoff", "Let's go.\n")),
+            ("Work", 1_600_086_400, "F", attachment_message(user, 10, "Work attachment", &[("a.bin", &a)])),
+            ("Work", 1_600_172_800, "DS", message(user, 11, "Draft", "unfinished\n")),
+            ("Work/Sub", 1_601_510_400, "S", message(user, 12, "Sub item", "nested\n")),
+            (
+                "Work/Sub",
+                1_601_596_800,
+                "",
+                attachment_message(user, 13, "Sub attachments", &[("b.bin", &b), ("small.bin", &small)]),
+            ),
+            ("Ünï Box", 1_604_188_800, "S", message(user, 14, "Unicode folder", "box\n")),
+            ("Été", 1_606_780_800, "", attachment_message(user, 15, "Summer file", &[("a.bin", &a)])),
+        ];
+        self.import(user, &msgs);
+        let da = |args: &[&str]| {
+            self.doveadm(user, args);
+        };
+        da(&["mailbox", "create", "Archive", "Drafts"]);
+        da(&["flags", "add", "$Label1 Important", "mailbox", "INBOX", "uid", "2"]);
+        da(&["flags", "add", "custom_kw $Forwarded", "mailbox", "INBOX", "uid", "6"]);
+        da(&["flags", "add", "NonJunk Important", "mailbox", "Work", "uid", "2"]);
+        da(&["flags", "add", "\\Answered $Label1", "mailbox", "Ünï Box", "uid", "1"]);
+        da(&["flags", "remove", "\\Seen", "mailbox", "Work", "uid", "1"]);
+        da(&["copy", "Archive", "mailbox", "INBOX", "uid", "4,5"]);
+        da(&["copy", "Ünï Box", "mailbox", "Work", "uid", "2"]);
+        if self.location.starts_with("mdbox:") && self.location.contains(":ALT=") {
+            da(&["altmove", "mailbox", "Work/Sub", "all"]);
+            da(&["purge"]);
+        }
+        da(&["expunge", "mailbox", "INBOX", "uid", "3,8"]);
+        da(&["mailbox", "subscribe", "INBOX", "Work", "Work/Sub", "Ünï Box", "Gone/Away"]);
+        da(&["mailbox", "metadata", "set", "INBOX", "/private/comment", &format!("inbox comment of {user}")]);
+        da(&["mailbox", "metadata", "set", "Work", "/shared/vendor/vendor.dovecot/foo", "shared value"]);
+        da(&["mailbox", "metadata", "set", "Ünï Box", "/private/comment", "Ünïcödé välue"]);
+        da(&[
+            "mailbox",
+            "metadata",
+            "set",
+            "-s",
+            "",
+            "/private/vendor/vendor.dovecot/servervalue",
+            &format!("srv-{user}"),
+        ]);
+        // Flag toggles until Work's transaction log is big enough for Dovecot to write
+        // a dovecot.index (about 8 KiB of log).
+        let index = self.mailbox_path(user, "Work").join("dovecot.index");
+        for i in 0..400 {
+            if index.exists() {
+                break;
+            }
+            let uid = (i % 3 + 1).to_string();
+            da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", &uid]);
+            da(&["flags", "remove", "\\Flagged", "mailbox", "Work", "uid", &uid]);
+        }
+        // uid 2 is \Flagged from the import: the loop removed it; put it back.
+        da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", "2"]);
+    }
+
+    /// The full text of one message as Dovecot returns it (`fetch text`), attachments of
+    /// SIS stores included.
+    pub fn fetch_text(&self, user: &str, mailbox: &str, uid: u32) -> Vec<u8> {
+        let raw = self.doveadm_bytes(
+            user,
+            &[
+                "-f",
+                "pager",
+                "fetch",
+                "mailbox uid size.physical text",
+                "mailbox",
+                mailbox,
+                "uid",
+                &uid.to_string(),
+            ],
+        );
+        let mut p = Pager::new(&raw);
+        assert!(!p.done(), "no message {mailbox} uid {uid} for {user}");
+        p.field("mailbox");
+        p.field("uid");
+        let size: usize = p.field("size.physical").parse().expect("numeric size");
+        p.text(size, &format!("{mailbox} uid {uid}")).to_vec()
+    }
+
+    /// Mailbox GUID (`mailbox status guid`).
+    pub fn mailbox_guid(&self, user: &str, mailbox: &str) -> String {
+        let out = self.doveadm(user, &["-f", "tab", "mailbox", "status", "guid", mailbox]);
+        let rows = parse_tab(&out);
+        col(&rows[0], "guid").to_string()
+    }
+}
+
 /// Reads `doveadm -f pager` output field by field: `name: value` lines (`name:` alone for
 /// an empty value), then a `text:` block of a known length, then the record separator.
 pub struct Pager<'a> {

@@ -4,6 +4,7 @@
 
 mod cli;
 mod corrupt;
+mod dbox;
 mod dovecot;
 mod fidelity;
 mod format_vectors;

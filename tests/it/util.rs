@@ -335,3 +335,64 @@ pub fn assert_text_eq(what: &str, expected: &str, actual: &str) {
 pub fn os(p: &Path) -> &OsStr {
     p.as_os_str()
 }
+
+/// Like [`copy_dir`], but files hard-linked to each other under `src` are hard-linked
+/// to each other under `dst` too (as Dovecot's SIS `hashes/` links and sdbox copies are).
+pub fn copy_dir_links(src: &Path, dst: &Path) -> io::Result<()> {
+    fn walk(
+        src: &Path,
+        dst: &Path,
+        seen: &mut std::collections::HashMap<(u64, u64), PathBuf>,
+    ) -> io::Result<()> {
+        fs::create_dir_all(dst)?;
+        let meta = fs::metadata(src)?;
+        fs::set_permissions(dst, meta.permissions())?;
+        let mut entries = fs::read_dir(src)?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                walk(&from, &to, seen)?;
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            } else {
+                let m = fs::metadata(&from)?;
+                if let Some(first) = seen.get(&(m.dev(), m.ino())) {
+                    fs::hard_link(first, &to)?;
+                    continue;
+                }
+                fs::copy(&from, &to)?;
+                fs::File::options()
+                    .write(true)
+                    .open(&to)?
+                    .set_modified(m.modified()?)?;
+                if m.nlink() > 1 {
+                    seen.insert((m.dev(), m.ino()), to);
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(src, dst, &mut std::collections::HashMap::new())
+}
+
+/// Every regular file under `root` (recursively), sorted. A missing `root` gives none.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&p, out),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, &mut v);
+    v.sort();
+    v
+}

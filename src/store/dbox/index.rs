@@ -197,10 +197,7 @@ fn get_u64(buf: &[u8], off: usize) -> Option<u64> {
 }
 
 fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    if let Some(b) = off
-        .checked_add(4)
-        .and_then(|end| buf.get_mut(off..end))
-    {
+    if let Some(b) = off.checked_add(4).and_then(|end| buf.get_mut(off..end)) {
         b.copy_from_slice(&v.to_le_bytes());
     }
 }
@@ -225,14 +222,13 @@ pub fn decode_log_record_size(raw: [u8; 4]) -> u32 {
     if v & 0x8080_8080 != 0x8080_8080 {
         return 0;
     }
-    ((v & 0x7f) | ((v >> 8) & 0x7f) << 7 | ((v >> 16) & 0x7f) << 14 | ((v >> 24) & 0x7f) << 21)
-        << 2
+    ((v & 0x7f) | ((v >> 8) & 0x7f) << 7 | ((v >> 16) & 0x7f) << 14 | ((v >> 24) & 0x7f) << 21) << 2
 }
 
 /// Encode a log record size (a multiple of 4, below 2^30) into its on-disk bytes; the
 /// inverse of [`decode_log_record_size`]. Returns `None` for sizes that cannot be encoded.
 pub fn encode_log_record_size(size: u32) -> Option<[u8; 4]> {
-    if size % 4 != 0 || size >= 1 << 30 {
+    if !size.is_multiple_of(4) || size >= 1 << 30 {
         return None;
     }
     let s = size >> 2;
@@ -267,7 +263,7 @@ fn layout_records(items: &[(u16, u16)], out: &mut [u16]) -> Option<u32> {
             if size == 0 || *placed.get(i)? {
                 continue;
             }
-            if offset % align == 0 {
+            if offset.is_multiple_of(align) {
                 chosen = Some(i);
                 break;
             }
@@ -336,9 +332,12 @@ fn parse_keywords_hdr(file: &str, hdr: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
         let off = get_u32(hdr, 4 + i * 8 + 4).unwrap_or(u32::MAX) as usize;
-        let rest = names
-            .get(off..)
-            .ok_or_else(|| bad(file, format!("keywords header: name {i} offset {off} out of range")))?;
+        let rest = names.get(off..).ok_or_else(|| {
+            bad(
+                file,
+                format!("keywords header: name {i} offset {off} out of range"),
+            )
+        })?;
         let end = rest
             .iter()
             .position(|&b| b == 0)
@@ -383,6 +382,8 @@ struct State {
     highest_modseq: u64,
     layout_dirty: bool,
     cur: CurExt,
+    /// The `modseq` extension exists: per-message modseqs are tracked.
+    modseq_ext: bool,
 }
 
 /// Index file name used in error messages when none is known.
@@ -406,6 +407,7 @@ impl State {
             highest_modseq: 0,
             layout_dirty: false,
             cur: CurExt::None,
+            modseq_ext: false,
         }
     }
 
@@ -420,7 +422,10 @@ impl State {
             return Err(e(format!("file too short ({} bytes)", buf.len())));
         }
         if buf[0] != 7 {
-            return Err(e(format!("unsupported major version {} at offset 0", buf[0])));
+            return Err(e(format!(
+                "unsupported major version {} at offset 0",
+                buf[0]
+            )));
         }
         if buf[12] & COMPAT_LITTLE_ENDIAN == 0 {
             return Err(e("compat_flags at offset 12 lack little-endian".into()));
@@ -505,6 +510,7 @@ impl State {
         }
 
         // keywords
+        st.modseq_ext = st.exts.iter().any(|x| x.name == EXT_MODSEQ);
         let kw_idx = st.exts.iter().position(|x| x.name == EXT_KEYWORDS);
         if let Some(k) = kw_idx {
             st.keywords = parse_keywords_hdr(file, &st.exts[k].hdr)?;
@@ -566,7 +572,11 @@ impl State {
 
     /// Index range of records with uid in `uid1..=uid2`.
     fn range(&self, uid1: u32, uid2: u32) -> std::ops::Range<usize> {
-        let (a, b) = if uid1 <= uid2 { (uid1, uid2) } else { (uid2, uid1) };
+        let (a, b) = if uid1 <= uid2 {
+            (uid1, uid2)
+        } else {
+            (uid2, uid1)
+        };
         let start = self.records.partition_point(|r| r.uid < a);
         let end = self.records.partition_point(|r| r.uid <= b);
         start..end.max(start)
@@ -577,6 +587,7 @@ impl State {
     }
 
     /// Replay one log file. Records before `apply_from` are only used for modseq accounting.
+    /// Per-message modseqs are tracked only while the `modseq` extension exists (as Dovecot).
     fn replay_log(&mut self, file: &str, log: &[u8], apply_from: usize) -> Result<()> {
         let lh = LogHeader::parse(file, log)?;
         let mut modseq = lh.initial_modseq;
@@ -585,7 +596,10 @@ impl State {
         if apply_from > log.len() {
             return Err(bad(
                 file,
-                format!("index points at offset {apply_from}, past the end of the log ({} bytes)", log.len()),
+                format!(
+                    "index points at offset {apply_from}, past the end of the log ({} bytes)",
+                    log.len()
+                ),
             ));
         }
         while let Some(raw) = log.get(pos..pos.saturating_add(4)) {
@@ -594,7 +608,10 @@ impl State {
                 break; // end of data (or garbage that Dovecot treats as such)
             }
             if size < 8 {
-                return Err(bad(file, format!("record at offset {pos}: size {size} too small")));
+                return Err(bad(
+                    file,
+                    format!("record at offset {pos}: size {size} too small"),
+                ));
             }
             let Some(end) = pos.checked_add(size).filter(|&e| e <= log.len()) else {
                 break; // partially written record
@@ -605,17 +622,20 @@ impl State {
             if t == T_BOUNDARY {
                 let bsize = get_u32(data, 0)
                     .ok_or_else(|| bad(file, format!("boundary at offset {pos} too short")))?;
-                if pos.checked_add(bsize as usize).is_none_or(|e| e > log.len()) {
+                if pos
+                    .checked_add(bsize as usize)
+                    .is_none_or(|e| e > log.len())
+                {
                     break; // unfinished transaction
                 }
             }
             if track {
                 modseq = modseq_after(file, pos, typ, data, modseq)?;
             }
+            // records before `apply_from` are already contained in dovecot.index (including
+            // the per-message modseqs of its `modseq` extension); they only count for modseq
             if pos >= apply_from {
                 self.apply(file, pos, typ, data, modseq)?;
-            } else {
-                self.apply_modseq_only(typ, data, modseq);
             }
             pos = end;
         }
@@ -625,51 +645,11 @@ impl State {
         Ok(())
     }
 
-    /// For records already contained in dovecot.index: only remember per-message modseqs.
-    fn apply_modseq_only(&mut self, typ: u32, data: &[u8], modseq: u64) {
-        match typ & TYPE_MASK {
-            T_APPEND => {
-                for c in data.chunks_exact(8) {
-                    if let Some(i) = self.find(get_u32(c, 0).unwrap_or(0)) {
-                        self.records[i].modseq = modseq;
-                    }
-                }
-            }
-            T_FLAG_UPDATE => {
-                for c in data.chunks_exact(12) {
-                    if flag_update_is_internal(c) {
-                        continue;
-                    }
-                    let r = self.range(get_u32(c, 0).unwrap_or(0), get_u32(c, 4).unwrap_or(0));
-                    for rec in self.records.get_mut(r).unwrap_or(&mut []) {
-                        rec.modseq = modseq;
-                    }
-                }
-            }
-            T_KEYWORD_UPDATE | T_KEYWORD_RESET => {
-                let start = if typ & TYPE_MASK == T_KEYWORD_RESET {
-                    Some(0)
-                } else {
-                    get_u16(data, 2).and_then(|n| align_up(4 + usize::from(n), 4))
-                };
-                let uids = start.and_then(|s| data.get(s..)).unwrap_or(&[]);
-                for c in uids.chunks_exact(8) {
-                    let r = self.range(get_u32(c, 0).unwrap_or(0), get_u32(c, 4).unwrap_or(0));
-                    for rec in self.records.get_mut(r).unwrap_or(&mut []) {
-                        rec.modseq = modseq;
-                    }
-                }
-            }
-            T_MODSEQ_UPDATE => self.modseq_update(data),
-            _ => {}
-        }
-    }
-
     fn modseq_update(&mut self, data: &[u8]) {
         for c in data.chunks_exact(12) {
             let uid = get_u32(c, 0).unwrap_or(0);
-            let m = u64::from(get_u32(c, 4).unwrap_or(0))
-                | u64::from(get_u32(c, 8).unwrap_or(0)) << 32;
+            let m =
+                u64::from(get_u32(c, 4).unwrap_or(0)) | u64::from(get_u32(c, 8).unwrap_or(0)) << 32;
             if let Some(i) = self.find(uid) {
                 let rec = &mut self.records[i];
                 rec.modseq = rec.modseq.max(m);
@@ -679,7 +659,10 @@ impl State {
 
     fn cur_ext(&self, file: &str, pos: usize, what: &str) -> Result<Option<(usize, u16)>> {
         match self.cur {
-            CurExt::None => Err(bad(file, format!("{what} at offset {pos} without ext-intro"))),
+            CurExt::None => Err(bad(
+                file,
+                format!("{what} at offset {pos} without ext-intro"),
+            )),
             CurExt::Broken | CurExt::Ext { ignore: true, .. } => Ok(None),
             CurExt::Ext {
                 idx,
@@ -690,10 +673,13 @@ impl State {
     }
 
     fn check_multiple(file: &str, pos: usize, data: &[u8], unit: usize, what: &str) -> Result<()> {
-        if data.len() % unit != 0 {
+        if !data.len().is_multiple_of(unit) {
             return Err(bad(
                 file,
-                format!("{what} at offset {pos}: data size {} not a multiple of {unit}", data.len()),
+                format!(
+                    "{what} at offset {pos}: data size {} not a multiple of {unit}",
+                    data.len()
+                ),
             ));
         }
         Ok(())
@@ -714,7 +700,7 @@ impl State {
                         uid,
                         flags: c.get(4).copied().unwrap_or(0),
                         keywords: Vec::new(),
-                        modseq,
+                        modseq: if self.modseq_ext { modseq } else { 0 },
                         ext: vec![None; self.exts.len()],
                     });
                     put_u32(&mut self.base, HDR_NEXT_UID, uid.saturating_add(1));
@@ -758,7 +744,7 @@ impl State {
                     let r = self.range(get_u32(c, 0).unwrap_or(0), get_u32(c, 4).unwrap_or(0));
                     for rec in self.records.get_mut(r).unwrap_or(&mut []) {
                         rec.flags = (rec.flags & !remove) | add;
-                        if !internal {
+                        if !internal && self.modseq_ext {
                             rec.modseq = modseq;
                         }
                     }
@@ -770,16 +756,24 @@ impl State {
                     let off = get_u16(data, i);
                     let size = get_u16(data, i + 2);
                     let (Some(off), Some(size)) = (off, size) else {
-                        return Err(bad(file, format!("header-update at offset {pos}: truncated")));
+                        return Err(bad(
+                            file,
+                            format!("header-update at offset {pos}: truncated"),
+                        ));
                     };
                     let (off, size) = (usize::from(off), usize::from(size));
-                    let src = data
-                        .get(i + 4..i + 4 + size)
-                        .ok_or_else(|| bad(file, format!("header-update at offset {pos}: data past record end")))?;
+                    let src = data.get(i + 4..i + 4 + size).ok_or_else(|| {
+                        bad(
+                            file,
+                            format!("header-update at offset {pos}: data past record end"),
+                        )
+                    })?;
                     if off + size > self.base.len() {
                         return Err(bad(
                             file,
-                            format!("header-update at offset {pos}: {off}+{size} outside base header"),
+                            format!(
+                                "header-update at offset {pos}: {off}+{size} outside base header"
+                            ),
                         ));
                     }
                     let old_next = self.next_uid();
@@ -803,10 +797,14 @@ impl State {
                     let flags = get_u16(data, i + 16).unwrap_or(0);
                     let name_size = usize::from(get_u16(data, i + 18).unwrap_or(0));
                     let name = data.get(i + 20..i + 20 + name_size).ok_or_else(|| {
-                        bad(file, format!("ext-intro at offset {pos}: name past record end"))
+                        bad(
+                            file,
+                            format!("ext-intro at offset {pos}: name past record end"),
+                        )
                     })?;
                     self.ext_intro(
                         file, pos, ext_id, reset_id, hdr_size, rec_size, rec_align, flags, name,
+                        modseq,
                     )?;
                     i = align_up(i + 20 + name_size, 4).unwrap_or(usize::MAX);
                 }
@@ -817,7 +815,10 @@ impl State {
                 let preserve = data.get(4).copied().unwrap_or(0) != 0;
                 match self.cur {
                     CurExt::None => {
-                        return Err(bad(file, format!("ext-reset at offset {pos} without ext-intro")));
+                        return Err(bad(
+                            file,
+                            format!("ext-reset at offset {pos} without ext-intro"),
+                        ));
                     }
                     CurExt::Broken => {}
                     CurExt::Ext { idx, .. } => {
@@ -841,7 +842,10 @@ impl State {
                 let mut i = 0usize;
                 while i < data.len() {
                     let (off, size) = if wide {
-                        (get_u32(data, i).map(|v| v as usize), get_u32(data, i + 4).map(|v| v as usize))
+                        (
+                            get_u32(data, i).map(|v| v as usize),
+                            get_u32(data, i + 4).map(|v| v as usize),
+                        )
                     } else {
                         (
                             get_u16(data, i).map(usize::from),
@@ -849,12 +853,20 @@ impl State {
                         )
                     };
                     let (Some(off), Some(size)) = (off, size) else {
-                        return Err(bad(file, format!("ext-hdr-update at offset {pos}: truncated")));
+                        return Err(bad(
+                            file,
+                            format!("ext-hdr-update at offset {pos}: truncated"),
+                        ));
                     };
                     let src = (i + hl)
                         .checked_add(size)
                         .and_then(|e| data.get(i + hl..e))
-                        .ok_or_else(|| bad(file, format!("ext-hdr-update at offset {pos}: data past record end")))?;
+                        .ok_or_else(|| {
+                            bad(
+                                file,
+                                format!("ext-hdr-update at offset {pos}: data past record end"),
+                            )
+                        })?;
                     if let Some((idx, _)) = self.cur_ext(file, pos, "ext-hdr-update")? {
                         let hdr = self.exts.get_mut(idx).map(|x| &mut x.hdr);
                         let dst = hdr.and_then(|h| {
@@ -866,7 +878,9 @@ impl State {
                             None => {
                                 return Err(bad(
                                     file,
-                                    format!("ext-hdr-update at offset {pos}: {off}+{size} outside extension header"),
+                                    format!(
+                                        "ext-hdr-update at offset {pos}: {off}+{size} outside extension header"
+                                    ),
                                 ));
                             }
                         }
@@ -882,7 +896,10 @@ impl State {
                     for c in data.chunks_exact(stride) {
                         let uid = get_u32(c, 0).unwrap_or(0);
                         if uid == 0 || uid >= self.next_uid() {
-                            return Err(bad(file, format!("ext-rec-update at offset {pos}: invalid uid {uid}")));
+                            return Err(bad(
+                                file,
+                                format!("ext-rec-update at offset {pos}: invalid uid {uid}"),
+                            ));
                         }
                         let src = c.get(4..4 + usize::from(rec_size)).unwrap_or(&[]);
                         if let Some(i) = self.find(uid)
@@ -901,28 +918,42 @@ impl State {
                 if let Some((idx, rec_size)) = self.cur_ext(file, pos, "ext-atomic-inc")? {
                     let n = usize::from(rec_size);
                     if !matches!(n, 1 | 2 | 4 | 8) {
-                        return Err(bad(file, format!("ext-atomic-inc at offset {pos}: invalid size {n}")));
+                        return Err(bad(
+                            file,
+                            format!("ext-atomic-inc at offset {pos}: invalid size {n}"),
+                        ));
                     }
                     let ext_size = self.exts.get(idx).map_or(0, |x| usize::from(x.record_size));
                     for c in data.chunks_exact(8) {
                         let uid = get_u32(c, 0).unwrap_or(0);
                         let diff = i64::from(get_u32(c, 4).unwrap_or(0) as i32);
                         if uid == 0 || uid >= self.next_uid() {
-                            return Err(bad(file, format!("ext-atomic-inc at offset {pos}: invalid uid {uid}")));
+                            return Err(bad(
+                                file,
+                                format!("ext-atomic-inc at offset {pos}: invalid uid {uid}"),
+                            ));
                         }
                         let Some(i) = self.find(uid) else { continue };
-                        let Some(slot) = self.records[i].ext.get_mut(idx) else { continue };
+                        let Some(slot) = self.records[i].ext.get_mut(idx) else {
+                            continue;
+                        };
                         let mut v = slot.take().unwrap_or_default();
                         v.resize(ext_size.max(n), 0);
                         let mut num = [0u8; 8];
                         num[..n].copy_from_slice(&v[..n]);
                         let orig = u64::from_le_bytes(num);
-                        let max = if n == 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 };
+                        let max = if n == 8 {
+                            u64::MAX
+                        } else {
+                            (1u64 << (n * 8)) - 1
+                        };
                         let new = i128::from(orig) + i128::from(diff);
                         if new < 0 || new > i128::from(max) {
                             return Err(bad(
                                 file,
-                                format!("ext-atomic-inc at offset {pos}: uid {uid} value {orig} {diff:+} out of range"),
+                                format!(
+                                    "ext-atomic-inc at offset {pos}: uid {uid} value {orig} {diff:+} out of range"
+                                ),
                             ));
                         }
                         let bytes = (new as u64).to_le_bytes();
@@ -936,18 +967,30 @@ impl State {
                 let modify = data.first().copied();
                 let name_size = get_u16(data, 2).map(usize::from);
                 let (Some(modify), Some(name_size)) = (modify, name_size) else {
-                    return Err(bad(file, format!("keyword-update at offset {pos}: truncated")));
+                    return Err(bad(
+                        file,
+                        format!("keyword-update at offset {pos}: truncated"),
+                    ));
                 };
-                let name = data
-                    .get(4..4 + name_size)
-                    .ok_or_else(|| bad(file, format!("keyword-update at offset {pos}: name past record end")))?;
+                let name = data.get(4..4 + name_size).ok_or_else(|| {
+                    bad(
+                        file,
+                        format!("keyword-update at offset {pos}: name past record end"),
+                    )
+                })?;
                 let start = align_up(4 + name_size, 4).unwrap_or(usize::MAX);
                 let uids = data.get(start..).unwrap_or(&[]);
                 if start > data.len() || uids.len() % 8 != 0 {
-                    return Err(bad(file, format!("keyword-update at offset {pos}: bad uid list size")));
+                    return Err(bad(
+                        file,
+                        format!("keyword-update at offset {pos}: bad uid list size"),
+                    ));
                 }
                 if name.is_empty() || name.contains(&0) {
-                    return Err(bad(file, format!("keyword-update at offset {pos}: invalid keyword name")));
+                    return Err(bad(
+                        file,
+                        format!("keyword-update at offset {pos}: invalid keyword name"),
+                    ));
                 }
                 let add = modify == 0;
                 let kw = match self.keywords.iter().position(|k| k == name) {
@@ -968,7 +1011,9 @@ impl State {
                             }
                             _ => {}
                         }
-                        rec.modseq = modseq;
+                        if self.modseq_ext {
+                            rec.modseq = modseq;
+                        }
                     }
                 }
             }
@@ -978,7 +1023,9 @@ impl State {
                     let r = self.range(get_u32(c, 0).unwrap_or(0), get_u32(c, 4).unwrap_or(0));
                     for rec in self.records.get_mut(r).unwrap_or(&mut []) {
                         rec.keywords.clear();
-                        rec.modseq = modseq;
+                        if self.modseq_ext {
+                            rec.modseq = modseq;
+                        }
                     }
                 }
             }
@@ -988,7 +1035,10 @@ impl State {
             }
             T_INDEX_DELETED | T_INDEX_UNDELETED | T_BOUNDARY | T_ATTRIBUTE_UPDATE => {}
             other => {
-                return Err(bad(file, format!("unknown record type {other:#x} at offset {pos}")));
+                return Err(bad(
+                    file,
+                    format!("unknown record type {other:#x} at offset {pos}"),
+                ));
             }
         }
         Ok(())
@@ -1006,16 +1056,23 @@ impl State {
         rec_align: u16,
         flags: u16,
         name: &[u8],
+        modseq: u64,
     ) -> Result<()> {
         self.cur = CurExt::Broken;
         let idx = if ext_id != u32::MAX {
             if ext_id as usize >= self.exts.len() {
-                return Err(bad(file, format!("ext-intro at offset {pos}: unknown ext id {ext_id}")));
+                return Err(bad(
+                    file,
+                    format!("ext-intro at offset {pos}: unknown ext id {ext_id}"),
+                ));
             }
             Some(ext_id as usize)
         } else {
             if name.is_empty() {
-                return Err(bad(file, format!("ext-intro at offset {pos}: no id and no name")));
+                return Err(bad(
+                    file,
+                    format!("ext-intro at offset {pos}: no id and no name"),
+                ));
             }
             self.exts.iter().position(|x| x.name.as_bytes() == name)
         };
@@ -1027,17 +1084,21 @@ impl State {
             return Ok(()); // keywords are maintained through keyword records only
         }
         if hdr_size > MAX_EXT_HDR_SIZE
-            || (rec_size > 0 && (rec_align == 0 || rec_size % rec_align != 0))
+            || (rec_size > 0 && (rec_align == 0 || !rec_size.is_multiple_of(rec_align)))
         {
             return Err(bad(
                 file,
-                format!("ext-intro at offset {pos}: invalid sizes hdr {hdr_size} record {rec_size}/{rec_align}"),
+                format!(
+                    "ext-intro at offset {pos}: invalid sizes hdr {hdr_size} record {rec_size}/{rec_align}"
+                ),
             ));
         }
         let no_shrink = flags & EXT_INTRO_NO_SHRINK != 0;
         match idx {
             Some(i) => {
-                let Some(x) = self.exts.get_mut(i) else { return Ok(()) };
+                let Some(x) = self.exts.get_mut(i) else {
+                    return Ok(());
+                };
                 let ignore = x.reset_id != reset_id;
                 if !ignore {
                     let new_hdr = hdr_size as usize;
@@ -1076,6 +1137,13 @@ impl State {
                 });
                 for rec in &mut self.records {
                     rec.ext.push(None);
+                }
+                if name == EXT_MODSEQ.as_bytes() && !self.modseq_ext {
+                    // modseqs just got enabled: existing messages get the current highest
+                    self.modseq_ext = true;
+                    for rec in &mut self.records {
+                        rec.modseq = modseq;
+                    }
                 }
                 self.layout_dirty = true;
                 self.cur = CurExt::Ext {
@@ -1146,20 +1214,35 @@ impl State {
                 }
             }
         }
-        // modseq extension: per-message modseqs up to the index snapshot
-        if let Some(mi) = self.exts.iter().position(|x| x.name == EXT_MODSEQ) {
-            if let Some(h) = self.exts.get(mi).and_then(|x| get_u64(&x.hdr, 0)) {
-                self.highest_modseq = self.highest_modseq.max(h);
-            }
-            if self.exts.get(mi).is_some_and(|x| x.record_size == 8) {
+        // modseq extension: per-message modseqs up to the index snapshot; a zero there means
+        // "not set yet" and reads as the extension header's highest_modseq. Without the
+        // extension Dovecot does not track per-message modseqs: report 0 (unknown).
+        match self.exts.iter().position(|x| x.name == EXT_MODSEQ) {
+            Some(mi) => {
+                let hdr_highest = self
+                    .exts
+                    .get(mi)
+                    .and_then(|x| get_u64(&x.hdr, 0))
+                    .unwrap_or(0);
+                self.highest_modseq = self.highest_modseq.max(hdr_highest);
+                let rec_ext = self.exts.get(mi).is_some_and(|x| x.record_size == 8);
                 for rec in &mut self.records {
-                    if let Some(Some(d)) = rec.ext.get_mut(mi) {
-                        let v = get_u64(d, 0).unwrap_or(0);
+                    let slot = rec
+                        .ext
+                        .get_mut(mi)
+                        .and_then(Option::as_mut)
+                        .filter(|_| rec_ext);
+                    if let Some(d) = slot {
+                        let mut v = get_u64(d, 0).unwrap_or(0);
+                        if v == 0 {
+                            v = hdr_highest;
+                        }
                         rec.modseq = rec.modseq.max(v);
                         d.copy_from_slice(&rec.modseq.to_le_bytes());
                     }
                 }
             }
+            None => self.records.iter_mut().for_each(|r| r.modseq = 0),
         }
         if self.layout_dirty {
             let items: Vec<(u16, u16)> = self
@@ -1219,11 +1302,15 @@ fn modseq_after(file: &str, pos: usize, typ: u32, data: &[u8], cur: u64) -> Resu
             }
         }
         T_MODSEQ_UPDATE => {
-            if data.len() % 12 != 0 {
-                return Err(bad(file, format!("modseq-update at offset {pos}: bad size {}", data.len())));
+            if !data.len().is_multiple_of(12) {
+                return Err(bad(
+                    file,
+                    format!("modseq-update at offset {pos}: bad size {}", data.len()),
+                ));
             }
             data.chunks_exact(12).fold(cur, |m, c| {
-                let v = u64::from(get_u32(c, 4).unwrap_or(0)) | u64::from(get_u32(c, 8).unwrap_or(0)) << 32;
+                let v = u64::from(get_u32(c, 4).unwrap_or(0))
+                    | u64::from(get_u32(c, 8).unwrap_or(0)) << 32;
                 m.max(v)
             })
         }
@@ -1237,20 +1324,30 @@ struct LogHeader {
     indexid: u32,
     file_seq: u32,
     prev_file_seq: u32,
+    prev_file_offset: u32,
     initial_modseq: u64,
 }
 
 impl LogHeader {
     fn parse(file: &str, log: &[u8]) -> Result<LogHeader> {
         if log.len() < 40 {
-            return Err(bad(file, format!("log file too short ({} bytes)", log.len())));
+            return Err(bad(
+                file,
+                format!("log file too short ({} bytes)", log.len()),
+            ));
         }
         if log[0] != 1 {
-            return Err(bad(file, format!("unsupported log major version {} at offset 0", log[0])));
+            return Err(bad(
+                file,
+                format!("unsupported log major version {} at offset 0", log[0]),
+            ));
         }
         let hdr_size = usize::from(get_u16(log, 2).unwrap_or(0));
         if hdr_size < 40 || hdr_size > log.len() {
-            return Err(bad(file, format!("bad log hdr_size {hdr_size} at offset 2")));
+            return Err(bad(
+                file,
+                format!("bad log hdr_size {hdr_size} at offset 2"),
+            ));
         }
         if log[32] & COMPAT_LITTLE_ENDIAN == 0 {
             return Err(bad(file, "compat_flags at offset 32 lack little-endian"));
@@ -1260,6 +1357,7 @@ impl LogHeader {
             indexid: get_u32(log, 4).unwrap_or(0),
             file_seq: get_u32(log, 8).unwrap_or(0),
             prev_file_seq: get_u32(log, 12).unwrap_or(0),
+            prev_file_offset: get_u32(log, 16).unwrap_or(0),
             initial_modseq: get_u64(log, 24).unwrap_or(0),
         })
     }
@@ -1292,7 +1390,11 @@ impl MailIndex {
     }
 
     /// Same from bytes (index may be None; log2 may be None) - used by read() and by tests.
-    pub fn from_bytes(index: Option<&[u8]>, log: Option<&[u8]>, log2: Option<&[u8]>) -> Result<MailIndex> {
+    pub fn from_bytes(
+        index: Option<&[u8]>,
+        log: Option<&[u8]>,
+        log2: Option<&[u8]>,
+    ) -> Result<MailIndex> {
         Self::from_bytes_named(DEFAULT_BASE, index, log, log2)
     }
 
@@ -1321,7 +1423,10 @@ impl MailIndex {
                     if lh.indexid != st.indexid {
                         return Err(bad(
                             &log_name,
-                            format!("indexid {} differs from the index's {}", lh.indexid, st.indexid),
+                            format!(
+                                "indexid {} differs from the index's {}",
+                                lh.indexid, st.indexid
+                            ),
                         ));
                     }
                     if lh.file_seq == seq {
@@ -1332,6 +1437,10 @@ impl MailIndex {
                         && l2h.indexid == st.indexid
                     {
                         st.replay_log(&log2_name, l2, head as usize)?;
+                        st.replay_log(&log_name, log, 0)?;
+                    } else if lh.prev_file_seq == seq && lh.prev_file_offset == head {
+                        // the log was rotated exactly where the index ends (or the previous
+                        // log never existed, as after a hand-written index): nothing in .log.2
                         st.replay_log(&log_name, log, 0)?;
                     } else if lh.file_seq > seq {
                         return Err(bad(
@@ -1374,7 +1483,10 @@ impl MailIndex {
 
     /// Header data of the extension named `name`.
     pub fn ext_hdr(&self, name: &str) -> Option<&[u8]> {
-        self.exts.iter().find(|x| x.name == name).map(|x| x.hdr.as_slice())
+        self.exts
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.hdr.as_slice())
     }
 
     /// Record data of extension `name` for `rec` (None if that ext has no data for it).
@@ -1417,26 +1529,53 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
     let mut prev = 0u32;
     for (i, r) in new.records.iter().enumerate() {
         if r.uid <= prev {
-            return Err(bad(F, format!("record {i}: uid {} not above previous uid {prev}", r.uid)));
+            return Err(bad(
+                F,
+                format!("record {i}: uid {} not above previous uid {prev}", r.uid),
+            ));
         }
         prev = r.uid;
         if r.ext.len() != new.exts.len() {
-            return Err(bad(F, format!("record uid {}: {} ext entries, expected {}", r.uid, r.ext.len(), new.exts.len())));
+            return Err(bad(
+                F,
+                format!(
+                    "record uid {}: {} ext entries, expected {}",
+                    r.uid,
+                    r.ext.len(),
+                    new.exts.len()
+                ),
+            ));
         }
         for (x, d) in new.exts.iter().zip(&r.ext) {
             if d.len() != usize::from(x.record_size) {
                 return Err(bad(
                     F,
-                    format!("record uid {}: ext {:?} data is {} bytes, expected {}", r.uid, x.name, d.len(), x.record_size),
+                    format!(
+                        "record uid {}: ext {:?} data is {} bytes, expected {}",
+                        r.uid,
+                        x.name,
+                        d.len(),
+                        x.record_size
+                    ),
                 ));
             }
         }
-        if let Some(&k) = r.keywords.iter().find(|&&k| k as usize >= new.keywords.len()) {
-            return Err(bad(F, format!("record uid {}: keyword index {k} out of range", r.uid)));
+        if let Some(&k) = r
+            .keywords
+            .iter()
+            .find(|&&k| k as usize >= new.keywords.len())
+        {
+            return Err(bad(
+                F,
+                format!("record uid {}: keyword index {k} out of range", r.uid),
+            ));
         }
     }
     if new.next_uid <= prev {
-        return Err(bad(F, format!("next_uid {} not above highest uid {prev}", new.next_uid)));
+        return Err(bad(
+            F,
+            format!("next_uid {} not above highest uid {prev}", new.next_uid),
+        ));
     }
     for (i, k) in new.keywords.iter().enumerate() {
         if k.is_empty() || k.contains(&0) || new.keywords[..i].contains(k) {
@@ -1450,25 +1589,44 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
             || x.name == EXT_KEYWORDS
             || new.exts[..i].iter().any(|y| y.name == x.name)
         {
-            return Err(bad(F, format!("invalid or duplicate extension name {:?}", x.name)));
+            return Err(bad(
+                F,
+                format!("invalid or duplicate extension name {:?}", x.name),
+            ));
         }
         if x.hdr.len() > MAX_EXT_HDR_SIZE as usize {
             return Err(bad(F, format!("extension {:?} header too large", x.name)));
         }
-        let align = if x.record_size == 0 { 0 } else { x.record_align };
+        let align = if x.record_size == 0 {
+            0
+        } else {
+            x.record_align
+        };
         if x.record_size > 0 && (!matches!(align, 1 | 2 | 4 | 8) || x.record_size % align != 0) {
-            return Err(bad(F, format!("extension {:?}: bad record size/align {}/{}", x.name, x.record_size, x.record_align)));
+            return Err(bad(
+                F,
+                format!(
+                    "extension {:?}: bad record size/align {}/{}",
+                    x.name, x.record_size, x.record_align
+                ),
+            ));
         }
         exts.push((x.name.clone(), x.hdr.clone(), x.record_size, align));
     }
     let kw_size = new.keywords.len().div_ceil(8);
     if !new.keywords.is_empty() {
         let size = u16::try_from(kw_size).map_err(|_| bad(F, "too many keywords"))?;
-        exts.push((EXT_KEYWORDS.to_string(), keywords_hdr(&new.keywords), size, 1));
+        exts.push((
+            EXT_KEYWORDS.to_string(),
+            keywords_hdr(&new.keywords),
+            size,
+            1,
+        ));
     }
     let items: Vec<(u16, u16)> = exts.iter().map(|x| (x.2, x.3)).collect();
     let mut offs = vec![0u16; items.len()];
-    let record_size = layout_records(&items, &mut offs).ok_or_else(|| bad(F, "extension records too large"))? as usize;
+    let record_size = layout_records(&items, &mut offs)
+        .ok_or_else(|| bad(F, "extension records too large"))? as usize;
 
     // header
     let mut out = vec![0u8; BASE_HEADER_SIZE];
@@ -1488,8 +1646,16 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
     }
     let header_size = u32::try_from(out.len()).map_err(|_| bad(F, "header too large"))?;
     let messages = u32::try_from(new.records.len()).map_err(|_| bad(F, "too many records"))?;
-    let seen = new.records.iter().filter(|r| r.flags & FLAG_SEEN != 0).count() as u32;
-    let deleted = new.records.iter().filter(|r| r.flags & FLAG_DELETED != 0).count() as u32;
+    let seen = new
+        .records
+        .iter()
+        .filter(|r| r.flags & FLAG_SEEN != 0)
+        .count() as u32;
+    let deleted = new
+        .records
+        .iter()
+        .filter(|r| r.flags & FLAG_DELETED != 0)
+        .count() as u32;
     let first_unseen = new
         .records
         .iter()
@@ -1519,7 +1685,11 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
     // log_file_tail_offset, log_file_head_offset, log2_rotate_time etc. stay 0
 
     // records
-    let kw_ext = if new.keywords.is_empty() { None } else { Some(exts.len() - 1) };
+    let kw_ext = if new.keywords.is_empty() {
+        None
+    } else {
+        Some(exts.len() - 1)
+    };
     out.reserve(record_size.saturating_mul(new.records.len()));
     for r in &new.records {
         let start = out.len();
@@ -1543,4 +1713,362 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Build a log file: header + records `(type, data)`.
+    fn log(initial_modseq: u64, recs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut v = vec![0u8; 40];
+        v[0] = 1;
+        v[1] = 3;
+        v[2] = 40;
+        put_u32(&mut v, 4, 777); // indexid
+        put_u32(&mut v, 8, 1); // file_seq
+        v[24..32].copy_from_slice(&initial_modseq.to_le_bytes());
+        v[32] = 1;
+        for (t, d) in recs {
+            let size = (8 + d.len()) as u32;
+            v.extend_from_slice(&encode_log_record_size(size).unwrap());
+            v.extend_from_slice(&t.to_le_bytes());
+            v.extend_from_slice(d);
+        }
+        v
+    }
+
+    fn le(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn append(uids: &[u32]) -> (u32, Vec<u8>) {
+        (
+            T_APPEND | T_EXTERNAL,
+            uids.iter().flat_map(|&u| le(&[u, 0])).collect(),
+        )
+    }
+
+    fn kw_update(add: bool, name: &str, u1: u32, u2: u32) -> (u32, Vec<u8>) {
+        let mut d = vec![if add { 0 } else { 1 }, 0];
+        d.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        d.extend_from_slice(name.as_bytes());
+        while d.len() % 4 != 0 {
+            d.push(0);
+        }
+        d.extend(le(&[u1, u2]));
+        (T_KEYWORD_UPDATE, d)
+    }
+
+    fn intro(ext_id: u32, name: &str, hdr: u32, rs: u16, ra: u16) -> (u32, Vec<u8>) {
+        let mut d = le(&[ext_id, 0, hdr]);
+        for x in [rs, ra, 0, name.len() as u16] {
+            d.extend_from_slice(&x.to_le_bytes());
+        }
+        d.extend_from_slice(name.as_bytes());
+        while !d.len().is_multiple_of(4) {
+            d.push(0);
+        }
+        (T_EXT_INTRO, d)
+    }
+
+    #[test]
+    fn size_encoding() {
+        assert_eq!(decode_log_record_size([0x80, 0x80, 0x80, 0x88]), 32);
+        assert_eq!(decode_log_record_size([0x80, 0x80, 0x80, 0x85]), 20);
+        assert_eq!(decode_log_record_size([0x00, 0x80, 0x80, 0x88]), 0);
+        assert_eq!(decode_log_record_size([0, 0, 0, 0]), 0);
+        for s in [4u32, 8, 12, 508, 512, 65532, 65536, 1 << 20, (1 << 30) - 4] {
+            assert_eq!(
+                decode_log_record_size(encode_log_record_size(s).unwrap()),
+                s
+            );
+        }
+        assert!(encode_log_record_size(6).is_none());
+        assert_eq!(encode_log_record_size(32), Some([0x80, 0x80, 0x80, 0x88]));
+    }
+
+    #[test]
+    fn replay_basic() {
+        let mut hu = vec![];
+        hu.extend_from_slice(&24u16.to_le_bytes());
+        hu.extend_from_slice(&4u16.to_le_bytes());
+        hu.extend(le(&[4242]));
+        let l = log(
+            1,
+            &[
+                (T_HEADER_UPDATE, hu),
+                append(&[1, 2, 3, 5]),
+                (T_FLAG_UPDATE, [le(&[1, 2]), vec![0x08, 0, 0, 0]].concat()),
+                (
+                    T_FLAG_UPDATE,
+                    [le(&[2, 2]), vec![0x04, 0xff, 0, 0]].concat(),
+                ),
+                kw_update(true, "foo", 1, 3),
+                kw_update(true, "bar", 3, 3),
+                kw_update(false, "foo", 2, 2),
+                kw_update(false, "nothere", 1, 5),
+                (T_EXPUNGE_PROT, le(&[3, 3])), // request only
+                (T_EXPUNGE_PROT | T_EXTERNAL, le(&[5, 9])), // real
+                intro(u32::MAX, "ref", 0, 2, 2),
+                (T_EXT_REC_UPDATE, le(&[1, 7])),
+                (T_EXT_ATOMIC_INC, le(&[1, 3, 2, 1])),
+                intro(u32::MAX, "hdrx", 8, 0, 0),
+                (T_EXT_HDR_UPDATE, vec![2, 0, 2, 0, 0xab, 0xcd, 0, 0]),
+                (
+                    T_EXT_HDR_UPDATE32,
+                    [le(&[4, 1]), vec![0xee, 0, 0, 0]].concat(),
+                ),
+            ],
+        );
+        let ix = MailIndex::from_bytes(None, Some(&l), None).unwrap();
+        assert_eq!(ix.uid_validity, 4242);
+        assert_eq!(ix.next_uid, 6);
+        assert_eq!(ix.indexid, 777);
+        let uids: Vec<u32> = ix.records.iter().map(|r| r.uid).collect();
+        assert_eq!(uids, [1, 2, 3]);
+        assert_eq!(ix.record(1).unwrap().flags, 0x08);
+        assert_eq!(ix.record(2).unwrap().flags, 0x04);
+        assert_eq!(ix.keywords, [b"foo".to_vec(), b"bar".to_vec()]);
+        assert_eq!(ix.record(1).unwrap().keywords, [0]);
+        assert!(ix.record(2).unwrap().keywords.is_empty());
+        assert_eq!(ix.record(3).unwrap().keywords, [0, 1]);
+        // modseq: 1 + append + 2 flag updates + 3 effective kw updates + remove-unknown kw
+        // update (still counted) + external expunge = 9
+        assert_eq!(ix.highest_modseq, 9);
+        assert_eq!(
+            ix.ext_rec(ix.record(1).unwrap(), "ref"),
+            Some(&[10u8, 0][..])
+        );
+        assert_eq!(
+            ix.ext_rec(ix.record(2).unwrap(), "ref"),
+            Some(&[1u8, 0][..])
+        );
+        assert_eq!(
+            ix.ext_rec(ix.record(3).unwrap(), "ref"),
+            Some(&[0u8, 0][..])
+        );
+        assert_eq!(
+            ix.ext_hdr("hdrx"),
+            Some(&[0, 0, 0xab, 0xcd, 0xee, 0, 0, 0][..])
+        );
+        assert_eq!(ix.ext_rec(ix.record(1).unwrap(), "hdrx"), None);
+        // no modseq extension: per-message modseqs unknown
+        assert!(ix.records.iter().all(|r| r.modseq == 0));
+        // keywords ext synthesized
+        assert_eq!(
+            ix.ext_rec(ix.record(3).unwrap(), "keywords"),
+            Some(&[3u8][..])
+        );
+
+        // resize "ref" to 4 bytes through an intro by id: data kept, zero extended
+        let mut recs = vec![
+            append(&[1]),
+            intro(u32::MAX, "ref", 0, 2, 2),
+            (T_EXT_REC_UPDATE, le(&[1, 0x0505])),
+        ];
+        recs.push(intro(0, "", 0, 4, 4));
+        let ix = MailIndex::from_bytes(None, Some(&log(1, &recs)), None).unwrap();
+        let x = &ix.exts[0];
+        assert_eq!((x.record_size, x.record_align, x.record_offset), (4, 4, 8));
+        assert_eq!(ix.ext_rec(&ix.records[0], "ref"), Some(&[5u8, 5, 0, 0][..]));
+    }
+
+    #[test]
+    fn unfinished_transaction_and_truncation() {
+        let mut bound = le(&[0]);
+        let recs = [
+            append(&[1]),
+            (T_BOUNDARY, bound.clone()),
+            append(&[2]),
+            append(&[3]),
+        ];
+        // boundary size covers boundary + the two appends = 12 + 16 + 16
+        bound = le(&[44]);
+        let full = log(
+            1,
+            &[
+                recs[0].clone(),
+                (T_BOUNDARY, bound),
+                recs[2].clone(),
+                recs[3].clone(),
+            ],
+        );
+        let ix = MailIndex::from_bytes(None, Some(&full), None).unwrap();
+        assert_eq!(ix.records.len(), 3);
+        assert_eq!(ix.highest_modseq, 4);
+        // cut inside the transaction: stops before the boundary, not an error
+        for cut in 40 + 16..full.len() {
+            let ix = MailIndex::from_bytes(None, Some(&full[..cut]), None).unwrap();
+            let n = if cut == full.len() { 3 } else { 1 };
+            assert_eq!(ix.records.len(), n, "cut {cut}");
+        }
+        // trailing zeros are the end of the log
+        let mut z = full.clone();
+        z.extend_from_slice(&[0; 64]);
+        assert_eq!(
+            MailIndex::from_bytes(None, Some(&z), None)
+                .unwrap()
+                .records
+                .len(),
+            3
+        );
+        // header-only / short logs
+        assert!(MailIndex::from_bytes(None, Some(&full[..39]), None).is_err());
+        assert_eq!(
+            MailIndex::from_bytes(None, Some(&full[..40]), None)
+                .unwrap()
+                .records
+                .len(),
+            0
+        );
+        // big-endian compat flag refused
+        let mut be = full.clone();
+        be[32] = 0;
+        assert!(MailIndex::from_bytes(None, Some(&be), None).is_err());
+    }
+
+    fn sample_new() -> NewIndex {
+        let mut hdr = vec![0u8; 24];
+        hdr[4..20].copy_from_slice(&[7; 16]);
+        NewIndex {
+            uid_validity: 99,
+            next_uid: 20,
+            indexid: 777,
+            exts: vec![
+                NewExt {
+                    name: "dbox-hdr".into(),
+                    hdr,
+                    record_size: 0,
+                    record_align: 0,
+                },
+                NewExt {
+                    name: "mdbox".into(),
+                    hdr: vec![],
+                    record_size: 8,
+                    record_align: 4,
+                },
+                NewExt {
+                    name: "ref".into(),
+                    hdr: vec![1, 2, 3],
+                    record_size: 2,
+                    record_align: 2,
+                },
+            ],
+            keywords: (0..9).map(|i| format!("k{i}").into_bytes()).collect(),
+            records: (1..6)
+                .map(|u| NewRecord {
+                    uid: u * 3,
+                    flags: (u as u8) & 0x1f,
+                    keywords: vec![u % 9, 8],
+                    ext: vec![vec![], le(&[u, u * 100]), vec![u as u8, 0]],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn write_roundtrip() {
+        let new = sample_new();
+        let bytes = write_index(&new).unwrap();
+        // layout: keywords @5 (2), mdbox @8 (8), ref @16 (2), padded to 4 -> 20
+        assert_eq!(get_u32(&bytes, 8), Some(20));
+        let ix = MailIndex::from_bytes(Some(&bytes), None, None).unwrap();
+        assert_eq!((ix.uid_validity, ix.next_uid, ix.indexid), (99, 20, 777));
+        assert_eq!(ix.keywords, new.keywords);
+        assert_eq!(ix.ext_hdr("dbox-hdr"), Some(&new.exts[0].hdr[..]));
+        assert_eq!(ix.ext_hdr("ref"), Some(&[1u8, 2, 3][..]));
+        assert_eq!(ix.exts.last().unwrap().name, "keywords");
+        for (r, n) in ix.records.iter().zip(&new.records) {
+            assert_eq!((r.uid, r.flags), (n.uid, n.flags));
+            let mut k = n.keywords.clone();
+            k.sort();
+            k.dedup();
+            assert_eq!(r.keywords, k);
+            assert_eq!(ix.ext_rec(r, "mdbox"), Some(&n.ext[1][..]));
+            assert_eq!(ix.ext_rec(r, "ref"), Some(&n.ext[2][..]));
+        }
+        // seen/deleted counts and first_recent_uid
+        let seen = new.records.iter().filter(|r| r.flags & 8 != 0).count() as u32;
+        assert_eq!(get_u32(&bytes, 40), Some(seen));
+        assert_eq!(get_u32(&bytes, 48), Some(20));
+        assert_eq!(get_u32(&bytes, 60), Some(1));
+        assert_eq!(bytes[12], 1);
+
+        // errors
+        let mut bad_order = sample_new();
+        bad_order.records.swap(0, 1);
+        assert!(write_index(&bad_order).is_err());
+        let mut bad_len = sample_new();
+        bad_len.records[0].ext[1].pop();
+        assert!(write_index(&bad_len).is_err());
+        let mut bad_next = sample_new();
+        bad_next.next_uid = 15;
+        assert!(write_index(&bad_next).is_err());
+        let mut bad_kw = sample_new();
+        bad_kw.records[0].keywords.push(9);
+        assert!(write_index(&bad_kw).is_err());
+    }
+
+    /// Tiny deterministic PRNG for the mutation test.
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Truncations and bit flips must never panic.
+    pub(crate) fn mutate_all(index: Option<&[u8]>, log: Option<&[u8]>, rounds: usize) {
+        let mut s = 0x1234_5678_9abc_def0u64;
+        for (which, buf) in [(0, index), (1, log)] {
+            let Some(buf) = buf else { continue };
+            for cut in 0..buf.len() {
+                let b = &buf[..cut];
+                let _ = if which == 0 {
+                    MailIndex::from_bytes(Some(b), log, None)
+                } else {
+                    MailIndex::from_bytes(index, Some(b), None)
+                };
+            }
+            for _ in 0..rounds {
+                let mut m = buf.to_vec();
+                for _ in 0..1 + rng(&mut s) % 4 {
+                    let i = (rng(&mut s) % m.len().max(1) as u64) as usize;
+                    if let Some(x) = m.get_mut(i) {
+                        *x ^= 1 << (rng(&mut s) % 8);
+                        if rng(&mut s).is_multiple_of(4) {
+                            *x = rng(&mut s) as u8;
+                        }
+                    }
+                }
+                let _ = if which == 0 {
+                    MailIndex::from_bytes(Some(&m), log, None)
+                } else {
+                    MailIndex::from_bytes(index, Some(&m), None)
+                };
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let idx = write_index(&sample_new()).unwrap();
+        let mut l = log(
+            1,
+            &[
+                append(&[30, 31]),
+                kw_update(true, "x", 30, 31),
+                intro(u32::MAX, "ref", 0, 2, 2),
+            ],
+        );
+        l[4..8].copy_from_slice(&777u32.to_le_bytes());
+        mutate_all(Some(&idx), Some(&l), 3000);
+        let mut s = 42u64;
+        for n in 0..500 {
+            let v: Vec<u8> = (0..n).map(|_| rng(&mut s) as u8).collect();
+            let _ = MailIndex::from_bytes(Some(&v), Some(&v), Some(&v));
+            let _ = MailIndex::from_bytes(None, Some(&v), None);
+        }
+    }
 }

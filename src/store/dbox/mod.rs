@@ -54,6 +54,8 @@ pub struct DboxReader {
     map: RefCell<Option<Map>>,
     /// What the scan of each mailbox learnt that reading bodies needs again.
     scanned: RefCell<HashMap<PathBuf, Scanned>>,
+    user: String,
+    warnings: RefCell<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -126,6 +128,8 @@ impl DboxReader {
             attachments: loc.attachment_dir_of(user),
             map: RefCell::new(None),
             scanned: RefCell::new(HashMap::new()),
+            user: user.to_string(),
+            warnings: RefCell::new(Vec::new()),
         })
     }
 
@@ -303,7 +307,7 @@ impl DboxReader {
                 ),
             ));
         };
-        if part.path.split('/').any(|c| c == ".." || c.is_empty()) {
+        if !file::is_safe_relative_path(&part.path) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("attachment path {:?} refused", part.path),
@@ -398,6 +402,8 @@ fn message_meta(
                     size: p.size,
                     options: options_text(p),
                     path: Name::from(p.path.as_str()),
+                    sha256: None,
+                    stored_size: None,
                 })
                 .collect(),
             other,
@@ -505,20 +511,30 @@ impl StoreReader for DboxReader {
             if let Some(m) = map_uid {
                 seen.map_uids.insert(r.uid, m);
             }
-            let (msg, _, path, md) = self.message_of(mb, r.uid, map_uid)?;
-            let meta = message_meta(
-                r.uid,
-                r.flags,
-                keywords,
-                &msg,
-                &md,
-                saved,
-                idx.ext_rec(r, "guid"),
-            )
-            .map_err(|e| {
-                Error::store(&path, format!("mailbox {} UID {}: {e}", mb.name, r.uid))
-            })?;
-            msgs.push(meta);
+            // A damaged message file is left out and named; the rest of the mailbox is
+            // backed up.
+            let found = self.message_of(mb, r.uid, map_uid).and_then(|(msg, _, path, md)| {
+                message_meta(
+                    r.uid,
+                    r.flags,
+                    keywords,
+                    &msg,
+                    &md,
+                    saved,
+                    idx.ext_rec(r, "guid"),
+                )
+                .map_err(|e| Error::store(&path, e.to_string()))
+            });
+            match found {
+                Ok(meta) => msgs.push(meta),
+                Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
+                    self.warnings.borrow_mut().push(format!(
+                        "user {} mailbox {} UID {}: left out: {e}",
+                        self.user, mb.name, r.uid
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.scanned.borrow_mut().insert(mb.dir.clone(), seen);
         let meta = MailboxMeta {
@@ -571,23 +587,39 @@ impl StoreReader for DboxReader {
         let parts = dm
             .sis_parts()
             .map_err(|e| Error::store(&path, format!("UID {}: {e}", msg.uid)))?;
-        let bytes = if parts.is_empty() {
-            body.to_vec()
+        let (bytes, split) = if parts.is_empty() {
+            (body.to_vec(), None)
         } else {
+            let item = |e: &dyn std::fmt::Display| {
+                Error::store(&path, format!("mailbox {} UID {}: {e}", mb.name, msg.uid))
+            };
+            let mut blobs = Vec::with_capacity(parts.len());
+            for p in &parts {
+                blobs.push(
+                    self.attachment_bytes(p, guid.as_deref(), msg.uid.0)
+                        .map_err(|e| item(&e))?,
+                );
+            }
             let mut out = Vec::with_capacity(msg.content.size as usize);
-            file::rebuild(
+            let mut next = blobs.iter();
+            let n = file::rebuild(
                 body,
                 &parts,
-                &mut |p| self.attachment_bytes(p, guid.as_deref(), msg.uid.0),
+                &mut |_| {
+                    next.next().cloned().ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidData, "attachment count")
+                    })
+                },
                 &mut out,
             )
-            .map_err(|e| {
-                Error::store(
-                    &path,
-                    format!("mailbox {} UID {}: {e}", mb.name, msg.uid),
-                )
-            })?;
-            out
+            .map_err(|e| item(&e))?;
+            if n != dm.plaintext_size() {
+                return Err(item(&format!(
+                    "rebuilt message is {n} bytes, Dovecot recorded {}",
+                    dm.plaintext_size()
+                )));
+            }
+            (out, Some((body.to_vec(), blobs)))
         };
         let len = bytes.len() as u64;
         Ok(OpenedBody {
@@ -595,10 +627,15 @@ impl StoreReader for DboxReader {
             path,
             len,
             renamed_to: None,
+            split,
         })
     }
 
     fn reflag(&self, _table: &[Name], _msg: &mut MessageMeta, _filename: Name, _new: bool) {}
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
+    }
 
     fn subscriptions(&self) -> Result<Vec<Name>> {
         let p = self.root.join("subscriptions");

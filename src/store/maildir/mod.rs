@@ -416,6 +416,7 @@ impl StoreReader for MaildirReader {
                     path,
                     len,
                     renamed_to: None,
+                    split: None,
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -436,6 +437,7 @@ impl StoreReader for MaildirReader {
                     path: p,
                     len,
                     renamed_to: Some((Name::from_bytes(e.name.clone()), e.new)),
+                    split: None,
                 });
             }
         }
