@@ -129,6 +129,10 @@ struct Known {
     message_id: Option<String>,
     /// Where the bytes are; `None` for a since-archive's unread message.
     at: Option<ContentRef>,
+    /// A message stored without its attachments (1.2): the stored bytes' hash and size.
+    stored: Option<crate::model::Content>,
+    /// Its attachments as recorded (with their hashes).
+    attachments: Vec<crate::model::AttachmentRef>,
 }
 
 /// The base archives of an incremental, opened.
@@ -174,6 +178,19 @@ impl Bases {
                     }
                 }
             }
+            // Attachments stored apart (1.2) are never stored again either.
+            for b in &a.dir.attachments {
+                let mut sha = [0u8; 32];
+                if hex::decode_to_slice(&b.sha256, &mut sha).is_ok() {
+                    content.insert(
+                        sha,
+                        ContentRef {
+                            archive: a.manifest().archive_id.clone(),
+                            loc: b.loc,
+                        },
+                    );
+                }
+            }
         }
         Ok(content)
     }
@@ -202,11 +219,21 @@ fn content_ref(a: &Archive, r: &MessageRecord) -> Option<ContentRef> {
 
 fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(&r.message.content.sha256, &mut out).map_err(|_| ())?;
+    hex::decode_to_slice(&r.stored_content().sha256, &mut out).map_err(|_| ())?;
     Ok(out)
 }
 
-/// The parent's messages of one mailbox, by UID: the Maildir file base and what carries over.
+/// What identifies a message's bytes across backups without reading them: the Maildir file
+/// base (Dovecot never reuses one), or the dbox message GUID.
+fn identity_key(m: &MessageMeta) -> Option<&[u8]> {
+    match &m.maildir {
+        Some(md) => Some(md.base()),
+        None => Some(m.guid.as_bytes()).filter(|g| !g.is_empty()),
+    }
+}
+
+/// The parent's messages of one mailbox, by UID: the Maildir file base (dbox: the message
+/// GUID) and what carries over.
 type KnownMailbox = HashMap<u32, (Vec<u8>, Known)>;
 
 /// Per-user knowledge from the parent archive.
@@ -235,7 +262,7 @@ impl UserBase {
                 .clone()
                 .map(|g| (g, cat.mailbox.uidvalidity, KnownMailbox::new()));
             for r in &cat.messages {
-                let Some(base) = r.message.maildir.as_ref().map(|m| m.base().to_vec()) else {
+                let Some(base) = identity_key(&r.message).map(<[u8]>::to_vec) else {
                     continue;
                 };
                 let known = Known {
@@ -244,6 +271,8 @@ impl UserBase {
                     subject: r.message.subject.clone(),
                     message_id: r.message.message_id.clone(),
                     at: content_ref(a, r),
+                    stored: r.stored.clone(),
+                    attachments: crate::chain::attachments_of(&r.message).to_vec(),
                 };
                 if known.at.is_some() {
                     ub.by_file
@@ -275,7 +304,7 @@ impl UserBase {
         known: Option<&'a KnownMailbox>,
         msg: &MessageMeta,
     ) -> Option<&'a Known> {
-        let base = msg.maildir.as_ref()?.base();
+        let base = identity_key(msg)?;
         let size = msg.content.size;
         known
             .and_then(|m| m.get(&msg.uid.0))
@@ -340,10 +369,11 @@ pub fn backup<W: Write>(
     let split = opts.location.attachment_dir.is_some()
         && opts.location.kind != crate::store::location::StoreFormat::Maildir;
     let minor = if split
-        || bases
-            .as_ref()
-            .is_some_and(|b| b.archives.iter().any(|a| a.manifest().format_minor >= FORMAT_MINOR_ATTACHMENTS))
-    {
+        || bases.as_ref().is_some_and(|b| {
+            b.archives
+                .iter()
+                .any(|a| a.manifest().format_minor >= FORMAT_MINOR_ATTACHMENTS)
+        }) {
         FORMAT_MINOR_ATTACHMENTS
     } else {
         FORMAT_MINOR
@@ -638,10 +668,16 @@ fn backup_user<W: Write>(
                 msg.from = k.from;
                 msg.subject = k.subject;
                 msg.message_id = k.message_id;
-                let rec = match k.at {
+                if let Some(d) = msg.dbox.as_mut()
+                    && k.stored.is_some()
+                {
+                    d.attachments = k.attachments;
+                }
+                let mut rec = match k.at {
                     Some(at) => w.add_reference(msg, at),
                     None => w.add_unread(msg),
                 };
+                rec.stored = k.stored;
                 stats.unread += 1;
                 stats.messages += 1;
                 stats.bytes += rec.message.content.size;

@@ -69,12 +69,22 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
 
 /// The attachments a message has stored apart (dbox single-instance storage).
 pub fn attachments_of(m: &MessageMeta) -> &[AttachmentRef] {
-    m.dbox.as_ref().map(|d| d.attachments.as_slice()).unwrap_or_default()
+    m.dbox
+        .as_ref()
+        .map(|d| d.attachments.as_slice())
+        .unwrap_or_default()
 }
 
 /// Holders of one identity: (archive whose state has the message, archive holding the bytes,
 /// location, SHA-256, the holder record's stored content and attachments), in chain order.
-type Holders = Vec<(usize, usize, Location, String, Option<Content>, Vec<AttachmentRef>)>;
+type Holders = Vec<(
+    usize,
+    usize,
+    Location,
+    String,
+    Option<Content>,
+    Vec<AttachmentRef>,
+)>;
 
 /// Records of deleted mail per mailbox of the later state (by index), and the mailboxes of
 /// the earlier state that no longer exist, with theirs.
@@ -430,10 +440,7 @@ impl Chain {
         let size = rec.message.content.size;
         let split = |stored: &Option<Content>, atts: &[AttachmentRef]| match stored {
             None => Some((None, Vec::new())),
-            Some(c) => Some((
-                Some((c.sha256.clone(), c.size)),
-                self.resolve_parts(atts)?,
-            )),
+            Some(c) => Some((Some((c.sha256.clone(), c.size)), self.resolve_parts(atts)?)),
         };
         let own = split(&rec.stored, attachments_of(&rec.message));
         let ok = |archive: usize, loc: Location| {
@@ -526,7 +533,7 @@ impl Chain {
         while cursors.len() < self.archives.len() {
             cursors.push(FrameCursor::new());
         }
-        let Some((ssha, ssize)) = &r.stored else {
+        if r.stored.is_none() {
             return self.archives[r.archive].copy_content(
                 &mut cursors[r.archive],
                 r.loc,
@@ -535,36 +542,18 @@ impl Chain {
                 item,
                 out,
             );
-        };
-        // Stored without its attachments: put them back (spec 6.8) and check the whole.
-        let mut stub = Vec::with_capacity(usize::try_from(*ssize).unwrap_or(0));
-        self.archives[r.archive].copy_content(
-            &mut cursors[r.archive],
-            r.loc,
-            *ssize,
-            ssha,
-            item,
-            &mut stub,
-        )?;
-        let mut blobs = Vec::with_capacity(r.parts.len());
-        let mut parts = Vec::with_capacity(r.parts.len());
-        for p in &r.parts {
-            let (ai, loc, len) = p.at;
-            let mut b = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            let sha = p.part.sha256.as_deref().unwrap_or_default();
-            self.archives[ai].copy_content(
-                &mut cursors[ai],
-                loc,
-                len,
-                sha,
-                &format!("{item}: attachment {}", p.part.path),
-                &mut b,
-            )?;
-            blobs.push(b);
-            parts.push(crate::store::dbox::sis_part(&p.part).ok_or_else(|| {
-                Error::corrupt(item, format!("attachment {}: bad options", p.part.path))
-            })?);
         }
+        // Stored without its attachments: put them back (spec 6.8) and check the whole.
+        let (stub, blobs) = self.copy_parts(cursors, r, item)?;
+        let parts = r
+            .parts
+            .iter()
+            .map(|p| {
+                crate::store::dbox::sis_part(&p.part).ok_or_else(|| {
+                    Error::corrupt(item, format!("attachment {}: bad options", p.part.path))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut full = Vec::with_capacity(usize::try_from(r.size).unwrap_or(0));
         let mut next = blobs.into_iter();
         crate::store::dbox::file::rebuild(
@@ -586,6 +575,51 @@ impl Chain {
             ));
         }
         out.write_all(&full).map_err(|e| Error::io("<output>", e))
+    }
+
+    /// The stored bytes of a message stored without its attachments, and each attachment's
+    /// stored bytes, each checked against its SHA-256 (`(bytes, [])` for other messages).
+    ///
+    /// # Errors
+    /// Damaged bytes ([`Error::Corrupt`] naming `item`).
+    pub fn copy_parts(
+        &self,
+        cursors: &mut Vec<FrameCursor>,
+        r: &Resolved,
+        item: &str,
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+        while cursors.len() < self.archives.len() {
+            cursors.push(FrameCursor::new());
+        }
+        let (sha, size) = match &r.stored {
+            Some((s, n)) => (s.as_str(), *n),
+            None => (r.sha256.as_str(), r.size),
+        };
+        let mut stub = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        self.archives[r.archive].copy_content(
+            &mut cursors[r.archive],
+            r.loc,
+            size,
+            sha,
+            item,
+            &mut stub,
+        )?;
+        let mut blobs = Vec::with_capacity(r.parts.len());
+        for p in &r.parts {
+            let (ai, loc, len) = p.at;
+            let mut b = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let sha = p.part.sha256.as_deref().unwrap_or_default();
+            self.archives[ai].copy_content(
+                &mut cursors[ai],
+                loc,
+                len,
+                sha,
+                &format!("{item}: attachment {}", p.part.path),
+                &mut b,
+            )?;
+            blobs.push(b);
+        }
+        Ok((stub, blobs))
     }
 
     /// A human description of why `rec` cannot be resolved.

@@ -12,7 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use crate::chain::Chain;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR};
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::inspect::ListFilter;
 use crate::model::{MailboxMeta, Name};
@@ -72,7 +72,14 @@ pub fn merge<W: Write>(
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        format_minor: FORMAT_MINOR,
+        // Attachments stored apart (1.2) stay apart in the merged archive.
+        format_minor: chain
+            .archives
+            .iter()
+            .map(|a| a.manifest().format_minor)
+            .max()
+            .unwrap_or(FORMAT_MINOR)
+            .clamp(FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS),
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created: lm.created.clone(),
         archive_id: opts
@@ -159,14 +166,31 @@ pub fn merge<W: Write>(
                 let mut meta = r.message.clone();
                 meta.content.sha256 = res.sha256.clone();
                 let mut body = fetch(chain, &mut cursors, &res, &item)?;
-                let rec = w.add_message(
-                    &user,
-                    &cat.mailbox.name,
-                    meta,
-                    &mut body,
-                    res.size,
-                    std::path::Path::new(&item),
-                )?;
+                let rec = if res.stored.is_some() {
+                    // Kept without its attachments, which are stored once (1.2).
+                    let (stub, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
+                    if let Some(d) = meta.dbox.as_mut() {
+                        d.attachments = res.parts.iter().map(|p| p.part.clone()).collect();
+                    }
+                    w.add_split_message(
+                        &user,
+                        &cat.mailbox.name,
+                        meta,
+                        &mut body,
+                        &stub,
+                        &blobs,
+                        std::path::Path::new(&item),
+                    )?
+                } else {
+                    w.add_message(
+                        &user,
+                        &cat.mailbox.name,
+                        meta,
+                        &mut body,
+                        res.size,
+                        std::path::Path::new(&item),
+                    )?
+                };
                 stats.messages += 1;
                 recs.push(rec);
             }

@@ -25,9 +25,9 @@ use crate::format::reader::Archive;
 use crate::model::{MailboxMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::select::Selection;
-use crate::store::location::{Location, check_user_name};
 use crate::store::Writer;
 use crate::store::location::StoreFormat;
+use crate::store::location::{Location, check_user_name};
 use crate::store::{StoreWriter, attribute_key, check_mailbox_name};
 
 /// How restored mail meets the mail already in the target.

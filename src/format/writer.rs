@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::frame::{CountingWriter, FramePipeline};
 use super::index::{
-    ArchiveStats, BlobEntry, ContentRef, Directory, Location, MailboxEntry, MailboxRecord, Manifest,
-    MessageRecord, UserRecord,
+    ArchiveStats, BlobEntry, ContentRef, Directory, Location, MailboxEntry, MailboxRecord,
+    Manifest, MessageRecord, UserRecord,
 };
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
@@ -504,7 +504,10 @@ impl<W: Write> ArchiveWriter<W> {
             .map(|d| &mut d.attachments)
             .filter(|a| a.len() == blobs.len())
             .ok_or_else(|| {
-                Error::store(source_name, "attachment list does not match the attachments")
+                Error::store(
+                    source_name,
+                    "attachment list does not match the attachments",
+                )
             })?;
         for (a, data) in atts.iter_mut().zip(blobs) {
             let digest: [u8; 32] = Sha256::digest(data).into();

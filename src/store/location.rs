@@ -143,9 +143,7 @@ impl Location {
 
     /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`.
     fn path_of(&self, template: &str, user: &str) -> PathBuf {
-        let home_s = self
-            .home_of(user)
-            .map(|h| h.to_string_lossy().into_owned());
+        let home_s = self.home_of(user).map(|h| h.to_string_lossy().into_owned());
         let mut r = expand(template, user, home_s.as_deref());
         if let (Some(rest), Some(h)) = (r.strip_prefix('~'), &home_s) {
             r = format!("{h}{rest}");

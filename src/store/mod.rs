@@ -162,9 +162,9 @@ impl Writer {
             location::StoreFormat::Maildir => {
                 Writer::Maildir(maildir::MaildirWriter::new(loc, user, owner)?)
             }
-            location::StoreFormat::Sdbox | location::StoreFormat::Mdbox => Writer::Dbox(
-                dbox::DboxWriter::new(loc, user, owner, inline_attachments)?,
-            ),
+            location::StoreFormat::Sdbox | location::StoreFormat::Mdbox => {
+                Writer::Dbox(dbox::DboxWriter::new(loc, user, owner, inline_attachments)?)
+            }
         })
     }
 

@@ -229,7 +229,10 @@ fn restore_and_compare(t: &Template, archive: &Path, dst: &Dovecot, extra: &[&st
 fn attachment_groups(home: &Path) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<u64>, usize)> {
     let mut groups: BTreeMap<String, (BTreeSet<String>, BTreeSet<u64>, usize)> = BTreeMap::new();
     for f in files_under(&home.join("attachments")) {
-        if f.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "hashes") {
+        if f.parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "hashes")
+        {
             continue;
         }
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
@@ -259,7 +262,9 @@ fn check_sis_files(src: &Dovecot, dst: &Dovecot) {
         }
         for (hash, (s_sha, s_ino, s_n)) in &s {
             let Some((d_sha, d_ino, d_n)) = d.get(hash) else {
-                problems.push(format!("{u}: attachment {hash} missing in the restored store"));
+                problems.push(format!(
+                    "{u}: attachment {hash} missing in the restored store"
+                ));
                 continue;
             };
             if s_sha != d_sha {
@@ -290,7 +295,9 @@ fn check_sis_files(src: &Dovecot, dst: &Dovecot) {
             );
         }
         for hash in d.keys().filter(|h| !s.contains_key(*h)) {
-            problems.push(format!("{u}: restored store has an unknown attachment {hash}"));
+            problems.push(format!(
+                "{u}: restored store has an unknown attachment {hash}"
+            ));
         }
     }
     assert!(
@@ -328,13 +335,18 @@ fn dbox_fixture_sanity() {
             ));
         }
         let groups = attachment_groups(&t.dc.home("alice"));
-        let shared = groups.values().filter(|g| g.1.len() == 1 && g.2 > 1).count();
+        let shared = groups
+            .values()
+            .filter(|g| g.1.len() == 1 && g.2 > 1)
+            .count();
         if groups.len() < 2 || shared == 0 {
             problems.push(format!(
                 "[{loc}] expected >= 2 SIS attachments, one shared by several messages: {groups:?}"
             ));
         }
-        if !t.snaps[0].contains("msg\tArchive\tuid=2\t") || !t.snaps[0].contains("status\tINBOX\tmessages=6\t") {
+        if !t.snaps[0].contains("msg\tArchive\tuid=2\t")
+            || !t.snaps[0].contains("status\tINBOX\tmessages=6\t")
+        {
             problems.push(format!("[{loc}] unexpected snapshot:\n{}", t.snaps[0]));
         }
     }
@@ -348,10 +360,17 @@ fn dbox_fixture_sanity() {
         problems.push(format!("mdbox: only {mfiles} m.N files: {storage:?}"));
     }
     let alt = files_under(&m.dc.home("alice").join("altstore"));
-    if !alt.iter().any(|p| p.file_name().unwrap().to_string_lossy().starts_with("m.")) {
+    if !alt
+        .iter()
+        .any(|p| p.file_name().unwrap().to_string_lossy().starts_with("m."))
+    {
         problems.push(format!("mdbox: nothing in alt storage: {alt:?}"));
     }
-    assert!(problems.is_empty(), "fixture problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "fixture problems:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// `verify` accepts the archives of both SIS stores (exit 0, no DAMAGED lines).
@@ -368,7 +387,11 @@ fn verify_accepts_sis_archives() {
             problems.push(format!("[{}]\n{}", t.dc.location, report(&cmd, &out)));
         }
     }
-    assert!(problems.is_empty(), "verify failed:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "verify failed:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// sdbox+SIS -> sdbox+SIS in a new location: identical snapshots, attachment files
@@ -451,7 +474,11 @@ fn maildir_to_sdbox() {
     let mut cmd = restore_cmd(&archive, &dst);
     let out = run(&mut cmd);
     assert_no_panic(&cmd, &out);
-    assert!(out.status.success(), "restore maildir -> sdbox failed\n{}", report(&cmd, &out));
+    assert!(
+        out.status.success(),
+        "restore maildir -> sdbox failed\n{}",
+        report(&cmd, &out)
+    );
     assert_text_eq(
         "[maildir -> sdbox] alice: Dovecot snapshot after restore",
         &before,
@@ -471,7 +498,11 @@ fn archive_stores_shared_attachment_once() {
     for n in 1..=40 {
         let msg = attachment_message("carol", n, &format!("Big file {n}"), &[("big.bin", &big)]);
         let out = src.save("carol", "INBOX", &msg);
-        assert!(out.status.success(), "doveadm save: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "doveadm save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let groups = attachment_groups(&src.home("carol"));
     assert!(
@@ -482,7 +513,11 @@ fn archive_stores_shared_attachment_once() {
     let mut cmd = backup_cmd(&src, true, &archive);
     let out = run(&mut cmd);
     assert_no_panic(&cmd, &out);
-    assert!(out.status.success(), "backup failed\n{}", report(&cmd, &out));
+    assert!(
+        out.status.success(),
+        "backup failed\n{}",
+        report(&cmd, &out)
+    );
     let size = fs::metadata(&archive).unwrap().len();
     eprintln!(
         "[dbox] archive of 40 messages sharing a {ATT}-byte attachment: {size} bytes ({:.2}x the attachment)",
@@ -532,7 +567,11 @@ fn cat_sis_messages_equal_fetch_text() {
             }
         }
     }
-    assert!(problems.is_empty(), "cat problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "cat problems:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// A copy of the sdbox template to damage.
@@ -579,11 +618,26 @@ fn damaged_missing_attachment_is_skipped_with_warning() {
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(&suffix))
         .collect();
-    assert_eq!(files.len(), 1, "attachment file of INBOX uid 4 (suffix {suffix}): {files:?}");
+    assert_eq!(
+        files.len(),
+        1,
+        "attachment file of INBOX uid 4 (suffix {suffix}): {files:?}"
+    );
     let file = &files[0];
-    let rel = file.strip_prefix(&att_root).unwrap().to_string_lossy().into_owned();
+    let rel = file
+        .strip_prefix(&att_root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let x_path = rel.strip_suffix(&suffix).unwrap().to_string();
-    let hash = x_path.rsplit('/').next().unwrap().split('-').next().unwrap().to_string();
+    let hash = x_path
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
     fs::remove_file(file).unwrap();
     let link = file.parent().unwrap().join("hashes").join(&hash);
     fs::remove_file(&link).unwrap_or_else(|e| panic!("remove {}: {e}", link.display()));
@@ -607,7 +661,10 @@ fn damaged_missing_attachment_is_skipped_with_warning() {
         problems.push("stderr does not name UID 4".to_string());
     }
     if !stderr.contains(&x_path) {
-        problems.push(format!("stderr does not name the attachment {x_path} ({})", file.display()));
+        problems.push(format!(
+            "stderr does not name the attachment {x_path} ({})",
+            file.display()
+        ));
     }
     if archive.exists() {
         let list = list_json(&archive);
@@ -616,9 +673,7 @@ fn damaged_missing_attachment_is_skipped_with_warning() {
             problems.push(format!("list --json: {} messages, want {want}", list.len()));
         }
         let has_it = list.iter().any(|v| {
-            v["user"] == "alice"
-                && v["mailbox"] == "INBOX"
-                && (v["uid"] == 4 || v["uid"] == "4")
+            v["user"] == "alice" && v["mailbox"] == "INBOX" && (v["uid"] == 4 || v["uid"] == "4")
         });
         if has_it {
             problems.push("alice INBOX uid 4 is in the archive anyway".to_string());
@@ -661,7 +716,11 @@ fn damaged_truncated_sdbox_file() {
     );
     if code == Some(1) {
         let n = list_json(&archive).len();
-        assert_eq!(n, t.total_messages() - 1, "exit 1: every other message should be archived");
+        assert_eq!(
+            n,
+            t.total_messages() - 1,
+            "exit 1: every other message should be archived"
+        );
     }
 }
 

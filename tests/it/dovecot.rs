@@ -858,7 +858,12 @@ pub fn second_attachment() -> Vec<u8> {
 /// A multipart/mixed message for `user` with a text part and one base64
 /// `application/octet-stream` part per item of `attachments` (`(file name, bytes)`).
 /// LF line endings (convert with `replace_lf_with_crlf` for CRLF).
-pub fn attachment_message(user: &str, n: u32, subject: &str, attachments: &[(&str, &[u8])]) -> Vec<u8> {
+pub fn attachment_message(
+    user: &str,
+    n: u32,
+    subject: &str,
+    attachments: &[(&str, &[u8])],
+) -> Vec<u8> {
     let mut m = format!(
         "From: Files {n} <files{n}@example.net>\nTo: {user}@example.org\nSubject: {subject}\n\
          Date: Tue, 2 Jun 2020 10:00:{:02} +0000\nMessage-ID: <{user}.att{n}@example.org>\nMIME-Version: 1.0\n\
@@ -897,15 +902,30 @@ impl Dovecot {
         let b = second_attachment();
         let small = pseudo_random_bytes(0x5A11, 300);
         let msgs: Vec<(&str, u64, &str, Vec<u8>)> = vec![
-            ("INBOX", 1_577_880_000, "S", message(user, 1, "Welcome", "Hello there.\n")),
-            ("INBOX", 1_580_644_800, "FR", message(user, 2, "Quarterly report", "Numbers inside.\n")),
+            (
+                "INBOX",
+                1_577_880_000,
+                "S",
+                message(user, 1, "Welcome", "Hello there.\n"),
+            ),
+            (
+                "INBOX",
+                1_580_644_800,
+                "FR",
+                message(user, 2, "Quarterly report", "Numbers inside.\n"),
+            ),
             (
                 "INBOX",
                 1_583_150_400,
                 "",
                 attachment_message(user, 3, "Attachment, expunged (gap)", &[("a.bin", &a)]),
             ),
-            ("INBOX", 1_585_720_800, "S", attachment_message(user, 4, "Shared attachment", &[("a.bin", &a)])),
+            (
+                "INBOX",
+                1_585_720_800,
+                "S",
+                attachment_message(user, 4, "Shared attachment", &[("a.bin", &a)]),
+            ),
             (
                 "INBOX",
                 1_588_302_000,
@@ -916,37 +936,115 @@ impl Dovecot {
                 "INBOX",
                 1_590_980_400,
                 "S",
-                message(user, 6, "Grüße aus Köln – 8bit", "Ünïcödé body: Grüße, €, 日本語\n"),
+                message(
+                    user,
+                    6,
+                    "Grüße aus Köln – 8bit",
+                    "Ünïcödé body: Grüße, €, 日本語\n",
+                ),
             ),
             (
                 "INBOX",
                 1_593_561_600,
                 "T",
-                attachment_message(user, 7, "CRLF with attachment", &[("a.bin", &a)]).replace_lf_with_crlf(),
+                attachment_message(user, 7, "CRLF with attachment", &[("a.bin", &a)])
+                    .replace_lf_with_crlf(),
             ),
-            ("INBOX", 1_596_240_000, "", message(user, 8, "Last one, expunged", "gone too\n")),
-            ("Work", 1_600_000_000, "S", message(user, 9, "Project kickoff", "Let's go.\n")),
-            ("Work", 1_600_086_400, "F", attachment_message(user, 10, "Work attachment", &[("a.bin", &a)])),
-            ("Work", 1_600_172_800, "DS", message(user, 11, "Draft", "unfinished\n")),
-            ("Work/Sub", 1_601_510_400, "S", message(user, 12, "Sub item", "nested\n")),
+            (
+                "INBOX",
+                1_596_240_000,
+                "",
+                message(user, 8, "Last one, expunged", "gone too\n"),
+            ),
+            (
+                "Work",
+                1_600_000_000,
+                "S",
+                message(user, 9, "Project kickoff", "Let's go.\n"),
+            ),
+            (
+                "Work",
+                1_600_086_400,
+                "F",
+                attachment_message(user, 10, "Work attachment", &[("a.bin", &a)]),
+            ),
+            (
+                "Work",
+                1_600_172_800,
+                "DS",
+                message(user, 11, "Draft", "unfinished\n"),
+            ),
+            (
+                "Work/Sub",
+                1_601_510_400,
+                "S",
+                message(user, 12, "Sub item", "nested\n"),
+            ),
             (
                 "Work/Sub",
                 1_601_596_800,
                 "",
-                attachment_message(user, 13, "Sub attachments", &[("b.bin", &b), ("small.bin", &small)]),
+                attachment_message(
+                    user,
+                    13,
+                    "Sub attachments",
+                    &[("b.bin", &b), ("small.bin", &small)],
+                ),
             ),
-            ("Ünï Box", 1_604_188_800, "S", message(user, 14, "Unicode folder", "box\n")),
-            ("Été", 1_606_780_800, "", attachment_message(user, 15, "Summer file", &[("a.bin", &a)])),
+            (
+                "Ünï Box",
+                1_604_188_800,
+                "S",
+                message(user, 14, "Unicode folder", "box\n"),
+            ),
+            (
+                "Été",
+                1_606_780_800,
+                "",
+                attachment_message(user, 15, "Summer file", &[("a.bin", &a)]),
+            ),
         ];
         self.import(user, &msgs);
         let da = |args: &[&str]| {
             self.doveadm(user, args);
         };
         da(&["mailbox", "create", "Archive", "Drafts"]);
-        da(&["flags", "add", "$Label1 Important", "mailbox", "INBOX", "uid", "2"]);
-        da(&["flags", "add", "custom_kw $Forwarded", "mailbox", "INBOX", "uid", "6"]);
-        da(&["flags", "add", "NonJunk Important", "mailbox", "Work", "uid", "2"]);
-        da(&["flags", "add", "\\Answered $Label1", "mailbox", "Ünï Box", "uid", "1"]);
+        da(&[
+            "flags",
+            "add",
+            "$Label1 Important",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "2",
+        ]);
+        da(&[
+            "flags",
+            "add",
+            "custom_kw $Forwarded",
+            "mailbox",
+            "INBOX",
+            "uid",
+            "6",
+        ]);
+        da(&[
+            "flags",
+            "add",
+            "NonJunk Important",
+            "mailbox",
+            "Work",
+            "uid",
+            "2",
+        ]);
+        da(&[
+            "flags",
+            "add",
+            "\\Answered $Label1",
+            "mailbox",
+            "Ünï Box",
+            "uid",
+            "1",
+        ]);
         da(&["flags", "remove", "\\Seen", "mailbox", "Work", "uid", "1"]);
         da(&["copy", "Archive", "mailbox", "INBOX", "uid", "4,5"]);
         da(&["copy", "Ünï Box", "mailbox", "Work", "uid", "2"]);
@@ -955,10 +1053,39 @@ impl Dovecot {
             da(&["purge"]);
         }
         da(&["expunge", "mailbox", "INBOX", "uid", "3,8"]);
-        da(&["mailbox", "subscribe", "INBOX", "Work", "Work/Sub", "Ünï Box", "Gone/Away"]);
-        da(&["mailbox", "metadata", "set", "INBOX", "/private/comment", &format!("inbox comment of {user}")]);
-        da(&["mailbox", "metadata", "set", "Work", "/shared/vendor/vendor.dovecot/foo", "shared value"]);
-        da(&["mailbox", "metadata", "set", "Ünï Box", "/private/comment", "Ünïcödé välue"]);
+        da(&[
+            "mailbox",
+            "subscribe",
+            "INBOX",
+            "Work",
+            "Work/Sub",
+            "Ünï Box",
+            "Gone/Away",
+        ]);
+        da(&[
+            "mailbox",
+            "metadata",
+            "set",
+            "INBOX",
+            "/private/comment",
+            &format!("inbox comment of {user}"),
+        ]);
+        da(&[
+            "mailbox",
+            "metadata",
+            "set",
+            "Work",
+            "/shared/vendor/vendor.dovecot/foo",
+            "shared value",
+        ]);
+        da(&[
+            "mailbox",
+            "metadata",
+            "set",
+            "Ünï Box",
+            "/private/comment",
+            "Ünïcödé välue",
+        ]);
         da(&[
             "mailbox",
             "metadata",
@@ -977,7 +1104,15 @@ impl Dovecot {
             }
             let uid = (i % 3 + 1).to_string();
             da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", &uid]);
-            da(&["flags", "remove", "\\Flagged", "mailbox", "Work", "uid", &uid]);
+            da(&[
+                "flags",
+                "remove",
+                "\\Flagged",
+                "mailbox",
+                "Work",
+                "uid",
+                &uid,
+            ]);
         }
         // uid 2 is \Flagged from the import: the loop removed it; put it back.
         da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", "2"]);

@@ -997,6 +997,22 @@ impl State {
                     Some(k) => k as u32,
                     None if !add => return Ok(()),
                     None => {
+                        // Dovecot registers the keywords extension when the first keyword
+                        // appears: it takes the next extension id, which later ext-intro
+                        // records of the log refer to.
+                        if !self.exts.iter().any(|x| x.name == EXT_KEYWORDS) {
+                            self.exts.push(ExtState {
+                                name: EXT_KEYWORDS.to_string(),
+                                reset_id: 0,
+                                hdr: Vec::new(),
+                                record_offset: 0,
+                                record_size: 0,
+                                record_align: 1,
+                            });
+                            for rec in &mut self.records {
+                                rec.ext.push(None);
+                            }
+                        }
                         self.keywords.push(name.to_vec());
                         (self.keywords.len() - 1) as u32
                     }

@@ -29,8 +29,7 @@ use super::location::{Location, StoreFormat};
 use super::{MailboxHandle, OpenedBody, StoreReader, mutf7};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{
-    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp,
-    Uid,
+    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp, Uid,
 };
 use index::MailIndex;
 
@@ -250,9 +249,8 @@ impl DboxReader {
                     ),
                 )
             })?;
-        let msg = file::parse_message_at(&data, &hdr, 0).map_err(|err| {
-            Error::store(&path, format!("message at offset {}: {err}", e.offset))
-        })?;
+        let msg = file::parse_message_at(&data, &hdr, 0)
+            .map_err(|err| Error::store(&path, format!("message at offset {}: {err}", e.offset)))?;
         Ok((msg, data, path, md))
     }
 
@@ -269,7 +267,10 @@ impl DboxReader {
                 let Some(e) = self.map_entry(m)? else {
                     return Err(Error::store(
                         self.root.join(STORAGE_DIR).join("dovecot.map.index"),
-                        format!("mailbox {} UID {uid}: map UID {m} is not in the map", mb.name),
+                        format!(
+                            "mailbox {} UID {uid}: map UID {m} is not in the map",
+                            mb.name
+                        ),
                     ));
                 };
                 self.read_mdbox_message(e)
@@ -331,7 +332,10 @@ impl DboxReader {
             io::ErrorKind::NotFound,
             format!(
                 "attachment file missing: {}",
-                candidates.first().map(|c| c.display().to_string()).unwrap_or_default()
+                candidates
+                    .first()
+                    .map(|c| c.display().to_string())
+                    .unwrap_or_default()
             ),
         ))
     }
@@ -343,10 +347,11 @@ impl DboxReader {
 }
 
 fn mailbox_guid(idx: &MailIndex) -> Option<String> {
-    let h = idx.ext_hdr("dbox-hdr").or_else(|| idx.ext_hdr("mdbox-hdr"))?;
+    let h = idx
+        .ext_hdr("dbox-hdr")
+        .or_else(|| idx.ext_hdr("mdbox-hdr"))?;
     hex_guid(h.get(4..20)?)
 }
-
 
 /// Message metadata from a dbox message and its index record.
 fn message_meta(
@@ -513,18 +518,20 @@ impl StoreReader for DboxReader {
             }
             // A damaged message file is left out and named; the rest of the mailbox is
             // backed up.
-            let found = self.message_of(mb, r.uid, map_uid).and_then(|(msg, _, path, md)| {
-                message_meta(
-                    r.uid,
-                    r.flags,
-                    keywords,
-                    &msg,
-                    &md,
-                    saved,
-                    idx.ext_rec(r, "guid"),
-                )
-                .map_err(|e| Error::store(&path, e.to_string()))
-            });
+            let found = self
+                .message_of(mb, r.uid, map_uid)
+                .and_then(|(msg, _, path, md)| {
+                    message_meta(
+                        r.uid,
+                        r.flags,
+                        keywords,
+                        &msg,
+                        &md,
+                        saved,
+                        idx.ext_rec(r, "guid"),
+                    )
+                    .map_err(|e| Error::store(&path, e.to_string()))
+                });
             match found {
                 Ok(meta) => msgs.push(meta),
                 Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
@@ -582,7 +589,10 @@ impl StoreReader for DboxReader {
         let start = usize::try_from(dm.body_offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(dm.body_len).unwrap_or(usize::MAX));
         let Some(body) = data.get(start..end) else {
-            return Err(Error::store(&path, "message body runs past the end of the file"));
+            return Err(Error::store(
+                &path,
+                "message body runs past the end of the file",
+            ));
         };
         let parts = dm
             .sis_parts()

@@ -73,7 +73,10 @@ fn now() -> u32 {
 
 fn guid_bytes(g: Option<&str>, name: &Name) -> [u8; 16] {
     let mut out = [0u8; 16];
-    if let Some(b) = g.and_then(|g| hex::decode(g).ok()).filter(|b| b.len() == 16) {
+    if let Some(b) = g
+        .and_then(|g| hex::decode(g).ok())
+        .filter(|b| b.len() == 16)
+    {
         out.copy_from_slice(&b);
         return out;
     }
@@ -132,7 +135,9 @@ impl DboxWriter {
 
     /// Whether a mailbox exists (has its `dbox-Mails` directory).
     pub fn mailbox_exists(&self, name: &Name) -> bool {
-        self.mailbox_dir(&self.st.root, name).join(MAILS_DIR).is_dir()
+        self.mailbox_dir(&self.st.root, name)
+            .join(MAILS_DIR)
+            .is_dir()
     }
 
     fn start_mdbox(&mut self, owner: Option<Owner>) -> Result<()> {
@@ -202,7 +207,10 @@ impl DboxWriter {
             return Ok(None);
         };
         for p in &parts {
-            if p.path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            if p.path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+            {
                 return Err(Error::corrupt(
                     format!("UID {uid}"),
                     format!("attachment path {:?} refused", p.path),
@@ -222,7 +230,8 @@ impl DboxWriter {
             let dest = dir.join(&name);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).at(parent)?;
-                self.st.chown(parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
+                self.st
+                    .chown(parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
             }
             let link = file::hash_link_path(&p.path).map(|l| dir.join(l));
             // Already there with the same bytes (an earlier message or restore): keep it.
@@ -241,11 +250,7 @@ impl DboxWriter {
             match same {
                 Some(l) => fs::hard_link(l, &dest).at(&dest)?,
                 None => {
-                    self.create_file(
-                        &dest,
-                        data,
-                        owner.map(|o| Owner { mode: 0o600, ..o }),
-                    )?;
+                    self.create_file(&dest, data, owner.map(|o| Owner { mode: 0o600, ..o }))?;
                     File::open(&dest).and_then(|f| f.sync_all()).at(&dest)?;
                     if let Some(l) = &link {
                         if let Some(parent) = l.parent() {
@@ -292,7 +297,9 @@ impl DboxWriter {
         let other = d.map(|d| d.other.as_slice()).unwrap_or_default();
         let orig = other.iter().find(|(k, _)| k.as_bytes() == b"B");
         if self.kind == StoreFormat::Mdbox {
-            let b = orig.map(|(_, v)| v.as_bytes()).unwrap_or(mailbox.as_bytes());
+            let b = orig
+                .map(|(_, v)| v.as_bytes())
+                .unwrap_or(mailbox.as_bytes());
             meta.push((b'B', b.to_vec()));
         }
         if external && let Some(d) = d {
@@ -323,7 +330,10 @@ impl DboxWriter {
         let mode_owner = owner.map(|o| Owner { mode: 0o600, ..o });
         let can_chown = self.st.can_chown;
         let ids = self.st.owner_override.or(owner.map(|o| (o.uid, o.gid)));
-        let md = self.mdbox.as_mut().ok_or_else(|| Error::Usage("mdbox not started".into()))?;
+        let md = self
+            .mdbox
+            .as_mut()
+            .ok_or_else(|| Error::Usage("mdbox not started".into()))?;
         if let Some(&m) = md.by_sha.get(&key).filter(|_| !sha.is_empty()) {
             if let Some(r) = md.entries.get_mut(m as usize - 1) {
                 r.refs = r.refs.saturating_add(1);
@@ -357,7 +367,9 @@ impl DboxWriter {
         let offset = *len;
         f.write_all(bytes).at(&*path)?;
         *len += bytes.len() as u64;
-        let too_big = |v: u64| u32::try_from(v).map_err(|_| Error::store(&*path, "storage file larger than 4 GiB"));
+        let too_big = |v: u64| {
+            u32::try_from(v).map_err(|_| Error::store(&*path, "storage file larger than 4 GiB"))
+        };
         md.entries.push(MapRecord {
             file_id: md.file_id,
             offset: too_big(offset)?,
@@ -457,7 +469,8 @@ impl StoreWriter for DboxWriter {
             let one = file::message_bytes(body, &meta_lines);
             let mut ext = Vec::new();
             if self.kind == StoreFormat::Mdbox {
-                let map_uid = self.mdbox_append(&one, &msg.content.sha256, msg.guid.as_bytes(), owner)?;
+                let map_uid =
+                    self.mdbox_append(&one, &msg.content.sha256, msg.guid.as_bytes(), owner)?;
                 let saved = msg
                     .saved
                     .map(|t| u32::try_from(t.secs).unwrap_or(0))
@@ -534,12 +547,21 @@ impl StoreWriter for DboxWriter {
             next_uid,
             indexid: now(),
             exts,
-            keywords: meta.keywords.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keywords: meta
+                .keywords
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
             records,
         };
         let ipath = mails.join("dovecot.index");
         let bytes = index_bytes(&new, &ipath)?;
-        self.st.write_atomic(&ipath, &bytes, dir_owner.map(|o| Owner { mode: 0o600, ..o }), 0o600)?;
+        self.st.write_atomic(
+            &ipath,
+            &bytes,
+            dir_owner.map(|o| Owner { mode: 0o600, ..o }),
+            0o600,
+        )?;
         sync_dir(&mails)?;
         if staged {
             if let Some(parent) = final_dir.parent() {

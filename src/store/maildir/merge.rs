@@ -24,10 +24,10 @@ use sha2::{Digest, Sha256};
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
 use super::write::{info_letters, safe_filename};
-use crate::store::stage::{BATCH, Pending, sync_dir};
 use super::{MaildirWriter, list_messages};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
+use crate::store::stage::{BATCH, Pending, sync_dir};
 
 /// How long to wait for `dovecot-uidlist.lock` before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(30);

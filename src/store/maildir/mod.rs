@@ -53,7 +53,6 @@ fn decode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
     }
 }
 
-
 /// Map a flag letter string to flags and keywords.
 pub fn flags_from_info(info: &[u8], table: &[Name]) -> (Flags, Vec<Name>) {
     let mut f = Flags::empty();

@@ -121,7 +121,6 @@ impl MaildirWriter {
     }
 }
 
-
 /// A file name from the archive, if it is safe to use; else `None`.
 pub(super) fn safe_filename(name: &[u8]) -> Option<&[u8]> {
     let ok = !name.is_empty()
@@ -217,7 +216,8 @@ impl StoreWriter for MaildirWriter {
             self.st.mkdir(&work.join(sub), dir_owner)?;
         }
         if !is_inbox && self.st.loc.layout == Layout::MaildirPlusPlus {
-            self.st.write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
+            self.st
+                .write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
         }
 
         let mut stats = WriteStats::default();
