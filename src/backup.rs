@@ -129,10 +129,6 @@ struct Known {
     message_id: Option<String>,
     /// Where the bytes are; `None` for a since-archive's unread message.
     at: Option<ContentRef>,
-    /// A message stored without its attachments (1.2): the stored bytes' hash and size.
-    stored: Option<crate::model::Content>,
-    /// Its attachments as recorded (with their hashes).
-    attachments: Vec<crate::model::AttachmentRef>,
 }
 
 /// The base archives of an incremental, opened.
@@ -178,8 +174,8 @@ impl Bases {
                     }
                 }
             }
-            // Attachments stored apart (1.2) are never stored again either.
-            for b in &a.dir.attachments {
+            // Blobs (1.2) are never stored again either.
+            for b in &a.dir.blobs {
                 let mut sha = [0u8; 32];
                 if hex::decode_to_slice(&b.sha256, &mut sha).is_ok() {
                     content.insert(
@@ -219,7 +215,7 @@ fn content_ref(a: &Archive, r: &MessageRecord) -> Option<ContentRef> {
 
 fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(&r.stored_content().sha256, &mut out).map_err(|_| ())?;
+    hex::decode_to_slice(r.stored_content().0, &mut out).map_err(|_| ())?;
     Ok(out)
 }
 
@@ -271,8 +267,6 @@ impl UserBase {
                     subject: r.message.subject.clone(),
                     message_id: r.message.message_id.clone(),
                     at: content_ref(a, r),
-                    stored: r.stored.clone(),
-                    attachments: crate::chain::attachments_of(&r.message).to_vec(),
                 };
                 if known.at.is_some() {
                     ub.by_file
@@ -668,16 +662,10 @@ fn backup_user<W: Write>(
                 msg.from = k.from;
                 msg.subject = k.subject;
                 msg.message_id = k.message_id;
-                if let Some(d) = msg.dbox.as_mut()
-                    && k.stored.is_some()
-                {
-                    d.attachments = k.attachments;
-                }
-                let mut rec = match k.at {
+                let rec = match k.at {
                     Some(at) => w.add_reference(msg, at),
                     None => w.add_unread(msg),
                 };
-                rec.stored = k.stored;
                 stats.unread += 1;
                 stats.messages += 1;
                 stats.bytes += rec.message.content.size;
@@ -735,8 +723,15 @@ fn backup_user<W: Write>(
                 done: false,
             };
             let mut rec = match &body.split {
-                Some((stub, blobs)) if ctx.split => w.add_split_message(
-                    &user_name, &meta.name, msg, &mut sniff, stub, blobs, &body.path,
+                Some((data, parts, blobs)) if ctx.split => w.add_message_in_parts(
+                    &user_name,
+                    &meta.name,
+                    msg,
+                    &mut sniff,
+                    data,
+                    parts.clone(),
+                    blobs,
+                    &body.path,
                 )?,
                 _ => w.add_message(
                     &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,

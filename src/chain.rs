@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, FrameCursor};
-use crate::model::{AttachmentRef, Content, MailboxMeta, MessageMeta, Name};
+use crate::model::{Content, MailboxMeta, MessageMeta, Name, Part};
 
 /// Where a message's bytes are: archive position in the chain, location, hash and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,20 +29,13 @@ pub struct Resolved {
     pub sha256: String,
     /// Length.
     pub size: u64,
-    /// A message stored without its attachments (format 1.2): hash and length of the
+    /// A message stored in parts (format 1.2): hash and length of its data member, the
     /// bytes at `loc`; `sha256` and `size` are the complete message's.
     pub stored: Option<(String, u64)>,
-    /// The attachments to put back into the stored bytes, in message order.
-    pub parts: Vec<ResolvedPart>,
-}
-
-/// One attachment of a message stored apart, and where its bytes are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedPart {
-    /// Where in the message it goes and how it is encoded.
-    pub part: AttachmentRef,
-    /// Archive position, location and length of its stored bytes.
-    pub at: (usize, Location, u64),
+    /// Its parts.
+    pub parts: Vec<Part>,
+    /// Where the bytes of each blob part are (archive position, location), in order.
+    pub blobs: Vec<(usize, Location)>,
 }
 
 /// Identity of a message in a mailbox across archives: user, mailbox GUID, UIDVALIDITY, UID
@@ -67,24 +60,9 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
     ))
 }
 
-/// The attachments a message has stored apart (dbox single-instance storage).
-pub fn attachments_of(m: &MessageMeta) -> &[AttachmentRef] {
-    m.dbox
-        .as_ref()
-        .map(|d| d.attachments.as_slice())
-        .unwrap_or_default()
-}
-
 /// Holders of one identity: (archive whose state has the message, archive holding the bytes,
-/// location, SHA-256, the holder record's stored content and attachments), in chain order.
-type Holders = Vec<(
-    usize,
-    usize,
-    Location,
-    String,
-    Option<Content>,
-    Vec<AttachmentRef>,
-)>;
+/// location, the holder record's content), in chain order.
+type Holders = Vec<(usize, usize, Location, Content)>;
 
 /// Records of deleted mail per mailbox of the later state (by index), and the mailboxes of
 /// the earlier state that no longer exist, with theirs.
@@ -164,7 +142,7 @@ pub struct Chain {
     ids: HashMap<String, usize>,
     by_sha: OnceCell<HashMap<String, (usize, Location)>>,
     by_identity: OnceCell<HashMap<Identity, Holders>>,
-    blobs: OnceCell<HashMap<String, (usize, Location, u64)>>,
+    blobs: OnceCell<HashMap<String, (usize, Location)>>,
 }
 
 /// Parse an RFC 3339 time or Unix seconds.
@@ -361,7 +339,7 @@ impl Chain {
                     let Ok(cat) = cat else { continue };
                     for r in cat.messages.iter().chain(cat.deleted.iter()) {
                         if let (Some(loc), false) = (r.loc, r.is_external()) {
-                            map.insert(r.stored_content().sha256.clone(), (ai, loc));
+                            map.insert(r.stored_content().0.to_string(), (ai, loc));
                         }
                     }
                 }
@@ -393,9 +371,7 @@ impl Chain {
                                 ai,
                                 j,
                                 loc,
-                                r.message.content.sha256.clone(),
-                                r.stored.clone(),
-                                attachments_of(&r.message).to_vec(),
+                                r.message.content.clone(),
                             ));
                         }
                     }
@@ -405,84 +381,65 @@ impl Chain {
         })
     }
 
-    /// Attachments stored apart by any archive of the chain: SHA-256 -> (archive,
-    /// location, length).
-    fn blob_index(&self) -> &HashMap<String, (usize, Location, u64)> {
+    /// Blobs stored by any archive of the chain: SHA-256 -> (archive, location).
+    fn blob_index(&self) -> &HashMap<String, (usize, Location)> {
         self.blobs.get_or_init(|| {
             let mut map = HashMap::new();
             for (ai, a) in self.archives.iter().enumerate() {
-                for b in &a.dir.attachments {
-                    map.insert(b.sha256.clone(), (ai, b.loc, b.size));
+                for b in &a.dir.blobs {
+                    map.insert(b.sha256.clone(), (ai, b.loc));
                 }
             }
             map
         })
     }
 
-    /// Where the attachments `atts` of a message stored apart are; `None` when one is in
-    /// no archive given.
-    fn resolve_parts(&self, atts: &[AttachmentRef]) -> Option<Vec<ResolvedPart>> {
-        atts.iter()
-            .map(|a| {
-                let at = *self.blob_index().get(a.sha256.as_ref()?)?;
-                Some(ResolvedPart {
-                    part: a.clone(),
-                    at,
-                })
-            })
-            .collect()
-    }
-
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
-    /// archive of the chain holds them (or one of their attachments stored apart).
+    /// archive of the chain holds them (or one of the blobs of a message stored in parts).
     pub fn resolve(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Option<Resolved> {
-        let sha = &rec.message.content.sha256;
         let size = rec.message.content.size;
-        let split = |stored: &Option<Content>, atts: &[AttachmentRef]| match stored {
-            None => Some((None, Vec::new())),
-            Some(c) => Some((Some((c.sha256.clone(), c.size)), self.resolve_parts(atts)?)),
-        };
-        let own = split(&rec.stored, attachments_of(&rec.message));
-        let ok = |archive: usize, loc: Location| {
-            let (stored, parts) = own.clone()?;
+        let make = |archive: usize, loc: Location, c: &Content| {
+            let blobs = c
+                .parts
+                .iter()
+                .filter_map(|p| p.blob.as_ref())
+                .map(|sha| self.blob_index().get(sha).copied())
+                .collect::<Option<Vec<_>>>()?;
             Some(Resolved {
                 archive,
                 loc,
-                sha256: sha.clone(),
+                sha256: c.sha256.clone(),
                 size,
-                stored,
-                parts,
+                stored: c.data.as_ref().map(|d| (d.sha256.clone(), d.size)),
+                parts: c.parts.clone(),
+                blobs,
             })
         };
+        let own = &rec.message.content;
         if !rec.is_external() {
-            return rec.loc.and_then(|l| ok(at, l));
+            return rec.loc.and_then(|l| make(at, l, own));
         }
         if let (Some(aid), Some(loc)) = (&rec.archive, rec.archive_loc)
             && let Some(&j) = self.ids.get(aid)
         {
-            return ok(j, loc);
+            return make(j, loc, own);
         }
-        if !sha.is_empty() {
-            let key = &rec.stored_content().sha256;
-            return self.sha_index().get(key).and_then(|&(j, loc)| ok(j, loc));
+        if !own.sha256.is_empty() {
+            let key = rec.stored_content().0;
+            return self
+                .sha_index()
+                .get(key)
+                .and_then(|&(j, loc)| make(j, loc, own));
         }
         // A since-archive's unread message: the same message in an earlier archive.
         let id = identity(cat, rec)?;
-        let (_, j, loc, s, stored, atts) = self
+        let (_, j, loc, c) = self
             .identity_index()
             .get(&id)?
             .iter()
             .rev()
             .find(|(state, ..)| *state <= at)?;
-        let (stored, parts) = split(stored, atts)?;
-        Some(Resolved {
-            archive: *j,
-            loc: *loc,
-            sha256: s.clone(),
-            size,
-            stored,
-            parts,
-        })
+        make(*j, *loc, c)
     }
 
     /// Like [`Chain::resolve`], but an error naming the message and the missing archive
@@ -543,30 +500,10 @@ impl Chain {
                 out,
             );
         }
-        // Stored without its attachments: put them back (spec 6.8) and check the whole.
-        let (stub, blobs) = self.copy_parts(cursors, r, item)?;
-        let parts = r
-            .parts
-            .iter()
-            .map(|p| {
-                crate::store::dbox::sis_part(&p.part).ok_or_else(|| {
-                    Error::corrupt(item, format!("attachment {}: bad options", p.part.path))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut full = Vec::with_capacity(usize::try_from(r.size).unwrap_or(0));
-        let mut next = blobs.into_iter();
-        crate::store::dbox::file::rebuild(
-            &stub,
-            &parts,
-            &mut |_| {
-                next.next().ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "attachment count")
-                })
-            },
-            &mut full,
-        )
-        .map_err(|e| Error::corrupt(item, format!("cannot put the attachments back: {e}")))?;
+        // Stored in parts: put the message together (spec 6.8) and check the whole.
+        let (data, blobs) = self.copy_parts(cursors, r, item)?;
+        let full = crate::format::parts::assemble(&r.parts, &data, &blobs)
+            .map_err(|e| Error::corrupt(item, format!("cannot put the message together: {e}")))?;
         use sha2::{Digest, Sha256};
         if full.len() as u64 != r.size || hex::encode(Sha256::digest(&full)) != r.sha256 {
             return Err(Error::corrupt(
@@ -577,8 +514,8 @@ impl Chain {
         out.write_all(&full).map_err(|e| Error::io("<output>", e))
     }
 
-    /// The stored bytes of a message stored without its attachments, and each attachment's
-    /// stored bytes, each checked against its SHA-256 (`(bytes, [])` for other messages).
+    /// The data member of a message stored in parts and the bytes of each of its blobs,
+    /// each checked against its SHA-256 (`(bytes, [])` for a message stored whole).
     ///
     /// # Errors
     /// Damaged bytes ([`Error::Corrupt`] naming `item`).
@@ -604,17 +541,16 @@ impl Chain {
             item,
             &mut stub,
         )?;
-        let mut blobs = Vec::with_capacity(r.parts.len());
-        for p in &r.parts {
-            let (ai, loc, len) = p.at;
-            let mut b = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            let sha = p.part.sha256.as_deref().unwrap_or_default();
+        let mut blobs = Vec::with_capacity(r.blobs.len());
+        for (p, &(ai, loc)) in r.parts.iter().filter(|p| p.blob.is_some()).zip(&r.blobs) {
+            let sha = p.blob.as_deref().unwrap_or_default();
+            let mut b = Vec::with_capacity(usize::try_from(p.size).unwrap_or(0));
             self.archives[ai].copy_content(
                 &mut cursors[ai],
                 loc,
-                len,
+                p.size,
                 sha,
-                &format!("{item}: attachment {}", p.part.path),
+                &format!("{item}: blob {sha}"),
                 &mut b,
             )?;
             blobs.push(b);
@@ -624,19 +560,15 @@ impl Chain {
 
     /// A human description of why `rec` cannot be resolved.
     pub fn missing_reason(&self, rec: &MessageRecord) -> String {
-        if rec.stored.is_some() {
-            for a in attachments_of(&rec.message) {
-                let found = a
-                    .sha256
-                    .as_ref()
-                    .is_some_and(|s| self.blob_index().contains_key(s));
-                if !found {
-                    return format!(
-                        "its attachment {} (SHA-256 {}) is in no archive given",
-                        a.path,
-                        a.sha256.as_deref().unwrap_or("unknown")
-                    );
-                }
+        for sha in rec
+            .message
+            .content
+            .parts
+            .iter()
+            .filter_map(|p| p.blob.as_ref())
+        {
+            if !self.blob_index().contains_key(sha) {
+                return format!("its attachment (blob {sha}) is in no archive given");
             }
         }
         match &rec.archive {

@@ -480,8 +480,8 @@ pub struct VerifyReport {
     pub bodies: u64,
     /// Messages whose bytes are in other archives of a chain (not checked here).
     pub referenced: u64,
-    /// Attachments stored apart checked (format 1.2).
-    pub attachments: u64,
+    /// Blobs checked (format 1.2).
+    pub blobs: u64,
     /// Damage found, each line naming the item.
     pub damage: Vec<String>,
     /// Whether the index was usable.
@@ -530,12 +530,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         ));
     }
     let mut bodies = std::collections::HashSet::new();
-    let blobs: HashMap<&String, ()> = archive
-        .dir
-        .attachments
-        .iter()
-        .map(|b| (&b.sha256, ()))
-        .collect();
+    let blobs: HashMap<&String, ()> = archive.dir.blobs.iter().map(|b| (&b.sha256, ())).collect();
     let n = archive.dir.mailboxes.len();
     for i in 0..n + archive.dir.gone.len() {
         let (e, cat) = if i < n {
@@ -583,48 +578,47 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 )),
                 Some(m) => {
                     let got = m.sha256.map(hex::encode).unwrap_or_default();
-                    let want = r.stored_content();
-                    if got != want.sha256 || m.size != want.size {
+                    let (want, size) = r.stored_content();
+                    if got != want || m.size != size {
                         rep.damage.push(format!(
-                            "{item}: SHA-256 mismatch (stored {}, read {got})",
-                            want.sha256
+                            "{item}: SHA-256 mismatch (stored {want}, read {got})"
                         ));
                     }
                 }
             }
-            // Attachments stored apart: in this archive, or (an incremental) in its chain.
-            if r.stored.is_some() {
-                for a in crate::chain::attachments_of(&r.message) {
-                    let here = a.sha256.as_ref().is_some_and(|s| blobs.contains_key(s));
-                    if !here && archive.manifest().parent.is_none() {
-                        rep.damage.push(format!(
-                            "{item}: attachment {} (SHA-256 {}) is not in the archive",
-                            a.path,
-                            a.sha256.as_deref().unwrap_or("unknown")
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    for b in &archive.dir.attachments {
-        match by_loc.get(&b.loc) {
-            None => rep.damage.push(format!(
-                "attachment {}: bytes lost (frame {} offset {})",
-                b.sha256, b.loc.frame, b.loc.offset
-            )),
-            Some(m) => {
-                let got = m.sha256.map(hex::encode).unwrap_or_default();
-                if got != b.sha256 || m.size != b.size {
+            // Blobs (attachments stored once): in this archive, or (an incremental) in its
+            // chain, which `verify A B C` checks.
+            for sha in r
+                .message
+                .content
+                .parts
+                .iter()
+                .filter_map(|p| p.blob.as_ref())
+            {
+                if !blobs.contains_key(sha) && archive.manifest().parent.is_none() {
                     rep.damage.push(format!(
-                        "attachment {}: SHA-256 mismatch (read {got})",
-                        b.sha256
+                        "{item}: its attachment (blob {sha}) is not in the archive"
                     ));
                 }
             }
         }
     }
-    rep.attachments = archive.dir.attachments.len() as u64;
+    for b in &archive.dir.blobs {
+        match by_loc.get(&b.loc) {
+            None => rep.damage.push(format!(
+                "blob {}: bytes lost (frame {} offset {})",
+                b.sha256, b.loc.frame, b.loc.offset
+            )),
+            Some(m) => {
+                let got = m.sha256.map(hex::encode).unwrap_or_default();
+                if got != b.sha256 || m.size != b.size {
+                    rep.damage
+                        .push(format!("blob {}: SHA-256 mismatch (read {got})", b.sha256));
+                }
+            }
+        }
+    }
+    rep.blobs = archive.dir.blobs.len() as u64;
     rep.bodies = bodies.len() as u64;
     rep.damage.dedup();
     Ok(rep)
@@ -648,7 +642,7 @@ pub fn verify_references(chain: &Chain) -> Result<(u64, Vec<String>)> {
                 a.gone_catalog(k - n)?
             };
             for r in cat.messages.iter().chain(cat.deleted.iter()) {
-                if !r.is_external() && r.stored.is_none() {
+                if !r.is_external() && !r.in_parts() {
                     continue;
                 }
                 checked += 1;

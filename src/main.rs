@@ -529,8 +529,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         rep.frames,
                         rep.messages,
                         rep.bodies,
-                        if rep.attachments > 0 {
-                            format!(", {} attachments", rep.attachments)
+                        if rep.blobs > 0 {
+                            format!(", {} attachments (blobs)", rep.blobs)
                         } else {
                             String::new()
                         },

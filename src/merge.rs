@@ -167,17 +167,15 @@ pub fn merge<W: Write>(
                 meta.content.sha256 = res.sha256.clone();
                 let mut body = fetch(chain, &mut cursors, &res, &item)?;
                 let rec = if res.stored.is_some() {
-                    // Kept without its attachments, which are stored once (1.2).
-                    let (stub, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
-                    if let Some(d) = meta.dbox.as_mut() {
-                        d.attachments = res.parts.iter().map(|p| p.part.clone()).collect();
-                    }
-                    w.add_split_message(
+                    // Kept in parts: the attachments stay stored once (1.2).
+                    let (data, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
+                    w.add_message_in_parts(
                         &user,
                         &cat.mailbox.name,
                         meta,
                         &mut body,
-                        &stub,
+                        &data,
+                        res.parts.clone(),
                         &blobs,
                         std::path::Path::new(&item),
                     )?

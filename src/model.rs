@@ -254,12 +254,52 @@ pub enum AttributeScope {
 }
 
 /// Where a message's bytes live, as found in the store or as placed in the archive.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct Content {
     /// SHA-256 of the message bytes, lowercase hex.
     pub sha256: String,
     /// Length of the message bytes.
     pub size: u64,
+    /// Format 1.2, a message stored in parts: hash and length of its data member (the
+    /// message without the parts stored as blobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRef>,
+    /// Format 1.2: the message as an ordered list of parts (ranges of the data member and
+    /// blobs); their concatenation is the message. Empty for a message stored whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+/// Hash and length of a data member (format 1.2).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct DataRef {
+    /// SHA-256 of the data member's bytes, lowercase hex.
+    pub sha256: String,
+    /// Their length.
+    pub size: u64,
+}
+
+/// One part of a message stored in parts (format 1.2): a range of the message's data
+/// member, or a blob (an attachment stored once per archive chain, `blobs/<sha256>`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Part {
+    /// A range of the data member: where it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// A blob: the SHA-256 of its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    /// Length of the range, or of the blob's bytes.
+    pub size: u64,
+    /// A blob whose bytes appear in the message encoded: `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// With `base64`: characters per line (the last line may be shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// With `base64`: lines end with CRLF instead of LF (no line end after the last line).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crlf: bool,
 }
 
 /// Maildir-specific facts of a message, kept so a Maildir restore is byte-exact.
@@ -317,16 +357,21 @@ pub struct AttachmentRef {
     pub options: String,
     /// Path of the stored attachment relative to the attachment directory (as in `X`).
     pub path: Name,
-    /// SHA-256 (hex) of the attachment's stored bytes, when the archive holds them apart
-    /// (format 1.2: the member `attachments/<sha256>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Length of the attachment's stored bytes, with `sha256`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored_size: Option<u64>,
 }
 
 impl MessageMeta {
+    /// The dbox facts (sdbox or mdbox), if any.
+    pub fn dbox(&self) -> Option<&DboxFacts> {
+        self.sdbox.as_ref().or(self.mdbox.as_ref())
+    }
+
+    /// The dbox attachments stored outside the message by Dovecot, if any.
+    pub fn dbox_attachments(&self) -> &[AttachmentRef] {
+        self.dbox()
+            .map(|d| d.attachments.as_slice())
+            .unwrap_or_default()
+    }
+
     /// Drop the GUID when it is derivable from the Maildir file name (for storage).
     pub fn omit_derived_guid(&mut self) {
         if self
@@ -385,9 +430,12 @@ pub struct MessageMeta {
     /// Maildir facts (file name, cur/new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maildir: Option<MaildirMessage>,
-    /// dbox facts (single-instance attachments, other metadata lines).
+    /// sdbox facts (single-instance attachments, other metadata lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dbox: Option<DboxFacts>,
+    pub sdbox: Option<DboxFacts>,
+    /// mdbox facts, as for sdbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdbox: Option<DboxFacts>,
     /// `From:` header, decoded for display (at most 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,

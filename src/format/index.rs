@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Content, MailboxMeta, MessageMeta, Name, UserMeta};
+use crate::model::{MailboxMeta, MessageMeta, Name, UserMeta};
 
 /// The manifest: first member of the tar stream and first field of the index directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -94,7 +94,12 @@ pub struct Location {
 }
 
 /// A message as recorded in a mailbox catalog.
+///
+/// In JSON a message stored in parts (1.2) has no `loc` or `archive_loc`: the location of
+/// its data member is `data_loc` (spec 5.5), so that older readers never take a data member
+/// for a message. In memory it is kept in `loc` or `archive_loc` like any stored bytes.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "WireRecord", into = "WireRecord")]
 pub struct MessageRecord {
     /// The tar member for this message (`users/<u>/<mailbox>/<uid>.eml`). Index only: in a
     /// `mailbox.json` member it is left out, as it follows from user, mailbox and UID
@@ -113,12 +118,6 @@ pub struct MessageRecord {
     /// Where the bytes start in [`MessageRecord::archive`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_loc: Option<Location>,
-    /// Format 1.2, a message Dovecot stored with single-instance attachments: the bytes
-    /// stored for it (under `member` and `loc`, or `archive_loc`) are the message without
-    /// the attachments' encoded text, and this is their hash and size. The attachments are
-    /// stored apart, once per archive chain (`message.dbox.attachments`, spec 6.8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored: Option<Content>,
     /// Deleted records only: creation time of the newest archive whose state still held
     /// this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +128,67 @@ pub struct MessageRecord {
     pub deleted_by: Option<String>,
     /// The message's metadata.
     pub message: MessageMeta,
+}
+
+/// [`MessageRecord`] as written in JSON.
+#[derive(Clone, Serialize, Deserialize)]
+struct WireRecord {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    member: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loc: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_loc: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive_loc: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_by: Option<String>,
+    message: MessageMeta,
+}
+
+impl From<WireRecord> for MessageRecord {
+    fn from(w: WireRecord) -> Self {
+        let (mut loc, mut archive_loc) = (w.loc, w.archive_loc);
+        if w.message.content.data.is_some() {
+            match &w.archive {
+                Some(_) => archive_loc = w.data_loc,
+                None => loc = w.data_loc,
+            }
+        }
+        MessageRecord {
+            member: w.member,
+            link: w.link,
+            loc,
+            archive: w.archive,
+            archive_loc,
+            last_seen: w.last_seen,
+            deleted_by: w.deleted_by,
+            message: w.message,
+        }
+    }
+}
+
+impl From<MessageRecord> for WireRecord {
+    fn from(r: MessageRecord) -> Self {
+        let parts = r.message.content.data.is_some();
+        WireRecord {
+            member: r.member,
+            link: r.link,
+            loc: r.loc.filter(|_| !parts),
+            data_loc: if parts { r.loc.or(r.archive_loc) } else { None },
+            archive: r.archive,
+            archive_loc: r.archive_loc.filter(|_| !parts),
+            last_seen: r.last_seen,
+            deleted_by: r.deleted_by,
+            message: r.message,
+        }
+    }
 }
 
 /// Where bytes already held by an archive of a chain are: its id and the location.
@@ -185,10 +245,19 @@ impl MessageRecord {
         MessageRecord::bare_at(String::new(), message)
     }
 
-    /// Hash and size of the bytes stored for the record: [`Self::stored`] for a message
-    /// stored without its attachments, else the message's own.
-    pub fn stored_content(&self) -> &Content {
-        self.stored.as_ref().unwrap_or(&self.message.content)
+    /// SHA-256 and length of the bytes stored for the record at `loc` (or `archive_loc`):
+    /// the data member of a message stored in parts (1.2), else the message's own.
+    pub fn stored_content(&self) -> (&str, u64) {
+        let c = &self.message.content;
+        match &c.data {
+            Some(d) => (&d.sha256, d.size),
+            None => (&c.sha256, c.size),
+        }
+    }
+
+    /// True for a message stored in parts (format 1.2).
+    pub fn in_parts(&self) -> bool {
+        self.message.content.data.is_some()
     }
 
     /// True when this archive holds no bytes for the record: they are in another archive
@@ -205,7 +274,6 @@ impl MessageRecord {
             loc: None,
             archive: None,
             archive_loc: None,
-            stored: None,
             last_seen: None,
             deleted_by: None,
             message,
@@ -268,7 +336,7 @@ pub struct MailboxEntry {
 /// An attachment stored apart (format 1.2): the member `attachments/<sha256>`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlobEntry {
-    /// SHA-256 (hex) of the attachment's stored bytes.
+    /// SHA-256 (hex) of the blob's bytes.
     pub sha256: String,
     /// Their length.
     pub size: u64,
@@ -290,9 +358,9 @@ pub struct Directory {
     /// Mailboxes that were deleted since the parent: catalogs holding only `deleted` records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gone: Vec<MailboxEntry>,
-    /// Attachments stored apart in this archive (1.2), in archive order.
+    /// Blobs stored in this archive (1.2), in archive order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<BlobEntry>,
+    pub blobs: Vec<BlobEntry>,
     /// Summary counts.
     pub stats: ArchiveStats,
 }
@@ -314,12 +382,12 @@ pub struct ArchiveStats {
     /// Records of deleted mail.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deleted: u64,
-    /// Attachments stored apart (1.2).
+    /// Blobs stored (1.2).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub attachments: u64,
-    /// Bytes of the attachments stored apart.
+    pub blobs: u64,
+    /// Bytes of the blobs stored (1.2).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub attachment_bytes: u64,
+    pub blob_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

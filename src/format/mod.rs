@@ -23,6 +23,7 @@
 
 pub mod frame;
 pub mod index;
+pub mod parts;
 pub mod reader;
 pub mod spec;
 pub mod tar;

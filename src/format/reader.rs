@@ -319,7 +319,10 @@ fn fill_derived(rec: &mut MailboxRecord) {
     for m in &mut rec.messages {
         m.message.fill_derived_guid();
         if m.member.is_empty() && !m.is_external() {
-            m.member = super::writer::message_member(&rec.user, &rec.mailbox.name, m.message.uid);
+            m.member = match &m.message.content.data {
+                Some(d) => format!("{PARTS_DIR}/{}", d.sha256),
+                None => super::writer::message_member(&rec.user, &rec.mailbox.name, m.message.uid),
+            };
         }
     }
     for m in &mut rec.deleted {
@@ -1033,9 +1036,9 @@ impl Scan {
             }
         }
         cats.extend(gone_cats);
-        // Attachments stored apart (1.2): each intact `attachments/<sha256>` member.
-        let prefix = format!("{ATTACHMENTS_DIR}/");
-        let mut attachments = Vec::new();
+        // Blobs (1.2): each intact `blobs/<sha256>` member.
+        let prefix = format!("{BLOBS_DIR}/");
+        let mut blobs = Vec::new();
         for m in &self.members {
             let Some(name) = m.path.strip_prefix(prefix.as_bytes()) else {
                 continue;
@@ -1043,15 +1046,15 @@ impl Scan {
             let name = String::from_utf8_lossy(name).into_owned();
             match m.sha256 {
                 Some(h) if m.kind == EntryType::Regular && hex::encode(h) == name => {
-                    stats.attachments += 1;
-                    stats.attachment_bytes += m.size;
-                    attachments.push(super::index::BlobEntry {
+                    stats.blobs += 1;
+                    stats.blob_bytes += m.size;
+                    blobs.push(super::index::BlobEntry {
                         sha256: name,
                         size: m.size,
                         loc: m.loc,
                     });
                 }
-                _ => damage.push(format!("{prefix}{name}: attachment lost or damaged")),
+                _ => damage.push(format!("{prefix}{name}: blob lost or damaged")),
             }
         }
         let dir = Directory {
@@ -1060,7 +1063,7 @@ impl Scan {
             users,
             mailboxes,
             gone,
-            attachments,
+            blobs,
             stats,
         };
         Ok((dir, cats, damage))

@@ -4,8 +4,8 @@
 pub const FORMAT_MAJOR: u16 = 1;
 /// Format minor version written by this build. Readers accept any minor of their major.
 pub const FORMAT_MINOR: u16 = 1;
-/// Format minor version of archives holding attachments stored apart (dbox single-instance
-/// storage); other archives keep [`FORMAT_MINOR`], so older readers read them in full.
+/// Format minor version of archives holding messages stored in parts (dbox single-instance
+/// attachments stored once as blobs); other archives keep [`FORMAT_MINOR`].
 pub const FORMAT_MINOR_ATTACHMENTS: u16 = 2;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
@@ -59,8 +59,10 @@ pub const USERS_DIR: &str = "users";
 /// Top directory of deleted-mail members (1.1): bytes kept by a merge, catalogs of mailboxes
 /// that no longer exist.
 pub const DELETED_DIR: &str = "deleted";
-/// Top directory of attachments stored apart (1.2): `attachments/<sha256>`.
-pub const ATTACHMENTS_DIR: &str = "attachments";
+/// Top directory of blobs (1.2): attachments stored once, `blobs/<sha256>`.
+pub const BLOBS_DIR: &str = "blobs";
+/// Top directory of the data members of messages stored in parts (1.2): `parts/<sha256>`.
+pub const PARTS_DIR: &str = "parts";
 /// File name of a mailbox's metadata member inside its directory.
 pub const MAILBOX_MEMBER: &str = "mailbox.json";
 /// File name of a user's metadata member inside the user directory.

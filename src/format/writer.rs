@@ -62,7 +62,7 @@ pub struct ArchiveWriter<W: Write> {
     manifest: Manifest,
     stored: HashMap<[u8; 32], (String, Location)>,
     chain: HashMap<[u8; 32], ContentRef>,
-    /// Attachments stored apart in this archive.
+    /// Blobs stored in this archive (1.2).
     blobs: Vec<BlobEntry>,
     blob_stored: std::collections::HashSet<[u8; 32]>,
     users: Vec<UserMeta>,
@@ -406,6 +406,7 @@ impl<W: Write> ArchiveWriter<W> {
         meta.content = Content {
             sha256: hex::encode(digest),
             size,
+            ..Content::default()
         };
         self.stats.messages += 1;
         self.stats.message_bytes += size;
@@ -473,87 +474,119 @@ impl<W: Write> ArchiveWriter<W> {
         })
     }
 
-    /// Store a message Dovecot kept with single-instance attachments (format 1.2): `full`
-    /// (the complete message) is hashed for the record's `content`; the archive stores
-    /// `stub` (the message without the attachments' encoded text, spec 6.8) like a message,
-    /// and each attachment's stored bytes (`blobs`, in the order of
-    /// `meta.dbox.attachments`) once per archive chain, as `attachments/<sha256>`.
+    /// Store a message in parts (format 1.2, spec 6.8): `full` (the complete message) is
+    /// hashed for the record's `content`; the archive stores `data` (the message without
+    /// its blob parts) as the member `parts/<sha256>`, and each blob of `parts` (whose bytes
+    /// `blobs` holds, in order) as `blobs/<sha256>`, each at most once per archive chain.
+    /// The parts must put `full` back together exactly.
     ///
     /// # Errors
-    /// As [`Self::add_message`]; a blob count that does not match the attachment list.
+    /// Parts that do not give `full` back ([`Error::StoreDamaged`] naming `source_name`),
+    /// read and write errors.
     #[allow(clippy::too_many_arguments)]
-    pub fn add_split_message(
+    pub fn add_message_in_parts(
         &mut self,
         user: &Name,
         mailbox: &Name,
         mut meta: MessageMeta,
         full: &mut dyn ReadSeek,
-        stub: &[u8],
+        data: &[u8],
+        parts: Vec<crate::model::Part>,
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
+        let _ = (user, mailbox);
         let mut hasher = Sha256::new();
         let size = hash_stream(full, &mut hasher, source_name)?;
-        let full_content = Content {
-            sha256: hex::encode(hasher.finalize()),
-            size,
-        };
-        let atts = meta
-            .dbox
-            .as_mut()
-            .map(|d| &mut d.attachments)
-            .filter(|a| a.len() == blobs.len())
-            .ok_or_else(|| {
-                Error::store(
+        let full_sha = hex::encode(hasher.finalize());
+        let put_together = super::parts::assemble(&parts, data, blobs)
+            .map_err(|e| Error::store(source_name, format!("message parts: {e}")))?;
+        if put_together.len() as u64 != size
+            || hex::encode(Sha256::digest(&put_together)) != full_sha
+        {
+            return Err(Error::store(
+                source_name,
+                "message parts do not give the message back",
+            ));
+        }
+        let mut blob_bytes = blobs.iter();
+        for p in &parts {
+            let Some(sha) = &p.blob else { continue };
+            let Some(b) = blob_bytes.next() else { break };
+            let mut digest = [0u8; 32];
+            if hex::decode_to_slice(sha, &mut digest).is_err() || Sha256::digest(b)[..] != digest {
+                return Err(Error::store(
                     source_name,
-                    "attachment list does not match the attachments",
-                )
-            })?;
-        for (a, data) in atts.iter_mut().zip(blobs) {
-            let digest: [u8; 32] = Sha256::digest(data).into();
-            let hexd = hex::encode(digest);
-            a.sha256 = Some(hexd.clone());
-            a.stored_size = Some(data.len() as u64);
+                    format!("blob {sha}: wrong SHA-256"),
+                ));
+            }
             if self.blob_stored.contains(&digest) || self.chain.contains_key(&digest) {
                 continue;
             }
-            let path = format!("{ATTACHMENTS_DIR}/{hexd}");
-            let h = MemberHeader {
-                path: &path,
-                kind: EntryType::Regular,
-                link: None,
-                size: data.len() as u64,
-                mtime: self.mtime,
-                mode: 0o600,
-                uid: 0,
-                gid: 0,
-            };
-            self.header(&h)?;
-            let loc = self.here();
-            self.push(data)?;
-            self.pad(data.len() as u64)?;
-            self.end_member()?;
+            let path = format!("{BLOBS_DIR}/{sha}");
+            let loc = self.add_data_member(&path, b)?;
             self.blob_stored.insert(digest);
             self.blobs.push(BlobEntry {
-                sha256: hexd,
-                size: data.len() as u64,
+                sha256: sha.clone(),
+                size: b.len() as u64,
                 loc,
             });
-            self.stats.attachments += 1;
-            self.stats.attachment_bytes += data.len() as u64;
+            self.stats.blobs += 1;
+            self.stats.blob_bytes += b.len() as u64;
         }
-        let member = message_member(user, mailbox, meta.uid);
-        let before = self.stats.message_bytes;
-        let mut rec = self.add_message_as(
-            member,
-            meta,
-            &mut std::io::Cursor::new(stub),
-            stub.len() as u64,
-            source_name,
-        )?;
-        self.stats.message_bytes = before + size;
-        rec.stored = Some(std::mem::replace(&mut rec.message.content, full_content));
-        Ok(rec)
+        let digest: [u8; 32] = Sha256::digest(data).into();
+        let data_sha = hex::encode(digest);
+        meta.content = Content {
+            sha256: full_sha,
+            size,
+            data: Some(crate::model::DataRef {
+                sha256: data_sha.clone(),
+                size: data.len() as u64,
+            }),
+            parts,
+        };
+        self.stats.messages += 1;
+        self.stats.message_bytes += size;
+        let member = format!("{PARTS_DIR}/{data_sha}");
+        if let Some((target, loc)) = self.stored.get(&digest).cloned() {
+            return Ok(MessageRecord {
+                loc: Some(loc),
+                ..MessageRecord::bare_at(target, meta)
+            });
+        }
+        if let Some(r) = self.chain.get(&digest).cloned() {
+            self.stats.referenced += 1;
+            return Ok(MessageRecord::referring(meta, r));
+        }
+        let loc = self.add_data_member(&member, data)?;
+        self.stored.insert(digest, (member.clone(), loc));
+        self.stats.bodies += 1;
+        self.stats.stored_bytes += data.len() as u64;
+        Ok(MessageRecord {
+            loc: Some(loc),
+            ..MessageRecord::bare_at(member, meta)
+        })
+    }
+
+    /// Write a regular member holding `data` (a blob or a data member); returns where its
+    /// bytes start.
+    fn add_data_member(&mut self, path: &str, data: &[u8]) -> Result<Location> {
+        let h = MemberHeader {
+            path,
+            kind: EntryType::Regular,
+            link: None,
+            size: data.len() as u64,
+            mtime: self.mtime,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        };
+        self.header(&h)?;
+        let loc = self.here();
+        self.push(data)?;
+        self.pad(data.len() as u64)?;
+        self.end_member()?;
+        Ok(loc)
     }
 
     /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
@@ -792,7 +825,7 @@ impl<W: Write> ArchiveWriter<W> {
             users: std::mem::take(&mut self.users),
             mailboxes: std::mem::take(&mut self.mailboxes),
             gone: std::mem::take(&mut self.gone),
-            attachments: std::mem::take(&mut self.blobs),
+            blobs: std::mem::take(&mut self.blobs),
             stats: self.stats,
         };
         let dir_json = serde_json::to_vec(&dir).map_err(json_err)?;

@@ -43,9 +43,10 @@ pub struct OpenedBody {
     /// When the file had been renamed since the scan: its new name and whether it is in `new/`.
     pub renamed_to: Option<(Name, bool)>,
     /// dbox single-instance storage: the message as Dovecot stored it (without the
-    /// attachments' encoded text) and each attachment's stored bytes, in the order of
-    /// `dbox.attachments`. `file` is the complete message.
-    pub split: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// attachments' encoded text), the parts that put it back together with the
+    /// attachments, and each attachment's stored bytes, in order (format 1.2). `file` is
+    /// the complete message.
+    pub split: Option<(Vec<u8>, Vec<crate::model::Part>, Vec<Vec<u8>>)>,
 }
 
 /// Reading one user's mail.

@@ -245,13 +245,15 @@ fn hostile_names_in_an_archive_are_refused() {
                 filename: Name::from("../../../../tmp/pwned:2,S"),
                 ..Default::default()
             }),
-            dbox: None,
+            sdbox: None,
+            mdbox: None,
             from: None,
             subject: None,
             message_id: None,
             content: Content {
                 sha256: String::new(),
                 size: 0,
+                ..Content::default()
             },
         };
         let rec = w

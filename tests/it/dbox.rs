@@ -437,6 +437,51 @@ fn mdbox_sis_alt_to_maildir() {
     restore_and_compare(t, &archive, &dst, &[]);
 }
 
+/// `backup --config dovecot.conf` takes mail_location and mail_attachment_dir from the
+/// file: same messages as with `--location`/`--attachment-dir`, SIS messages complete.
+#[test]
+fn sdbox_backup_with_config_file() {
+    let t = sdbox_template();
+    let ws = Workspace::new();
+    let by_args = backup_template(t, &ws);
+    let by_conf = ws.join("conf.mdump");
+    let mut cmd = maildump();
+    cmd.arg("backup")
+        .arg("--config")
+        .arg(&t.dc.conf)
+        .args(["--home", &t.dc.home_template(), "--all-users", "-o"])
+        .arg(&by_conf);
+    let out = run(&mut cmd);
+    assert_no_panic(&cmd, &out);
+    assert!(
+        out.status.success(),
+        "backup --config failed\n{}",
+        report(&cmd, &out)
+    );
+    let norm = |a: &Path| {
+        let mut v: Vec<String> = list_json(a).iter().map(|v| v.to_string()).collect();
+        v.sort();
+        v.join("\n") + "\n"
+    };
+    assert_text_eq(
+        "list --json: --config vs --location archive",
+        &norm(&by_args),
+        &norm(&by_conf),
+    );
+    let out = run_ok(maildump().arg("cat").arg(&by_conf).args([
+        "--user",
+        "alice",
+        "--mailbox",
+        "INBOX",
+        "--uid",
+        "5",
+    ]));
+    assert!(
+        out.stdout == t.texts[&("INBOX".to_string(), 5)],
+        "cat INBOX uid 5 from the --config archive differs from doveadm fetch text"
+    );
+}
+
 /// `--inline-attachments` into an sdbox without attachment dir: identical snapshots and
 /// no attachments directory anywhere.
 #[test]
@@ -647,6 +692,7 @@ fn damaged_missing_attachment_is_skipped_with_warning() {
     let out = run(&mut cmd);
     assert_no_panic(&cmd, &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("[dbox] exit {:?}, stderr:\n{stderr}", out.status.code());
     let mut problems = Vec::new();
     if out.status.code() != Some(1) {
         problems.push(format!("exit code {:?}, want 1", out.status.code()));
@@ -707,6 +753,7 @@ fn damaged_truncated_sdbox_file() {
     let out = run(&mut cmd);
     assert_no_panic(&cmd, &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("[dbox] exit {:?}, stderr:\n{stderr}", out.status.code());
     let code = out.status.code();
     assert!(
         matches!(code, Some(1) | Some(7)) && stderr.contains("u.6"),
@@ -724,30 +771,43 @@ fn damaged_truncated_sdbox_file() {
     }
 }
 
-/// (c) Garbage in the middle of a `dovecot.index.log` (INBOX, which has no
-/// `dovecot.index`): exit 7 or 1 with an error naming the file, no panic.
+/// (c) Garbage in the middle of a `dovecot.index.log`, of INBOX (no `dovecot.index`: the
+/// log is the only record of flags and expunges) and of Work (with a `dovecot.index`):
+/// exit 7 or 1 with an error naming the file, no panic.
 #[test]
 fn damaged_index_log() {
-    let ws = Workspace::new();
-    let (dc, _t) = damaged_copy(&ws);
-    let file = dc.mailbox_path("alice", "INBOX").join("dovecot.index.log");
-    let mut bytes = fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    let garbage = pseudo_random_bytes(0xBAD, 64);
-    let end = (mid + 64).min(bytes.len());
-    bytes[mid..end].copy_from_slice(&garbage[..end - mid]);
-    fs::write(&file, &bytes).unwrap();
-    let archive = ws.join("a.mdump");
-    let mut cmd = backup_cmd(&dc, true, &archive);
-    let out = run(&mut cmd);
-    assert_no_panic(&cmd, &out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        matches!(out.status.code(), Some(1) | Some(7))
+    let mut problems = Vec::new();
+    for mb in ["INBOX", "Work"] {
+        let ws = Workspace::new();
+        let (dc, _t) = damaged_copy(&ws);
+        let file = dc.mailbox_path("alice", mb).join("dovecot.index.log");
+        let mut bytes = fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        let garbage = pseudo_random_bytes(0xBAD, 64);
+        let end = (mid + 64).min(bytes.len());
+        bytes[mid..end].copy_from_slice(&garbage[..end - mid]);
+        fs::write(&file, &bytes).unwrap();
+        let archive = ws.join("a.mdump");
+        let mut cmd = backup_cmd(&dc, true, &archive);
+        let out = run(&mut cmd);
+        assert_no_panic(&cmd, &out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "[dbox] {mb}: exit {:?}, stderr:\n{stderr}",
+            out.status.code()
+        );
+        if !(matches!(out.status.code(), Some(1) | Some(7))
             && stderr.contains("dovecot.index.log")
-            && stderr.contains("INBOX"),
-        "want exit 7 or 1 and stderr naming {}\n{}",
-        file.display(),
-        report(&cmd, &out)
-    );
+            && stderr.contains(mb))
+        {
+            problems.push(format!(
+                "{mb}: garbage at bytes {mid}..{end} of {} ({} bytes): want exit 7 or 1 and \
+                 stderr naming the file\n{}",
+                file.display(),
+                bytes.len(),
+                report(&cmd, &out)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }

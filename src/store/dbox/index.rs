@@ -39,6 +39,33 @@ const HDR_UID_VALIDITY: usize = 24;
 /// Offset of `next_uid` in the base header.
 const HDR_NEXT_UID: usize = 28;
 
+/// Whether `typ` (with its flag bits) is a record type Dovecot 2.3 writes.
+fn known_record_type(typ: u32) -> bool {
+    matches!(
+        typ & TYPE_MASK & !0x2000_0000,
+        T_EXPUNGE
+            | T_EXPUNGE_PROT
+            | T_APPEND
+            | T_FLAG_UPDATE
+            | T_HEADER_UPDATE
+            | T_EXT_INTRO
+            | T_EXT_RESET
+            | T_EXT_HDR_UPDATE
+            | T_EXT_REC_UPDATE
+            | T_KEYWORD_UPDATE
+            | T_KEYWORD_RESET
+            | T_EXT_ATOMIC_INC
+            | T_EXPUNGE_GUID
+            | T_EXPUNGE_GUID_PROT
+            | T_MODSEQ_UPDATE
+            | T_EXT_HDR_UPDATE32
+            | T_INDEX_DELETED
+            | T_INDEX_UNDELETED
+            | T_BOUNDARY
+            | T_ATTRIBUTE_UPDATE
+    )
+}
+
 // Log record types (after masking with TYPE_MASK).
 const TYPE_MASK: u32 = 0x0fff_ffff;
 const T_EXTERNAL: u32 = 0x1000_0000;
@@ -605,7 +632,15 @@ impl State {
         while let Some(raw) = log.get(pos..pos.saturating_add(4)) {
             let size = decode_log_record_size([raw[0], raw[1], raw[2], raw[3]]) as usize;
             if size == 0 {
-                break; // end of data (or garbage that Dovecot treats as such)
+                // The end of the data: zeros (space written ahead, or a write cut short).
+                // Anything else here is damage, which must not silently end the replay.
+                if log[pos..].iter().all(|&b| b == 0) {
+                    break;
+                }
+                return Err(bad(
+                    file,
+                    format!("record at offset {pos}: not a record (damaged log)"),
+                ));
             }
             if size < 8 {
                 return Err(bad(
@@ -613,10 +648,21 @@ impl State {
                     format!("record at offset {pos}: size {size} too small"),
                 ));
             }
-            let Some(end) = pos.checked_add(size).filter(|&e| e <= log.len()) else {
-                break; // partially written record
-            };
             let typ = get_u32(log, pos + 4).unwrap_or(0);
+            if let Some(t) = log.get(pos + 4..pos + 8)
+                && !known_record_type(get_u32(t, 0).unwrap_or(0))
+            {
+                return Err(bad(
+                    file,
+                    format!(
+                        "record at offset {pos}: unknown record type {:#x} (damaged log)",
+                        get_u32(t, 0).unwrap_or(0)
+                    ),
+                ));
+            }
+            let Some(end) = pos.checked_add(size).filter(|&e| e <= log.len()) else {
+                break; // the last record, partially written
+            };
             let data = log.get(pos + 8..end).unwrap_or(&[]);
             let t = typ & TYPE_MASK;
             if t == T_BOUNDARY {

@@ -28,8 +28,10 @@ pub use write::DboxWriter;
 use super::location::{Location, StoreFormat};
 use super::{MailboxHandle, OpenedBody, StoreReader, mutf7};
 use crate::error::{Error, IoContext, Result};
+use crate::format::parts;
 use crate::model::{
-    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp, Uid,
+    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Part,
+    Timestamp, Uid,
 };
 use index::MailIndex;
 
@@ -362,6 +364,7 @@ fn message_meta(
     md: &fs::Metadata,
     saved: Option<u32>,
     index_guid: Option<&[u8]>,
+    mdbox: bool,
 ) -> Result<MessageMeta, io::Error> {
     let f = Flags::from_bits(flags);
     let guid = match msg.guid() {
@@ -380,6 +383,18 @@ fn message_meta(
         }
     }
     let received = msg.received().unwrap_or_else(|| md.mtime());
+    let facts = DboxFacts {
+        attachments: parts
+            .iter()
+            .map(|p| AttachmentRef {
+                start: p.start,
+                size: p.size,
+                options: options_text(p),
+                path: Name::from(p.path.as_str()),
+            })
+            .collect(),
+        other,
+    };
     Ok(MessageMeta {
         uid: Uid(uid),
         guid,
@@ -399,32 +414,47 @@ fn message_meta(
         pop3_order: msg.pop3_order(),
         owner: Some(owner_of(md)),
         maildir: None,
-        dbox: Some(DboxFacts {
-            attachments: parts
-                .iter()
-                .map(|p| AttachmentRef {
-                    start: p.start,
-                    size: p.size,
-                    options: options_text(p),
-                    path: Name::from(p.path.as_str()),
-                    sha256: None,
-                    stored_size: None,
-                })
-                .collect(),
-            other,
-        }),
+        sdbox: (!mdbox).then(|| facts.clone()),
+        mdbox: mdbox.then_some(facts),
         from: None,
         subject: None,
         message_id: None,
         content: Content {
             sha256: String::new(),
             size,
+            ..Content::default()
         },
         changed: Some(Timestamp {
             secs: md.ctime().max(md.mtime()),
             nanos: 0,
         }),
     })
+}
+
+/// The parts (format 1.2) of a message Dovecot stored with its attachments outside: ranges
+/// of the dbox body between the attachments, and the attachments as blobs.
+fn archive_parts(sis: &[file::SisPart], body_len: u64, blobs: &[Vec<u8>]) -> Vec<Part> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(sis.len() * 2 + 1);
+    let (mut data_off, mut full_off) = (0u64, 0u64);
+    for (p, b) in sis.iter().zip(blobs) {
+        let gap = p.start.saturating_sub(full_off);
+        if gap > 0 {
+            out.push(parts::range(data_off, gap));
+            data_off += gap;
+        }
+        out.push(parts::blob(
+            hex::encode(Sha256::digest(b)),
+            b.len() as u64,
+            p.base64_line_len,
+            p.crlf,
+        ));
+        full_off = p.start + p.size;
+    }
+    if body_len > data_off {
+        out.push(parts::range(data_off, body_len - data_off));
+    }
+    out
 }
 
 /// Dovecot's option text of a part (`-`, `B76`, `CB76`).
@@ -529,6 +559,7 @@ impl StoreReader for DboxReader {
                         &md,
                         saved,
                         idx.ext_rec(r, "guid"),
+                        self.is_mdbox(),
                     )
                     .map_err(|e| Error::store(&path, e.to_string()))
                 });
@@ -629,7 +660,8 @@ impl StoreReader for DboxReader {
                     dm.plaintext_size()
                 )));
             }
-            (out, Some((body.to_vec(), blobs)))
+            let layout = archive_parts(&parts, body.len() as u64, &blobs);
+            (out, Some((body.to_vec(), layout, blobs)))
         };
         let len = bytes.len() as u64;
         Ok(OpenedBody {

@@ -199,9 +199,7 @@ impl DboxWriter {
         let Some(dir) = self.attachments.as_ref().filter(|_| !self.inline) else {
             return Ok(None);
         };
-        let Some(refs) = msg.dbox.as_ref().map(|d| &d.attachments) else {
-            return Ok(None);
-        };
+        let refs = msg.dbox_attachments();
         let parts: Option<Vec<file::SisPart>> = refs.iter().map(sis_part).collect();
         let Some(parts) = parts.filter(|p| !p.is_empty()) else {
             return Ok(None);
@@ -278,7 +276,7 @@ impl DboxWriter {
     ) -> Vec<(u8, Vec<u8>)> {
         // Dovecot's order: Z R V P O G B X, then anything else it had.
         let mut meta: Vec<(u8, Vec<u8>)> = Vec::new();
-        let d = msg.dbox.as_ref();
+        let d = msg.dbox();
         if external {
             meta.push((b'Z', format!("{:x}", full.len()).into_bytes()));
         }

@@ -514,13 +514,15 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
             size_ext: r.size,
             vsize_ext: r.vsize,
         }),
-        dbox: None,
+        sdbox: None,
+        mdbox: None,
         from: None,
         subject: None,
         message_id: None,
         content: Content {
             sha256: String::new(),
             size: md.len(),
+            ..Content::default()
         },
         changed: Some(Timestamp {
             secs: md.ctime().max(md.mtime()),
