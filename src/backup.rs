@@ -723,14 +723,14 @@ fn backup_user<W: Write>(
                 done: false,
             };
             let mut rec = match &body.split {
-                Some((data, parts, blobs)) if ctx.split => w.add_message_in_parts(
+                Some(p) if ctx.split => w.add_message_in_parts(
                     &user_name,
                     &meta.name,
                     msg,
                     &mut sniff,
-                    data,
-                    parts.clone(),
-                    blobs,
+                    &p.data,
+                    p.parts.clone(),
+                    &p.blobs,
                     &body.path,
                 )?,
                 _ => w.add_message(

@@ -46,7 +46,17 @@ pub struct OpenedBody {
     /// attachments' encoded text), the parts that put it back together with the
     /// attachments, and each attachment's stored bytes, in order (format 1.2). `file` is
     /// the complete message.
-    pub split: Option<(Vec<u8>, Vec<crate::model::Part>, Vec<Vec<u8>>)>,
+    pub split: Option<InParts>,
+}
+
+/// A message as Dovecot stored it with its attachments outside (format 1.2 parts).
+pub struct InParts {
+    /// The message without the attachments' encoded text (the dbox body).
+    pub data: Vec<u8>,
+    /// The parts that put the message together from `data` and the attachments.
+    pub parts: Vec<crate::model::Part>,
+    /// Each attachment's stored bytes, in part order.
+    pub blobs: Vec<Vec<u8>>,
 }
 
 /// Reading one user's mail.

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub use write::DboxWriter;
 
 use super::location::{Location, StoreFormat};
-use super::{MailboxHandle, OpenedBody, StoreReader, mutf7};
+use super::{InParts, MailboxHandle, OpenedBody, StoreReader, mutf7};
 use crate::error::{Error, IoContext, Result};
 use crate::format::parts;
 use crate::model::{
@@ -356,16 +356,30 @@ fn mailbox_guid(idx: &MailIndex) -> Option<String> {
 }
 
 /// Message metadata from a dbox message and its index record.
-fn message_meta(
+/// What a mailbox index record says of a message.
+struct IndexFacts<'a> {
     uid: u32,
     flags: u8,
     keywords: Vec<Name>,
+    /// mdbox save date.
+    saved: Option<u32>,
+    /// mdbox `guid` extension.
+    guid: Option<&'a [u8]>,
+}
+
+fn message_meta(
+    ix: IndexFacts<'_>,
     msg: &file::DboxMessage,
     md: &fs::Metadata,
-    saved: Option<u32>,
-    index_guid: Option<&[u8]>,
     mdbox: bool,
 ) -> Result<MessageMeta, io::Error> {
+    let IndexFacts {
+        uid,
+        flags,
+        keywords,
+        saved,
+        guid: index_guid,
+    } = ix;
     let f = Flags::from_bits(flags);
     let guid = match msg.guid() {
         Some(g) => Name::from_bytes(g),
@@ -552,13 +566,15 @@ impl StoreReader for DboxReader {
                 .message_of(mb, r.uid, map_uid)
                 .and_then(|(msg, _, path, md)| {
                     message_meta(
-                        r.uid,
-                        r.flags,
-                        keywords,
+                        IndexFacts {
+                            uid: r.uid,
+                            flags: r.flags,
+                            keywords,
+                            saved,
+                            guid: idx.ext_rec(r, "guid"),
+                        },
                         &msg,
                         &md,
-                        saved,
-                        idx.ext_rec(r, "guid"),
                         self.is_mdbox(),
                     )
                     .map_err(|e| Error::store(&path, e.to_string()))
@@ -661,7 +677,14 @@ impl StoreReader for DboxReader {
                 )));
             }
             let layout = archive_parts(&parts, body.len() as u64, &blobs);
-            (out, Some((body.to_vec(), layout, blobs)))
+            (
+                out,
+                Some(InParts {
+                    data: body.to_vec(),
+                    parts: layout,
+                    blobs,
+                }),
+            )
         };
         let len = bytes.len() as u64;
         Ok(OpenedBody {
