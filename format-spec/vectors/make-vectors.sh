@@ -73,3 +73,15 @@ mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cu
   "$out/chain.inc3.mdump" > "$out/chain.inc3.list.jsonl"
 "$bin" list --deleted --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
   "$out/chain.inc3.mdump" > "$out/chain.deleted.jsonl"
+
+# sis (1.2): the sdbox store with single-instance attachments (fixtures/sdbox-store), its
+# messages with attachments stored in parts, each attachment once as a blob.
+cp -a "$repo/fixtures/sdbox-store" "$work/sdbox"
+find "$work/sdbox" -type f -exec chmod 0600 {} +
+find "$work/sdbox" -type d -exec chmod 0700 {} +
+find "$work/sdbox" -exec touch -h -d @1767225600 {} +
+chown -R 0:0 "$work/sdbox"
+"$bin" backup --location 'sdbox:~/sdbox' --home "$work/sdbox/%u" --attachment-dir '~/attachments' \
+  --all-users --threads 1 --created 2026-01-05T00:00:00Z \
+  --archive-id 00000000-0000-4000-8000-000000000005 --quiet -o "$out/sis.mdump"
+"$bin" list --json "$out/sis.mdump" > "$out/sis.list.jsonl"
