@@ -724,8 +724,6 @@ fn backup_user<W: Write>(
             };
             let mut rec = match &body.split {
                 Some(p) if ctx.split => w.add_message_in_parts(
-                    &user_name,
-                    &meta.name,
                     msg,
                     &mut sniff,
                     &p.data,

@@ -7,14 +7,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  finished, but some items were skipped or damaged (each is named on stderr)
+  1  finished, but some items were skipped or damaged (each is named on stderr),
+     e.g. a damaged message or mailbox of the store left out of a backup
   2  usage error
   3  I/O error (reading the store or writing the archive/target failed)
   4  corrupt archive (damaged, truncated, hostile content); verify found damage
   5  unsupported archive format version
   6  restore refused: a target mailbox already holds mail; or another run holds
      the --state-dir lock
-  7  the mail store being backed up is damaged
+  7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
      of order";
 

@@ -170,8 +170,6 @@ pub fn merge<W: Write>(
                     // Kept in parts: the attachments stay stored once (1.2).
                     let (data, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
                     w.add_message_in_parts(
-                        &user,
-                        &cat.mailbox.name,
                         meta,
                         &mut body,
                         &data,

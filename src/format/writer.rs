@@ -483,11 +483,8 @@ impl<W: Write> ArchiveWriter<W> {
     /// # Errors
     /// Parts that do not give `full` back ([`Error::StoreDamaged`] naming `source_name`),
     /// read and write errors.
-    #[allow(clippy::too_many_arguments)]
     pub fn add_message_in_parts(
         &mut self,
-        user: &Name,
-        mailbox: &Name,
         mut meta: MessageMeta,
         full: &mut dyn ReadSeek,
         data: &[u8],
@@ -495,7 +492,6 @@ impl<W: Write> ArchiveWriter<W> {
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let _ = (user, mailbox);
         let mut hasher = Sha256::new();
         let size = hash_stream(full, &mut hasher, source_name)?;
         let full_sha = hex::encode(hasher.finalize());

@@ -442,7 +442,7 @@ impl StoreWriter for DboxWriter {
         };
         let mails = work.join(MAILS_DIR);
         self.st.mkdir(&mails, dir_owner)?;
-        let guid = guid_bytes(meta.guid.as_deref(), &meta.name);
+        let guid = guid_bytes(meta.guid.as_deref());
         let guid_hex = hex::encode(guid);
         let mut stats = WriteStats::default();
         let mut records = Vec::with_capacity(messages.len());
