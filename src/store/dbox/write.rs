@@ -71,18 +71,17 @@ fn now() -> u32 {
     u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1)
 }
 
-fn guid_bytes(g: Option<&str>, name: &Name) -> [u8; 16] {
+/// The mailbox GUID as 16 bytes: the archived one, or a new random one when the archive
+/// has none (a mailbox Dovecot never opened).
+fn guid_bytes(g: Option<&str>) -> [u8; 16] {
     let mut out = [0u8; 16];
-    if let Some(b) = g
+    match g
         .and_then(|g| hex::decode(g).ok())
         .filter(|b| b.len() == 16)
     {
-        out.copy_from_slice(&b);
-        return out;
+        Some(b) => out.copy_from_slice(&b),
+        None => out.copy_from_slice(uuid::Uuid::new_v4().as_bytes()),
     }
-    let u = uuid::Uuid::new_v4();
-    let _ = name;
-    out.copy_from_slice(u.as_bytes());
     out
 }
 
