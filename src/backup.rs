@@ -636,6 +636,7 @@ fn backup_user<W: Write>(
         raw_attributes = raw;
     }
     let mut names = Vec::new();
+    let mut shared: HashMap<u64, MessageRecord> = HashMap::new();
     for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
         if let (Some((i, raw)), Some(b)) = (&copies[mi], ctx.bases) {
             let (name, n) = copy_from_parent(w, b.parent(), *i, raw)?;
@@ -675,6 +676,15 @@ fn backup_user<W: Write>(
             if since.is_some_and(|s| msg.changed.is_some_and(|c| c.secs < s.secs)) {
                 let rec = w.add_unread(msg);
                 stats.unread += 1;
+                stats.messages += 1;
+                stats.bytes += rec.message.content.size;
+                records.push(rec);
+                continue;
+            }
+            // A stored message the store shares between mailboxes (mdbox copy, sdbox hard
+            // link) is read once per backup.
+            if let Some(prev) = msg.storage_key.and_then(|k| shared.get(&k)) {
+                let rec = w.add_copy(&user_name, &meta.name, msg, prev)?;
                 stats.messages += 1;
                 stats.bytes += rec.message.content.size;
                 records.push(rec);
@@ -739,6 +749,9 @@ fn backup_user<W: Write>(
             rec.message.from = hdr.from;
             rec.message.subject = hdr.subject;
             rec.message.message_id = hdr.message_id;
+            if let Some(k) = rec.message.storage_key {
+                shared.insert(k, rec.clone());
+            }
             stats.messages += 1;
             stats.bytes += rec.message.content.size;
             if stats.messages.is_multiple_of(256) {

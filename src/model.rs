@@ -451,6 +451,11 @@ pub struct MessageMeta {
     /// seen by the scan; used by `backup --since`, never stored.
     #[serde(skip)]
     pub changed: Option<Timestamp>,
+    /// The store's own identity of the stored message, when the store shares one stored
+    /// message between mailboxes (mdbox map UID, sdbox file inode): a backup reads such a
+    /// message once. Never stored.
+    #[serde(skip)]
+    pub storage_key: Option<u64>,
 }
 
 /// Everything known about one mailbox except its messages.

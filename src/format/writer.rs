@@ -585,6 +585,65 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(loc)
     }
 
+    /// Record a message whose bytes are those of `prev`, a record this archive made earlier
+    /// (a message the store shares between mailboxes: an mdbox copy, an sdbox hard link),
+    /// without reading them again: a hard-link member to `prev`'s member, the same data
+    /// member for a message in parts, or the same reference.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn add_copy(
+        &mut self,
+        user: &Name,
+        mailbox: &Name,
+        mut meta: MessageMeta,
+        prev: &MessageRecord,
+    ) -> Result<MessageRecord> {
+        meta.content = prev.message.content.clone();
+        meta.from.clone_from(&prev.message.from);
+        meta.subject.clone_from(&prev.message.subject);
+        meta.message_id.clone_from(&prev.message.message_id);
+        self.stats.messages += 1;
+        self.stats.message_bytes += meta.content.size;
+        if prev.is_external() {
+            self.stats.referenced += 1;
+            return Ok(MessageRecord {
+                archive: prev.archive.clone(),
+                archive_loc: prev.archive_loc,
+                ..MessageRecord::bare(meta)
+            });
+        }
+        if prev.in_parts() {
+            return Ok(MessageRecord {
+                loc: prev.loc,
+                ..MessageRecord::bare_at(prev.member.clone(), meta)
+            });
+        }
+        let member = message_member(user, mailbox, meta.uid);
+        let target = prev.link.clone().unwrap_or_else(|| prev.member.clone());
+        let (mode, uid, gid) = meta
+            .owner
+            .map(|o| (o.mode, o.uid, o.gid))
+            .unwrap_or((0o600, 0, 0));
+        let h = MemberHeader {
+            path: &member,
+            kind: EntryType::Link,
+            link: Some(&target),
+            size: 0,
+            mtime: meta.received.secs,
+            mode,
+            uid,
+            gid,
+        };
+        self.header(&h)?;
+        self.end_member()?;
+        Ok(MessageRecord {
+            link: Some(target),
+            loc: prev.loc,
+            ..MessageRecord::bare_at(member, meta)
+        })
+    }
+
     /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
     /// bytes is recorded with a reference instead of being stored ([`Self::add_message`]).
     pub fn set_chain_content(&mut self, chain: HashMap<[u8; 32], ContentRef>) {

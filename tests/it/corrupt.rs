@@ -236,6 +236,7 @@ fn hostile_names_in_an_archive_are_refused() {
             received: Timestamp { secs: 1, nanos: 0 },
             saved: None,
             changed: None,
+            storage_key: None,
             size_physical: 3,
             size_virtual: None,
             pop3_uidl: None,

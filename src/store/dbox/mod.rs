@@ -442,6 +442,7 @@ fn message_meta(
             secs: md.ctime().max(md.mtime()),
             nanos: 0,
         }),
+        storage_key: None,
     })
 }
 
@@ -565,6 +566,12 @@ impl StoreReader for DboxReader {
             let found = self
                 .message_of(mb, r.uid, map_uid)
                 .and_then(|(msg, _, path, md)| {
+                    // One stored message shared by mailboxes: the map UID (mdbox), the
+                    // inode of a hard-linked u.N file (sdbox).
+                    let key = match map_uid {
+                        Some(m) => Some(u64::from(m)),
+                        None => (md.nlink() > 1).then(|| md.ino()),
+                    };
                     message_meta(
                         IndexFacts {
                             uid: r.uid,
@@ -577,6 +584,10 @@ impl StoreReader for DboxReader {
                         &md,
                         self.is_mdbox(),
                     )
+                    .map(|mut m| {
+                        m.storage_key = key;
+                        m
+                    })
                     .map_err(|e| Error::store(&path, e.to_string()))
                 });
             match found {

@@ -528,5 +528,6 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
             secs: md.ctime().max(md.mtime()),
             nanos: 0,
         }),
+        storage_key: None,
     }
 }
