@@ -131,6 +131,12 @@ struct Known {
     at: Option<ContentRef>,
 }
 
+/// What the bases hold: bytes by SHA-256 and where, and the SHA-256 of their blobs.
+type ChainContent = (
+    HashMap<[u8; 32], ContentRef>,
+    std::collections::HashSet<[u8; 32]>,
+);
+
 /// The base archives of an incremental, opened.
 struct Bases {
     archives: Vec<Archive>,
@@ -157,14 +163,16 @@ impl Bases {
         })
     }
 
-    /// Bytes any base holds, by SHA-256.
-    fn content(&self) -> Result<HashMap<[u8; 32], ContentRef>> {
+    /// Bytes any base holds, by SHA-256, and the blobs (1.2) the bases' current messages
+    /// use that a base holds.
+    fn content(&self) -> Result<ChainContent> {
         let archives = &self.archives;
         let mut content = HashMap::new();
+        let mut used = std::collections::HashSet::new();
         // Only bytes of the bases' current messages (not of their deleted-mail records):
         // a merge of the chain up to a base holds exactly those, so a later incremental
         // never refers to bytes a synthetic full dropped. Oldest first, so that the newest
-        // holder of equal bytes wins.
+        // holder of equal bytes wins. The same goes for blobs.
         for a in archives.iter().rev() {
             for i in 0..a.dir.mailboxes.len() {
                 let cat = a.catalog(i)?;
@@ -172,23 +180,24 @@ impl Bases {
                     if let (Some(at), Ok(sha)) = (content_ref(a, r), sha_bytes(r)) {
                         content.insert(sha, at);
                     }
-                }
-            }
-            // Blobs (1.2) are never stored again either.
-            for b in &a.dir.blobs {
-                let mut sha = [0u8; 32];
-                if hex::decode_to_slice(&b.sha256, &mut sha).is_ok() {
-                    content.insert(
-                        sha,
-                        ContentRef {
-                            archive: a.manifest().archive_id.clone(),
-                            loc: b.loc,
-                        },
-                    );
+                    for p in &r.message.content.parts {
+                        if let Some(b) = &p.blob {
+                            used.insert(b.clone());
+                        }
+                    }
                 }
             }
         }
-        Ok(content)
+        let mut blobs = std::collections::HashSet::new();
+        for a in archives {
+            for b in &a.dir.blobs {
+                let mut sha = [0u8; 32];
+                if used.contains(&b.sha256) && hex::decode_to_slice(&b.sha256, &mut sha).is_ok() {
+                    blobs.insert(sha);
+                }
+            }
+        }
+        Ok((content, blobs))
     }
 
     fn parent(&self) -> &Archive {
@@ -693,7 +702,8 @@ fn backup_user<W: Write>(
             if let Some(b) = ctx.bases
                 && !b.content_given.get()
             {
-                w.set_chain_content(b.content()?);
+                let (content, blobs) = b.content()?;
+                w.set_chain_content(content, blobs);
                 b.content_given.set(true);
             }
             let mut body = match reader.open_body(h, &msg) {

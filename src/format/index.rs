@@ -52,7 +52,7 @@ pub struct ParentRef {
 /// Description of the backed-up store.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Source {
-    /// Store format: `maildir` (later `sdbox`, `mdbox`).
+    /// Store format: `maildir`, `sdbox` or `mdbox`.
     pub store: String,
     /// Dovecot mail_location used, as given.
     pub location: String,
@@ -333,7 +333,8 @@ pub struct MailboxEntry {
     pub catalog_of: Option<String>,
 }
 
-/// An attachment stored apart (format 1.2): the member `attachments/<sha256>`.
+/// A blob (format 1.2): an attachment stored once per archive chain, the member
+/// `blobs/<sha256>`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlobEntry {
     /// SHA-256 (hex) of the blob's bytes.

@@ -328,6 +328,10 @@ fn fill_derived(rec: &mut MailboxRecord) {
     for m in &mut rec.deleted {
         m.message.fill_derived_guid();
         if m.member.is_empty() && !m.is_external() {
+            if let Some(d) = &m.message.content.data {
+                m.member = format!("{PARTS_DIR}/{}", d.sha256);
+                continue;
+            }
             m.member = super::writer::deleted_member(
                 &rec.user,
                 &rec.mailbox.name,
@@ -1011,6 +1015,7 @@ impl Scan {
             }
         }
         let mut stats = super::index::ArchiveStats::default();
+        let mut data_members = std::collections::HashSet::new();
         for c in cats.iter().chain(gone_cats.iter()) {
             stats.deleted += c.deleted.len() as u64;
             for m in &c.messages {
@@ -1018,6 +1023,12 @@ impl Scan {
                 stats.message_bytes += m.message.content.size;
                 if m.is_external() {
                     stats.referenced += 1;
+                } else if let Some(d) = &m.message.content.data {
+                    // A data member (1.2) is stored once, whatever refers to it.
+                    if data_members.insert(d.sha256.clone()) {
+                        stats.bodies += 1;
+                        stats.stored_bytes += d.size;
+                    }
                 } else if m.link.is_none() {
                     stats.bodies += 1;
                     stats.stored_bytes += m.message.content.size;

@@ -65,6 +65,10 @@ pub struct ArchiveWriter<W: Write> {
     /// Blobs stored in this archive (1.2).
     blobs: Vec<BlobEntry>,
     blob_stored: std::collections::HashSet<[u8; 32]>,
+    /// Blobs the chain holds (an incremental does not store them again).
+    chain_blobs: std::collections::HashSet<[u8; 32]>,
+    /// Data members (1.2) stored in this archive: SHA-256 -> (member, location).
+    parts_stored: HashMap<[u8; 32], (String, Location)>,
     users: Vec<UserMeta>,
     mailboxes: Vec<MailboxEntry>,
     gone: Vec<MailboxEntry>,
@@ -249,6 +253,8 @@ impl<W: Write> ArchiveWriter<W> {
             chain: HashMap::new(),
             blobs: Vec::new(),
             blob_stored: std::collections::HashSet::new(),
+            chain_blobs: std::collections::HashSet::new(),
+            parts_stored: HashMap::new(),
             users: Vec::new(),
             mailboxes: Vec::new(),
             gone: Vec::new(),
@@ -516,7 +522,7 @@ impl<W: Write> ArchiveWriter<W> {
                     format!("blob {sha}: wrong SHA-256"),
                 ));
             }
-            if self.blob_stored.contains(&digest) || self.chain.contains_key(&digest) {
+            if self.blob_stored.contains(&digest) || self.chain_blobs.contains(&digest) {
                 continue;
             }
             let path = format!("{BLOBS_DIR}/{sha}");
@@ -544,7 +550,9 @@ impl<W: Write> ArchiveWriter<W> {
         self.stats.messages += 1;
         self.stats.message_bytes += size;
         let member = format!("{PARTS_DIR}/{data_sha}");
-        if let Some((target, loc)) = self.stored.get(&digest).cloned() {
+        // Only a `parts/` member is reused, so that the member of a record in parts can
+        // always be derived from its data hash (spec 5.5, 6.5).
+        if let Some((target, loc)) = self.parts_stored.get(&digest).cloned() {
             return Ok(MessageRecord {
                 loc: Some(loc),
                 ..MessageRecord::bare_at(target, meta)
@@ -555,7 +563,9 @@ impl<W: Write> ArchiveWriter<W> {
             return Ok(MessageRecord::referring(meta, r));
         }
         let loc = self.add_data_member(&member, data)?;
-        self.stored.insert(digest, (member.clone(), loc));
+        self.parts_stored.insert(digest, (member.clone(), loc));
+        // A later message stored whole with these very bytes may link to it (4.3).
+        self.stored.entry(digest).or_insert((member.clone(), loc));
         self.stats.bodies += 1;
         self.stats.stored_bytes += data.len() as u64;
         Ok(MessageRecord {
@@ -646,8 +656,14 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
     /// bytes is recorded with a reference instead of being stored ([`Self::add_message`]).
-    pub fn set_chain_content(&mut self, chain: HashMap<[u8; 32], ContentRef>) {
+    /// `blobs`: the blobs (1.2) the chain holds, by SHA-256; they are not stored again.
+    pub fn set_chain_content(
+        &mut self,
+        chain: HashMap<[u8; 32], ContentRef>,
+        blobs: std::collections::HashSet<[u8; 32]>,
+    ) {
         self.chain = chain;
+        self.chain_blobs = blobs;
     }
 
     /// Record a message whose bytes another archive holds (`meta.content` must be filled

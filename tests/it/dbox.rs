@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::dovecot::{Dovecot, attachment_message, pseudo_random_bytes};
+use crate::dovecot::{Dovecot, attachment_message, pseudo_random_bytes, shared_attachment};
 use crate::util::{
     Workspace, assert_text_eq, copy_dir_links, files_under, maildump, report, run, run_ok,
 };
@@ -810,4 +810,67 @@ fn damaged_index_log() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// Members of an archive's tar stream (`tar -tv` lines).
+fn tar_listing(archive: &Path) -> String {
+    let out = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc '{}' | tar -tvf -", archive.display())),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Incrementals of a dbox+SIS store: a new message carrying an attachment the full already
+/// holds, a flag change and an expunge. The incremental stores the new message's data but
+/// no blob, reads no unchanged message, and the chain restores to what Dovecot reports.
+#[test]
+fn dbox_sis_incremental_stores_no_attachment_twice() {
+    for t in [sdbox_template(), mdbox_template()] {
+        let ws = Workspace::new();
+        let dc = sis_dovecot(&ws.join("src"), &t.dc.location);
+        copy_dir_links(&t.dc.home_root, &dc.home_root).expect("copy template store");
+        dc.fix_ownership();
+        let full = ws.join("full.mdump");
+        run_ok(&mut backup_cmd(&dc, true, &full));
+        let listing = tar_listing(&full);
+        assert!(listing.contains(" blobs/"), "{listing}");
+        let again = attachment_message(
+            "alice",
+            90,
+            "The shared attachment again",
+            &[("again.bin", &shared_attachment())],
+        );
+        dc.save("alice", "INBOX", &again);
+        dc.doveadm(
+            "alice",
+            &["flags", "add", "\\Answered", "mailbox", "Work", "uid", "1"],
+        );
+        dc.doveadm("alice", &["expunge", "mailbox", "INBOX", "uid", "1"]);
+        let inc = ws.join("inc.mdump");
+        let mut cmd = backup_cmd(&dc, true, &inc);
+        cmd.arg("--base").arg(&full);
+        let out = run_ok(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("1 distinct bodies stored"), "{err}");
+        let listing = tar_listing(&inc);
+        assert!(
+            !listing.contains(" blobs/") && listing.contains(" parts/"),
+            "the incremental must store the new message's data and no attachment:\n{listing}"
+        );
+        let out = run_ok(maildump().arg("verify").arg(&full).arg(&inc));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK: chain of 2 archives"));
+        let dst = sis_dovecot(&ws.join("dst"), &t.dc.location);
+        let mut cmd = restore_cmd(&full, &dst);
+        cmd.arg(&inc).args(["--attachment-dir", ATT_DIR]);
+        run_ok(&mut cmd);
+        for u in USERS {
+            assert_text_eq(
+                &format!("[{}] user {u}: chain restore", t.dc.location),
+                &dc.snapshot(u),
+                &dst.snapshot(u),
+            );
+        }
+    }
 }
