@@ -34,7 +34,8 @@
 #   5. one message with an externalised attachment (user = first user, INBOX, the middle
 #      one of those with a non-text attachment): maildump cat (checked byte for byte
 #      against the corpus file) versus tar --zstd -xO of the members that hold it (the
-#      m.N storage file and its attachment files; reassembling the message is extra);
+#      m.N storage file and every hard link of its attachment files, since tar keeps the
+#      data under the first name it met; reassembling the message is extra);
 #   6. sanity (untimed apart from a single run each): maildump verify A.mdump; maildump
 #      restore --user USER into WORK/restore; then per mailbox `doveadm mailbox status
 #      messages uidnext uidvalidity guid` and per message `doveadm fetch mailbox uid guid
@@ -306,17 +307,22 @@ EOF
 PICK_MFILE=$(grep -l -i -F "Message-ID: $PICK_MSGID" "$HOMES/$PICK_USER"/mdbox/storage/m.* | head -n1 || true)
 [[ -n $PICK_MFILE ]] || die "no storage file of $PICK_USER holds Message-ID $PICK_MSGID"
 MEMBERS=("./$PICK_USER/mdbox/storage/$(basename "$PICK_MFILE")")
+ATT_MEMBERS=()
 for h in "${PICK_SHA1[@]}"; do
     p=$(grep -a -o -m1 -E "${h:0:2}/${h:2:2}/$h-[0-9a-f]+" "$PICK_MFILE" | head -n1 || true)
     if [[ -n $p && -f $HOMES/$PICK_USER/attachments/$p ]]; then
-        MEMBERS+=("./$PICK_USER/attachments/$p")
+        # tar stores the data of a hard-linked file once, under the name it met first (the
+        # others are link entries, which -xO prints as nothing): name every link.
+        mapfile -t links < <(cd "$HOMES" && find "./$PICK_USER/attachments" -samefile "./$PICK_USER/attachments/$p" | LC_ALL=C sort)
+        MEMBERS+=("${links[@]}")
+        ATT_MEMBERS+=("$(printf '%s\n' "${links[@]}")")
     else
         log "warning: attachment sha1 $h of $PICK_PATH not found as an X path in $PICK_MFILE (inline?)"
     fi
 done
-NPICK_ATT=$(( ${#MEMBERS[@]} - 1 ))
-MEMBERS_BYTES=0
-for m in "${MEMBERS[@]}"; do MEMBERS_BYTES=$((MEMBERS_BYTES + $(stat -c %s "$HOMES/$m"))); done
+NPICK_ATT=${#ATT_MEMBERS[@]}
+MEMBERS_BYTES=$(stat -c %s "$PICK_MFILE")
+for a in "${ATT_MEMBERS[@]}"; do MEMBERS_BYTES=$((MEMBERS_BYTES + $(stat -c %s "$HOMES/${a%%$'\n'*}"))); done
 log "retrieval target: $PICK_USER INBOX uid $PICK_UID ($PICK_BYTES bytes, $NPICK_ATT externalised attachments) in ${MEMBERS[0]}"
 
 CAT_CMP=
@@ -332,8 +338,11 @@ else
     FAIL+=("maildump cat failed: $(tr '\n' ' ' < "$T/cat.err")")
 fi
 # tar extracts the same members it archived.
-for m in "${MEMBERS[@]}"; do
-    tar --zstd -xOf "$TARZ" "$m" | cmp -s - "$HOMES/$m" || die "tar -xO $m differs from the store"
+tar --zstd -xOf "$TARZ" "${MEMBERS[0]}" | cmp -s - "$PICK_MFILE" || die "tar -xO ${MEMBERS[0]} differs from the store"
+for a in "${ATT_MEMBERS[@]}"; do
+    mapfile -t links <<< "$a"
+    tar --zstd -xOf "$TARZ" "${links[@]}" | cmp -s - "$HOMES/${links[0]}" \
+        || die "tar -xO ${links[*]} (links of one inode) differs from the store"
 done
 
 MEMBERS_Q=$(for m in "${MEMBERS[@]}"; do printf ' %s' "$(q "$m")"; done)
@@ -397,7 +406,7 @@ set -e
 SECS[restore]=$(secs "$t0" "$t1")
 (( RESTORE_RC == 0 )) || FAIL+=("maildump restore --user $PICK_USER exited $RESTORE_RC: $(tail -n3 "$T/restore.out" | tr '\n' ' ')")
 
-CHECK_STATUS="not run"; CHECK_FETCH="not run"; CHECK_OWNER="not run"; CHECK_SAVE="not run"
+CHECK_STATUS="not run"; CHECK_FETCH="not run"; CHECK_OWNER="not run"; CHECK_SAVE="not run"; CHECK_MODE="not run"
 # fetch_list HOME: one line per message, \Recent (session state) dropped from the flags.
 FETCH_FIELDS='mailbox uid guid flags date.received size.physical size.virtual'
 fetch_list() {
@@ -435,9 +444,15 @@ if [[ -d $RHOME ]]; then
     if (( NOT_OWNED == NOT_OWNED_ORIG )); then
         CHECK_OWNER="ok: every path owned by $MAIL_UID:$MAIL_UID as in the original"
     else
-        CHECK_OWNER="$NOT_OWNED paths not owned by $MAIL_UID:$MAIL_UID (original: $NOT_OWNED_ORIG), e.g. $(find "$RHOME" \( ! -user "$MAIL_UID" -o ! -group "$MAIL_UID" \) -printf '%P (%u:%g %m)\n' | head -n 3 | tr '\n' ';')"
-        FAIL+=("restored tree of $PICK_USER: $CHECK_OWNER")
+        CHECK_OWNER="**$NOT_OWNED paths not owned by $MAIL_UID:$MAIL_UID (original: $NOT_OWNED_ORIG), e.g. $(find "$RHOME" \( ! -user "$MAIL_UID" -o ! -group "$MAIL_UID" \) -printf '%P (%u:%g %m)\n' | awk 'NR <= 3' | paste -sd, | sed 's/,/, /g')**"
+        FAIL+=("restored tree of $PICK_USER: ${CHECK_OWNER//\*/}")
     fi
+    # Modes under attachments/ (same relative paths in both trees), for information.
+    (cd "$HOMES/$PICK_USER/attachments" && find . -printf '%p %m\n' | LC_ALL=C sort) > "$T/attmode.orig"
+    { (cd "$RHOME/attachments" && find . -printf '%p %m\n' | LC_ALL=C sort) || true; } > "$T/attmode.restore"
+    LC_ALL=C join "$T/attmode.orig" "$T/attmode.restore" | awk '$2 != $3' > "$T/attmode.diff"
+    ATT_MODE_DIFF=$(wc -l < "$T/attmode.diff")
+    CHECK_MODE="$ATT_MODE_DIFF of $(wc -l < "$T/attmode.orig") paths differ in mode$( (( ATT_MODE_DIFF == 0 )) || echo " (original → restored: $(awk '{ print $2 " → " $3 }' "$T/attmode.diff" | sort | uniq -c | sort -rn | awk '{ printf "%s%s %s %s: %d", (NR > 1 ? ", " : ""), $2, $3, $4, $1 }'); e.g. \`$(head -n1 "$T/attmode.diff")\`)")"
     # A new message with a new (random, seeded) attachment must be saveable.
     python3 - > "$T/new.eml" <<'EOF'
 import random
@@ -457,8 +472,10 @@ EOF
     if (( SAVE_RC == 0 )); then
         CHECK_SAVE="ok: doveadm save of a message with a new attachment succeeded"
     else
-        CHECK_SAVE="FAILED (doveadm exit $SAVE_RC): $(head -n1 "$T/save.err" | cut -c1-400)"
-        FAIL+=("doveadm save into the restored $PICK_USER failed: $(head -n1 "$T/save.err" | cut -c1-400)")
+        # the cause is at the end of Dovecot's error line
+        SAVE_ERR=$(head -n1 "$T/save.err" | sed -E 's/.*(mkdir_parents|open|write|link)\(/\1(/' | cut -c1-300)
+        CHECK_SAVE="**FAILED** (doveadm exit $SAVE_RC): $SAVE_ERR (full message: $T/save.err)"
+        FAIL+=("doveadm save of a message with a new attachment into the restored $PICK_USER failed: $SAVE_ERR")
     fi
 fi
 COMMANDS+=("USER=$PICK_USER HOME=... doveadm -c $(q "$CONF") mailbox status 'messages uidnext uidvalidity guid' '*'   # original vs restored")
@@ -525,7 +542,7 @@ REPORT=$REPO/bench/results-dbox-latest.md
     echo "## One-message retrieval"
     echo
     echo "user \`$PICK_USER\`, INBOX, uid $PICK_UID ($PICK_BYTES bytes, $NPICK_ATT externalised attachment(s)), Message-ID \`$PICK_MSGID\`."
-    echo "tar extracts the members that hold it (${#MEMBERS[@]} files, $(mb "$MEMBERS_BYTES") MB: \`${MEMBERS[*]}\`); reassembling the message from them is not included."
+    echo "tar extracts the members that hold it (the m.N file and every hard link of each attachment file, as tar keeps the data under the first link it met: ${#MEMBERS[@]} names, $(mb "$MEMBERS_BYTES") MB of data: \`${MEMBERS[*]}\`); reassembling the message from them is not included."
     echo
     echo "| tool | median ms | mean ± sd ms | × tar |"
     echo "|---|---|---|---|"
@@ -543,6 +560,7 @@ REPORT=$REPO/bench/results-dbox-latest.md
     echo "| doveadm mailbox status (messages uidnext uidvalidity guid), restored vs original | $CHECK_STATUS |"
     echo "| doveadm fetch ($FETCH_FIELDS), restored vs original | $CHECK_FETCH |"
     echo "| ownership of the restored tree | $CHECK_OWNER |"
+    echo "| modes under attachments/, restored vs original (information) | $CHECK_MODE |"
     echo "| doveadm save with a new attachment into the restored user | $CHECK_SAVE |"
     echo
     echo "## Commands"
