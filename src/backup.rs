@@ -408,7 +408,6 @@ pub fn backup<W: Write>(
     let mut stats = BackupStats::default();
     let ctx = Ctx {
         opts,
-        split: minor >= FORMAT_MINOR_ATTACHMENTS,
         bases: bases.as_ref(),
         created: &created,
     };
@@ -498,8 +497,6 @@ fn empty_mailbox(name: &Name) -> MailboxMeta {
 
 struct Ctx<'a> {
     opts: &'a BackupOptions,
-    /// Attachments are stored apart (format 1.2).
-    split: bool,
     bases: Option<&'a Bases>,
     created: &'a str,
 }
@@ -737,25 +734,31 @@ fn backup_user<W: Write>(
             if let Some((fname, new)) = body.renamed_to.take() {
                 reader.reflag(&meta.keywords, &mut msg, fname, new);
             }
-            let mut sniff = Sniffer {
-                inner: &mut body.file,
-                head: Vec::new(),
-                done: false,
+            let (mut rec, head) = match &body.split {
+                Some(p) => {
+                    let head = p.data[..p.data.len().min(SNIFF)].to_vec();
+                    let rec = w.add_message_in_parts(
+                        msg,
+                        &p.data,
+                        p.parts.clone(),
+                        &p.blobs,
+                        &body.path,
+                    )?;
+                    (rec, head)
+                }
+                None => {
+                    let mut sniff = Sniffer {
+                        inner: &mut body.file,
+                        head: Vec::new(),
+                        done: false,
+                    };
+                    let rec = w.add_message(
+                        &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
+                    )?;
+                    (rec, sniff.head)
+                }
             };
-            let mut rec = match &body.split {
-                Some(p) if ctx.split => w.add_message_in_parts(
-                    msg,
-                    &mut sniff,
-                    &p.data,
-                    p.parts.clone(),
-                    &p.blobs,
-                    &body.path,
-                )?,
-                _ => w.add_message(
-                    &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
-                )?,
-            };
-            let hdr = crate::headers::parse(&sniff.head);
+            let hdr = crate::headers::parse(&head);
             rec.message.from = hdr.from;
             rec.message.subject = hdr.subject;
             rec.message.message_id = hdr.message_id;

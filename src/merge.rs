@@ -165,19 +165,18 @@ pub fn merge<W: Write>(
                 let res = chain.require(at, &cat, r)?;
                 let mut meta = r.message.clone();
                 meta.content.sha256 = res.sha256.clone();
-                let mut body = fetch(chain, &mut cursors, &res, &item)?;
                 let rec = if res.stored.is_some() {
                     // Kept in parts: the attachments stay stored once (1.2).
                     let (data, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
                     w.add_message_in_parts(
                         meta,
-                        &mut body,
                         &data,
                         res.parts.clone(),
                         &blobs,
                         std::path::Path::new(&item),
                     )?
                 } else {
+                    let mut body = fetch(chain, &mut cursors, &res, &item)?;
                     w.add_message(
                         &user,
                         &cat.mailbox.name,

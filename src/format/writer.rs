@@ -480,35 +480,38 @@ impl<W: Write> ArchiveWriter<W> {
         })
     }
 
-    /// Store a message in parts (format 1.2, spec 6.8): `full` (the complete message) is
-    /// hashed for the record's `content`; the archive stores `data` (the message without
-    /// its blob parts) as the member `parts/<sha256>`, and each blob of `parts` (whose bytes
-    /// `blobs` holds, in order) as `blobs/<sha256>`, each at most once per archive chain.
-    /// The parts must put `full` back together exactly.
+    /// Store a message in parts (format 1.2, spec 6.8): the archive stores `data` (the
+    /// message without its blob parts) as the member `parts/<sha256>`, and each blob of
+    /// `parts` (whose bytes `blobs` holds, in order) as `blobs/<sha256>`, each at most once
+    /// per archive chain. The message is put together from its parts once, for its SHA-256;
+    /// when `meta.content` already names a size (and a hash), the result must match them.
     ///
     /// # Errors
-    /// Parts that do not give `full` back ([`Error::StoreDamaged`] naming `source_name`),
-    /// read and write errors.
+    /// Parts that do not give the message back ([`Error::StoreDamaged`] naming
+    /// `source_name`), write errors.
     pub fn add_message_in_parts(
         &mut self,
         mut meta: MessageMeta,
-        full: &mut dyn ReadSeek,
         data: &[u8],
         parts: Vec<crate::model::Part>,
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let mut hasher = Sha256::new();
-        let size = hash_stream(full, &mut hasher, source_name)?;
-        let full_sha = hex::encode(hasher.finalize());
-        let put_together = super::parts::assemble(&parts, data, blobs)
+        let full = super::parts::assemble(&parts, data, blobs)
             .map_err(|e| Error::store(source_name, format!("message parts: {e}")))?;
-        if put_together.len() as u64 != size
-            || hex::encode(Sha256::digest(&put_together)) != full_sha
+        let size = full.len() as u64;
+        let full_sha = hex::encode(Sha256::digest(&full));
+        drop(full);
+        let want = &meta.content;
+        if (want.size != 0 && want.size != size)
+            || (!want.sha256.is_empty() && want.sha256 != full_sha)
         {
             return Err(Error::store(
                 source_name,
-                "message parts do not give the message back",
+                format!(
+                    "the message put together from its parts ({size} bytes) is not the message recorded ({} bytes)",
+                    want.size
+                ),
             ));
         }
         let mut blob_bytes = blobs.iter();

@@ -303,6 +303,74 @@ impl DboxMessage {
 pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<DboxMessage> {
     const WHAT: &str = "dbox message";
     let off = to_usize(offset, WHAT)?;
+    let head = data.get(off..).ok_or_else(|| {
+        invalid(
+            WHAT,
+            format_args!("offset {off} past the end of the file ({})", data.len()),
+        )
+    })?;
+    let (body_start, body_len) = parse_message_header(head, hdr, offset)?;
+    let body_end = to_usize(body_len, WHAT)
+        .ok()
+        .and_then(|l| body_start.checked_add(l))
+        .and_then(|e| e.checked_add(off))
+        .filter(|&e| e <= data.len())
+        .ok_or_else(|| {
+            invalid(
+                WHAT,
+                format_args!(
+                    "truncated body at offset {off}: body of {body_len} bytes at {} exceeds file size {}",
+                    off.saturating_add(body_start),
+                    data.len()
+                ),
+            )
+        })?;
+    let (meta, meta_len) =
+        parse_metadata(data.get(body_end..).unwrap_or_default(), offset, body_end)?;
+    Ok(DboxMessage {
+        offset,
+        size: to_u64(body_end.saturating_add(meta_len).saturating_sub(off)),
+        body_offset: to_u64(off.saturating_add(body_start)),
+        body_len,
+        meta,
+    })
+}
+
+/// Parse a message from two pieces read separately, without its body: `head`, the bytes
+/// from the message header at `offset` on (at least the message header), and `tail`, the
+/// bytes from the end of its body on (the metadata block). Returns the message and where
+/// its body starts and ends (file offsets), so a reader can read the metadata of large
+/// messages without reading their bodies.
+pub fn parse_message_split(
+    head: &[u8],
+    tail: &[u8],
+    hdr: &FileHeader,
+    offset: u64,
+) -> Result<DboxMessage> {
+    const WHAT: &str = "dbox message";
+    let (body_start, body_len) = parse_message_header(head, hdr, offset)?;
+    let body_offset = offset
+        .checked_add(to_u64(body_start))
+        .ok_or_else(|| invalid(WHAT, "offset overflow"))?;
+    let body_end = body_offset
+        .checked_add(body_len)
+        .ok_or_else(|| invalid(WHAT, "offset overflow"))?;
+    let (meta, meta_len) = parse_metadata(tail, offset, to_usize(body_end, WHAT)?)?;
+    Ok(DboxMessage {
+        offset,
+        size: body_end
+            .saturating_add(to_u64(meta_len))
+            .saturating_sub(offset),
+        body_offset,
+        body_len,
+        meta,
+    })
+}
+
+/// The message header at the start of `h` (the message at file offset `offset`): the
+/// header's length and the body's length.
+pub fn parse_message_header(h: &[u8], hdr: &FileHeader, offset: u64) -> Result<(usize, u64)> {
+    const WHAT: &str = "dbox message";
     let hsz = usize::try_from(hdr.msg_header_size)
         .map_err(|_| invalid(WHAT, "message header size too large"))?;
     if hsz < MSG_HEADER_SIZE as usize {
@@ -311,28 +379,22 @@ pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<Db
             format_args!("message header size {hsz} < 30"),
         ));
     }
-    let body_start = off
-        .checked_add(hsz)
-        .ok_or_else(|| invalid(WHAT, format_args!("offset overflow at {off}")))?;
-    let h = data.get(off..body_start).ok_or_else(|| {
+    let h = h.get(..hsz).ok_or_else(|| {
         invalid(
             WHAT,
-            format_args!(
-                "truncated message header at offset {off} (file size {})",
-                data.len()
-            ),
+            format_args!("truncated message header at offset {offset}"),
         )
     })?;
     if h.get(..2) != Some(MAGIC_PRE.as_slice()) {
         return Err(invalid(
             WHAT,
-            format_args!("bad header magic at offset {off}"),
+            format_args!("bad header magic at offset {offset}"),
         ));
     }
     if h.last() != Some(&b'\n') {
         return Err(invalid(
             WHAT,
-            format_args!("message header at offset {off} does not end with LF"),
+            format_args!("message header at offset {offset} does not end with LF"),
         ));
     }
     let size_hex = h
@@ -341,40 +403,35 @@ pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<Db
     let body_len = parse_hex_u64(size_hex).ok_or_else(|| {
         invalid(
             WHAT,
-            format_args!("invalid body size in header at offset {off}"),
+            format_args!("invalid body size in header at offset {offset}"),
         )
     })?;
-    let body_end = to_usize(body_len, WHAT)
-        .ok()
-        .and_then(|l| body_start.checked_add(l))
-        .filter(|&e| e <= data.len())
-        .ok_or_else(|| {
-            invalid(
-                WHAT,
-                format_args!(
-                    "truncated body at offset {off}: body of {body_len} bytes at {body_start} exceeds file size {}",
-                    data.len()
-                ),
-            )
-        })?;
-    let meta_start = body_end
-        .checked_add(MAGIC_POST.len())
-        .ok_or_else(|| invalid(WHAT, "offset overflow"))?;
-    if data.get(body_end..meta_start) != Some(MAGIC_POST.as_slice()) {
+    Ok((hsz, body_len))
+}
+
+/// Metadata lines of a message: key byte and value.
+type MetaLines = Vec<(u8, Vec<u8>)>;
+
+/// The metadata block at the start of `t` (the bytes right after a body that ends at file
+/// offset `body_end`, of the message at `offset`): its lines and its length.
+fn parse_metadata(t: &[u8], offset: u64, body_end: usize) -> Result<(MetaLines, usize)> {
+    const WHAT: &str = "dbox message";
+    if t.get(..MAGIC_POST.len()) != Some(MAGIC_POST.as_slice()) {
         return Err(invalid(
             WHAT,
-            format_args!("message at offset {off}: missing metadata magic at offset {body_end}"),
+            format_args!("message at offset {offset}: missing metadata magic at offset {body_end}"),
         ));
     }
     let mut meta = Vec::new();
-    let mut pos = meta_start;
+    let mut pos = MAGIC_POST.len();
     loop {
-        let rest = data.get(pos..).unwrap_or_default();
+        let rest = t.get(pos..).unwrap_or_default();
         let nl = rest.iter().position(|&c| c == b'\n').ok_or_else(|| {
             invalid(
                 WHAT,
                 format_args!(
-                    "message at offset {off}: missing end-of-metadata line after offset {pos}"
+                    "message at offset {offset}: missing end-of-metadata line after offset {}",
+                    body_end.saturating_add(pos)
                 ),
             )
         })?;
@@ -385,13 +442,7 @@ pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<Db
             Some((&k, v)) => meta.push((k, v.to_vec())),
         }
     }
-    Ok(DboxMessage {
-        offset,
-        size: to_u64(pos.saturating_sub(off)),
-        body_offset: to_u64(body_start),
-        body_len,
-        meta,
-    })
+    Ok((meta, pos))
 }
 
 /// All messages of a file in order (mdbox `m.N`; for sdbox exactly one).

@@ -62,7 +62,8 @@ pub struct DboxReader {
 #[derive(Default)]
 struct Scanned {
     guid: Option<String>,
-    map_uids: HashMap<u32, u32>,
+    /// Where each message's body is: file, offset, length.
+    bodies: HashMap<u32, (PathBuf, u64, u64)>,
 }
 
 /// What mdbox's `dovecot.map.index` says about one map UID.
@@ -171,21 +172,17 @@ impl DboxReader {
         Ok(())
     }
 
-    /// Read a whole file, from the primary root or else the alternate root.
-    fn read_mail_file(&self, rel: &Path) -> Result<(Vec<u8>, PathBuf, fs::Metadata)> {
+    /// Open a mail file, from the primary root or else the alternate root.
+    fn open_mail_file(&self, rel: &Path) -> Result<(File, PathBuf)> {
         let primary = self.root.join(rel);
-        match fs::read(&primary) {
-            Ok(d) => {
-                let md = fs::metadata(&primary).at(&primary)?;
-                return Ok((d, primary, md));
-            }
+        match File::open(&primary) {
+            Ok(f) => return Ok((f, primary)),
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {}
             Err(e) => return Err(Error::io(primary, e)),
         }
         let alt = self.alt.as_ref().map(|a| a.join(rel)).unwrap_or(primary);
-        let d = fs::read(&alt).at(&alt)?;
-        let md = fs::metadata(&alt).at(&alt)?;
-        Ok((d, alt, md))
+        let f = File::open(&alt).at(&alt)?;
+        Ok((f, alt))
     }
 
     /// The map index (mdbox), read once.
@@ -221,50 +218,56 @@ impl DboxReader {
             .and_then(|m| m.entries.get(&map_uid).copied()))
     }
 
-    /// Read one mdbox message's bytes (header through metadata) at its map location.
-    fn read_mdbox_message(
-        &self,
-        e: MapEntry,
-    ) -> Result<(file::DboxMessage, Vec<u8>, PathBuf, fs::Metadata)> {
-        let rel = Path::new(STORAGE_DIR).join(format!("m.{}", e.file_id));
-        let mut path = self.root.join(&rel);
-        let f = match File::open(&path) {
-            Ok(f) => f,
-            Err(err) if err.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {
-                path = self.alt.as_ref().map(|a| a.join(&rel)).unwrap_or(path);
-                File::open(&path).at(&path)?
-            }
-            Err(err) => return Err(Error::io(path, err)),
+    /// Read the metadata of the message whose header is at `offset` in `f` and whose
+    /// bytes end at `end`, without reading its body (two small reads).
+    fn read_message(
+        f: &File,
+        path: &Path,
+        hdr: &file::FileHeader,
+        offset: u64,
+        end: u64,
+    ) -> Result<file::DboxMessage> {
+        let item = |e: &dyn std::fmt::Display| {
+            Error::store(path, format!("message at offset {offset}: {e}"))
         };
-        let md = f.metadata().at(&path)?;
-        let mut head = vec![0u8; 64.min(md.len() as usize)];
-        f.read_exact_at(&mut head, 0).at(&path)?;
-        let hdr = file::parse_file_header(&head).map_err(|err| damaged(&path, &err))?;
-        let mut data = vec![0u8; e.size as usize];
-        f.read_exact_at(&mut data, u64::from(e.offset))
-            .map_err(|err| {
-                Error::store(
-                    &path,
-                    format!(
-                        "message at offset {} ({} bytes) cannot be read: {err}",
-                        e.offset, e.size
-                    ),
-                )
-            })?;
-        let msg = file::parse_message_at(&data, &hdr, 0)
-            .map_err(|err| Error::store(&path, format!("message at offset {}: {err}", e.offset)))?;
-        Ok((msg, data, path, md))
+        let span = end
+            .checked_sub(offset)
+            .ok_or_else(|| item(&"ends before it starts"))?;
+        let mut head = vec![0u8; usize::try_from(span.min(4096)).unwrap_or(4096)];
+        f.read_exact_at(&mut head, offset).map_err(|e| item(&e))?;
+        if span <= head.len() as u64 {
+            // Small: all of it is in hand.
+            let mut m = file::parse_message_at(&head, hdr, 0).map_err(|e| item(&e))?;
+            m.offset += offset;
+            m.body_offset += offset;
+            return Ok(m);
+        }
+        // The body length is in the header; the metadata follows the body.
+        let (hsz, body_len) =
+            file::parse_message_header(&head, hdr, offset).map_err(|e| item(&e))?;
+        let body_end = offset
+            .checked_add(hsz as u64)
+            .and_then(|b| b.checked_add(body_len))
+            .ok_or_else(|| item(&"body length overflows"))?;
+        if body_end > end {
+            return Err(item(&format!(
+                "truncated: its body runs to offset {body_end}, past the end of its data at {end}"
+            )));
+        }
+        let mut tail = vec![0u8; usize::try_from(end - body_end).unwrap_or(0)];
+        f.read_exact_at(&mut tail, body_end).map_err(|e| item(&e))?;
+        file::parse_message_split(&head, &tail, hdr, offset).map_err(|e| item(&e))
     }
 
-    /// The dbox message of a record: its parsed form, the bytes it was parsed from, the
-    /// file's path and metadata.
+    /// The dbox message of a record, read without its body: its parsed form, the file's
+    /// path and metadata.
     fn message_of(
         &self,
         mb: &MailboxHandle,
         uid: u32,
         map_uid: Option<u32>,
-    ) -> Result<(file::DboxMessage, Vec<u8>, PathBuf, fs::Metadata)> {
-        match map_uid {
+    ) -> Result<(file::DboxMessage, PathBuf, fs::Metadata)> {
+        let (rel, range) = match map_uid {
             Some(m) => {
                 let Some(e) = self.map_entry(m)? else {
                     return Err(Error::store(
@@ -275,23 +278,29 @@ impl DboxReader {
                         ),
                     ));
                 };
-                self.read_mdbox_message(e)
+                (
+                    Path::new(STORAGE_DIR).join(format!("m.{}", e.file_id)),
+                    Some((u64::from(e.offset), u64::from(e.offset) + u64::from(e.size))),
+                )
             }
-            None => {
-                let rel = mb
-                    .dir
+            None => (
+                mb.dir
                     .strip_prefix(&self.root)
                     .unwrap_or(&mb.dir)
                     .join(MAILS_DIR)
-                    .join(format!("u.{uid}"));
-                let (data, path, md) = self.read_mail_file(&rel)?;
-                let (_, msgs) = file::parse_all(&data).map_err(|e| damaged(&path, &e))?;
-                let Some(msg) = msgs.into_iter().next() else {
-                    return Err(Error::store(&path, "no message in the file"));
-                };
-                Ok((msg, data, path, md))
-            }
-        }
+                    .join(format!("u.{uid}")),
+                None,
+            ),
+        };
+        let (f, path) = self.open_mail_file(&rel)?;
+        let md = f.metadata().at(&path)?;
+        let mut head = vec![0u8; usize::try_from(md.len().min(64)).unwrap_or(64)];
+        f.read_exact_at(&mut head, 0).at(&path)?;
+        let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, &e))?;
+        // sdbox: the one message runs from the file header to the end of the file.
+        let (offset, end) = range.unwrap_or((hdr.len as u64, md.len()));
+        let msg = Self::read_message(&f, &path, &hdr, offset, end)?;
+        Ok((msg, path, md))
     }
 
     /// The attachment file of one part: sdbox adds `-<mailbox GUID>-<UID>` to the name.
@@ -536,7 +545,7 @@ impl StoreReader for DboxReader {
         let guid = mailbox_guid(&idx);
         let mut seen = Scanned {
             guid: guid.clone(),
-            map_uids: HashMap::new(),
+            bodies: HashMap::new(),
         };
         for r in &idx.records {
             let mut kws: Vec<u32> = r.keywords.clone();
@@ -558,14 +567,13 @@ impl StoreReader for DboxReader {
                 }
                 _ => (None, None),
             };
-            if let Some(m) = map_uid {
-                seen.map_uids.insert(r.uid, m);
-            }
             // A damaged message file is left out and named; the rest of the mailbox is
             // backed up.
             let found = self
                 .message_of(mb, r.uid, map_uid)
-                .and_then(|(msg, _, path, md)| {
+                .and_then(|(msg, path, md)| {
+                    seen.bodies
+                        .insert(r.uid, (path.clone(), msg.body_offset, msg.body_len));
                     // One stored message shared by mailboxes: the map UID (mdbox), the
                     // inode of a hard-linked u.N file (sdbox).
                     let key = match map_uid {
@@ -619,91 +627,79 @@ impl StoreReader for DboxReader {
         if !self.scanned.borrow().contains_key(&mb.dir) {
             self.scan(mb)?;
         }
-        let (guid, map_uid) = {
+        let (guid, at) = {
             let s = self.scanned.borrow();
             let s = s.get(&mb.dir);
             (
                 s.and_then(|s| s.guid.clone()),
-                s.and_then(|s| s.map_uids.get(&msg.uid.0).copied()),
+                s.and_then(|s| s.bodies.get(&msg.uid.0).cloned()),
             )
         };
-        let map_uid = if self.is_mdbox() {
-            match map_uid {
-                Some(m) => Some(m),
-                None => {
-                    return Err(Error::io(
-                        mb.dir.join(MAILS_DIR),
-                        io::Error::new(
-                            io::ErrorKind::NotFound,
-                            format!("UID {} was expunged during the backup", msg.uid),
-                        ),
-                    ));
-                }
-            }
-        } else {
-            None
-        };
-        let (dm, data, path, _) = self.message_of(mb, msg.uid.0, map_uid)?;
-        let start = usize::try_from(dm.body_offset).unwrap_or(usize::MAX);
-        let end = start.saturating_add(usize::try_from(dm.body_len).unwrap_or(usize::MAX));
-        let Some(body) = data.get(start..end) else {
-            return Err(Error::store(
-                &path,
-                "message body runs past the end of the file",
+        let Some((path, offset, len)) = at else {
+            return Err(Error::io(
+                mb.dir.join(MAILS_DIR),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("UID {} was not found by the scan", msg.uid),
+                ),
             ));
         };
-        let parts = dm
-            .sis_parts()
-            .map_err(|e| Error::store(&path, format!("UID {}: {e}", msg.uid)))?;
-        let (bytes, split) = if parts.is_empty() {
-            (body.to_vec(), None)
-        } else {
-            let item = |e: &dyn std::fmt::Display| {
-                Error::store(&path, format!("mailbox {} UID {}: {e}", mb.name, msg.uid))
-            };
-            let mut blobs = Vec::with_capacity(parts.len());
-            for p in &parts {
-                blobs.push(
-                    self.attachment_bytes(p, guid.as_deref(), msg.uid.0)
-                        .map_err(|e| item(&e))?,
-                );
-            }
-            let mut out = Vec::with_capacity(msg.content.size as usize);
-            let mut next = blobs.iter();
-            let n = file::rebuild(
-                body,
-                &parts,
-                &mut |_| {
-                    next.next().cloned().ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidData, "attachment count")
-                    })
-                },
-                &mut out,
+        let f = File::open(&path).at(&path)?;
+        let mut body = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        f.read_exact_at(&mut body, offset).map_err(|e| {
+            Error::store(
+                &path,
+                format!(
+                    "mailbox {} UID {}: body cannot be read: {e}",
+                    mb.name, msg.uid
+                ),
             )
-            .map_err(|e| item(&e))?;
-            if n != dm.plaintext_size() {
-                return Err(item(&format!(
-                    "rebuilt message is {n} bytes, Dovecot recorded {}",
-                    dm.plaintext_size()
-                )));
-            }
-            let layout = archive_parts(&parts, body.len() as u64, &blobs);
-            (
-                out,
-                Some(InParts {
-                    data: body.to_vec(),
-                    parts: layout,
-                    blobs,
-                }),
-            )
+        })?;
+        let refs = msg.dbox_attachments();
+        if refs.is_empty() {
+            return Ok(OpenedBody {
+                len: body.len() as u64,
+                file: Box::new(Cursor::new(body)),
+                path,
+                renamed_to: None,
+                split: None,
+            });
+        }
+        let item = |e: &dyn std::fmt::Display| {
+            Error::store(&path, format!("mailbox {} UID {}: {e}", mb.name, msg.uid))
         };
-        let len = bytes.len() as u64;
+        let parts: Vec<file::SisPart> = refs
+            .iter()
+            .map(sis_part)
+            .collect::<Option<_>>()
+            .ok_or_else(|| item(&"bad attachment reference"))?;
+        // Dovecot's own account of the full size: the body plus each attachment's text.
+        let full = len + parts.iter().map(|p| p.size).sum::<u64>();
+        if full != msg.content.size {
+            return Err(item(&format!(
+                "attachment references give {full} bytes, Dovecot recorded {}",
+                msg.content.size
+            )));
+        }
+        let mut blobs = Vec::with_capacity(parts.len());
+        for p in &parts {
+            blobs.push(
+                self.attachment_bytes(p, guid.as_deref(), msg.uid.0)
+                    .map_err(|e| item(&e))?,
+            );
+        }
+        let layout = archive_parts(&parts, len, &blobs);
+        // The complete message is put together by the archive writer (one pass).
         Ok(OpenedBody {
-            file: Box::new(Cursor::new(bytes)),
+            file: Box::new(Cursor::new(Vec::new())),
             path,
-            len,
+            len: full,
             renamed_to: None,
-            split,
+            split: Some(InParts {
+                data: body,
+                parts: layout,
+                blobs,
+            }),
         })
     }
 
