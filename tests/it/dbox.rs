@@ -298,6 +298,27 @@ fn check_sis_files(src: &Dovecot, dst: &Dovecot) {
             problems.push(format!(
                 "{u}: restored store has an unknown attachment {hash}"
             ));
+        } // Dovecot must be able to add attachments later: every file and directory under
+        // the attachment directory belongs to the mail user, directories 0700.
+        for p in walk_all(&dst.home(u).join("attachments")) {
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.uid() != dst.uid || md.gid() != dst.gid {
+                problems.push(format!(
+                    "{u}: {} owned by {}:{}, not {}:{}",
+                    p.display(),
+                    md.uid(),
+                    md.gid(),
+                    dst.uid,
+                    dst.gid
+                ));
+            }
+            if md.is_dir() && md.mode() & 0o777 != 0o700 {
+                problems.push(format!(
+                    "{u}: {} mode {:o}, not 700",
+                    p.display(),
+                    md.mode() & 0o777
+                ));
+            }
         }
     }
     assert!(
@@ -305,6 +326,23 @@ fn check_sis_files(src: &Dovecot, dst: &Dovecot) {
         "SIS files after restore:\n{}",
         problems.join("\n")
     );
+}
+
+/// Every path under `root`, `root` included.
+fn walk_all(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir()
+            && let Ok(rd) = fs::read_dir(&out[i])
+        {
+            let mut kids: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            kids.sort();
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A fresh SIS Dovecot of the same kind as `t` (`location` may differ).

@@ -225,10 +225,10 @@ impl DboxWriter {
                 p.path.clone()
             };
             let dest = dir.join(&name);
+            // Directories as Dovecot makes them: the mail owner's, 0700, every level.
+            let dir_owner = owner.map(|o| Owner { mode: 0o700, ..o });
             if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).at(parent)?;
-                self.st
-                    .chown(parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
+                self.st.mkdir_all(parent, dir_owner)?;
             }
             let link = file::hash_link_path(&p.path).map(|l| dir.join(l));
             // Already there with the same bytes (an earlier message or restore): keep it.
@@ -251,9 +251,7 @@ impl DboxWriter {
                     File::open(&dest).and_then(|f| f.sync_all()).at(&dest)?;
                     if let Some(l) = &link {
                         if let Some(parent) = l.parent() {
-                            fs::create_dir_all(parent).at(parent)?;
-                            self.st
-                                .chown(parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
+                            self.st.mkdir_all(parent, dir_owner)?;
                         }
                         if !l.exists() {
                             fs::hard_link(&dest, l).at(l)?;
