@@ -531,6 +531,25 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     }
     let mut bodies = std::collections::HashSet::new();
     let blobs: HashMap<&String, ()> = archive.dir.blobs.iter().map(|b| (&b.sha256, ())).collect();
+    // Blobs first, so that each message whose attachment is damaged can be named.
+    let mut bad_blobs = std::collections::HashSet::new();
+    for b in &archive.dir.blobs {
+        let problem = match by_loc.get(&b.loc) {
+            None => Some(format!(
+                "blob {}: bytes lost (frame {} offset {})",
+                b.sha256, b.loc.frame, b.loc.offset
+            )),
+            Some(m) => {
+                let got = m.sha256.map(hex::encode).unwrap_or_default();
+                (got != b.sha256 || m.size != b.size)
+                    .then(|| format!("blob {}: SHA-256 mismatch (read {got})", b.sha256))
+            }
+        };
+        if let Some(p) = problem {
+            rep.damage.push(p);
+            bad_blobs.insert(b.sha256.clone());
+        }
+    }
     let n = archive.dir.mailboxes.len();
     for i in 0..n + archive.dir.gone.len() {
         let (e, cat) = if i < n {
@@ -595,25 +614,13 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 .iter()
                 .filter_map(|p| p.blob.as_ref())
             {
-                if !blobs.contains_key(sha) && archive.manifest().parent.is_none() {
+                if bad_blobs.contains(sha) {
+                    rep.damage
+                        .push(format!("{item}: its attachment (blob {sha}) is damaged"));
+                } else if !blobs.contains_key(sha) && archive.manifest().parent.is_none() {
                     rep.damage.push(format!(
                         "{item}: its attachment (blob {sha}) is not in the archive"
                     ));
-                }
-            }
-        }
-    }
-    for b in &archive.dir.blobs {
-        match by_loc.get(&b.loc) {
-            None => rep.damage.push(format!(
-                "blob {}: bytes lost (frame {} offset {})",
-                b.sha256, b.loc.frame, b.loc.offset
-            )),
-            Some(m) => {
-                let got = m.sha256.map(hex::encode).unwrap_or_default();
-                if got != b.sha256 || m.size != b.size {
-                    rep.damage
-                        .push(format!("blob {}: SHA-256 mismatch (read {got})", b.sha256));
                 }
             }
         }

@@ -899,6 +899,26 @@ fn dbox_sis_incremental_stores_no_attachment_twice() {
         );
         let out = run_ok(maildump().arg("verify").arg(&full).arg(&inc));
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK: chain of 2 archives"));
+        // Without the full, the new message's attachment is in no archive given: named.
+        let out = run_ok(maildump().arg("list").arg("--json").arg(&full).arg(&inc));
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("The shared attachment again"))
+            .map(str::to_string)
+            .expect("new message listed");
+        let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let mut cmd = maildump();
+        cmd.arg("cat")
+            .arg(&inc)
+            .args(["--user", "alice", "--mailbox", "INBOX", "--uid"])
+            .arg(j["uid"].to_string());
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(8), "{}", report(&cmd, &out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("attachment (blob"),
+            "{}",
+            report(&cmd, &out)
+        );
         let dst = sis_dovecot(&ws.join("dst"), &t.dc.location);
         let mut cmd = restore_cmd(&full, &dst);
         cmd.arg(&inc).args(["--attachment-dir", ATT_DIR]);
@@ -911,4 +931,67 @@ fn dbox_sis_incremental_stores_no_attachment_twice() {
             );
         }
     }
+}
+
+/// `verify` names every message whose attachment (blob) is damaged, and `cat` of an
+/// incremental without the archive holding a blob names the missing attachment.
+#[test]
+fn verify_names_messages_of_a_damaged_attachment() {
+    let ws = Workspace::new();
+    let store = ws.join("sdbox-store");
+    copy_dir_links(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/sdbox-store"),
+        &store,
+    )
+    .unwrap();
+    let archive = ws.join("a.mdump");
+    run_ok(
+        maildump()
+            .args(["backup", "--location", "sdbox:~/sdbox", "--home"])
+            .arg(format!("{}/%u", store.display()))
+            .args(["--attachment-dir", ATT_DIR, "--all-users", "--quiet"])
+            .args(["--frame-target", "512", "-o"])
+            .arg(&archive),
+    );
+    let bytes = fs::read(&archive).unwrap();
+    let starts: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == [0x28, 0xb5, 0x2f, 0xfd])
+        .map(|(i, _)| i)
+        .collect();
+    assert!(starts.len() > 3, "small frames expected");
+    let mut named = 0;
+    for (k, &at) in starts.iter().enumerate() {
+        let mut bad = bytes.clone();
+        bad[at + 12] ^= 0x55;
+        let damaged = ws.join(format!("bad{k}.mdump"));
+        fs::write(&damaged, &bad).unwrap();
+        let mut cmd = maildump();
+        cmd.arg("verify").arg(&damaged);
+        let out = run(&mut cmd);
+        assert_no_panic(&cmd, &out);
+        assert_eq!(out.status.code(), Some(4), "{}", report(&cmd, &out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let named_here: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("its attachment (blob") && l.contains("is damaged"))
+            .collect();
+        // The attachment shared by INBOX UIDs 2 and 3 and the copy of UID 2 in Work: each
+        // message that needs it is named.
+        if [
+            "mailbox INBOX UID 2:",
+            "mailbox INBOX UID 3:",
+            "mailbox Work UID 1:",
+        ]
+        .iter()
+        .all(|m| named_here.iter().any(|l| l.contains(m)))
+        {
+            named += 1;
+        }
+    }
+    assert_eq!(
+        named, 1,
+        "the frame of the shared attachment names its three messages"
+    );
 }
