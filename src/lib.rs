@@ -1,12 +1,15 @@
 //! maildump: backup and exact restore of Dovecot mail stores.
 //!
 //! The main types:
-//! - [`store`]: reading ([`store::maildir::MaildirReader`]) and writing
-//!   ([`store::maildir::MaildirWriter`]) Dovecot Maildir stores, located with Dovecot's
-//!   `mail_location` syntax ([`store::location::Location`]).
+//! - [`store`]: reading and writing Dovecot stores, located with Dovecot's `mail_location`
+//!   syntax ([`store::location::Location`]): Maildir ([`store::maildir::MaildirReader`],
+//!   [`store::maildir::MaildirWriter`]) and sdbox/mdbox with single-instance attachments
+//!   ([`store::dbox::DboxReader`], [`store::dbox::DboxWriter`]), behind
+//!   [`store::StoreReader`] and [`store::StoreWriter`].
 //! - [`format`]: the archive format: [`format::writer::ArchiveWriter`] writes an archive
 //!   sequentially; [`format::reader::Archive`] reads one through its index, or recovers what
-//!   it can by scanning a damaged one.
+//!   it can by scanning a damaged one; [`chain::Chain`] reads full and incremental archives
+//!   together.
 //! - [`backup`], [`restore`], [`inspect`]: the operations behind the command line.
 //!
 //! ```no_run
