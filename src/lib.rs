@@ -6,7 +6,7 @@
 //!   [`store::maildir::MaildirWriter`]) and sdbox/mdbox with single-instance attachments
 //!   ([`store::dbox::DboxReader`], [`store::dbox::DboxWriter`]), behind
 //!   [`store::StoreReader`] and [`store::StoreWriter`].
-//! - [`format`]: the archive format: [`format::writer::ArchiveWriter`] writes an archive
+//! - [`format`](mod@format): the archive format: [`format::writer::ArchiveWriter`] writes an archive
 //!   sequentially; [`format::reader::Archive`] reads one through its index, or recovers what
 //!   it can by scanning a damaged one; [`chain::Chain`] reads full and incremental archives
 //!   together.

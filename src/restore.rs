@@ -6,7 +6,7 @@
 //!   mail makes the whole restore fail with [`Error::Conflict`] before anything is written.
 //! - **merge**: into existing, possibly live mailboxes: only messages not already there are
 //!   added, with new UIDs from the mailbox's next UID on, under Dovecot's uidlist lock
-//!   ([`MaildirWriter::merge_mailbox`]); a mailbox that does not exist is created as in
+//!   ([`crate::store::maildir::MaildirWriter::merge_mailbox`]); a mailbox that does not exist is created as in
 //!   exact mode. Running the same restore twice adds nothing.
 //! - **side-folder**: into a new folder tree (`Restored/<date>/<name>`, or `--into`), with a
 //!   new mailbox GUID and UIDVALIDITY, so the user can look before moving anything.
