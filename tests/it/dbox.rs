@@ -995,3 +995,32 @@ fn verify_names_messages_of_a_damaged_attachment() {
         "the frame of the shared attachment names its three messages"
     );
 }
+
+/// An sdbox mailbox whose index files are gone: Dovecot shows it empty until a
+/// `force-resync`; the backup says so (exit 1) instead of silently leaving its mail out.
+#[test]
+fn sdbox_mailbox_without_index_is_reported() {
+    let ws = Workspace::new();
+    let store = ws.join("sdbox-store");
+    copy_dir_links(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/sdbox-store"),
+        &store,
+    )
+    .unwrap();
+    fs::remove_file(store.join("carol/sdbox/mailboxes/Work/dbox-Mails/dovecot.index.log")).unwrap();
+    let mut cmd = maildump();
+    cmd.args(["backup", "--location", "sdbox:~/sdbox", "--home"])
+        .arg(format!("{}/%u", store.display()))
+        .args(["--attachment-dir", ATT_DIR, "--all-users", "-o"])
+        .arg(ws.join("a.mdump"));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", report(&cmd, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mailbox Work: 1 message files but no dovecot.index"),
+        "{err}"
+    );
+    // INBOX is complete.
+    let listed = list_json(&ws.join("a.mdump"));
+    assert_eq!(listed.iter().filter(|j| j["mailbox"] == "INBOX").count(), 3);
+}

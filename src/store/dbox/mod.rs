@@ -525,7 +525,23 @@ impl StoreReader for DboxReader {
         let dmd = fs::metadata(&mb.dir).at(&mb.dir)?;
         let idx = self.index_of(mb)?;
         let Some(idx) = idx else {
-            // Never opened by Dovecot: no index, so no UIDVALIDITY and, for Dovecot, no mail.
+            // Never opened by Dovecot: no index, so no UIDVALIDITY and, for Dovecot, no mail
+            // (until a `doveadm force-resync`, which would give new UIDVALIDITY and flags).
+            let files = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.file_name().as_bytes().starts_with(b"u."))
+                        .count()
+                })
+                .unwrap_or(0);
+            if files > 0 {
+                self.warnings.borrow_mut().push(format!(
+                    "user {} mailbox {}: {files} message files but no dovecot.index or dovecot.index.log; Dovecot shows the mailbox empty until `doveadm force-resync`, so its mail is not in the backup ({})",
+                    self.user,
+                    mb.name,
+                    dir.display()
+                ));
+            }
             return Ok((
                 MailboxMeta {
                     name: mb.name.clone(),
