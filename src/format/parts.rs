@@ -43,6 +43,33 @@ pub fn encode(part: &Part, blob: &[u8]) -> Result<Vec<u8>, String> {
 /// encoding (named in the text).
 pub fn assemble(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len() + blobs.iter().map(Vec::len).sum::<usize>() * 2);
+    each_piece(parts, data, blobs, &mut |b| out.extend_from_slice(b))?;
+    Ok(out)
+}
+
+/// The SHA-256 (hex) and length of the message the parts put together, without holding
+/// the whole message.
+///
+/// # Errors
+/// As [`assemble`].
+pub fn digest(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<(String, u64), String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    each_piece(parts, data, blobs, &mut |b| {
+        h.update(b);
+        n += b.len() as u64;
+    })?;
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Hand each piece of the message to `f`, in order.
+fn each_piece(
+    parts: &[Part],
+    data: &[u8],
+    blobs: &[Vec<u8>],
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<(), String> {
     let mut next = blobs.iter();
     for (i, p) in parts.iter().enumerate() {
         match (&p.blob, p.offset) {
@@ -58,7 +85,7 @@ pub fn assemble(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<Vec<u8
                         data.len()
                     )
                 })?;
-                out.extend_from_slice(r);
+                f(r);
             }
             (Some(sha), None) => {
                 let b = next
@@ -71,12 +98,16 @@ pub fn assemble(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<Vec<u8
                         p.size
                     ));
                 }
-                out.extend_from_slice(&encode(p, b).map_err(|e| format!("part {i}: {e}"))?);
+                if p.encoding.is_none() {
+                    f(b);
+                } else {
+                    f(&encode(p, b).map_err(|e| format!("part {i}: {e}"))?);
+                }
             }
             _ => return Err(format!("part {i}: neither a range nor a blob")),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A range part of the data member.
@@ -127,5 +158,11 @@ mod tests {
             ..blob("z".into(), 1, None, false)
         };
         assert!(assemble(&[bad], data, &[b"a".to_vec()]).is_err());
+        let (sha, n) = digest(&parts, data, &[b"abcdef".to_vec(), b"zz".to_vec()]).unwrap();
+        assert_eq!(n, got.len() as u64);
+        assert_eq!(
+            sha,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&got))
+        );
     }
 }

@@ -497,11 +497,8 @@ impl<W: Write> ArchiveWriter<W> {
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let full = super::parts::assemble(&parts, data, blobs)
+        let (full_sha, size) = super::parts::digest(&parts, data, blobs)
             .map_err(|e| Error::store(source_name, format!("message parts: {e}")))?;
-        let size = full.len() as u64;
-        let full_sha = hex::encode(Sha256::digest(&full));
-        drop(full);
         let want = &meta.content;
         if (want.size != 0 && want.size != size)
             || (!want.sha256.is_empty() && want.sha256 != full_sha)
