@@ -532,7 +532,7 @@ impl Chain {
             Some((s, n)) => (s.as_str(), *n),
             None => (r.sha256.as_str(), r.size),
         };
-        let mut stub = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut stub = Vec::with_capacity(crate::model::capacity_hint(size));
         self.archives[r.archive].copy_content(
             &mut cursors[r.archive],
             r.loc,
@@ -544,7 +544,7 @@ impl Chain {
         let mut blobs = Vec::with_capacity(r.blobs.len());
         for (p, &(ai, loc)) in r.parts.iter().filter(|p| p.blob.is_some()).zip(&r.blobs) {
             let sha = p.blob.as_deref().unwrap_or_default();
-            let mut b = Vec::with_capacity(usize::try_from(p.size).unwrap_or(0));
+            let mut b = Vec::with_capacity(crate::model::capacity_hint(p.size));
             self.archives[ai].copy_content(
                 &mut cursors[ai],
                 loc,

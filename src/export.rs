@@ -91,7 +91,7 @@ fn bytes_of(
     cat: &MailboxRecord,
     r: &MessageRecord,
 ) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(usize::try_from(r.message.content.size).unwrap_or(0));
+    let mut buf = Vec::with_capacity(crate::model::capacity_hint(r.message.content.size));
     chain.copy_record(cursors, at, cat, r, &mut buf)?;
     Ok(buf)
 }

@@ -103,6 +103,12 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
+/// A buffer capacity for `n` bytes announced by an archive or a store: at most 64 MiB, so a
+/// hostile or damaged size cannot make an allocation fail (the buffer grows as needed).
+pub fn capacity_hint(n: u64) -> usize {
+    usize::try_from(n.min(64 << 20)).unwrap_or(0)
+}
+
 /// An IMAP message UID.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -299,6 +299,16 @@ impl DboxReader {
         let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, &e))?;
         // sdbox: the one message runs from the file header to the end of the file.
         let (offset, end) = range.unwrap_or((hdr.len as u64, md.len()));
+        if end > md.len() || offset >= end {
+            return Err(Error::store(
+                &path,
+                format!(
+                    "mailbox {} UID {uid}: the map places the message at {offset}..{end}, outside the file ({} bytes)",
+                    mb.name,
+                    md.len()
+                ),
+            ));
+        }
         let msg = Self::read_message(&f, &path, &hdr, offset, end)?;
         Ok((msg, path, md))
     }

@@ -451,7 +451,7 @@ impl StoreWriter for DboxWriter {
             if msg.uid.0 <= last_uid {
                 continue;
             }
-            let mut full = Vec::with_capacity(msg.content.size as usize);
+            let mut full = Vec::with_capacity(crate::model::capacity_hint(msg.content.size));
             if !bodies(i, &mut full)? {
                 stats.lost += 1;
                 continue;
