@@ -312,3 +312,142 @@ fn hostile_names_in_an_archive_are_refused() {
         assert!(!Path::new("/tmp/pwned:2,S").exists());
     }
 }
+
+/// A 1.2 archive whose single-instance attachment path climbs out of the attachment
+/// directory (`../`) or is absolute: restoring into an sdbox with an attachment directory
+/// refuses it (exit 4) and writes nothing outside.
+#[test]
+fn hostile_attachment_paths_are_refused() {
+    use maildump::format::index::{Manifest, Source};
+    use maildump::format::parts;
+    use maildump::format::writer::{ArchiveWriter, WriterOptions};
+    use maildump::model::*;
+    let ws = Workspace::new();
+    for path in ["../../escaped", "/tmp/abs-escape", "ab/../../x"] {
+        let manifest = Manifest {
+            format: "maildump".into(),
+            format_major: 1,
+            format_minor: 2,
+            writer: "test".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            archive_id: "x".into(),
+            parent: None,
+            bases: vec![],
+            since: None,
+            replaces: vec![],
+            source: Source {
+                store: "sdbox".into(),
+                location: "sdbox:~/sdbox".into(),
+                home: None,
+                host: None,
+            },
+        };
+        let file = fs::File::create(ws.join("h.mdump")).unwrap();
+        let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
+        let u = Name::from("carol");
+        let mb = Name::from("INBOX");
+        // "head\n" + base64 of 6 bytes in lines of 4 + "\ntail\n".
+        let data = b"head\n\ntail\n";
+        let blob = b"abcdef".to_vec();
+        let sha = maildump::format::parts::digest(
+            &[parts::blob(String::new(), 6, None, false)],
+            b"",
+            &[blob.clone()],
+        )
+        .unwrap()
+        .0;
+        let layout = vec![
+            parts::range(0, 5),
+            parts::blob(sha, 6, Some(4), false),
+            parts::range(5, 6),
+        ];
+        let meta = MessageMeta {
+            uid: Uid(1),
+            guid: Name::from("0123456789abcdef0123456789abcdef"),
+            flags: Flags::empty(),
+            keywords: vec![],
+            received: Timestamp { secs: 1, nanos: 0 },
+            saved: None,
+            changed: None,
+            storage_key: None,
+            size_physical: 20,
+            size_virtual: None,
+            pop3_uidl: None,
+            pop3_order: None,
+            owner: None,
+            maildir: None,
+            sdbox: Some(DboxFacts {
+                attachments: vec![AttachmentRef {
+                    start: 5,
+                    size: 9,
+                    options: "B4".into(),
+                    path: Name::from(path),
+                }],
+                other: vec![],
+            }),
+            mdbox: None,
+            from: None,
+            subject: None,
+            message_id: None,
+            content: Content::default(),
+        };
+        let rec = w
+            .add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
+            .unwrap();
+        let mbm = MailboxMeta {
+            name: mb.clone(),
+            guid: Some("00112233445566778899aabbccddeeff".into()),
+            uidvalidity: 1,
+            uidnext: 2,
+            keywords: vec![],
+            attributes: vec![],
+            owner: None,
+            uidlist_header_ext: vec![],
+        };
+        w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
+        w.add_user(
+            UserMeta {
+                name: u.clone(),
+                ..Default::default()
+            },
+            vec![mb],
+        )
+        .unwrap();
+        w.finish().unwrap();
+        // The message itself is intact: cat puts it together.
+        let out = run_ok(maildump().arg("cat").arg(ws.join("h.mdump")).args([
+            "--user",
+            "carol",
+            "--mailbox",
+            "INBOX",
+            "--uid",
+            "1",
+        ]));
+        assert_eq!(out.stdout, b"head\nYWJj\nZGVm\ntail\n");
+        let target = ws.join("t");
+        let out = run(maildump()
+            .arg("restore")
+            .arg(ws.join("h.mdump"))
+            .args([
+                "--location",
+                "sdbox:~/sdbox",
+                "--attachment-dir",
+                "~/att",
+                "--home",
+            ])
+            .arg(format!("{}/%u", target.display()))
+            .arg("--quiet"));
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{path:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refused"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!ws.join("escaped").exists() && !Path::new("/tmp/abs-escape").exists());
+    }
+}
