@@ -352,7 +352,7 @@ fn hostile_attachment_paths_are_refused() {
         let sha = maildump::format::parts::digest(
             &[parts::blob(String::new(), 6, None, false)],
             b"",
-            &[blob.clone()],
+            std::slice::from_ref(&blob),
         )
         .unwrap()
         .0;
