@@ -14,25 +14,31 @@ use crate::model::Part;
 pub fn encode(part: &Part, blob: &[u8]) -> Result<Vec<u8>, String> {
     match part.encoding.as_deref() {
         None => Ok(blob.to_vec()),
-        Some("base64") => {
-            let text = base64::engine::general_purpose::STANDARD.encode(blob);
-            let n = part.line.map_or(usize::MAX, |l| l as usize);
-            if n == 0 {
-                return Err("base64 line length 0".into());
-            }
-            let eol: &[u8] = if part.crlf { b"\r\n" } else { b"\n" };
-            let mut out =
-                Vec::with_capacity(text.len() + text.len() / n.min(text.len().max(1)) * 2);
-            for (i, chunk) in text.as_bytes().chunks(n).enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(eol);
-                }
-                out.extend_from_slice(chunk);
-            }
-            Ok(out)
-        }
+        Some("base64") => base64_lines(blob, part.line, part.crlf),
         Some(other) => Err(format!("unknown part encoding {other:?}")),
     }
+}
+
+/// `data` in base64 (standard alphabet, padded), cut into lines of `line` characters (one
+/// line without `line`) joined by LF, or CRLF with `crlf`; no line end after the last.
+///
+/// # Errors
+/// A zero line length.
+pub fn base64_lines(data: &[u8], line: Option<u32>, crlf: bool) -> Result<Vec<u8>, String> {
+    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let n = line.map_or(usize::MAX, |l| l as usize);
+    if n == 0 {
+        return Err("base64 line length 0".into());
+    }
+    let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+    let mut out = Vec::with_capacity(text.len() + text.len() / n.min(text.len().max(1)) * 2);
+    for (i, chunk) in text.as_bytes().chunks(n).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(eol);
+        }
+        out.extend_from_slice(chunk);
+    }
+    Ok(out)
 }
 
 /// Put a message together from its data member and the bytes of its blobs (in the order

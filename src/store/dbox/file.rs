@@ -714,17 +714,8 @@ pub fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
                     format_args!("invalid base64 line length {n}"),
                 ));
             }
-            let n = usize::try_from(n).map_err(|_| invalid("SIS part", "line length too large"))?;
-            let enc = B64.encode(stored);
-            let sep: &[u8] = if part.crlf { b"\r\n" } else { b"\n" };
-            let mut out = Vec::with_capacity(enc.len().saturating_add(enc.len() / n * sep.len()));
-            for (i, line) in enc.as_bytes().chunks(n).enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(sep);
-                }
-                out.extend_from_slice(line);
-            }
-            out
+            crate::format::parts::base64_lines(stored, Some(n), part.crlf)
+                .map_err(|e| invalid("SIS part", e))?
         }
     };
     if to_u64(out.len()) != part.size {
@@ -774,49 +765,81 @@ pub fn decode_part(part: &SisPart, text: &[u8]) -> Result<Vec<u8>> {
     Ok(stored)
 }
 
+/// The parts (format 1.2) of a message Dovecot stored with its attachments outside: ranges
+/// of the dbox body (`body_len` bytes) between the attachments, and the attachments as
+/// blobs with their stored lengths and SHA-256 (`blobs`, in part order).
+///
+/// # Errors
+/// Overlapping or malformed parts, a part that starts beyond the body.
+pub fn layout(
+    parts: &[SisPart],
+    body_len: u64,
+    blobs: impl IntoIterator<Item = (String, u64)>,
+) -> Result<Vec<crate::model::Part>> {
+    use crate::format::parts::{blob, range};
+    validate_parts(parts)?;
+    let mut out = Vec::with_capacity(parts.len() * 2 + 1);
+    let (mut data_off, mut full_off) = (0u64, 0u64);
+    for (p, (sha, len)) in parts.iter().zip(blobs) {
+        let gap = p.start.saturating_sub(full_off);
+        if gap > 0 {
+            out.push(range(data_off, gap));
+            data_off += gap;
+        }
+        if data_off > body_len {
+            return Err(invalid(
+                "SIS parts",
+                format_args!(
+                    "{}: start {} beyond the end of the body ({body_len} bytes)",
+                    p.path, p.start
+                ),
+            ));
+        }
+        out.push(blob(sha, len, p.base64_line_len, p.crlf));
+        full_off = p.start + p.size;
+    }
+    if body_len > data_off {
+        out.push(range(data_off, body_len - data_off));
+    }
+    Ok(out)
+}
+
 /// Rebuild the full message from the dbox body and the attachments
-/// (`fetch(part)` returns the stored file bytes). Writes to `out`; returns the
-/// bytes written, which should equal [`DboxMessage::plaintext_size`].
+/// (`fetch(part)` returns the stored file bytes), through [`layout`] and the archive's own
+/// assembly ([`crate::format::parts::assemble`]). Writes to `out`; returns the bytes
+/// written, which equal the body plus each part's `size`, as Dovecot counted them.
+///
+/// # Errors
+/// Malformed parts, a stored attachment whose text is not `size` bytes, `fetch` and
+/// write errors.
 pub fn rebuild(
     body: &[u8],
     parts: &[SisPart],
     fetch: &mut dyn FnMut(&SisPart) -> Result<Vec<u8>>,
     out: &mut dyn std::io::Write,
 ) -> Result<u64> {
-    validate_parts(parts)?;
-    let mut emitted: u64 = 0;
-    let mut body_pos: usize = 0;
-    for p in parts {
-        let prefix = to_usize(p.start.saturating_sub(emitted), "SIS rebuild")?;
-        let end = body_pos
-            .checked_add(prefix)
-            .filter(|&e| e <= body.len())
-            .ok_or_else(|| {
-                invalid(
-                    "SIS rebuild",
-                    format_args!(
-                        "{}: start {} beyond the end of the body ({} bytes)",
-                        p.path,
-                        p.start,
-                        body.len()
-                    ),
-                )
-            })?;
-        out.write_all(body.get(body_pos..end).unwrap_or_default())?;
-        body_pos = end;
-        let stored = fetch(p)?;
-        let enc = encode_part(p, &stored)?;
-        out.write_all(&enc)?;
-        emitted = p
-            .start
-            .checked_add(p.size)
-            .ok_or_else(|| invalid("SIS rebuild", "size overflow"))?;
+    let blobs = parts.iter().map(&mut *fetch).collect::<Result<Vec<_>>>()?;
+    let lay = layout(
+        parts,
+        to_u64(body.len()),
+        blobs.iter().map(|b| (String::new(), to_u64(b.len()))),
+    )?;
+    let full = crate::format::parts::assemble(&lay, body, &blobs)
+        .map_err(|e| invalid("SIS rebuild", e))?;
+    let want = parts
+        .iter()
+        .fold(to_u64(body.len()), |a, p| a.saturating_add(p.size));
+    if to_u64(full.len()) != want {
+        return Err(invalid(
+            "SIS rebuild",
+            format_args!(
+                "the attachments give {} bytes, their references {want}",
+                full.len()
+            ),
+        ));
     }
-    let rest = body.get(body_pos..).unwrap_or_default();
-    out.write_all(rest)?;
-    emitted
-        .checked_add(to_u64(rest.len()))
-        .ok_or_else(|| invalid("SIS rebuild", "size overflow"))
+    out.write_all(&full)?;
+    Ok(to_u64(full.len()))
 }
 
 /// Inverse of [`rebuild`], for restoring into a SIS store: given the full

@@ -28,10 +28,8 @@ pub use write::DboxWriter;
 use super::location::{Location, StoreFormat};
 use super::{InParts, MailboxHandle, OpenedBody, StoreReader, mutf7};
 use crate::error::{Error, IoContext, Result};
-use crate::format::parts;
 use crate::model::{
-    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Part,
-    Timestamp, Uid,
+    AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp, Uid,
 };
 use index::MailIndex;
 
@@ -465,32 +463,6 @@ fn message_meta(
     })
 }
 
-/// The parts (format 1.2) of a message Dovecot stored with its attachments outside: ranges
-/// of the dbox body between the attachments, and the attachments as blobs.
-fn archive_parts(sis: &[file::SisPart], body_len: u64, blobs: &[Vec<u8>]) -> Vec<Part> {
-    use sha2::{Digest, Sha256};
-    let mut out = Vec::with_capacity(sis.len() * 2 + 1);
-    let (mut data_off, mut full_off) = (0u64, 0u64);
-    for (p, b) in sis.iter().zip(blobs) {
-        let gap = p.start.saturating_sub(full_off);
-        if gap > 0 {
-            out.push(parts::range(data_off, gap));
-            data_off += gap;
-        }
-        out.push(parts::blob(
-            hex::encode(Sha256::digest(b)),
-            b.len() as u64,
-            p.base64_line_len,
-            p.crlf,
-        ));
-        full_off = p.start + p.size;
-    }
-    if body_len > data_off {
-        out.push(parts::range(data_off, body_len - data_off));
-    }
-    out
-}
-
 /// Dovecot's option text of a part (`-`, `B76`, `CB76`).
 pub(crate) fn options_text(p: &file::SisPart) -> String {
     match p.base64_line_len {
@@ -714,7 +686,13 @@ impl StoreReader for DboxReader {
                     .map_err(|e| item(&e))?,
             );
         }
-        let layout = archive_parts(&parts, len, &blobs);
+        let layout = {
+            use sha2::{Digest, Sha256};
+            let shas = blobs
+                .iter()
+                .map(|b| (hex::encode(Sha256::digest(b)), b.len() as u64));
+            file::layout(&parts, len, shas).map_err(|e| item(&e))?
+        };
         // The complete message is put together by the archive writer (one pass).
         Ok(OpenedBody {
             file: Box::new(Cursor::new(Vec::new())),
