@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::model::Name;
 
 /// On-disk folder layout of a Maildir store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +117,38 @@ impl Location {
             alt,
             attachment_dir: None,
         })
+    }
+
+    /// One on-disk mailbox name component as UTF-8 bytes (mUTF-7 decoded unless `:UTF-8`;
+    /// a component that is not valid mUTF-7 is kept byte for byte, so nothing is lost).
+    pub fn decode_component(&self, c: &[u8]) -> Vec<u8> {
+        if self.utf8 {
+            return c.to_vec();
+        }
+        match super::mutf7::decode(c) {
+            Some(s) => s.into_bytes(),
+            None => c.to_vec(),
+        }
+    }
+
+    /// One UTF-8 mailbox name component as stored on disk (mUTF-7 unless `:UTF-8`).
+    pub fn encode_component(&self, c: &[u8]) -> Vec<u8> {
+        if self.utf8 {
+            return c.to_vec();
+        }
+        match std::str::from_utf8(c) {
+            Ok(s) => super::mutf7::encode(s).into_bytes(),
+            Err(_) => c.to_vec(),
+        }
+    }
+
+    /// A whole on-disk name with `/` between components (subscriptions), as UTF-8.
+    pub fn decode_name(&self, n: &[u8]) -> Name {
+        let parts: Vec<Vec<u8>> = n
+            .split(|&b| b == b'/')
+            .map(|c| self.decode_component(c))
+            .collect();
+        Name::from_bytes(parts.join(&b'/'))
     }
 
     /// The user's home directory, if a template is known.

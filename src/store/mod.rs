@@ -232,6 +232,37 @@ pub struct WriteStats {
     pub bytes: u64,
 }
 
+/// Owner and permission bits of a file's metadata.
+pub(crate) fn owner_of(md: &std::fs::Metadata) -> Owner {
+    use std::os::unix::fs::MetadataExt;
+    Owner {
+        uid: md.uid(),
+        gid: md.gid(),
+        mode: md.mode() & 0o7777,
+    }
+}
+
+/// The subscribed mailbox names of a mail root (`<root>/subscriptions`, the same file in
+/// Maildir and dbox), as IMAP names; none when the file does not exist.
+///
+/// # Errors
+/// An unreadable subscriptions file.
+pub(crate) fn read_subscriptions(
+    loc: &location::Location,
+    root: &std::path::Path,
+) -> Result<Vec<Name>> {
+    let p = root.join("subscriptions");
+    let data = match std::fs::read(&p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(p, e)),
+    };
+    Ok(dovecot::parse_subscriptions(&data)
+        .into_iter()
+        .map(|n| loc.decode_name(&n))
+        .collect())
+}
+
 /// Check one component of a name from an archive before it reaches the file system.
 ///
 /// # Errors

@@ -83,17 +83,6 @@ pub(crate) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Encode one UTF-8 mailbox name component for disk (mUTF-7 unless `:UTF-8`).
-pub(crate) fn encode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
-    if loc.utf8 {
-        return c.to_vec();
-    }
-    match std::str::from_utf8(c) {
-        Ok(s) => super::mutf7::encode(s).into_bytes(),
-        Err(_) => c.to_vec(),
-    }
-}
-
 /// One user's mail root being written.
 pub(crate) struct Stage {
     pub(crate) loc: Location,
@@ -192,6 +181,27 @@ impl Stage {
         Ok(staging)
     }
 
+    /// Move a mailbox built in the work directory `work` to `final_dir` (creating its
+    /// parents with `owner`) and make the rename durable.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn publish(
+        &self,
+        work: &Path,
+        final_dir: &Path,
+        owner: Option<Owner>,
+    ) -> Result<()> {
+        if let Some(parent) = final_dir.parent() {
+            self.mkdir_all(parent, owner)?;
+        }
+        fs::rename(work, final_dir).at(final_dir)?;
+        if let Some(parent) = final_dir.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
     /// Write `data` to `path` through a temporary file, fsync and rename.
     pub(crate) fn write_atomic(
         &self,
@@ -237,7 +247,7 @@ impl Stage {
             let enc: Vec<Vec<u8>> = n
                 .as_bytes()
                 .split(|&b| b == b'/')
-                .map(|c| encode_component(&self.loc, c))
+                .map(|c| self.loc.encode_component(c))
                 .collect();
             let enc = enc.join(&b'/');
             if !existing.contains(&enc) {

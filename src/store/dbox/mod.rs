@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub use write::DboxWriter;
 
 use super::location::{Location, StoreFormat};
-use super::{InParts, MailboxHandle, OpenedBody, StoreReader, mutf7};
+use super::{InParts, MailboxHandle, OpenedBody, StoreReader, owner_of};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{
     AttachmentRef, Content, DboxFacts, Flags, MailboxMeta, MessageMeta, Name, Owner, Timestamp, Uid,
@@ -76,14 +76,6 @@ struct Map {
     entries: HashMap<u32, MapEntry>,
 }
 
-fn owner_of(md: &fs::Metadata) -> Owner {
-    Owner {
-        uid: md.uid(),
-        gid: md.gid(),
-        mode: md.mode() & 0o7777,
-    }
-}
-
 /// An index-format or dbox-format error as a store error naming `path`.
 fn damaged(path: &Path, e: &io::Error) -> Error {
     if e.kind() == io::ErrorKind::InvalidData {
@@ -95,16 +87,6 @@ fn damaged(path: &Path, e: &io::Error) -> Error {
 
 fn hex_guid(b: &[u8]) -> Option<String> {
     (b.len() == 16 && b.iter().any(|&x| x != 0)).then(|| hex::encode(b))
-}
-
-pub(crate) fn decode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
-    if loc.utf8 {
-        return c.to_vec();
-    }
-    match mutf7::decode(c) {
-        Some(s) => s.into_bytes(),
-        None => c.to_vec(),
-    }
 }
 
 impl DboxReader {
@@ -158,7 +140,7 @@ impl DboxReader {
             if !full.is_empty() {
                 full.push(b'/');
             }
-            full.extend_from_slice(&decode_component(&self.loc, &name));
+            full.extend_from_slice(&self.loc.decode_component(&name));
             if path.join(MAILS_DIR).is_dir() {
                 out.push(MailboxHandle {
                     name: Name::from_bytes(full.clone()),
@@ -714,22 +696,7 @@ impl StoreReader for DboxReader {
     }
 
     fn subscriptions(&self) -> Result<Vec<Name>> {
-        let p = self.root.join("subscriptions");
-        let data = match fs::read(&p) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(p, e)),
-        };
-        Ok(super::dovecot::parse_subscriptions(&data)
-            .into_iter()
-            .map(|n| {
-                let parts: Vec<Vec<u8>> = n
-                    .split(|&b| b == b'/')
-                    .map(|c| decode_component(&self.loc, c))
-                    .collect();
-                Name::from_bytes(parts.join(&b'/'))
-            })
-            .collect())
+        super::read_subscriptions(&self.loc, &self.root)
     }
 
     fn root_owner(&self) -> Result<Owner> {

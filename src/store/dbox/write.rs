@@ -31,7 +31,7 @@ use super::{MAILBOXES_DIR, MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
 use crate::store::location::{Location, StoreFormat};
-use crate::store::stage::{Stage, encode_component, sync_dir};
+use crate::store::stage::{Stage, sync_dir};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
 
 /// Largest mdbox storage file written (Dovecot's default `mdbox_rotate_size` is 10 MiB).
@@ -124,10 +124,9 @@ impl DboxWriter {
     fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
         let mut p = root.join(MAILBOXES_DIR);
         for c in name.as_bytes().split(|&b| b == b'/') {
-            p.push(std::ffi::OsStr::from_bytes(&encode_component(
-                &self.st.loc,
-                c,
-            )));
+            p.push(std::ffi::OsStr::from_bytes(
+                &self.st.loc.encode_component(c),
+            ));
         }
         p
     }
@@ -559,13 +558,7 @@ impl StoreWriter for DboxWriter {
         )?;
         sync_dir(&mails)?;
         if staged {
-            if let Some(parent) = final_dir.parent() {
-                self.st.mkdir_all(parent, dir_owner)?;
-            }
-            fs::rename(&work, &final_dir).at(&final_dir)?;
-            if let Some(parent) = final_dir.parent() {
-                sync_dir(parent)?;
-            }
+            self.st.publish(&work, &final_dir, dir_owner)?;
         }
         Ok(stats)
     }

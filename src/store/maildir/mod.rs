@@ -20,7 +20,7 @@ pub use merge::MergeReport;
 pub use write::MaildirWriter;
 
 use super::location::{Layout, Location};
-use super::{MailboxHandle, OpenedBody, StoreReader, mutf7};
+use super::{MailboxHandle, OpenedBody, StoreReader, owner_of};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{
     Content, Flags, MailboxMeta, MaildirMessage, MessageMeta, Name, Owner, Timestamp, Uid,
@@ -31,26 +31,6 @@ use uidlist::{UidRecord, parse_filename};
 pub struct MaildirReader {
     loc: Location,
     root: PathBuf,
-}
-
-fn owner_of(md: &fs::Metadata) -> Owner {
-    Owner {
-        uid: md.uid(),
-        gid: md.gid(),
-        mode: md.mode() & 0o7777,
-    }
-}
-
-/// Decode one on-disk folder name component to UTF-8 bytes.
-fn decode_component(loc: &Location, c: &[u8]) -> Vec<u8> {
-    if loc.utf8 {
-        return c.to_vec();
-    }
-    match mutf7::decode(c) {
-        Some(s) => s.into_bytes(),
-        // Not valid mUTF-7: keep the raw bytes, so nothing is lost.
-        None => c.to_vec(),
-    }
 }
 
 /// Map a flag letter string to flags and keywords.
@@ -187,7 +167,7 @@ impl MaildirReader {
             if !full.is_empty() {
                 full.push(b'/');
             }
-            full.extend_from_slice(&decode_component(&self.loc, &name));
+            full.extend_from_slice(&self.loc.decode_component(&name));
             if Self::is_mailbox_dir(&path) {
                 out.push(MailboxHandle {
                     name: Name::from_bytes(full.clone()),
@@ -303,7 +283,7 @@ impl StoreReader for MaildirReader {
                     }
                     let full: Vec<Vec<u8>> = name[1..]
                         .split(|&b| b == b'.')
-                        .map(|c| decode_component(&self.loc, c))
+                        .map(|c| self.loc.decode_component(c))
                         .collect();
                     found.push(MailboxHandle {
                         name: Name::from_bytes(full.join(&b'/')),
@@ -460,20 +440,7 @@ impl StoreReader for MaildirReader {
     }
 
     fn subscriptions(&self) -> Result<Vec<Name>> {
-        let p = self.root.join("subscriptions");
-        let Some(data) = Self::read_optional(&p)? else {
-            return Ok(Vec::new());
-        };
-        Ok(super::dovecot::parse_subscriptions(&data)
-            .into_iter()
-            .map(|n| {
-                let parts: Vec<Vec<u8>> = n
-                    .split(|&b| b == b'/')
-                    .map(|c| decode_component(&self.loc, c))
-                    .collect();
-                Name::from_bytes(parts.join(&b'/'))
-            })
-            .collect())
+        super::read_subscriptions(&self.loc, &self.root)
     }
 
     fn root_owner(&self) -> Result<Owner> {

@@ -20,7 +20,7 @@ use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
-use crate::store::stage::{BATCH, Pending, Stage, encode_component, sync_dir, to_system_time};
+use crate::store::stage::{BATCH, Pending, Stage, sync_dir, to_system_time};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
 
 /// Writes mailboxes into one user's Maildir.
@@ -56,7 +56,7 @@ impl MaildirWriter {
         let comps: Vec<Vec<u8>> = name
             .as_bytes()
             .split(|&b| b == b'/')
-            .map(|c| encode_component(&self.st.loc, c))
+            .map(|c| self.st.loc.encode_component(c))
             .collect();
         match self.st.loc.layout {
             Layout::MaildirPlusPlus => {
@@ -336,13 +336,7 @@ impl StoreWriter for MaildirWriter {
         }
         sync_dir(&work)?;
         if staged {
-            if let Some(parent) = final_dir.parent() {
-                self.st.mkdir_all(parent, dir_owner)?;
-            }
-            fs::rename(&work, &final_dir).at(&final_dir)?;
-            if let Some(parent) = final_dir.parent() {
-                sync_dir(parent)?;
-            }
+            self.st.publish(&work, &final_dir, dir_owner)?;
         }
         Ok(stats)
     }
