@@ -345,20 +345,7 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn add_json_member(&mut self, path: &str, json: &[u8]) -> Result<()> {
-        let h = MemberHeader {
-            path,
-            kind: EntryType::Regular,
-            link: None,
-            size: json.len() as u64,
-            mtime: self.mtime,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        };
-        self.header(&h)?;
-        self.push(json)?;
-        self.pad(json.len() as u64)?;
-        self.end_member()
+        self.add_data_member(path, json, 0o644).map(|_| ())
     }
 
     /// Store one message of `mailbox` of `user`, reading its bytes from `body`.
@@ -423,23 +410,7 @@ impl<W: Write> ArchiveWriter<W> {
             .unwrap_or((0o600, 0, 0));
 
         if let Some((target, loc)) = self.stored.get(&digest).cloned() {
-            let h = MemberHeader {
-                path: &member,
-                kind: EntryType::Link,
-                link: Some(&target),
-                size: 0,
-                mtime,
-                mode,
-                uid,
-                gid,
-            };
-            self.header(&h)?;
-            self.end_member()?;
-            return Ok(MessageRecord {
-                link: Some(target),
-                loc: Some(loc),
-                ..MessageRecord::bare_at(member, meta)
-            });
+            return self.add_link(member, target, Some(loc), meta);
         }
         if let Some(r) = self.chain.get(&digest).cloned() {
             // Held by an earlier archive of the chain: recorded, not stored again (the
@@ -526,7 +497,7 @@ impl<W: Write> ArchiveWriter<W> {
                 continue;
             }
             let path = format!("{BLOBS_DIR}/{sha}");
-            let loc = self.add_data_member(&path, b)?;
+            let loc = self.add_data_member(&path, b, 0o600)?;
             self.blob_stored.insert(digest);
             self.blobs.push(BlobEntry {
                 sha256: sha.clone(),
@@ -562,7 +533,7 @@ impl<W: Write> ArchiveWriter<W> {
             self.stats.referenced += 1;
             return Ok(MessageRecord::referring(meta, r));
         }
-        let loc = self.add_data_member(&member, data)?;
+        let loc = self.add_data_member(&member, data, 0o600)?;
         self.parts_stored.insert(digest, (member.clone(), loc));
         // A later message stored whole with these very bytes may link to it (4.3).
         self.stored.entry(digest).or_insert((member.clone(), loc));
@@ -574,16 +545,16 @@ impl<W: Write> ArchiveWriter<W> {
         })
     }
 
-    /// Write a regular member holding `data` (a blob or a data member); returns where its
-    /// bytes start.
-    fn add_data_member(&mut self, path: &str, data: &[u8]) -> Result<Location> {
+    /// Write a regular member holding `data` (a blob, a data member, a JSON document) with
+    /// the archive's time and owner 0:0; returns where its bytes start.
+    fn add_data_member(&mut self, path: &str, data: &[u8], mode: u32) -> Result<Location> {
         let h = MemberHeader {
             path,
             kind: EntryType::Regular,
             link: None,
             size: data.len() as u64,
             mtime: self.mtime,
-            mode: 0o600,
+            mode,
             uid: 0,
             gid: 0,
         };
@@ -631,6 +602,17 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let member = message_member(user, mailbox, meta.uid);
         let target = prev.link.clone().unwrap_or_else(|| prev.member.clone());
+        self.add_link(member, target, prev.loc, meta)
+    }
+
+    /// A hard-link member `member` to `target` (whose bytes start at `loc`), and its record.
+    fn add_link(
+        &mut self,
+        member: String,
+        target: String,
+        loc: Option<Location>,
+        meta: MessageMeta,
+    ) -> Result<MessageRecord> {
         let (mode, uid, gid) = meta
             .owner
             .map(|o| (o.mode, o.uid, o.gid))
@@ -649,7 +631,7 @@ impl<W: Write> ArchiveWriter<W> {
         self.end_member()?;
         Ok(MessageRecord {
             link: Some(target),
-            loc: prev.loc,
+            loc,
             ..MessageRecord::bare_at(member, meta)
         })
     }
