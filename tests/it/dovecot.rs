@@ -583,64 +583,42 @@ impl Dovecot {
             "R&D",
             "Gone/Away",
         ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "INBOX",
-            "/private/comment",
-            &format!("inbox comment of {user}"),
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "Work",
-            "/shared/vendor/vendor.dovecot/foo",
-            "shared value",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "Work/Sub",
-            "/private/comment",
-            "multi\nline\twith tab",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "Ünï Box",
-            "/private/comment",
-            "Ünïcödé välue",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "R&D",
-            "/shared/comment",
-            "R&D shared comment",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "-s",
-            "",
-            "/private/vendor/vendor.dovecot/servervalue",
-            &format!("srv-{user}"),
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "-s",
-            "",
-            "/shared/vendor/vendor.dovecot/sharedsrv",
-            "server shared",
-        ]);
+        let (inbox, srv) = (format!("inbox comment of {user}"), format!("srv-{user}"));
+        self.set_metadata(
+            user,
+            &[
+                (Some("INBOX"), "/private/comment", &inbox),
+                (
+                    Some("Work"),
+                    "/shared/vendor/vendor.dovecot/foo",
+                    "shared value",
+                ),
+                (
+                    Some("Work/Sub"),
+                    "/private/comment",
+                    "multi\nline\twith tab",
+                ),
+                (Some("Ünï Box"), "/private/comment", "Ünïcödé välue"),
+                (Some("R&D"), "/shared/comment", "R&D shared comment"),
+                (None, "/private/vendor/vendor.dovecot/servervalue", &srv),
+                (
+                    None,
+                    "/shared/vendor/vendor.dovecot/sharedsrv",
+                    "server shared",
+                ),
+            ],
+        );
+    }
+
+    /// `doveadm mailbox metadata set` for each (mailbox, key, value); `None` is server
+    /// METADATA (`-s ''`).
+    pub fn set_metadata(&self, user: &str, entries: &[(Option<&str>, &str, &str)]) {
+        for (mb, key, value) in entries {
+            match mb {
+                Some(mb) => self.doveadm(user, &["mailbox", "metadata", "set", mb, key, value]),
+                None => self.doveadm(user, &["mailbox", "metadata", "set", "-s", "", key, value]),
+            };
+        }
     }
 
     /// Canonical text of everything Dovecot reports for `user`: mailbox list,
@@ -1062,39 +1040,20 @@ impl Dovecot {
             "Ünï Box",
             "Gone/Away",
         ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "INBOX",
-            "/private/comment",
-            &format!("inbox comment of {user}"),
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "Work",
-            "/shared/vendor/vendor.dovecot/foo",
-            "shared value",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "Ünï Box",
-            "/private/comment",
-            "Ünïcödé välue",
-        ]);
-        da(&[
-            "mailbox",
-            "metadata",
-            "set",
-            "-s",
-            "",
-            "/private/vendor/vendor.dovecot/servervalue",
-            &format!("srv-{user}"),
-        ]);
+        let (inbox, srv) = (format!("inbox comment of {user}"), format!("srv-{user}"));
+        self.set_metadata(
+            user,
+            &[
+                (Some("INBOX"), "/private/comment", &inbox),
+                (
+                    Some("Work"),
+                    "/shared/vendor/vendor.dovecot/foo",
+                    "shared value",
+                ),
+                (Some("Ünï Box"), "/private/comment", "Ünïcödé välue"),
+                (None, "/private/vendor/vendor.dovecot/servervalue", &srv),
+            ],
+        );
         // Flag toggles until Work's transaction log is big enough for Dovecot to write
         // a dovecot.index (about 8 KiB of log).
         let index = self.mailbox_path(user, "Work").join("dovecot.index");
