@@ -190,12 +190,98 @@ fn walk_count(p: &Path) -> usize {
     n
 }
 
+/// An archive at `path` holding one message (UID 1) in `mailbox` of `user`, written through
+/// the library's writer: for names and paths `backup` would never write. `meta` is the
+/// message's metadata; `add` stores it and returns its record.
+fn one_message_archive(
+    path: &Path,
+    store: &str,
+    minor: u16,
+    (user, mailbox, guid): (&str, &str, Option<&str>),
+    add: impl FnOnce(
+        &mut maildump::format::writer::ArchiveWriter<fs::File>,
+        &maildump::model::Name,
+        &maildump::model::Name,
+    ) -> maildump::format::index::MessageRecord,
+) {
+    use maildump::format::index::{Manifest, Source};
+    use maildump::format::writer::{ArchiveWriter, WriterOptions};
+    use maildump::model::*;
+    let manifest = Manifest {
+        format: "maildump".into(),
+        format_major: 1,
+        format_minor: minor,
+        writer: "test".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        archive_id: "x".into(),
+        parent: None,
+        bases: vec![],
+        since: None,
+        replaces: vec![],
+        source: Source {
+            store: store.into(),
+            location: format!("{store}:~/M"),
+            home: None,
+            host: None,
+        },
+    };
+    let file = fs::File::create(path).unwrap();
+    let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
+    let (u, mb) = (Name::from(user), Name::from(mailbox));
+    let rec = add(&mut w, &u, &mb);
+    let mbm = MailboxMeta {
+        name: mb.clone(),
+        guid: guid.map(String::from),
+        uidvalidity: 1,
+        uidnext: 2,
+        keywords: vec![],
+        attributes: vec![],
+        owner: None,
+        uidlist_header_ext: vec![],
+    };
+    w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
+    w.add_user(
+        UserMeta {
+            name: u,
+            ..Default::default()
+        },
+        vec![mb],
+    )
+    .unwrap();
+    w.finish().unwrap();
+}
+
+/// Metadata of UID 1 with nothing but a GUID.
+fn bare_meta(guid: &str) -> maildump::model::MessageMeta {
+    use maildump::model::*;
+    MessageMeta {
+        uid: Uid(1),
+        guid: Name::from(guid),
+        flags: Flags::empty(),
+        keywords: vec![],
+        received: Timestamp { secs: 1, nanos: 0 },
+        saved: None,
+        changed: None,
+        storage_key: None,
+        size_physical: 0,
+        size_virtual: None,
+        pop3_uidl: None,
+        pop3_order: None,
+        owner: None,
+        maildir: None,
+        sdbox: None,
+        mdbox: None,
+        from: None,
+        subject: None,
+        message_id: None,
+        content: Content::default(),
+    }
+}
+
 #[test]
 fn hostile_names_in_an_archive_are_refused() {
     // Build an archive whose user is named "../evil" by editing a store name is impossible
     // (backup refuses such users), so write one through the library's writer directly.
-    use maildump::format::index::{Manifest, Source};
-    use maildump::format::writer::{ArchiveWriter, WriterOptions};
     use maildump::model::*;
     let ws = Workspace::new();
     for (user, mailbox) in [
@@ -206,87 +292,31 @@ fn hostile_names_in_an_archive_are_refused() {
         ("ok", "a/../../b"),
         ("ok", "x\0y"),
     ] {
-        let manifest = Manifest {
-            format: "maildump".into(),
-            format_major: 1,
-            format_minor: 0,
-            writer: "test".into(),
-            created: "2026-01-01T00:00:00Z".into(),
-            archive_id: "x".into(),
-            parent: None,
-            bases: vec![],
-            since: None,
-            replaces: vec![],
-            source: Source {
-                store: "maildir".into(),
-                location: "maildir:~/M".into(),
-                home: None,
-                host: None,
+        one_message_archive(
+            &ws.join("h.mdump"),
+            "maildir",
+            0,
+            (user, mailbox, None),
+            |w, u, mb| {
+                let meta = MessageMeta {
+                    size_physical: 3,
+                    maildir: Some(MaildirMessage {
+                        filename: Name::from("../../../../tmp/pwned:2,S"),
+                        ..Default::default()
+                    }),
+                    ..bare_meta("g")
+                };
+                w.add_message(
+                    u,
+                    mb,
+                    meta,
+                    &mut std::io::Cursor::new(&b"hi\n"[..]),
+                    3,
+                    Path::new("x"),
+                )
+                .unwrap()
             },
-        };
-        let file = fs::File::create(ws.join("h.mdump")).unwrap();
-        let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
-        let u = Name::from(user);
-        let mb = Name::from(mailbox);
-        let meta = MessageMeta {
-            uid: Uid(1),
-            guid: Name::from("g"),
-            flags: Flags::empty(),
-            keywords: vec![],
-            received: Timestamp { secs: 1, nanos: 0 },
-            saved: None,
-            changed: None,
-            storage_key: None,
-            size_physical: 3,
-            size_virtual: None,
-            pop3_uidl: None,
-            pop3_order: None,
-            owner: None,
-            maildir: Some(MaildirMessage {
-                filename: Name::from("../../../../tmp/pwned:2,S"),
-                ..Default::default()
-            }),
-            sdbox: None,
-            mdbox: None,
-            from: None,
-            subject: None,
-            message_id: None,
-            content: Content {
-                sha256: String::new(),
-                size: 0,
-                ..Content::default()
-            },
-        };
-        let rec = w
-            .add_message(
-                &u,
-                &mb,
-                meta,
-                &mut std::io::Cursor::new(&b"hi\n"[..]),
-                3,
-                Path::new("x"),
-            )
-            .unwrap();
-        let mbm = MailboxMeta {
-            name: mb.clone(),
-            guid: None,
-            uidvalidity: 1,
-            uidnext: 2,
-            keywords: vec![],
-            attributes: vec![],
-            owner: None,
-            uidlist_header_ext: vec![],
-        };
-        w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
-        w.add_user(
-            UserMeta {
-                name: u.clone(),
-                ..Default::default()
-            },
-            vec![mb],
-        )
-        .unwrap();
-        w.finish().unwrap();
+        );
         let target = ws.join("t");
         let out = run(maildump()
             .arg("restore")
@@ -318,102 +348,48 @@ fn hostile_names_in_an_archive_are_refused() {
 /// refuses it (exit 4) and writes nothing outside.
 #[test]
 fn hostile_attachment_paths_are_refused() {
-    use maildump::format::index::{Manifest, Source};
     use maildump::format::parts;
-    use maildump::format::writer::{ArchiveWriter, WriterOptions};
     use maildump::model::*;
     let ws = Workspace::new();
     for path in ["../../escaped", "/tmp/abs-escape", "ab/../../x"] {
-        let manifest = Manifest {
-            format: "maildump".into(),
-            format_major: 1,
-            format_minor: 2,
-            writer: "test".into(),
-            created: "2026-01-01T00:00:00Z".into(),
-            archive_id: "x".into(),
-            parent: None,
-            bases: vec![],
-            since: None,
-            replaces: vec![],
-            source: Source {
-                store: "sdbox".into(),
-                location: "sdbox:~/sdbox".into(),
-                home: None,
-                host: None,
+        one_message_archive(
+            &ws.join("h.mdump"),
+            "sdbox",
+            2,
+            ("carol", "INBOX", Some("00112233445566778899aabbccddeeff")),
+            |w, _, _| {
+                // "head\n" + base64 of 6 bytes in lines of 4 + "\ntail\n".
+                let data = b"head\n\ntail\n";
+                let blob = b"abcdef".to_vec();
+                let sha = parts::digest(
+                    &[parts::blob(String::new(), 6, None, false)],
+                    b"",
+                    std::slice::from_ref(&blob),
+                )
+                .unwrap()
+                .0;
+                let layout = vec![
+                    parts::range(0, 5),
+                    parts::blob(sha, 6, Some(4), false),
+                    parts::range(5, 6),
+                ];
+                let meta = MessageMeta {
+                    size_physical: 20,
+                    sdbox: Some(DboxFacts {
+                        attachments: vec![AttachmentRef {
+                            start: 5,
+                            size: 9,
+                            options: "B4".into(),
+                            path: Name::from(path),
+                        }],
+                        other: vec![],
+                    }),
+                    ..bare_meta("0123456789abcdef0123456789abcdef")
+                };
+                w.add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
+                    .unwrap()
             },
-        };
-        let file = fs::File::create(ws.join("h.mdump")).unwrap();
-        let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
-        let u = Name::from("carol");
-        let mb = Name::from("INBOX");
-        // "head\n" + base64 of 6 bytes in lines of 4 + "\ntail\n".
-        let data = b"head\n\ntail\n";
-        let blob = b"abcdef".to_vec();
-        let sha = maildump::format::parts::digest(
-            &[parts::blob(String::new(), 6, None, false)],
-            b"",
-            std::slice::from_ref(&blob),
-        )
-        .unwrap()
-        .0;
-        let layout = vec![
-            parts::range(0, 5),
-            parts::blob(sha, 6, Some(4), false),
-            parts::range(5, 6),
-        ];
-        let meta = MessageMeta {
-            uid: Uid(1),
-            guid: Name::from("0123456789abcdef0123456789abcdef"),
-            flags: Flags::empty(),
-            keywords: vec![],
-            received: Timestamp { secs: 1, nanos: 0 },
-            saved: None,
-            changed: None,
-            storage_key: None,
-            size_physical: 20,
-            size_virtual: None,
-            pop3_uidl: None,
-            pop3_order: None,
-            owner: None,
-            maildir: None,
-            sdbox: Some(DboxFacts {
-                attachments: vec![AttachmentRef {
-                    start: 5,
-                    size: 9,
-                    options: "B4".into(),
-                    path: Name::from(path),
-                }],
-                other: vec![],
-            }),
-            mdbox: None,
-            from: None,
-            subject: None,
-            message_id: None,
-            content: Content::default(),
-        };
-        let rec = w
-            .add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
-            .unwrap();
-        let mbm = MailboxMeta {
-            name: mb.clone(),
-            guid: Some("00112233445566778899aabbccddeeff".into()),
-            uidvalidity: 1,
-            uidnext: 2,
-            keywords: vec![],
-            attributes: vec![],
-            owner: None,
-            uidlist_header_ext: vec![],
-        };
-        w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
-        w.add_user(
-            UserMeta {
-                name: u.clone(),
-                ..Default::default()
-            },
-            vec![mb],
-        )
-        .unwrap();
-        w.finish().unwrap();
+        );
         // The message itself is intact: cat puts it together.
         let out = run_ok(maildump().arg("cat").arg(ws.join("h.mdump")).args([
             "--user",
