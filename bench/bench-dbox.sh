@@ -349,31 +349,6 @@ MEMBERS_Q=$(for m in "${MEMBERS[@]}"; do printf ' %s' "$(q "$m")"; done)
 CAT_TAR="tar --zstd -xOf $(q "$TARZ")$MEMBERS_Q > /dev/null"
 CAT_MD="$(q "$MAILDUMP") cat $(q "$ARCH") --user $(q "$PICK_USER") --mailbox INBOX --uid $PICK_UID > /dev/null"
 
-# latency NAME CMD: sets LAT_MED[NAME], LAT_MEAN[NAME], LAT_SD[NAME] (ms). As bench.sh.
-declare -A LAT_MED LAT_MEAN LAT_SD
-latency() {
-    local name=$1 cmd=$2 json=$T/lat-$1.json t0 t1 med mean sd
-    COMMANDS+=("$cmd   # 10 runs after 2 warm-ups")
-    log "latency [$name]: $cmd"
-    if command -v hyperfine >/dev/null; then
-        hyperfine --shell=bash --warmup 2 --runs 10 --style none \
-            --export-json "$json" "$cmd" >&2
-        python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))["results"][0]
-print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3))' "$json" > "$T/lat-$name"
-    else
-        for _ in 1 2; do bash -c "$cmd"; done
-        for _ in $(seq 10); do
-            t0=$(date +%s%N); bash -c "$cmd"; t1=$(date +%s%N)
-            echo $(( (t1 - t0) / 1000 ))
-        done | sort -n | awk '{ v[NR] = $1 / 1000; s += v[NR] }
-            END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2
-                  printf "%.1f %.1f %.1f\n", (v[5] + v[6]) / 2, m, sqrt(d / (NR - 1)) }' > "$T/lat-$name"
-    fi
-    read -r med mean sd < "$T/lat-$name"
-    LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
-}
 latency tar "$CAT_TAR"
 if [[ $CAT_CMP == identical* || $CAT_CMP == MISMATCH* ]]; then
     latency maildump "$CAT_MD"
@@ -492,15 +467,7 @@ row() { # row LABEL KEY SIZE
 }
 REPORT=$REPO/bench/results-dbox-latest.md
 {
-    echo "# maildump mdbox+SIS benchmark – $(date -Iseconds)"
-    echo
-    if (( ${#FAIL[@]} > 0 )); then
-        echo "> **SANITY CHECK FAILED**"
-        for f in "${FAIL[@]}"; do echo "> - $f"; done
-        echo
-    fi
-    echo "- host: $(uname -srm), nproc $(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
-    echo "- loadavg at start: $LOAD_START, at end: $LOAD_END"
+    report_head "maildump mdbox+SIS benchmark" "SANITY CHECK FAILED"
     echo "- corpus: \`$CORPUS\`$( [[ $QUICK == 1 ]] && echo ' (--quick)'), $(mb "$CORPUS_BYTES") MB, $NMSGS messages, ${#USERS_LIST[@]} users; params: $( [[ -f $CORPUS.params ]] && cat "$CORPUS.params" || echo unknown)"
     echo "- maildump: \`$MAILDUMP\` ($(git_desc)); Dovecot $(dovecot --version 2>/dev/null || echo '?'); $(tar --version | head -n1); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1)"
     echo "- every timed run follows \`sync\` and a re-read of the store; REPS=$REPS"

@@ -263,15 +263,7 @@ runs() { local n; n=$(wc -l < "$T/$1.times"); (( n > 1 )) && echo "median of $n"
 
 REPORT=$REPO/bench/results-incremental-latest.md
 {
-    echo "# maildump incremental benchmark – $(date -Iseconds)"
-    echo
-    if (( ${#FAIL[@]} > 0 )); then
-        echo "> **CORRECTNESS CHECK FAILED**"
-        for f in "${FAIL[@]}"; do echo "> - $f"; done
-        echo
-    fi
-    echo "- host: $(uname -srm), nproc $(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
-    echo "- loadavg at start: $LOAD_START, at end: $LOAD_END"
+    report_head "maildump incremental benchmark" "CORRECTNESS CHECK FAILED"
     echo "- corpus: \`$CORPUS\`$( [[ $QUICK == 1 ]] && echo ' (--quick)') copied (\`cp -a\`, $(secs 0 "$COPY_NS") s) to \`$LIVE\`: $(mb "$CORPUS_BYTES") MB (du -sb $CORPUS_BYTES), $NFILES files ($NMSGS messages in cur/new)"
     echo "- corpus params: $( [[ -f $CORPUS.params ]] && cat "$CORPUS.params" || echo unknown)"
     echo "- mutation (\`--mutate $MUTATE_PCT\`): +$MUT_ADDED new (in new/, $(mb "$NEW_BYTES") MB), $MUT_RENAMED flag renames, $MUT_DELETED expunged; now $NMSGS1 messages"

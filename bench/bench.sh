@@ -186,31 +186,6 @@ tar --zstd -xOf "$TARZ" "$PICK_REL" | cmp -s - "$PICK_PATH" || die "tar -xO outp
 CAT_TAR="tar --zstd -xOf $(q "$TARZ") $(q "$PICK_REL") > /dev/null"
 CAT_MD="$(q "${MAILDUMP:-maildump}") cat $(q "$MDUMP") --user $(q "$PICK_USER") --mailbox INBOX --uid $PICK_UID > /dev/null"
 
-# latency NAME CMD: sets LAT_MED[NAME], LAT_MEAN[NAME], LAT_SD[NAME] (ms).
-declare -A LAT_MED LAT_MEAN LAT_SD
-latency() {
-    local name=$1 cmd=$2 json=$T/lat-$1.json t0 t1 med mean sd
-    COMMANDS+=("$cmd   # 10 runs after 2 warm-ups")
-    log "latency [$name]: $cmd"
-    if command -v hyperfine >/dev/null; then
-        hyperfine --shell=bash --warmup 2 --runs 10 --style none \
-            --export-json "$json" "$cmd" >&2
-        python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))["results"][0]
-print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3))' "$json" > "$T/lat-$name"
-    else
-        for _ in 1 2; do bash -c "$cmd"; done
-        for _ in $(seq 10); do
-            t0=$(date +%s%N); bash -c "$cmd"; t1=$(date +%s%N)
-            echo $(( (t1 - t0) / 1000 ))
-        done | sort -n | awk '{ v[NR] = $1 / 1000; s += v[NR] }
-            END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2
-                  printf "%.1f %.1f %.1f\n", (v[5] + v[6]) / 2, m, sqrt(d / (NR - 1)) }' > "$T/lat-$name"
-    fi
-    read -r med mean sd < "$T/lat-$name"
-    LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
-}
 
 latency tar "$CAT_TAR"
 CAT_CMP=skipped
@@ -241,10 +216,7 @@ row() { # row LABEL KEY SIZE SECOND_RUN_KEY
 
 REPORT=$REPO/bench/results-latest.md
 {
-    echo "# maildump benchmark – $(date -Iseconds)"
-    echo
-    echo "- host: $(uname -srm), nproc $(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
-    echo "- loadavg at start: $LOAD_START, at end: $LOAD_END"
+    report_head "maildump benchmark"
     echo "- corpus: \`$ROOT\`$( [[ $QUICK == 1 ]] && echo ' (--quick)'), $(mb "$CORPUS_BYTES") MB (du -sb $CORPUS_BYTES), $NFILES files ($NMSGS messages in cur/new)"
     echo "- corpus params: $( [[ -f $CORPUS.params ]] && cat "$CORPUS.params" || echo unknown)"
     echo "- maildump: $( if [[ $MD_STATUS == run ]]; then echo "\`$MAILDUMP\` ($(git_desc))"; else echo skipped; fi)"

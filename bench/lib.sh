@@ -96,3 +96,45 @@ build_maildump() {
     [[ -x $MAILDUMP ]] || die "maildump binary not executable: $MAILDUMP"
     MAILDUMP=$(realpath "$MAILDUMP")
 }
+
+# report_head TITLE [FAIL_LABEL]: the first lines of a report: title, the failed checks
+# (array FAIL) under FAIL_LABEL, host and load average (LOAD_START, LOAD_END).
+report_head() {
+    echo "# $1 – $(date -Iseconds)"
+    echo
+    if [[ -n ${2:-} ]] && (( ${#FAIL[@]} > 0 )); then
+        echo "> **$2**"
+        for f in "${FAIL[@]}"; do echo "> - $f"; done
+        echo
+    fi
+    echo "- host: $(uname -srm), nproc $(nproc), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+    echo "- loadavg at start: $LOAD_START, at end: $LOAD_END"
+}
+
+# latency NAME CMD: median, mean and standard deviation (ms) of 10 runs of CMD after 2
+# warm-ups (hyperfine when installed), into LAT_MED[NAME], LAT_MEAN[NAME], LAT_SD[NAME];
+# the command goes to COMMANDS. Needs the scratch directory T.
+declare -A LAT_MED LAT_MEAN LAT_SD
+latency() {
+    local name=$1 cmd=$2 json=$T/lat-$1.json t0 t1 med mean sd
+    COMMANDS+=("$cmd   # 10 runs after 2 warm-ups")
+    log "latency [$name]: $cmd"
+    if command -v hyperfine >/dev/null; then
+        hyperfine --shell=bash --warmup 2 --runs 10 --style none \
+            --export-json "$json" "$cmd" >&2
+        python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3))' "$json" > "$T/lat-$name"
+    else
+        for _ in 1 2; do bash -c "$cmd"; done
+        for _ in $(seq 10); do
+            t0=$(date +%s%N); bash -c "$cmd"; t1=$(date +%s%N)
+            echo $(( (t1 - t0) / 1000 ))
+        done | sort -n | awk '{ v[NR] = $1 / 1000; s += v[NR] }
+            END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2
+                  printf "%.1f %.1f %.1f\n", (v[5] + v[6]) / 2, m, sqrt(d / (NR - 1)) }' > "$T/lat-$name"
+    fi
+    read -r med mean sd < "$T/lat-$name"
+    LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
+}
