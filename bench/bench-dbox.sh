@@ -118,28 +118,11 @@ CORPUS_TEXT_ATT=$(find "$CORPUS" -type f \( -path '*/cur/*' -o -path '*/new/*' \
 DC=$WORK/dovecot
 HOMES=$WORK/homes
 CONF=$DC/dovecot.conf
-mkdir -p "$DC/run" "$DC/state" "$HOMES"
-cat > "$CONF" <<EOF
-# Throwaway doveadm-only config written by bench/bench-dbox.sh. No daemon, no auth:
-# USER=<user> HOME=$HOMES/<user> doveadm -c $CONF <cmd> ...   (never -u)
-base_dir = $DC/run
-state_dir = $DC/state
-log_path = /dev/stderr
-ssl = no
-mail_location = mdbox:~/mdbox
-mail_uid = $MAIL_UID
-mail_gid = $MAIL_UID
-first_valid_uid = 500
-first_valid_gid = 500
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-mail_attribute_dict = file:%h/dovecot-attributes
-mail_attachment_dir = ~/attachments
-mail_attachment_min_size = 1k
-mail_attachment_hash = %{sha1}
-EOF
+mkdir -p "$HOMES"
+. "$REPO/fixtures/dovecot-conf.sh"
+dovecot_conf "$CONF" "$DC" mdbox:~/mdbox "$MAIL_UID" "$MAIL_UID" \
+    "mail_attachment_dir = ~/attachments" "mail_attachment_min_size = 1k" \
+    "mail_attachment_hash = %{sha1}"
 for u in "${USERS_LIST[@]}"; do mkdir -p "$HOMES/$u"; done
 chown -R "$MAIL_UID:$MAIL_UID" "$SRC" "$HOMES" "$DC"
 # da HOME USER ARGS...: doveadm as USER with home HOME.
