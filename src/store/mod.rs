@@ -263,6 +263,57 @@ pub(crate) fn read_subscriptions(
         .collect())
 }
 
+/// Mailboxes kept as a directory tree (Maildir `LAYOUT=fs`, dbox `mailboxes/`): every
+/// directory below `dir` not `skip`ped is one name component (decoded as the location
+/// says), and a mailbox where `is_mailbox` says so. Depth first, sorted by name bytes.
+/// A missing `dir` holds no mailboxes.
+///
+/// # Errors
+/// Unreadable directories.
+pub(crate) fn walk_mailbox_tree(
+    loc: &location::Location,
+    dir: &std::path::Path,
+    prefix: &[u8],
+    skip: &dyn Fn(&[u8]) -> bool,
+    is_mailbox: &dyn Fn(&std::path::Path) -> bool,
+    out: &mut Vec<MailboxHandle>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    for e in rd {
+        let e = e.map_err(|err| Error::io(dir, err))?;
+        let name = e.file_name().as_bytes().to_vec();
+        let is_dir = e
+            .file_type()
+            .map_err(|err| Error::io(e.path(), err))?
+            .is_dir();
+        if is_dir && !skip(&name) {
+            entries.push((name, e.path()));
+        }
+    }
+    entries.sort();
+    for (name, path) in entries {
+        let mut full = prefix.to_vec();
+        if !full.is_empty() {
+            full.push(b'/');
+        }
+        full.extend_from_slice(&loc.decode_component(&name));
+        if is_mailbox(&path) {
+            out.push(MailboxHandle {
+                name: Name::from_bytes(full.clone()),
+                dir: path.clone(),
+            });
+        }
+        walk_mailbox_tree(loc, &path, &full, skip, is_mailbox, out)?;
+    }
+    Ok(())
+}
+
 /// Check one component of a name from an archive before it reaches the file system.
 ///
 /// # Errors

@@ -119,39 +119,6 @@ impl DboxReader {
         self.loc.kind == StoreFormat::Mdbox
     }
 
-    fn walk(&self, dir: &Path, prefix: &[u8], out: &mut Vec<MailboxHandle>) -> Result<()> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        let rd = match fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        for e in rd {
-            let e = e.at(dir)?;
-            let name = e.file_name().as_bytes().to_vec();
-            if name == MAILS_DIR.as_bytes() || !e.file_type().at(e.path())?.is_dir() {
-                continue;
-            }
-            entries.push((name, e.path()));
-        }
-        entries.sort();
-        for (name, path) in entries {
-            let mut full = prefix.to_vec();
-            if !full.is_empty() {
-                full.push(b'/');
-            }
-            full.extend_from_slice(&self.loc.decode_component(&name));
-            if path.join(MAILS_DIR).is_dir() {
-                out.push(MailboxHandle {
-                    name: Name::from_bytes(full.clone()),
-                    dir: path.clone(),
-                });
-            }
-            self.walk(&path, &full, out)?;
-        }
-        Ok(())
-    }
-
     /// Open a mail file, from the primary root or else the alternate root.
     fn open_mail_file(&self, rel: &Path) -> Result<(File, PathBuf)> {
         let primary = self.root.join(rel);
@@ -476,7 +443,14 @@ impl StoreReader for DboxReader {
     fn mailboxes(&self) -> Result<Vec<MailboxHandle>> {
         let base = self.root.join(MAILBOXES_DIR);
         let mut all = Vec::new();
-        self.walk(&base, b"", &mut all)?;
+        super::walk_mailbox_tree(
+            &self.loc,
+            &base,
+            b"",
+            &|name| name == MAILS_DIR.as_bytes(),
+            &|p| p.join(MAILS_DIR).is_dir(),
+            &mut all,
+        )?;
         // INBOX first, then sorted by name.
         let (mut inbox, rest): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|h| h.name.as_bytes() == b"INBOX");

@@ -145,40 +145,6 @@ impl MaildirReader {
             .any(|s| p.join(s).exists())
     }
 
-    fn walk_fs(&self, dir: &Path, prefix: &[u8], out: &mut Vec<MailboxHandle>) -> Result<()> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        for e in fs::read_dir(dir).at(dir)? {
-            let e = e.at(dir)?;
-            let name = e.file_name().as_bytes().to_vec();
-            if name.first() == Some(&b'.') || !e.file_type().at(e.path())?.is_dir() {
-                continue;
-            }
-            if dir == self.root && matches!(&name[..], b"cur" | b"new" | b"tmp") {
-                continue;
-            }
-            if dir != self.root && matches!(&name[..], b"cur" | b"new" | b"tmp") {
-                continue;
-            }
-            entries.push((name, e.path()));
-        }
-        entries.sort();
-        for (name, path) in entries {
-            let mut full = prefix.to_vec();
-            if !full.is_empty() {
-                full.push(b'/');
-            }
-            full.extend_from_slice(&self.loc.decode_component(&name));
-            if Self::is_mailbox_dir(&path) {
-                out.push(MailboxHandle {
-                    name: Name::from_bytes(full.clone()),
-                    dir: path.clone(),
-                });
-            }
-            self.walk_fs(&path, &full, out)?;
-        }
-        Ok(())
-    }
-
     /// The user's mailboxes by mailbox GUID (from the first line of each `dovecot-uidlist`;
     /// mailboxes without one are left out). No message file is touched.
     ///
@@ -268,7 +234,15 @@ impl StoreReader for MaildirReader {
             dir: self.root.clone(),
         }];
         match self.loc.layout {
-            Layout::Fs => self.walk_fs(&self.root.clone(), b"", &mut out)?,
+            // A directory is a mailbox; `cur`/`new`/`tmp` and hidden ones are not.
+            Layout::Fs => super::walk_mailbox_tree(
+                &self.loc,
+                &self.root,
+                b"",
+                &|name| name.first() == Some(&b'.') || matches!(name, b"cur" | b"new" | b"tmp"),
+                &Self::is_mailbox_dir,
+                &mut out,
+            )?,
             Layout::MaildirPlusPlus => {
                 let mut found = Vec::new();
                 for e in fs::read_dir(&self.root).at(&self.root)? {
