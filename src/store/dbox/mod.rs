@@ -55,12 +55,24 @@ pub struct DboxReader {
     scanned: RefCell<HashMap<PathBuf, Scanned>>,
     user: String,
     warnings: RefCell<Vec<String>>,
+    /// The mail file read last (an mdbox `m.N` holds many messages in a row): open once,
+    /// its header parsed once.
+    last_file: RefCell<Option<std::rc::Rc<OpenMailFile>>>,
+}
+
+/// A dbox file, open, with its metadata and parsed file header.
+struct OpenMailFile {
+    rel: PathBuf,
+    path: PathBuf,
+    file: File,
+    md: fs::Metadata,
+    hdr: file::FileHeader,
 }
 
 #[derive(Default)]
 struct Scanned {
     guid: Option<String>,
-    /// Where each message's body is: file, offset, length.
+    /// Where each message's body is: file (relative to the root), offset, length.
     bodies: HashMap<u32, (PathBuf, u64, u64)>,
 }
 
@@ -112,6 +124,7 @@ impl DboxReader {
             scanned: RefCell::new(HashMap::new()),
             user: user.to_string(),
             warnings: RefCell::new(Vec::new()),
+            last_file: RefCell::new(None),
         })
     }
 
@@ -206,14 +219,13 @@ impl DboxReader {
         file::parse_message_split(&head, &tail, hdr, offset).map_err(|e| item(&e))
     }
 
-    /// The dbox message of a record, read without its body: its parsed form, the file's
-    /// path and metadata.
+    /// The dbox message of a record, read without its body, and its open file.
     fn message_of(
         &self,
         mb: &MailboxHandle,
         uid: u32,
         map_uid: Option<u32>,
-    ) -> Result<(file::DboxMessage, PathBuf, fs::Metadata)> {
+    ) -> Result<(file::DboxMessage, std::rc::Rc<OpenMailFile>)> {
         let (rel, range) = match map_uid {
             Some(m) => {
                 let Some(e) = self.map_entry(m)? else {
@@ -239,16 +251,13 @@ impl DboxReader {
                 None,
             ),
         };
-        let (f, path) = self.open_mail_file(&rel)?;
-        let md = f.metadata().at(&path)?;
-        let mut head = vec![0u8; usize::try_from(md.len().min(64)).unwrap_or(64)];
-        f.read_exact_at(&mut head, 0).at(&path)?;
-        let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, &e))?;
+        let of = self.mail_file(&rel)?;
+        let (f, path, md, hdr) = (&of.file, &of.path, &of.md, &of.hdr);
         // sdbox: the one message runs from the file header to the end of the file.
         let (offset, end) = range.unwrap_or((hdr.len as u64, md.len()));
         if end > md.len() || offset >= end {
             return Err(Error::store(
-                &path,
+                path,
                 format!(
                     "mailbox {} UID {uid}: the map places the message at {offset}..{end}, outside the file ({} bytes)",
                     mb.name,
@@ -256,8 +265,30 @@ impl DboxReader {
                 ),
             ));
         }
-        let msg = Self::read_message(&f, &path, &hdr, offset, end)?;
-        Ok((msg, path, md))
+        let msg = Self::read_message(f, path, hdr, offset, end)?;
+        Ok((msg, of))
+    }
+
+    /// The mail file at `rel` (primary or alternate root), open with its header parsed;
+    /// the last one is kept open.
+    fn mail_file(&self, rel: &Path) -> Result<std::rc::Rc<OpenMailFile>> {
+        if let Some(of) = self.last_file.borrow().as_ref().filter(|of| of.rel == rel) {
+            return Ok(of.clone());
+        }
+        let (file, path) = self.open_mail_file(rel)?;
+        let md = file.metadata().at(&path)?;
+        let mut head = vec![0u8; usize::try_from(md.len().min(64)).unwrap_or(64)];
+        file.read_exact_at(&mut head, 0).at(&path)?;
+        let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, &e))?;
+        let of = std::rc::Rc::new(OpenMailFile {
+            rel: rel.to_path_buf(),
+            path,
+            file,
+            md,
+            hdr,
+        });
+        *self.last_file.borrow_mut() = Some(of.clone());
+        Ok(of)
     }
 
     /// The attachment file of one part: sdbox adds `-<mailbox GUID>-<UID>` to the name.
@@ -523,35 +554,34 @@ impl StoreReader for DboxReader {
             };
             // A damaged message file is left out and named; the rest of the mailbox is
             // backed up.
-            let found = self
-                .message_of(mb, r.uid, map_uid)
-                .and_then(|(msg, path, md)| {
-                    seen.bodies
-                        .insert(r.uid, (path.clone(), msg.body_offset, msg.body_len));
-                    // One stored message shared by mailboxes: the map UID (mdbox), the
-                    // inode of a hard-linked u.N file (sdbox).
-                    let key = match map_uid {
-                        Some(m) => Some(u64::from(m)),
-                        None => (md.nlink() > 1).then(|| md.ino()),
-                    };
-                    message_meta(
-                        IndexFacts {
-                            uid: r.uid,
-                            flags: r.flags,
-                            keywords,
-                            saved,
-                            guid: idx.ext_rec(r, "guid"),
-                        },
-                        &msg,
-                        &md,
-                        self.is_mdbox(),
-                    )
-                    .map(|mut m| {
-                        m.storage_key = key;
-                        m
-                    })
-                    .map_err(|e| Error::store(&path, e.to_string()))
-                });
+            let found = self.message_of(mb, r.uid, map_uid).and_then(|(msg, of)| {
+                let (path, md) = (&of.path, &of.md);
+                seen.bodies
+                    .insert(r.uid, (of.rel.clone(), msg.body_offset, msg.body_len));
+                // One stored message shared by mailboxes: the map UID (mdbox), the
+                // inode of a hard-linked u.N file (sdbox).
+                let key = match map_uid {
+                    Some(m) => Some(u64::from(m)),
+                    None => (md.nlink() > 1).then(|| md.ino()),
+                };
+                message_meta(
+                    IndexFacts {
+                        uid: r.uid,
+                        flags: r.flags,
+                        keywords,
+                        saved,
+                        guid: idx.ext_rec(r, "guid"),
+                    },
+                    &msg,
+                    md,
+                    self.is_mdbox(),
+                )
+                .map(|mut m| {
+                    m.storage_key = key;
+                    m
+                })
+                .map_err(|e| Error::store(path, e.to_string()))
+            });
             match found {
                 Ok(meta) => msgs.push(meta),
                 Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
@@ -589,7 +619,7 @@ impl StoreReader for DboxReader {
                 s.and_then(|s| s.bodies.get(&msg.uid.0).cloned()),
             )
         };
-        let Some((path, offset, len)) = at else {
+        let Some((rel, offset, len)) = at else {
             return Err(Error::io(
                 mb.dir.join(MAILS_DIR),
                 io::Error::new(
@@ -598,9 +628,11 @@ impl StoreReader for DboxReader {
                 ),
             ));
         };
-        let f = File::open(&path).at(&path)?;
+        // Usually still open from the scan (mdbox: the same m.N for many messages).
+        let of = self.mail_file(&rel)?;
+        let path = of.path.clone();
         let mut body = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        f.read_exact_at(&mut body, offset).map_err(|e| {
+        of.file.read_exact_at(&mut body, offset).map_err(|e| {
             Error::store(
                 &path,
                 format!(
