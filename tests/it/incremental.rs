@@ -499,24 +499,13 @@ fn build_chain() -> Chain {
 
     // ---- round 1
     let mut gone = Vec::new();
-    save(
-        &src,
-        "alice",
-        "INBOX",
-        &message("alice", 101, "new-1", "first new\n"),
-    );
-    save(
-        &src,
-        "alice",
-        "INBOX",
-        &message("alice", 102, "new-2", "second new\n"),
-    );
-    save(
-        &src,
-        "alice",
-        "Work",
-        &message("alice", 103, "new-3", "third new\n"),
-    );
+    for (user, mailbox, n, subject, body) in [
+        ("alice", "INBOX", 101, "new-1", "first new\n"),
+        ("alice", "INBOX", 102, "new-2", "second new\n"),
+        ("alice", "Work", 103, "new-3", "third new\n"),
+    ] {
+        save(&src, user, mailbox, &message(user, n, subject, body));
+    }
     flags(&src, "alice", "add", "\\Flagged newkw", "INBOX", 1);
     flags(&src, "alice", "remove", "\\Seen custom_kw", "INBOX", 6);
     flags(&src, "alice", "add", "\\Seen", "Work", 1);
@@ -1076,24 +1065,13 @@ fn incremental_holds_only_new_content() {
     backup_full(&src, &full);
     let full_list = list_json(&[&full], &[]);
 
-    save(
-        &src,
-        "alice",
-        "INBOX",
-        &message("alice", 301, "fresh-1", "one\n"),
-    );
-    save(
-        &src,
-        "alice",
-        "INBOX",
-        &message("alice", 302, "fresh-2", "two\n"),
-    );
-    save(
-        &src,
-        "alice",
-        "Work",
-        &message("alice", 303, "fresh-3", "three\n"),
-    );
+    for (user, mailbox, n, subject, body) in [
+        ("alice", "INBOX", 301, "fresh-1", "one\n"),
+        ("alice", "INBOX", 302, "fresh-2", "two\n"),
+        ("alice", "Work", 303, "fresh-3", "three\n"),
+    ] {
+        save(&src, user, mailbox, &message(user, n, subject, body));
+    }
     flags(&src, "alice", "add", "\\Flagged kwA", "INBOX", 1);
     flags(&src, "alice", "remove", "\\Seen", "INBOX", 2);
     flags(&src, "alice", "add", "\\Seen", "INBOX", 9); // the message in new/
@@ -1465,18 +1443,12 @@ fn since_archive() {
     let (_, full_created) = id_and_created(&full);
     next_second();
 
-    save(
-        &src,
-        "alice",
-        "INBOX",
-        &message("alice", 501, "since-1", "a\n"),
-    );
-    save(
-        &src,
-        "alice",
-        "Work",
-        &message("alice", 502, "since-2", "b\n"),
-    );
+    for (user, mailbox, n, subject, body) in [
+        ("alice", "INBOX", 501, "since-1", "a\n"),
+        ("alice", "Work", 502, "since-2", "b\n"),
+    ] {
+        save(&src, user, mailbox, &message(user, n, subject, body));
+    }
     save(&src, "bob", "INBOX", &message("bob", 503, "since-3", "c\n"));
     flags(&src, "alice", "add", "\\Flagged", "INBOX", 1);
     expunge(&src, "alice", "INBOX", 2);
