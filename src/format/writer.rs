@@ -50,8 +50,13 @@ impl Default for WriterOptions {
     }
 }
 
-/// Bodies up to this size are read into memory once; larger ones are spooled to a temp file.
-const INLINE_BODY: u64 = 4 << 20;
+/// Bodies up to this size are read once (into the frame, or into memory when the frame has
+/// no room); larger ones are read twice, to hash and then to copy.
+const INLINE_BODY: u64 = 16 << 20;
+
+/// Capacity of a frame buffer: a frame never grows past [`FRAME_MAX`], so bodies read into
+/// it never move.
+const FRAME_BUF: usize = FRAME_MAX;
 
 /// Writes one archive. See the module documentation for the order of calls.
 pub struct ArchiveWriter<W: Write> {
@@ -246,7 +251,7 @@ impl<W: Write> ArchiveWriter<W> {
         let mut w = ArchiveWriter {
             out: CountingWriter::new(out),
             pipeline: FramePipeline::new(opts.level, opts.threads.max(1)),
-            cur: Vec::with_capacity(FRAME_TARGET + (1 << 20)),
+            cur: Vec::with_capacity(FRAME_BUF),
             cur_first: None,
             manifest,
             stored: HashMap::new(),
@@ -305,7 +310,8 @@ impl<W: Write> ArchiveWriter<W> {
         if self.cur.is_empty() {
             return Ok(());
         }
-        let data = std::mem::replace(&mut self.cur, Vec::with_capacity(FRAME_TARGET + (1 << 20)));
+        let next = self.pipeline.buffer(FRAME_BUF);
+        let data = std::mem::replace(&mut self.cur, next);
         let first = self.cur_first.take();
         self.frames_submitted += 1;
         self.pipeline
@@ -352,9 +358,9 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// Computes the SHA-256 and size into `meta.content`. A body already stored in this
     /// archive is not stored again: the member becomes a hard link to the first copy.
-    /// Bodies up to 4 MiB are read once into memory; larger ones are read twice (hash, then
-    /// copy, checking the hash again), which costs a second read from the page cache instead
-    /// of a temporary copy.
+    /// Bodies up to 16 MiB are read once, straight into the frame being filled when it has
+    /// room (else into memory); larger ones are read twice (hash, then copy, checking the
+    /// hash again), which costs a second read from the page cache instead of a temporary copy.
     ///
     /// # Errors
     /// Read errors of `body` (named `source_name`), a body that changed between the two
@@ -380,16 +386,65 @@ impl<W: Write> ArchiveWriter<W> {
         size_hint: u64,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
+        let (mode, uid, gid) = meta
+            .owner
+            .map(|o| (o.mode, o.uid, o.gid))
+            .unwrap_or((0o600, 0, 0));
+        let mut h = MemberHeader {
+            path: &member,
+            kind: EntryType::Regular,
+            link: None,
+            size: size_hint.min(MESSAGE_LIMIT),
+            mtime: meta.received.secs,
+            mode,
+            uid,
+            gid,
+        };
+        let mut hb = Vec::with_capacity(TAR_BLOCK * 3);
+        if !encode_header(&h, &mut hb) {
+            return Err(Error::Usage(format!(
+                "{member}: too large for the archive format"
+            )));
+        }
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
+        // Where the body sits in the current frame when it was read straight into it.
+        let mut in_frame = None;
+        let start = self.cur.len();
+        // Room for the body when the whole member (header, body, padding) stays below
+        // FRAME_MAX, so `push` would not have split it: the frames are the same either way.
+        let room = FRAME_MAX.saturating_sub(start + hb.len() + TAR_BLOCK);
         self.scratch.clear();
-        if size_hint <= INLINE_BODY {
-            let mut limited = (&mut *body).take(INLINE_BODY + 1);
+        if size_hint <= INLINE_BODY && size_hint < room as u64 {
+            // The common case: read the body into the frame after room for its header, so
+            // its bytes are copied once. The header is filled in once the size is known.
+            self.cur.resize(start + hb.len(), 0);
+            let at = self.cur.len();
+            let mut limited = (&mut *body).take(room as u64 + 1);
+            let read = limited.read_to_end(&mut self.cur);
+            if let Err(e) = read {
+                self.cur.truncate(start);
+                return Err(Error::io(source_name, e));
+            }
+            size = (self.cur.len() - at) as u64;
+            hasher.update(&self.cur[at..]);
+            if self.cur.len() - at <= room {
+                in_frame = Some(at);
+            } else {
+                // The file grew past the room: what was read moves to memory, the rest
+                // follows it there.
+                self.scratch.extend_from_slice(&self.cur[at..]);
+                self.cur.truncate(start);
+            }
+        }
+        if in_frame.is_none() && size_hint <= INLINE_BODY {
+            let had = self.scratch.len();
+            let mut limited = (&mut *body).take((INLINE_BODY + 1).saturating_sub(had as u64));
             limited.read_to_end(&mut self.scratch).at(source_name)?;
             size = self.scratch.len() as u64;
-            hasher.update(&self.scratch);
+            hasher.update(&self.scratch[had..]);
         }
-        let large = size > INLINE_BODY || size_hint > INLINE_BODY;
+        let large = in_frame.is_none() && (size > INLINE_BODY || size_hint > INLINE_BODY);
         if large {
             // First pass: hash the rest; the bytes are copied by a second pass if needed.
             self.scratch.clear();
@@ -403,16 +458,16 @@ impl<W: Write> ArchiveWriter<W> {
         };
         self.stats.messages += 1;
         self.stats.message_bytes += size;
-        let mtime = meta.received.secs;
-        let (mode, uid, gid) = meta
-            .owner
-            .map(|o| (o.mode, o.uid, o.gid))
-            .unwrap_or((0o600, 0, 0));
 
-        if let Some((target, loc)) = self.stored.get(&digest).cloned() {
+        let known = self.stored.get(&digest).cloned();
+        let in_chain = self.chain.get(&digest).cloned();
+        if in_frame.is_some() && (known.is_some() || in_chain.is_some()) {
+            self.cur.truncate(start);
+        }
+        if let Some((target, loc)) = known {
             return self.add_link(member, target, Some(loc), meta);
         }
-        if let Some(r) = self.chain.get(&digest).cloned() {
+        if let Some(r) = in_chain {
             // Held by an earlier archive of the chain: recorded, not stored again (the
             // message is already counted above).
             self.stats.referenced += 1;
@@ -421,25 +476,42 @@ impl<W: Write> ArchiveWriter<W> {
         if size > MESSAGE_LIMIT {
             return Err(Error::store(source_name, "message larger than 8 GiB"));
         }
-        let h = MemberHeader {
-            path: &member,
-            kind: EntryType::Regular,
-            link: None,
-            size,
-            mtime,
-            mode,
-            uid,
-            gid,
-        };
-        self.header(&h)?;
-        let loc = self.here();
-        if large {
-            self.copy_second_pass(body, size, &digest, source_name)?;
-        } else {
-            let data = std::mem::take(&mut self.scratch);
-            self.push(&data)?;
-            self.scratch = data;
+        h.size = size;
+        hb.clear();
+        if !encode_header(&h, &mut hb) {
+            return Err(Error::Usage(format!(
+                "{member}: too large for the archive format"
+            )));
         }
+        let loc = match in_frame {
+            Some(at) => {
+                if self.cur_first.is_none() {
+                    self.cur_first = Some(start as u64);
+                }
+                if hb.len() == at - start {
+                    self.cur[start..at].copy_from_slice(&hb);
+                } else {
+                    self.cur.splice(start..at, hb.iter().copied());
+                }
+                Location {
+                    frame: u32::try_from(self.frames_submitted).unwrap_or(u32::MAX),
+                    offset: (start + hb.len()) as u64,
+                }
+            }
+            None => {
+                self.begin_member();
+                self.push(&hb)?;
+                let loc = self.here();
+                if large {
+                    self.copy_second_pass(body, size, &digest, source_name)?;
+                } else {
+                    let data = std::mem::take(&mut self.scratch);
+                    self.push(&data)?;
+                    self.scratch = data;
+                }
+                loc
+            }
+        };
         self.pad(size)?;
         self.end_member()?;
         self.stored.insert(digest, (member.clone(), loc));

@@ -438,7 +438,7 @@ fn non_utf8_and_odd_folder_names_round_trip_byte_exact() {
 
 #[test]
 fn large_messages_round_trip_and_dedup() {
-    // Over the 4 MiB in-memory limit: hashed, then copied by a second read, and spanning
+    // Over the 16 MiB in-memory limit: hashed, then copied by a second read, and spanning
     // more than one data frame.
     let ws = Workspace::new();
     let md = ws.join("src/alice/Maildir");
@@ -481,6 +481,89 @@ fn large_messages_round_trip_and_dedup() {
         fs::metadata(&a).unwrap().len() < (body.len() as u64) * 3 / 4,
         "body stored twice?"
     );
+}
+
+/// `n` bytes of distinct lines (xorshift from `seed`), starting with a header.
+fn noise_message(seed: u64, n: usize) -> Vec<u8> {
+    let mut body = format!("Subject: {seed}\n\n").into_bytes();
+    let mut x = seed | 1;
+    while body.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.extend_from_slice(format!("{x:016x}\n").as_bytes());
+    }
+    body.truncate(n);
+    body
+}
+
+#[test]
+fn bodies_whose_size_differs_from_the_hint_are_stored_whole() {
+    // The writer reads a body straight into the frame being filled when the size it was
+    // told fits, else into memory, else (over 16 MiB) twice. A file that grew between the
+    // stat and the read must still be stored whole, whatever path it falls back to.
+    use crate::corrupt::{bare_meta, one_mailbox_archive};
+    use maildump::model::Uid;
+    const M: usize = 1 << 20;
+    // (uid, body, size hint): direct reads; a frame closed after a direct read; a file
+    // that grew past the frame's room (memory); one that grew past 16 MiB (two reads);
+    // one that only fits in memory; a copy of an earlier body; an empty one.
+    let bodies = [
+        (1, noise_message(1, 6 * M), 6 * M),
+        (2, noise_message(2, 5 * M + 7), 5 * M + 7),
+        (3, noise_message(3, 100_000), 0),
+        (4, noise_message(4, 7 * M), 7 * M),
+        (5, noise_message(5, 12 * M + 3), 1024),
+        (6, noise_message(6, 18 * M + 1), 1024),
+        (7, noise_message(7, 10 * M), 10 * M),
+        (8, noise_message(3, 100_000), 100_000),
+        (9, Vec::new(), 0),
+    ];
+    let ws = Workspace::new();
+    let a = ws.join("sizes.mdump");
+    one_mailbox_archive(&a, "maildir", 1, ("u", "INBOX", None), |w, u, mb| {
+        bodies
+            .iter()
+            .map(|(uid, body, hint)| {
+                let meta = maildump::model::MessageMeta {
+                    uid: Uid(*uid),
+                    ..bare_meta(&format!("g{uid}"))
+                };
+                let mut r = std::io::Cursor::new(body.clone());
+                w.add_message(u, mb, meta, &mut r, *hint as u64, Path::new("test"))
+                    .unwrap()
+            })
+            .collect()
+    });
+    let v = String::from_utf8(run_ok(maildump().arg("verify").arg(&a)).stdout).unwrap();
+    assert!(v.contains("9 messages, 8 distinct bodies"), "{v}");
+    for (uid, body, _) in &bodies {
+        let out = run_ok(maildump().arg("cat").arg(&a).args([
+            "--user",
+            "u",
+            "--mailbox",
+            "INBOX",
+            "--uid",
+            &uid.to_string(),
+        ]));
+        assert!(out.stdout == *body, "uid {uid}: cat differs from the body");
+    }
+    // Plain tools see the same bytes.
+    let x = ws.join("x");
+    fs::create_dir_all(&x).unwrap();
+    let st = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(&a)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (uid, body, _) in &bodies {
+        let f = x.join(format!("users/u/INBOX/{uid}.eml"));
+        assert!(fs::read(&f).unwrap() == *body, "{}", f.display());
+    }
 }
 
 #[test]

@@ -193,7 +193,23 @@ fn walk_count(p: &Path) -> usize {
 /// An archive at `path` holding one message (UID 1) in `mailbox` of `user`, written through
 /// the library's writer: for names and paths `backup` would never write. `meta` is the
 /// message's metadata; `add` stores it and returns its record.
-fn one_message_archive(
+pub(crate) fn one_message_archive(
+    path: &Path,
+    store: &str,
+    minor: u16,
+    ids: (&str, &str, Option<&str>),
+    add: impl FnOnce(
+        &mut maildump::format::writer::ArchiveWriter<fs::File>,
+        &maildump::model::Name,
+        &maildump::model::Name,
+    ) -> maildump::format::index::MessageRecord,
+) {
+    one_mailbox_archive(path, store, minor, ids, |w, u, mb| vec![add(w, u, mb)]);
+}
+
+/// An archive of one mailbox of one user, with the messages `add` writes (written through
+/// the library's writer with default options).
+pub(crate) fn one_mailbox_archive(
     path: &Path,
     store: &str,
     minor: u16,
@@ -202,7 +218,7 @@ fn one_message_archive(
         &mut maildump::format::writer::ArchiveWriter<fs::File>,
         &maildump::model::Name,
         &maildump::model::Name,
-    ) -> maildump::format::index::MessageRecord,
+    ) -> Vec<maildump::format::index::MessageRecord>,
 ) {
     use maildump::format::index::{Manifest, Source};
     use maildump::format::writer::{ArchiveWriter, WriterOptions};
@@ -228,18 +244,18 @@ fn one_message_archive(
     let file = fs::File::create(path).unwrap();
     let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
     let (u, mb) = (Name::from(user), Name::from(mailbox));
-    let rec = add(&mut w, &u, &mb);
+    let recs = add(&mut w, &u, &mb);
     let mbm = MailboxMeta {
         name: mb.clone(),
         guid: guid.map(String::from),
         uidvalidity: 1,
-        uidnext: 2,
+        uidnext: recs.iter().map(|r| r.message.uid.0 + 1).max().unwrap_or(1),
         keywords: vec![],
         attributes: vec![],
         owner: None,
         uidlist_header_ext: vec![],
     };
-    w.add_mailbox(&u, mbm, vec![rec], vec![], None).unwrap();
+    w.add_mailbox(&u, mbm, recs, vec![], None).unwrap();
     w.add_user(
         UserMeta {
             name: u,
@@ -252,7 +268,7 @@ fn one_message_archive(
 }
 
 /// Metadata of UID 1 with nothing but a GUID.
-fn bare_meta(guid: &str) -> maildump::model::MessageMeta {
+pub(crate) fn bare_meta(guid: &str) -> maildump::model::MessageMeta {
     use maildump::model::*;
     MessageMeta {
         uid: Uid(1),
