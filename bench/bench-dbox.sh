@@ -175,7 +175,7 @@ COMMANDS+=("$MD_CMD   # $REPS runs, median")
 TAR_TIMES=(); MD_TIMES=(); RSS[tar]=0; RSS[maildump]=0
 MD_RC=0
 for ((rep = 1; rep <= REPS; rep++)); do
-    warm
+    fresh "$TARZ"; warm
     log "running [tar] ($rep/$REPS): $TAR_CMD"
     t0=$(date +%s%N)
     bash -c "/usr/bin/time -f '%M' -o $(q "$T/tar.tar") tar -C $(q "$HOMES") -cf - . \
@@ -184,7 +184,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     TAR_TIMES+=("$(secs "$t0" "$t1")")
     r=$(( $(tail -n1 "$T/tar.tar") + $(tail -n1 "$T/tar.zstd") ))
     (( r > RSS[tar] )) && RSS[tar]=$r
-    warm
+    fresh "$ARCH_STDOUT"; warm
     log "running [maildump] ($rep/$REPS): $MD_CMD"
     t0=$(date +%s%N)
     /usr/bin/time -f '%M' -o "$T/maildump" bash -c "$MD_CMD 2> $(q "$T/maildump.err")" || MD_RC=$?
@@ -208,7 +208,7 @@ SIZE_md_stdout=$(size "$ARCH_STDOUT")
 # One more run writing the archive itself (fsync before it appears); this is A.mdump.
 MD_FSYNC_CMD="$(q "$MAILDUMP") backup $MD_LOC -o $(q "$ARCH") --quiet"
 COMMANDS+=("$MD_FSYNC_CMD   # 1 run")
-warm
+fresh "$ARCH"; warm
 log "running [maildump_fsync]: $MD_FSYNC_CMD"
 t0=$(date +%s%N)
 /usr/bin/time -f '%M' -o "$T/maildump_fsync" bash -c "$MD_FSYNC_CMD"

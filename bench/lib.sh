@@ -138,3 +138,10 @@ print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3)
     read -r med mean sd < "$T/lat-$name"
     LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
 }
+
+# fresh FILE: remove the output a timed run is about to write, untimed, and sync. (zstd -f
+# removes an existing output itself, but a shell's `> FILE` truncates it: on ext4 that frees
+# its blocks inside the timed run (with discards on a `discard` mount) and, at close, makes
+# the writer flush the whole new file (ext4's auto_da_alloc for truncated files), which
+# measures the file system, not the tool.)
+fresh() { rm -f "$1"; sync; }

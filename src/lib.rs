@@ -35,6 +35,7 @@ pub mod model;
 pub mod progress;
 pub mod restore;
 pub mod select;
+pub mod sink;
 pub mod statedir;
 pub mod store;
 

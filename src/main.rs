@@ -20,6 +20,7 @@ use maildump::merge::{MergeOptions, merge};
 use maildump::progress::{Event, JsonLines, NoProgress, Progress};
 use maildump::restore::{self, Mode, RestoreOptions};
 use maildump::select::{Selection, SeqSet, parse_restore_list};
+use maildump::sink::write_behind;
 use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::store::location::{Location, StoreFormat};
 
@@ -223,15 +224,27 @@ fn chain_damaged(chain: &Chain) -> bool {
 }
 
 /// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete.
+/// The bytes are written by a thread of their own (`maildump::sink::write_behind`), so a
+/// `write` the kernel makes wait does not stall reading and compressing.
+///
+/// A reader that closes the pipe before the end is an error here (the archive it got is
+/// incomplete), unlike for `list` or `cat`.
 fn write_output<T>(
     output: &str,
     f: impl FnOnce(&mut dyn Write) -> maildump::Result<T>,
 ) -> anyhow::Result<T> {
     if output == "-" {
-        let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        let r = f(&mut out)?;
-        out.flush()?;
-        return Ok(r);
+        let mut out = io::stdout();
+        let (r, written) = write_behind(&mut out, f);
+        written.map_err(|e| {
+            let e = if e.kind() == io::ErrorKind::BrokenPipe {
+                io::Error::other("the reader closed the pipe; the archive it got is incomplete")
+            } else {
+                e
+            };
+            Error::io("<stdout>", e)
+        })?;
+        return Ok(r?);
     }
     let dest = PathBuf::from(output);
     let dir = dest
@@ -243,12 +256,10 @@ fn write_output<T>(
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    let (file, tmp_path) = tmp.into_parts();
-    let mut out = io::BufWriter::with_capacity(1 << 20, file);
-    let r = f(&mut out)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(&dest, e.into_error()))?;
+    let (mut file, tmp_path) = tmp.into_parts();
+    let (r, written) = write_behind(&mut file, f);
+    written.map_err(|e| Error::io(&dest, e))?;
+    let r = r?;
     // Durable before it becomes visible under its name.
     file.sync_all().map_err(|e| Error::io(&dest, e))?;
     tmp_path

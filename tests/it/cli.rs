@@ -483,6 +483,42 @@ fn large_messages_round_trip_and_dedup() {
     );
 }
 
+#[test]
+fn backup_to_a_pipe_closed_early_fails() {
+    // `list A | head` may stop reading; a consumer of an archive that stops reading has an
+    // incomplete archive, and the backup must not report success.
+    use std::io::Read;
+    let ws = Workspace::new();
+    let md = ws.join("src/alice/Maildir");
+    fs::create_dir_all(md.join("cur")).unwrap();
+    fs::write(
+        md.join("cur/1600000000.M1P1.big:2,S"),
+        noise_message(11, 4 << 20),
+    )
+    .unwrap();
+    fs::write(
+        md.join("dovecot-uidlist"),
+        "3 V7 N2\n1 :1600000000.M1P1.big\n",
+    )
+    .unwrap();
+    let mut child = backup_cmd(&ws.join("src"))
+        .args(["--user", "alice", "--quiet", "-o", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The read end is closed here (dropped above).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("<stdout>") && err.contains("incomplete"),
+        "{err}"
+    );
+}
+
 /// `n` bytes of distinct lines (xorshift from `seed`), starting with a header.
 fn noise_message(seed: u64, n: usize) -> Vec<u8> {
     let mut body = format!("Subject: {seed}\n\n").into_bytes();
