@@ -110,7 +110,19 @@ impl<W: Write> Write for CountingWriter<W> {
 
 /// A zstd context set up for archive frames (checksum, content size, 8 MiB window), reused
 /// from frame to frame. The bytes it makes do not depend on what it compressed before.
-pub struct FrameCompressor(zstd::bulk::Compressor<'static>);
+pub struct FrameCompressor {
+    c: zstd::bulk::Compressor<'static>,
+    level: i32,
+    /// Whether the context holds the parameters for full-size frames ([`TUNED_FROM`]).
+    tuned: bool,
+}
+
+/// Frames from this size up are compressed, at the default level 3, with a 256 Ki-entry
+/// hash table (zstd's level 3 has 128 Ki) and a minimum match of 6 bytes (5): on the
+/// benchmark corpus (mail with text and base64 attachments, 8 MiB frames) that compresses
+/// about 4% faster and 0.25% smaller. Smaller frames (the last one, test vectors) keep
+/// zstd's own parameters for the level.
+const TUNED_FROM: usize = 1 << 20;
 
 impl FrameCompressor {
     /// A context for `level`.
@@ -124,7 +136,11 @@ impl FrameCompressor {
         c.set_parameter(CParameter::ChecksumFlag(true))?;
         c.set_parameter(CParameter::ContentSizeFlag(true))?;
         c.set_parameter(CParameter::WindowLog(23))?;
-        Ok(FrameCompressor(c))
+        Ok(FrameCompressor {
+            c,
+            level,
+            tuned: false,
+        })
     }
 
     /// Compress `data` as one frame into `out` (replacing what it held).
@@ -132,9 +148,18 @@ impl FrameCompressor {
     /// # Errors
     /// zstd errors.
     pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        use zstd::zstd_safe::CParameter;
+        let tune = self.level == 3 && data.len() >= TUNED_FROM;
+        if tune != self.tuned {
+            // 0 = zstd's value for the level.
+            let (hash, min) = if tune { (18, 6) } else { (0, 0) };
+            self.c.set_parameter(CParameter::HashLog(hash))?;
+            self.c.set_parameter(CParameter::MinMatch(min))?;
+            self.tuned = tune;
+        }
         out.clear();
         out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-        self.0.compress_to_buffer(data, out)?;
+        self.c.compress_to_buffer(data, out)?;
         Ok(())
     }
 }

@@ -526,7 +526,8 @@ impl<W: Write> ArchiveWriter<W> {
     /// Store a message in parts (format 1.2, spec 6.8): the archive stores `data` (the
     /// message without its blob parts) as the member `parts/<sha256>`, and each blob of
     /// `parts` (whose bytes `blobs` holds, in order) as `blobs/<sha256>`, each at most once
-    /// per archive chain. The message is put together from its parts once, for its SHA-256;
+    /// per archive chain. A blob part whose SHA-256 is empty gets it filled in; one that
+    /// names a SHA-256 must match its bytes. The message is put together from its parts once, for its SHA-256;
     /// when `meta.content` already names a size (and a hash), the result must match them.
     ///
     /// # Errors
@@ -554,17 +555,21 @@ impl<W: Write> ArchiveWriter<W> {
                 ),
             ));
         }
+        let mut parts = parts;
         let mut blob_bytes = blobs.iter();
-        for p in &parts {
-            let Some(sha) = &p.blob else { continue };
+        for p in &mut parts {
+            let Some(sha) = &mut p.blob else { continue };
             let Some(b) = blob_bytes.next() else { break };
-            let mut digest = [0u8; 32];
-            if hex::decode_to_slice(sha, &mut digest).is_err() || Sha256::digest(b)[..] != digest {
+            let digest: [u8; 32] = Sha256::digest(b).into();
+            if sha.is_empty() {
+                *sha = hex::encode(digest);
+            } else if hex::decode(&*sha).ok().as_deref() != Some(&digest[..]) {
                 return Err(Error::store(
                     source_name,
                     format!("blob {sha}: wrong SHA-256"),
                 ));
             }
+            let sha = &*sha;
             if self.blob_stored.contains(&digest) || self.chain_blobs.contains(&digest) {
                 continue;
             }

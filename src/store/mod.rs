@@ -53,7 +53,8 @@ pub struct OpenedBody {
 pub struct InParts {
     /// The message without the attachments' encoded text (the dbox body).
     pub data: Vec<u8>,
-    /// The parts that put the message together from `data` and the attachments.
+    /// The parts that put the message together from `data` and the attachments. Blob
+    /// parts may leave their SHA-256 empty: the archive writer fills it in.
     pub parts: Vec<crate::model::Part>,
     /// Each attachment's stored bytes, in part order.
     pub blobs: Vec<Vec<u8>>,
