@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 const CHUNK: usize = 1 << 20;
 
 /// Chunks queued for the writing thread at most (the memory bound: `QUEUE + 2` chunks).
-const QUEUE: usize = 16;
+const QUEUE: usize = 8;
 
 /// The writer [`write_behind`] hands to its closure: it collects bytes into chunks and
 /// queues full ones for the writing thread.
