@@ -574,6 +574,7 @@ fn backup_user<W: Write>(
     };
     let mut scanned = Vec::with_capacity(handles.len());
     let mut skipped = std::collections::HashSet::new();
+    let mut kept = Vec::new();
     for (h, copy) in handles.iter().zip(&copies) {
         let from_parent = copy
             .as_ref()
@@ -585,14 +586,39 @@ fn backup_user<W: Write>(
             )),
             None => match reader.scan(h) {
                 Ok(x) => scanned.push(x),
-                // A mailbox whose index is damaged is left out and named; the rest of the
-                // user's mail is backed up.
+                // A mailbox whose index is damaged is named, and the rest of the user's mail
+                // is backed up. In an incremental it keeps its state of the parent (copied
+                // below like an unchanged mailbox), so that a restore of the chain does not
+                // lose it and its mail is not recorded as deleted; else it is left out.
                 Err(e @ Error::StoreDamaged { .. }) => {
+                    let parent = match (ctx.bases, opts.since) {
+                        (Some(b), None) => b
+                            .parent()
+                            .dir
+                            .mailboxes
+                            .iter()
+                            .position(|m| m.user == user_name && m.name == h.name),
+                        _ => None,
+                    };
+                    let raw = match (parent, ctx.bases) {
+                        (Some(i), Some(b)) => b.parent().raw_catalog(i)?.map(|raw| (i, raw)),
+                        _ => None,
+                    };
+                    let what = match (&raw, ctx.bases) {
+                        (Some(_), Some(b)) => format!(
+                            "kept as the archive this is an incremental of ({}) recorded it",
+                            b.parent().manifest().created
+                        ),
+                        _ => "left out".to_string(),
+                    };
                     warn(
                         stats,
                         progress,
-                        format!("user {user} mailbox {}: left out: {e}", h.name),
+                        format!("user {user} mailbox {}: {what}: {e}", h.name),
                     );
+                    if let Some(raw) = raw {
+                        kept.push((scanned.len(), raw));
+                    }
                     skipped.insert(scanned.len());
                     scanned.push((empty_mailbox(&h.name), Vec::new()));
                 }
@@ -603,14 +629,35 @@ fn backup_user<W: Write>(
             warn(stats, progress, text);
         }
     }
+    // Damaged mailboxes whose parent state is kept: their mail is neither read nor deleted.
+    let mut copies = copies;
+    let kept_names: std::collections::HashSet<Name> = kept
+        .iter()
+        .map(|(mi, _)| handles[*mi].name.clone())
+        .collect();
+    for (mi, raw) in kept {
+        copies[mi] = Some(raw);
+    }
     let (mut deleted_live, gone) = match ctx.bases {
         Some(b) => {
             let live: Vec<_> = scanned
                 .iter()
                 .map(|(m, v)| (m, v.iter().collect()))
                 .collect();
+            let prev: Vec<MailboxRecord>;
+            let prev = if kept_names.is_empty() {
+                &ub.parent
+            } else {
+                prev = ub
+                    .parent
+                    .iter()
+                    .filter(|c| !kept_names.contains(&c.mailbox.name))
+                    .cloned()
+                    .collect();
+                &prev
+            };
             deleted_since(
-                &ub.parent,
+                prev,
                 &b.parent().manifest().archive_id,
                 &live,
                 &ub.parent_created,

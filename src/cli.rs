@@ -105,7 +105,7 @@ pub struct WriteArgs {
     /// Compression threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Print nothing but errors.
+    /// Print nothing but warnings (items skipped or damaged) and errors.
     #[arg(short, long)]
     pub quiet: bool,
     /// Progress display.
@@ -241,7 +241,7 @@ pub struct RestoreArgs {
     /// Owner of everything written, as numeric `UID:GID` (default when root: the archived owner).
     #[arg(long, value_name = "UID:GID")]
     pub owner: Option<String>,
-    /// Print nothing but errors.
+    /// Print nothing but warnings (items skipped or damaged) and errors.
     #[arg(short, long)]
     pub quiet: bool,
     /// Progress display.
@@ -379,7 +379,7 @@ pub struct ExportArgs {
     /// Export the state of an earlier archive of the chain (archive id or time).
     #[arg(long, value_name = "ARCHIVE_ID|TIME")]
     pub as_of: Option<String>,
-    /// Print nothing but errors.
+    /// Print nothing but warnings (items skipped or damaged) and errors.
     #[arg(short, long)]
     pub quiet: bool,
 }

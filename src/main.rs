@@ -87,7 +87,7 @@ fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
     match mode {
         ProgressMode::Json => Box::new(JsonLines(io::stderr())),
         ProgressMode::None => Box::new(Warnings),
-        _ if quiet => Box::new(NoProgress),
+        _ if quiet => Box::new(Warnings),
         ProgressMode::Bar => Box::new(bar()),
         ProgressMode::Auto if tty => Box::new(bar()),
         ProgressMode::Auto => Box::new(Warnings),

@@ -1024,3 +1024,73 @@ fn sdbox_mailbox_without_index_is_reported() {
     let listed = list_json(&ws.join("a.mdump"));
     assert_eq!(listed.iter().filter(|j| j["mailbox"] == "INBOX").count(), 3);
 }
+
+/// In an incremental, a mailbox whose index is damaged keeps the state the parent recorded
+/// (exit 1, named): a restore of the chain still has its mail, and none of it is recorded
+/// as deleted. (It used to be left out, and its mail recorded as deleted.)
+#[test]
+fn damaged_mailbox_in_an_incremental_keeps_its_parent_state() {
+    let ws = Workspace::new();
+    let store = ws.join("sdbox-store");
+    copy_dir_links(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/sdbox-store"),
+        &store,
+    )
+    .unwrap();
+    let backup = |out: &Path, base: Option<&Path>| {
+        let mut cmd = maildump();
+        cmd.args(["backup", "--location", "sdbox:~/sdbox", "--home"])
+            .arg(format!("{}/%u", store.display()))
+            .args(["--attachment-dir", ATT_DIR, "--all-users", "--quiet", "-o"])
+            .arg(out);
+        if let Some(b) = base {
+            cmd.arg("--base").arg(b);
+        }
+        let o = run(&mut cmd);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (full, inc) = (ws.join("full.mdump"), ws.join("inc.mdump"));
+    assert_eq!(backup(&full, None).0, Some(0));
+    // Garbage in INBOX's index log; the file is replaced, not written in place (its name is
+    // a hard link to the checked-in fixture).
+    let log = store.join("carol/sdbox/mailboxes/INBOX/dbox-Mails/dovecot.index.log");
+    let mut bytes = fs::read(&log).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 16].fill(0xff);
+    fs::remove_file(&log).unwrap();
+    fs::write(&log, &bytes).unwrap();
+    let (code, err) = backup(&inc, Some(&full));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("mailbox INBOX: kept as the archive this is an incremental of"),
+        "{err}"
+    );
+    let inbox = |a: &Path| {
+        list_json(a)
+            .into_iter()
+            .filter(|j| j["mailbox"] == "INBOX")
+            .map(|j| (j["uid"].as_u64().unwrap(), j["sha256"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(inbox(&inc), inbox(&full));
+    assert_eq!(inbox(&full).len(), 3);
+    let deleted = run_ok(maildump().arg("list").arg(&full).arg(&inc).arg("--deleted"));
+    let rows: Vec<_> = String::from_utf8_lossy(&deleted.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    assert!(rows.is_empty(), "recorded as deleted: {rows:?}");
+    for uid in ["1", "3"] {
+        let args = ["--user", "carol", "--mailbox", "INBOX", "--uid", uid];
+        let from_full = run_ok(maildump().arg("cat").arg(&full).args(args)).stdout;
+        let from_chain = run_ok(maildump().arg("cat").arg(&full).arg(&inc).args(args)).stdout;
+        assert!(
+            !from_full.is_empty() && from_full == from_chain,
+            "uid {uid}"
+        );
+    }
+}
