@@ -38,6 +38,10 @@ pub struct BackupOptions {
     pub bases: Vec<PathBuf>,
     /// Since-archive: store only bodies of message files changed after this time.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The users given are every user of the store (`--all-users`): in an incremental, a
+    /// user of the parent's state who is no longer there is recorded as gone (each of their
+    /// mailboxes gone, their mail deleted), not merely absent from the new state.
+    pub all_users: bool,
 }
 
 impl BackupOptions {
@@ -51,6 +55,7 @@ impl BackupOptions {
             host: None,
             bases: Vec::new(),
             since: None,
+            all_users: false,
         }
     }
 }
@@ -77,6 +82,9 @@ pub struct BackupStats {
     pub deleted: u64,
     /// Items skipped, each named (vanished files, unreadable mailboxes).
     pub warnings: Vec<String>,
+    /// Users of the parent's state no longer in the store, recorded as gone
+    /// ([`BackupOptions::all_users`]).
+    pub gone_users: Vec<String>,
 }
 
 /// Keeps a copy of the header block (up to the first empty line, at most [`SNIFF`] bytes) of
@@ -417,6 +425,34 @@ pub fn backup<W: Write>(
         progress.event(&Event::User { user: user.clone() });
         backup_user(&ctx, user, &mut w, &mut stats, progress)?;
         stats.users += 1;
+    }
+    // Users of the parent's state that the store no longer has: each of their mailboxes is
+    // recorded gone, with its mail as deleted (spec 6.7.5), so that `list --deleted` and
+    // `restore --deleted` find it. Only a list of every user tells who is gone.
+    if let (true, None, Some(b)) = (opts.all_users, opts.since, &bases) {
+        let parent = b.parent();
+        let now: std::collections::HashSet<&str> = users.iter().map(String::as_str).collect();
+        let gone_users: Vec<Name> = parent
+            .dir
+            .users
+            .iter()
+            .map(|u| u.name.clone())
+            .filter(|n| !now.contains(n.to_string().as_str()))
+            .collect();
+        for name in gone_users {
+            let prev = b.parent_catalogs(&name)?;
+            let (_, gone) = deleted_since(
+                &prev,
+                &parent.manifest().archive_id,
+                &[],
+                &parent.manifest().created,
+                &created,
+            );
+            for (meta, deleted) in gone {
+                w.add_gone(&name, meta, deleted)?;
+            }
+            stats.gone_users.push(name.to_string());
+        }
     }
     let ws = w.stats();
     stats.bodies = ws.bodies;

@@ -283,6 +283,12 @@ fn backup_summary(stats: &BackupStats) -> String {
         s.push_str(&format!("; {} deleted messages recorded", stats.deleted));
     }
     s.push(')');
+    if !stats.gone_users.is_empty() {
+        s.push_str(&format!(
+            "; users no longer in the store, recorded as gone: {}",
+            stats.gone_users.join(", ")
+        ));
+    }
     if !stats.warnings.is_empty() {
         s.push_str(&format!("; {} warnings", stats.warnings.len()));
     }
@@ -315,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 opts.since = Some(parse_time(since)?);
             }
             opts.bases = a.bases.clone();
+            opts.all_users = a.all_users;
             let mut progress = progress_for(a.write.progress, a.write.quiet);
             let stats = match &a.state_dir {
                 None => {

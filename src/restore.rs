@@ -172,7 +172,12 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
                 .dir
                 .mailboxes
                 .iter()
-                .any(|m| m.user.as_bytes() == u.as_bytes());
+                .any(|m| m.user.as_bytes() == u.as_bytes())
+            // A user no longer in the state (gone from the store) still has deleted mail.
+            || opts.deleted
+                && chain.archives[..=at].iter().any(|a| {
+                    a.dir.gone.iter().any(|m| m.user.as_bytes() == u.as_bytes())
+                });
         if !known {
             return Err(Error::NotFound(format!("user {u} is not in the archive")));
         }

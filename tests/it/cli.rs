@@ -603,6 +603,111 @@ fn bodies_whose_size_differs_from_the_hint_are_stored_whole() {
 }
 
 #[test]
+fn user_who_left_the_store_is_recorded_gone_by_all_users_incrementals() {
+    let ws = Workspace::new();
+    let store = fixture_copy(&ws);
+    let full = ws.join("full.mdump");
+    run_ok(
+        backup_cmd(&store)
+            .args(["--all-users", "--quiet", "-o"])
+            .arg(&full),
+    );
+    let listed = |args: &[&Path], deleted: bool| -> Vec<serde_json::Value> {
+        let mut cmd = maildump();
+        cmd.args(["list", "--json"]).args(args);
+        if deleted {
+            cmd.arg("--deleted");
+        }
+        String::from_utf8(run_ok(&mut cmd).stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let bobs = listed(&[&full], false)
+        .into_iter()
+        .filter(|j| j["user"] == "bob")
+        .collect::<Vec<_>>();
+    assert_eq!(bobs.len(), 3);
+    fs::rename(store.join("bob"), ws.join("bob.away")).unwrap();
+
+    // A run given the remaining user by name records nothing for bob.
+    let named = ws.join("named.mdump");
+    run_ok(
+        backup_cmd(&store)
+            .args(["--user", "alice", "--quiet", "--base"])
+            .arg(&full)
+            .arg("-o")
+            .arg(&named),
+    );
+    assert!(listed(&[&full, &named], true).is_empty());
+
+    // --all-users knows bob has left: all his mail is recorded deleted, in gone mailboxes.
+    let inc = ws.join("inc.mdump");
+    let out = run_ok(
+        backup_cmd(&store)
+            .arg("--all-users")
+            .arg("--base")
+            .arg(&full)
+            .arg("-o")
+            .arg(&inc),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("users no longer in the store, recorded as gone: bob"),
+        "{err}"
+    );
+    assert!(listed(&[&inc], false).iter().all(|j| j["user"] != "bob"));
+    let deleted = listed(&[&full, &inc], true);
+    let key = |j: &serde_json::Value| format!("{} {} {}", j["mailbox"], j["uid"], j["guid"]);
+    let mut want: Vec<String> = bobs.iter().map(key).collect();
+    let mut got: Vec<String> = deleted.iter().map(key).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(deleted.iter().all(|j| j["user"] == "bob"));
+    run_ok(maildump().arg("verify").arg(&full).arg(&inc));
+
+    // Restoring the deleted mail into a new location gives the mailboxes back with their
+    // UIDVALIDITY, and every message byte for byte.
+    let dst = ws.join("dst");
+    run_ok(restore_cmd(&full, &dst).arg(&inc).args([
+        "--deleted",
+        "--mode",
+        "exact",
+        "--user",
+        "bob",
+        "--quiet",
+    ]));
+    let uidlist = |root: &Path| {
+        let l = fs::read_to_string(root.join("Maildir/dovecot-uidlist")).unwrap();
+        l.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(uidlist(&dst.join("bob")), uidlist(&ws.join("bob.away")));
+    for j in &bobs {
+        let args = [
+            "--user",
+            "bob",
+            "--mailbox",
+            j["mailbox"].as_str().unwrap(),
+            "--uid",
+            &j["uid"].to_string(),
+        ];
+        let want = run_ok(maildump().arg("cat").arg(&full).args(args)).stdout;
+        let dir = match j["mailbox"].as_str().unwrap() {
+            "INBOX" => dst.join("bob/Maildir"),
+            other => dst.join(format!("bob/Maildir/.{other}")),
+        };
+        let found = ["cur", "new"]
+            .iter()
+            .filter_map(|d| fs::read_dir(dir.join(d)).ok())
+            .flatten()
+            .any(|e| fs::read(e.unwrap().path()).unwrap() == want);
+        assert!(found, "{} uid {} not restored", j["mailbox"], j["uid"]);
+    }
+}
+
+#[test]
 fn deleted_mail_between_two_fulls_is_listed_and_readable() {
     let ws = Workspace::new();
     let store = fixture_copy(&ws);
