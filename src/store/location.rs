@@ -174,6 +174,22 @@ impl Location {
         Ok(self.path_of(&self.root, user))
     }
 
+    /// The mail root of `user` ([`Self::root_of`]), which must be an existing directory.
+    ///
+    /// # Errors
+    /// As [`Self::root_of`]; [`Error::NotFound`] naming the store when the root is missing.
+    pub fn existing_root_of(&self, user: &str) -> Result<PathBuf> {
+        let root = self.root_of(user)?;
+        if !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "user {user}: no {} store at {}",
+                self.format,
+                root.display()
+            )));
+        }
+        Ok(root)
+    }
+
     /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`.
     fn path_of(&self, template: &str, user: &str) -> PathBuf {
         let home_s = self.home_of(user).map(|h| h.to_string_lossy().into_owned());

@@ -107,14 +107,7 @@ impl DboxReader {
     /// # Errors
     /// [`Error::NotFound`] when the user's mail root does not exist.
     pub fn open(loc: &Location, user: &str) -> Result<Self> {
-        let root = loc.root_of(user)?;
-        if !root.is_dir() {
-            return Err(Error::NotFound(format!(
-                "user {user}: no {} store at {}",
-                loc.format,
-                root.display()
-            )));
-        }
+        let root = loc.existing_root_of(user)?;
         Ok(DboxReader {
             loc: loc.clone(),
             root,
