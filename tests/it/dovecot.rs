@@ -150,6 +150,21 @@ impl Dovecot {
         format!("{}:{}", self.uid, self.gid)
     }
 
+    /// `maildump restore A1 A2 ... --location LOC --home TEMPLATE --owner UID:GID` into
+    /// this store (extra arguments are appended by the caller).
+    pub fn restore_cmd(&self, archives: &[&Path]) -> std::process::Command {
+        let mut cmd = crate::util::maildump();
+        cmd.arg("restore").args(archives).args([
+            "--location",
+            &self.location,
+            "--home",
+            &self.home_template(),
+            "--owner",
+            &self.owner_arg(),
+        ]);
+        cmd
+    }
+
     /// When running as root, gives the whole `dir` tree to `mail_uid:mail_gid`
     /// (files created by the tests themselves, e.g. import sources).
     pub fn fix_ownership(&self) {
@@ -230,6 +245,17 @@ impl Dovecot {
     /// Runs doveadm, panics with its stderr on failure, returns stdout.
     pub fn doveadm(&self, user: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.doveadm_bytes(user, args)).into_owned()
+    }
+
+    /// `doveadm flags add|remove FLAGS mailbox MAILBOX uid UIDS` for each
+    /// `(verb, flags, mailbox, uids)`, in order.
+    pub fn set_flags(&self, user: &str, changes: &[(&str, &str, &str, &str)]) {
+        for (verb, flags, mailbox, uids) in changes {
+            self.doveadm(
+                user,
+                &["flags", verb, flags, "mailbox", mailbox, "uid", uids],
+            );
+        }
     }
 
     /// Directory of `mailbox` on disk (`doveadm mailbox path`).
@@ -498,43 +524,16 @@ impl Dovecot {
             self.doveadm(user, args);
         };
         da(&["mailbox", "create", "Archive", "Drafts"]);
-        da(&[
-            "flags",
-            "add",
-            "$Label1 Important",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "2",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "custom_kw $Forwarded",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "6",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "NonJunk Important",
-            "mailbox",
-            "Work",
-            "uid",
-            "2",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "\\Answered $Label1",
-            "mailbox",
-            "R&D",
-            "uid",
-            "1",
-        ]);
-        da(&["flags", "remove", "\\Seen", "mailbox", "Work", "uid", "1"]);
+        self.set_flags(
+            user,
+            &[
+                ("add", "$Label1 Important", "INBOX", "2"),
+                ("add", "custom_kw $Forwarded", "INBOX", "6"),
+                ("add", "NonJunk Important", "Work", "2"),
+                ("add", "\\Answered $Label1", "R&D", "1"),
+                ("remove", "\\Seen", "Work", "1"),
+            ],
+        );
         da(&["expunge", "mailbox", "INBOX", "uid", "3,8"]);
         da(&["copy", "Archive", "mailbox", "INBOX", "uid", "1,2,6"]);
         da(&["copy", "Ünï Box", "mailbox", "Work/Sub", "uid", "2"]);
@@ -564,15 +563,7 @@ impl Dovecot {
         self.doveadm(user, &["fetch", "uid", "mailbox", "INBOX"]);
         self.doveadm(user, &["fetch", "uid", "mailbox", "Work"]);
         da(&["expunge", "mailbox", "Work", "uid", "3"]);
-        da(&[
-            "flags",
-            "add",
-            "\\Flagged custom_kw",
-            "mailbox",
-            "Work",
-            "uid",
-            "4",
-        ]);
+        self.set_flags(user, &[("add", "\\Flagged custom_kw", "Work", "4")]);
         da(&[
             "mailbox",
             "subscribe",
@@ -987,43 +978,16 @@ impl Dovecot {
             self.doveadm(user, args);
         };
         da(&["mailbox", "create", "Archive", "Drafts"]);
-        da(&[
-            "flags",
-            "add",
-            "$Label1 Important",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "2",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "custom_kw $Forwarded",
-            "mailbox",
-            "INBOX",
-            "uid",
-            "6",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "NonJunk Important",
-            "mailbox",
-            "Work",
-            "uid",
-            "2",
-        ]);
-        da(&[
-            "flags",
-            "add",
-            "\\Answered $Label1",
-            "mailbox",
-            "Ünï Box",
-            "uid",
-            "1",
-        ]);
-        da(&["flags", "remove", "\\Seen", "mailbox", "Work", "uid", "1"]);
+        self.set_flags(
+            user,
+            &[
+                ("add", "$Label1 Important", "INBOX", "2"),
+                ("add", "custom_kw $Forwarded", "INBOX", "6"),
+                ("add", "NonJunk Important", "Work", "2"),
+                ("add", "\\Answered $Label1", "Ünï Box", "1"),
+                ("remove", "\\Seen", "Work", "1"),
+            ],
+        );
         da(&["copy", "Archive", "mailbox", "INBOX", "uid", "4,5"]);
         da(&["copy", "Ünï Box", "mailbox", "Work", "uid", "2"]);
         if self.location.starts_with("mdbox:") && self.location.contains(":ALT=") {
@@ -1062,16 +1026,13 @@ impl Dovecot {
                 break;
             }
             let uid = (i % 3 + 1).to_string();
-            da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", &uid]);
-            da(&[
-                "flags",
-                "remove",
-                "\\Flagged",
-                "mailbox",
-                "Work",
-                "uid",
-                &uid,
-            ]);
+            self.set_flags(
+                user,
+                &[
+                    ("add", "\\Flagged", "Work", &uid),
+                    ("remove", "\\Flagged", "Work", &uid),
+                ],
+            );
         }
         // uid 2 is \Flagged from the import: the loop removed it; put it back.
         da(&["flags", "add", "\\Flagged", "mailbox", "Work", "uid", "2"]);

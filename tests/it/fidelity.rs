@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::dovecot::{Dovecot, filter_snapshot};
 use crate::util::{
@@ -33,21 +32,6 @@ fn backup_all(src: &Dovecot, archive: &Path) {
     );
 }
 
-/// `maildump restore ARCHIVE --location LOC --home TEMPLATE --owner UID:GID`
-/// into `dst` (extra arguments are appended by the caller).
-fn restore_into(archive: &Path, dst: &Dovecot) -> Command {
-    let mut cmd = maildump();
-    cmd.arg("restore").arg(archive).args([
-        "--location",
-        &dst.location,
-        "--home",
-        &dst.home_template(),
-        "--owner",
-        &dst.owner_arg(),
-    ]);
-    cmd
-}
-
 /// Full backup + restore of two rich users for one maildir flavour.
 fn roundtrip(suffix: &str) {
     let ws = Workspace::new();
@@ -72,7 +56,7 @@ fn roundtrip(suffix: &str) {
     run_ok(maildump().arg("verify").arg(&archive));
 
     let dst = Dovecot::new(&ws.join("dst"), suffix);
-    run_ok(&mut restore_into(&archive, &dst));
+    run_ok(&mut dst.restore_cmd(&[&archive]));
     assert_eq!(dst.users(), users, "[{}] restored homes", dst.location);
     for (u, b) in users.iter().zip(&before) {
         assert_text_eq(
@@ -113,7 +97,10 @@ fn restore_one_user_as_another() {
     backup_all(&src, &archive);
 
     let dst = Dovecot::new(&ws.join("dst"), "");
-    run_ok(restore_into(&archive, &dst).args(["--user", "alice", "--to-user", "carol"]));
+    run_ok(
+        dst.restore_cmd(&[&archive])
+            .args(["--user", "alice", "--to-user", "carol"]),
+    );
     assert_eq!(dst.users(), ["carol"], "only carol's home may be created");
     assert_text_eq(
         "carol (restored from alice) vs alice",
@@ -138,7 +125,10 @@ fn restore_single_mailbox() {
     backup_all(&src, &archive);
 
     let dst = Dovecot::new(&ws.join("dst"), ":LAYOUT=fs");
-    run_ok(restore_into(&archive, &dst).args(["--user", "alice", "--mailbox", "Work/Sub"]));
+    run_ok(
+        dst.restore_cmd(&[&archive])
+            .args(["--user", "alice", "--mailbox", "Work/Sub"]),
+    );
     assert_eq!(dst.users(), ["alice"]);
     let got_all = dst.snapshot("alice");
     assert_text_eq(
@@ -168,7 +158,7 @@ fn restore_dry_run_writes_nothing() {
 
     let dst = Dovecot::new(&ws.join("dst"), "");
     let before = tree_listing(&dst.dir);
-    run_ok(restore_into(&archive, &dst).arg("--dry-run"));
+    run_ok(dst.restore_cmd(&[&archive]).arg("--dry-run"));
     assert_text_eq(
         "target tree after --dry-run",
         &before,
@@ -191,7 +181,7 @@ fn restore_refuses_non_empty_target() {
     dst.build_small_store("alice");
     let snap = dst.snapshot("alice");
     let before = tree_listing(&dst.dir);
-    let out = run_expect_code(&mut restore_into(&archive, &dst), EXIT_TARGET_NOT_EMPTY);
+    let out = run_expect_code(&mut dst.restore_cmd(&[&archive]), EXIT_TARGET_NOT_EMPTY);
     assert!(
         !out.stderr.is_empty(),
         "a refusal should explain itself on stderr"
@@ -211,7 +201,8 @@ fn restore_refuses_non_empty_target() {
     // touched Dovecot's index files, so list the tree again).
     let before = tree_listing(&dst.dir);
     run_expect_code(
-        restore_into(&archive, &dst).args(["--user", "alice", "--mailbox", "INBOX"]),
+        dst.restore_cmd(&[&archive])
+            .args(["--user", "alice", "--mailbox", "INBOX"]),
         EXIT_TARGET_NOT_EMPTY,
     );
     assert_text_eq(
@@ -504,7 +495,7 @@ fn fixture_store_roundtrip() {
     let archive = ws.join("a.mdump");
     backup_all(&src, &archive);
     let dst = Dovecot::new(&ws.join("dst"), "");
-    run_ok(&mut restore_into(&archive, &dst));
+    run_ok(&mut dst.restore_cmd(&[&archive]));
     for (u, b) in users.iter().zip(&before) {
         assert_text_eq(
             &format!("fixture user {u} after restore"),
@@ -527,7 +518,7 @@ fn restored_store_is_usable_by_dovecot() {
     let archive = ws.join("a.mdump");
     backup_all(&src, &archive);
     let dst = Dovecot::new(&ws.join("dst"), "");
-    run_ok(restore_into(&archive, &dst).args(["--user", "alice"]));
+    run_ok(dst.restore_cmd(&[&archive]).args(["--user", "alice"]));
 
     let mut problems = Vec::new();
     if crate::util::is_root() {

@@ -58,24 +58,6 @@ fn backup_inc(src: &Dovecot, out: &Path, bases: &[&Path]) {
     run_ok(&mut cmd);
 }
 
-/// `maildump restore A1 A2 ... --location LOC --home TEMPLATE --owner UID:GID` into `dst`.
-fn restore_cmd(archives: &[&Path], dst: &Dovecot) -> Command {
-    let mut cmd = maildump();
-    cmd.arg("restore");
-    for a in archives {
-        cmd.arg(a);
-    }
-    cmd.args([
-        "--location",
-        &dst.location,
-        "--home",
-        &dst.home_template(),
-        "--owner",
-        &dst.owner_arg(),
-    ]);
-    cmd
-}
-
 /// Asserts that every user of `want` has exactly that Dovecot snapshot in `dst`, and that
 /// `dst` holds no other user.
 #[track_caller]
@@ -390,18 +372,7 @@ fn guid_of(src: &Dovecot, user: &str, mailbox: &str, uid: u32) -> String {
 
 /// `doveadm flags add|remove FLAGS mailbox M uid N`.
 fn flags(src: &Dovecot, user: &str, op: &str, flags: &str, mailbox: &str, uid: u32) {
-    src.doveadm(
-        user,
-        &[
-            "flags",
-            op,
-            flags,
-            "mailbox",
-            mailbox,
-            "uid",
-            &uid.to_string(),
-        ],
-    );
+    src.set_flags(user, &[(op, flags, mailbox, &uid.to_string())]);
 }
 
 /// `doveadm expunge mailbox M uid N`.
@@ -658,7 +629,7 @@ fn chain_restore_equals_live() {
     }
 
     let dst = Dovecot::new(&c.ws.join("dst-chain"), "");
-    if p.run_ok("restore FULL INC1 INC2", &mut restore_cmd(&chain, &dst)) {
+    if p.run_ok("restore FULL INC1 INC2", &mut dst.restore_cmd(&chain)) {
         p.snapshots("restore FULL INC1 INC2 vs live store", &c.snap2, &dst);
     }
 
@@ -682,7 +653,7 @@ fn chain_restore_equals_live() {
     for (n, (label, as_of, want)) in cases.iter().enumerate() {
         let what = format!("restore FULL INC1 INC2 --as-of {label} ({as_of})");
         let dst = Dovecot::new(&c.ws.join(format!("dst-asof-{n}")), "");
-        if p.run_ok(&what, restore_cmd(&chain, &dst).args(["--as-of", as_of])) {
+        if p.run_ok(&what, dst.restore_cmd(&chain).args(["--as-of", as_of])) {
             p.snapshots(&format!("{what} vs the state then"), want, &dst);
         }
     }
@@ -692,7 +663,8 @@ fn chain_restore_equals_live() {
     let what = "restore FULL INC1 INC2 --user alice --to-user carol";
     if p.run_ok(
         what,
-        restore_cmd(&chain, &dst).args(["--user", "alice", "--to-user", "carol"]),
+        dst.restore_cmd(&chain)
+            .args(["--user", "alice", "--to-user", "carol"]),
     ) {
         let want = [("carol".to_string(), c.snap2[0].1.clone())];
         p.snapshots(what, &want, &dst);
@@ -772,7 +744,7 @@ fn merge_restores_like_the_chain() {
         format!("merged archive: {merged_members} message members for {state} messages")
     });
     let dst = Dovecot::new(&c.ws.join("dst-merged"), "");
-    if p.run_ok("restore MERGED", &mut restore_cmd(&[&merged], &dst)) {
+    if p.run_ok("restore MERGED", &mut dst.restore_cmd(&[&merged])) {
         p.snapshots("restore MERGED vs live store", &c.snap2, &dst);
     }
     // Without --keep-deleted no deleted mail is kept.
@@ -829,7 +801,7 @@ fn merge_restores_like_the_chain() {
     let dst = Dovecot::new(&c.ws.join("dst-merged-keep"), "");
     if p.run_ok(
         "restore MERGED(--keep-deleted)",
-        &mut restore_cmd(&[&kept], &dst),
+        &mut dst.restore_cmd(&[&kept]),
     ) {
         p.snapshots(
             "restore MERGED(--keep-deleted 30d) vs live store (deleted records must not come back)",
@@ -876,7 +848,7 @@ fn merge_restores_like_the_chain() {
     let dst = Dovecot::new(&c.ws.join("dst-merged-inc3"), "");
     if p.run_ok(
         "restore MERGED INC3",
-        &mut restore_cmd(&[&merged, &inc3], &dst),
+        &mut dst.restore_cmd(&[&merged, &inc3]),
     ) {
         p.snapshots("restore MERGED INC3 vs live store", &live, &dst);
     }
@@ -1028,7 +1000,7 @@ fn no_change_incremental_opens_no_message() {
 
     // The chain restores the original bytes (from FULL), not the overwritten ones.
     let dst = Dovecot::new(&ws.join("dst"), "");
-    run_ok(&mut restore_cmd(&[&full, &inc], &dst));
+    run_ok(&mut dst.restore_cmd(&[&full, &inc]));
     assert_text_eq(
         "restore FULL INC vs the store before it was overwritten",
         &before,
@@ -1139,7 +1111,7 @@ fn incremental_holds_only_new_content() {
 
     let live = snapshots(&src, &USERS);
     let dst = Dovecot::new(&ws.join("dst"), "");
-    run_ok(&mut restore_cmd(&[&full, &inc], &dst));
+    run_ok(&mut dst.restore_cmd(&[&full, &inc]));
     assert_snapshots("restore FULL INC vs live store", &live, &dst);
 }
 
@@ -1180,7 +1152,7 @@ fn broken_chains_are_refused() {
     let check = |name: &str, archives: &[&Path], codes: &[i32], must_name: Option<&str>| {
         let dst = Dovecot::new(&ws.join(format!("dst-{name}")), "");
         let before = tree_listing(&dst.dir);
-        let mut cmd = restore_cmd(archives, &dst);
+        let mut cmd = dst.restore_cmd(archives);
         let out = run(&mut cmd);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
@@ -1208,7 +1180,7 @@ fn broken_chains_are_refused() {
         );
         assert!(dst.users().is_empty(), "{name}: a home was created");
         // The same with --dry-run, and for list.
-        let mut cmd = restore_cmd(archives, &dst);
+        let mut cmd = dst.restore_cmd(archives);
         cmd.arg("--dry-run");
         let out = run(&mut cmd);
         assert!(
@@ -1514,10 +1486,7 @@ fn since_archive() {
     );
 
     let dst = Dovecot::new(&ws.join("dst"), "");
-    if p.run_ok(
-        "restore FULL SINCE",
-        &mut restore_cmd(&[&full, &since], &dst),
-    ) {
+    if p.run_ok("restore FULL SINCE", &mut dst.restore_cmd(&[&full, &since])) {
         p.snapshots("restore FULL SINCE vs live store", &live, &dst);
     }
 
@@ -1545,7 +1514,7 @@ fn since_archive() {
     );
     let dst = Dovecot::new(&ws.join("dst-late"), "");
     let before = tree_listing(&dst.dir);
-    let mut cmd = restore_cmd(&[&full, &late], &dst);
+    let mut cmd = dst.restore_cmd(&[&full, &late]);
     let out = run(&mut cmd);
     p.that(
         out.status.code() == Some(EXIT_NOT_FOUND) && !out.stderr.is_empty(),
@@ -1568,7 +1537,7 @@ fn since_archive() {
     // nothing written.
     let dst = Dovecot::new(&ws.join("dst-alone"), "");
     let before = tree_listing(&dst.dir);
-    let mut cmd = restore_cmd(&[&since], &dst);
+    let mut cmd = dst.restore_cmd(&[&since]);
     let out = run(&mut cmd);
     p.that(
         out.status.code() == Some(EXIT_NOT_FOUND) && !out.stderr.is_empty(),
@@ -1697,7 +1666,7 @@ fn state_dir_runs() {
     let chain: Vec<&Path> = a.iter().map(PathBuf::as_path).collect();
     if p.run_ok(
         "restore of the state-dir chain",
-        &mut restore_cmd(&chain, &dst),
+        &mut dst.restore_cmd(&chain),
     ) {
         p.snapshots("restore of the state-dir chain vs live store", &live, &dst);
     }
@@ -1732,7 +1701,7 @@ fn state_dir_runs() {
     let dst = Dovecot::new(&ws.join("dst2"), "");
     if p.run_ok(
         "restore of the second state-dir chain",
-        &mut restore_cmd(&[&b[3], &b[4]], &dst),
+        &mut dst.restore_cmd(&[&b[3], &b[4]]),
     ) {
         p.snapshots(
             "restore of the second state-dir chain vs live store",

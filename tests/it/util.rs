@@ -154,6 +154,22 @@ impl Default for Workspace {
 /// their permission bits and modification times, symlinks are recreated as
 /// symlinks, ownership is not changed.
 pub fn copy_dir(src: &Path, dst: &Path) -> io::Result<()> {
+    copy_tree(src, dst, None)
+}
+
+/// Like [`copy_dir`], but files hard-linked to each other under `src` are hard-linked
+/// to each other under `dst` too (as Dovecot's SIS `hashes/` links and sdbox copies are).
+pub fn copy_dir_links(src: &Path, dst: &Path) -> io::Result<()> {
+    copy_tree(src, dst, Some(&mut std::collections::HashMap::new()))
+}
+
+/// The walk of [`copy_dir`]; with `links`, the first copy of each multiply-linked file
+/// by (device, inode), so that later names of it become hard links to that copy.
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    mut links: Option<&mut std::collections::HashMap<(u64, u64), PathBuf>>,
+) -> io::Result<()> {
     fs::create_dir_all(dst)?;
     let meta = fs::metadata(src)?;
     fs::set_permissions(dst, meta.permissions())?;
@@ -164,17 +180,26 @@ pub fn copy_dir(src: &Path, dst: &Path) -> io::Result<()> {
         let to = dst.join(entry.file_name());
         let ft = entry.file_type()?;
         if ft.is_dir() {
-            copy_dir(&from, &to)?;
+            copy_tree(&from, &to, links.as_deref_mut())?;
         } else if ft.is_symlink() {
-            let target = fs::read_link(&from)?;
-            std::os::unix::fs::symlink(target, &to)?;
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
         } else {
+            let m = fs::metadata(&from)?;
+            let key = (m.dev(), m.ino());
+            if let Some(first) = links.as_deref().and_then(|l| l.get(&key)) {
+                fs::hard_link(first, &to)?;
+                continue;
+            }
             fs::copy(&from, &to)?;
-            let mtime = fs::metadata(&from)?.modified()?;
             fs::File::options()
                 .write(true)
                 .open(&to)?
-                .set_modified(mtime)?;
+                .set_modified(m.modified()?)?;
+            if let Some(l) = links.as_deref_mut()
+                && m.nlink() > 1
+            {
+                l.insert(key, to);
+            }
         }
     }
     // Directory mtimes last, after their contents were written.
@@ -334,48 +359,6 @@ pub fn assert_text_eq(what: &str, expected: &str, actual: &str) {
 /// The path as an `&OsStr`, for `Command::arg` chains.
 pub fn os(p: &Path) -> &OsStr {
     p.as_os_str()
-}
-
-/// Like [`copy_dir`], but files hard-linked to each other under `src` are hard-linked
-/// to each other under `dst` too (as Dovecot's SIS `hashes/` links and sdbox copies are).
-pub fn copy_dir_links(src: &Path, dst: &Path) -> io::Result<()> {
-    fn walk(
-        src: &Path,
-        dst: &Path,
-        seen: &mut std::collections::HashMap<(u64, u64), PathBuf>,
-    ) -> io::Result<()> {
-        fs::create_dir_all(dst)?;
-        let meta = fs::metadata(src)?;
-        fs::set_permissions(dst, meta.permissions())?;
-        let mut entries = fs::read_dir(src)?.collect::<Result<Vec<_>, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let from = entry.path();
-            let to = dst.join(entry.file_name());
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                walk(&from, &to, seen)?;
-            } else if ft.is_symlink() {
-                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-            } else {
-                let m = fs::metadata(&from)?;
-                if let Some(first) = seen.get(&(m.dev(), m.ino())) {
-                    fs::hard_link(first, &to)?;
-                    continue;
-                }
-                fs::copy(&from, &to)?;
-                fs::File::options()
-                    .write(true)
-                    .open(&to)?
-                    .set_modified(m.modified()?)?;
-                if m.nlink() > 1 {
-                    seen.insert((m.dev(), m.ino()), to);
-                }
-            }
-        }
-        Ok(())
-    }
-    walk(src, dst, &mut std::collections::HashMap::new())
 }
 
 /// Every regular file under `root` (recursively), sorted. A missing `root` gives none.
