@@ -400,9 +400,7 @@ impl Chain {
         let size = rec.message.content.size;
         let make = |archive: usize, loc: Location, c: &Content| {
             let blobs = c
-                .parts
-                .iter()
-                .filter_map(|p| p.blob.as_ref())
+                .blob_shas()
                 .map(|sha| self.blob_index().get(sha).copied())
                 .collect::<Option<Vec<_>>>()?;
             Some(Resolved {
@@ -560,13 +558,7 @@ impl Chain {
 
     /// A human description of why `rec` cannot be resolved.
     pub fn missing_reason(&self, rec: &MessageRecord) -> String {
-        for sha in rec
-            .message
-            .content
-            .parts
-            .iter()
-            .filter_map(|p| p.blob.as_ref())
-        {
+        for sha in rec.message.content.blob_shas() {
             if !self.blob_index().contains_key(sha) {
                 return format!("its attachment (blob {sha}) is in no archive given");
             }

@@ -607,13 +607,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             }
             // Blobs (attachments stored once): in this archive, or (an incremental) in its
             // chain, which `verify A B C` checks.
-            for sha in r
-                .message
-                .content
-                .parts
-                .iter()
-                .filter_map(|p| p.blob.as_ref())
-            {
+            for sha in r.message.content.blob_shas() {
                 if bad_blobs.contains(sha) {
                     rep.damage
                         .push(format!("{item}: its attachment (blob {sha}) is damaged"));

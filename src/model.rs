@@ -276,6 +276,14 @@ pub struct Content {
     pub parts: Vec<Part>,
 }
 
+impl Content {
+    /// The SHA-256 of each blob part (format 1.2), in part order; none for a message stored
+    /// whole.
+    pub fn blob_shas(&self) -> impl Iterator<Item = &String> {
+        self.parts.iter().filter_map(|p| p.blob.as_ref())
+    }
+}
+
 /// Hash and length of a data member (format 1.2).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct DataRef {

@@ -51,31 +51,29 @@ fn invalid(what: &str, detail: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {detail}"))
 }
 
-/// Strict hex parse like Dovecot's `str_to_uintmax_hex`: at least one digit,
-/// only `[0-9a-fA-F]`, no sign, no overflow.
-fn parse_hex_u64(s: &[u8]) -> Option<u64> {
+/// Strict parse like Dovecot's `str_to_uintmax_hex` (radix 16) and `str_to_uoff` /
+/// `str_to_uint` (radix 10): at least one digit, digits of the radix only, no sign, no
+/// overflow.
+fn parse_u64(s: &[u8], radix: u32) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
     let mut v: u64 = 0;
     for &c in s {
-        let d = char::from(c).to_digit(16)?;
-        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+        let d = char::from(c).to_digit(radix)?;
+        v = v.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
     }
     Some(v)
 }
 
-/// Strict decimal parse like Dovecot's `str_to_uoff`/`str_to_uint`.
+/// [`parse_u64`] in hex.
+fn parse_hex_u64(s: &[u8]) -> Option<u64> {
+    parse_u64(s, 16)
+}
+
+/// [`parse_u64`] in decimal.
 fn parse_dec_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &c in s {
-        let d = char::from(c).to_digit(10)?;
-        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
-    }
-    Some(v)
+    parse_u64(s, 10)
 }
 
 fn to_usize(v: u64, what: &str) -> Result<usize> {
