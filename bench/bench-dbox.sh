@@ -172,35 +172,12 @@ TAR_CMD="tar -C $(q "$HOMES") -cf - . | zstd -T0 -3 -q -f -o $(q "$TARZ")"
 MD_CMD="$(q "$MAILDUMP") backup $MD_LOC -o - --quiet > $(q "$ARCH_STDOUT")"
 COMMANDS+=("$TAR_CMD   # $REPS runs, median")
 COMMANDS+=("$MD_CMD   # $REPS runs, median")
-TAR_TIMES=(); MD_TIMES=(); RSS[tar]=0; RSS[maildump]=0
-MD_RC=0
-for ((rep = 1; rep <= REPS; rep++)); do
-    fresh "$TARZ"; warm
-    log "running [tar] ($rep/$REPS): $TAR_CMD"
-    t0=$(date +%s%N)
-    bash -c "/usr/bin/time -f '%M' -o $(q "$T/tar.tar") tar -C $(q "$HOMES") -cf - . \
-         | /usr/bin/time -f '%M' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -f -o $(q "$TARZ")"
-    t1=$(date +%s%N)
-    TAR_TIMES+=("$(secs "$t0" "$t1")")
-    r=$(( $(tail -n1 "$T/tar.tar") + $(tail -n1 "$T/tar.zstd") ))
-    (( r > RSS[tar] )) && RSS[tar]=$r
-    fresh "$ARCH_STDOUT"; warm
-    log "running [maildump] ($rep/$REPS): $MD_CMD"
-    t0=$(date +%s%N)
-    /usr/bin/time -f '%M' -o "$T/maildump" bash -c "$MD_CMD 2> $(q "$T/maildump.err")" || MD_RC=$?
-    t1=$(date +%s%N)
-    MD_TIMES+=("$(secs "$t0" "$t1")")
-    r=$(tail -n1 "$T/maildump" | tr -cd 0-9)
-    (( ${r:-0} > RSS[maildump] )) && RSS[maildump]=$r
-    if (( MD_RC != 0 )); then
-        cat "$T/maildump.err" >&2
-        FAIL+=("maildump backup -o - exited $MD_RC: $(tail -n3 "$T/maildump.err" | tr '\n' ' ')")
-        break
-    fi
-done
+alternate_runs "$HOMES" "$TARZ" "$MD_CMD" "$ARCH_STDOUT"
+(( MD_RC == 0 )) || FAIL+=("maildump backup -o - exited $MD_RC: $(tail -n3 "$T/maildump.err" | tr '\n' ' ')")
 SECS[tar]=$(median "${TAR_TIMES[@]}")
 SECS[maildump]=$(median "${MD_TIMES[@]}")
 COMMANDS+=("# tar runs: ${TAR_TIMES[*]}; maildump runs: ${MD_TIMES[*]}")
+COMMANDS+=("# CPU s (user+sys): tar ${TAR_CPUS[*]}; maildump ${MD_CPUS[*]}")
 SIZE_tar=$(size "$TARZ")
 SIZE_md_stdout=$(size "$ARCH_STDOUT")
 (( MD_RC == 0 )) || die "maildump backup failed (exit $MD_RC): $(cat "$T/maildump.err")"

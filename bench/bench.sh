@@ -96,33 +96,8 @@ TAR_CMD="tar -C $(q "$ROOT") -cf - . | zstd -T0 -3 -q -f -o $(q "$TARZ")"
 MD_CMD="$(q "$MAILDUMP") backup --location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users -o - --quiet > $(q "$MDUMP")"
 COMMANDS+=("$TAR_CMD   # $REPS runs, median")
 [[ $MD_STATUS == run ]] && COMMANDS+=("$MD_CMD   # $REPS runs, median")
-TAR_TIMES=(); MD_TIMES=(); TAR_CPUS=(); MD_CPUS=(); RSS[tar]=0; RSS[maildump]=0
-# cpu_of FILE...: user+sys seconds summed over /usr/bin/time -f '%M %U %S' outputs.
-cpu_of() { tail -qn1 "$@" | awk '{c += $2 + $3} END {printf "%.2f", c}'; }
-for ((rep = 1; rep <= REPS; rep++)); do
-    fresh "$TARZ"; warm
-    log "running [tar] ($rep/$REPS): $TAR_CMD"
-    t0=$(date +%s%N)
-    # Pipeline: RSS = tar peak + zstd peak (both run concurrently), each by its own time.
-    bash -c "/usr/bin/time -f '%M %U %S' -o $(q "$T/tar.tar") tar -C $(q "$ROOT") -cf - . \
-         | /usr/bin/time -f '%M %U %S' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -f -o $(q "$TARZ")"
-    t1=$(date +%s%N)
-    TAR_TIMES+=("$(secs "$t0" "$t1")")
-    TAR_CPUS+=("$(cpu_of "$T/tar.tar" "$T/tar.zstd")")
-    r=$(( $(tail -n1 "$T/tar.tar" | cut -d' ' -f1) + $(tail -n1 "$T/tar.zstd" | cut -d' ' -f1) ))
-    (( r > RSS[tar] )) && RSS[tar]=$r
-    if [[ $MD_STATUS == run ]]; then
-        fresh "$MDUMP"; warm
-        log "running [maildump] ($rep/$REPS): $MD_CMD"
-        t0=$(date +%s%N)
-        /usr/bin/time -f '%M %U %S' -o "$T/maildump" bash -c "$MD_CMD"
-        t1=$(date +%s%N)
-        MD_TIMES+=("$(secs "$t0" "$t1")")
-        MD_CPUS+=("$(cpu_of "$T/maildump")")
-        r=$(tail -n1 "$T/maildump" | cut -d' ' -f1)
-        (( r > RSS[maildump] )) && RSS[maildump]=$r
-    fi
-done
+alternate_runs "$ROOT" "$TARZ" "$( [[ $MD_STATUS == run ]] && echo "$MD_CMD")" "$MDUMP"
+(( MD_RC == 0 )) || die "maildump backup failed (exit $MD_RC): $(tail -n3 "$T/maildump.err")"
 SECS[tar]=$(median "${TAR_TIMES[@]}")
 SIZE_tar=$(stat -c %s "$TARZ")
 if [[ $MD_STATUS == run ]]; then

@@ -145,3 +145,41 @@ print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3)
 # the writer flush the whole new file (ext4's auto_da_alloc for truncated files), which
 # measures the file system, not the tool.)
 fresh() { rm -f "$1"; sync; }
+
+# cpu_of FILE...: user+sys seconds summed over /usr/bin/time -f '%M %U %S' outputs.
+cpu_of() { tail -qn1 "$@" | awk '{c += $2 + $3} END {printf "%.2f", c}'; }
+
+# alternate_runs SRC TARZ MD_CMD MD_OUT: REPS alternating timed runs of
+# `tar -C SRC -cf - . | zstd -T0 -3` into TARZ and of MD_CMD (a bash string that writes
+# MD_OUT; empty: tar only), each after `fresh` of its output and `warm` (which the caller
+# defines). Sets TAR_TIMES MD_TIMES (wall s), TAR_CPUS MD_CPUS (user+sys s, all
+# processes), RSS[tar] (tar + zstd peaks) and RSS[maildump] (largest peak KiB), and MD_RC:
+# maildump's exit code; the runs stop at its first failure (stderr in $T/maildump.err).
+alternate_runs() {
+    local src=$1 tarz=$2 md_cmd=$3 md_out=$4 rep t0 t1 r
+    TAR_TIMES=(); MD_TIMES=(); TAR_CPUS=(); MD_CPUS=(); RSS[tar]=0; RSS[maildump]=0; MD_RC=0
+    for ((rep = 1; rep <= REPS; rep++)); do
+        fresh "$tarz"; warm
+        log "running [tar] ($rep/$REPS): tar -C $src -cf - . | zstd -T0 -3 -q -f -o $tarz"
+        t0=$(date +%s%N)
+        bash -c "/usr/bin/time -f '%M %U %S' -o $(q "$T/tar.tar") tar -C $(q "$src") -cf - . \
+             | /usr/bin/time -f '%M %U %S' -o $(q "$T/tar.zstd") zstd -T0 -3 -q -f -o $(q "$tarz")"
+        t1=$(date +%s%N)
+        TAR_TIMES+=("$(secs "$t0" "$t1")")
+        TAR_CPUS+=("$(cpu_of "$T/tar.tar" "$T/tar.zstd")")
+        r=$(( $(tail -n1 "$T/tar.tar" | cut -d' ' -f1) + $(tail -n1 "$T/tar.zstd" | cut -d' ' -f1) ))
+        (( r > RSS[tar] )) && RSS[tar]=$r
+        [[ -n $md_cmd ]] || continue
+        fresh "$md_out"; warm
+        log "running [maildump] ($rep/$REPS): $md_cmd"
+        t0=$(date +%s%N)
+        /usr/bin/time -f '%M %U %S' -o "$T/maildump" bash -c "$md_cmd 2> $(q "$T/maildump.err")" || MD_RC=$?
+        t1=$(date +%s%N)
+        (( MD_RC == 0 )) || { cat "$T/maildump.err" >&2; return 0; }
+        MD_TIMES+=("$(secs "$t0" "$t1")")
+        MD_CPUS+=("$(cpu_of "$T/maildump")")
+        r=$(tail -n1 "$T/maildump" | cut -d' ' -f1)
+        (( r > RSS[maildump] )) && RSS[maildump]=$r
+    done
+    return 0
+}
