@@ -65,19 +65,28 @@ impl Progress for Bar {
                 self.bar
                     .suspend(|| eprintln!("maildump: warning: {message}"));
             }
+            Event::Expunged { message, .. } => {
+                self.bar.suspend(|| eprintln!("maildump: note: {message}"));
+            }
             Event::Done { .. } => self.bar.finish_and_clear(),
             Event::User { .. } => {}
         }
     }
 }
 
-/// Prints warnings only.
-struct Warnings;
+/// Prints warnings, and with `notes` messages expunged during a backup.
+struct Warnings {
+    notes: bool,
+}
 
 impl Progress for Warnings {
     fn event(&mut self, e: &Event) {
-        if let Event::Warning { message } = e {
-            eprintln!("maildump: warning: {message}");
+        match e {
+            Event::Warning { message } => eprintln!("maildump: warning: {message}"),
+            Event::Expunged { message, .. } if self.notes => {
+                eprintln!("maildump: note: {message}")
+            }
+            _ => {}
         }
     }
 }
@@ -86,11 +95,11 @@ fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
     let tty = io::stderr().is_terminal();
     match mode {
         ProgressMode::Json => Box::new(JsonLines(io::stderr())),
-        ProgressMode::None => Box::new(Warnings),
-        _ if quiet => Box::new(Warnings),
+        ProgressMode::None => Box::new(Warnings { notes: !quiet }),
+        _ if quiet => Box::new(Warnings { notes: false }),
         ProgressMode::Bar => Box::new(bar()),
         ProgressMode::Auto if tty => Box::new(bar()),
-        ProgressMode::Auto => Box::new(Warnings),
+        ProgressMode::Auto => Box::new(Warnings { notes: true }),
     }
 }
 
@@ -289,8 +298,17 @@ fn backup_summary(stats: &BackupStats) -> String {
             stats.gone_users.join(", ")
         ));
     }
+    if !stats.expunged.is_empty() {
+        s.push_str(&format!(
+            "; {} messages expunged during the backup, not in the archive (normal for a live store)",
+            stats.expunged.len()
+        ));
+    }
     if !stats.warnings.is_empty() {
-        s.push_str(&format!("; {} warnings", stats.warnings.len()));
+        s.push_str(&format!(
+            "; {} items left out or damaged (named above): exit 1",
+            stats.warnings.len()
+        ));
     }
     s
 }

@@ -230,6 +230,7 @@ pub fn merge<W: Write>(
         messages: stats.messages,
         bytes: 0,
         warnings: stats.warnings.len() as u64,
+        expunged: 0,
     });
     Ok(stats)
 }

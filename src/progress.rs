@@ -32,6 +32,17 @@ pub enum Event {
         /// What happened, naming the item.
         message: String,
     },
+    /// A message the backup found was expunged before its bytes were read (or while its
+    /// mailbox was read): it is not in the archive. Normal life of a live store, not damage:
+    /// it does not change the exit code.
+    Expunged {
+        /// User name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// What was expunged: UID and file, or what is known of it.
+        message: String,
+    },
     /// Finished.
     Done {
         /// Messages processed.
@@ -40,7 +51,14 @@ pub enum Event {
         bytes: u64,
         /// Warnings reported.
         warnings: u64,
+        /// Messages expunged during the run (backup only; see [`Event::Expunged`]).
+        #[serde(skip_serializing_if = "is_zero")]
+        expunged: u64,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Receives [`Event`]s.

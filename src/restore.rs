@@ -609,6 +609,7 @@ pub fn restore(
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
+        expunged: 0,
     });
     Ok(stats)
 }

@@ -474,6 +474,7 @@ impl StoreReader for DboxReader {
             &|name| name == MAILS_DIR.as_bytes(),
             &|p| p.join(MAILS_DIR).is_dir(),
             &mut all,
+            &mut self.warnings.borrow_mut(),
         )?;
         // INBOX first, then sorted by name.
         let (mut inbox, rest): (Vec<_>, Vec<_>) =
