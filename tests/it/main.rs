@@ -11,5 +11,6 @@ mod format_vectors;
 mod incremental;
 mod live_backup;
 mod live_restore;
+mod skips;
 mod util;
 mod vanish;
