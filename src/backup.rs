@@ -490,7 +490,10 @@ fn unchanged_mailboxes(
     let mut out = Vec::with_capacity(handles.len());
     for (h, sig) in handles.iter().zip(sigs) {
         let hit = parent.dir.mailboxes.iter().position(|e| {
-            &e.user == user && e.name == h.name && !sig.is_empty() && e.signature.as_deref() == Some(sig)
+            &e.user == user
+                && e.name == h.name
+                && !sig.is_empty()
+                && e.signature.as_deref() == Some(sig)
         });
         out.push(match hit {
             Some(i) => parent.raw_catalog(i)?.map(|raw| (i, raw)),
@@ -908,7 +911,13 @@ fn backup_user<W: Write>(
         }
         names.push(meta.name.clone());
         let deleted = deleted_live.remove(&mi).unwrap_or_default();
-        w.add_mailbox(&user_name, meta, records, deleted, sigs.get(mi).filter(|s| !s.is_empty()).cloned())?;
+        w.add_mailbox(
+            &user_name,
+            meta,
+            records,
+            deleted,
+            sigs.get(mi).filter(|s| !s.is_empty()).cloned(),
+        )?;
         stats.mailboxes += 1;
     }
     for (meta, deleted) in gone {

@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use maildump::chain::Chain;
 
+use crate::dovecot::Dovecot;
 use crate::util::{Workspace, maildump};
 
 /// A small deterministic PRNG (splitmix64): the same seed gives the same operations.
@@ -257,7 +258,11 @@ pub fn maildir_round(seed: u64) -> (Vec<String>, RunReport) {
         .map(|(_, g, b)| (g.as_str(), b))
         .collect();
     let uids: BTreeSet<u32> = got["INBOX"].iter().map(|(u, _, _)| *u).collect();
-    assert_eq!(uids.len(), got["INBOX"].len(), "duplicate UIDs in the archive");
+    assert_eq!(
+        uids.len(),
+        got["INBOX"].len(),
+        "duplicate UIDs in the archive"
+    );
     for (base, body) in &stable {
         match inbox.get(base.as_str()) {
             None => lost.push(format!("{base}: missing")),
@@ -291,4 +296,252 @@ fn maildir_backup_under_changes_loses_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// sdbox and mdbox: the mutator goes through doveadm (save, flags, expunge, purge).
+
+const DBOX_MESSAGES: usize = 40;
+
+fn dbox_body(i: usize) -> Vec<u8> {
+    let mut b =
+        format!("From: s{i}@example.org\nSubject: dbox live {i}\nMessage-ID: <dbox.{i}@live>\n\n")
+            .into_bytes();
+    for l in 0..(i % 5 + 3) {
+        b.extend_from_slice(
+            format!("line {l} of dbox message {i}, some padding text\n").as_bytes(),
+        );
+    }
+    b
+}
+
+/// A store with [`DBOX_MESSAGES`] messages in INBOX (UIDs 1..): built once per format
+/// and copied for each round. Small `m.N` files, so that a purge moves stable messages.
+fn dbox_template(location: &str) -> &'static Path {
+    use std::sync::OnceLock;
+    static SDBOX: OnceLock<PathBuf> = OnceLock::new();
+    static MDBOX: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if location.starts_with("mdbox") {
+        &MDBOX
+    } else {
+        &SDBOX
+    };
+    cell.get_or_init(|| {
+        let dir = Workspace::new().keep();
+        let dc = dbox_config(&dir, location);
+        let msgs: Vec<(&str, u64, &str, Vec<u8>)> = (0..DBOX_MESSAGES)
+            .map(|i| ("INBOX", 1_600_000_000 + i as u64, "", dbox_body(i)))
+            .collect();
+        dc.import("u", &msgs);
+        dir
+    })
+}
+
+fn dbox_config(dir: &Path, location: &str) -> Dovecot {
+    Dovecot::with_extra(dir, location, &["mdbox_rotate_size = 1k"])
+}
+
+/// The doveadm mutator: flag changes on any message, expunges of volatile ones (odd
+/// UIDs), saves, and for mdbox purges: 20 operations, then `stop` is set. Returns the UIDs
+/// it expunged.
+fn dbox_mutate(dc: &Dovecot, seed: u64, mdbox: bool, stop: &AtomicBool) -> BTreeSet<u32> {
+    let mut rng = Rng::new(seed ^ 0xdb0c);
+    let mut expunged = BTreeSet::new();
+    for _ in 0..20 {
+        let uid = rng.below(DBOX_MESSAGES) as u32 + 1;
+        let r = rng.below(100);
+        if r < 35 {
+            let verb = if rng.below(2) == 0 { "add" } else { "remove" };
+            let flag = ["\\Seen", "\\Flagged", "$Work"][rng.below(3)];
+            dc.try_doveadm(
+                "u",
+                &[
+                    "flags",
+                    verb,
+                    flag,
+                    "mailbox",
+                    "INBOX",
+                    "uid",
+                    &uid.to_string(),
+                ],
+            );
+        } else if r < 60 && uid % 2 == 1 && !expunged.contains(&uid) {
+            dc.doveadm(
+                "u",
+                &["expunge", "mailbox", "INBOX", "uid", &uid.to_string()],
+            );
+            expunged.insert(uid);
+        } else if r < 80 && mdbox {
+            dc.doveadm("u", &["purge"]);
+        } else {
+            let out = dc.save("u", "INBOX", b"Subject: saved during the backup\n\nhello\n");
+            assert!(out.status.success(), "doveadm save failed");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    expunged
+}
+
+/// One sdbox/mdbox round: backups one after the other while the mutator runs (at least
+/// one, at most 12). Returns the problems found.
+fn dbox_round(location: &str, seed: u64) -> Vec<String> {
+    let ws = Workspace::new();
+    let dc = dbox_config(&ws.join("dc"), location);
+    crate::util::copy_dir_links(&dbox_template(location).join("home"), &dc.home_root).unwrap();
+    dc.fix_ownership();
+    let stop = AtomicBool::new(false);
+    let mdbox = location.starts_with("mdbox");
+    let mut problems = Vec::new();
+    std::thread::scope(|s| {
+        let mutator = s.spawn(|| dbox_mutate(&dc, seed, mdbox, &stop));
+        let mut runs = Vec::new();
+        for n in 0..12 {
+            if n > 0 && stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let archive = ws.join(format!("a{n}.mdump"));
+            let mut cmd = maildump();
+            cmd.args(["backup", "--location", location, "--home"])
+                .arg(dc.home_template())
+                .args(["--user", "u", "--progress", "json", "-o"])
+                .arg(&archive);
+            let out = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let mut r = parse_events(&String::from_utf8_lossy(&out.stderr));
+            r.code = out.status.code();
+            runs.push((archive, r));
+        }
+        let expunged = mutator.join().unwrap();
+        eprintln!("{location} round {seed}: {} backups", runs.len());
+        for (archive, run) in runs {
+            if run.code != Some(0) || !run.warnings.is_empty() {
+                problems.push(format!("exit {:?}: {}", run.code, run.stderr));
+                continue;
+            }
+            for e in &run.expunged {
+                let named = expunged.iter().any(|u| e.contains(&format!("UID {u}:")));
+                if !named {
+                    problems.push(format!("named expunged, not expunged by the mutator: {e}"));
+                }
+            }
+            let got = archive_messages(&archive);
+            let inbox: BTreeMap<u32, &Vec<u8>> =
+                got["INBOX"].iter().map(|(u, _, b)| (*u, b)).collect();
+            for i in (0..DBOX_MESSAGES).filter(|i| (i + 1) % 2 == 0) {
+                let uid = i as u32 + 1;
+                match inbox.get(&uid) {
+                    None => problems.push(format!("UID {uid} missing")),
+                    Some(b) if **b != dbox_body(i) => problems.push(format!("UID {uid}: bytes")),
+                    Some(_) => {}
+                }
+            }
+        }
+    });
+    problems
+}
+
+fn dbox_rounds(location: &str) {
+    let n = rounds(20);
+    let mut failures = Vec::new();
+    for seed in 1..=n {
+        let p = dbox_round(location, seed);
+        eprintln!("{location} round {seed}: {} problems", p.len());
+        if !p.is_empty() {
+            failures.push(format!("round {seed}: {p:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn sdbox_backup_under_changes_loses_nothing() {
+    dbox_rounds("sdbox:~/sdbox");
+}
+
+#[test]
+fn mdbox_backup_under_changes_loses_nothing() {
+    dbox_rounds("mdbox:~/mdbox");
+}
+
+/// Deterministic: the map of an mdbox is read when the first mailbox is scanned; a
+/// message saved to another mailbox afterwards is found (the map is read again), and a
+/// purge that moves messages between the scan and the read of their bytes does not lose
+/// them; a message expunged and purged meanwhile is reported as expunged (NotFound).
+#[test]
+fn mdbox_purge_between_scan_and_read_moves_nothing_out() {
+    use maildump::store::StoreReader;
+    use maildump::store::dbox::DboxReader;
+    use maildump::store::location::Location;
+    let ws = Workspace::new();
+    let location = "mdbox:~/mdbox";
+    let dc = dbox_config(&ws.join("dc"), location);
+    crate::util::copy_dir_links(&dbox_template(location).join("home"), &dc.home_root).unwrap();
+    dc.fix_ownership();
+    dc.doveadm("u", &["mailbox", "create", "Later"]);
+    let loc = Location::parse(location, Some(dc.home_template())).unwrap();
+    let r = DboxReader::open(&loc, "u").unwrap();
+    let boxes = r.mailboxes().unwrap();
+    let inbox = boxes
+        .iter()
+        .find(|h| h.name.to_string() == "INBOX")
+        .unwrap();
+    let later = boxes
+        .iter()
+        .find(|h| h.name.to_string() == "Later")
+        .unwrap();
+    let (_, msgs) = r.scan(inbox).unwrap();
+    assert_eq!(msgs.len(), DBOX_MESSAGES);
+    // Saved after the map was read.
+    assert!(
+        dc.save("u", "Later", b"Subject: later\n\nlater\n")
+            .status
+            .success()
+    );
+    let (_, later_msgs) = r.scan(later).unwrap();
+    assert_eq!(later_msgs.len(), 1, "{:?}", r.take_warnings());
+    // Expunge the odd UIDs and purge: the even ones move to new m.N files.
+    dc.doveadm(
+        "u",
+        &["expunge", "mailbox", "INBOX", "uid", "1,3,5,7,9,11,13,15"],
+    );
+    let storage = dc.home("u").join("mdbox/storage");
+    let files = |d: &Path| -> BTreeSet<String> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("m."))
+            .collect()
+    };
+    let before = files(&storage);
+    dc.doveadm("u", &["purge"]);
+    assert_ne!(
+        before,
+        files(&storage),
+        "the purge moved nothing: test is void"
+    );
+    for m in &msgs {
+        let i = m.uid.0 as usize - 1;
+        match r.open_body(inbox, m) {
+            Ok(mut b) => {
+                assert!(
+                    m.uid.0 % 2 == 0 || m.uid.0 > 15,
+                    "UID {} was expunged",
+                    m.uid
+                );
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut b.file, &mut bytes).unwrap();
+                assert_eq!(bytes, dbox_body(i), "UID {}", m.uid);
+            }
+            Err(maildump::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                assert!(m.uid.0 % 2 == 1 && m.uid.0 <= 15, "UID {} lost", m.uid);
+            }
+            Err(e) => panic!("UID {}: {e}", m.uid),
+        }
+    }
+    assert!(r.take_warnings().is_empty());
 }

@@ -51,7 +51,10 @@ fn renamed_file_is_found_and_vanished_file_is_reported() {
         .open_body(&inbox, &moved)
         .err()
         .expect("vanished file not reported");
-    assert!(err.to_string().contains("expunged during the backup"), "{err}");
+    assert!(
+        err.to_string().contains("expunged during the backup"),
+        "{err}"
+    );
     assert!(
         matches!(&err, maildump::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
         "{err:?}"

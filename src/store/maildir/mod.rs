@@ -343,7 +343,8 @@ impl StoreReader for MaildirReader {
                 String::from_utf8_lossy(base)
             ));
         }
-        let (known, uidnext) = assign_uids(&dirs.dir, uidnext, records, &mut snap.files, uidvalidity)?;
+        let (known, uidnext) =
+            assign_uids(&dirs.dir, uidnext, records, &mut snap.files, uidvalidity)?;
         let msgs = known
             .iter()
             .map(|(r, f)| message_meta(r, f, &table))
@@ -401,7 +402,10 @@ impl StoreReader for MaildirReader {
                 let Some(d) = dirs.sub(new) else { continue };
                 match d.open_file(&fname) {
                     Ok(f) => {
-                        let len = f.metadata().map_err(|e| Error::io(d.join(&fname), e))?.len();
+                        let len = f
+                            .metadata()
+                            .map_err(|e| Error::io(d.join(&fname), e))?
+                            .len();
                         return Ok(OpenedBody {
                             file: Box::new(f),
                             path: d.join(&fname),
@@ -509,9 +513,13 @@ fn assign_uids(
             known.push((r, f));
         }
     }
-    let mut next_uid = uidnext
-        .max(header_next)
-        .max(known.iter().map(|(r, _)| r.uid.saturating_add(1)).max().unwrap_or(1));
+    let mut next_uid = uidnext.max(header_next).max(
+        known
+            .iter()
+            .map(|(r, _)| r.uid.saturating_add(1))
+            .max()
+            .unwrap_or(1),
+    );
     // Files Dovecot has not seen yet get UIDs the way Dovecot would assign them.
     let mut unseen: Vec<(Vec<u8>, Found)> = files.drain().collect();
     unseen.sort_by_key(|(b, _)| dovecot_sort_key(b));
