@@ -645,6 +645,7 @@ fn backup_user<W: Write>(
     let mut skipped = std::collections::HashSet::new();
     let mut kept = Vec::new();
     for (h, copy) in handles.iter().zip(&copies) {
+        crate::progress::check(progress)?;
         let from_parent = copy
             .as_ref()
             .and_then(|_| ub.parent.iter().find(|c| c.mailbox.name == h.name));
@@ -798,6 +799,7 @@ fn backup_user<W: Write>(
         let mut records = Vec::with_capacity(msgs.len());
         let known = ub.mailbox(&meta);
         for mut msg in msgs {
+            crate::progress::check(progress)?;
             if let Some(k) = ub.lookup(known, &msg) {
                 let k = k.clone();
                 msg.content = k.content;

@@ -6,6 +6,8 @@ mod cli;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,10 +26,40 @@ use maildump::sink::write_behind;
 use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::store::location::{Location, StoreFormat};
 
+/// The signal (SIGINT or SIGTERM) that asked this run to stop, 0 while none did.
+static STOP: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// SIGINT and SIGTERM ask the run to stop (it removes what it created, see
+/// [`Progress::interrupted`]); a second one ends the process at once.
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let which = STOP.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        let code = u32::try_from(128 + sig).unwrap_or(1);
+        // Registered before the flag is set, so it only acts on the second signal.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, code as i32, seen.clone());
+        let _ = signal_hook::flag::register(sig, seen.clone());
+        let _ = signal_hook::flag::register_usize(sig, which.clone(), sig as usize);
+    }
+}
+
+fn stop_signal() -> usize {
+    STOP.get().map(|s| s.load(Ordering::SeqCst)).unwrap_or(0)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_signal_handlers();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => {
+            let sig = stop_signal();
+            eprintln!("maildump: {e}");
+            // Die by the same signal, as a shell or a service manager expects.
+            let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
+            ExitCode::from(u8::try_from(128 + sig).unwrap_or(130))
+        }
         Err(e) => {
             if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>()
                 && source.kind() == io::ErrorKind::BrokenPipe
@@ -91,7 +123,23 @@ impl Progress for Warnings {
     }
 }
 
+/// A progress sink that also reports a stop signal.
+struct Stoppable(Box<dyn Progress>);
+
+impl Progress for Stoppable {
+    fn event(&mut self, e: &Event) {
+        self.0.event(e)
+    }
+    fn interrupted(&self) -> bool {
+        stop_signal() != 0
+    }
+}
+
 fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet)))
+}
+
+fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
     let tty = io::stderr().is_terminal();
     match mode {
         ProgressMode::Json => Box::new(JsonLines(io::stderr())),
@@ -266,6 +314,9 @@ fn write_output<T>(
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     let (mut file, tmp_path) = tmp.into_parts();
+    // Locked while it is written: a `--state-dir` run removes only partial files nobody
+    // holds (left by a run that died), never one a concurrent run is writing.
+    file.lock().map_err(|e| Error::io(&*tmp_path, e))?;
     let (r, written) = write_behind(&mut file, f);
     written.map_err(|e| Error::io(&dest, e))?;
     let r = r?;
@@ -348,6 +399,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Some(dir) => {
                     let mut sd = StateDir::open(dir)?;
+                    for p in &sd.removed_partials {
+                        if !a.write.quiet && a.write.progress != ProgressMode::Json {
+                            eprintln!(
+                                "maildump: removed {} (left by a run that did not finish)",
+                                p.display()
+                            );
+                        }
+                    }
                     let every = a.full_every.as_deref().map(parse_duration).transpose()?;
                     let now = chrono::Utc::now();
                     let created = opts

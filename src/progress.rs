@@ -61,10 +61,27 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Receives [`Event`]s.
+/// Receives [`Event`]s, and tells long operations to stop.
 pub trait Progress {
     /// Called for every event.
     fn event(&mut self, e: &Event);
+    /// Whether the caller wants the operation stopped (e.g. on SIGINT or SIGTERM): backup,
+    /// restore and merge check it between messages and return [`crate::Error::Interrupted`]
+    /// after removing what they created.
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// [`crate::Error::Interrupted`] when `progress` says so.
+///
+/// # Errors
+/// [`crate::Error::Interrupted`].
+pub fn check(progress: &dyn Progress) -> crate::Result<()> {
+    if progress.interrupted() {
+        return Err(crate::Error::Interrupted);
+    }
+    Ok(())
 }
 
 /// Ignores everything.

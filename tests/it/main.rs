@@ -9,6 +9,7 @@ mod dovecot;
 mod fidelity;
 mod format_vectors;
 mod incremental;
+mod leftovers;
 mod live_backup;
 mod live_restore;
 mod skips;
