@@ -288,6 +288,7 @@ fn maildir_backup_under_changes_loses_nothing() {
     let mut failures = Vec::new();
     for seed in 1..=n {
         let (lost, run) = maildir_round(seed);
+        eprintln!("maildir round {seed}: {} problems {lost:?}", lost.len());
         if !lost.is_empty() || !run.warnings.is_empty() {
             failures.push(format!(
                 "round {seed}: lost {lost:?}, warnings {:?}\n{}",
@@ -448,7 +449,7 @@ fn dbox_rounds(location: &str) {
     let mut failures = Vec::new();
     for seed in 1..=n {
         let p = dbox_round(location, seed);
-        eprintln!("{location} round {seed}: {} problems", p.len());
+        eprintln!("{location} round {seed}: {} problems {p:?}", p.len());
         if !p.is_empty() {
             failures.push(format!("round {seed}: {p:?}"));
         }
