@@ -380,7 +380,7 @@ mod tests {
         let h = File::open(&held).unwrap();
         h.lock().unwrap();
         let sd = StateDir::open(dir.path()).unwrap();
-        assert_eq!(sd.removed_partials, [stale.clone()]);
+        assert_eq!(sd.removed_partials, std::slice::from_ref(&stale));
         assert!(!stale.exists() && held.exists() && other.exists());
     }
 

@@ -97,6 +97,10 @@ pub(crate) fn symlink_refused(path: &Path) -> Error {
     )
 }
 
+/// A directory entry: its name, what it is, its `stat` if taken (see
+/// [`DirFd::entries_stat`]).
+pub(crate) type StatEntry = (Vec<u8>, Kind, Option<FileStat>);
+
 /// An open directory at or below a mail root.
 pub(crate) struct DirFd {
     fd: OwnedFd,
@@ -243,10 +247,7 @@ impl DirFd {
     /// # Errors
     /// I/O errors reading the directory, or a `stat` failing for another reason than the
     /// entry being gone.
-    pub(crate) fn entries_stat(
-        &self,
-        want: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<Vec<(Vec<u8>, Kind, Option<FileStat>)>> {
+    pub(crate) fn entries_stat(&self, want: &dyn Fn(&[u8]) -> bool) -> Result<Vec<StatEntry>> {
         let err = |e: rustix::io::Errno| Error::io(&self.path, e.into());
         let mut dir = rustix::fs::Dir::read_from(&self.fd).map_err(err)?;
         let mut out = Vec::new();
