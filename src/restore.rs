@@ -577,6 +577,8 @@ pub fn restore(
                     }
                 }
             }
+            // Records left out for sharing a UID are lost to archive damage too.
+            stats.lost += dups.len() as u64;
             for l in lost.into_iter().chain(dups) {
                 progress.event(&Event::Warning { message: l.clone() });
                 stats.warnings.push(l);

@@ -187,3 +187,63 @@ fn one_unreadable_message_file_does_not_stop_the_backup() {
     assert_eq!(bodies, [&inbox[0].1, &inbox[2].1]);
     assert_eq!(got["Work"].len(), w.len());
 }
+
+/// An archive whose mailbox has two records with one UID (damaged or hostile): a restore
+/// names the second and leaves it out, in Maildir and in sdbox/mdbox (the dbox writer used
+/// to drop it without a word); exit 1.
+#[test]
+fn restore_names_records_sharing_a_uid() {
+    use maildump::model::Uid;
+    use maildump::store::StoreReader;
+    use maildump::store::location::Location;
+    let ws = Workspace::new();
+    let archive = ws.join("dup.mdump");
+    crate::corrupt::one_mailbox_archive(
+        &archive,
+        "maildir",
+        1,
+        ("u", "INBOX", None),
+        |w, u, mb| {
+            [(1, "first"), (1, "second"), (2, "third")]
+                .iter()
+                .map(|(uid, g)| {
+                    let body = format!("Subject: {g}\n\n{g}\n").into_bytes();
+                    let meta = maildump::model::MessageMeta {
+                        uid: Uid(*uid),
+                        size_physical: body.len() as u64,
+                        ..crate::corrupt::bare_meta(g)
+                    };
+                    let mut cur = std::io::Cursor::new(body.clone());
+                    w.add_message(u, mb, meta, &mut cur, body.len() as u64, Path::new(g))
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    for location in ["maildir:~/Maildir", "sdbox:~/sdbox", "mdbox:~/mdbox"] {
+        let home = ws.join(format!("r-{}", &location[..5]));
+        let out = run_expect_code(
+            maildump()
+                .arg("restore")
+                .arg(&archive)
+                .args(["--location", location, "--home"])
+                .arg(format!("{}/%u", home.display())),
+            1,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("mailbox INBOX UID 1: another message of the mailbox has the same UID"),
+            "{location}: {err}"
+        );
+        let loc = Location::parse(location, Some(format!("{}/%u", home.display()))).unwrap();
+        let r = maildump::store::open_reader(&loc, "u").unwrap();
+        let inbox = r.mailboxes().unwrap().remove(0);
+        let (_, msgs) = r.scan(&inbox).unwrap();
+        let got: Vec<(u32, String)> = msgs.iter().map(|m| (m.uid.0, m.guid.to_string())).collect();
+        assert_eq!(
+            got,
+            [(1, "first".to_string()), (2, "third".to_string())],
+            "{location}"
+        );
+    }
+}
