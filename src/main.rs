@@ -36,11 +36,22 @@ fn install_signal_handlers() {
     let which = STOP.get_or_init(|| Arc::new(AtomicUsize::new(0)));
     let seen = Arc::new(AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
-        let code = u32::try_from(128 + sig).unwrap_or(1);
-        // Registered before the flag is set, so it only acts on the second signal.
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, code as i32, seen.clone());
-        let _ = signal_hook::flag::register(sig, seen.clone());
-        let _ = signal_hook::flag::register_usize(sig, which.clone(), sig as usize);
+        // The shutdown is registered before the flag is set, so it acts on a second signal.
+        let installed =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone())
+                .and_then(|_| signal_hook::flag::register(sig, seen.clone()))
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(
+                        sig,
+                        which.clone(),
+                        usize::try_from(sig).unwrap_or(0),
+                    )
+                });
+        if let Err(e) = installed {
+            eprintln!(
+                "maildump: warning: signal {sig} not handled ({e}): stopping the run may leave its partial files"
+            );
+        }
     }
 }
 
@@ -57,7 +68,9 @@ fn main() -> ExitCode {
             let sig = stop_signal();
             eprintln!("maildump: {e}");
             // Die by the same signal, as a shell or a service manager expects.
-            let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
+            let sig = i32::try_from(sig).unwrap_or(0);
+            // Only returns when it could not (then the exit code says the same).
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
             ExitCode::from(u8::try_from(128 + sig).unwrap_or(130))
         }
         Err(e) => {

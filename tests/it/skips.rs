@@ -194,7 +194,6 @@ fn one_unreadable_message_file_does_not_stop_the_backup() {
 #[test]
 fn restore_names_records_sharing_a_uid() {
     use maildump::model::Uid;
-    use maildump::store::StoreReader;
     use maildump::store::location::Location;
     let ws = Workspace::new();
     let archive = ws.join("dup.mdump");
