@@ -328,7 +328,10 @@ fn dbox_template(location: &str) -> &'static Path {
         &SDBOX
     };
     cell.get_or_init(|| {
-        let dir = Workspace::new().keep();
+        // Beside the dbox tests' templates: removed by a later run once this one is gone.
+        let name = location.split(':').next().unwrap_or("x");
+        let dir = crate::dbox::template_root().join(format!("live-{name}"));
+        let _ = fs::remove_dir_all(&dir);
         let dc = dbox_config(&dir, location);
         let msgs: Vec<(&str, u64, &str, Vec<u8>)> = (0..DBOX_MESSAGES)
             .map(|i| ("INBOX", 1_600_000_000 + i as u64, "", dbox_body(i)))
