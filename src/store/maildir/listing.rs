@@ -72,7 +72,10 @@ impl MailboxDirs {
         for new in [true, false] {
             let Some(d) = self.sub(new) else { continue };
             let want_name = |n: &[u8]| n.first() != Some(&b'.') && want(parse_filename(n).base);
-            for (name, kind, st) in d.entries_stat(&want_name)? {
+            let listed = d.entries_stat(&want_name)?;
+            #[cfg(test)]
+            let listed = tests::race(d, listed);
+            for (name, kind, st) in listed {
                 if name.first() != Some(&b'.') {
                     out.push(Entry {
                         name,
@@ -300,4 +303,65 @@ fn resolve(
         ));
     }
     Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::store::nofollow::StatEntry;
+
+    thread_local! {
+        /// A rename to do during the next listing of a directory holding `.0`, returning
+        /// the file under neither name: what `readdir` may do when a file is renamed while
+        /// it reads the directory.
+        static RACE: RefCell<Option<(Vec<u8>, Vec<u8>)>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn race(d: &DirFd, mut listed: Vec<StatEntry>) -> Vec<StatEntry> {
+        RACE.with(|r| {
+            let hit = r
+                .borrow()
+                .as_ref()
+                .filter(|(old, _)| listed.iter().any(|(n, _, _)| n == old))
+                .cloned();
+            if let Some((old, new)) = hit {
+                std::fs::rename(d.join(&old), d.join(&new)).unwrap();
+                listed.retain(|(n, _, _)| n != &old && n != &new);
+                *r.borrow_mut() = None;
+            }
+        });
+        listed
+    }
+
+    /// Deterministic form of the race the live-backup test hits at random: the first
+    /// listing misses a message renamed meanwhile (a flag change); the scan finds it under
+    /// its new name instead of taking it for expunged.
+    #[test]
+    fn a_file_renamed_during_the_listing_is_found_again() {
+        let t = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir(t.path().join(sub)).unwrap();
+        }
+        for i in 0..5 {
+            std::fs::write(t.path().join(format!("cur/m{i}:2,S")), b"x").unwrap();
+        }
+        let root = DirFd::open_root(t.path()).unwrap();
+        let dirs = MailboxDirs::open(&root, Path::new("")).unwrap();
+        RACE.with(|r| *r.borrow_mut() = Some((b"m2:2,S".to_vec(), b"m2:2,RS".to_vec())));
+        let records: HashSet<&[u8]> = [&b"m2"[..], b"m4"].into_iter().collect();
+        let snap = snapshot(&dirs, &records).unwrap();
+        assert!(
+            RACE.with(|r| r.borrow().is_none()),
+            "the race was not played"
+        );
+        let mut names: Vec<&[u8]> = snap.files.values().map(|f| f.name.as_slice()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [&b"m0:2,S"[..], b"m1:2,S", b"m2:2,RS", b"m3:2,S", b"m4:2,S"]
+        );
+        assert!(snap.vanished.is_empty() && snap.skipped.is_empty());
+    }
 }
