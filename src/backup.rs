@@ -595,11 +595,15 @@ fn backup_user<W: Write>(
     };
     let mut sigs = Vec::with_capacity(handles.len());
     for h in &handles {
-        // A mailbox whose signature cannot be taken (a symlink, a damaged uidlist) is read
-        // by the scan, which names what is wrong with it.
+        // A mailbox whose signature cannot be taken (a symlink, a damaged uidlist, deleted
+        // meanwhile) is read by the scan, which names what is wrong with it.
         sigs.push(match reader.signature(h) {
             Ok(sig) => format!("{sig}.{dict_hash}"),
             Err(Error::StoreDamaged { .. }) => String::new(),
+            // Deleted since it was listed: the scan says so.
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                String::new()
+            }
             Err(e) => return Err(e),
         });
     }
