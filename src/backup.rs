@@ -2,9 +2,12 @@
 //!
 //! Per user: list mailboxes, scan each (metadata only), then stream every message body
 //! into the [`ArchiveWriter`] (one read per distinct body: hashing, header sniffing and
-//! compression happen on that single pass). A message file that vanishes during the backup
-//! (expunged) is reported as a warning; one that was renamed (its flags changed) is found
-//! under its new name and recorded with its new flags.
+//! compression happen on that single pass). A message file renamed since the scan (its
+//! flags changed) is found under its new name and recorded with its new flags; one expunged
+//! before its bytes were read is named in [`BackupStats::expunged`] and an
+//! [`Event::Expunged`]: the store is live, that is normal, not damage. Every message left
+//! out for another reason (a symlink, a duplicate, an unreadable or damaged file) is named
+//! in [`BackupStats::warnings`].
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -80,8 +83,12 @@ pub struct BackupStats {
     pub referenced: u64,
     /// Records of deleted mail written.
     pub deleted: u64,
-    /// Items skipped, each named (vanished files, unreadable mailboxes).
+    /// Items left out, each named (symlinks, duplicates, unreadable or damaged files and
+    /// mailboxes): the run is partial (exit 1).
     pub warnings: Vec<String>,
+    /// Messages expunged during the run (found by a scan, gone before their bytes were
+    /// read), each named. Not in the archive; not damage.
+    pub expunged: Vec<String>,
     /// Users of the parent's state no longer in the store, recorded as gone
     /// ([`BackupOptions::all_users`]).
     pub gone_users: Vec<String>,
@@ -463,6 +470,7 @@ pub fn backup<W: Write>(
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
+        expunged: stats.expunged.len() as u64,
     });
     Ok(stats)
 }
@@ -482,7 +490,10 @@ fn unchanged_mailboxes(
     let mut out = Vec::with_capacity(handles.len());
     for (h, sig) in handles.iter().zip(sigs) {
         let hit = parent.dir.mailboxes.iter().position(|e| {
-            &e.user == user && e.name == h.name && e.signature.as_deref() == Some(sig)
+            &e.user == user
+                && e.name == h.name
+                && !sig.is_empty()
+                && e.signature.as_deref() == Some(sig)
         });
         out.push(match hit {
             Some(i) => parent.raw_catalog(i)?.map(|raw| (i, raw)),
@@ -515,6 +526,22 @@ fn warn(stats: &mut BackupStats, progress: &mut dyn Progress, text: String) {
         message: text.clone(),
     });
     stats.warnings.push(text);
+}
+
+/// Record a message expunged during the run and tell the progress sink.
+fn expunged(
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+    user: &str,
+    mailbox: &Name,
+    text: String,
+) {
+    progress.event(&Event::Expunged {
+        user: user.to_string(),
+        mailbox: mailbox.to_string(),
+        message: text.clone(),
+    });
+    stats.expunged.push(text);
 }
 
 /// Metadata of a mailbox left out (its index could not be read).
@@ -568,7 +595,17 @@ fn backup_user<W: Write>(
     };
     let mut sigs = Vec::with_capacity(handles.len());
     for h in &handles {
-        sigs.push(format!("{}.{dict_hash}", reader.signature(h)?));
+        // A mailbox whose signature cannot be taken (a symlink, a damaged uidlist, deleted
+        // meanwhile) is read by the scan, which names what is wrong with it.
+        sigs.push(match reader.signature(h) {
+            Ok(sig) => format!("{sig}.{dict_hash}"),
+            Err(Error::StoreDamaged { .. }) => String::new(),
+            // Deleted since it was listed: the scan says so.
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                String::new()
+            }
+            Err(e) => return Err(e),
+        });
     }
     let copies = match (ctx.bases, opts.since) {
         (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
@@ -612,6 +649,7 @@ fn backup_user<W: Write>(
     let mut skipped = std::collections::HashSet::new();
     let mut kept = Vec::new();
     for (h, copy) in handles.iter().zip(&copies) {
+        crate::progress::check(progress)?;
         let from_parent = copy
             .as_ref()
             .and_then(|_| ub.parent.iter().find(|c| c.mailbox.name == h.name));
@@ -658,11 +696,30 @@ fn backup_user<W: Write>(
                     skipped.insert(scanned.len());
                     scanned.push((empty_mailbox(&h.name), Vec::new()));
                 }
+                // Deleted since the mailboxes were listed: as if the run had started later.
+                Err(Error::Io { source, path }) if source.kind() == io::ErrorKind::NotFound => {
+                    expunged(
+                        stats,
+                        progress,
+                        user,
+                        &h.name,
+                        format!(
+                            "user {user} mailbox {}: deleted during the backup ({})",
+                            h.name,
+                            path.display()
+                        ),
+                    );
+                    skipped.insert(scanned.len());
+                    scanned.push((empty_mailbox(&h.name), Vec::new()));
+                }
                 Err(e) => return Err(e),
             },
         }
         for text in reader.take_warnings() {
             warn(stats, progress, text);
+        }
+        for text in reader.take_expunged() {
+            expunged(stats, progress, user, &h.name, text);
         }
     }
     // Damaged mailboxes whose parent state is kept: their mail is neither read nor deleted.
@@ -746,6 +803,7 @@ fn backup_user<W: Write>(
         let mut records = Vec::with_capacity(msgs.len());
         let known = ub.mailbox(&meta);
         for mut msg in msgs {
+            crate::progress::check(progress)?;
             if let Some(k) = ub.lookup(known, &msg) {
                 let k = k.clone();
                 msg.content = k.content;
@@ -790,18 +848,17 @@ fn backup_user<W: Write>(
                 Ok(b) => b,
                 Err(Error::Io { path, source }) if source.kind() == io::ErrorKind::NotFound => {
                     let text = format!(
-                        "user {user} mailbox {} UID {}: message file vanished during backup (expunged?): {}",
+                        "user {user} mailbox {} UID {}: expunged during the backup: {}",
                         meta.name,
                         msg.uid,
                         path.display()
                     );
-                    progress.event(&Event::Warning {
-                        message: text.clone(),
-                    });
-                    stats.warnings.push(text);
+                    expunged(stats, progress, user, &meta.name, text);
                     continue;
                 }
-                Err(e @ Error::StoreDamaged { .. }) => {
+                // One message that cannot be read (a symlink, a damaged or unreadable file)
+                // is named and left out; the rest is backed up.
+                Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
                     warn(
                         stats,
                         progress,
@@ -860,13 +917,30 @@ fn backup_user<W: Write>(
         }
         names.push(meta.name.clone());
         let deleted = deleted_live.remove(&mi).unwrap_or_default();
-        w.add_mailbox(&user_name, meta, records, deleted, sigs.get(mi).cloned())?;
+        w.add_mailbox(
+            &user_name,
+            meta,
+            records,
+            deleted,
+            sigs.get(mi).filter(|s| !s.is_empty()).cloned(),
+        )?;
         stats.mailboxes += 1;
     }
     for (meta, deleted) in gone {
         w.add_gone(&user_name, meta, deleted)?;
     }
-    let subscriptions = reader.subscriptions()?;
+    let subscriptions = match reader.subscriptions() {
+        Ok(s) => s,
+        Err(e @ Error::StoreDamaged { .. }) => {
+            warn(
+                stats,
+                progress,
+                format!("user {user}: subscriptions left out: {e}"),
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
     let owner = Some(reader.root_owner()?);
     w.add_user(
         UserMeta {

@@ -6,9 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success (a backup also when messages were expunged while it ran: each is
+     named on stderr and in the summary, and is not in the archive)
   1  finished, but some items were skipped or damaged (each is named on stderr),
-     e.g. a damaged message or mailbox of the store left out of a backup
+     e.g. a symlink, a duplicate, an unreadable or damaged message or mailbox of
+     the store left out of a backup
   2  usage error
   3  I/O error (reading the store or writing the archive/target failed)
   4  corrupt archive (damaged, truncated, hostile content); verify found damage
@@ -17,7 +19,9 @@ Exit codes:
      the --state-dir lock
   7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
-     of order";
+     of order
+  SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
+     files, hidden build directories) and dies by the signal (shell: 130, 143)";
 
 /// Backup and exact restore of Dovecot mail stores.
 #[derive(Parser, Debug)]

@@ -30,6 +30,9 @@ pub enum ErrorKind {
     StoreDamaged,
     /// The selected user, mailbox or message is not in the archive or store (exit 8).
     NotFound,
+    /// Stopped by SIGINT or SIGTERM; what the run had created is removed (the command
+    /// then dies by the same signal: a shell sees 130 or 143).
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Conflict => 6,
             ErrorKind::StoreDamaged => 7,
             ErrorKind::NotFound => 8,
+            ErrorKind::Interrupted => 130,
         }
     }
 }
@@ -101,6 +105,9 @@ pub enum Error {
     /// A selected item does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// Stopped by a signal before the end.
+    #[error("interrupted by a signal; what this run created was removed")]
+    Interrupted,
 }
 
 impl Error {
@@ -114,6 +121,7 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::StoreDamaged { .. } => ErrorKind::StoreDamaged,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Interrupted => ErrorKind::Interrupted,
         }
     }
 

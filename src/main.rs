@@ -6,6 +6,8 @@ mod cli;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,10 +26,53 @@ use maildump::sink::write_behind;
 use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::store::location::{Location, StoreFormat};
 
+/// The signal (SIGINT or SIGTERM) that asked this run to stop, 0 while none did.
+static STOP: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// SIGINT and SIGTERM ask the run to stop (it removes what it created, see
+/// [`Progress::interrupted`]); a second one ends the process at once.
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let which = STOP.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // The shutdown is registered before the flag is set, so it acts on a second signal.
+        let installed =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone())
+                .and_then(|_| signal_hook::flag::register(sig, seen.clone()))
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(
+                        sig,
+                        which.clone(),
+                        usize::try_from(sig).unwrap_or(0),
+                    )
+                });
+        if let Err(e) = installed {
+            eprintln!(
+                "maildump: warning: signal {sig} not handled ({e}): stopping the run may leave its partial files"
+            );
+        }
+    }
+}
+
+fn stop_signal() -> usize {
+    STOP.get().map(|s| s.load(Ordering::SeqCst)).unwrap_or(0)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_signal_handlers();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => {
+            let sig = stop_signal();
+            eprintln!("maildump: {e}");
+            // Die by the same signal, as a shell or a service manager expects.
+            let sig = i32::try_from(sig).unwrap_or(0);
+            // Only returns when it could not (then the exit code says the same).
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            ExitCode::from(u8::try_from(128 + sig).unwrap_or(130))
+        }
         Err(e) => {
             if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>()
                 && source.kind() == io::ErrorKind::BrokenPipe
@@ -65,32 +110,57 @@ impl Progress for Bar {
                 self.bar
                     .suspend(|| eprintln!("maildump: warning: {message}"));
             }
+            Event::Expunged { message, .. } => {
+                self.bar.suspend(|| eprintln!("maildump: note: {message}"));
+            }
             Event::Done { .. } => self.bar.finish_and_clear(),
             Event::User { .. } => {}
         }
     }
 }
 
-/// Prints warnings only.
-struct Warnings;
+/// Prints warnings, and with `notes` messages expunged during a backup.
+struct Warnings {
+    notes: bool,
+}
 
 impl Progress for Warnings {
     fn event(&mut self, e: &Event) {
-        if let Event::Warning { message } = e {
-            eprintln!("maildump: warning: {message}");
+        match e {
+            Event::Warning { message } => eprintln!("maildump: warning: {message}"),
+            Event::Expunged { message, .. } if self.notes => {
+                eprintln!("maildump: note: {message}")
+            }
+            _ => {}
         }
     }
 }
 
+/// A progress sink that also reports a stop signal.
+struct Stoppable(Box<dyn Progress>);
+
+impl Progress for Stoppable {
+    fn event(&mut self, e: &Event) {
+        self.0.event(e)
+    }
+    fn interrupted(&self) -> bool {
+        stop_signal() != 0
+    }
+}
+
 fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet)))
+}
+
+fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
     let tty = io::stderr().is_terminal();
     match mode {
         ProgressMode::Json => Box::new(JsonLines(io::stderr())),
-        ProgressMode::None => Box::new(Warnings),
-        _ if quiet => Box::new(Warnings),
+        ProgressMode::None => Box::new(Warnings { notes: !quiet }),
+        _ if quiet => Box::new(Warnings { notes: false }),
         ProgressMode::Bar => Box::new(bar()),
         ProgressMode::Auto if tty => Box::new(bar()),
-        ProgressMode::Auto => Box::new(Warnings),
+        ProgressMode::Auto => Box::new(Warnings { notes: true }),
     }
 }
 
@@ -257,6 +327,9 @@ fn write_output<T>(
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     let (mut file, tmp_path) = tmp.into_parts();
+    // Locked while it is written: a `--state-dir` run removes only partial files nobody
+    // holds (left by a run that died), never one a concurrent run is writing.
+    file.lock().map_err(|e| Error::io(&*tmp_path, e))?;
     let (r, written) = write_behind(&mut file, f);
     written.map_err(|e| Error::io(&dest, e))?;
     let r = r?;
@@ -289,8 +362,17 @@ fn backup_summary(stats: &BackupStats) -> String {
             stats.gone_users.join(", ")
         ));
     }
+    if !stats.expunged.is_empty() {
+        s.push_str(&format!(
+            "; {} messages expunged during the backup, not in the archive (normal for a live store)",
+            stats.expunged.len()
+        ));
+    }
     if !stats.warnings.is_empty() {
-        s.push_str(&format!("; {} warnings", stats.warnings.len()));
+        s.push_str(&format!(
+            "; {} items left out or damaged (named above): exit 1",
+            stats.warnings.len()
+        ));
     }
     s
 }
@@ -330,6 +412,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Some(dir) => {
                     let mut sd = StateDir::open(dir)?;
+                    for p in &sd.removed_partials {
+                        if !a.write.quiet && a.write.progress != ProgressMode::Json {
+                            eprintln!(
+                                "maildump: removed {} (left by a run that did not finish)",
+                                p.display()
+                            );
+                        }
+                    }
                     let every = a.full_every.as_deref().map(parse_duration).transpose()?;
                     let now = chrono::Utc::now();
                     let created = opts

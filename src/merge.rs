@@ -161,6 +161,7 @@ pub fn merge<W: Write>(
             });
             let mut recs = Vec::with_capacity(cat.messages.len());
             for r in &cat.messages {
+                crate::progress::check(progress)?;
                 let item = crate::chain::record_item(&cat, r);
                 let res = chain.require(at, &cat, r)?;
                 let mut meta = r.message.clone();
@@ -230,6 +231,7 @@ pub fn merge<W: Write>(
         messages: stats.messages,
         bytes: 0,
         warnings: stats.warnings.len() as u64,
+        expunged: 0,
     });
     Ok(stats)
 }

@@ -32,6 +32,17 @@ pub enum Event {
         /// What happened, naming the item.
         message: String,
     },
+    /// A message the backup found was expunged before its bytes were read (or while its
+    /// mailbox was read): it is not in the archive. Normal life of a live store, not damage:
+    /// it does not change the exit code.
+    Expunged {
+        /// User name.
+        user: String,
+        /// Mailbox name.
+        mailbox: String,
+        /// What was expunged: UID and file, or what is known of it.
+        message: String,
+    },
     /// Finished.
     Done {
         /// Messages processed.
@@ -40,13 +51,37 @@ pub enum Event {
         bytes: u64,
         /// Warnings reported.
         warnings: u64,
+        /// Messages expunged during the run (backup only; see [`Event::Expunged`]).
+        #[serde(skip_serializing_if = "is_zero")]
+        expunged: u64,
     },
 }
 
-/// Receives [`Event`]s.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Receives [`Event`]s, and tells long operations to stop.
 pub trait Progress {
     /// Called for every event.
     fn event(&mut self, e: &Event);
+    /// Whether the caller wants the operation stopped (e.g. on SIGINT or SIGTERM): backup,
+    /// restore and merge check it between messages and return [`crate::Error::Interrupted`]
+    /// after removing what they created.
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// [`crate::Error::Interrupted`] when `progress` says so.
+///
+/// # Errors
+/// [`crate::Error::Interrupted`].
+pub fn check(progress: &dyn Progress) -> crate::Result<()> {
+    if progress.interrupted() {
+        return Err(crate::Error::Interrupted);
+    }
+    Ok(())
 }
 
 /// Ignores everything.

@@ -457,8 +457,10 @@ pub fn restore(
                 }
             }
             let mut lost = Vec::new();
+            let mut dups: Vec<String> = Vec::new();
             let mut bytes_done = 0u64;
             let mut bodies = |i: usize, out: &mut dyn std::io::Write| -> Result<bool> {
+                crate::progress::check(progress)?;
                 let Some((res, uid)) = resolved.get(i) else {
                     return Ok(false);
                 };
@@ -541,7 +543,24 @@ pub fn restore(
                     }
                 ));
             } else {
-                let ws = w.write_mailbox(&meta, &metas, &mut bodies)?;
+                // Two records with one UID (a damaged archive): the first is restored, the
+                // others are named and left out (a store cannot hold them under one UID).
+                let mut seen_uids = std::collections::HashSet::new();
+                let mut keep: Vec<usize> = Vec::with_capacity(metas.len());
+                for (i, m) in metas.iter().enumerate() {
+                    if seen_uids.insert(m.uid) {
+                        keep.push(i);
+                    } else {
+                        dups.push(format!(
+                            "{where_} UID {}: another message of the mailbox has the same UID (damaged archive); left out",
+                            m.uid
+                        ));
+                    }
+                }
+                let kept: Vec<crate::model::MessageMeta> =
+                    keep.iter().map(|&i| metas[i].clone()).collect();
+                let mut kept_bodies = |j: usize, out: &mut dyn std::io::Write| bodies(keep[j], out);
+                let ws = w.write_mailbox(&meta, &kept, &mut kept_bodies)?;
                 stats
                     .report
                     .push(format!("created {where_} with {} messages", ws.messages));
@@ -558,7 +577,9 @@ pub fn restore(
                     }
                 }
             }
-            for l in lost {
+            // Records left out for sharing a UID are lost to archive damage too.
+            stats.lost += dups.len() as u64;
+            for l in lost.into_iter().chain(dups) {
                 progress.event(&Event::Warning { message: l.clone() });
                 stats.warnings.push(l);
             }
@@ -609,6 +630,7 @@ pub fn restore(
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
+        expunged: 0,
     });
     Ok(stats)
 }

@@ -50,6 +50,9 @@ pub struct StateDir {
     _lock: File,
     /// What `state.json` says.
     pub state: State,
+    /// Partial archives left by runs that died (`.maildump-*.partial` nobody holds a lock
+    /// on), removed when the directory was opened.
+    pub removed_partials: Vec<PathBuf>,
 }
 
 /// What the next run writes.
@@ -98,6 +101,47 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
         .ok_or_else(|| Error::Usage(format!("duration {s:?} is too large")))
 }
 
+/// Remove the partial archives (`.maildump-*.partial`, regular files) in `dir` that no
+/// process holds a lock on: a run writes its partial file under an exclusive lock, so one
+/// that can be locked was left by a run that died (killed, power loss). One being written by
+/// a concurrent run (`backup -o` into the same directory) is locked and kept.
+///
+/// # Errors
+/// The directory cannot be read, or a stale file cannot be removed.
+pub fn remove_stale_partials(dir: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut removed = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let name = e.file_name();
+        let n = name.as_bytes();
+        if !(n.starts_with(b".maildump-") && n.ends_with(b".partial")) {
+            continue;
+        }
+        let p = e.path();
+        if !e.file_type().at(&p)?.is_file() {
+            continue;
+        }
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(Error::io(p, err)),
+        };
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => continue,
+            Err(fs::TryLockError::Error(err)) => return Err(Error::io(p, err)),
+        }
+        match fs::remove_file(&p) {
+            Ok(()) => removed.push(p),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(p, err)),
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 impl StateDir {
     /// Create `dir` if needed, take its lock, read its state.
     ///
@@ -133,10 +177,12 @@ impl StateDir {
             },
             Err(e) => return Err(Error::io(&sp, e)),
         };
+        let removed_partials = remove_stale_partials(dir)?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
             _lock: lock,
             state,
+            removed_partials,
         })
     }
 
@@ -320,6 +366,22 @@ mod tests {
             StateDir::open(dir.path()),
             Err(Error::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn stale_partials_are_removed_held_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".maildump-dead.partial");
+        let held = dir.path().join(".maildump-live.partial");
+        let other = dir.path().join(".other.partial");
+        for p in [&stale, &held, &other] {
+            fs::write(p, b"x").unwrap();
+        }
+        let h = File::open(&held).unwrap();
+        h.lock().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        assert_eq!(sd.removed_partials, std::slice::from_ref(&stale));
+        assert!(!stale.exists() && held.exists() && other.exists());
     }
 
     #[test]

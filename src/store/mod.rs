@@ -10,6 +10,7 @@ pub mod dovecot;
 pub mod location;
 pub mod maildir;
 pub mod mutf7;
+pub(crate) mod nofollow;
 pub(crate) mod stage;
 
 use std::io::{Read, Seek};
@@ -98,6 +99,11 @@ pub trait StoreReader {
     /// Problems met since the last call that did not stop the scan (a damaged message
     /// left out, naming it), for the backup's warnings.
     fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Messages found by a scan that were expunged before their bytes were read, since
+    /// the last call, each named (normal life of a live store, not damage).
+    fn take_expunged(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -264,10 +270,19 @@ pub(crate) fn read_subscriptions(
         .collect())
 }
 
+/// The warning for a symlink to a directory where a mailbox could be: it is not followed.
+pub(crate) fn symlinked_mailbox(path: &std::path::Path) -> String {
+    format!(
+        "{}: is a symbolic link to a directory; not followed, a mailbox there is not in the backup",
+        path.display()
+    )
+}
+
 /// Mailboxes kept as a directory tree (Maildir `LAYOUT=fs`, dbox `mailboxes/`): every
 /// directory below `dir` not `skip`ped is one name component (decoded as the location
 /// says), and a mailbox where `is_mailbox` says so. Depth first, sorted by name bytes.
-/// A missing `dir` holds no mailboxes.
+/// A missing `dir` holds no mailboxes. Symlinks to directories are not followed: each is
+/// named in `symlinks`.
 ///
 /// # Errors
 /// Unreadable directories.
@@ -278,6 +293,7 @@ pub(crate) fn walk_mailbox_tree(
     skip: &dyn Fn(&[u8]) -> bool,
     is_mailbox: &dyn Fn(&std::path::Path) -> bool,
     out: &mut Vec<MailboxHandle>,
+    symlinks: &mut Vec<String>,
 ) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let rd = match std::fs::read_dir(dir) {
@@ -289,12 +305,14 @@ pub(crate) fn walk_mailbox_tree(
     for e in rd {
         let e = e.map_err(|err| Error::io(dir, err))?;
         let name = e.file_name().as_bytes().to_vec();
-        let is_dir = e
-            .file_type()
-            .map_err(|err| Error::io(e.path(), err))?
-            .is_dir();
-        if is_dir && !skip(&name) {
+        let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+        if skip(&name) {
+            continue;
+        }
+        if ft.is_dir() {
             entries.push((name, e.path()));
+        } else if ft.is_symlink() && std::fs::metadata(e.path()).is_ok_and(|m| m.is_dir()) {
+            symlinks.push(symlinked_mailbox(&e.path()));
         }
     }
     entries.sort();
@@ -310,7 +328,7 @@ pub(crate) fn walk_mailbox_tree(
                 dir: path.clone(),
             });
         }
-        walk_mailbox_tree(loc, &path, &full, skip, is_mailbox, out)?;
+        walk_mailbox_tree(loc, &path, &full, skip, is_mailbox, out, symlinks)?;
     }
     Ok(())
 }

@@ -51,6 +51,17 @@ impl Pending {
         self.renames.len() + self.links.len()
     }
 
+    /// Forget the batch after a failure, removing its temporary files (nothing of it
+    /// became visible).
+    fn discard(&mut self) {
+        for (tmp, _) in self.renames.drain(..) {
+            // Cleanup after an error: a file already gone is fine, and the first error is
+            // the one reported.
+            let _ = fs::remove_file(tmp);
+        }
+        self.links.clear();
+    }
+
     /// Make every pending file durable (one `syncfs` of the file system holding `dir`),
     /// then move them into place.
     pub(crate) fn flush(&mut self, dir: &Path) -> Result<()> {
@@ -61,13 +72,21 @@ impl Pending {
             let d = File::open(dir).at(dir)?;
             rustix::fs::syncfs(&d).map_err(|e| Error::io(dir, io::Error::from(e)))?;
         }
-        for (tmp, dest) in self.renames.drain(..) {
+        while let Some((tmp, dest)) = self.renames.first().cloned() {
             fs::rename(&tmp, &dest).at(&dest)?;
+            self.renames.remove(0);
         }
         for (src, dest) in self.links.drain(..) {
             fs::hard_link(&src, &dest).at(&dest)?;
         }
         Ok(())
+    }
+}
+
+/// A batch dropped unflushed (an error, e.g. a full disk) leaves no temporary file behind.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 
@@ -93,6 +112,31 @@ pub(crate) struct Stage {
     pub(crate) owner_override: Option<(u32, u32)>,
     pub(crate) can_chown: bool,
     pub(crate) attr_file: Option<PathBuf>,
+    /// Directories being built that nothing visible refers to yet (a mailbox built aside
+    /// before its rename into place): removed if the restore stops before they are.
+    pub(crate) scratch: Vec<PathBuf>,
+    /// The home this restore created for the new root: removed (when still empty) if the
+    /// restore stops before the root is in place.
+    created_home: Option<PathBuf>,
+}
+
+/// A restore that stops early (an error such as a full disk, or a signal) removes what it
+/// built that is not visible yet: the hidden root it was building, mailboxes built aside.
+/// Mail already renamed into place in an existing mailbox stays (it is complete).
+impl Drop for Stage {
+    fn drop(&mut self) {
+        for d in self.scratch.drain(..) {
+            // Best effort after an error: the error that stopped the restore is the one
+            // reported.
+            let _ = fs::remove_dir_all(d);
+        }
+        if let Some(s) = self.staging_root.take() {
+            let _ = fs::remove_dir_all(s);
+            if let Some(h) = self.created_home.take() {
+                let _ = fs::remove_dir(h);
+            }
+        }
+    }
 }
 
 impl Stage {
@@ -112,6 +156,8 @@ impl Stage {
             owner_override: owner,
             can_chown: is_root(),
             attr_file: loc.attribute_file_of(user),
+            scratch: Vec::new(),
+            created_home: None,
         })
     }
 
@@ -166,6 +212,7 @@ impl Stage {
                 fs::create_dir_all(grand).at(grand)?;
             }
             self.mkdir(&parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
+            self.created_home = Some(parent.clone());
         }
         let name = self
             .root
@@ -176,8 +223,8 @@ impl Stage {
         if staging.exists() {
             fs::remove_dir_all(&staging).at(&staging)?;
         }
-        self.mkdir(&staging, owner)?;
         self.staging_root = Some(staging.clone());
+        self.mkdir(&staging, owner)?;
         Ok(staging)
     }
 
@@ -202,6 +249,16 @@ impl Stage {
         Ok(())
     }
 
+    /// Remember a directory being built aside, removed if the restore stops early.
+    pub(crate) fn track(&mut self, dir: &Path) {
+        self.scratch.push(dir.to_path_buf());
+    }
+
+    /// A directory built aside is in place (or its contents are): no longer removed.
+    pub(crate) fn untrack(&mut self, dir: &Path) {
+        self.scratch.retain(|d| d != dir);
+    }
+
     /// Write `data` to `path` through a temporary file, fsync and rename.
     pub(crate) fn write_atomic(
         &self,
@@ -217,18 +274,25 @@ impl Stage {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .at(&tmp)?;
-        f.write_all(data).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        drop(f);
-        self.chown(&tmp, owner)?;
-        fs::rename(&tmp, path).at(path)
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&tmp)
+                .at(&tmp)?;
+            f.write_all(data).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+            drop(f);
+            self.chown(&tmp, owner)?;
+            fs::rename(&tmp, path).at(path)
+        })();
+        if written.is_err() {
+            // Nothing half-written stays; the write's error is the one reported.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Merge subscriptions into the user's subscription file (names encoded for disk).

@@ -68,7 +68,7 @@ impl Template {
 }
 
 /// A directory for the templates of this test process (removing those of dead processes).
-fn template_root() -> PathBuf {
+pub(crate) fn template_root() -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let tmp = std::env::temp_dir();
     let prefix = "maildump-it-dbox-";

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 pub use write::DboxWriter;
 
 use super::location::{Location, StoreFormat};
+use super::nofollow::{DirFd, symlink_refused};
 use super::{InParts, MailboxHandle, OpenedBody, StoreReader, owner_of};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{
@@ -55,6 +56,7 @@ pub struct DboxReader {
     scanned: RefCell<HashMap<PathBuf, Scanned>>,
     user: String,
     warnings: RefCell<Vec<String>>,
+    expunged: RefCell<Vec<String>>,
     /// The mail file read last (an mdbox `m.N` holds many messages in a row): open once,
     /// its header parsed once.
     last_file: RefCell<Option<std::rc::Rc<OpenMailFile>>>,
@@ -74,6 +76,8 @@ struct Scanned {
     guid: Option<String>,
     /// Where each message's body is: file (relative to the root), offset, length.
     bodies: HashMap<u32, (PathBuf, u64, u64)>,
+    /// mdbox: each message's map UID (to find it again after a purge moved it).
+    map_uids: HashMap<u32, u32>,
 }
 
 /// What mdbox's `dovecot.map.index` says about one map UID.
@@ -97,6 +101,50 @@ fn damaged(path: &Path, e: &io::Error) -> Error {
     }
 }
 
+/// Tries before a message whose file moved counts as lost (as Dovecot's readers retry).
+const RETRIES: usize = 10;
+
+/// Open the file `rel` below `root` without following a symlink.
+fn open_below(root: &Path, rel: &Path) -> Result<File> {
+    let d = DirFd::open_root(root).map_err(|e| Error::io(root, e))?;
+    let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    d.open_rel(rel.parent().unwrap_or(Path::new("")))?
+        .open_file(name)
+}
+
+/// Read an index and replay its log while Dovecot may be writing them: when the index
+/// file or a log was replaced meanwhile (rewritten, rotated), read again, so that index and
+/// logs are of one moment. A log appended to meanwhile is fine: the replay stops where
+/// Dovecot's own readers would (an unfinished transaction). A symlink is refused.
+fn read_index(dir: &Path, base: &str) -> Result<Option<MailIndex>> {
+    let names = [
+        base.to_string(),
+        format!("{base}.log"),
+        format!("{base}.log.2"),
+    ];
+    let ident = || -> Result<Vec<Option<(u64, u64)>>> {
+        let mut v = Vec::new();
+        for n in &names {
+            let p = dir.join(n);
+            v.push(match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(&p)),
+                Ok(m) => Some((m.dev(), m.ino())),
+                Err(_) => None,
+            });
+        }
+        Ok(v)
+    };
+    let mut tries = 0;
+    loop {
+        let before = ident()?;
+        let r = MailIndex::read(dir, base);
+        tries += 1;
+        if ident()? == before || tries >= RETRIES {
+            return r.map_err(|e| damaged(&dir.join(base), &e));
+        }
+    }
+}
+
 fn hex_guid(b: &[u8]) -> Option<String> {
     (b.len() == 16 && b.iter().any(|&x| x != 0)).then(|| hex::encode(b))
 }
@@ -117,6 +165,7 @@ impl DboxReader {
             scanned: RefCell::new(HashMap::new()),
             user: user.to_string(),
             warnings: RefCell::new(Vec::new()),
+            expunged: RefCell::new(Vec::new()),
             last_file: RefCell::new(None),
         })
     }
@@ -126,49 +175,93 @@ impl DboxReader {
     }
 
     /// Open a mail file, from the primary root or else the alternate root.
+    /// Never through a symlink below either root (see `store::nofollow`).
     fn open_mail_file(&self, rel: &Path) -> Result<(File, PathBuf)> {
         let primary = self.root.join(rel);
-        match File::open(&primary) {
+        match open_below(&self.root, rel) {
             Ok(f) => return Ok((f, primary)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {}
-            Err(e) => return Err(Error::io(primary, e)),
+            Err(Error::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && self.alt.is_some() => {}
+            Err(e) => return Err(e),
         }
-        let alt = self.alt.as_ref().map(|a| a.join(rel)).unwrap_or(primary);
-        let f = File::open(&alt).at(&alt)?;
-        Ok((f, alt))
+        let alt_root = self.alt.clone().unwrap_or_default();
+        let f = open_below(&alt_root, rel)?;
+        Ok((f, alt_root.join(rel)))
     }
 
-    /// The map index (mdbox), read once.
-    fn map_entry(&self, map_uid: u32) -> Result<Option<MapEntry>> {
-        if self.map.borrow().is_none() {
-            let dir = self.root.join(STORAGE_DIR);
-            let idx = MailIndex::read(&dir, "dovecot.map.index")
-                .map_err(|e| damaged(&dir.join("dovecot.map.index"), &e))?;
-            let mut entries = HashMap::new();
-            if let Some(idx) = idx {
-                for r in &idx.records {
-                    if let Some(m) = idx.ext_rec(r, "map")
-                        && m.len() >= 12
-                    {
-                        let f = |i: usize| u32::from_le_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
-                        entries.insert(
-                            r.uid,
-                            MapEntry {
-                                file_id: f(0),
-                                offset: f(4),
-                                size: f(8),
-                            },
-                        );
+    /// The message `uid` (map UID `map_uid` in mdbox), read without its body, found again
+    /// when it moved: a file gone means the message was expunged (the mailbox index read
+    /// again no longer has it: `Ok(None)`), moved by a purge (the map read again says
+    /// where to) or moved to or from the alternate storage (looked for again).
+    ///
+    /// # Errors
+    /// The message is still in the index but its file cannot be found or read.
+    fn locate(
+        &self,
+        mb: &MailboxHandle,
+        uid: u32,
+        map_uid: Option<u32>,
+    ) -> Result<Option<(file::DboxMessage, std::rc::Rc<OpenMailFile>)>> {
+        let mut fresh = false;
+        let mut last = None;
+        for _ in 0..RETRIES {
+            match self.message_of(mb, uid, map_uid, fresh) {
+                Ok(x) => return Ok(Some(x)),
+                Err(Error::Io { source, path }) if source.kind() == io::ErrorKind::NotFound => {
+                    let idx = self.index_of(mb)?;
+                    if idx.as_ref().is_none_or(|i| i.record(uid).is_none()) {
+                        return Ok(None);
                     }
+                    last = Some(Error::store(
+                        path,
+                        format!(
+                            "mailbox {} UID {uid}: the index lists it, but its file is gone: {source}",
+                            mb.name
+                        ),
+                    ));
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::store(&mb.dir, format!("UID {uid}: not found"))))
+    }
+
+    /// Where map UID `map_uid` is, from the map index (mdbox). The map is read once and
+    /// read again when it does not know `map_uid` (saved since) or when `fresh` (a
+    /// `doveadm purge` may have moved the message to another `m.N` since).
+    fn map_entry(&self, map_uid: u32, fresh: bool) -> Result<Option<MapEntry>> {
+        let known = || {
+            self.map
+                .borrow()
+                .as_ref()
+                .and_then(|m| m.entries.get(&map_uid).copied())
+        };
+        if !fresh && let Some(e) = known() {
+            return Ok(Some(e));
+        }
+        let dir = self.root.join(STORAGE_DIR);
+        let idx = read_index(&dir, "dovecot.map.index")?;
+        let mut entries = HashMap::new();
+        if let Some(idx) = idx {
+            for r in &idx.records {
+                if let Some(m) = idx.ext_rec(r, "map")
+                    && m.len() >= 12
+                {
+                    let f = |i: usize| u32::from_le_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+                    entries.insert(
+                        r.uid,
+                        MapEntry {
+                            file_id: f(0),
+                            offset: f(4),
+                            size: f(8),
+                        },
+                    );
                 }
             }
-            *self.map.borrow_mut() = Some(Map { entries });
         }
-        Ok(self
-            .map
-            .borrow()
-            .as_ref()
-            .and_then(|m| m.entries.get(&map_uid).copied()))
+        *self.map.borrow_mut() = Some(Map { entries });
+        Ok(known())
     }
 
     /// Read the metadata of the message whose header is at `offset` in `f` and whose
@@ -218,15 +311,21 @@ impl DboxReader {
         mb: &MailboxHandle,
         uid: u32,
         map_uid: Option<u32>,
+        fresh: bool,
     ) -> Result<(file::DboxMessage, std::rc::Rc<OpenMailFile>)> {
         let (rel, range) = match map_uid {
             Some(m) => {
-                let Some(e) = self.map_entry(m)? else {
-                    return Err(Error::store(
+                let Some(e) = self.map_entry(m, fresh)? else {
+                    // Expunged and purged since the mailbox index was read, or damage: the
+                    // caller reads the mailbox index again to tell.
+                    return Err(Error::io(
                         self.root.join(STORAGE_DIR).join("dovecot.map.index"),
-                        format!(
-                            "mailbox {} UID {uid}: map UID {m} is not in the map",
-                            mb.name
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!(
+                                "mailbox {} UID {uid}: map UID {m} is not in the map",
+                                mb.name
+                            ),
                         ),
                     ));
                 };
@@ -244,7 +343,12 @@ impl DboxReader {
                 None,
             ),
         };
-        let of = self.mail_file(&rel)?;
+        let mut of = self.mail_file(&rel)?;
+        // An m.N kept open since an earlier message may have been appended to since.
+        if range.is_some_and(|(_, end)| end > of.md.len()) {
+            *self.last_file.borrow_mut() = None;
+            of = self.mail_file(&rel)?;
+        }
         let (f, path, md, hdr) = (&of.file, &of.path, &of.md, &of.hdr);
         // sdbox: the one message runs from the file header to the end of the file.
         let (offset, end) = range.unwrap_or((hdr.len as u64, md.len()));
@@ -333,8 +437,7 @@ impl DboxReader {
     }
 
     fn index_of(&self, mb: &MailboxHandle) -> Result<Option<MailIndex>> {
-        let dir = mb.dir.join(MAILS_DIR);
-        MailIndex::read(&dir, "dovecot.index").map_err(|e| damaged(&dir.join("dovecot.index"), &e))
+        read_index(&mb.dir.join(MAILS_DIR), "dovecot.index")
     }
 }
 
@@ -474,6 +577,7 @@ impl StoreReader for DboxReader {
             &|name| name == MAILS_DIR.as_bytes(),
             &|p| p.join(MAILS_DIR).is_dir(),
             &mut all,
+            &mut self.warnings.borrow_mut(),
         )?;
         // INBOX first, then sorted by name.
         let (mut inbox, rest): (Vec<_>, Vec<_>) =
@@ -484,6 +588,16 @@ impl StoreReader for DboxReader {
 
     fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)> {
         let dir = mb.dir.join(MAILS_DIR);
+        // Neither the mailbox directory nor its dbox-Mails may be a symlink.
+        let rel = mb.dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        match DirFd::open_root(&self.root)
+            .map_err(|e| Error::io(&self.root, e))
+            .and_then(|d| d.open_rel(&rel.join(MAILS_DIR)))
+        {
+            Ok(_) => {}
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let dmd = fs::metadata(&mb.dir).at(&mb.dir)?;
         let idx = self.index_of(mb)?;
         let Some(idx) = idx else {
@@ -523,7 +637,7 @@ impl StoreReader for DboxReader {
         let guid = mailbox_guid(&idx);
         let mut seen = Scanned {
             guid: guid.clone(),
-            bodies: HashMap::new(),
+            ..Scanned::default()
         };
         for r in &idx.records {
             let mut kws: Vec<u32> = r.keywords.clone();
@@ -547,10 +661,24 @@ impl StoreReader for DboxReader {
             };
             // A damaged message file is left out and named; the rest of the mailbox is
             // backed up.
-            let found = self.message_of(mb, r.uid, map_uid).and_then(|(msg, of)| {
+            let found = match self.locate(mb, r.uid, map_uid) {
+                Ok(Some(x)) => Ok(x),
+                Ok(None) => {
+                    self.expunged.borrow_mut().push(format!(
+                        "user {} mailbox {} UID {}: expunged while the mailbox was read",
+                        self.user, mb.name, r.uid
+                    ));
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            let found = found.and_then(|(msg, of)| {
                 let (path, md) = (&of.path, &of.md);
                 seen.bodies
                     .insert(r.uid, (of.rel.clone(), msg.body_offset, msg.body_len));
+                if let Some(m) = map_uid {
+                    seen.map_uids.insert(r.uid, m);
+                }
                 // One stored message shared by mailboxes: the map UID (mdbox), the
                 // inode of a hard-linked u.N file (sdbox).
                 let key = match map_uid {
@@ -621,8 +749,31 @@ impl StoreReader for DboxReader {
                 ),
             ));
         };
-        // Usually still open from the scan (mdbox: the same m.N for many messages).
-        let of = self.mail_file(&rel)?;
+        // Usually still open from the scan (mdbox: the same m.N for many messages). Gone
+        // since: moved by a purge or to the alternate storage, or expunged.
+        let (of, offset, len) = match self.mail_file(&rel) {
+            Ok(of) => (of, offset, len),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                let map_uid = self
+                    .scanned
+                    .borrow()
+                    .get(&mb.dir)
+                    .and_then(|s| s.map_uids.get(&msg.uid.0).copied());
+                match self.locate(mb, msg.uid.0, map_uid)? {
+                    Some((m, of)) => (of, m.body_offset, m.body_len),
+                    None => {
+                        return Err(Error::io(
+                            self.root.join(&rel),
+                            io::Error::new(
+                                io::ErrorKind::NotFound,
+                                "message expunged during the backup",
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let path = of.path.clone();
         let mut body = vec![0u8; usize::try_from(len).unwrap_or(0)];
         of.file.read_exact_at(&mut body, offset).map_err(|e| {
@@ -688,6 +839,10 @@ impl StoreReader for DboxReader {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn take_expunged(&self) -> Vec<String> {
+        std::mem::take(&mut *self.expunged.borrow_mut())
     }
 
     fn subscriptions(&self) -> Result<Vec<Name>> {

@@ -430,6 +430,7 @@ impl StoreWriter for DboxWriter {
             if w.exists() {
                 fs::remove_dir_all(&w).at(&w)?;
             }
+            self.st.track(&w);
             self.st.mkdir(&w, dir_owner)?;
             w
         } else {
@@ -559,6 +560,7 @@ impl StoreWriter for DboxWriter {
         sync_dir(&mails)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
+            self.st.untrack(&work);
         }
         Ok(stats)
     }

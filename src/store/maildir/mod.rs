@@ -2,35 +2,48 @@
 //!
 //! [`MaildirReader`] lists a user's mailboxes and their messages from `dovecot-uidlist`,
 //! `dovecot-keywords` and the file names in `cur/` and `new/` (one directory walk and one
-//! `stat` per message; no body is read until [`StoreReader::open_body`]).
+//! `stat` per message; no body is read until [`StoreReader::open_body`]). Files renamed,
+//! delivered or expunged while it reads are handled as Dovecot does (see `listing.rs`);
+//! nothing below the mail root is read through a symlink (see `store::nofollow`).
 //! [`MaildirWriter`] writes mailboxes back following Dovecot's rules (see `write.rs`).
 
+mod listing;
 mod merge;
 pub mod uidlist;
 mod write;
 
-use std::collections::HashMap;
-use std::fs::{self, File};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub use merge::MergeReport;
 pub use write::MaildirWriter;
 
 use super::location::{Layout, Location};
-use super::{MailboxHandle, OpenedBody, StoreReader, owner_of};
-use crate::error::{Error, IoContext, Result};
+use super::nofollow::{DirFd, FileStat, Kind};
+use super::{MailboxHandle, OpenedBody, StoreReader};
+use crate::error::{Error, Result};
 use crate::model::{
     Content, Flags, MailboxMeta, MaildirMessage, MessageMeta, Name, Owner, Timestamp, Uid,
 };
+use listing::{Found, MailboxDirs};
 use uidlist::{UidRecord, parse_filename};
 
 /// Reads one user's Maildir.
 pub struct MaildirReader {
     loc: Location,
     root: PathBuf,
+    /// The mail root, open: everything below it is opened relative to it.
+    root_fd: DirFd,
+    /// The mailbox whose bodies are being read, open.
+    open: RefCell<Option<(PathBuf, Rc<MailboxDirs>)>>,
+    warnings: RefCell<Vec<String>>,
+    expunged: RefCell<Vec<String>>,
+    user: String,
 }
 
 /// Map a flag letter string to flags and keywords.
@@ -63,6 +76,8 @@ struct DirEntry {
     new: bool,
 }
 
+/// The message files of a mailbox directory by base name (for merging into a live
+/// mailbox, under the uidlist lock).
 fn list_messages(dir: &Path) -> Result<HashMap<Vec<u8>, DirEntry>> {
     let mut map: HashMap<Vec<u8>, DirEntry> = HashMap::new();
     for (sub, new) in [("new", true), ("cur", false)] {
@@ -73,7 +88,7 @@ fn list_messages(dir: &Path) -> Result<HashMap<Vec<u8>, DirEntry>> {
             Err(e) => return Err(Error::io(d, e)),
         };
         for e in rd {
-            let e = e.at(&d)?;
+            let e = e.map_err(|err| Error::io(&d, err))?;
             let name = e.file_name().as_bytes().to_vec();
             if name.first() == Some(&b'.') {
                 continue;
@@ -120,10 +135,29 @@ impl MaildirReader {
     /// [`Error::NotFound`] when the user's mail root does not exist.
     pub fn open(loc: &Location, user: &str) -> Result<Self> {
         let root = loc.existing_root_of(user)?;
+        let root_fd = DirFd::open_root(&root).map_err(|e| Error::io(&root, e))?;
         Ok(MaildirReader {
             loc: loc.clone(),
             root,
+            root_fd,
+            open: RefCell::new(None),
+            warnings: RefCell::new(Vec::new()),
+            expunged: RefCell::new(Vec::new()),
+            user: user.to_string(),
         })
+    }
+
+    /// The directories of mailbox `mb`, open (the last one is kept for reading bodies).
+    fn dirs(&self, mb: &MailboxHandle) -> Result<Rc<MailboxDirs>> {
+        if let Some((p, d)) = self.open.borrow().as_ref()
+            && p == &mb.dir
+        {
+            return Ok(d.clone());
+        }
+        let rel = mb.dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let d = Rc::new(MailboxDirs::open(&self.root_fd, rel)?);
+        *self.open.borrow_mut() = Some((mb.dir.clone(), d.clone()));
+        Ok(d)
     }
 
     /// The mail root.
@@ -171,23 +205,18 @@ impl MaildirReader {
     /// changed without a rename is not seen: Maildir files are immutable once delivered.
     fn signature_of(&self, mb: &MailboxHandle) -> Result<String> {
         use sha2::{Digest, Sha256};
+        let dirs = MailboxDirs::open(&self.root_fd, self.rel(mb))?;
         let mut h = Sha256::new();
         h.update(b"maildump-maildir-signature-1\0");
-        for sub in ["new", "cur"] {
-            let d = mb.dir.join(sub);
-            let mut names: Vec<Vec<u8>> = match fs::read_dir(&d) {
-                Ok(rd) => {
-                    let mut v = Vec::new();
-                    for e in rd {
-                        let n = e.at(&d)?.file_name().as_bytes().to_vec();
-                        if n.first() != Some(&b'.') {
-                            v.push(n);
-                        }
-                    }
-                    v
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(Error::io(d, e)),
+        for (sub, d) in [("new", &dirs.new), ("cur", &dirs.cur)] {
+            let mut names: Vec<Vec<u8>> = match d {
+                Some(d) => d
+                    .entries()?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| n.first() != Some(&b'.'))
+                    .collect(),
+                None => Vec::new(),
             };
             names.sort_unstable();
             h.update(sub.as_bytes());
@@ -198,17 +227,22 @@ impl MaildirReader {
             }
         }
         for f in ["dovecot-uidlist", "dovecot-keywords"] {
-            let data = Self::read_optional(&mb.dir.join(f))?.unwrap_or_default();
+            let data = dirs.dir.read_optional(f.as_bytes())?.unwrap_or_default();
             h.update(f.as_bytes());
             h.update((data.len() as u64).to_le_bytes());
             h.update(&data);
         }
-        let md = fs::metadata(&mb.dir).at(&mb.dir)?;
-        h.update(md.uid().to_le_bytes());
-        h.update(md.gid().to_le_bytes());
-        h.update(md.mode().to_le_bytes());
+        let md = dirs.dir.stat()?;
+        h.update(md.uid.to_le_bytes());
+        h.update(md.gid.to_le_bytes());
+        h.update((md.mode | 0o40000).to_le_bytes());
         h.update(mb.name.as_bytes());
         Ok(hex::encode(h.finalize()))
+    }
+
+    /// `mb`'s directory relative to the mail root.
+    fn rel<'a>(&self, mb: &'a MailboxHandle) -> &'a Path {
+        mb.dir.strip_prefix(&self.root).unwrap_or(Path::new(""))
     }
 
     fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -236,18 +270,25 @@ impl StoreReader for MaildirReader {
                 &|name| name.first() == Some(&b'.') || matches!(name, b"cur" | b"new" | b"tmp"),
                 &Self::is_mailbox_dir,
                 &mut out,
+                &mut self.warnings.borrow_mut(),
             )?,
             Layout::MaildirPlusPlus => {
                 let mut found = Vec::new();
-                for e in fs::read_dir(&self.root).at(&self.root)? {
-                    let e = e.at(&self.root)?;
-                    let name = e.file_name().as_bytes().to_vec();
+                for (name, kind) in self.root_fd.entries()? {
                     if name.len() < 2 || name[0] != b'.' || name == b".." {
                         continue;
                     }
+                    let path = self.root_fd.join(&name);
                     // Maildir++ lists every `.name` directory as a mailbox, as Dovecot does.
-                    if !e.file_type().at(e.path())?.is_dir() {
-                        continue;
+                    match kind {
+                        Kind::Dir => {}
+                        Kind::Symlink if fs::metadata(&path).is_ok_and(|m| m.is_dir()) => {
+                            self.warnings
+                                .borrow_mut()
+                                .push(super::symlinked_mailbox(&path));
+                            continue;
+                        }
+                        _ => continue,
                     }
                     let full: Vec<Vec<u8>> = name[1..]
                         .split(|&b| b == b'.')
@@ -255,7 +296,7 @@ impl StoreReader for MaildirReader {
                         .collect();
                     found.push(MailboxHandle {
                         name: Name::from_bytes(full.join(&b'/')),
-                        dir: e.path(),
+                        dir: path,
                     });
                 }
                 found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -266,19 +307,14 @@ impl StoreReader for MaildirReader {
     }
 
     fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)> {
-        let ul_path = mb.dir.join("dovecot-uidlist");
-        let ul = match Self::read_optional(&ul_path)? {
-            Some(d) => Some(uidlist::parse(&d).map_err(|e| Error::store(&ul_path, e))?),
-            None => None,
-        };
-        let kw_path = mb.dir.join("dovecot-keywords");
-        let table = Self::read_optional(&kw_path)?
+        let dirs = self.dirs(mb)?;
+        let ul = read_uidlist(&dirs.dir)?;
+        let table = dirs
+            .dir
+            .read_optional(b"dovecot-keywords")?
             .map(|d| uidlist::parse_keywords(&d))
             .unwrap_or_default();
-        let mut files = list_messages(&mb.dir)?;
-        let mut msgs = Vec::new();
-        let mut records: Vec<UidRecord> = Vec::new();
-        let (uidvalidity, mut next_uid, guid, header_ext) = match &ul {
+        let (uidvalidity, uidnext, guid, header_ext) = match &ul {
             Some(ul) => (
                 ul.uidvalidity,
                 ul.effective_next_uid(),
@@ -287,56 +323,41 @@ impl StoreReader for MaildirReader {
             ),
             None => (0, 1, None, Vec::new()),
         };
-        if let Some(ul) = ul {
-            records = ul.records;
+        let records = ul.map(|u| u.records).unwrap_or_default();
+        let wanted: HashSet<&[u8]> = records.iter().map(|r| r.base.as_slice()).collect();
+        let mut snap = listing::snapshot(&dirs, &wanted)?;
+        let item = |uid: Option<u32>| match uid {
+            Some(u) => format!("user {} mailbox {} UID {u}", self.user, mb.name),
+            None => format!("user {} mailbox {}", self.user, mb.name),
+        };
+        for text in snap.skipped.drain(..) {
+            self.warnings
+                .borrow_mut()
+                .push(format!("{}: {text}", item(None)));
         }
-        // Records whose file is gone were expunged: Dovecot drops them too.
-        let mut known: Vec<(UidRecord, DirEntry)> = Vec::new();
-        for r in records {
-            if let Some(e) = files.remove(&r.base) {
-                known.push((r, e));
-            }
-        }
-        // Files Dovecot has not seen yet get UIDs the way Dovecot would assign them.
-        let mut unseen: Vec<(Vec<u8>, DirEntry)> = files.into_iter().collect();
-        unseen.sort_by_key(|(b, _)| dovecot_sort_key(b));
-        for (base, e) in unseen {
-            known.push((
-                UidRecord {
-                    uid: next_uid,
-                    base,
-                    ..Default::default()
-                },
-                e,
+        for base in &snap.vanished {
+            let uid = records.iter().find(|r| &r.base == base).map(|r| r.uid);
+            self.expunged.borrow_mut().push(format!(
+                "{}: {} expunged while the mailbox was read",
+                item(uid),
+                String::from_utf8_lossy(base)
             ));
-            next_uid = next_uid.saturating_add(1);
         }
-        for (r, e) in known {
-            let path = mb
-                .dir
-                .join(if e.new { "new" } else { "cur" })
-                .join(std::ffi::OsStr::from_bytes(&e.name));
-            let md = match fs::symlink_metadata(&path) {
-                Ok(md) => md,
-                // Renamed (flag change) or expunged between listing and stat: skip here;
-                // open_body finds renamed files, and an expunge is what Dovecot would see.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(Error::io(path, err)),
-            };
-            if !md.is_file() {
-                continue;
-            }
-            msgs.push(message_meta(&r, &e, &md, &table));
-        }
-        let md = fs::metadata(&mb.dir).at(&mb.dir)?;
+        let (known, uidnext) =
+            assign_uids(&dirs.dir, uidnext, records, &mut snap.files, uidvalidity)?;
+        let msgs = known
+            .iter()
+            .map(|(r, f)| message_meta(r, f, &table))
+            .collect();
+        let md = dirs.dir.stat()?;
         let meta = MailboxMeta {
             name: mb.name.clone(),
             guid,
             uidvalidity,
-            uidnext: next_uid,
+            uidnext,
             keywords: table,
             attributes: Vec::new(),
-            owner: Some(owner_of(&md)),
+            owner: Some(md.owner()),
             uidlist_header_ext: header_ext.into_iter().map(Name::from_bytes).collect(),
         };
         Ok((meta, msgs))
@@ -349,50 +370,60 @@ impl StoreReader for MaildirReader {
                 format!("UID {}: no Maildir file name", msg.uid),
             ));
         };
-        let sub = if md.new { "new" } else { "cur" };
-        let path = mb
-            .dir
-            .join(sub)
-            .join(std::ffi::OsStr::from_bytes(md.filename.as_bytes()));
-        match File::open(&path) {
-            Ok(f) => {
+        let dirs = self.dirs(mb)?;
+        let name = md.filename.as_bytes();
+        if let Some(d) = dirs.sub(md.new) {
+            match d.open_file(name) {
                 // Maildir files never change after delivery; the scan's stat gave the size.
-                let len = msg.content.size;
-                return Ok(OpenedBody {
-                    file: Box::new(f),
-                    path,
-                    len,
-                    renamed_to: None,
-                    split: None,
-                });
+                Ok(f) => {
+                    return Ok(OpenedBody {
+                        file: Box::new(f),
+                        path: d.join(name),
+                        len: msg.content.size,
+                        renamed_to: None,
+                        split: None,
+                    });
+                }
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
         }
-        // The file was renamed (flags changed) or moved new/ -> cur/: find it by its base.
-        let base = parse_filename(md.filename.as_bytes()).base.to_vec();
-        let files = list_messages(&mb.dir)?;
-        if let Some(e) = files.get(&base) {
-            let p = mb
-                .dir
-                .join(if e.new { "new" } else { "cur" })
-                .join(std::ffi::OsStr::from_bytes(&e.name));
-            if let Ok(f) = File::open(&p) {
-                let len = f.metadata().at(&p)?.len();
-                return Ok(OpenedBody {
-                    file: Box::new(f),
-                    path: p,
-                    len,
-                    renamed_to: Some((Name::from_bytes(e.name.clone()), e.new)),
-                    split: None,
-                });
+        // Renamed (flags changed) or moved from new/ to cur/ since the scan, or expunged:
+        // looked up again by its base name, as Dovecot does.
+        let base = parse_filename(name).base.to_vec();
+        for _ in 0..listing::RETRIES {
+            let names = match listing::lookup(&dirs, &base)? {
+                listing::Lookup::Names(n) => n,
+                listing::Lookup::Refused(text) => return Err(Error::store(&mb.dir, text)),
+                listing::Lookup::Gone => break,
+                listing::Lookup::Unsure => continue,
+            };
+            for (fname, new) in names {
+                let Some(d) = dirs.sub(new) else { continue };
+                match d.open_file(&fname) {
+                    Ok(f) => {
+                        let len = f
+                            .metadata()
+                            .map_err(|e| Error::io(d.join(&fname), e))?
+                            .len();
+                        return Ok(OpenedBody {
+                            file: Box::new(f),
+                            path: d.join(&fname),
+                            len,
+                            renamed_to: Some((Name::from_bytes(fname), new)),
+                            split: None,
+                        });
+                    }
+                    Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Err(Error::io(
-            path,
+            dirs.sub(md.new).map(|d| d.join(name)).unwrap_or_default(),
             io::Error::new(
                 io::ErrorKind::NotFound,
-                "message file vanished during backup",
+                "message file expunged during the backup (not found under any name)",
             ),
         ))
     }
@@ -412,36 +443,124 @@ impl StoreReader for MaildirReader {
     }
 
     fn root_owner(&self) -> Result<Owner> {
-        Ok(owner_of(&fs::metadata(&self.root).at(&self.root)?))
+        Ok(self.root_fd.stat()?.owner())
     }
 
     fn signature(&self, mb: &MailboxHandle) -> Result<String> {
         self.signature_of(mb)
     }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn take_expunged(&self) -> Vec<String> {
+        std::mem::take(&mut *self.expunged.borrow_mut())
+    }
 }
 
-fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) -> MessageMeta {
+/// The uidlist of a mailbox, if it has one.
+///
+/// # Errors
+/// A damaged uidlist ([`Error::StoreDamaged`]), a symlink, I/O errors.
+fn read_uidlist(dir: &DirFd) -> Result<Option<uidlist::Uidlist>> {
+    match dir.read_optional(b"dovecot-uidlist")? {
+        Some(d) => uidlist::parse(&d)
+            .map(Some)
+            .map_err(|e| Error::store(dir.join(b"dovecot-uidlist"), e)),
+        None => Ok(None),
+    }
+}
+
+/// Pair the uidlist's records with the files found, and give files Dovecot has not seen
+/// yet UIDs. A file that got its UID from Dovecot after the uidlist was read (delivered
+/// meanwhile) keeps that UID: the uidlist is read again when there are such files. Others
+/// get UIDs the way Dovecot would assign them. Returns the messages in UID order and the
+/// next UID.
+///
+/// # Errors
+/// A damaged uidlist.
+fn assign_uids(
+    dir: &DirFd,
+    uidnext: u32,
+    records: Vec<UidRecord>,
+    files: &mut HashMap<Vec<u8>, Found>,
+    uidvalidity: u32,
+) -> Result<(Vec<(UidRecord, Found)>, u32)> {
+    let mut known: Vec<(UidRecord, Found)> = Vec::new();
+    // Records whose file is gone were expunged: Dovecot drops them too.
+    for r in records {
+        if let Some(f) = files.remove(&r.base) {
+            known.push((r, f));
+        }
+    }
+    let mut later: Vec<UidRecord> = Vec::new();
+    let mut header_next = 0;
+    if !files.is_empty()
+        && let Some(ul) = read_uidlist(dir)?
+        && ul.uidvalidity == uidvalidity
+    {
+        header_next = ul.effective_next_uid();
+        let taken: HashSet<u32> = known.iter().map(|(r, _)| r.uid).collect();
+        later = ul
+            .records
+            .into_iter()
+            .filter(|r| files.contains_key(&r.base) && !taken.contains(&r.uid))
+            .collect();
+    }
+    for r in later {
+        if let Some(f) = files.remove(&r.base) {
+            known.push((r, f));
+        }
+    }
+    let mut next_uid = uidnext.max(header_next).max(
+        known
+            .iter()
+            .map(|(r, _)| r.uid.saturating_add(1))
+            .max()
+            .unwrap_or(1),
+    );
+    // Files Dovecot has not seen yet get UIDs the way Dovecot would assign them.
+    let mut unseen: Vec<(Vec<u8>, Found)> = files.drain().collect();
+    unseen.sort_by_key(|(b, _)| dovecot_sort_key(b));
+    for (base, f) in unseen {
+        known.push((
+            UidRecord {
+                uid: next_uid,
+                base,
+                ..Default::default()
+            },
+            f,
+        ));
+        next_uid = next_uid.saturating_add(1);
+    }
+    known.sort_by_key(|(r, _)| r.uid);
+    Ok((known, next_uid))
+}
+
+fn message_meta(r: &UidRecord, e: &Found, table: &[Name]) -> MessageMeta {
+    let md: &FileStat = &e.st;
     let fname = parse_filename(&e.name);
     let (flags, keywords) = flags_from_info(fname.info, table);
     let guid = r.guid.clone().unwrap_or_else(|| fname.base.to_vec());
-    let mtime_nanos = u32::try_from(md.mtime_nsec()).unwrap_or(0);
+    let mtime_nanos = md.mtime_nsec;
     MessageMeta {
         uid: Uid(r.uid),
         guid: Name::from_bytes(guid),
         flags,
         keywords,
         received: Timestamp {
-            secs: md.mtime(),
+            secs: md.mtime,
             nanos: mtime_nanos,
         },
         // The file ctime changes on every rename, link or chmod, so it is not a save date;
         // Maildir keeps the real one only in the (cache) index, which is not read.
         saved: None,
-        size_physical: fname.size.or(r.size).unwrap_or(md.len()),
+        size_physical: fname.size.or(r.size).unwrap_or(md.len),
         size_virtual: fname.vsize.or(r.vsize),
         pop3_uidl: r.pop3_uidl.clone().map(Name::from_bytes),
         pop3_order: r.pop3_order,
-        owner: Some(owner_of(md)),
+        owner: Some(md.owner()),
         maildir: Some(MaildirMessage {
             filename: Name::from_bytes(e.name.clone()),
             new: e.new,
@@ -456,11 +575,11 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
         message_id: None,
         content: Content {
             sha256: String::new(),
-            size: md.len(),
+            size: md.len,
             ..Content::default()
         },
         changed: Some(Timestamp {
-            secs: md.ctime().max(md.mtime()),
+            secs: md.ctime.max(md.mtime),
             nanos: 0,
         }),
         storage_key: None,

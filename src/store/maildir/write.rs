@@ -96,11 +96,21 @@ impl MaildirWriter {
             .mode(mode)
             .open(tmp)
             .at(tmp)?;
-        let ok = {
+        let ok = (|| {
             let mut bw = io::BufWriter::with_capacity(1 << 16, &mut f);
             let ok = body(&mut bw)?;
             bw.flush().at(tmp)?;
-            ok
+            Ok(ok)
+        })();
+        let ok = match ok {
+            Ok(ok) => ok,
+            Err(e) => {
+                // A full disk or a stop: no partial file stays in tmp/ (the write's error
+                // is the one reported).
+                drop(f);
+                let _ = fs::remove_file(tmp);
+                return Err(e);
+            }
         };
         if !ok {
             drop(f);
@@ -203,6 +213,7 @@ impl StoreWriter for MaildirWriter {
             if w.exists() {
                 fs::remove_dir_all(&w).at(&w)?;
             }
+            self.st.track(&w);
             self.st.mkdir(&w, dir_owner)?;
             w
         } else {
@@ -337,6 +348,7 @@ impl StoreWriter for MaildirWriter {
         sync_dir(&work)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
+            self.st.untrack(&work);
         }
         Ok(stats)
     }

@@ -1,0 +1,327 @@
+//! Reading below a mail root without ever following a symbolic link.
+//!
+//! The mail root itself is where the configuration says (it may be reached through
+//! symlinks the administrator set up); everything below it is opened relative to an open
+//! directory with `O_NOFOLLOW`, one component at a time, so a symlink planted in a store
+//! (`Maildir/cur -> /etc`, `u.1 -> /etc/shadow`) is met, named and refused, never read
+//! through, even if it is swapped in while the backup runs.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::error::{Error, Result};
+
+/// What a directory entry is, as far as reading a store cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// Anything else (FIFO, socket, device).
+    Other,
+}
+
+impl Kind {
+    fn of(t: FileType) -> Option<Kind> {
+        Some(match t {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Unknown => return None,
+            _ => Kind::Other,
+        })
+    }
+}
+
+/// What a `stat` of a store file says, in the units the readers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    pub(crate) kind: Kind,
+    pub(crate) len: u64,
+    pub(crate) mtime: i64,
+    pub(crate) mtime_nsec: u32,
+    pub(crate) ctime: i64,
+    pub(crate) ctime_nsec: u32,
+    pub(crate) ino: u64,
+    pub(crate) nlink: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+// The field types of `struct stat` differ between architectures (c_long, i64, u32...):
+// each is converted without truncation, whatever it is here.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn file_stat(st: &rustix::fs::Stat) -> FileStat {
+    let mode = u32::try_from(st.st_mode).unwrap_or(0);
+    FileStat {
+        kind: Kind::of(FileType::from_raw_mode(mode)).unwrap_or(Kind::Other),
+        len: u64::try_from(st.st_size).unwrap_or(0),
+        mtime: i64::try_from(st.st_mtime).unwrap_or(0),
+        mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        ctime: i64::try_from(st.st_ctime).unwrap_or(0),
+        ctime_nsec: u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+        ino: u64::try_from(st.st_ino).unwrap_or(0),
+        nlink: u64::try_from(st.st_nlink).unwrap_or(0),
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: mode & 0o7777,
+    }
+}
+
+impl FileStat {
+    /// Owner and permission bits.
+    pub(crate) fn owner(&self) -> crate::model::Owner {
+        crate::model::Owner {
+            uid: self.uid,
+            gid: self.gid,
+            mode: self.mode,
+        }
+    }
+}
+
+/// The error for a symbolic link met below a mail root.
+pub(crate) fn symlink_refused(path: &Path) -> Error {
+    Error::store(
+        path,
+        "is a symbolic link; not followed (nothing below a mail root is read through a symlink)",
+    )
+}
+
+/// A directory entry: its name, what it is, its `stat` if taken (see
+/// [`DirFd::entries_stat`]).
+pub(crate) type StatEntry = (Vec<u8>, Kind, Option<FileStat>);
+
+/// An open directory at or below a mail root.
+pub(crate) struct DirFd {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOFOLLOW);
+
+impl DirFd {
+    /// Open a mail root (symlinks in its own path are the configuration's and are followed).
+    ///
+    /// # Errors
+    /// The root cannot be opened.
+    pub(crate) fn open_root(path: &Path) -> io::Result<DirFd> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirFd {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path of `name` in this directory (for messages).
+    pub(crate) fn join(&self, name: &[u8]) -> PathBuf {
+        self.path.join(OsStr::from_bytes(name))
+    }
+
+    /// Open the subdirectory `name`, never through a symlink.
+    ///
+    /// # Errors
+    /// [`Error::StoreDamaged`] naming a symlink; [`Error::Io`] otherwise (`NotFound` when
+    /// it does not exist).
+    pub(crate) fn open_dir(&self, name: &[u8]) -> Result<DirFd> {
+        let path = self.join(name);
+        match rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => Ok(DirFd { fd, path }),
+            Err(e) => Err(self.refusal(name, e)),
+        }
+    }
+
+    /// Open the directory `rel` (plain components only) below this one, never through a
+    /// symlink.
+    ///
+    /// # Errors
+    /// As [`DirFd::open_dir`]; a component that is not a plain name is refused.
+    pub(crate) fn open_rel(&self, rel: &Path) -> Result<DirFd> {
+        let mut cur: Option<DirFd> = None;
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Err(Error::store(
+                    self.path.join(rel),
+                    "not a plain path below the mail root",
+                ));
+            };
+            let next = cur.as_ref().unwrap_or(self).open_dir(name.as_bytes())?;
+            cur = Some(next);
+        }
+        match cur {
+            Some(d) => Ok(d),
+            None => self.reopen(),
+        }
+    }
+
+    /// A second handle on this directory.
+    fn reopen(&self) -> Result<DirFd> {
+        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| Error::io(&self.path, e.into()))?;
+        Ok(DirFd {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Open the file `name` for reading, never through a symlink.
+    ///
+    /// # Errors
+    /// [`Error::StoreDamaged`] naming a symlink; [`Error::Io`] otherwise.
+    pub(crate) fn open_file(&self, name: &[u8]) -> Result<File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(e) => Err(self.refusal(name, e)),
+        }
+    }
+
+    /// The bytes of the file `name`; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// As [`DirFd::open_file`], and read errors.
+    pub(crate) fn read_optional(&self, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut f = match self.open_file(name) {
+            Ok(f) => f,
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut data = Vec::new();
+        io::Read::read_to_end(&mut f, &mut data).map_err(|e| Error::io(self.join(name), e))?;
+        Ok(Some(data))
+    }
+
+    /// `stat` of the entry `name` itself (a symlink is reported as one).
+    ///
+    /// # Errors
+    /// The entry cannot be stat'ed (`NotFound` when it is gone).
+    pub(crate) fn stat_at(&self, name: &[u8]) -> io::Result<FileStat> {
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(file_stat(&st))
+    }
+
+    /// `stat` of this directory.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn stat(&self) -> Result<FileStat> {
+        let st = rustix::fs::fstat(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        Ok(file_stat(&st))
+    }
+
+    /// The entries of this directory (without `.` and `..`), in directory order, each with
+    /// what it is (from the directory entry, or a `stat` when the file system does not say).
+    ///
+    /// # Errors
+    /// I/O errors reading the directory.
+    pub(crate) fn entries(&self) -> Result<Vec<(Vec<u8>, Kind)>> {
+        Ok(self
+            .entries_stat(&|_| false)?
+            .into_iter()
+            .map(|(n, k, _)| (n, k))
+            .collect())
+    }
+
+    /// Like [`DirFd::entries`], and the entries `want` names are `stat`ed right when the
+    /// directory returns them (`None` when gone meanwhile): a file renamed again and again
+    /// is caught under the name just read.
+    ///
+    /// # Errors
+    /// I/O errors reading the directory, or a `stat` failing for another reason than the
+    /// entry being gone.
+    pub(crate) fn entries_stat(&self, want: &dyn Fn(&[u8]) -> bool) -> Result<Vec<StatEntry>> {
+        let err = |e: rustix::io::Errno| Error::io(&self.path, e.into());
+        let mut dir = rustix::fs::Dir::read_from(&self.fd).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(e) = dir.read() {
+            let e = e.map_err(err)?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = Kind::of(e.file_type());
+            let st = if want(name) || kind.is_none() {
+                match self.stat_at(name) {
+                    Ok(st) => Some(st),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(Error::io(self.join(name), e)),
+                }
+            } else {
+                None
+            };
+            let Some(kind) = kind.or(st.map(|s| s.kind)) else {
+                continue; // type unknown and gone before its stat
+            };
+            out.push((name.to_vec(), kind, st));
+        }
+        Ok(out)
+    }
+
+    /// The error for a failed open of `name`: a symlink is named as such.
+    fn refusal(&self, name: &[u8], e: rustix::io::Errno) -> Error {
+        let path = self.join(name);
+        if (e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR)
+            && self.stat_at(name).is_ok_and(|st| st.kind == Kind::Symlink)
+        {
+            return symlink_refused(&path);
+        }
+        Error::io(path, e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_named_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("real/cur")).unwrap();
+        std::fs::write(root.join("real/cur/m"), b"mail").unwrap();
+        std::fs::write(t.path().join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(t.path(), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret"), root.join("real/cur/s")).unwrap();
+        let d = DirFd::open_root(&root).unwrap();
+        let cur = d.open_rel(Path::new("real/cur")).unwrap();
+        let mut e = cur.entries().unwrap();
+        e.sort();
+        assert_eq!(
+            e,
+            [(b"m".to_vec(), Kind::File), (b"s".to_vec(), Kind::Symlink)]
+        );
+        assert!(matches!(
+            cur.open_file(b"s"),
+            Err(Error::StoreDamaged { .. })
+        ));
+        assert!(matches!(
+            d.open_rel(Path::new("link")),
+            Err(Error::StoreDamaged { .. })
+        ));
+        assert!(matches!(
+            d.open_rel(Path::new("link/secret")),
+            Err(Error::StoreDamaged { .. })
+        ));
+        assert!(d.open_rel(Path::new("../root")).is_err());
+        assert_eq!(cur.read_optional(b"m").unwrap().unwrap(), b"mail");
+        assert!(cur.read_optional(b"gone").unwrap().is_none());
+    }
+}
