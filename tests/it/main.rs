@@ -9,6 +9,7 @@ mod dovecot;
 mod fidelity;
 mod format_vectors;
 mod incremental;
+mod invariants;
 mod live_restore;
 mod util;
 mod vanish;

@@ -85,6 +85,23 @@ fn guid_bytes(g: Option<&str>) -> [u8; 16] {
     out
 }
 
+/// The 128-bit form of a message GUID that Dovecot keeps in an mdbox mailbox index's `guid`
+/// extension (`mail_generate_guid_128_hash`): the GUID itself when it is 32 hex digits,
+/// else the last 16 bytes of the SHA-1 of the GUID text. mdbox decrements a message's
+/// reference count on expunge only when this extension holds the message's GUID.
+pub(crate) fn guid_128(guid: &[u8]) -> [u8; 16] {
+    use sha1::{Digest, Sha1};
+    let mut out = [0u8; 16];
+    if guid.len() == 32
+        && guid.iter().all(u8::is_ascii_hexdigit)
+        && hex::decode_to_slice(guid, &mut out).is_ok()
+    {
+        return out;
+    }
+    out.copy_from_slice(&Sha1::digest(guid)[4..]);
+    out
+}
+
 /// Virtual size (CRLF line ends) of message bytes.
 fn virtual_size(b: &[u8]) -> u64 {
     let mut n = b.len() as u64;
@@ -269,6 +286,7 @@ impl DboxWriter {
         full: &[u8],
         external: bool,
         mailbox: &Name,
+        guid: &[u8],
     ) -> Vec<(u8, Vec<u8>)> {
         // Dovecot's order: Z R V P O G B X, then anything else it had.
         let mut meta: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -285,9 +303,7 @@ impl DboxWriter {
         if let Some(o) = msg.pop3_order {
             meta.push((b'O', o.to_string().into_bytes()));
         }
-        if !msg.guid.is_empty() {
-            meta.push((b'G', msg.guid.as_bytes().to_vec()));
-        }
+        meta.push((b'G', guid.to_vec()));
         let other = d.map(|d| d.other.as_slice()).unwrap_or_default();
         let orig = other.iter().find(|(k, _)| k.as_bytes() == b"B");
         if self.kind == StoreFormat::Mdbox {
@@ -458,13 +474,18 @@ impl StoreWriter for DboxWriter {
             last_uid = msg.uid.0;
             let owner = msg.owner.or(dir_owner);
             let stub = self.externalise(&full, msg, &guid_hex, msg.uid.0, owner)?;
-            let meta_lines = self.metadata(msg, &full, stub.is_some(), &meta.name);
+            // A message without a GUID gets one, as Dovecot's save would give it.
+            let msg_guid = if msg.guid.is_empty() {
+                uuid::Uuid::new_v4().simple().to_string().into_bytes()
+            } else {
+                msg.guid.as_bytes().to_vec()
+            };
+            let meta_lines = self.metadata(msg, &full, stub.is_some(), &meta.name, &msg_guid);
             let body = stub.as_deref().unwrap_or(&full);
             let one = file::message_bytes(body, &meta_lines);
             let mut ext = Vec::new();
             if self.kind == StoreFormat::Mdbox {
-                let map_uid =
-                    self.mdbox_append(&one, &msg.content.sha256, msg.guid.as_bytes(), owner)?;
+                let map_uid = self.mdbox_append(&one, &msg.content.sha256, &msg_guid, owner)?;
                 let saved = msg
                     .saved
                     .map(|t| u32::try_from(t.secs).unwrap_or(0))
@@ -473,6 +494,7 @@ impl StoreWriter for DboxWriter {
                 rec.extend_from_slice(&saved.to_le_bytes());
                 ext.push(Vec::new());
                 ext.push(rec);
+                ext.push(guid_128(&msg_guid).to_vec());
             } else {
                 let mut data = file::file_header(u64::try_from(msg.received.secs).unwrap_or(0));
                 data.extend_from_slice(&one);
@@ -534,6 +556,12 @@ impl StoreWriter for DboxWriter {
                 hdr: Vec::new(),
                 record_size: 8,
                 record_align: 4,
+            });
+            exts.push(NewExt {
+                name: "guid".into(),
+                hdr: Vec::new(),
+                record_size: 16,
+                record_align: 1,
             });
         }
         let new = NewIndex {
