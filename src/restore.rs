@@ -488,7 +488,8 @@ pub fn restore(
             let into_existing = opts.mode != Mode::Exact && m.exists;
             if opts.mode == Mode::SideFolder && !m.exists {
                 meta.guid = Some(uuid::Uuid::new_v4().simple().to_string());
-                meta.uidvalidity = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1);
+                // 0: the writer takes the next value of the root's UIDVALIDITY counter.
+                meta.uidvalidity = 0;
                 meta.attributes.clear();
             }
             let where_ = format!("user {target} mailbox {}", m.target_name);
@@ -531,13 +532,12 @@ pub fn restore(
                 }
             } else if dry_run {
                 stats.report.push(format!(
-                    "would create {where_} with {} messages (UIDVALIDITY {}{})",
+                    "would create {where_} with {} messages (UIDVALIDITY {})",
                     metas.len(),
-                    meta.uidvalidity,
-                    if opts.mode == Mode::SideFolder {
-                        ", new"
+                    if meta.uidvalidity == 0 {
+                        "new, from the mail root's counter".to_string()
                     } else {
-                        ", original UIDs"
+                        format!("{}, original UIDs", meta.uidvalidity)
                     }
                 ));
             } else {

@@ -210,3 +210,110 @@ fn out_text(cmd: &mut std::process::Command) -> String {
     assert!(out.status.success(), "{}", report(cmd, &out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `doveadm mailbox status uidvalidity` of one mailbox.
+fn uidvalidity(dc: &Dovecot, user: &str, mailbox: &str) -> u32 {
+    let out = dc.doveadm(
+        user,
+        &["-f", "tab", "mailbox", "status", "uidvalidity", mailbox],
+    );
+    let line = out
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status of {mailbox}"));
+    line.rsplit('\t').next().unwrap().trim().parse().unwrap()
+}
+
+/// Set the mail root's `dovecot-uidvalidity` counter to `v` (file and marker), as Dovecot
+/// would have left it.
+fn set_counter(root: &Path, v: u32) {
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("dovecot-uidvalidity.")
+        {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    std::fs::write(root.join("dovecot-uidvalidity"), format!("{v:08x}")).unwrap();
+    std::fs::write(root.join(format!("dovecot-uidvalidity.{v:08x}")), b"").unwrap();
+}
+
+/// The counter as the files say: (value of `dovecot-uidvalidity`, marker values).
+fn counter(root: &Path) -> (u32, Vec<u32>) {
+    let v = u32::from_str_radix(
+        &std::fs::read_to_string(root.join("dovecot-uidvalidity")).unwrap(),
+        16,
+    )
+    .unwrap();
+    let mut markers: Vec<u32> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.strip_prefix("dovecot-uidvalidity.")
+                .map(|h| u32::from_str_radix(h, 16).unwrap())
+        })
+        .collect();
+    markers.sort_unstable();
+    (v, markers)
+}
+
+/// Issue 12 item 4: a side folder (Maildir, sdbox) and a new mdbox store take their
+/// UIDVALIDITY from the mail root's `dovecot-uidvalidity` counter, advanced exactly as
+/// Dovecot advances it (Dovecot's next mailbox gets the value after), never from the
+/// clock; an exact restore raises the counter to the UIDVALIDITYs it wrote.
+#[test]
+fn new_mailboxes_take_uidvalidity_from_the_counter() {
+    for (loc, dir) in [("maildir:~/Maildir", "Maildir"), ("sdbox:~/sdbox", "sdbox")] {
+        let ws = Workspace::new();
+        let dc = Dovecot::new(&ws.join("live"), loc);
+        dc.build_small_store(ALICE);
+        let archive = ws.join("a.mdump");
+        backup(&dc, ALICE, &archive);
+        let root = dc.home(ALICE).join(dir);
+        let v0 = 0x6b00_0000;
+        set_counter(&root, v0);
+        dc.fix_ownership();
+        run_ok(dc.restore_cmd(&[&archive]).args([
+            "--user",
+            ALICE,
+            "--mailbox",
+            "INBOX",
+            "--into",
+            "Side",
+        ]));
+        assert_eq!(
+            uidvalidity(&dc, ALICE, "Side/INBOX"),
+            v0 + 1,
+            "{loc}: side folder"
+        );
+        assert_eq!(
+            counter(&root),
+            (v0 + 1, vec![v0 + 1]),
+            "{loc}: counter after"
+        );
+        dc.doveadm(ALICE, &["mailbox", "create", "Later"]);
+        assert_eq!(
+            uidvalidity(&dc, ALICE, "Later"),
+            v0 + 2,
+            "{loc}: Dovecot's next"
+        );
+
+        // An exact restore into a new root: the counter covers what it wrote.
+        let fresh = Dovecot::new(&ws.join("fresh"), loc);
+        run_ok(&mut fresh.restore_cmd(&[&archive]));
+        let restored = [
+            uidvalidity(&fresh, ALICE, "INBOX"),
+            uidvalidity(&fresh, ALICE, "Work"),
+        ];
+        fresh.doveadm(ALICE, &["mailbox", "create", "Later"]);
+        let later = uidvalidity(&fresh, ALICE, "Later");
+        assert!(
+            restored.iter().all(|&v| later > v),
+            "{loc}: a mailbox Dovecot creates after the restore got UIDVALIDITY {later}, not above the restored {restored:?}"
+        );
+    }
+}

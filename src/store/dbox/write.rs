@@ -172,8 +172,11 @@ impl DboxWriter {
         }
         let root = self.st.work_root(owner)?;
         self.st.mkdir(&root.join(STORAGE_DIR), owner)?;
+        // Any non-zero value will do for the map (Dovecot takes the clock); the root's
+        // counter gives one that is not.
+        let map_uid_validity = self.st.next_uidvalidity()?;
         self.mdbox = Some(Mdbox {
-            map_uid_validity: now(),
+            map_uid_validity,
             entries: Vec::new(),
             by_sha: HashMap::new(),
             file_id: 0,
@@ -526,8 +529,9 @@ impl StoreWriter for DboxWriter {
         let d = File::open(&work).at(&work)?;
         rustix::fs::syncfs(&d).map_err(|e| Error::io(&work, io::Error::from(e)))?;
         let uidvalidity = if meta.uidvalidity == 0 {
-            now()
+            self.st.next_uidvalidity()?
         } else {
+            self.st.raise_uidvalidity(meta.uidvalidity)?;
             meta.uidvalidity
         };
         let next_uid = meta.uidnext.max(last_uid.saturating_add(1)).max(1);

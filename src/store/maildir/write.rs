@@ -305,8 +305,16 @@ impl StoreWriter for MaildirWriter {
             sync_dir(&work.join(sub))?;
         }
         records.sort_by_key(|r| r.uid);
+        // A mailbox without UIDVALIDITY (a side folder, or one Dovecot never opened) gets
+        // the root counter's next; one restored with its own raises the counter to it.
+        let uidvalidity = if meta.uidvalidity == 0 {
+            self.st.next_uidvalidity()?
+        } else {
+            self.st.raise_uidvalidity(meta.uidvalidity)?;
+            meta.uidvalidity
+        };
         let ul = Uidlist {
-            uidvalidity: meta.uidvalidity,
+            uidvalidity,
             next_uid: meta
                 .uidnext
                 .max(records.last().map(|r| r.uid.saturating_add(1)).unwrap_or(1)),
@@ -326,14 +334,12 @@ impl StoreWriter for MaildirWriter {
                 0o600,
             )?;
         }
-        if ul.uidvalidity != 0 {
-            self.st.write_atomic(
-                &work.join("dovecot-uidlist"),
-                &uidlist::render(&ul),
-                dir_owner,
-                0o600,
-            )?;
-        }
+        self.st.write_atomic(
+            &work.join("dovecot-uidlist"),
+            &uidlist::render(&ul),
+            dir_owner,
+            0o600,
+        )?;
         sync_dir(&work)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
