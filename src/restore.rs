@@ -147,6 +147,39 @@ fn side_name(prefix: &str, name: &Name) -> Name {
     Name::from_bytes(n)
 }
 
+/// The target directory of each mailbox planned so far, per target user.
+type TargetDirs = BTreeMap<(String, Vec<Vec<u8>>), Name>;
+
+/// Refuse a target name the location's layout cannot hold, or one whose directory is that
+/// of another mailbox planned for the same user (`a.b` and `a/b` into Maildir++): Dovecot
+/// would show one mailbox with the mail of both.
+///
+/// # Errors
+/// [`Error::Usage`] naming the mailbox(es) and why.
+fn check_layout(loc: &Location, user: &str, name: &Name, dirs: &mut TargetDirs) -> Result<()> {
+    let comps = loc.mailbox_dir_components(name);
+    let shown = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
+    if let Some(other) = dirs.get(&(user.to_string(), comps.clone())) {
+        return Err(Error::Usage(format!(
+            "user {user}: mailboxes {other} and {name} would both be stored in {} of the target ({}), so Dovecot would show one mailbox with the mail of both; nothing was written. Restore them into a location that holds both (Maildir LAYOUT=fs, sdbox, mdbox), or one of them at a time with --mailbox",
+            if shown.is_empty() {
+                "the mail root"
+            } else {
+                &shown
+            },
+            loc.spec
+        )));
+    }
+    if let Some(why) = loc.unholdable_mailbox_name(name) {
+        return Err(Error::Usage(format!(
+            "user {user}: mailbox {name} cannot be restored into {}: {why}, and Dovecot refuses the name; nothing was written. Restore it into a location of another layout, or leave it out with --mailbox",
+            loc.spec
+        )));
+    }
+    dirs.insert((user.to_string(), comps), name.clone());
+    Ok(())
+}
+
 /// Select what to restore from the state of archive `at` of `chain`, check that the chain
 /// holds every selected message's bytes, and check the target.
 ///
@@ -233,6 +266,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, Writer> = BTreeMap::new();
     let mut live_guids: BTreeMap<String, std::collections::HashMap<String, Name>> = BTreeMap::new();
+    let mut dirs = TargetDirs::new();
     for (catalog, mut cat) in cands {
         if let Some(i) = catalog {
             cat.messages = archive.catalog(i)?.messages;
@@ -274,6 +308,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             cat.mailbox.name.clone()
         };
         check_mailbox_name(&target_name, &item)?;
+        check_layout(loc, &target, &target_name, &mut dirs)?;
         if !writers.contains_key(&target) {
             writers.insert(
                 target.clone(),

@@ -317,3 +317,88 @@ fn new_mailboxes_take_uidvalidity_from_the_counter() {
         );
     }
 }
+
+/// Exit code of a usage error (a restore refused before anything is written).
+const EXIT_USAGE: i32 = 2;
+
+/// Issue 12 item 5: source mailboxes whose names the target layout cannot hold apart are
+/// refused before anything is written (exit 2, both names given): `a.b` and `a/b` of a
+/// `LAYOUT=fs` store into Maildir++ (both would be `.a.b`), and names that are reserved
+/// directories of the target layout (`cur` in `LAYOUT=fs`, `dbox-Mails` in dbox), which
+/// Dovecot itself refuses to create.
+#[test]
+fn layout_collisions_are_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    let fs_src = Dovecot::new(&ws.join("fs"), ":LAYOUT=fs");
+    fs_src.build_small_store(ALICE);
+    fs_src.doveadm(ALICE, &["mailbox", "create", "a.b", "a/b"]);
+    fs_src.save(ALICE, "a.b", &msg(ALICE, 10));
+    fs_src.save(ALICE, "a/b", &msg(ALICE, 11));
+    let fs_archive = ws.join("fs.mdump");
+    backup(&fs_src, ALICE, &fs_archive);
+
+    let pp_src = Dovecot::new(&ws.join("pp"), "");
+    pp_src.build_small_store(ALICE);
+    pp_src.doveadm(ALICE, &["mailbox", "create", "cur", "x/new", "dbox-Mails"]);
+    pp_src.save(ALICE, "cur", &msg(ALICE, 12));
+    let pp_archive = ws.join("pp.mdump");
+    backup(&pp_src, ALICE, &pp_archive);
+
+    let cases: [(&Path, &str, &[&str]); 4] = [
+        (&fs_archive, "", &["a.b", "a/b"]),
+        (&pp_archive, ":LAYOUT=fs", &["cur"]),
+        (&pp_archive, ":LAYOUT=fs", &["x/new"]),
+        (&pp_archive, "sdbox:~/sdbox", &["dbox-Mails"]),
+    ];
+    for (i, (archive, target, names)) in cases.iter().enumerate() {
+        let dst = Dovecot::new(&ws.join(format!("dst{i}")), target);
+        let mut cmd = dst.restore_cmd(&[archive]);
+        if *names == ["x/new"] {
+            cmd.args(["--mailbox", "x/new"]);
+        }
+        let out = run(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_USAGE),
+            "{target}: {}",
+            report(&cmd, &out)
+        );
+        for n in *names {
+            assert!(
+                err.contains(&format!(" {n} ")),
+                "{target}: stderr must name mailbox {n}: {err}"
+            );
+        }
+        assert!(
+            !dst.home(ALICE).exists(),
+            "{target}: something was written: {}",
+            crate::util::tree_listing(&dst.home_root)
+        );
+    }
+    // One such mailbox alone (`a.b` into Maildir++) cannot be held either: Dovecot would
+    // show it as `a/b`.
+    let dst = Dovecot::new(&ws.join("single"), "");
+    let mut cmd = dst.restore_cmd(&[&fs_archive]);
+    cmd.args(["--mailbox", "a.b"]);
+    let out = run(&mut cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_USAGE),
+        "{}",
+        report(&cmd, &out)
+    );
+    // Names the target holds apart are restored as before.
+    let dst = Dovecot::new(&ws.join("ok"), ":LAYOUT=fs");
+    run_ok(
+        dst.restore_cmd(&[&fs_archive])
+            .args(["--mailbox", "a*", "--mailbox", "INBOX"]),
+    );
+    assert_eq!(
+        messages(&dst, ALICE)
+            .iter()
+            .filter(|m| m.0.starts_with('a'))
+            .count(),
+        2
+    );
+}

@@ -27,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::index::{NewExt, NewIndex, NewRecord, write_index};
-use super::{MAILBOXES_DIR, MAILS_DIR, STORAGE_DIR, file, sis_part};
+use super::{MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
 use crate::store::location::{Location, StoreFormat};
@@ -139,11 +139,9 @@ impl DboxWriter {
 
     /// Directory of a mailbox (`mailboxes/<name>`) under `root`.
     fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        let mut p = root.join(MAILBOXES_DIR);
-        for c in name.as_bytes().split(|&b| b == b'/') {
-            p.push(std::ffi::OsStr::from_bytes(
-                &self.st.loc.encode_component(c),
-            ));
+        let mut p = root.to_path_buf();
+        for c in self.st.loc.mailbox_dir_components(name) {
+            p.push(std::ffi::OsStr::from_bytes(&c));
         }
         p
     }

@@ -50,28 +50,11 @@ impl MaildirWriter {
 
     /// Directory of a mailbox under `root`.
     pub(super) fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        if name.as_bytes() == b"INBOX" {
-            return root.to_path_buf();
+        let mut p = root.to_path_buf();
+        for c in self.st.loc.mailbox_dir_components(name) {
+            p.push(std::ffi::OsStr::from_bytes(&c));
         }
-        let comps: Vec<Vec<u8>> = name
-            .as_bytes()
-            .split(|&b| b == b'/')
-            .map(|c| self.st.loc.encode_component(c))
-            .collect();
-        match self.st.loc.layout {
-            Layout::MaildirPlusPlus => {
-                let mut n = b".".to_vec();
-                n.extend_from_slice(&comps.join(&b'.'));
-                root.join(std::ffi::OsStr::from_bytes(&n))
-            }
-            Layout::Fs => {
-                let mut p = root.to_path_buf();
-                for c in comps {
-                    p.push(std::ffi::OsStr::from_bytes(&c));
-                }
-                p
-            }
-        }
+        p
     }
 
     /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
