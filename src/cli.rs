@@ -169,6 +169,9 @@ pub struct BackupArgs {
     /// Record this archive id instead of a random one, for reproducible archives.
     #[arg(long, hide = true)]
     pub archive_id: Option<String>,
+    /// Write this format minor version (1..=3) instead of the newest (test vectors).
+    #[arg(long, hide = true)]
+    pub format_minor: Option<u16>,
 }
 
 /// `restore` arguments.

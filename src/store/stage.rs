@@ -410,6 +410,32 @@ impl Stage {
         })
     }
 
+    /// Write a hand-made Dovecot index `<dir>/<base>` (e.g. `dovecot.index`) with its log
+    /// `<base>.log` holding only a header (the log first: the index names it), each
+    /// through a temporary file and a rename; a rotated log or a cache of an earlier index
+    /// is removed (their index id would not match).
+    ///
+    /// # Errors
+    /// I/O errors; an index that cannot be encoded (a bug) as an I/O error naming it.
+    pub(crate) fn write_index_files(
+        &self,
+        dir: &Path,
+        base: &str,
+        new: &crate::store::dbox::index::NewIndex,
+        owner: Option<Owner>,
+    ) -> Result<()> {
+        use crate::store::dbox::index::{write_index, write_log_header};
+        let path = dir.join(base);
+        let bytes = write_index(new).map_err(|e| Error::io(&path, e))?;
+        for stale in [".log.2", ".cache"] {
+            remove_if_exists(&dir.join(format!("{base}{stale}")))?;
+        }
+        let owner = owner.map(|o| Owner { mode: 0o600, ..o });
+        let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
+        self.write_atomic(&dir.join(format!("{base}.log")), &log, owner, 0o600)?;
+        self.write_atomic(&path, &bytes, owner, 0o600)
+    }
+
     /// Merge subscriptions into the user's subscription file (names encoded for disk).
     pub(crate) fn add_subscriptions(&mut self, names: &[Name]) -> Result<()> {
         if names.is_empty() {

@@ -402,3 +402,73 @@ fn layout_collisions_are_refused_before_anything_is_written() {
         2
     );
 }
+
+/// `count` keywords `kw01`, `kw02`, ... as one doveadm flags argument.
+fn keywords(count: u32) -> String {
+    (1..=count)
+        .map(|i| format!("kw{i:02}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A store of `location` for alice with 34 keywords on INBOX 1 (more than Maildir's 26
+/// letters), two of the last ones on INBOX 2, one on Work 1.
+fn keyword_store(dir: &Path, location: &str) -> Dovecot {
+    let dc = Dovecot::new(dir, location);
+    dc.build_small_store(ALICE);
+    dc.set_flags(
+        ALICE,
+        &[
+            ("add", &keywords(34), "INBOX", "1"),
+            ("add", "kw02 kw33", "INBOX", "2"),
+            ("add", "kw30", "Work", "1"),
+        ],
+    );
+    dc
+}
+
+/// Issue 12 item 2: keywords beyond Maildir's 26 letters, which Dovecot keeps only in its
+/// index, survive maildir -> maildir, sdbox -> maildir and maildir -> mdbox (backup reads
+/// the Maildir index; a Maildir restore writes one), and `list` shows them all.
+#[test]
+fn thirty_four_keywords_survive_every_format() {
+    let ws = Workspace::new();
+    let cases = [
+        ("maildir:~/Maildir", "maildir:~/Maildir"),
+        ("sdbox:~/sdbox", "maildir:~/Maildir"),
+        ("maildir:~/Maildir", "mdbox:~/mdbox"),
+    ];
+    for (i, (from, to)) in cases.iter().enumerate() {
+        let src = keyword_store(&ws.join(format!("src{i}")), from);
+        let want = messages(&src, ALICE);
+        assert!(want[0].3.contains("kw34"), "{from}: source store: {want:?}");
+        let archive = ws.join(format!("a{i}.mdump"));
+        backup(&src, ALICE, &archive);
+        let list = String::from_utf8(
+            run_ok(
+                maildump()
+                    .args(["list", "--json", "--mailbox", "INBOX"])
+                    .arg(&archive),
+            )
+            .stdout,
+        )
+        .unwrap();
+        let first: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            first["keywords"].as_array().map(Vec::len),
+            Some(34),
+            "{from}: list of the archive: {first}"
+        );
+        let dst = Dovecot::new(&ws.join(format!("dst{i}")), to);
+        run_ok(&mut dst.restore_cmd(&[&archive]));
+        assert_eq!(messages(&dst, ALICE), want, "{from} -> {to}");
+        // Dovecot goes on with them: a flag change and a sync keep the others.
+        dst.set_flags(ALICE, &[("remove", "kw31", "INBOX", "1")]);
+        dst.doveadm(ALICE, &["force-resync", "INBOX"]);
+        let after = messages(&dst, ALICE);
+        assert!(
+            after[0].3.contains("kw34") && !after[0].3.contains("kw31"),
+            "{from} -> {to}: after a flag change and force-resync: {after:?}"
+        );
+    }
+}

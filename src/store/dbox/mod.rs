@@ -13,7 +13,7 @@
 
 pub mod file;
 pub mod index;
-mod write;
+pub(crate) mod write;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -355,6 +355,8 @@ struct IndexFacts<'a> {
     saved: Option<u32>,
     /// mdbox `guid` extension.
     guid: Option<&'a [u8]>,
+    /// The message's modseq, where the index tracks them.
+    modseq: Option<u64>,
 }
 
 fn message_meta(
@@ -369,6 +371,7 @@ fn message_meta(
         keywords,
         saved,
         guid: index_guid,
+        modseq,
     } = ix;
     let f = Flags::from_bits(flags);
     let guid = match msg.guid() {
@@ -412,6 +415,7 @@ fn message_meta(
             secs: i64::from(s),
             nanos: 0,
         }),
+        modseq,
         size_physical: size,
         size_virtual: msg.virtual_size(),
         pop3_uidl: msg.pop3_uidl().map(Name::from_bytes),
@@ -510,6 +514,7 @@ impl StoreReader for DboxReader {
                     guid: None,
                     uidvalidity: 0,
                     uidnext: 1,
+                    highest_modseq: None,
                     keywords: Vec::new(),
                     attributes: Vec::new(),
                     owner: Some(owner_of(&dmd)),
@@ -564,6 +569,7 @@ impl StoreReader for DboxReader {
                         keywords,
                         saved,
                         guid: idx.ext_rec(r, "guid"),
+                        modseq: idx.modseq_of(r),
                     },
                     &msg,
                     md,
@@ -592,6 +598,7 @@ impl StoreReader for DboxReader {
             guid,
             uidvalidity: idx.uid_validity,
             uidnext: idx.next_uid,
+            highest_modseq: (idx.highest_modseq > 0).then_some(idx.highest_modseq),
             keywords: table,
             attributes: Vec::new(),
             owner: Some(owner_of(&dmd)),

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::index::{NewExt, NewIndex, NewRecord, write_index};
+use super::index::{NewExt, NewIndex, NewRecord};
 use super::{MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
@@ -67,7 +67,8 @@ struct MapRecord {
     refs: u16,
 }
 
-fn now() -> u32 {
+/// The current time as Dovecot stamps new files and index ids (never a UIDVALIDITY).
+pub(crate) fn now() -> u32 {
     u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1)
 }
 
@@ -400,10 +401,6 @@ impl DboxWriter {
     }
 }
 
-fn index_bytes(new: &NewIndex, path: &Path) -> Result<Vec<u8>> {
-    write_index(new).map_err(|e| Error::io(path, e))
-}
-
 impl StoreWriter for DboxWriter {
     fn check_free(&self, name: &Name) -> Result<()> {
         check_mailbox_name(name, &format!("mailbox {name}"))?;
@@ -516,6 +513,7 @@ impl StoreWriter for DboxWriter {
                 flags: msg.flags.bits(),
                 keywords,
                 ext,
+                modseq: msg.modseq.unwrap_or(0),
             });
         }
         if let Some(md) = self.mdbox.as_mut()
@@ -577,15 +575,10 @@ impl StoreWriter for DboxWriter {
                 .map(|k| k.as_bytes().to_vec())
                 .collect(),
             records,
+            highest_modseq: meta.highest_modseq,
         };
-        let ipath = mails.join("dovecot.index");
-        let bytes = index_bytes(&new, &ipath)?;
-        self.st.write_atomic(
-            &ipath,
-            &bytes,
-            dir_owner.map(|o| Owner { mode: 0o600, ..o }),
-            0o600,
-        )?;
+        self.st
+            .write_index_files(&mails, "dovecot.index", &new, dir_owner)?;
         sync_dir(&mails)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
@@ -623,6 +616,7 @@ impl StoreWriter for DboxWriter {
                         flags: 0,
                         keywords: Vec::new(),
                         ext: vec![m, r.refs.to_le_bytes().to_vec()],
+                        modseq: 0,
                     }
                 })
                 .collect();
@@ -646,9 +640,8 @@ impl StoreWriter for DboxWriter {
                 ],
                 keywords: Vec::new(),
                 records,
+                highest_modseq: None,
             };
-            let ipath = storage.join("dovecot.map.index");
-            let bytes = index_bytes(&new, &ipath)?;
             let owner = fs::metadata(&storage).ok().map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 Owner {
@@ -657,7 +650,8 @@ impl StoreWriter for DboxWriter {
                     mode: 0o600,
                 }
             });
-            self.st.write_atomic(&ipath, &bytes, owner, 0o600)?;
+            self.st
+                .write_index_files(&storage, "dovecot.map.index", &new, owner)?;
             sync_dir(&storage)?;
         }
         self.st.commit()

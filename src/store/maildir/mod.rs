@@ -5,6 +5,7 @@
 //! `stat` per message; no body is read until [`StoreReader::open_body`]).
 //! [`MaildirWriter`] writes mailboxes back following Dovecot's rules (see `write.rs`).
 
+mod index;
 mod merge;
 pub mod uidlist;
 mod write;
@@ -31,6 +32,9 @@ use uidlist::{UidRecord, parse_filename};
 pub struct MaildirReader {
     loc: Location,
     root: PathBuf,
+    user: String,
+    /// Problems that did not stop a scan (a damaged index), for the backup's warnings.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 /// Map a flag letter string to flags and keywords.
@@ -123,6 +127,8 @@ impl MaildirReader {
         Ok(MaildirReader {
             loc: loc.clone(),
             root,
+            user: user.to_string(),
+            warnings: std::cell::RefCell::default(),
         })
     }
 
@@ -167,8 +173,10 @@ impl MaildirReader {
     /// See [`StoreReader::signature`]: the names in `new/` and `cur/` (names carry flags,
     /// keyword letters and sizes), `dovecot-uidlist` (UIDs, GUIDs, UIDVALIDITY, next UID,
     /// mailbox GUID) and `dovecot-keywords` byte for byte, and the directory's owner and
-    /// mode, with no `stat` of message files. A message file's own mtime, owner or mode
-    /// changed without a rename is not seen: Maildir files are immutable once delivered.
+    /// mode, with no `stat` of message files; and what Dovecot's index alone holds
+    /// (HIGHESTMODSEQ, the keyword list), which changes with every change Dovecot makes. A
+    /// message file's own mtime, owner or mode changed without a rename is not seen:
+    /// Maildir files are immutable once delivered.
     fn signature_of(&self, mb: &MailboxHandle) -> Result<String> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
@@ -203,6 +211,7 @@ impl MaildirReader {
             h.update((data.len() as u64).to_le_bytes());
             h.update(&data);
         }
+        h.update(index::signature(&mb.dir));
         let md = fs::metadata(&mb.dir).at(&mb.dir)?;
         h.update(md.uid().to_le_bytes());
         h.update(md.gid().to_le_bytes());
@@ -329,16 +338,23 @@ impl StoreReader for MaildirReader {
             msgs.push(message_meta(&r, &e, &md, &table));
         }
         let md = fs::metadata(&mb.dir).at(&mb.dir)?;
-        let meta = MailboxMeta {
+        let mut meta = MailboxMeta {
             name: mb.name.clone(),
             guid,
             uidvalidity,
             uidnext: next_uid,
+            highest_modseq: None,
             keywords: table,
             attributes: Vec::new(),
             owner: Some(owner_of(&md)),
             uidlist_header_ext: header_ext.into_iter().map(Name::from_bytes).collect(),
         };
+        if let Err(e) = index::complete(&mb.dir, &mut meta, &mut msgs) {
+            self.warnings.borrow_mut().push(format!(
+                "user {} mailbox {}: Dovecot's index is damaged, so keywords beyond the 26 of dovecot-keywords and MODSEQs are not in the backup: {e}",
+                self.user, mb.name
+            ));
+        }
         Ok((meta, msgs))
     }
 
@@ -418,6 +434,10 @@ impl StoreReader for MaildirReader {
     fn signature(&self, mb: &MailboxHandle) -> Result<String> {
         self.signature_of(mb)
     }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
+    }
 }
 
 fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) -> MessageMeta {
@@ -437,6 +457,7 @@ fn message_meta(r: &UidRecord, e: &DirEntry, md: &fs::Metadata, table: &[Name]) 
         // The file ctime changes on every rename, link or chmod, so it is not a save date;
         // Maildir keeps the real one only in the (cache) index, which is not read.
         saved: None,
+        modseq: None,
         size_physical: fname.size.or(r.size).unwrap_or(md.len()),
         size_virtual: fname.vsize.or(r.vsize),
         pop3_uidl: r.pop3_uidl.clone().map(Name::from_bytes),

@@ -203,7 +203,9 @@ impl StoreWriter for MaildirWriter {
                 .write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
         }
 
+        let table = super::index::table_for(meta, messages);
         let mut stats = WriteStats::default();
+        let mut written_msgs: Vec<&MessageMeta> = Vec::with_capacity(messages.len());
         let mut records: Vec<UidRecord> = Vec::with_capacity(messages.len());
         let mut written: HashMap<(String, Timestamp, Option<Owner>), PathBuf> = HashMap::new();
         let mut used_bases: std::collections::HashSet<Vec<u8>> = Default::default();
@@ -214,7 +216,7 @@ impl StoreWriter for MaildirWriter {
             }
             let md = msg.maildir.clone().unwrap_or_default();
             // File name: the original when safe, else a new one (GUID kept in the uidlist).
-            let letters = info_letters(msg, &meta.keywords);
+            let letters = info_letters(msg, &table);
             let orig = safe_filename(md.filename.as_bytes())
                 .filter(|n| !used_bases.contains(parse_filename(n).base));
             let filename: Vec<u8> = match orig {
@@ -258,6 +260,7 @@ impl StoreWriter for MaildirWriter {
             }
             stats.messages += 1;
             stats.bytes += msg.content.size;
+            written_msgs.push(msg);
             let guid =
                 (msg.guid.as_bytes() != base.as_slice()).then(|| msg.guid.as_bytes().to_vec());
             records.push(UidRecord {
@@ -309,10 +312,11 @@ impl StoreWriter for MaildirWriter {
                 .collect(),
             records,
         };
-        if !meta.keywords.is_empty() {
+        let lettered = &table[..table.len().min(super::index::LETTERS)];
+        if !lettered.is_empty() {
             self.st.write_atomic(
                 &work.join("dovecot-keywords"),
-                &uidlist::render_keywords(&meta.keywords),
+                &uidlist::render_keywords(lettered),
                 dir_owner,
                 0o600,
             )?;
@@ -323,6 +327,17 @@ impl StoreWriter for MaildirWriter {
             dir_owner,
             0o600,
         )?;
+        // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
+        if let Some(ix) = super::index::index_for(
+            &table,
+            meta.highest_modseq,
+            &written_msgs,
+            ul.uidvalidity,
+            ul.next_uid,
+        ) {
+            self.st
+                .write_index_files(&work, "dovecot.index", &ix, dir_owner)?;
+        }
         sync_dir(&work)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
