@@ -444,6 +444,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 into: a.into,
                 deleted: a.deleted,
                 inline_attachments: a.inline_attachments,
+                continuity: if a.new_uidvalidity {
+                    maildump::continuity::Continuity::NewUidvalidity
+                } else {
+                    maildump::continuity::Continuity::Margin(a.uid_margin)
+                },
             };
             let plan = restore::plan(&chain, at, &opts)?;
             if a.dry_run {

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::chain::Chain;
+use crate::continuity::{self, Continuity, Known};
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
@@ -63,6 +64,9 @@ pub struct RestoreOptions {
     /// attachment directory (for Dovecot 2.4, which no longer writes single-instance
     /// attachments).
     pub inline_attachments: bool,
+    /// How mailboxes restored with their UIDs keep clear of UIDs and modseqs IMAP clients
+    /// may hold (see [`crate::continuity`]).
+    pub continuity: Continuity,
 }
 
 impl RestoreOptions {
@@ -398,6 +402,40 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     Ok(p)
 }
 
+/// What the newest archive of `chain` after `at` records of `user`'s mailbox `mb` (the same
+/// name or GUID, its catalog read): what the restored state may be older than.
+///
+/// # Errors
+/// A damaged catalog.
+fn newest_state(chain: &Chain, at: usize, user: &Name, mb: &MailboxMeta) -> Result<Option<Known>> {
+    for a in chain
+        .archives
+        .get(at + 1..)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+    {
+        let Some(i) = a
+            .dir
+            .mailboxes
+            .iter()
+            .position(|e| &e.user == user && e.name == mb.name)
+        else {
+            continue;
+        };
+        let m = a.catalog(i)?.mailbox;
+        if mb.guid.is_some() && m.guid != mb.guid {
+            continue;
+        }
+        return Ok(Some(Known {
+            uidvalidity: m.uidvalidity,
+            uidnext: m.uidnext,
+            highest_modseq: m.highest_modseq,
+        }));
+    }
+    Ok(None)
+}
+
 /// Describe a plan, one line per mailbox (for `--dry-run` of exact mode).
 pub fn describe(p: &RestorePlan, opts: &RestoreOptions) -> Vec<String> {
     p.mailboxes
@@ -576,6 +614,21 @@ pub fn restore(
                     }
                 ));
             } else {
+                if opts.mode != Mode::SideFolder {
+                    let live = w.live_state(&meta.name)?;
+                    let newest = newest_state(chain, at, &m.source_user, &m.meta)?;
+                    let outcome =
+                        continuity::apply(opts.continuity, &mut meta, &mut metas, live, newest);
+                    if let continuity::Outcome::Raised {
+                        uidnext,
+                        highest_modseq,
+                    } = outcome
+                    {
+                        stats.report.push(format!(
+                            "{where_}: UIDNEXT {uidnext}, HIGHESTMODSEQ {highest_modseq} (above what IMAP clients may hold)"
+                        ));
+                    }
+                }
                 let ws = w.write_mailbox(&meta, &metas, &mut bodies)?;
                 stats
                     .report

@@ -14,12 +14,17 @@ use crate::util::{Workspace, maildump, report, run, run_ok};
 
 const ALICE: &str = "alice";
 
-/// `maildump backup` of `user` of `dc` into `archive`.
+/// Archive id of the full backups whose state a test restores `--as-of`.
+const FULL_ID: &str = "00000000-0000-4000-8000-0000000012f1";
+
+/// `maildump backup` of `user` of `dc` into `archive` (archive id [`FULL_ID`]).
 fn backup(dc: &Dovecot, user: &str, archive: &Path) {
     run_ok(
         maildump()
             .args([
                 "backup",
+                "--archive-id",
+                FULL_ID,
                 "--location",
                 &dc.location,
                 "--home",
@@ -470,5 +475,202 @@ fn thirty_four_keywords_survive_every_format() {
             after[0].3.contains("kw34") && !after[0].3.contains("kw31"),
             "{from} -> {to}: after a flag change and force-resync: {after:?}"
         );
+    }
+}
+
+/// (uidvalidity, uidnext, highestmodseq) of a mailbox.
+fn status3(dc: &Dovecot, user: &str, mailbox: &str) -> (u32, u32, u64) {
+    let out = dc.doveadm(
+        user,
+        &[
+            "-f",
+            "tab",
+            "mailbox",
+            "status",
+            "uidvalidity uidnext highestmodseq",
+            mailbox,
+        ],
+    );
+    let head: Vec<&str> = out.lines().next().unwrap().split('\t').collect();
+    let vals: Vec<&str> = out.lines().nth(1).unwrap().split('\t').collect();
+    let get = |n: &str| {
+        vals[head.iter().position(|h| *h == n).unwrap()]
+            .trim()
+            .to_string()
+    };
+    (
+        get("uidvalidity").parse().unwrap(),
+        get("uidnext").parse().unwrap(),
+        get("highestmodseq").parse().unwrap(),
+    )
+}
+
+/// uid -> modseq of every message of a mailbox.
+fn modseqs(dc: &Dovecot, user: &str, mailbox: &str) -> BTreeMap<u32, u64> {
+    let out = dc.doveadm(
+        user,
+        &[
+            "-f",
+            "tab",
+            "fetch",
+            "uid modseq",
+            "mailbox",
+            mailbox,
+            "ALL",
+        ],
+    );
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (u, m) = l.split_once('\t').unwrap();
+            (u.parse().unwrap(), m.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// The UID `doveadm save` gave a new message: the highest UID afterwards.
+fn save_uid(dc: &Dovecot, user: &str, mailbox: &str, n: u32) -> u32 {
+    let out = dc.save(user, mailbox, &msg(user, n));
+    assert!(
+        out.status.success(),
+        "save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *modseqs(dc, user, mailbox).keys().max().unwrap()
+}
+
+/// Part of [`uidnext_and_modseqs_never_go_backwards`]: an exact restore of `full` into
+/// `src`'s own `Work` after everything in it was expunged goes above its live UIDNEXT and
+/// HIGHESTMODSEQ.
+fn live_mailbox_is_a_floor(src: &Dovecot, full: &Path, loc: &str) {
+    for n in 40..43 {
+        src.save(ALICE, "Work", &msg(ALICE, n));
+    }
+    src.doveadm(ALICE, &["expunge", "mailbox", "Work", "all"]);
+    let (vw, uw, hw) = status3(src, ALICE, "Work");
+    run_ok(src.restore_cmd(&[full]).args(["--mailbox", "Work"]));
+    let (vw2, uw2, hw2) = status3(src, ALICE, "Work");
+    assert_eq!(vw2, vw, "{loc}: Work UIDVALIDITY");
+    assert!(uw2 >= uw, "{loc}: Work UIDNEXT {uw2} below the live {uw}");
+    assert!(
+        hw2 > hw,
+        "{loc}: Work HIGHESTMODSEQ {hw2} not above the live {hw}"
+    );
+    assert!(
+        modseqs(src, ALICE, "Work").values().all(|&m| m > hw),
+        "{loc}: restored Work messages must be news to a client that saw {hw}"
+    );
+}
+
+/// Default UIDNEXT margin of a restore without a live mailbox to go by (README).
+const UID_MARGIN: u32 = 100_000;
+
+/// Issue 12 item 3: UIDNEXT, HIGHESTMODSEQ and MODSEQ never go backwards under an
+/// unchanged UIDVALIDITY. An exact restore of an older state of a chain goes above the
+/// chain's newest (plus the margin for what came after it); one without anything newer to
+/// go by raises them by the margin; `--uid-margin 0` gives the archive's values exactly;
+/// an empty live mailbox's UIDNEXT and HIGHESTMODSEQ are a floor; `--new-uidvalidity`
+/// takes a new UIDVALIDITY from the counter instead.
+#[test]
+fn uidnext_and_modseqs_never_go_backwards() {
+    for loc in ["maildir:~/Maildir", "sdbox:~/sdbox"] {
+        let ws = Workspace::new();
+        let src = Dovecot::new(&ws.join("src"), loc);
+        src.build_small_store(ALICE);
+        for _ in 0..20 {
+            src.set_flags(
+                ALICE,
+                &[
+                    ("add", "\\Flagged", "INBOX", "1"),
+                    ("remove", "\\Flagged", "INBOX", "1"),
+                ],
+            );
+        }
+        let m0 = modseqs(&src, ALICE, "INBOX");
+        let (v, u0, h0) = status3(&src, ALICE, "INBOX");
+        assert!(h0 > 40, "{loc}: HIGHESTMODSEQ {h0}");
+        let full = ws.join("full.mdump");
+        backup(&src, ALICE, &full);
+        save_uid(&src, ALICE, "INBOX", 20);
+        save_uid(&src, ALICE, "INBOX", 21);
+        src.doveadm(ALICE, &["expunge", "mailbox", "INBOX", "uid", "2"]);
+        src.set_flags(ALICE, &[("add", "\\Answered", "INBOX", "1")]);
+        let (_, u1, h1) = status3(&src, ALICE, "INBOX");
+        let inc = ws.join("inc.mdump");
+        run_ok(
+            maildump()
+                .args(["backup", "--location", loc, "--home", &src.home_template()])
+                .args(["--user", ALICE, "--quiet", "--base"])
+                .arg(&full)
+                .arg("-o")
+                .arg(&inc),
+        );
+
+        // The older state of the chain: above its newest, plus the margin.
+        let d1 = Dovecot::new(&ws.join("asof"), loc);
+        run_ok(
+            d1.restore_cmd_with_margin(&[&full, &inc])
+                .args(["--as-of", FULL_ID]),
+        );
+        let (v1, un, hn) = status3(&d1, ALICE, "INBOX");
+        assert_eq!(v1, v, "{loc}: UIDVALIDITY kept");
+        assert_eq!(un, u1 + UID_MARGIN, "{loc}: UIDNEXT of an older restore");
+        assert!(
+            hn > h1,
+            "{loc}: HIGHESTMODSEQ {hn} of an older restore, newest {h1}"
+        );
+        let ms = modseqs(&d1, ALICE, "INBOX");
+        assert_eq!(ms.keys().collect::<Vec<_>>(), m0.keys().collect::<Vec<_>>());
+        assert!(
+            ms.values().all(|&m| m > h1),
+            "{loc}: every restored message must be news to a client that saw {h1}: {ms:?}"
+        );
+        assert_eq!(save_uid(&d1, ALICE, "INBOX", 30), u1 + UID_MARGIN);
+
+        // Nothing newer to go by: the margin alone.
+        let d2 = Dovecot::new(&ws.join("margin"), loc);
+        run_ok(
+            d2.restore_cmd_with_margin(&[&full])
+                .args(["--uid-margin", "1000"]),
+        );
+        let (_, un, hn) = status3(&d2, ALICE, "INBOX");
+        assert_eq!(un, u0 + 1000, "{loc}: UIDNEXT with a margin of 1000");
+        assert!(
+            hn >= h0 + 1000,
+            "{loc}: HIGHESTMODSEQ {hn} with a margin, was {h0}"
+        );
+
+        // --uid-margin 0: the archive's values exactly.
+        let d3 = Dovecot::new(&ws.join("exact"), loc);
+        run_ok(&mut d3.restore_cmd(&[&full]));
+        assert_eq!(
+            status3(&d3, ALICE, "INBOX"),
+            (v, u0, h0),
+            "{loc}: --uid-margin 0"
+        );
+        assert_eq!(
+            modseqs(&d3, ALICE, "INBOX"),
+            m0,
+            "{loc}: MODSEQs with no margin"
+        );
+
+        // An empty live mailbox is a floor: restore the full into the live store's Work
+        // after everything in it was expunged (Maildir: dbox refuses existing mailboxes).
+        if loc.starts_with("maildir") {
+            live_mailbox_is_a_floor(&src, &full, loc);
+        }
+
+        // --new-uidvalidity: a new UIDVALIDITY from the counter; UIDs as archived.
+        let d4 = Dovecot::new(&ws.join("newuv"), loc);
+        d4.ensure_home(ALICE);
+        run_ok(
+            d4.restore_cmd_with_margin(&[&full])
+                .arg("--new-uidvalidity"),
+        );
+        let (v4, u4, _) = status3(&d4, ALICE, "INBOX");
+        assert_ne!(v4, v, "{loc}: --new-uidvalidity");
+        assert_eq!(u4, u0, "{loc}: UIDNEXT with a new UIDVALIDITY");
+        assert_eq!(modseqs(&d4, ALICE, "INBOX").len(), m0.len());
     }
 }

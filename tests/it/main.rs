@@ -8,6 +8,7 @@ mod dbox;
 mod dovecot;
 mod fidelity;
 mod format_vectors;
+mod imap;
 mod incremental;
 mod invariants;
 mod live_restore;

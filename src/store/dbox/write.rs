@@ -147,6 +147,21 @@ impl DboxWriter {
         p
     }
 
+    /// See [`crate::store::Writer::live_state`]: from the mailbox's index.
+    ///
+    /// # Errors
+    /// A damaged index.
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+        let dir = self.mailbox_dir(&self.st.root, name).join(MAILS_DIR);
+        let ix = super::index::MailIndex::read(&dir, "dovecot.index")
+            .map_err(|e| Error::store(dir.join("dovecot.index"), e.to_string()))?;
+        Ok(ix.map(|i| crate::continuity::Known {
+            uidvalidity: i.uid_validity,
+            uidnext: i.next_uid,
+            highest_modseq: (i.highest_modseq > 0).then_some(i.highest_modseq),
+        }))
+    }
+
     /// Whether a mailbox exists (has its `dbox-Mails` directory).
     pub fn mailbox_exists(&self, name: &Name) -> bool {
         self.mailbox_dir(&self.st.root, name)

@@ -57,6 +57,35 @@ impl MaildirWriter {
         p
     }
 
+    /// See [`crate::store::Writer::live_state`]: the uidlist's UIDVALIDITY and next UID,
+    /// and the index's HIGHESTMODSEQ (a damaged index tells none).
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+        let dir = self.mailbox_dir(&self.st.root, name);
+        let path = dir.join("dovecot-uidlist");
+        let ul = match fs::read(&path) {
+            Ok(d) => Some(uidlist::parse(&d).map_err(|e| Error::store(&path, e))?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let index = crate::store::dbox::index::MailIndex::read(&dir, "dovecot.index")
+            .ok()
+            .flatten();
+        let (uidvalidity, uidnext) = match (&ul, &index) {
+            (Some(ul), _) => (ul.uidvalidity, ul.effective_next_uid()),
+            (None, Some(i)) => (i.uid_validity, i.next_uid),
+            (None, None) => return Ok(None),
+        };
+        let highest_modseq = index
+            .filter(|i| i.uid_validity == uidvalidity)
+            .map(|i| i.highest_modseq)
+            .filter(|&h| h > 0);
+        Ok(Some(crate::continuity::Known {
+            uidvalidity,
+            uidnext,
+            highest_modseq,
+        }))
+    }
+
     /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
     /// received date, the archived mode, `owner`. Not synced: [`Pending::flush`] makes a
     /// batch durable before it becomes visible. Returns `false` (and removes the file) when
