@@ -436,6 +436,36 @@ fn newest_state(chain: &Chain, at: usize, user: &Name, mb: &MailboxMeta) -> Resu
     Ok(None)
 }
 
+/// Set UIDNEXT, HIGHESTMODSEQ and MODSEQs of mailbox `m`, about to be written with its
+/// UIDs, clear of what IMAP clients may hold ([`continuity::apply`], given the live
+/// mailbox of the target and the chain's newest state); what was raised, for the report.
+///
+/// # Errors
+/// A damaged live uidlist or index, a damaged catalog.
+fn keep_clear(
+    chain: &Chain,
+    at: usize,
+    policy: Continuity,
+    w: &Writer,
+    m: &PlannedMailbox,
+    meta: &mut MailboxMeta,
+    messages: &mut [crate::model::MessageMeta],
+) -> Result<Option<String>> {
+    let live = w.live_state(&meta.name)?;
+    let newest = newest_state(chain, at, &m.source_user, &m.meta)?;
+    Ok(
+        match continuity::apply(policy, meta, messages, live, newest) {
+            continuity::Outcome::Raised {
+                uidnext,
+                highest_modseq,
+            } => Some(format!(
+                "UIDNEXT {uidnext}, HIGHESTMODSEQ {highest_modseq} (above what IMAP clients may hold)"
+            )),
+            _ => None,
+        },
+    )
+}
+
 /// Describe a plan, one line per mailbox (for `--dry-run` of exact mode).
 pub fn describe(p: &RestorePlan, opts: &RestoreOptions) -> Vec<String> {
     p.mailboxes
@@ -593,9 +623,13 @@ pub fn restore(
                         .push(format!("skip {where_}: UID {old} already there ({why})"));
                 }
                 for k in &rep.dropped_keywords {
-                    stats.warnings.push(format!(
-                        "{where_}: keyword {k} dropped: the mailbox already uses all 26 keyword letters"
-                    ));
+                    let text = format!(
+                        "{where_}: keyword {k} dropped: the mailbox already uses all 26 keyword letters (keywords beyond them live in Dovecot's index, which a merge into a live mailbox does not write)"
+                    );
+                    progress.event(&Event::Warning {
+                        message: text.clone(),
+                    });
+                    stats.warnings.push(text);
                 }
                 stats.present += rep.present.len() as u64;
                 if !dry_run {
@@ -615,19 +649,11 @@ pub fn restore(
                 ));
             } else {
                 if opts.mode != Mode::SideFolder {
-                    let live = w.live_state(&meta.name)?;
-                    let newest = newest_state(chain, at, &m.source_user, &m.meta)?;
-                    let outcome =
-                        continuity::apply(opts.continuity, &mut meta, &mut metas, live, newest);
-                    if let continuity::Outcome::Raised {
-                        uidnext,
-                        highest_modseq,
-                    } = outcome
-                    {
-                        stats.report.push(format!(
-                            "{where_}: UIDNEXT {uidnext}, HIGHESTMODSEQ {highest_modseq} (above what IMAP clients may hold)"
-                        ));
-                    }
+                    let raised =
+                        keep_clear(chain, at, opts.continuity, &w, m, &mut meta, &mut metas)?;
+                    stats
+                        .report
+                        .extend(raised.map(|r| format!("{where_}: {r}")));
                 }
                 let ws = w.write_mailbox(&meta, &metas, &mut bodies)?;
                 stats

@@ -674,3 +674,46 @@ fn uidnext_and_modseqs_never_go_backwards() {
         assert_eq!(modseqs(&d4, ALICE, "INBOX").len(), m0.len());
     }
 }
+
+/// Issue 12 item 2, the one target that truly cannot hold them: a merge into a live
+/// Maildir mailbox (whose index maildump must not write behind a running Dovecot) whose
+/// keyword letters are all taken names each keyword it could not give the message and
+/// exits 1; the message itself and the keywords that fit are restored.
+#[test]
+fn merge_names_keywords_a_live_mailbox_cannot_take() {
+    let ws = Workspace::new();
+    let src = keyword_store(&ws.join("src"), "");
+    let archive = ws.join("a.mdump");
+    backup(&src, ALICE, &archive);
+    // bob's INBOX already gives all 26 letters to other keywords.
+    let live = Dovecot::new(&ws.join("live"), "");
+    live.build_small_store("bob");
+    let others: Vec<String> = (1..=26).map(|i| format!("other{i:02}")).collect();
+    live.set_flags("bob", &[("add", &others.join(" "), "INBOX", "1")]);
+    let mut cmd = live.restore_cmd(&[&archive]);
+    cmd.args(["--user", ALICE, "--to-user", "bob", "--mode", "merge"])
+        .args(["--mailbox", "INBOX"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", report(&cmd, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for k in ["kw01", "kw26", "kw34"] {
+        assert!(
+            err.contains(&format!("keyword {k} ")),
+            "{k} not named: {err}"
+        );
+    }
+    let bob = messages(&live, "bob");
+    assert!(
+        bob.iter().any(|m| m.2 == src_guid(&src, 1)),
+        "alice's INBOX 1 was not merged into bob's INBOX: {bob:?}"
+    );
+}
+
+/// GUID of alice's INBOX message `uid` in `dc`.
+fn src_guid(dc: &Dovecot, uid: u32) -> String {
+    messages(dc, ALICE)
+        .into_iter()
+        .find(|m| m.0 == "INBOX" && m.1 == uid)
+        .map(|m| m.2)
+        .unwrap()
+}
