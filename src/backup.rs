@@ -17,7 +17,9 @@ use crate::chain::deleted_since;
 use crate::error::{Error, Result};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS};
+use crate::format::spec::{
+    FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS, FORMAT_MINOR_MODSEQ,
+};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
@@ -45,6 +47,10 @@ pub struct BackupOptions {
     /// user of the parent's state who is no longer there is recorded as gone (each of their
     /// mailboxes gone, their mail deleted), not merely absent from the new state.
     pub all_users: bool,
+    /// Write this format minor version instead of the newest, leaving out what it does not
+    /// define (1 and 2: no modseqs); refused when the archive needs more (messages in
+    /// parts need 2). For reproducing older test vectors.
+    pub format_minor: Option<u16>,
 }
 
 impl BackupOptions {
@@ -59,6 +65,7 @@ impl BackupOptions {
             bases: Vec::new(),
             since: None,
             all_users: false,
+            format_minor: None,
         }
     }
 }
@@ -383,19 +390,7 @@ pub fn backup<W: Write>(
             created: a.manifest().created.clone(),
         })
         .collect();
-    // Attachments stored apart need format 1.2; anything else stays readable by 1.1 readers.
-    let split = opts.location.attachment_dir.is_some()
-        && opts.location.kind != crate::store::location::StoreFormat::Maildir;
-    let minor = if split
-        || bases.as_ref().is_some_and(|b| {
-            b.archives
-                .iter()
-                .any(|a| a.manifest().format_minor >= FORMAT_MINOR_ATTACHMENTS)
-        }) {
-        FORMAT_MINOR_ATTACHMENTS
-    } else {
-        FORMAT_MINOR
-    };
+    let minor = format_minor(opts, bases.as_ref())?;
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
@@ -425,6 +420,7 @@ pub fn backup<W: Write>(
         opts,
         bases: bases.as_ref(),
         created: &created,
+        minor,
     };
     for user in users {
         crate::store::location::check_user_name(user.as_bytes())
@@ -473,6 +469,35 @@ pub fn backup<W: Write>(
         expunged: stats.expunged.len() as u64,
     });
     Ok(stats)
+}
+
+/// The format minor version to write: the newest, or the one asked for when the archive
+/// needs no more (attachments stored apart, also in a base, need 1.2).
+///
+/// # Errors
+/// [`Error::Usage`] for a minor this build does not write or one too low for the store.
+fn format_minor(opts: &BackupOptions, bases: Option<&Bases>) -> Result<u16> {
+    let Some(want) = opts.format_minor else {
+        return Ok(FORMAT_MINOR_MODSEQ);
+    };
+    if !(FORMAT_MINOR..=FORMAT_MINOR_MODSEQ).contains(&want) {
+        return Err(Error::Usage(format!(
+            "--format-minor {want}: this version writes format 1.{FORMAT_MINOR} to 1.{FORMAT_MINOR_MODSEQ}"
+        )));
+    }
+    let split = opts.location.attachment_dir.is_some()
+        && opts.location.kind != crate::store::location::StoreFormat::Maildir;
+    let parts_in_base = bases.is_some_and(|b| {
+        b.archives
+            .iter()
+            .any(|a| a.manifest().format_minor >= FORMAT_MINOR_ATTACHMENTS)
+    });
+    if want < FORMAT_MINOR_ATTACHMENTS && (split || parts_in_base) {
+        return Err(Error::Usage(format!(
+            "--format-minor {want}: attachments stored apart (dbox with an attachment directory, or a base archive of format 1.2 or later) need format 1.2"
+        )));
+    }
+    Ok(want)
 }
 
 /// A parent mailbox to copy: its index in the parent's directory and its catalog bytes.
@@ -551,6 +576,7 @@ fn empty_mailbox(name: &Name) -> MailboxMeta {
         guid: None,
         uidvalidity: 0,
         uidnext: 1,
+        highest_modseq: None,
         keywords: Vec::new(),
         attributes: Vec::new(),
         owner: None,
@@ -562,6 +588,8 @@ struct Ctx<'a> {
     opts: &'a BackupOptions,
     bases: Option<&'a Bases>,
     created: &'a str,
+    /// The archive's format minor version (fields of newer ones are left out).
+    minor: u16,
 }
 
 fn backup_user<W: Write>(
@@ -780,6 +808,12 @@ fn backup_user<W: Write>(
         }
         server_attributes = server;
         raw_attributes = raw;
+    }
+    if ctx.minor < FORMAT_MINOR_MODSEQ {
+        for (meta, msgs) in &mut scanned {
+            meta.highest_modseq = None;
+            msgs.iter_mut().for_each(|m| m.modseq = None);
+        }
     }
     let mut names = Vec::new();
     let mut shared: HashMap<u64, MessageRecord> = HashMap::new();

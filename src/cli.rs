@@ -173,6 +173,9 @@ pub struct BackupArgs {
     /// Record this archive id instead of a random one, for reproducible archives.
     #[arg(long, hide = true)]
     pub archive_id: Option<String>,
+    /// Write this format minor version (1..=3) instead of the newest (test vectors).
+    #[arg(long, hide = true)]
+    pub format_minor: Option<u16>,
 }
 
 /// `restore` arguments.
@@ -239,6 +242,16 @@ pub struct RestoreArgs {
     /// single-instance attachments).
     #[arg(long)]
     pub inline_attachments: bool,
+    /// Mailboxes restored with their UIDs and UIDVALIDITY: raise UIDNEXT by N (and
+    /// HIGHESTMODSEQ by 10 N) above the newest state known, unless the target's live
+    /// mailbox tells what IMAP clients saw; 0 when the archive (or the chain's newest
+    /// archive) is the last state any client saw.
+    #[arg(long, value_name = "N", default_value_t = maildump::continuity::DEFAULT_UID_MARGIN)]
+    pub uid_margin: u32,
+    /// Mailboxes restored with their UIDs get a new UIDVALIDITY (from the mail root's
+    /// counter) instead of a UIDNEXT margin: IMAP clients then drop what they cached.
+    #[arg(long)]
+    pub new_uidvalidity: bool,
     /// Print what would be written and write nothing.
     #[arg(long)]
     pub dry_run: bool,

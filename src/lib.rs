@@ -25,6 +25,7 @@
 
 pub mod backup;
 pub mod chain;
+pub mod continuity;
 pub mod error;
 pub mod export;
 pub mod format;

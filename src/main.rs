@@ -404,6 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             opts.bases = a.bases.clone();
             opts.all_users = a.all_users;
+            opts.format_minor = a.format_minor;
             let mut progress = progress_for(a.write.progress, a.write.quiet);
             let stats = match &a.state_dir {
                 None => {
@@ -533,6 +534,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 into: a.into,
                 deleted: a.deleted,
                 inline_attachments: a.inline_attachments,
+                continuity: if a.new_uidvalidity {
+                    maildump::continuity::Continuity::NewUidvalidity
+                } else {
+                    maildump::continuity::Continuity::Margin(a.uid_margin)
+                },
             };
             let plan = restore::plan(&chain, at, &opts)?;
             if a.dry_run {
@@ -569,11 +575,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            Ok(if stats.lost == 0 && !chain_damaged(&chain) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_PARTIAL)
-            })
+            // Every warning names something not restored as it was (a lost message, a
+            // keyword the target could not take, METADATA without a dictionary).
+            Ok(
+                if stats.lost == 0 && stats.warnings.is_empty() && !chain_damaged(&chain) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_PARTIAL)
+                },
+            )
         }
         Command::List(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;

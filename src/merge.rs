@@ -12,7 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use crate::chain::Chain;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS};
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_MODSEQ};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::inspect::ListFilter;
 use crate::model::{MailboxMeta, Name};
@@ -72,14 +72,14 @@ pub fn merge<W: Write>(
     let manifest = Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        // Attachments stored apart (1.2) stay apart in the merged archive.
+        // Attachments stored apart (1.2) stay apart, modseqs (1.3) stay in the merged archive.
         format_minor: chain
             .archives
             .iter()
             .map(|a| a.manifest().format_minor)
             .max()
             .unwrap_or(FORMAT_MINOR)
-            .clamp(FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS),
+            .clamp(FORMAT_MINOR, FORMAT_MINOR_MODSEQ),
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created: lm.created.clone(),
         archive_id: opts

@@ -424,9 +424,14 @@ pub struct MessageMeta {
     pub keywords: Vec<Name>,
     /// INTERNALDATE (Maildir: the file's mtime).
     pub received: Timestamp,
-    /// Save date where known (Maildir: the file's ctime).
+    /// Save date where the store keeps one (mdbox: its index record; Maildir and sdbox:
+    /// Dovecot's index cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<Timestamp>,
+    /// Format 1.3: the message's MODSEQ (RFC 7162) as Dovecot reports it, where the store
+    /// keeps modseqs (its index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modseq: Option<u64>,
     /// Physical size as Dovecot reports it (`size.physical`).
     pub size_physical: u64,
     /// Virtual size with CRLF line endings (`size.virtual`), where recorded.
@@ -484,6 +489,10 @@ pub struct MailboxMeta {
     pub uidvalidity: u32,
     /// UIDNEXT (the next UID Dovecot will assign).
     pub uidnext: u32,
+    /// Format 1.3: HIGHESTMODSEQ (RFC 7162) as Dovecot reports it, where the store keeps
+    /// modseqs (its index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_modseq: Option<u64>,
     /// Keyword table in index order (Maildir: letter `a` + index).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keywords: Vec<Name>,

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::chain::Chain;
+use crate::continuity::{self, Continuity, Known};
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
@@ -63,6 +64,9 @@ pub struct RestoreOptions {
     /// attachment directory (for Dovecot 2.4, which no longer writes single-instance
     /// attachments).
     pub inline_attachments: bool,
+    /// How mailboxes restored with their UIDs keep clear of UIDs and modseqs IMAP clients
+    /// may hold (see [`crate::continuity`]).
+    pub continuity: Continuity,
 }
 
 impl RestoreOptions {
@@ -145,6 +149,39 @@ fn side_name(prefix: &str, name: &Name) -> Name {
     n.push(b'/');
     n.extend_from_slice(name.as_bytes());
     Name::from_bytes(n)
+}
+
+/// The target directory of each mailbox planned so far, per target user.
+type TargetDirs = BTreeMap<(String, Vec<Vec<u8>>), Name>;
+
+/// Refuse a target name the location's layout cannot hold, or one whose directory is that
+/// of another mailbox planned for the same user (`a.b` and `a/b` into Maildir++): Dovecot
+/// would show one mailbox with the mail of both.
+///
+/// # Errors
+/// [`Error::Usage`] naming the mailbox(es) and why.
+fn check_layout(loc: &Location, user: &str, name: &Name, dirs: &mut TargetDirs) -> Result<()> {
+    let comps = loc.mailbox_dir_components(name);
+    let shown = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
+    if let Some(other) = dirs.get(&(user.to_string(), comps.clone())) {
+        return Err(Error::Usage(format!(
+            "user {user}: mailboxes {other} and {name} would both be stored in {} of the target ({}), so Dovecot would show one mailbox with the mail of both; nothing was written. Restore them into a location that holds both (Maildir LAYOUT=fs, sdbox, mdbox), or one of them at a time with --mailbox",
+            if shown.is_empty() {
+                "the mail root"
+            } else {
+                &shown
+            },
+            loc.spec
+        )));
+    }
+    if let Some(why) = loc.unholdable_mailbox_name(name) {
+        return Err(Error::Usage(format!(
+            "user {user}: mailbox {name} cannot be restored into {}: {why}, and Dovecot refuses the name; nothing was written. Restore it into a location of another layout, or leave it out with --mailbox",
+            loc.spec
+        )));
+    }
+    dirs.insert((user.to_string(), comps), name.clone());
+    Ok(())
 }
 
 /// Select what to restore from the state of archive `at` of `chain`, check that the chain
@@ -233,6 +270,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, Writer> = BTreeMap::new();
     let mut live_guids: BTreeMap<String, std::collections::HashMap<String, Name>> = BTreeMap::new();
+    let mut dirs = TargetDirs::new();
     for (catalog, mut cat) in cands {
         if let Some(i) = catalog {
             cat.messages = archive.catalog(i)?.messages;
@@ -274,6 +312,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             cat.mailbox.name.clone()
         };
         check_mailbox_name(&target_name, &item)?;
+        check_layout(loc, &target, &target_name, &mut dirs)?;
         if !writers.contains_key(&target) {
             writers.insert(
                 target.clone(),
@@ -361,6 +400,70 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         }));
     }
     Ok(p)
+}
+
+/// What the newest archive of `chain` after `at` records of `user`'s mailbox `mb` (the same
+/// name or GUID, its catalog read): what the restored state may be older than.
+///
+/// # Errors
+/// A damaged catalog.
+fn newest_state(chain: &Chain, at: usize, user: &Name, mb: &MailboxMeta) -> Result<Option<Known>> {
+    for a in chain
+        .archives
+        .get(at + 1..)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+    {
+        let Some(i) = a
+            .dir
+            .mailboxes
+            .iter()
+            .position(|e| &e.user == user && e.name == mb.name)
+        else {
+            continue;
+        };
+        let m = a.catalog(i)?.mailbox;
+        if mb.guid.is_some() && m.guid != mb.guid {
+            continue;
+        }
+        return Ok(Some(Known {
+            uidvalidity: m.uidvalidity,
+            uidnext: m.uidnext,
+            highest_modseq: m.highest_modseq,
+        }));
+    }
+    Ok(None)
+}
+
+/// Set UIDNEXT, HIGHESTMODSEQ and MODSEQs of mailbox `m`, about to be written with its
+/// UIDs, clear of what IMAP clients may hold ([`continuity::apply`], given the live
+/// mailbox of the target and the chain's newest state); what was raised, for the report.
+///
+/// # Errors
+/// A damaged live uidlist or index, a damaged catalog.
+fn keep_clear(
+    chain: &Chain,
+    at: usize,
+    policy: Continuity,
+    w: &Writer,
+    m: &PlannedMailbox,
+    meta: &mut MailboxMeta,
+    messages: &mut [crate::model::MessageMeta],
+) -> Result<Option<String>> {
+    let live = w.live_state(&meta.name)?;
+    let newest = newest_state(chain, at, &m.source_user, &m.meta)?;
+    Ok(
+        match continuity::apply(policy, meta, messages, live, newest) {
+            continuity::Outcome::Raised {
+                uidnext,
+                highest_modseq,
+            } => Some(format!(
+                "UIDNEXT {uidnext}, HIGHESTMODSEQ {highest_modseq} (above what IMAP clients may hold)"
+            )),
+            _ => None,
+        },
+    )
 }
 
 /// Describe a plan, one line per mailbox (for `--dry-run` of exact mode).
@@ -490,7 +593,8 @@ pub fn restore(
             let into_existing = opts.mode != Mode::Exact && m.exists;
             if opts.mode == Mode::SideFolder && !m.exists {
                 meta.guid = Some(uuid::Uuid::new_v4().simple().to_string());
-                meta.uidvalidity = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1);
+                // 0: the writer takes the next value of the root's UIDVALIDITY counter.
+                meta.uidvalidity = 0;
                 meta.attributes.clear();
             }
             let where_ = format!("user {target} mailbox {}", m.target_name);
@@ -521,9 +625,13 @@ pub fn restore(
                         .push(format!("skip {where_}: UID {old} already there ({why})"));
                 }
                 for k in &rep.dropped_keywords {
-                    stats.warnings.push(format!(
-                        "{where_}: keyword {k} dropped: the mailbox already uses all 26 keyword letters"
-                    ));
+                    let text = format!(
+                        "{where_}: keyword {k} dropped: the mailbox already uses all 26 keyword letters (keywords beyond them live in Dovecot's index, which a merge into a live mailbox does not write)"
+                    );
+                    progress.event(&Event::Warning {
+                        message: text.clone(),
+                    });
+                    stats.warnings.push(text);
                 }
                 stats.present += rep.present.len() as u64;
                 if !dry_run {
@@ -533,13 +641,12 @@ pub fn restore(
                 }
             } else if dry_run {
                 stats.report.push(format!(
-                    "would create {where_} with {} messages (UIDVALIDITY {}{})",
+                    "would create {where_} with {} messages (UIDVALIDITY {})",
                     metas.len(),
-                    meta.uidvalidity,
-                    if opts.mode == Mode::SideFolder {
-                        ", new"
+                    if meta.uidvalidity == 0 {
+                        "new, from the mail root's counter".to_string()
                     } else {
-                        ", original UIDs"
+                        format!("{}, original UIDs", meta.uidvalidity)
                     }
                 ));
             } else {
@@ -557,8 +664,15 @@ pub fn restore(
                         ));
                     }
                 }
-                let kept: Vec<crate::model::MessageMeta> =
+                let mut kept: Vec<crate::model::MessageMeta> =
                     keep.iter().map(|&i| metas[i].clone()).collect();
+                if opts.mode != Mode::SideFolder {
+                    let raised =
+                        keep_clear(chain, at, opts.continuity, &w, m, &mut meta, &mut kept)?;
+                    stats
+                        .report
+                        .extend(raised.map(|r| format!("{where_}: {r}")));
+                }
                 let mut kept_bodies = |j: usize, out: &mut dyn std::io::Write| bodies(keep[j], out);
                 let ws = w.write_mailbox(&meta, &kept, &mut kept_bodies)?;
                 stats

@@ -5,7 +5,8 @@
 # store copy the way Dovecot would (flag change = rename, expunge = unlink, delivery into
 # new/, folder rename, folder delete, move = link + unlink) and writes two incrementals,
 # chain.inc1.mdump and chain.inc2.mdump, each with its .list.jsonl (listed through the
-# chain), and chain.deleted.jsonl (`list --deleted --json` of the chain). All format 1.1.
+# chain), and chain.deleted.jsonl (`list --deleted --json` of the chain), all format 1.1
+# (--format-minor 1); sis.mdump (1.2, --format-minor 2) and modseq.mdump (1.3).
 # (fixture.mdump, the 1.0 vector, was made by the 1.0 writer with the same store and
 # options as chain.mdump; it is frozen, not rebuilt.) The store is copied, its
 # file times are set from fixtures/store.mtimes, modes are normalised (0600 files, 0700
@@ -29,7 +30,7 @@ chown -R 0:0 "$work/store"
 mkdir -p "$out"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-01T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000001 \
-  --quiet -o "$out/chain.mdump"
+  --format-minor 1 --quiet -o "$out/chain.mdump"
 
 "$bin" list --json "$out/chain.mdump" > "$out/chain.list.jsonl"
 
@@ -46,7 +47,7 @@ mv "$m/.Work" "$m/.Job"
 mv "$m/.Work.Sub" "$m/.Job.Sub"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-02T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000002 \
-  --base "$out/chain.mdump" --quiet -o "$out/chain.inc1.mdump"
+  --format-minor 1 --base "$out/chain.mdump" --quiet -o "$out/chain.inc1.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" > "$out/chain.inc1.list.jsonl"
 
 # inc2: a folder delete, a move between folders (bob), another flag change.
@@ -60,7 +61,7 @@ printf '3 V1700000002 N3 Gb0b00000000000000000000000000002\n1 G1590000000.M1P1.f
 mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,RS"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-03T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000003 \
-  --base "$out/chain.inc1.mdump" --quiet -o "$out/chain.inc2.mdump"
+  --format-minor 1 --base "$out/chain.inc1.mdump" --quiet -o "$out/chain.inc2.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
   > "$out/chain.inc2.list.jsonl"
 
@@ -68,7 +69,7 @@ mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cu
 # archive that wrote it), no file is read.
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
   --threads 1 --created 2026-01-04T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000004 \
-  --base "$out/chain.inc2.mdump" --quiet -o "$out/chain.inc3.mdump"
+  --format-minor 1 --base "$out/chain.inc2.mdump" --quiet -o "$out/chain.inc3.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
   "$out/chain.inc3.mdump" > "$out/chain.inc3.list.jsonl"
 "$bin" list --deleted --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
@@ -83,5 +84,17 @@ find "$work/sdbox" -exec touch -h -d @1767225600 {} +
 chown -R 0:0 "$work/sdbox"
 "$bin" backup --location 'sdbox:~/sdbox' --home "$work/sdbox/%u" --attachment-dir '~/attachments' \
   --all-users --threads 1 --created 2026-01-05T00:00:00Z \
-  --archive-id 00000000-0000-4000-8000-000000000005 --quiet -o "$out/sis.mdump"
+  --archive-id 00000000-0000-4000-8000-000000000005 --format-minor 2 --quiet -o "$out/sis.mdump"
 "$bin" list --json "$out/sis.mdump" > "$out/sis.list.jsonl"
+
+# modseq (1.3): a Maildir store whose Dovecot index holds what the files do not
+# (fixtures/index-store): keywords beyond the 26 letters of dovecot-keywords, and modseqs.
+cp -a "$repo/fixtures/index-store" "$work/index"
+find "$work/index" -type f -exec chmod 0600 {} +
+find "$work/index" -type d -exec chmod 0700 {} +
+find "$work/index" -exec touch -h -d @1767312000 {} +
+chown -R 0:0 "$work/index"
+"$bin" backup --location 'maildir:~/Maildir' --home "$work/index/%u" --all-users --threads 1 \
+  --created 2026-01-06T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000006 --quiet \
+  -o "$out/modseq.mdump"
+"$bin" list --json "$out/modseq.mdump" > "$out/modseq.list.jsonl"

@@ -2,11 +2,15 @@
 
 /// Format major version written by this build. A reader refuses other majors.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this build. Readers accept any minor of their major.
+/// Lowest format minor version this build writes (on request, `backup --format-minor`).
+/// Readers accept any minor of their major.
 pub const FORMAT_MINOR: u16 = 1;
-/// Format minor version of archives holding messages stored in parts (dbox single-instance
-/// attachments stored once as blobs); other archives keep [`FORMAT_MINOR`].
+/// Format minor version that defines messages stored in parts (dbox single-instance
+/// attachments stored once as blobs).
 pub const FORMAT_MINOR_ATTACHMENTS: u16 = 2;
+/// Format minor version that defines MODSEQs (`modseq`, `highest_modseq`): the minor this
+/// build writes unless asked for a lower one.
+pub const FORMAT_MINOR_MODSEQ: u16 = 3;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;

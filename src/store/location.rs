@@ -142,6 +142,70 @@ impl Location {
         }
     }
 
+    /// The directory of mailbox `name` below the mail root as Dovecot names it in this
+    /// location, as path components: Maildir `INBOX` is the root itself (none), Maildir++
+    /// `.A.B`, `LAYOUT=fs` `A/B`, dbox `mailboxes/A/B`; each name component encoded as on
+    /// disk. Names Dovecot cannot hold here ([`Location::unholdable_mailbox_name`]) still
+    /// get a directory, which may be another mailbox's.
+    pub fn mailbox_dir_components(&self, name: &Name) -> Vec<Vec<u8>> {
+        let comps = name
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .map(|c| self.encode_component(c));
+        match (self.kind, self.layout) {
+            (StoreFormat::Maildir, _) if name.as_bytes() == b"INBOX" => Vec::new(),
+            (StoreFormat::Maildir, Layout::MaildirPlusPlus) => {
+                let mut n = b".".to_vec();
+                n.extend_from_slice(&comps.collect::<Vec<_>>().join(&b'.'));
+                vec![n]
+            }
+            (StoreFormat::Maildir, Layout::Fs) => comps.collect(),
+            (StoreFormat::Sdbox | StoreFormat::Mdbox, _) => {
+                std::iter::once(super::dbox::MAILBOXES_DIR.as_bytes().to_vec())
+                    .chain(comps)
+                    .collect()
+            }
+        }
+    }
+
+    /// Why Dovecot cannot hold a mailbox named `name` in this location, if it cannot: a
+    /// `.` in a Maildir++ name (the hierarchy separator on disk: Dovecot refuses such a
+    /// name, and a directory made for it shows as another mailbox), or a name component
+    /// that is a directory of the layout itself (Maildir `LAYOUT=fs`: `cur`, `new`, `tmp`;
+    /// dbox: `dbox-Mails`), which Dovecot refuses as reserved.
+    pub fn unholdable_mailbox_name(&self, name: &Name) -> Option<String> {
+        let inbox = name.as_bytes() == b"INBOX";
+        for c in name.as_bytes().split(|&b| b == b'/') {
+            let c = self.encode_component(c);
+            match (self.kind, self.layout) {
+                (StoreFormat::Maildir, Layout::MaildirPlusPlus) if !inbox && c.contains(&b'.') => {
+                    return Some(
+                        "'.' cannot be part of a mailbox name in Maildir++, where it separates the hierarchy on disk"
+                            .into(),
+                    );
+                }
+                (StoreFormat::Maildir, Layout::Fs)
+                    if matches!(c.as_slice(), b"cur" | b"new" | b"tmp") =>
+                {
+                    return Some(format!(
+                        "{} is a reserved name in Maildir LAYOUT=fs (a directory of every mailbox)",
+                        String::from_utf8_lossy(&c)
+                    ));
+                }
+                (StoreFormat::Sdbox | StoreFormat::Mdbox, _)
+                    if c == super::dbox::MAILS_DIR.as_bytes() =>
+                {
+                    return Some(format!(
+                        "{} is a reserved name in dbox (the directory of every mailbox's mail)",
+                        super::dbox::MAILS_DIR
+                    ));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// A whole on-disk name with `/` between components (subscriptions), as UTF-8.
     pub fn decode_name(&self, n: &[u8]) -> Name {
         let parts: Vec<Vec<u8>> = n

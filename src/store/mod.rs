@@ -194,6 +194,18 @@ impl Writer {
         }
     }
 
+    /// UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ of the mailbox as it is in the target now
+    /// (what IMAP clients last saw of it), if it exists there.
+    ///
+    /// # Errors
+    /// A damaged uidlist; unreadable files.
+    pub fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+        match self {
+            Writer::Maildir(w) => w.live_state(name),
+            Writer::Dbox(w) => w.live_state(name),
+        }
+    }
+
     fn inner(&mut self) -> &mut dyn StoreWriter {
         match self {
             Writer::Maildir(w) => w,

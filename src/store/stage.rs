@@ -2,7 +2,7 @@
 //! it does not exist yet and renamed into place by [`Stage::commit`]; ownership (`--owner`,
 //! or the archived owner when running as root); files written through a temporary file,
 //! fsync and rename; batches of new files made durable by one `syncfs`; subscriptions and
-//! the METADATA dictionary.
+//! the METADATA dictionary; the mail root's UIDVALIDITY counter (`dovecot-uidvalidity`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -90,8 +90,67 @@ impl Drop for Pending {
     }
 }
 
+/// Remove a file that may already be gone.
+pub(crate) fn remove_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(p, e)),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn sync_dir(p: &Path) -> Result<()> {
     File::open(p).and_then(|d| d.sync_all()).at(p)
+}
+
+/// The mail root's UIDVALIDITY counter: `dovecot-uidvalidity` holds the last value handed
+/// out (8 hex digits), and an empty marker `dovecot-uidvalidity.<same hex>` beside it is
+/// renamed to the next value by whoever takes one (Dovecot's `mailbox-uidvalidity.c`).
+const UIDVALIDITY_FILE: &str = "dovecot-uidvalidity";
+/// Renames tried before the markers are listed again (Dovecot's `RETRY_COUNT`).
+const UIDVALIDITY_RETRIES: u32 = 10;
+
+/// The counter's value after `v` (0 is skipped, as in Dovecot).
+fn uidvalidity_after(v: u32) -> u32 {
+    v.wrapping_add(1).max(1)
+}
+
+fn uidvalidity_marker(dir: &Path, v: u32) -> PathBuf {
+    dir.join(format!("{UIDVALIDITY_FILE}.{v:08x}"))
+}
+
+/// The value in `dovecot-uidvalidity`, if it holds a valid one.
+fn read_uidvalidity_counter(dir: &Path) -> Result<Option<u32>> {
+    let p = dir.join(UIDVALIDITY_FILE);
+    let data = match fs::read(&p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(p, e)),
+    };
+    let text = String::from_utf8_lossy(data.get(..8).unwrap_or(&data)).into_owned();
+    Ok(u32::from_str_radix(text.trim(), 16)
+        .ok()
+        .filter(|&v| v != 0))
+}
+
+/// The lowest and highest values of the `dovecot-uidvalidity.<hex>` markers in `dir`.
+fn uidvalidity_markers(dir: &Path) -> Result<Option<(u32, u32)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = format!("{UIDVALIDITY_FILE}.");
+    let mut range: Option<(u32, u32)> = None;
+    for e in fs::read_dir(dir).at(dir)? {
+        let name = e.at(dir)?.file_name();
+        let Some(hex) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        let Some(v) = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+        else {
+            continue;
+        };
+        range = Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+    }
+    Ok(range)
 }
 
 /// Whether this process runs as root (and may chown).
@@ -293,6 +352,152 @@ impl Stage {
             let _ = fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// A new UIDVALIDITY from the mail root's counter, taken exactly as Dovecot takes one:
+    /// the marker of the value in `dovecot-uidvalidity` is renamed to the next value (on a
+    /// lost race, to the one after, up to ten times), then the new value is written into
+    /// `dovecot-uidvalidity`; a missing or broken counter is rebuilt from the highest
+    /// marker. A root without any counter starts at 1, or above the value a counter
+    /// without marker names (Dovecot starts at the current time; maildump never takes a
+    /// UIDVALIDITY from the clock).
+    ///
+    /// # Errors
+    /// I/O errors on the root.
+    pub(crate) fn next_uidvalidity(&mut self) -> Result<u32> {
+        let dir = self.work_root(None)?;
+        let counter = read_uidvalidity_counter(&dir)?;
+        let mut cur = match counter {
+            Some(v) => Some(v),
+            None => match uidvalidity_markers(&dir)? {
+                Some((lo, hi)) => {
+                    if lo != hi {
+                        // Dovecot keeps the highest and deletes the lowest.
+                        remove_if_exists(&uidvalidity_marker(&dir, lo))?;
+                    }
+                    Some(hi)
+                }
+                None => None,
+            },
+        };
+        for _ in 0..2 {
+            let Some(mut v) = cur else { break };
+            for _ in 0..UIDVALIDITY_RETRIES {
+                let next = uidvalidity_after(v);
+                match fs::rename(uidvalidity_marker(&dir, v), uidvalidity_marker(&dir, next)) {
+                    Ok(()) => {
+                        self.write_uidvalidity_counter(&dir, next)?;
+                        return Ok(next);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => v = next,
+                    Err(e) => return Err(Error::io(uidvalidity_marker(&dir, v), e)),
+                }
+            }
+            // The counter named no marker: start again from the highest marker.
+            cur = uidvalidity_markers(&dir)?.map(|(_, hi)| hi);
+        }
+        let v = uidvalidity_after(counter.unwrap_or(0));
+        self.set_uidvalidity_counter(&dir, None, v)?;
+        Ok(v)
+    }
+
+    /// Raise the mail root's counter to at least `v` (a UIDVALIDITY a restore wrote), so
+    /// that a mailbox created later never gets a UIDVALIDITY at or below it.
+    ///
+    /// # Errors
+    /// I/O errors on the root.
+    pub(crate) fn raise_uidvalidity(&mut self, v: u32) -> Result<()> {
+        if v == 0 {
+            return Ok(());
+        }
+        let dir = self.work_root(None)?;
+        let marker = uidvalidity_markers(&dir)?.map(|(_, hi)| hi);
+        let cur = read_uidvalidity_counter(&dir)?.max(marker);
+        if cur.is_some_and(|c| c >= v) {
+            return Ok(());
+        }
+        self.set_uidvalidity_counter(&dir, marker, v)
+    }
+
+    /// Move the marker from `from` (or create it) to `v`, then write `v` into the counter.
+    fn set_uidvalidity_counter(&self, dir: &Path, from: Option<u32>, v: u32) -> Result<()> {
+        let to = uidvalidity_marker(dir, v);
+        let moved = match from {
+            Some(f) => match fs::rename(uidvalidity_marker(dir, f), &to) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io(&to, e)),
+            },
+            None => false,
+        };
+        if !moved {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&to)
+            {
+                Ok(_) => self.chown(&to, self.root_owner(dir))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&to, e)),
+            }
+        }
+        self.write_uidvalidity_counter(dir, v)
+    }
+
+    /// Write `v` over the start of `dovecot-uidvalidity` (as Dovecot does: in place).
+    fn write_uidvalidity_counter(&self, dir: &Path, v: u32) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let p = dir.join(UIDVALIDITY_FILE);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&p)
+            .at(&p)?;
+        f.write_all_at(format!("{v:08x}").as_bytes(), 0).at(&p)?;
+        drop(f);
+        self.chown(&p, self.root_owner(dir))
+    }
+
+    /// Owner of the files a root's counter consists of: the root's owner.
+    fn root_owner(&self, dir: &Path) -> Option<Owner> {
+        fs::metadata(dir).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            Owner {
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: 0o600,
+            }
+        })
+    }
+
+    /// Write a hand-made Dovecot index `<dir>/<base>` (e.g. `dovecot.index`) with its log
+    /// `<base>.log` holding only a header (the log first: the index names it), each
+    /// through a temporary file and a rename; a rotated log or a cache of an earlier index
+    /// is removed (their index id would not match).
+    ///
+    /// # Errors
+    /// I/O errors; an index that cannot be encoded (a bug) as an I/O error naming it.
+    pub(crate) fn write_index_files(
+        &self,
+        dir: &Path,
+        base: &str,
+        new: &crate::store::dbox::index::NewIndex,
+        owner: Option<Owner>,
+    ) -> Result<()> {
+        use crate::store::dbox::index::{write_index, write_log_header};
+        let path = dir.join(base);
+        let bytes = write_index(new).map_err(|e| Error::io(&path, e))?;
+        for stale in [".log.2", ".cache"] {
+            remove_if_exists(&dir.join(format!("{base}{stale}")))?;
+        }
+        let owner = owner.map(|o| Owner { mode: 0o600, ..o });
+        let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
+        self.write_atomic(&dir.join(format!("{base}.log")), &log, owner, 0o600)?;
+        self.write_atomic(&path, &bytes, owner, 0o600)
     }
 
     /// Merge subscriptions into the user's subscription file (names encoded for disk).

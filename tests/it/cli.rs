@@ -16,12 +16,19 @@ pub fn backup_cmd(home_root: &Path) -> Command {
     c
 }
 
-/// `maildump restore ARCHIVE` into the Maildirs under `home_root/<user>/Maildir`.
+/// `maildump restore ARCHIVE --uid-margin 0` (an exact copy) into the Maildirs under
+/// `home_root/<user>/Maildir`.
 pub fn restore_cmd(archive: &Path, home_root: &Path) -> Command {
     let mut c = maildump();
     c.arg("restore")
         .arg(archive)
-        .args(["--location", "maildir:~/Maildir", "--home"])
+        .args([
+            "--uid-margin",
+            "0",
+            "--location",
+            "maildir:~/Maildir",
+            "--home",
+        ])
         .arg(format!("{}/%u", home_root.display()));
     c
 }
@@ -417,7 +424,7 @@ fn non_utf8_and_odd_folder_names_round_trip_byte_exact() {
             .arg(&a)
             .args(["--location", loc, "--home"])
             .arg(format!("{}/%u", ws.join("dst").display()))
-            .arg("--quiet"),
+            .args(["--quiet", "--uid-margin", "0"]),
     );
     for n in names {
         let rel = std::path::Path::new("alice/Maildir").join(std::ffi::OsStr::from_bytes(n));

@@ -150,9 +150,18 @@ impl Dovecot {
         format!("{}:{}", self.uid, self.gid)
     }
 
-    /// `maildump restore A1 A2 ... --location LOC --home TEMPLATE --owner UID:GID` into
-    /// this store (extra arguments are appended by the caller).
+    /// `maildump restore A1 A2 ... --location LOC --home TEMPLATE --owner UID:GID
+    /// --uid-margin 0` into this store (extra arguments are appended by the caller): an
+    /// exact copy, with the archive's UIDNEXT (the margin IMAP clients need after a
+    /// disaster is tested in `invariants.rs`).
     pub fn restore_cmd(&self, archives: &[&Path]) -> std::process::Command {
+        let mut cmd = self.restore_cmd_with_margin(archives);
+        cmd.args(["--uid-margin", "0"]);
+        cmd
+    }
+
+    /// [`Dovecot::restore_cmd`] with the default UIDNEXT margin.
+    pub fn restore_cmd_with_margin(&self, archives: &[&Path]) -> std::process::Command {
         let mut cmd = crate::util::maildump();
         cmd.arg("restore").args(archives).args([
             "--location",

@@ -418,7 +418,8 @@ fn backup_and_restore_with_config_file() {
         .arg(&archive)
         .arg("--config")
         .arg(&dst.conf)
-        .args(["--home", &dst.home_template(), "--owner", &dst.owner_arg()]);
+        .args(["--home", &dst.home_template(), "--owner", &dst.owner_arg()])
+        .args(["--uid-margin", "0"]);
     run_ok(&mut cmd);
     for (u, b) in ["alice", "bob"].iter().zip(&before) {
         assert_text_eq(

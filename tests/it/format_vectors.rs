@@ -208,7 +208,8 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
             .arg(env!("CARGO_BIN_EXE_maildump"))
             .arg(&out),
     );
-    // fixture.mdump is the frozen 1.0 vector; the 1.1 writer reproduces the chain.
+    // fixture.mdump is the frozen 1.0 vector; the writer reproduces the chain (asked for
+    // format 1.1), sis (1.2) and modseq (1.3, its default).
     for name in [
         "chain.mdump",
         "chain.inc1.mdump",
@@ -221,6 +222,8 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
         "chain.deleted.jsonl",
         "sis.mdump",
         "sis.list.jsonl",
+        "modseq.mdump",
+        "modseq.list.jsonl",
     ] {
         let want = fs::read(repo().join("format-spec/vectors/v1").join(name)).unwrap();
         let got = fs::read(out.join(name)).unwrap();
@@ -319,4 +322,34 @@ fn recovering_a_sis_archive_puts_messages_in_parts_together() {
         n += 1;
     }
     assert_eq!(n, 4);
+}
+
+/// The 1.3 vector carries Dovecot's modseqs and the keywords only its index held.
+#[test]
+fn modseq_vector_carries_modseqs_and_index_only_keywords() {
+    let path = repo().join("format-spec/vectors/v1/modseq.mdump");
+    let a = maildump::format::reader::Archive::open(&path, true).unwrap();
+    assert_eq!(a.manifest().format_minor, 3);
+    let mut seen = 0;
+    for i in 0..a.dir.mailboxes.len() {
+        let cat = a.catalog(i).unwrap();
+        let (highest, modseqs): (u64, Vec<u64>) = match cat.mailbox.name.as_bytes() {
+            b"INBOX" => (41, vec![35, 38, 40]),
+            b"Work" => (3, vec![3]),
+            other => panic!("unexpected mailbox {other:?}"),
+        };
+        assert_eq!(cat.mailbox.highest_modseq, Some(highest));
+        let got: Vec<u64> = cat
+            .messages
+            .iter()
+            .map(|r| r.message.modseq.unwrap())
+            .collect();
+        assert_eq!(got, modseqs, "{}", cat.mailbox.name);
+        if cat.mailbox.name.as_bytes() == b"INBOX" {
+            assert_eq!(cat.mailbox.keywords.len(), 30);
+            assert_eq!(cat.messages[2].message.keywords, vec!["kw28".into()]);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
 }

@@ -169,6 +169,10 @@ pub struct NewIndex {
     pub keywords: Vec<Vec<u8>>,
     /// Records; must be sorted by uid, strictly increasing, uid > 0 (error otherwise).
     pub records: Vec<NewRecord>,
+    /// HIGHESTMODSEQ: when set, the `modseq` extension is written (header and each
+    /// record's [`NewRecord::modseq`]), and the empty log to write with the index
+    /// ([`write_log_header`]) starts at this modseq.
+    pub highest_modseq: Option<u64>,
 }
 
 /// One extension to write.
@@ -197,6 +201,8 @@ pub struct NewRecord {
     /// Per [`NewExt`], same order; each length must equal its `record_size` (empty when
     /// `record_size` is 0).
     pub ext: Vec<Vec<u8>>,
+    /// MODSEQ, written when [`NewIndex::highest_modseq`] is set (0: the highest).
+    pub modseq: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1565,6 +1571,17 @@ impl MailIndex {
             .and_then(|i| self.records.get(i))
     }
 
+    /// The MODSEQ Dovecot reports for a record: its own where the index tracks per-message
+    /// modseqs (the `modseq` extension), else the highest (as Dovecot does); `None` when the
+    /// index tracks no modseqs at all (a log without `initial_modseq`).
+    pub fn modseq_of(&self, rec: &Record) -> Option<u64> {
+        match (rec.modseq, self.highest_modseq) {
+            (_, 0) => None,
+            (0, h) => Some(h),
+            (m, _) => Some(m),
+        }
+    }
+
     /// Keyword names of a record (keyword indexes resolved through [`MailIndex::keywords`]).
     pub fn keyword_names<'a>(&'a self, rec: &Record) -> Vec<&'a [u8]> {
         rec.keywords
@@ -1583,6 +1600,34 @@ impl Record {
 
 // ---------------------------------------------------------------------------------------
 // writer
+
+/// Sequence number of the log written with a new index. Not 1: a log that names no
+/// previous log (`prev_file_seq` 0) tells Dovecot to reset the index when it starts
+/// reading at its beginning, so the log is written as the successor of a log 1 that the
+/// index has read to its end.
+const LOG_FILE_SEQ: u32 = 2;
+/// Size of a transaction log header as Dovecot 2.3 writes it.
+const LOG_HEADER_SIZE: usize = 40;
+
+/// A `dovecot.index.log` holding only its header, to be written with the index
+/// [`write_index`] made with the same `indexid`: Dovecot appends to it, and its
+/// `initial_modseq` (the index's HIGHESTMODSEQ, at least 1) is where modseqs go on from.
+/// Without it Dovecot makes a log of its own whose position the index's `modseq` header
+/// does not name, and then sets every message's modseq to the highest.
+pub fn write_log_header(indexid: u32, initial_modseq: u64) -> Vec<u8> {
+    let mut v = vec![0u8; LOG_HEADER_SIZE];
+    v[0] = 1; // major
+    v[1] = 3; // minor
+    v[2..4].copy_from_slice(&(LOG_HEADER_SIZE as u16).to_le_bytes());
+    put_u32(&mut v, 4, indexid);
+    put_u32(&mut v, 8, LOG_FILE_SEQ);
+    put_u32(&mut v, 12, LOG_FILE_SEQ - 1); // prev_file_seq
+    put_u32(&mut v, 16, LOG_HEADER_SIZE as u32); // prev_file_offset
+    put_u32(&mut v, 20, indexid); // create_stamp
+    v[24..32].copy_from_slice(&initial_modseq.max(1).to_le_bytes());
+    v[32] = COMPAT_LITTLE_ENDIAN;
+    v
+}
 
 /// Serialize a NewIndex into dovecot.index bytes.
 pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
@@ -1675,6 +1720,13 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
         }
         exts.push((x.name.clone(), x.hdr.clone(), x.record_size, align));
     }
+    let modseq_ext = new.highest_modseq.map(|h| {
+        let mut hdr = h.to_le_bytes().to_vec();
+        hdr.extend_from_slice(&LOG_FILE_SEQ.to_le_bytes());
+        hdr.extend_from_slice(&(LOG_HEADER_SIZE as u32).to_le_bytes());
+        exts.push((EXT_MODSEQ.to_string(), hdr, 8, 8));
+        (exts.len() - 1, h)
+    });
     let kw_size = new.keywords.len().div_ceil(8);
     if !new.keywords.is_empty() {
         let size = u16::try_from(kw_size).map_err(|_| bad(F, "too many keywords"))?;
@@ -1743,8 +1795,11 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
     put_u32(&mut out, 48, new.next_uid); // first_recent_uid: nothing is recent
     put_u32(&mut out, 52, first_unseen);
     put_u32(&mut out, 56, first_deleted);
-    put_u32(&mut out, 60, 1); // log_file_seq
-    // log_file_tail_offset, log_file_head_offset, log2_rotate_time etc. stay 0
+    // The log written with the index ([`write_log_header`]) holds nothing yet: the index
+    // has seen it up to its end.
+    put_u32(&mut out, 60, LOG_FILE_SEQ);
+    put_u32(&mut out, 64, LOG_HEADER_SIZE as u32); // log_file_tail_offset
+    put_u32(&mut out, 68, LOG_HEADER_SIZE as u32); // log_file_head_offset
 
     // records
     let kw_ext = if new.keywords.is_empty() {
@@ -1763,6 +1818,13 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
             let o = usize::from(offs.get(i).copied().unwrap_or(0));
             if let Some(dst) = rec.get_mut(o..o + d.len()) {
                 dst.copy_from_slice(d);
+            }
+        }
+        if let Some((m, h)) = modseq_ext {
+            let o = usize::from(offs.get(m).copied().unwrap_or(0));
+            let v = if r.modseq == 0 { h } else { r.modseq.min(h) };
+            if let Some(dst) = rec.get_mut(o..o + 8) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
         }
         if let Some(k) = kw_ext {
@@ -2024,9 +2086,37 @@ mod tests {
                     flags: (u as u8) & 0x1f,
                     keywords: vec![u % 9, 8],
                     ext: vec![vec![], le(&[u, u * 100]), vec![u as u8, 0]],
+                    modseq: u64::from(u) * 10,
                 })
                 .collect(),
+            highest_modseq: None,
         }
+    }
+
+    #[test]
+    fn written_index_and_log_read_back_with_modseqs() {
+        let mut new = sample_new();
+        new.highest_modseq = Some(77);
+        let idx = write_index(&new).unwrap();
+        let log = write_log_header(new.indexid, 77);
+        let ix = MailIndex::from_bytes(Some(&idx), Some(&log), None).unwrap();
+        assert_eq!(ix.highest_modseq, 77);
+        let got: Vec<u64> = ix.records.iter().map(|r| r.modseq).collect();
+        assert_eq!(got, [10, 20, 30, 40, 50]);
+        assert_eq!(ix.ext_hdr("modseq").map(<[u8]>::len), Some(16));
+        // The log continues a log 1 the index read to its end: no reset, nothing to replay.
+        let lh = LogHeader::parse("log", &log).unwrap();
+        assert_eq!(
+            (lh.file_seq, lh.prev_file_seq, lh.prev_file_offset),
+            (2, 1, 40)
+        );
+        assert_eq!((get_u32(&idx, 60), get_u32(&idx, 68)), (Some(2), Some(40)));
+        // A record modseq of 0 reads as the highest; none is above it.
+        new.records[0].modseq = 0;
+        new.records[1].modseq = 500;
+        let ix =
+            MailIndex::from_bytes(Some(&write_index(&new).unwrap()), Some(&log), None).unwrap();
+        assert_eq!((ix.records[0].modseq, ix.records[1].modseq), (77, 77));
     }
 
     #[test]
@@ -2054,7 +2144,7 @@ mod tests {
         let seen = new.records.iter().filter(|r| r.flags & 8 != 0).count() as u32;
         assert_eq!(get_u32(&bytes, 40), Some(seen));
         assert_eq!(get_u32(&bytes, 48), Some(20));
-        assert_eq!(get_u32(&bytes, 60), Some(1));
+        assert_eq!(get_u32(&bytes, 60), Some(2));
         assert_eq!(bytes[12], 1);
 
         // errors

@@ -13,7 +13,7 @@
 
 pub mod file;
 pub mod index;
-mod write;
+pub(crate) mod write;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -116,7 +116,7 @@ fn open_below(root: &Path, rel: &Path) -> Result<File> {
 /// file or a log was replaced meanwhile (rewritten, rotated), read again, so that index and
 /// logs are of one moment. A log appended to meanwhile is fine: the replay stops where
 /// Dovecot's own readers would (an unfinished transaction). A symlink is refused.
-fn read_index(dir: &Path, base: &str) -> Result<Option<MailIndex>> {
+pub(crate) fn read_index(dir: &Path, base: &str) -> Result<Option<MailIndex>> {
     let names = [
         base.to_string(),
         format!("{base}.log"),
@@ -458,6 +458,8 @@ struct IndexFacts<'a> {
     saved: Option<u32>,
     /// mdbox `guid` extension.
     guid: Option<&'a [u8]>,
+    /// The message's modseq, where the index tracks them.
+    modseq: Option<u64>,
 }
 
 fn message_meta(
@@ -472,6 +474,7 @@ fn message_meta(
         keywords,
         saved,
         guid: index_guid,
+        modseq,
     } = ix;
     let f = Flags::from_bits(flags);
     let guid = match msg.guid() {
@@ -515,6 +518,7 @@ fn message_meta(
             secs: i64::from(s),
             nanos: 0,
         }),
+        modseq,
         size_physical: size,
         size_virtual: msg.virtual_size(),
         pop3_uidl: msg.pop3_uidl().map(Name::from_bytes),
@@ -624,6 +628,7 @@ impl StoreReader for DboxReader {
                     guid: None,
                     uidvalidity: 0,
                     uidnext: 1,
+                    highest_modseq: None,
                     keywords: Vec::new(),
                     attributes: Vec::new(),
                     owner: Some(owner_of(&dmd)),
@@ -692,6 +697,7 @@ impl StoreReader for DboxReader {
                         keywords,
                         saved,
                         guid: idx.ext_rec(r, "guid"),
+                        modseq: idx.modseq_of(r),
                     },
                     &msg,
                     md,
@@ -720,6 +726,7 @@ impl StoreReader for DboxReader {
             guid,
             uidvalidity: idx.uid_validity,
             uidnext: idx.next_uid,
+            highest_modseq: (idx.highest_modseq > 0).then_some(idx.highest_modseq),
             keywords: table,
             attributes: Vec::new(),
             owner: Some(owner_of(&dmd)),

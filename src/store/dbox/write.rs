@@ -26,8 +26,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::index::{NewExt, NewIndex, NewRecord, write_index};
-use super::{MAILBOXES_DIR, MAILS_DIR, STORAGE_DIR, file, sis_part};
+use super::index::{NewExt, NewIndex, NewRecord};
+use super::{MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
 use crate::store::location::{Location, StoreFormat};
@@ -67,7 +67,8 @@ struct MapRecord {
     refs: u16,
 }
 
-fn now() -> u32 {
+/// The current time as Dovecot stamps new files and index ids (never a UIDVALIDITY).
+pub(crate) fn now() -> u32 {
     u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1)
 }
 
@@ -82,6 +83,23 @@ fn guid_bytes(g: Option<&str>) -> [u8; 16] {
         Some(b) => out.copy_from_slice(&b),
         None => out.copy_from_slice(uuid::Uuid::new_v4().as_bytes()),
     }
+    out
+}
+
+/// The 128-bit form of a message GUID that Dovecot keeps in an mdbox mailbox index's `guid`
+/// extension (`mail_generate_guid_128_hash`): the GUID itself when it is 32 hex digits,
+/// else the last 16 bytes of the SHA-1 of the GUID text. mdbox decrements a message's
+/// reference count on expunge only when this extension holds the message's GUID.
+pub(crate) fn guid_128(guid: &[u8]) -> [u8; 16] {
+    use sha1::{Digest, Sha1};
+    let mut out = [0u8; 16];
+    if guid.len() == 32
+        && guid.iter().all(u8::is_ascii_hexdigit)
+        && hex::decode_to_slice(guid, &mut out).is_ok()
+    {
+        return out;
+    }
+    out.copy_from_slice(&Sha1::digest(guid)[4..]);
     out
 }
 
@@ -122,13 +140,26 @@ impl DboxWriter {
 
     /// Directory of a mailbox (`mailboxes/<name>`) under `root`.
     fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        let mut p = root.join(MAILBOXES_DIR);
-        for c in name.as_bytes().split(|&b| b == b'/') {
-            p.push(std::ffi::OsStr::from_bytes(
-                &self.st.loc.encode_component(c),
-            ));
+        let mut p = root.to_path_buf();
+        for c in self.st.loc.mailbox_dir_components(name) {
+            p.push(std::ffi::OsStr::from_bytes(&c));
         }
         p
+    }
+
+    /// See [`crate::store::Writer::live_state`]: from the mailbox's index.
+    ///
+    /// # Errors
+    /// A damaged index.
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+        let dir = self.mailbox_dir(&self.st.root, name).join(MAILS_DIR);
+        let ix = super::index::MailIndex::read(&dir, "dovecot.index")
+            .map_err(|e| Error::store(dir.join("dovecot.index"), e.to_string()))?;
+        Ok(ix.map(|i| crate::continuity::Known {
+            uidvalidity: i.uid_validity,
+            uidnext: i.next_uid,
+            highest_modseq: (i.highest_modseq > 0).then_some(i.highest_modseq),
+        }))
     }
 
     /// Whether a mailbox exists (has its `dbox-Mails` directory).
@@ -155,8 +186,11 @@ impl DboxWriter {
         }
         let root = self.st.work_root(owner)?;
         self.st.mkdir(&root.join(STORAGE_DIR), owner)?;
+        // Any non-zero value will do for the map (Dovecot takes the clock); the root's
+        // counter gives one that is not.
+        let map_uid_validity = self.st.next_uidvalidity()?;
         self.mdbox = Some(Mdbox {
-            map_uid_validity: now(),
+            map_uid_validity,
             entries: Vec::new(),
             by_sha: HashMap::new(),
             file_id: 0,
@@ -269,6 +303,7 @@ impl DboxWriter {
         full: &[u8],
         external: bool,
         mailbox: &Name,
+        guid: &[u8],
     ) -> Vec<(u8, Vec<u8>)> {
         // Dovecot's order: Z R V P O G B X, then anything else it had.
         let mut meta: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -285,9 +320,7 @@ impl DboxWriter {
         if let Some(o) = msg.pop3_order {
             meta.push((b'O', o.to_string().into_bytes()));
         }
-        if !msg.guid.is_empty() {
-            meta.push((b'G', msg.guid.as_bytes().to_vec()));
-        }
+        meta.push((b'G', guid.to_vec()));
         let other = d.map(|d| d.other.as_slice()).unwrap_or_default();
         let orig = other.iter().find(|(k, _)| k.as_bytes() == b"B");
         if self.kind == StoreFormat::Mdbox {
@@ -383,10 +416,6 @@ impl DboxWriter {
     }
 }
 
-fn index_bytes(new: &NewIndex, path: &Path) -> Result<Vec<u8>> {
-    write_index(new).map_err(|e| Error::io(path, e))
-}
-
 impl StoreWriter for DboxWriter {
     fn check_free(&self, name: &Name) -> Result<()> {
         check_mailbox_name(name, &format!("mailbox {name}"))?;
@@ -459,13 +488,18 @@ impl StoreWriter for DboxWriter {
             last_uid = msg.uid.0;
             let owner = msg.owner.or(dir_owner);
             let stub = self.externalise(&full, msg, &guid_hex, msg.uid.0, owner)?;
-            let meta_lines = self.metadata(msg, &full, stub.is_some(), &meta.name);
+            // A message without a GUID gets one, as Dovecot's save would give it.
+            let msg_guid = if msg.guid.is_empty() {
+                uuid::Uuid::new_v4().simple().to_string().into_bytes()
+            } else {
+                msg.guid.as_bytes().to_vec()
+            };
+            let meta_lines = self.metadata(msg, &full, stub.is_some(), &meta.name, &msg_guid);
             let body = stub.as_deref().unwrap_or(&full);
             let one = file::message_bytes(body, &meta_lines);
             let mut ext = Vec::new();
             if self.kind == StoreFormat::Mdbox {
-                let map_uid =
-                    self.mdbox_append(&one, &msg.content.sha256, msg.guid.as_bytes(), owner)?;
+                let map_uid = self.mdbox_append(&one, &msg.content.sha256, &msg_guid, owner)?;
                 let saved = msg
                     .saved
                     .map(|t| u32::try_from(t.secs).unwrap_or(0))
@@ -474,6 +508,7 @@ impl StoreWriter for DboxWriter {
                 rec.extend_from_slice(&saved.to_le_bytes());
                 ext.push(Vec::new());
                 ext.push(rec);
+                ext.push(guid_128(&msg_guid).to_vec());
             } else {
                 let mut data = file::file_header(u64::try_from(msg.received.secs).unwrap_or(0));
                 data.extend_from_slice(&one);
@@ -494,6 +529,7 @@ impl StoreWriter for DboxWriter {
                 flags: msg.flags.bits(),
                 keywords,
                 ext,
+                modseq: msg.modseq.unwrap_or(0),
             });
         }
         if let Some(md) = self.mdbox.as_mut()
@@ -505,8 +541,9 @@ impl StoreWriter for DboxWriter {
         let d = File::open(&work).at(&work)?;
         rustix::fs::syncfs(&d).map_err(|e| Error::io(&work, io::Error::from(e)))?;
         let uidvalidity = if meta.uidvalidity == 0 {
-            now()
+            self.st.next_uidvalidity()?
         } else {
+            self.st.raise_uidvalidity(meta.uidvalidity)?;
             meta.uidvalidity
         };
         let next_uid = meta.uidnext.max(last_uid.saturating_add(1)).max(1);
@@ -536,6 +573,12 @@ impl StoreWriter for DboxWriter {
                 record_size: 8,
                 record_align: 4,
             });
+            exts.push(NewExt {
+                name: "guid".into(),
+                hdr: Vec::new(),
+                record_size: 16,
+                record_align: 1,
+            });
         }
         let new = NewIndex {
             uid_validity: uidvalidity,
@@ -548,15 +591,10 @@ impl StoreWriter for DboxWriter {
                 .map(|k| k.as_bytes().to_vec())
                 .collect(),
             records,
+            highest_modseq: meta.highest_modseq,
         };
-        let ipath = mails.join("dovecot.index");
-        let bytes = index_bytes(&new, &ipath)?;
-        self.st.write_atomic(
-            &ipath,
-            &bytes,
-            dir_owner.map(|o| Owner { mode: 0o600, ..o }),
-            0o600,
-        )?;
+        self.st
+            .write_index_files(&mails, "dovecot.index", &new, dir_owner)?;
         sync_dir(&mails)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
@@ -595,6 +633,7 @@ impl StoreWriter for DboxWriter {
                         flags: 0,
                         keywords: Vec::new(),
                         ext: vec![m, r.refs.to_le_bytes().to_vec()],
+                        modseq: 0,
                     }
                 })
                 .collect();
@@ -618,9 +657,8 @@ impl StoreWriter for DboxWriter {
                 ],
                 keywords: Vec::new(),
                 records,
+                highest_modseq: None,
             };
-            let ipath = storage.join("dovecot.map.index");
-            let bytes = index_bytes(&new, &ipath)?;
             let owner = fs::metadata(&storage).ok().map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 Owner {
@@ -629,7 +667,8 @@ impl StoreWriter for DboxWriter {
                     mode: 0o600,
                 }
             });
-            self.st.write_atomic(&ipath, &bytes, owner, 0o600)?;
+            self.st
+                .write_index_files(&storage, "dovecot.map.index", &new, owner)?;
             sync_dir(&storage)?;
         }
         self.st.commit()

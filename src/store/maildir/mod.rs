@@ -7,6 +7,7 @@
 //! nothing below the mail root is read through a symlink (see `store::nofollow`).
 //! [`MaildirWriter`] writes mailboxes back following Dovecot's rules (see `write.rs`).
 
+mod index;
 mod listing;
 mod merge;
 pub mod uidlist;
@@ -41,6 +42,8 @@ pub struct MaildirReader {
     root_fd: DirFd,
     /// The mailbox whose bodies are being read, open.
     open: RefCell<Option<(PathBuf, Rc<MailboxDirs>)>>,
+    /// Problems that did not stop a scan (a skipped file, a damaged index), for the
+    /// backup's warnings.
     warnings: RefCell<Vec<String>>,
     expunged: RefCell<Vec<String>>,
     user: String,
@@ -201,8 +204,10 @@ impl MaildirReader {
     /// See [`StoreReader::signature`]: the names in `new/` and `cur/` (names carry flags,
     /// keyword letters and sizes), `dovecot-uidlist` (UIDs, GUIDs, UIDVALIDITY, next UID,
     /// mailbox GUID) and `dovecot-keywords` byte for byte, and the directory's owner and
-    /// mode, with no `stat` of message files. A message file's own mtime, owner or mode
-    /// changed without a rename is not seen: Maildir files are immutable once delivered.
+    /// mode, with no `stat` of message files; and what Dovecot's index alone holds
+    /// (HIGHESTMODSEQ, the keyword list), which changes with every change Dovecot makes. A
+    /// message file's own mtime, owner or mode changed without a rename is not seen:
+    /// Maildir files are immutable once delivered.
     fn signature_of(&self, mb: &MailboxHandle) -> Result<String> {
         use sha2::{Digest, Sha256};
         let dirs = MailboxDirs::open(&self.root_fd, self.rel(mb))?;
@@ -232,6 +237,7 @@ impl MaildirReader {
             h.update((data.len() as u64).to_le_bytes());
             h.update(&data);
         }
+        h.update(index::signature(&mb.dir));
         let md = dirs.dir.stat()?;
         h.update(md.uid.to_le_bytes());
         h.update(md.gid.to_le_bytes());
@@ -345,21 +351,28 @@ impl StoreReader for MaildirReader {
         }
         let (known, uidnext) =
             assign_uids(&dirs.dir, uidnext, records, &mut snap.files, uidvalidity)?;
-        let msgs = known
+        let mut msgs: Vec<MessageMeta> = known
             .iter()
             .map(|(r, f)| message_meta(r, f, &table))
             .collect();
         let md = dirs.dir.stat()?;
-        let meta = MailboxMeta {
+        let mut meta = MailboxMeta {
             name: mb.name.clone(),
             guid,
             uidvalidity,
             uidnext,
+            highest_modseq: None,
             keywords: table,
             attributes: Vec::new(),
             owner: Some(md.owner()),
             uidlist_header_ext: header_ext.into_iter().map(Name::from_bytes).collect(),
         };
+        if let Err(e) = index::complete(&mb.dir, &mut meta, &mut msgs) {
+            self.warnings.borrow_mut().push(format!(
+                "user {} mailbox {}: Dovecot's index is damaged, so keywords beyond the 26 of dovecot-keywords and MODSEQs are not in the backup: {e}",
+                self.user, mb.name
+            ));
+        }
         Ok((meta, msgs))
     }
 
@@ -556,6 +569,7 @@ fn message_meta(r: &UidRecord, e: &Found, table: &[Name]) -> MessageMeta {
         // The file ctime changes on every rename, link or chmod, so it is not a save date;
         // Maildir keeps the real one only in the (cache) index, which is not read.
         saved: None,
+        modseq: None,
         size_physical: fname.size.or(r.size).unwrap_or(md.len),
         size_virtual: fname.vsize.or(r.vsize),
         pop3_uidl: r.pop3_uidl.clone().map(Name::from_bytes),

@@ -50,28 +50,40 @@ impl MaildirWriter {
 
     /// Directory of a mailbox under `root`.
     pub(super) fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        if name.as_bytes() == b"INBOX" {
-            return root.to_path_buf();
+        let mut p = root.to_path_buf();
+        for c in self.st.loc.mailbox_dir_components(name) {
+            p.push(std::ffi::OsStr::from_bytes(&c));
         }
-        let comps: Vec<Vec<u8>> = name
-            .as_bytes()
-            .split(|&b| b == b'/')
-            .map(|c| self.st.loc.encode_component(c))
-            .collect();
-        match self.st.loc.layout {
-            Layout::MaildirPlusPlus => {
-                let mut n = b".".to_vec();
-                n.extend_from_slice(&comps.join(&b'.'));
-                root.join(std::ffi::OsStr::from_bytes(&n))
-            }
-            Layout::Fs => {
-                let mut p = root.to_path_buf();
-                for c in comps {
-                    p.push(std::ffi::OsStr::from_bytes(&c));
-                }
-                p
-            }
-        }
+        p
+    }
+
+    /// See [`crate::store::Writer::live_state`]: the uidlist's UIDVALIDITY and next UID,
+    /// and the index's HIGHESTMODSEQ (a damaged index tells none).
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+        let dir = self.mailbox_dir(&self.st.root, name);
+        let path = dir.join("dovecot-uidlist");
+        let ul = match fs::read(&path) {
+            Ok(d) => Some(uidlist::parse(&d).map_err(|e| Error::store(&path, e))?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let index = crate::store::dbox::index::MailIndex::read(&dir, "dovecot.index")
+            .ok()
+            .flatten();
+        let (uidvalidity, uidnext) = match (&ul, &index) {
+            (Some(ul), _) => (ul.uidvalidity, ul.effective_next_uid()),
+            (None, Some(i)) => (i.uid_validity, i.next_uid),
+            (None, None) => return Ok(None),
+        };
+        let highest_modseq = index
+            .filter(|i| i.uid_validity == uidvalidity)
+            .map(|i| i.highest_modseq)
+            .filter(|&h| h > 0);
+        Ok(Some(crate::continuity::Known {
+            uidvalidity,
+            uidnext,
+            highest_modseq,
+        }))
     }
 
     /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
@@ -231,7 +243,9 @@ impl StoreWriter for MaildirWriter {
                 .write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
         }
 
+        let table = super::index::table_for(meta, messages);
         let mut stats = WriteStats::default();
+        let mut written_msgs: Vec<&MessageMeta> = Vec::with_capacity(messages.len());
         let mut records: Vec<UidRecord> = Vec::with_capacity(messages.len());
         let mut written: HashMap<(String, Timestamp, Option<Owner>), PathBuf> = HashMap::new();
         let mut used_bases: std::collections::HashSet<Vec<u8>> = Default::default();
@@ -242,7 +256,7 @@ impl StoreWriter for MaildirWriter {
             }
             let md = msg.maildir.clone().unwrap_or_default();
             // File name: the original when safe, else a new one (GUID kept in the uidlist).
-            let letters = info_letters(msg, &meta.keywords);
+            let letters = info_letters(msg, &table);
             let orig = safe_filename(md.filename.as_bytes())
                 .filter(|n| !used_bases.contains(parse_filename(n).base));
             let filename: Vec<u8> = match orig {
@@ -286,6 +300,7 @@ impl StoreWriter for MaildirWriter {
             }
             stats.messages += 1;
             stats.bytes += msg.content.size;
+            written_msgs.push(msg);
             let guid =
                 (msg.guid.as_bytes() != base.as_slice()).then(|| msg.guid.as_bytes().to_vec());
             records.push(UidRecord {
@@ -316,8 +331,16 @@ impl StoreWriter for MaildirWriter {
             sync_dir(&work.join(sub))?;
         }
         records.sort_by_key(|r| r.uid);
+        // A mailbox without UIDVALIDITY (a side folder, or one Dovecot never opened) gets
+        // the root counter's next; one restored with its own raises the counter to it.
+        let uidvalidity = if meta.uidvalidity == 0 {
+            self.st.next_uidvalidity()?
+        } else {
+            self.st.raise_uidvalidity(meta.uidvalidity)?;
+            meta.uidvalidity
+        };
         let ul = Uidlist {
-            uidvalidity: meta.uidvalidity,
+            uidvalidity,
             next_uid: meta
                 .uidnext
                 .max(records.last().map(|r| r.uid.saturating_add(1)).unwrap_or(1)),
@@ -329,21 +352,31 @@ impl StoreWriter for MaildirWriter {
                 .collect(),
             records,
         };
-        if !meta.keywords.is_empty() {
+        let lettered = &table[..table.len().min(super::index::LETTERS)];
+        if !lettered.is_empty() {
             self.st.write_atomic(
                 &work.join("dovecot-keywords"),
-                &uidlist::render_keywords(&meta.keywords),
+                &uidlist::render_keywords(lettered),
                 dir_owner,
                 0o600,
             )?;
         }
-        if ul.uidvalidity != 0 {
-            self.st.write_atomic(
-                &work.join("dovecot-uidlist"),
-                &uidlist::render(&ul),
-                dir_owner,
-                0o600,
-            )?;
+        self.st.write_atomic(
+            &work.join("dovecot-uidlist"),
+            &uidlist::render(&ul),
+            dir_owner,
+            0o600,
+        )?;
+        // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
+        if let Some(ix) = super::index::index_for(
+            &table,
+            meta.highest_modseq,
+            &written_msgs,
+            ul.uidvalidity,
+            ul.next_uid,
+        ) {
+            self.st
+                .write_index_files(&work, "dovecot.index", &ix, dir_owner)?;
         }
         sync_dir(&work)?;
         if staged {
