@@ -551,7 +551,7 @@ fn backup_user<W: Write>(
     // The METADATA dictionary names mailboxes by GUID; its bytes are part of every
     // mailbox's signature. Signatures are taken before the scan, so that a change during
     // the backup makes the next incremental read the mailbox again.
-    let dict_path = opts.location.attribute_file_of(user);
+    let dict_path = opts.location.attribute_file_of(user)?;
     let dict = match &dict_path {
         Some(p) => match std::fs::read(p) {
             Ok(d) => Some(d),

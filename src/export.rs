@@ -72,7 +72,9 @@ fn selected(chain: &Chain, at: usize, opts: &ExportOptions) -> Result<Vec<Mailbo
         {
             continue;
         }
-        out.push(a.catalog(i)?);
+        let cat = a.catalog(i)?;
+        crate::restore::check_control_fields(&cat, &cat.messages)?;
+        out.push(cat);
     }
     if out.is_empty() {
         return Err(Error::NotFound(match &opts.mailbox {

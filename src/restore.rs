@@ -22,7 +22,7 @@ use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
-use crate::model::{MailboxMeta, Name};
+use crate::model::{MailboxMeta, Name, UserMeta, grammar};
 use crate::progress::{Event, Progress};
 use crate::select::Selection;
 use crate::store::Writer;
@@ -140,6 +140,33 @@ fn state_catalog(archive: &Archive, i: usize) -> Result<MailboxRecord> {
     Ok(c)
 }
 
+/// Check the archived metadata of mailbox `cat` and of `records` that a restore or an
+/// export writes into Dovecot's control files against their grammar
+/// ([`crate::model::grammar`]), before anything is written.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the mailbox or message and the value.
+pub fn check_control_fields<'a>(
+    cat: &MailboxRecord,
+    records: impl IntoIterator<Item = &'a MessageRecord>,
+) -> Result<()> {
+    let mailbox = || format!("user {} mailbox {}", cat.user, cat.mailbox.name);
+    grammar::check_mailbox(&cat.mailbox).map_err(|e| Error::corrupt(mailbox(), e))?;
+    for r in records {
+        grammar::check_message(&r.message)
+            .map_err(|e| Error::corrupt(crate::chain::record_item(cat, r), e))?;
+    }
+    Ok(())
+}
+
+/// [`check_control_fields`] for a user's own metadata (subscriptions, server METADATA).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the user and the value.
+pub fn check_user_fields(u: &UserMeta) -> Result<()> {
+    grammar::check_user(u).map_err(|e| Error::corrupt(format!("user {}", u.name), e))
+}
+
 fn side_name(prefix: &str, name: &Name) -> Name {
     let mut n = prefix.trim_end_matches('/').as_bytes().to_vec();
     n.push(b'/');
@@ -229,6 +256,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         }
     }
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
+    let mut users_checked = std::collections::HashSet::new();
     let mut missing = Vec::new();
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, Writer> = BTreeMap::new();
@@ -274,6 +302,13 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             cat.mailbox.name.clone()
         };
         check_mailbox_name(&target_name, &item)?;
+        check_control_fields(&cat, chosen.iter().copied())?;
+        if !users_checked.contains(&cat.user)
+            && let Some(u) = archive.dir.users.iter().find(|u| u.name == cat.user)
+        {
+            check_user_fields(u)?;
+            users_checked.insert(cat.user.clone());
+        }
         if !writers.contains_key(&target) {
             writers.insert(
                 target.clone(),

@@ -8,6 +8,7 @@ mod dbox;
 mod dovecot;
 mod fidelity;
 mod format_vectors;
+mod hostile;
 mod incremental;
 mod live_restore;
 mod util;
