@@ -28,6 +28,7 @@ pub mod chain;
 pub mod error;
 pub mod export;
 pub mod format;
+pub mod fuzzing;
 pub mod headers;
 pub mod inspect;
 pub mod merge;

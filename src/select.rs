@@ -300,7 +300,10 @@ mod tests {
         let pattern = "*a".repeat(40) + "b";
         let name = "a".repeat(80);
         assert!(!glob_match(pattern.as_bytes(), name.as_bytes()));
-        assert!(glob_match(pattern.as_bytes(), format!("{name}b").as_bytes()));
+        assert!(glob_match(
+            pattern.as_bytes(),
+            format!("{name}b").as_bytes()
+        ));
         let pct = "%a".repeat(40) + "b";
         assert!(!glob_match(pct.as_bytes(), name.as_bytes()));
         assert!(!glob_match(pct.as_bytes(), format!("a/{name}b").as_bytes()));

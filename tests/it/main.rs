@@ -8,6 +8,7 @@ mod dbox;
 mod dovecot;
 mod fidelity;
 mod format_vectors;
+mod fuzz;
 mod hostile;
 mod incremental;
 mod live_restore;
