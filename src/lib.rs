@@ -33,6 +33,7 @@ pub mod headers;
 pub mod inspect;
 pub mod merge;
 pub mod model;
+pub mod output;
 pub mod progress;
 pub mod restore;
 pub mod select;

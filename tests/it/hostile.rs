@@ -370,3 +370,196 @@ pub(crate) fn jail(ws: &Workspace) -> PathBuf {
     fs::create_dir_all(&j).unwrap();
     j
 }
+
+/// What is at `p`, without following a symbolic link.
+fn kind_of(p: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(p) {
+        Err(_) => "missing",
+        Ok(m) if m.file_type().is_symlink() => "symlink",
+        Ok(m) if m.file_type().is_fifo() => "fifo",
+        Ok(m) if m.file_type().is_char_device() => "char device",
+        Ok(m) if m.is_file() => "file",
+        Ok(m) if m.is_dir() => "dir",
+        Ok(_) => "other",
+    }
+}
+
+/// Names of the entries of `dir`, sorted (to see that no temporary file is left).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `backup` or `merge` command lines writing to `-o OUT` (`a` is an archive to merge).
+fn writer_cmds(store: &Path, a: &Path, out: &Path) -> Vec<(&'static str, std::process::Command)> {
+    let mut backup = crate::cli::backup_cmd(store);
+    backup.args(["--all-users", "--quiet", "-o"]).arg(out);
+    let mut merge = maildump();
+    merge.arg("merge").arg(a).args(["--quiet", "-o"]).arg(out);
+    vec![("backup", backup), ("merge", merge)]
+}
+
+/// Issue 13 item 4, FIFO and character device: `-o` writes into them in place (no
+/// temporary file, no rename); the reader of the FIFO gets the whole archive, and both
+/// are still what they were.
+#[test]
+fn output_to_a_fifo_or_device_is_written_in_place() {
+    use std::process::{Command, Stdio};
+    assert!(
+        crate::util::is_root(),
+        "this test makes a device node and must run as root"
+    );
+    let ws = Workspace::new();
+    let store = crate::cli::fixture_copy(&ws);
+    let a = crate::cli::backup_fixture(&ws);
+    let dir = ws.join("out");
+    fs::create_dir(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    crate::util::run_ok(Command::new("mkfifo").arg(&fifo));
+    // Our own null device (as /dev/null: major 1, minor 3), not the machine's.
+    let null = dir.join("null");
+    crate::util::run_ok(Command::new("mknod").arg(&null).args(["c", "1", "3"]));
+    for (what, mut cmd) in writer_cmds(&store, &a, &fifo) {
+        let got = ws.join(format!("{what}-from-fifo.mdump"));
+        let mut reader = Command::new("sh")
+            .arg("-c")
+            .arg("exec cat \"$0\" > \"$1\"")
+            .arg(&fifo)
+            .arg(&got)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = run(&mut cmd);
+        let replaced = kind_of(&fifo) != "fifo";
+        if replaced {
+            reader.kill().unwrap(); // It would wait for a writer forever.
+        }
+        let waited = reader.wait().unwrap();
+        assert!(
+            !replaced,
+            "{what}: the FIFO was replaced by a {}",
+            kind_of(&fifo)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(waited.success());
+        crate::util::run_ok(maildump().arg("verify").arg(&got));
+        assert_eq!(names_in(&dir), ["fifo", "null"], "{what}");
+    }
+    for (what, mut cmd) in writer_cmds(&store, &a, &null) {
+        let out = run(&mut cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(kind_of(&null), "char device", "{what}");
+        assert_eq!(names_in(&dir), ["fifo", "null"], "{what}");
+    }
+    // Export to a FIFO works the same way (an mbox to a pipe).
+    let got = ws.join("export.mbox");
+    let mut reader = Command::new("sh")
+        .arg("-c")
+        .arg("exec cat \"$0\" > \"$1\"")
+        .arg(&fifo)
+        .arg(&got)
+        .spawn()
+        .unwrap();
+    let out = run(maildump()
+        .arg("export")
+        .arg(&a)
+        .args([
+            "--user",
+            "bob",
+            "--mailbox",
+            "INBOX",
+            "--format",
+            "mbox",
+            "--quiet",
+            "-o",
+        ])
+        .arg(&fifo));
+    let replaced = kind_of(&fifo) != "fifo";
+    if replaced || !out.status.success() {
+        reader.kill().unwrap();
+    }
+    reader.wait().unwrap();
+    assert!(!replaced);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&got).unwrap().matches("\nFrom ").count() + 1,
+        2
+    );
+}
+
+/// Issue 13 item 4, symbolic links: `-o LINK` is refused (exit 2, naming it), whether the
+/// link points to an archive, to a file elsewhere or nowhere; nothing at either end changes.
+/// Writing through it would let whoever can plant a link in the output directory choose
+/// what a backup running as root overwrites.
+#[test]
+fn output_to_a_symlink_is_refused() {
+    let ws = Workspace::new();
+    let store = crate::cli::fixture_copy(&ws);
+    let a = crate::cli::backup_fixture(&ws);
+    let dir = ws.join("out");
+    let elsewhere = ws.join("elsewhere");
+    fs::create_dir_all(&dir).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("victim"), "precious\n").unwrap();
+    let link = dir.join("link.mdump");
+    for target in [elsewhere.join("victim"), elsewhere.join("nothing-here")] {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let before = (tree_listing(&dir), tree_listing(&elsewhere));
+        let mut cmds = writer_cmds(&store, &a, &link);
+        let mut export = maildump();
+        export
+            .arg("export")
+            .arg(&a)
+            .args([
+                "--user",
+                "bob",
+                "--mailbox",
+                "INBOX",
+                "--format",
+                "mbox",
+                "-o",
+            ])
+            .arg(&link);
+        cmds.push(("export", export));
+        for (what, mut cmd) in cmds {
+            let out = run(&mut cmd);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{}: is a symbolic link; refused", link.display())),
+                "{what}: {stderr}"
+            );
+            assert_eq!(kind_of(&link), "symlink");
+            assert_eq!(
+                before,
+                (tree_listing(&dir), tree_listing(&elsewhere)),
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("victim")).unwrap(),
+        "precious\n"
+    );
+}
