@@ -758,7 +758,7 @@ fn backup_user<W: Write>(
                 };
                 stats.unread += 1;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -766,7 +766,7 @@ fn backup_user<W: Write>(
                 let rec = w.add_unread(msg);
                 stats.unread += 1;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -775,7 +775,7 @@ fn backup_user<W: Write>(
             if let Some(prev) = msg.storage_key.and_then(|k| shared.get(&k)) {
                 let rec = w.add_copy(&user_name, &meta.name, msg, prev)?;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -849,7 +849,7 @@ fn backup_user<W: Write>(
                 shared.insert(k, rec.clone());
             }
             stats.messages += 1;
-            stats.bytes += rec.message.content.size;
+            stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
             if stats.messages.is_multiple_of(256) {
                 progress.event(&Event::Bytes {
                     bytes: stats.bytes,

@@ -507,14 +507,18 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))?;
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
-    if !index_ok {
-        rep.damage.extend(
-            archive
-                .damage
-                .iter()
-                .filter(|d| !s.damage.contains(d))
-                .cloned(),
-        );
+    // Damage found while opening: a version disagreement, and without an index what the
+    // rebuild could not find.
+    rep.damage.extend(
+        archive
+            .damage
+            .iter()
+            .filter(|d| !s.damage.contains(d))
+            .cloned(),
+    );
+    if index_ok {
+        rep.damage
+            .extend(frame_table_damage(&archive.dir.frames, &s.frames));
     }
     let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> = s
         .members
@@ -522,13 +526,6 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         .filter(|m| m.kind == crate::format::tar::EntryType::Regular)
         .map(|m| (m.loc, m))
         .collect();
-    if index_ok && s.frames.len() != archive.dir.frames.len() {
-        rep.damage.push(format!(
-            "frame table: index lists {} data frames, the file holds {}",
-            archive.dir.frames.len(),
-            s.frames.len()
-        ));
-    }
     let mut bodies = std::collections::HashSet::new();
     let blobs: HashMap<&String, ()> = archive.dir.blobs.iter().map(|b| (&b.sha256, ())).collect();
     // Blobs first, so that each message whose attachment is damaged can be named.
@@ -623,6 +620,38 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     rep.bodies = bodies.len() as u64;
     rep.damage.dedup();
     Ok(rep)
+}
+
+/// Where the index's frame table (what `cat` and `restore` rely on to find and decompress
+/// a frame) disagrees with the frames a scan found: count, offset, compressed and
+/// decompressed length. A frame the scan could not decompress is damage reported by the
+/// scan itself.
+fn frame_table_damage(
+    table: &[crate::format::index::FrameEntry],
+    found: &[crate::format::index::FrameEntry],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if table.len() != found.len() {
+        out.push(format!(
+            "frame table: index lists {} data frames, the file holds {}",
+            table.len(),
+            found.len()
+        ));
+    }
+    for (i, (t, f)) in table.iter().zip(found).enumerate() {
+        if (t.offset, t.csize) != (f.offset, f.csize) {
+            out.push(format!(
+                "frame {i}: the index says offset {} and {} bytes, the file has offset {} and {} bytes",
+                t.offset, t.csize, f.offset, f.csize
+            ));
+        } else if f.usize != 0 && t.usize != f.usize {
+            out.push(format!(
+                "frame {i} at offset {}: the index says {} bytes decompressed, the frame holds {}",
+                t.offset, t.usize, f.usize
+            ));
+        }
+    }
+    out
 }
 
 /// Check that every message of every archive of `chain` whose bytes are in another archive

@@ -271,9 +271,13 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         if chosen.is_empty() && !sel.whole_mailboxes() {
             continue;
         }
-        // Bytes must be in the chain before anything is written.
+        // Bytes must be in the chain before anything is written. Bytes this archive
+        // should hold but lost to damage (a frame lost, no index) are not missing from
+        // the chain: those messages are restored as lost, and named.
+        let damaged = !archive.damage.is_empty();
         for r in &chosen {
-            if chain.resolve(at, &cat, r).is_none() {
+            let lost_here = damaged && !r.is_external();
+            if !lost_here && chain.resolve(at, &cat, r).is_none() {
                 if missing.len() < 5 {
                     missing.push(format!(
                         "user {} mailbox {} UID {}: {}",
@@ -499,12 +503,14 @@ pub fn restore(
                 };
                 let item = format!("user {user} mailbox {name} UID {uid}");
                 let Some(res) = res else {
-                    lost.push(format!("{item}: message bytes are not in the archive"));
+                    lost.push(format!(
+                        "{item}: message bytes lost to damage in the archive; not restored"
+                    ));
                     return Ok(false);
                 };
                 match chain.copy(&mut cursors, res, &item, out) {
                     Ok(()) => {
-                        bytes_done += res.size;
+                        bytes_done = bytes_done.saturating_add(res.size);
                         progress.event(&Event::Bytes {
                             bytes: bytes_done,
                             messages: i as u64 + 1,
@@ -561,7 +567,7 @@ pub fn restore(
                 stats.present += rep.present.len() as u64;
                 if !dry_run {
                     stats.messages += rep.added.len() as u64;
-                    stats.bytes += rep.bytes;
+                    stats.bytes = stats.bytes.saturating_add(rep.bytes);
                     stats.lost += rep.lost;
                 }
             } else if dry_run {
@@ -581,7 +587,7 @@ pub fn restore(
                     .report
                     .push(format!("created {where_} with {} messages", ws.messages));
                 stats.messages += ws.messages;
-                stats.bytes += ws.bytes;
+                stats.bytes = stats.bytes.saturating_add(ws.bytes);
                 stats.lost += ws.lost;
                 new_names.push(meta.name.clone());
                 if let Some(g) = &meta.guid {

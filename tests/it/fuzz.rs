@@ -59,7 +59,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
             }
             4 if len > 0 => {
                 let i = rng.below(len);
-                let n = rng.below(len - i).min(64).max(1);
+                let n = rng.below(len - i).clamp(1, 64);
                 let chunk = m[i..i + n].to_vec();
                 let at = rng.below(len + 1);
                 m.splice(at..at, chunk);

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use maildump::format::index::{Manifest, MessageRecord, Source};
 use maildump::format::writer::{ArchiveWriter, WriterOptions};
@@ -66,8 +66,20 @@ pub(crate) fn inbox() -> MailboxMeta {
 pub(crate) fn hostile_archive(
     path: &Path,
     user: UserMeta,
+    mailbox: MailboxMeta,
+    messages: Vec<MessageMeta>,
+) {
+    tampered_archive(path, user, mailbox, messages, |_| {});
+}
+
+/// [`hostile_archive`], with `tamper` changing the records the writer made before they
+/// go into the mailbox's catalog (e.g. a size that lies).
+pub(crate) fn tampered_archive(
+    path: &Path,
+    user: UserMeta,
     mut mailbox: MailboxMeta,
     messages: Vec<MessageMeta>,
+    tamper: impl FnOnce(&mut Vec<MessageRecord>),
 ) {
     let manifest = Manifest {
         format: "maildump".into(),
@@ -90,7 +102,7 @@ pub(crate) fn hostile_archive(
     let file = fs::File::create(path).unwrap();
     let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
     let u = user.name.clone();
-    let recs: Vec<MessageRecord> = messages
+    let mut recs: Vec<MessageRecord> = messages
         .into_iter()
         .map(|m| {
             w.add_message(
@@ -110,6 +122,7 @@ pub(crate) fn hostile_archive(
         .max()
         .unwrap_or(1)
         .max(mailbox.uidnext);
+    tamper(&mut recs);
     let name = mailbox.name.clone();
     w.add_mailbox(&u, mailbox, recs, vec![], None).unwrap();
     w.add_user(user, vec![name]).unwrap();
@@ -362,13 +375,6 @@ fn control_file_injection_from_mailbox_and_user_metadata_is_refused() {
         }
     }
     assert_eq!(checked, 12);
-}
-
-/// Paths of the workspace for a test's own use.
-pub(crate) fn jail(ws: &Workspace) -> PathBuf {
-    let j = ws.join("jail");
-    fs::create_dir_all(&j).unwrap();
-    j
 }
 
 /// What is at `p`, without following a symbolic link.

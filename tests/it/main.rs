@@ -12,5 +12,6 @@ mod fuzz;
 mod hostile;
 mod incremental;
 mod live_restore;
+mod untrusted;
 mod util;
 mod vanish;
