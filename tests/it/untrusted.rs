@@ -129,6 +129,7 @@ fn cat_never_writes_a_byte_outside_the_member() {
     let ws = Workspace::new();
     let a = ws.join("a.mdump");
     three(&a, |recs| recs[0].message.content.size = 5000);
+    let uid1 = ["--user", "alice", "--mailbox", "INBOX", "--uid", "1"];
     let (code, out, err) = md(
         &["cat"],
         &a,
@@ -172,6 +173,13 @@ fn cat_never_writes_a_byte_outside_the_member() {
         .unwrap()
         .collect();
     assert_eq!(cur.len(), 2);
+    // A hash that lies (intact frames, the member as long as the record says): cat checks
+    // the message before writing any of it.
+    three(&a, |recs| recs[0].message.content.sha256 = "00".repeat(32));
+    let (code, out, err) = md(&["cat"], &a, &uid1);
+    assert_eq!(code, 4, "{err}");
+    assert!(out.is_empty(), "cat wrote {} bytes", out.len());
+    assert!(err.contains("UID 1: SHA-256 mismatch"), "{err}");
 }
 
 /// Issue 13 item 6: the index's `catalog_len` is checked against the index before
