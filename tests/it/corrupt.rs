@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::util::{Workspace, maildump, run, run_ok};
 
 /// The fixture backed up with tiny frames, so damage can hit one frame among many.
-fn small_frame_archive(ws: &Workspace) -> PathBuf {
+pub(crate) fn small_frame_archive(ws: &Workspace) -> PathBuf {
     let store = crate::cli::fixture_copy(ws);
     let a = ws.join("small.mdump");
     run_ok(

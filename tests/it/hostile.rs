@@ -410,12 +410,43 @@ fn writer_cmds(store: &Path, a: &Path, out: &Path) -> Vec<(&'static str, std::pr
     vec![("backup", backup), ("merge", merge)]
 }
 
+/// A reader of the FIFO `fifo` copying what it gets to `got` (`cat` itself, so that
+/// killing it ends the reader).
+fn fifo_reader(fifo: &Path, got: &Path) -> std::process::Child {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec cat \"$0\" > \"$1\"")
+        .arg(fifo)
+        .arg(got)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `maildump export A --user bob --mailbox INBOX --format mbox -o OUT`.
+fn export_mbox(a: &Path, out: &Path) -> std::process::Command {
+    let mut c = maildump();
+    c.arg("export")
+        .arg(a)
+        .args([
+            "--user",
+            "bob",
+            "--mailbox",
+            "INBOX",
+            "--format",
+            "mbox",
+            "-o",
+        ])
+        .arg(out);
+    c
+}
+
 /// Issue 13 item 4, FIFO and character device: `-o` writes into them in place (no
 /// temporary file, no rename); the reader of the FIFO gets the whole archive, and both
 /// are still what they were.
 #[test]
 fn output_to_a_fifo_or_device_is_written_in_place() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     assert!(
         crate::util::is_root(),
         "this test makes a device node and must run as root"
@@ -432,14 +463,7 @@ fn output_to_a_fifo_or_device_is_written_in_place() {
     crate::util::run_ok(Command::new("mknod").arg(&null).args(["c", "1", "3"]));
     for (what, mut cmd) in writer_cmds(&store, &a, &fifo) {
         let got = ws.join(format!("{what}-from-fifo.mdump"));
-        let mut reader = Command::new("sh")
-            .arg("-c")
-            .arg("exec cat \"$0\" > \"$1\"")
-            .arg(&fifo)
-            .arg(&got)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut reader = fifo_reader(&fifo, &got);
         let out = run(&mut cmd);
         let replaced = kind_of(&fifo) != "fifo";
         if replaced {
@@ -474,27 +498,8 @@ fn output_to_a_fifo_or_device_is_written_in_place() {
     }
     // Export to a FIFO works the same way (an mbox to a pipe).
     let got = ws.join("export.mbox");
-    let mut reader = Command::new("sh")
-        .arg("-c")
-        .arg("exec cat \"$0\" > \"$1\"")
-        .arg(&fifo)
-        .arg(&got)
-        .spawn()
-        .unwrap();
-    let out = run(maildump()
-        .arg("export")
-        .arg(&a)
-        .args([
-            "--user",
-            "bob",
-            "--mailbox",
-            "INBOX",
-            "--format",
-            "mbox",
-            "--quiet",
-            "-o",
-        ])
-        .arg(&fifo));
+    let mut reader = fifo_reader(&fifo, &got);
+    let out = run(&mut export_mbox(&a, &fifo));
     let replaced = kind_of(&fifo) != "fifo";
     if replaced || !out.status.success() {
         reader.kill().unwrap();
@@ -533,21 +538,7 @@ fn output_to_a_symlink_is_refused() {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let before = (tree_listing(&dir), tree_listing(&elsewhere));
         let mut cmds = writer_cmds(&store, &a, &link);
-        let mut export = maildump();
-        export
-            .arg("export")
-            .arg(&a)
-            .args([
-                "--user",
-                "bob",
-                "--mailbox",
-                "INBOX",
-                "--format",
-                "mbox",
-                "-o",
-            ])
-            .arg(&link);
-        cmds.push(("export", export));
+        cmds.push(("export", export_mbox(&a, &link)));
         for (what, mut cmd) in cmds {
             let out = run(&mut cmd);
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,7 +3,7 @@
 //! changes.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -208,26 +208,6 @@ fn a_catalog_length_past_the_index_is_refused_before_allocating() {
     assert!(String::from_utf8_lossy(&out).contains("extends past the end of the index"));
 }
 
-/// An archive of the fixture store with tiny frames (many data frames).
-fn small_frames(ws: &Workspace) -> PathBuf {
-    let store = crate::cli::fixture_copy(ws);
-    let a = ws.join("small.mdump");
-    crate::util::run_ok(
-        crate::cli::backup_cmd(&store)
-            .args([
-                "--all-users",
-                "--quiet",
-                "--threads",
-                "1",
-                "--frame-target",
-                "1024",
-                "-o",
-            ])
-            .arg(&a),
-    );
-    a
-}
-
 /// Issue 13 item 8: one flipped bit in the HEADER's or the FOOTER's major version made the
 /// whole archive unreadable (exit 5) although the other copy and the manifest say 1. A
 /// disagreement is damage: readers go on with the version two copies agree on (list exit
@@ -236,7 +216,7 @@ fn small_frames(ws: &Workspace) -> PathBuf {
 #[test]
 fn a_version_disagreement_is_damage_not_an_unknown_version() {
     let ws = Workspace::new();
-    let good = small_frames(&ws);
+    let good = crate::corrupt::small_frame_archive(&ws);
     let b = fs::read(&good).unwrap();
     let foot = b.len() - 72 + 8 + 8;
     let a = ws.join("v.mdump");
@@ -329,7 +309,7 @@ fn a_version_disagreement_is_damage_not_an_unknown_version() {
 #[test]
 fn verify_checks_the_frame_table_cat_relies_on() {
     let ws = Workspace::new();
-    let a = small_frames(&ws);
+    let a = crate::corrupt::small_frame_archive(&ws);
     rewrite_directory(&a, |j| {
         let f = &mut j["frames"][2]["usize"];
         *f = (f.as_u64().unwrap() + 1).into();
@@ -350,7 +330,7 @@ fn verify_checks_the_frame_table_cat_relies_on() {
 #[test]
 fn no_footer_and_a_damaged_frame_still_restore_every_intact_message() {
     let ws = Workspace::new();
-    let a = small_frames(&ws);
+    let a = crate::corrupt::small_frame_archive(&ws);
     let listing =
         String::from_utf8(crate::util::run_ok(maildump().args(["list", "--json"]).arg(&a)).stdout)
             .unwrap();
