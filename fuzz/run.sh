@@ -16,6 +16,9 @@
 # is installed with `cargo install cargo-fuzz --locked` when missing. Runs at nice 19.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+if [ "${1:-}" = "--reproduce" ]; then
+    input=$(realpath "${3:?input file}")
+fi
 cd "$here"
 RUNS="${RUNS:-10000000}"
 MAX_LEN="${MAX_LEN:-65536}"
@@ -26,7 +29,7 @@ fuzz=(nice -n 19 cargo fuzz)
 build=(--sanitizer none --debug-assertions)
 
 if [ "${1:-}" = "--reproduce" ]; then
-    t="${2:?target}" input="${3:?input file}"
+    t="${2:?target}"
     "${fuzz[@]}" run "${build[@]}" "$t" "$input"
     exit
 fi

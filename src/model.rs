@@ -636,8 +636,10 @@ pub mod grammar {
                 !f.is_empty() && f != b"." && f != b".." && is_line_text(f) && !f.contains(&b'/');
             need(ok, "Maildir file name", f, "is not one file name")?;
             for x in &md.uidlist_ext {
-                let ok = is_token(x.as_bytes()) && !x.is_empty() && !x.as_bytes().starts_with(b":");
-                need(ok, "uidlist field", x.as_bytes(), "is not one token")?;
+                // Dovecot keeps extension fields whose key is A..Z only.
+                let ok = is_token(x.as_bytes())
+                    && x.as_bytes().first().is_some_and(u8::is_ascii_uppercase);
+                need(ok, "uidlist field", x.as_bytes(), "is not one token starting with A-Z")?;
             }
         }
         need(

@@ -242,7 +242,7 @@ fn hostile_messages() -> Vec<(&'static str, MessageMeta, &'static str)> {
     v.push((
         "uidlist ext",
         m,
-        r#"UID 1: uidlist field "X1\n99 :injected" is not one token"#,
+        r#"UID 1: uidlist field "X1\n99 :injected" is not one token starting with A-Z"#,
     ));
     let mut m = plain(1);
     if let Some(md) = &mut m.maildir {
