@@ -639,7 +639,12 @@ pub mod grammar {
                 // Dovecot keeps extension fields whose key is A..Z only.
                 let ok = is_token(x.as_bytes())
                     && x.as_bytes().first().is_some_and(u8::is_ascii_uppercase);
-                need(ok, "uidlist field", x.as_bytes(), "is not one token starting with A-Z")?;
+                need(
+                    ok,
+                    "uidlist field",
+                    x.as_bytes(),
+                    "is not one token starting with A-Z",
+                )?;
             }
         }
         need(

@@ -532,7 +532,7 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         hasher.update(&ih[8..]);
         let mut left = idx_len - head;
         let mut pos = idx_off + head;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; (1usize << 20).min(usize::try_from(left).unwrap_or(0))];
         while left > 0 {
             let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             read_exact_at(file, &mut buf[..n], pos, "index")?;
@@ -881,7 +881,8 @@ fn cstr(b: &[u8]) -> &[u8] {
 /// Find the next plausible frame start at or after `from` (zstd or skippable magic).
 fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
     let mut pos = from;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf =
+        vec![0u8; (1usize << 20).min(usize::try_from(len.saturating_sub(from)).unwrap_or(0))];
     while pos + 4 <= len {
         let n = buf
             .len()
@@ -927,6 +928,9 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
         damage: Vec::new(),
     };
     let mut frame_no: u32 = 0;
+    // One decompression context for every frame (creating one costs more than decoding
+    // a small frame).
+    let mut dctx = zstd::zstd_safe::DCtx::create();
     while pos < len {
         let mut magic = [0u8; 8];
         let have = (len - pos).min(8) as usize;
@@ -986,8 +990,10 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                     BufReader::with_capacity(1 << 16, f)
                 };
                 let r = (|| -> io::Result<Vec<u8>> {
-                    let mut dec =
-                        zstd::stream::read::Decoder::with_buffer(&mut reader)?.single_frame();
+                    dctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly)
+                        .map_err(|c| io::Error::other(zstd::zstd_safe::get_error_name(c)))?;
+                    let mut dec = zstd::stream::read::Decoder::with_context(&mut reader, &mut dctx)
+                        .single_frame();
                     let mut data = Vec::new();
                     (&mut dec).take(FRAME_LIMIT + 1).read_to_end(&mut data)?;
                     if data.len() as u64 > FRAME_LIMIT {
