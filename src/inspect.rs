@@ -527,7 +527,12 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         .map(|m| (m.loc, m))
         .collect();
     let mut bodies = std::collections::HashSet::new();
-    let blobs: HashMap<&String, ()> = archive.dir.blobs.iter().map(|b| (&b.sha256, ())).collect();
+    let blob_sizes: HashMap<&str, u64> = archive
+        .dir
+        .blobs
+        .iter()
+        .map(|b| (b.sha256.as_str(), b.size))
+        .collect();
     // Blobs first, so that each message whose attachment is damaged can be named.
     let mut bad_blobs = std::collections::HashSet::new();
     for b in &archive.dir.blobs {
@@ -602,24 +607,46 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                     }
                 }
             }
-            // Blobs (attachments stored once): in this archive, or (an incremental) in its
-            // chain, which `verify A B C` checks.
-            for sha in r.message.content.blob_shas() {
-                if bad_blobs.contains(sha) {
-                    rep.damage
-                        .push(format!("{item}: its attachment (blob {sha}) is damaged"));
-                } else if !blobs.contains_key(sha) && archive.manifest().parent.is_none() {
-                    rep.damage.push(format!(
-                        "{item}: its attachment (blob {sha}) is not in the archive"
-                    ));
-                }
-            }
+            let full = archive.manifest().parent.is_none();
+            rep.damage
+                .extend(parts_damage(&item, r, &blob_sizes, &bad_blobs, full));
         }
     }
     rep.blobs = archive.dir.blobs.len() as u64;
     rep.bodies = bodies.len() as u64;
     rep.damage.dedup();
     Ok(rep)
+}
+
+/// What is wrong with the parts of a message stored in parts (1.2) as `cat` will put it
+/// together: part lists that do not fit the data member or the blobs, damaged blobs, and
+/// (in a full archive, `full`) blobs the archive does not hold; in an incremental they are
+/// in its chain, which `verify A B C` checks.
+fn parts_damage(
+    item: &str,
+    r: &MessageRecord,
+    blob_sizes: &HashMap<&str, u64>,
+    bad_blobs: &std::collections::HashSet<String>,
+    full: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let c = &r.message.content;
+    if let Some(d) = &c.data {
+        let size_of = |sha: &str| blob_sizes.get(sha).copied();
+        if let Err(e) = crate::format::parts::check_layout(&c.parts, d.size, &size_of) {
+            out.push(format!("{item}: its parts do not fit: {e}"));
+        }
+    }
+    for sha in c.blob_shas() {
+        if bad_blobs.contains(sha) {
+            out.push(format!("{item}: its attachment (blob {sha}) is damaged"));
+        } else if !blob_sizes.contains_key(sha.as_str()) && full {
+            out.push(format!(
+                "{item}: its attachment (blob {sha}) is not in the archive"
+            ));
+        }
+    }
+    out
 }
 
 /// Where the index's frame table (what `cat` and `restore` rely on to find and decompress

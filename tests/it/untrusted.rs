@@ -390,3 +390,59 @@ fn no_footer_and_a_damaged_frame_still_restore_every_intact_message() {
     }
     panic!("no flip hit a message body");
 }
+
+/// Issue 13 item 8, messages stored in parts (1.2): a catalog whose part list does not fit
+/// its data member (a range one byte too long) passed verify, and cat could not put the
+/// message together. verify now checks each part list as cat will use it.
+#[test]
+fn verify_checks_the_part_lists_cat_relies_on() {
+    use maildump::format::parts;
+    let ws = Workspace::new();
+    let a = ws.join("parts.mdump");
+    crate::corrupt::one_message_archive(
+        &a,
+        "sdbox",
+        2,
+        ("carol", "INBOX", Some("00112233445566778899aabbccddeeff")),
+        |w, _, _| {
+            let data = b"head\n\ntail\n";
+            let blob = b"abcdef".to_vec();
+            let sha = parts::digest(
+                &[parts::blob(String::new(), 6, None, false)],
+                b"",
+                std::slice::from_ref(&blob),
+            )
+            .unwrap()
+            .0;
+            let layout = vec![
+                parts::range(0, 5),
+                parts::blob(sha, 6, Some(4), false),
+                parts::range(5, 6),
+            ];
+            let meta = maildump::model::MessageMeta {
+                size_physical: 20,
+                ..crate::corrupt::bare_meta("0123456789abcdef0123456789abcdef")
+            };
+            let mut rec = w
+                .add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
+                .unwrap();
+            rec.message.content.parts[2].size = 7;
+            rec
+        },
+    );
+    let (code, out, err) = md(&["verify"], &a, &[]);
+    let report = String::from_utf8_lossy(&out);
+    assert_eq!(code, 4, "{report}{err}");
+    assert!(
+        report.contains("DAMAGED: user carol mailbox INBOX UID 1: its parts do not fit: part 2: range 5+7 outside the data member (11 bytes)"),
+        "{report}"
+    );
+    let (code, out, err) = md(
+        &["cat"],
+        &a,
+        &["--user", "carol", "--mailbox", "INBOX", "--uid", "1"],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("cannot put the message together"), "{err}");
+}
