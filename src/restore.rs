@@ -529,7 +529,14 @@ pub fn restore(
             let into_existing = opts.mode != Mode::Exact && m.exists;
             if opts.mode == Mode::SideFolder && !m.exists {
                 meta.guid = Some(uuid::Uuid::new_v4().simple().to_string());
-                meta.uidvalidity = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1);
+                // A new UID space: never the original's, which Dovecot may have given
+                // the original mailbox in this very second.
+                let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(1);
+                meta.uidvalidity = if now == m.meta.uidvalidity {
+                    now.wrapping_add(1).max(1)
+                } else {
+                    now
+                };
                 meta.attributes.clear();
             }
             let where_ = format!("user {target} mailbox {}", m.target_name);
