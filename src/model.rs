@@ -682,7 +682,7 @@ pub mod grammar {
         Ok(())
     }
 
-    /// A user's metadata: subscriptions hold no NUL (the file escapes CR, LF and TAB);
+    /// A user's metadata: subscriptions are not empty and hold no NUL (the file escapes CR, LF and TAB);
     /// METADATA names and dictionary keys hold no CR, LF or NUL, values no NUL.
     ///
     /// # Errors
@@ -690,10 +690,10 @@ pub mod grammar {
     pub fn check_user(u: &UserMeta) -> Result<(), String> {
         for s in &u.subscriptions {
             need(
-                !s.as_bytes().contains(&0),
+                !s.is_empty() && !s.as_bytes().contains(&0),
                 "subscription",
                 s.as_bytes(),
-                "holds NUL",
+                "is empty or holds NUL",
             )?;
         }
         for a in &u.server_attributes {

@@ -356,7 +356,15 @@ fn control_file_injection_from_mailbox_and_user_metadata_is_refused() {
     cases.push((
         inbox(),
         u,
-        r#"corrupt archive: user alice: subscription "INBOX\0x" holds NUL"#.into(),
+        r#"corrupt archive: user alice: subscription "INBOX\0x" is empty or holds NUL"#.into(),
+    ));
+    // Found by the archive_json fuzz target: an empty name was dropped silently.
+    let mut u = user("alice");
+    u.subscriptions = vec![Name::from(""), Name::from("INBOX")];
+    cases.push((
+        inbox(),
+        u,
+        r#"corrupt archive: user alice: subscription "" is empty or holds NUL"#.into(),
     ));
     let mut u = user("alice");
     u.raw_attributes = vec![(Name::from("priv/k\nx"), Name::from("v"))];
@@ -374,7 +382,7 @@ fn control_file_injection_from_mailbox_and_user_metadata_is_refused() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, 14);
 }
 
 /// What is at `p`, without following a symbolic link.
