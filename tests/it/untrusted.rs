@@ -396,7 +396,6 @@ fn no_footer_and_a_damaged_frame_still_restore_every_intact_message() {
 /// message together. verify now checks each part list as cat will use it.
 #[test]
 fn verify_checks_the_part_lists_cat_relies_on() {
-    use maildump::format::parts;
     let ws = Workspace::new();
     let a = ws.join("parts.mdump");
     crate::corrupt::one_message_archive(
@@ -405,27 +404,11 @@ fn verify_checks_the_part_lists_cat_relies_on() {
         2,
         ("carol", "INBOX", Some("00112233445566778899aabbccddeeff")),
         |w, _, _| {
-            let data = b"head\n\ntail\n";
-            let blob = b"abcdef".to_vec();
-            let sha = parts::digest(
-                &[parts::blob(String::new(), 6, None, false)],
-                b"",
-                std::slice::from_ref(&blob),
-            )
-            .unwrap()
-            .0;
-            let layout = vec![
-                parts::range(0, 5),
-                parts::blob(sha, 6, Some(4), false),
-                parts::range(5, 6),
-            ];
             let meta = maildump::model::MessageMeta {
                 size_physical: 20,
                 ..crate::corrupt::bare_meta("0123456789abcdef0123456789abcdef")
             };
-            let mut rec = w
-                .add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
-                .unwrap();
+            let mut rec = crate::corrupt::sis_message(w, meta);
             rec.message.content.parts[2].size = 7;
             rec
         },
