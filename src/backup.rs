@@ -606,7 +606,7 @@ fn backup_user<W: Write>(
     // The METADATA dictionary names mailboxes by GUID; its bytes are part of every
     // mailbox's signature. Signatures are taken before the scan, so that a change during
     // the backup makes the next incremental read the mailbox again.
-    let dict_path = opts.location.attribute_file_of(user);
+    let dict_path = opts.location.attribute_file_of(user)?;
     let dict = match &dict_path {
         Some(p) => match std::fs::read(p) {
             Ok(d) => Some(d),
@@ -850,7 +850,7 @@ fn backup_user<W: Write>(
                 };
                 stats.unread += 1;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -858,7 +858,7 @@ fn backup_user<W: Write>(
                 let rec = w.add_unread(msg);
                 stats.unread += 1;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -867,7 +867,7 @@ fn backup_user<W: Write>(
             if let Some(prev) = msg.storage_key.and_then(|k| shared.get(&k)) {
                 let rec = w.add_copy(&user_name, &meta.name, msg, prev)?;
                 stats.messages += 1;
-                stats.bytes += rec.message.content.size;
+                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
                 records.push(rec);
                 continue;
             }
@@ -940,7 +940,7 @@ fn backup_user<W: Write>(
                 shared.insert(k, rec.clone());
             }
             stats.messages += 1;
-            stats.bytes += rec.message.content.size;
+            stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
             if stats.messages.is_multiple_of(256) {
                 progress.event(&Event::Bytes {
                     bytes: stats.bytes,

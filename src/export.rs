@@ -72,7 +72,9 @@ fn selected(chain: &Chain, at: usize, opts: &ExportOptions) -> Result<Vec<Mailbo
         {
             continue;
         }
-        out.push(a.catalog(i)?);
+        let cat = a.catalog(i)?;
+        crate::restore::check_control_fields(&cat, &cat.messages)?;
+        out.push(cat);
     }
     if out.is_empty() {
         return Err(Error::NotFound(match &opts.mailbox {
@@ -104,35 +106,20 @@ fn mailbox_path(name: &crate::model::Name) -> PathBuf {
         .collect()
 }
 
-/// Write `data` to `path` through a temporary file; refuse to replace an existing file.
+/// Write `data` to `path` through a temporary file (a device or FIFO in place:
+/// [`crate::output`]); refuse to replace an existing file.
 fn write_new(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    if path.exists() {
-        return Err(Error::Conflict(format!(
-            "{} exists; export never overwrites",
-            path.display()
-        )));
-    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".maildump-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .at(dir)?;
-    let (file, tmp_path) = tmp.into_parts();
-    let mut out = BufWriter::new(file);
+    let mut file = crate::output::OutputFile::open(path, false)?;
+    let mut out = BufWriter::new(file.file());
     f(&mut out)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
-    file.sync_all().at(path)?;
-    tmp_path
-        .persist_noclobber(path)
-        .map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    out.flush().at(path)?;
+    drop(out);
+    file.finish()
 }
 
 /// The mboxrd "From " separator date: asctime in UTC.

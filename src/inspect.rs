@@ -507,14 +507,18 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))?;
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
-    if !index_ok {
-        rep.damage.extend(
-            archive
-                .damage
-                .iter()
-                .filter(|d| !s.damage.contains(d))
-                .cloned(),
-        );
+    // Damage found while opening: a version disagreement, and without an index what the
+    // rebuild could not find.
+    rep.damage.extend(
+        archive
+            .damage
+            .iter()
+            .filter(|d| !s.damage.contains(d))
+            .cloned(),
+    );
+    if index_ok {
+        rep.damage
+            .extend(frame_table_damage(&archive.dir.frames, &s.frames));
     }
     let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> = s
         .members
@@ -522,15 +526,13 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         .filter(|m| m.kind == crate::format::tar::EntryType::Regular)
         .map(|m| (m.loc, m))
         .collect();
-    if index_ok && s.frames.len() != archive.dir.frames.len() {
-        rep.damage.push(format!(
-            "frame table: index lists {} data frames, the file holds {}",
-            archive.dir.frames.len(),
-            s.frames.len()
-        ));
-    }
     let mut bodies = std::collections::HashSet::new();
-    let blobs: HashMap<&String, ()> = archive.dir.blobs.iter().map(|b| (&b.sha256, ())).collect();
+    let blob_sizes: HashMap<&str, u64> = archive
+        .dir
+        .blobs
+        .iter()
+        .map(|b| (b.sha256.as_str(), b.size))
+        .collect();
     // Blobs first, so that each message whose attachment is damaged can be named.
     let mut bad_blobs = std::collections::HashSet::new();
     for b in &archive.dir.blobs {
@@ -605,24 +607,78 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                     }
                 }
             }
-            // Blobs (attachments stored once): in this archive, or (an incremental) in its
-            // chain, which `verify A B C` checks.
-            for sha in r.message.content.blob_shas() {
-                if bad_blobs.contains(sha) {
-                    rep.damage
-                        .push(format!("{item}: its attachment (blob {sha}) is damaged"));
-                } else if !blobs.contains_key(sha) && archive.manifest().parent.is_none() {
-                    rep.damage.push(format!(
-                        "{item}: its attachment (blob {sha}) is not in the archive"
-                    ));
-                }
-            }
+            let full = archive.manifest().parent.is_none();
+            rep.damage
+                .extend(parts_damage(&item, r, &blob_sizes, &bad_blobs, full));
         }
     }
     rep.blobs = archive.dir.blobs.len() as u64;
     rep.bodies = bodies.len() as u64;
     rep.damage.dedup();
     Ok(rep)
+}
+
+/// What is wrong with the parts of a message stored in parts (1.2) as `cat` will put it
+/// together: part lists that do not fit the data member or the blobs, damaged blobs, and
+/// (in a full archive, `full`) blobs the archive does not hold; in an incremental they are
+/// in its chain, which `verify A B C` checks.
+fn parts_damage(
+    item: &str,
+    r: &MessageRecord,
+    blob_sizes: &HashMap<&str, u64>,
+    bad_blobs: &std::collections::HashSet<String>,
+    full: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let c = &r.message.content;
+    if let Some(d) = &c.data {
+        let size_of = |sha: &str| blob_sizes.get(sha).copied();
+        if let Err(e) = crate::format::parts::check_layout(&c.parts, d.size, &size_of) {
+            out.push(format!("{item}: its parts do not fit: {e}"));
+        }
+    }
+    for sha in c.blob_shas() {
+        if bad_blobs.contains(sha) {
+            out.push(format!("{item}: its attachment (blob {sha}) is damaged"));
+        } else if !blob_sizes.contains_key(sha.as_str()) && full {
+            out.push(format!(
+                "{item}: its attachment (blob {sha}) is not in the archive"
+            ));
+        }
+    }
+    out
+}
+
+/// Where the index's frame table (what `cat` and `restore` rely on to find and decompress
+/// a frame) disagrees with the frames a scan found: count, offset, compressed and
+/// decompressed length. A frame the scan could not decompress is damage reported by the
+/// scan itself.
+fn frame_table_damage(
+    table: &[crate::format::index::FrameEntry],
+    found: &[crate::format::index::FrameEntry],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if table.len() != found.len() {
+        out.push(format!(
+            "frame table: index lists {} data frames, the file holds {}",
+            table.len(),
+            found.len()
+        ));
+    }
+    for (i, (t, f)) in table.iter().zip(found).enumerate() {
+        if (t.offset, t.csize) != (f.offset, f.csize) {
+            out.push(format!(
+                "frame {i}: the index says offset {} and {} bytes, the file has offset {} and {} bytes",
+                t.offset, t.csize, f.offset, f.csize
+            ));
+        } else if f.usize != 0 && t.usize != f.usize {
+            out.push(format!(
+                "frame {i} at offset {}: the index says {} bytes decompressed, the frame holds {}",
+                t.offset, t.usize, f.usize
+            ));
+        }
+    }
+    out
 }
 
 /// Check that every message of every archive of `chain` whose bytes are in another archive

@@ -293,7 +293,8 @@ fn chain_damaged(chain: &Chain) -> bool {
     chain.archives.iter().any(|a| !a.damage.is_empty())
 }
 
-/// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete.
+/// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete
+/// (a device or FIFO is written in place, a symbolic link refused: `maildump::output`).
 /// The bytes are written by a thread of their own (`maildump::sink::write_behind`), so a
 /// `write` the kernel makes wait does not stall reading and compressing.
 ///
@@ -317,27 +318,11 @@ fn write_output<T>(
         return Ok(r?);
     }
     let dest = PathBuf::from(output);
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".maildump-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let (mut file, tmp_path) = tmp.into_parts();
-    // Locked while it is written: a `--state-dir` run removes only partial files nobody
-    // holds (left by a run that died), never one a concurrent run is writing.
-    file.lock().map_err(|e| Error::io(&*tmp_path, e))?;
-    let (r, written) = write_behind(&mut file, f);
+    let mut out = maildump::output::OutputFile::open(&dest, true)?;
+    let (r, written) = write_behind(out.file(), f);
     written.map_err(|e| Error::io(&dest, e))?;
     let r = r?;
-    // Durable before it becomes visible under its name.
-    file.sync_all().map_err(|e| Error::io(&dest, e))?;
-    tmp_path
-        .persist(&dest)
-        .map_err(|e| Error::io(&dest, e.error))?;
+    out.finish()?;
     Ok(r)
 }
 

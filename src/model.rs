@@ -527,3 +527,190 @@ pub struct UserMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
 }
+
+/// Checks of the strings and numbers of archived metadata that a restore writes into
+/// Dovecot's control files (`dovecot-uidlist`, `dovecot-keywords`, dbox metadata lines, the
+/// `subscriptions` file, `dovecot-attributes`), against each file's grammar, so that a
+/// value read from an archive can never add a line or a field to one of them. Each error
+/// text names the field and shows the value.
+pub mod grammar {
+    use super::{AttributeScope, MailboxMeta, MessageMeta, Name, UserMeta};
+
+    fn shown(b: &[u8]) -> String {
+        format!("{:?}", Name::from_bytes(b).to_string())
+    }
+
+    /// An IMAP atom as Dovecot accepts for a keyword: 1 or more bytes 0x21..0x7e, none of
+    /// `( ) { % * " \ ]` (RFC 3501 atom-specials; Dovecot also refuses 8-bit keywords).
+    pub fn is_keyword(k: &[u8]) -> bool {
+        !k.is_empty()
+            && k.iter()
+                .all(|&b| (0x21..0x7f).contains(&b) && !b"(){%*\"\\]".contains(&b))
+    }
+
+    /// A space-separated field of `dovecot-uidlist` or a dbox metadata value: no ASCII
+    /// control byte (CR, LF, NUL, TAB, ...) and no space.
+    pub fn is_token(t: &[u8]) -> bool {
+        t.iter().all(|&b| b > 0x20 && b != 0x7f)
+    }
+
+    /// Text that ends at a line end in its file: no CR, LF or NUL.
+    pub fn is_line_text(t: &[u8]) -> bool {
+        !t.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+    }
+
+    fn need(ok: bool, what: &str, value: &[u8], rule: &str) -> Result<(), String> {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what} {} {rule}", shown(value)))
+        }
+    }
+
+    /// A mailbox's metadata: UIDVALIDITY 0 only without a GUID; GUID of 32 hex digits; keyword table of
+    /// IMAP atoms (empty entries are gaps); uidlist header fields and METADATA names are
+    /// tokens, METADATA values hold no NUL.
+    ///
+    /// # Errors
+    /// The first field that breaks its file's grammar, named with its value.
+    pub fn check_mailbox(m: &MailboxMeta) -> Result<(), String> {
+        if m.uidvalidity == 0 && m.guid.is_some() {
+            // 0 stands for "not assigned yet" (a Maildir Dovecot never opened: restored
+            // without a uidlist, Dovecot assigns both); such a mailbox has no GUID either.
+            return Err("UIDVALIDITY 0 with a mailbox GUID (0 means \"never assigned\")".into());
+        }
+        if let Some(g) = &m.guid {
+            let hex = g.len() == 32 && g.bytes().all(|b| b.is_ascii_hexdigit());
+            need(hex, "mailbox GUID", g.as_bytes(), "is not 32 hex digits")?;
+        }
+        for k in &m.keywords {
+            let ok = k.is_empty() || is_keyword(k.as_bytes());
+            need(ok, "keyword", k.as_bytes(), "is not an IMAP atom")?;
+        }
+        for f in &m.uidlist_header_ext {
+            let ok = !f.is_empty() && is_token(f.as_bytes());
+            need(ok, "uidlist header field", f.as_bytes(), "is not one token")?;
+        }
+        for a in &m.attributes {
+            check_attribute(a.scope, &a.name, &a.value)?;
+        }
+        Ok(())
+    }
+
+    fn check_attribute(_scope: AttributeScope, name: &Name, value: &Name) -> Result<(), String> {
+        let n = name.as_bytes();
+        need(
+            !n.is_empty() && is_line_text(n),
+            "METADATA entry",
+            n,
+            "is empty or holds CR, LF or NUL",
+        )?;
+        need(
+            !value.as_bytes().contains(&0),
+            "value of METADATA entry",
+            n,
+            "holds NUL",
+        )
+    }
+
+    /// A message's metadata: UID not 0; GUID, POP3 UIDL and uidlist extension fields are
+    /// tokens; keywords are IMAP atoms; the Maildir file name holds no `/`, CR, LF or NUL;
+    /// dbox metadata lines and attachment references are tokens.
+    ///
+    /// # Errors
+    /// The first field that breaks its file's grammar, named with its value.
+    pub fn check_message(m: &MessageMeta) -> Result<(), String> {
+        if m.uid.0 == 0 {
+            return Err("not a valid UID (IMAP UIDs start at 1)".into());
+        }
+        for k in &m.keywords {
+            need(
+                is_keyword(k.as_bytes()),
+                "keyword",
+                k.as_bytes(),
+                "is not an IMAP atom",
+            )?;
+        }
+        if let Some(u) = &m.pop3_uidl {
+            need(
+                is_token(u.as_bytes()),
+                "POP3 UIDL",
+                u.as_bytes(),
+                "is not one token",
+            )?;
+        }
+        if let Some(md) = &m.maildir {
+            let f = md.filename.as_bytes();
+            let ok =
+                !f.is_empty() && f != b"." && f != b".." && is_line_text(f) && !f.contains(&b'/');
+            need(ok, "Maildir file name", f, "is not one file name")?;
+            for x in &md.uidlist_ext {
+                // Dovecot keeps extension fields whose key is A..Z only.
+                let ok = is_token(x.as_bytes())
+                    && x.as_bytes().first().is_some_and(u8::is_ascii_uppercase);
+                need(
+                    ok,
+                    "uidlist field",
+                    x.as_bytes(),
+                    "is not one token starting with A-Z",
+                )?;
+            }
+        }
+        need(
+            is_token(m.guid.as_bytes()),
+            "GUID",
+            m.guid.as_bytes(),
+            "is not one token",
+        )?;
+        if let Some(d) = m.dbox() {
+            for (k, v) in &d.other {
+                let ok = k.as_bytes().len() == 1 && is_token(k.as_bytes());
+                need(ok, "dbox metadata key", k.as_bytes(), "is not one letter")?;
+                need(
+                    is_line_text(v.as_bytes()),
+                    "dbox metadata value",
+                    v.as_bytes(),
+                    "holds CR, LF or NUL",
+                )?;
+            }
+            for a in &d.attachments {
+                need(
+                    is_token(a.options.as_bytes()),
+                    "attachment options",
+                    a.options.as_bytes(),
+                    "are not one token",
+                )?;
+                need(
+                    is_token(a.path.as_bytes()),
+                    "attachment path",
+                    a.path.as_bytes(),
+                    "is not one token",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A user's metadata: subscriptions are not empty and hold no NUL (the file escapes CR, LF and TAB);
+    /// METADATA names and dictionary keys hold no CR, LF or NUL, values no NUL.
+    ///
+    /// # Errors
+    /// The first field that breaks its file's grammar, named with its value.
+    pub fn check_user(u: &UserMeta) -> Result<(), String> {
+        for s in &u.subscriptions {
+            need(
+                !s.is_empty() && !s.as_bytes().contains(&0),
+                "subscription",
+                s.as_bytes(),
+                "is empty or holds NUL",
+            )?;
+        }
+        for a in &u.server_attributes {
+            check_attribute(a.scope, &a.name, &a.value)?;
+        }
+        for (k, v) in &u.raw_attributes {
+            check_attribute(AttributeScope::Private, k, v)?;
+        }
+        Ok(())
+    }
+}

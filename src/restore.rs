@@ -23,7 +23,7 @@ use crate::continuity::{self, Continuity, Known};
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
-use crate::model::{MailboxMeta, Name};
+use crate::model::{MailboxMeta, Name, UserMeta, grammar};
 use crate::progress::{Event, Progress};
 use crate::select::Selection;
 use crate::store::Writer;
@@ -142,6 +142,33 @@ fn state_catalog(archive: &Archive, i: usize) -> Result<MailboxRecord> {
     let mut c = archive.catalog(i)?;
     c.deleted.clear();
     Ok(c)
+}
+
+/// Check the archived metadata of mailbox `cat` and of `records` that a restore or an
+/// export writes into Dovecot's control files against their grammar
+/// ([`crate::model::grammar`]), before anything is written.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the mailbox or message and the value.
+pub fn check_control_fields<'a>(
+    cat: &MailboxRecord,
+    records: impl IntoIterator<Item = &'a MessageRecord>,
+) -> Result<()> {
+    let mailbox = || format!("user {} mailbox {}", cat.user, cat.mailbox.name);
+    grammar::check_mailbox(&cat.mailbox).map_err(|e| Error::corrupt(mailbox(), e))?;
+    for r in records {
+        grammar::check_message(&r.message)
+            .map_err(|e| Error::corrupt(crate::chain::record_item(cat, r), e))?;
+    }
+    Ok(())
+}
+
+/// [`check_control_fields`] for a user's own metadata (subscriptions, server METADATA).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the user and the value.
+pub fn check_user_fields(u: &UserMeta) -> Result<()> {
+    grammar::check_user(u).map_err(|e| Error::corrupt(format!("user {}", u.name), e))
 }
 
 fn side_name(prefix: &str, name: &Name) -> Name {
@@ -266,6 +293,7 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         }
     }
     let mut users: BTreeMap<Name, ()> = BTreeMap::new();
+    let mut users_checked = std::collections::HashSet::new();
     let mut missing = Vec::new();
     let mut missing_ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut writers: BTreeMap<String, Writer> = BTreeMap::new();
@@ -281,9 +309,13 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         if chosen.is_empty() && !sel.whole_mailboxes() {
             continue;
         }
-        // Bytes must be in the chain before anything is written.
+        // Bytes must be in the chain before anything is written. Bytes this archive
+        // should hold but lost to damage (a frame lost, no index) are not missing from
+        // the chain: those messages are restored as lost, and named.
+        let damaged = !archive.damage.is_empty();
         for r in &chosen {
-            if chain.resolve(at, &cat, r).is_none() {
+            let lost_here = damaged && !r.is_external();
+            if !lost_here && chain.resolve(at, &cat, r).is_none() {
                 if missing.len() < 5 {
                     missing.push(format!(
                         "user {} mailbox {} UID {}: {}",
@@ -313,6 +345,13 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         };
         check_mailbox_name(&target_name, &item)?;
         check_layout(loc, &target, &target_name, &mut dirs)?;
+        check_control_fields(&cat, chosen.iter().copied())?;
+        if !users_checked.contains(&cat.user)
+            && let Some(u) = archive.dir.users.iter().find(|u| u.name == cat.user)
+        {
+            check_user_fields(u)?;
+            users_checked.insert(cat.user.clone());
+        }
         if !writers.contains_key(&target) {
             writers.insert(
                 target.clone(),
@@ -569,12 +608,14 @@ pub fn restore(
                 };
                 let item = format!("user {user} mailbox {name} UID {uid}");
                 let Some(res) = res else {
-                    lost.push(format!("{item}: message bytes are not in the archive"));
+                    lost.push(format!(
+                        "{item}: message bytes lost to damage in the archive; not restored"
+                    ));
                     return Ok(false);
                 };
                 match chain.copy(&mut cursors, res, &item, out) {
                     Ok(()) => {
-                        bytes_done += res.size;
+                        bytes_done = bytes_done.saturating_add(res.size);
                         progress.event(&Event::Bytes {
                             bytes: bytes_done,
                             messages: i as u64 + 1,
@@ -636,7 +677,7 @@ pub fn restore(
                 stats.present += rep.present.len() as u64;
                 if !dry_run {
                     stats.messages += rep.added.len() as u64;
-                    stats.bytes += rep.bytes;
+                    stats.bytes = stats.bytes.saturating_add(rep.bytes);
                     stats.lost += rep.lost;
                 }
             } else if dry_run {
@@ -679,7 +720,7 @@ pub fn restore(
                     .report
                     .push(format!("created {where_} with {} messages", ws.messages));
                 stats.messages += ws.messages;
-                stats.bytes += ws.bytes;
+                stats.bytes = stats.bytes.saturating_add(ws.bytes);
                 stats.lost += ws.lost;
                 new_names.push(meta.name.clone());
                 if let Some(g) = &meta.guid {

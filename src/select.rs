@@ -52,16 +52,43 @@ impl SeqSet {
 }
 
 /// IMAP LIST-style match: `*` matches anything, `%` anything but the separator `/`.
+///
+/// Linear in the name for each pattern byte (O(pattern x name) time, O(name) memory): one
+/// pass over the pattern keeps the set of name prefixes matched so far, so patterns with
+/// many wildcards cannot make it backtrack exponentially.
 pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.first() {
-        None => name.is_empty(),
-        Some(b'*') => (0..=name.len()).any(|i| glob_match(&pattern[1..], &name[i..])),
-        Some(b'%') => {
-            let stop = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
-            (0..=stop).any(|i| glob_match(&pattern[1..], &name[i..]))
+    // ok[j]: the pattern so far matches name[..j].
+    let mut ok = vec![false; name.len() + 1];
+    ok[0] = true;
+    for &p in pattern {
+        match p {
+            b'*' => {
+                // Any prefix at or after the first matched one.
+                if let Some(first) = ok.iter().position(|&b| b) {
+                    ok[first..].fill(true);
+                }
+            }
+            b'%' => {
+                // Extend each matched prefix over bytes other than `/`.
+                for j in 1..=name.len() {
+                    if !ok[j] && ok[j - 1] && name[j - 1] != b'/' {
+                        ok[j] = true;
+                    }
+                }
+            }
+            c => {
+                // Shift by one where the next name byte is `c`.
+                for j in (1..=name.len()).rev() {
+                    ok[j] = ok[j - 1] && name[j - 1] == c;
+                }
+                ok[0] = false;
+            }
         }
-        Some(&c) => name.first() == Some(&c) && glob_match(&pattern[1..], &name[1..]),
+        if !ok.contains(&true) {
+            return false;
+        }
     }
+    ok[name.len()]
 }
 
 /// What to restore.
@@ -263,6 +290,59 @@ mod tests {
         assert!(sel.mailbox_matches(&u, &Name::from("Work/Sub")));
         assert!(sel.mailbox_matches(&u, &Name::from("Work")));
         assert!(!sel.mailbox_matches(&u, &Name::from("Workshop")));
+    }
+
+    /// Issue 13 item 10: 40 `*` against 80 bytes that almost match. The old recursive
+    /// matcher tried every way to split the name between the stars (more than 10^20) and
+    /// never finished; this one takes one pass per pattern byte.
+    #[test]
+    fn many_wildcards_do_not_backtrack_exponentially() {
+        let pattern = "*a".repeat(40) + "b";
+        let name = "a".repeat(80);
+        assert!(!glob_match(pattern.as_bytes(), name.as_bytes()));
+        assert!(glob_match(
+            pattern.as_bytes(),
+            format!("{name}b").as_bytes()
+        ));
+        let pct = "%a".repeat(40) + "b";
+        assert!(!glob_match(pct.as_bytes(), name.as_bytes()));
+        assert!(!glob_match(pct.as_bytes(), format!("a/{name}b").as_bytes()));
+        assert!(glob_match(pct.as_bytes(), format!("{name}b").as_bytes()));
+    }
+
+    /// The straightforward recursive definition, for short inputs.
+    fn reference(p: &[u8], n: &[u8]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some(b'*') => (0..=n.len()).any(|i| reference(&p[1..], &n[i..])),
+            Some(b'%') => {
+                let stop = n.iter().position(|&b| b == b'/').unwrap_or(n.len());
+                (0..=stop).any(|i| reference(&p[1..], &n[i..]))
+            }
+            Some(&c) => n.first() == Some(&c) && reference(&p[1..], &n[1..]),
+        }
+    }
+
+    #[test]
+    fn glob_agrees_with_the_recursive_definition() {
+        let alphabet = b"ab/*%";
+        let mut s = 7u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let pl = (next() % 7) as usize;
+            let nl = (next() % 8) as usize;
+            let p: Vec<u8> = (0..pl).map(|_| alphabet[(next() % 5) as usize]).collect();
+            let n: Vec<u8> = (0..nl).map(|_| alphabet[(next() % 3) as usize]).collect();
+            assert_eq!(glob_match(&p, &n), reference(&p, &n), "{p:?} {n:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 20_000);
     }
 
     #[test]

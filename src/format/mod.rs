@@ -27,4 +27,5 @@ pub mod parts;
 pub mod reader;
 pub mod spec;
 pub mod tar;
+pub mod version;
 pub mod writer;

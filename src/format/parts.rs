@@ -116,6 +116,47 @@ fn each_piece(
     Ok(())
 }
 
+/// Check a part list against what it will be put together from, without the bytes: each
+/// range inside the data member of `data_size` bytes, each blob part as long as its blob
+/// (`blob_size` gives the length of a blob the archive holds, `None` for one it does not),
+/// known encodings. What [`assemble`] would refuse, `verify` reports this way.
+///
+/// # Errors
+/// The first part that does not fit, named.
+pub fn check_layout(
+    parts: &[Part],
+    data_size: u64,
+    blob_size: &dyn Fn(&str) -> Option<u64>,
+) -> Result<(), String> {
+    for (i, p) in parts.iter().enumerate() {
+        match (&p.blob, p.offset) {
+            (None, Some(off)) => {
+                if off.checked_add(p.size).is_none_or(|end| end > data_size) {
+                    return Err(format!(
+                        "part {i}: range {off}+{} outside the data member ({data_size} bytes)",
+                        p.size
+                    ));
+                }
+            }
+            (Some(sha), None) => {
+                if let Some(n) = blob_size(sha).filter(|&n| n != p.size) {
+                    return Err(format!(
+                        "part {i}: blob {sha} is {n} bytes, the part says {}",
+                        p.size
+                    ));
+                }
+                match (p.encoding.as_deref(), p.line) {
+                    (None, _) | (Some("base64"), None) => {}
+                    (Some("base64"), Some(l)) if l > 0 => {}
+                    (e, l) => return Err(format!("part {i}: encoding {e:?} line {l:?}")),
+                }
+            }
+            _ => return Err(format!("part {i}: neither a range nor a blob")),
+        }
+    }
+    Ok(())
+}
+
 /// A range part of the data member.
 pub fn range(offset: u64, size: u64) -> Part {
     Part {

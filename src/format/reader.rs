@@ -18,12 +18,14 @@ use super::index::{
 };
 use super::spec::*;
 use super::tar::{EntryType, HeaderError, decode_header, parse_pax};
+use super::version;
 use crate::error::{Error, IoContext, Result};
 
 /// Where the mailbox catalogs are.
 enum Catalogs {
-    /// In the file, starting at this offset (the catalog area of the INDEX payload).
-    Index(u64),
+    /// In the file, from `base` (the catalog area of the INDEX payload) to `end` (the end
+    /// of the INDEX frame).
+    Index { base: u64, end: u64 },
     /// Rebuilt by scanning, in the order of [`Directory::mailboxes`].
     Memory(Vec<MailboxRecord>),
 }
@@ -55,9 +57,6 @@ fn read_exact_at(file: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()
     })
 }
 
-fn le_u16(b: &[u8]) -> u16 {
-    u16::from_le_bytes([b[0], b[1]])
-}
 fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -67,22 +66,38 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decompress one zstd frame held in `comp`, refusing more than `limit` bytes.
+/// Decompress one zstd frame held in `comp`, refusing more than `limit` bytes. The
+/// output buffer is reserved up front only for a declared size of at most [`FRAME_LIMIT`];
+/// a frame that declares no size (or more) is decoded as a stream into a buffer that
+/// grows with what it really yields.
 fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
     let declared = zstd::zstd_safe::get_frame_content_size(comp)
         .map_err(|_| Error::corrupt(what, "not a zstd frame"))?;
-    let cap = match declared {
-        Some(n) if n <= limit => n,
-        Some(n) => {
-            return Err(Error::corrupt(
-                what,
-                format!("declares {n} bytes, over the limit"),
-            ));
+    let zstd_err = |e: io::Error| Error::corrupt(what, format!("zstd: {e}"));
+    match declared {
+        Some(n) if n > limit => Err(Error::corrupt(
+            what,
+            format!("declares {n} bytes, over the limit"),
+        )),
+        Some(n) if n <= FRAME_LIMIT => {
+            let cap = usize::try_from(n).map_err(|_| Error::corrupt(what, "too large"))?;
+            zstd::bulk::decompress(comp, cap).map_err(zstd_err)
         }
-        None => limit,
-    };
-    let cap = usize::try_from(cap).map_err(|_| Error::corrupt(what, "too large"))?;
-    zstd::bulk::decompress(comp, cap).map_err(|e| Error::corrupt(what, format!("zstd: {e}")))
+        _ => {
+            let mut dec = zstd::stream::read::Decoder::with_buffer(comp)
+                .map_err(zstd_err)?
+                .single_frame();
+            let mut out = Vec::new();
+            (&mut dec)
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut out)
+                .map_err(zstd_err)?;
+            if out.len() as u64 > limit {
+                return Err(Error::corrupt(what, "decompresses to more than the limit"));
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Check the HEADER frame; returns the format version.
@@ -90,23 +105,32 @@ fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<Vec<u8>> {
 /// # Errors
 /// Not an archive, or an unsupported major version.
 pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
-    let hl = SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN;
-    if first.len() < hl || le_u32(first) != HEADER_FRAME_MAGIC || &first[8..16] != HEADER_MAGIC {
-        return Err(Error::corrupt(
-            "offset 0",
-            "not a maildump archive (no MAILDUMP header frame)",
-        ));
-    }
-    let major = le_u16(&first[16..18]);
-    let minor = le_u16(&first[18..20]);
-    if major != FORMAT_MAJOR {
-        return Err(Error::UnsupportedVersion {
-            major,
-            minor,
-            supported: FORMAT_MAJOR,
-        });
-    }
-    Ok((major, minor))
+    let v = version::header_version(first)?;
+    version::decide(v, None, None).map(|(v, _)| v)
+}
+
+/// The version of the FOOTER at the end of the file, when there is a valid one.
+fn footer_version(file: &File, len: u64) -> Option<version::Version> {
+    let off = len.checked_sub(FOOTER_FRAME_LEN as u64)?;
+    let mut foot = [0u8; FOOTER_FRAME_LEN];
+    file.read_exact_at(&mut foot, off).ok()?;
+    version::footer_version(&foot)
+}
+
+/// The HEADER's version, whatever its major (checked against the other copies later).
+fn header_of(file: &File) -> Result<version::Version> {
+    let mut first = [0u8; SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN];
+    read_exact_at(file, &mut first, 0, "header frame")?;
+    version::header_version(&first)
+}
+
+/// An unsupported-version error for a HEADER whose major this build does not read.
+fn check_header_major<T>(header: version::Version) -> Result<T> {
+    Err(Error::UnsupportedVersion {
+        major: header.0,
+        minor: header.1,
+        supported: FORMAT_MAJOR,
+    })
 }
 
 impl Archive {
@@ -118,17 +142,19 @@ impl Archive {
     pub fn open(path: &Path, check_digest: bool) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
-        let mut first = [0u8; SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN];
-        read_exact_at(&file, &mut first, 0, "header frame")?;
-        let version = check_header(&first)?;
-        let (dir, cat_off) = read_index(&file, len, check_digest)?;
+        let header = header_of(&file)?;
+        let footer = footer_version(&file, len);
+        version::check_early(header, footer)?;
+        let (dir, base, end) = read_index(&file, len, check_digest)?;
+        let m = (dir.manifest.format_major, dir.manifest.format_minor);
+        let (version, damage) = version::decide(header, footer, Some(m))?;
         Ok(Archive {
             file,
             path: path.to_path_buf(),
             dir,
-            catalogs: Catalogs::Index(cat_off),
+            catalogs: Catalogs::Index { base, end },
             version,
-            damage: Vec::new(),
+            damage: damage.into_iter().collect(),
         })
     }
 
@@ -156,12 +182,21 @@ impl Archive {
     /// I/O errors, or an archive whose header frame is wrong.
     pub fn recover(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let mut first = [0u8; SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN];
-        read_exact_at(&file, &mut first, 0, "header frame")?;
-        let version = check_header(&first)?;
+        let len = file.metadata().at(path)?.len();
+        let header = header_of(&file)?;
+        let footer = footer_version(&file, len);
+        version::check_early(header, footer)?;
         let scan = scan(&file, None)?;
-        let (dir, cats, mut damage) = scan.rebuild()?;
+        let (dir, cats, mut damage) = match scan.rebuild() {
+            Ok(r) => r,
+            // Nothing this build can read, and the HEADER says why.
+            Err(_) if header.0 != FORMAT_MAJOR => return check_header_major(header),
+            Err(e) => return Err(e),
+        };
+        let m = (dir.manifest.format_major, dir.manifest.format_minor);
+        let (version, vdamage) = version::decide(header, footer, Some(m))?;
         damage.splice(0..0, scan.damage.iter().cloned());
+        damage.splice(0..0, vdamage);
         Ok(Archive {
             file,
             path: path.to_path_buf(),
@@ -214,7 +249,7 @@ impl Archive {
     /// # Errors
     /// I/O errors, an oversized entry.
     pub fn raw_catalog(&self, i: usize) -> Result<Option<Vec<u8>>> {
-        let Catalogs::Index(base) = &self.catalogs else {
+        let Catalogs::Index { base, end } = &self.catalogs else {
             return Ok(None);
         };
         let entry = self
@@ -222,18 +257,26 @@ impl Archive {
             .mailboxes
             .get(i)
             .ok_or_else(|| Error::NotFound(format!("mailbox #{i}")))?;
-        self.catalog_bytes(*base, entry).map(Some)
+        self.catalog_bytes(*base, *end, entry).map(Some)
     }
 
-    /// The compressed catalog of `entry`, read from the catalog area at `base`.
-    fn catalog_bytes(&self, base: u64, entry: &MailboxEntry) -> Result<Vec<u8>> {
+    /// The compressed catalog of `entry`, read from the catalog area at `base`, which ends
+    /// at `end`: its extent is checked before anything is allocated for it.
+    fn catalog_bytes(&self, base: u64, end: u64, entry: &MailboxEntry) -> Result<Vec<u8>> {
         let what = format!("index catalog of {}/{}", entry.user, entry.name);
-        if entry.catalog_len > JSON_LIMIT {
-            return Err(Error::corrupt(what, "catalog too large"));
-        }
         let off = base
             .checked_add(entry.catalog_offset)
             .ok_or_else(|| Error::corrupt(&what, "offset overflow"))?;
+        let stop = off.checked_add(entry.catalog_len);
+        if stop.is_none_or(|s| s > end) || entry.catalog_len > JSON_LIMIT {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "extends past the end of the index (catalog at offset {off}, {} bytes; the index ends at {end})",
+                    entry.catalog_len
+                ),
+            ));
+        }
         let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
         read_exact_at(&self.file, &mut comp, off, &what)?;
         Ok(comp)
@@ -245,12 +288,13 @@ impl Archive {
                 .get(i)
                 .cloned()
                 .ok_or_else(|| Error::NotFound(format!("mailbox #{i}"))),
-            Catalogs::Index(base) => {
+            Catalogs::Index { base, end } => {
                 let what = format!("index catalog of {}/{}", entry.user, entry.name);
-                let comp = self.catalog_bytes(*base, entry)?;
+                let comp = self.catalog_bytes(*base, *end, entry)?;
                 let json = decompress_bounded(&comp, JSON_LIMIT, &what)?;
                 let mut rec: MailboxRecord = serde_json::from_slice(&json)
-                    .map_err(|e| Error::corrupt(what, e.to_string()))?;
+                    .map_err(|e| Error::corrupt(&what, e.to_string()))?;
+                check_sizes(&rec).map_err(|e| Error::corrupt(&what, e))?;
                 if let Some(of) = &entry.catalog_of {
                     // A catalog copied from the archive that wrote it: its bytes are there.
                     rec.deleted.clear();
@@ -264,11 +308,81 @@ impl Archive {
         }
     }
 
-    /// Copy `size` bytes stored at `loc` to `out`, checking them against `sha256` (hex).
+    /// Copy the `size` bytes of the member whose data starts at `loc` to `out`, checking
+    /// them against `sha256` (hex). The member's own tar header must say `size`, so that
+    /// not a byte outside the member is read; content of up to [`VERIFY_BEFORE_WRITE`]
+    /// bytes is checked before the first byte is written.
     ///
     /// # Errors
-    /// Damaged frames, a hash mismatch (`item` names the message), write errors on `out`.
+    /// Damaged frames, a size or hash mismatch (`item` names the message), write errors on
+    /// `out`.
     pub fn copy_content(
+        &self,
+        cursor: &mut FrameCursor,
+        loc: Location,
+        size: u64,
+        sha256: &str,
+        item: &str,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let held = self.member_size(cursor, loc, item)?;
+        if held != size {
+            return Err(Error::corrupt(
+                item,
+                format!("the record says {size} bytes, its member holds {held}"),
+            ));
+        }
+        if size > VERIFY_BEFORE_WRITE {
+            return self.read_content(cursor, loc, size, sha256, item, out);
+        }
+        let mut buf = Vec::with_capacity(crate::model::capacity_hint(size));
+        self.read_content(cursor, loc, size, sha256, item, &mut buf)?;
+        out.write_all(&buf).map_err(|e| Error::io("<output>", e))
+    }
+
+    /// The length of the regular tar member whose data starts at `loc`, from its header
+    /// (the 512 bytes before `loc`, which may end the frame before).
+    fn member_size(&self, cursor: &mut FrameCursor, loc: Location, item: &str) -> Result<u64> {
+        let lost = |e: Error| Error::corrupt(item, format!("content lost: {e}"));
+        let mut block = [0u8; TAR_BLOCK];
+        let mut need = TAR_BLOCK;
+        let mut frame = loc.frame;
+        let mut end = usize::try_from(loc.offset).unwrap_or(usize::MAX);
+        loop {
+            let data = cursor
+                .frame(&self.file, &self.dir.frames, frame)
+                .map_err(lost)?;
+            let before = data.get(..end).ok_or_else(|| {
+                Error::corrupt(
+                    item,
+                    format!("location {} is past the end of frame {frame}", loc.offset),
+                )
+            })?;
+            let take = need.min(before.len());
+            block[need - take..need].copy_from_slice(&before[before.len() - take..]);
+            need -= take;
+            if need == 0 {
+                break;
+            }
+            frame = frame
+                .checked_sub(1)
+                .ok_or_else(|| Error::corrupt(item, "no tar header before its location"))?;
+            end = usize::MAX;
+        }
+        match decode_header(&block) {
+            Ok(h) if h.kind == EntryType::Regular => Ok(h.size),
+            _ => Err(Error::corrupt(
+                item,
+                format!(
+                    "no tar member starts at frame {} offset {}",
+                    loc.frame, loc.offset
+                ),
+            )),
+        }
+    }
+
+    /// Copy `size` bytes from `loc` on to `out`, then check their SHA-256.
+    fn read_content(
         &self,
         cursor: &mut FrameCursor,
         loc: Location,
@@ -313,6 +427,32 @@ impl Archive {
     }
 }
 
+/// Content up to this length is read and checked whole before any of it is written.
+pub const VERIFY_BEFORE_WRITE: u64 = 16 << 20;
+
+/// Every size of a catalog's records within the format's limit (spec 6.2, MESSAGE_LIMIT),
+/// so that nothing is summed or allocated by a size over it.
+///
+/// # Errors
+/// The first record with a size over the limit, named by UID.
+pub fn check_sizes(rec: &MailboxRecord) -> std::result::Result<(), String> {
+    for m in rec.messages.iter().chain(&rec.deleted) {
+        let c = &m.message.content;
+        let sizes = std::iter::once(c.size)
+            .chain(c.data.as_ref().map(|d| d.size))
+            .chain(c.parts.iter().map(|p| p.size));
+        for n in sizes {
+            if n > MESSAGE_LIMIT {
+                return Err(format!(
+                    "UID {}: size {n} is over the format's limit of {MESSAGE_LIMIT} bytes",
+                    m.message.uid
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Fill in what the writer left out because it is derivable: member paths and GUIDs equal
 /// to the Maildir file name's base.
 fn fill_derived(rec: &mut MailboxRecord) {
@@ -342,8 +482,10 @@ fn fill_derived(rec: &mut MailboxRecord) {
     }
 }
 
-/// Read the footer and index; returns the directory and the file offset of the catalog area.
-fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u64)> {
+/// Read the footer and index; returns the directory and the file offsets where the
+/// catalog area starts and the INDEX frame ends. The versions are checked by the caller
+/// ([`version::decide`]).
+fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
     let fl = FOOTER_FRAME_LEN as u64;
     if len < fl + (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64 {
         return Err(corrupt_at(len, "archive is truncated: no footer"));
@@ -361,15 +503,6 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         ));
     }
     let p = &foot[SKIPPABLE_HEADER_LEN..];
-    let major = le_u16(&p[8..10]);
-    let minor = le_u16(&p[10..12]);
-    if major != FORMAT_MAJOR {
-        return Err(Error::UnsupportedVersion {
-            major,
-            minor,
-            supported: FORMAT_MAJOR,
-        });
-    }
     let idx_off = le_u64(&p[16..24]);
     let idx_len = le_u64(&p[24..32]);
     let digest = &p[32..64];
@@ -377,7 +510,6 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         .checked_add(idx_len)
         .filter(|&e| e == foot_off)
         .ok_or_else(|| corrupt_at(foot_off, "footer points outside the file"))?;
-    let _ = idx_end;
     if idx_len > INDEX_LIMIT || idx_len < (SKIPPABLE_HEADER_LEN + 16) as u64 {
         return Err(corrupt_at(idx_off, "index length out of range"));
     }
@@ -400,7 +532,7 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         hasher.update(&ih[8..]);
         let mut left = idx_len - head;
         let mut pos = idx_off + head;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; (1usize << 20).min(usize::try_from(left).unwrap_or(0))];
         while left > 0 {
             let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             read_exact_at(file, &mut buf[..n], pos, "index")?;
@@ -432,7 +564,7 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
         }
         prev_end = end.unwrap_or(0);
     }
-    Ok((dir, cat_off))
+    Ok((dir, cat_off, idx_end))
 }
 
 /// Keeps the most recently decompressed data frame, for sequential reads of many contents.
@@ -749,7 +881,8 @@ fn cstr(b: &[u8]) -> &[u8] {
 /// Find the next plausible frame start at or after `from` (zstd or skippable magic).
 fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
     let mut pos = from;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf =
+        vec![0u8; (1usize << 20).min(usize::try_from(len.saturating_sub(from)).unwrap_or(0))];
     while pos + 4 <= len {
         let n = buf
             .len()
@@ -795,6 +928,9 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
         damage: Vec::new(),
     };
     let mut frame_no: u32 = 0;
+    // One decompression context for every frame (creating one costs more than decoding
+    // a small frame).
+    let mut dctx = zstd::zstd_safe::DCtx::create();
     while pos < len {
         let mut magic = [0u8; 8];
         let have = (len - pos).min(8) as usize;
@@ -854,8 +990,10 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
                     BufReader::with_capacity(1 << 16, f)
                 };
                 let r = (|| -> io::Result<Vec<u8>> {
-                    let mut dec =
-                        zstd::stream::read::Decoder::with_buffer(&mut reader)?.single_frame();
+                    dctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly)
+                        .map_err(|c| io::Error::other(zstd::zstd_safe::get_error_name(c)))?;
+                    let mut dec = zstd::stream::read::Decoder::with_context(&mut reader, &mut dctx)
+                        .single_frame();
                     let mut data = Vec::new();
                     (&mut dec).take(FRAME_LIMIT + 1).read_to_end(&mut data)?;
                     if data.len() as u64 > FRAME_LIMIT {
@@ -973,7 +1111,10 @@ impl Scan {
                     Err(e) => damage.push(format!("{name}: unreadable ({e})")),
                 }
             } else if m.path.ends_with(format!("/{MAILBOX_MEMBER}").as_bytes()) {
-                let mut rec: MailboxRecord = match serde_json::from_slice(json) {
+                let rec = serde_json::from_slice::<MailboxRecord>(json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| check_sizes(&r).map(|()| r));
+                let mut rec = match rec {
                     Ok(r) => r,
                     Err(e) => {
                         damage.push(format!("{name}: unreadable ({e})"));
@@ -1020,18 +1161,18 @@ impl Scan {
             stats.deleted += c.deleted.len() as u64;
             for m in &c.messages {
                 stats.messages += 1;
-                stats.message_bytes += m.message.content.size;
+                stats.message_bytes = stats.message_bytes.saturating_add(m.message.content.size);
                 if m.is_external() {
                     stats.referenced += 1;
                 } else if let Some(d) = &m.message.content.data {
                     // A data member (1.2) is stored once, whatever refers to it.
                     if data_members.insert(d.sha256.clone()) {
                         stats.bodies += 1;
-                        stats.stored_bytes += d.size;
+                        stats.stored_bytes = stats.stored_bytes.saturating_add(d.size);
                     }
                 } else if m.link.is_none() {
                     stats.bodies += 1;
-                    stats.stored_bytes += m.message.content.size;
+                    stats.stored_bytes = stats.stored_bytes.saturating_add(m.message.content.size);
                 }
             }
         }
@@ -1058,7 +1199,7 @@ impl Scan {
             match m.sha256 {
                 Some(h) if m.kind == EntryType::Regular && hex::encode(h) == name => {
                     stats.blobs += 1;
-                    stats.blob_bytes += m.size;
+                    stats.blob_bytes = stats.blob_bytes.saturating_add(m.size);
                     blobs.push(super::index::BlobEntry {
                         sha256: name,
                         size: m.size,
@@ -1078,5 +1219,41 @@ impl Scan {
             stats,
         };
         Ok((dir, cats, damage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13 item 6: a frame that declares no content size is decoded as a stream; its
+    /// buffer grows with what it yields instead of reserving the whole limit (1 GiB for
+    /// the index directory).
+    #[test]
+    fn a_frame_without_a_declared_size_does_not_reserve_the_limit() {
+        let data = b"{\"json\": true}".repeat(100);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let comp = enc.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&comp).unwrap(),
+            None
+        );
+        let out = decompress_bounded(&comp, JSON_LIMIT, "test").unwrap();
+        assert_eq!(out, data);
+        assert!(
+            out.capacity() < 1 << 20,
+            "reserved {} bytes",
+            out.capacity()
+        );
+        // Over the limit: refused, declared or not.
+        assert!(decompress_bounded(&comp, 100, "test").is_err());
+        let declared = zstd::bulk::compress(&data, 3).unwrap();
+        assert!(decompress_bounded(&declared, 100, "test").is_err());
+        assert_eq!(
+            decompress_bounded(&declared, JSON_LIMIT, "t").unwrap(),
+            data
+        );
     }
 }

@@ -215,27 +215,31 @@ impl Location {
         Name::from_bytes(parts.join(&b'/'))
     }
 
-    /// The user's home directory, if a template is known.
-    pub fn home_of(&self, user: &str) -> Option<PathBuf> {
+    /// The user's home directory, if a template is known ([`Self::expand_path`]).
+    ///
+    /// # Errors
+    /// A hostile user name ([`check_user_name`]).
+    pub fn home_of(&self, user: &str) -> Result<Option<PathBuf>> {
         self.home
-            .as_ref()
-            .map(|h| PathBuf::from(expand(h, user, None)))
+            .as_deref()
+            .map(|h| expand_path(h, user, None))
+            .transpose()
     }
 
     /// The user's mail root (Maildir directory).
     ///
     /// # Errors
-    /// [`Error::Usage`] when the location needs a home (`~`, `%h`) and none is known.
+    /// [`Error::Usage`] when the location needs a home (`~`, `%h`) and none is known; a
+    /// hostile user name ([`check_user_name`]).
     pub fn root_of(&self, user: &str) -> Result<PathBuf> {
-        let home = self.home_of(user);
         let needs_home = self.root.starts_with('~') || self.root.contains("%h");
-        if needs_home && home.is_none() {
+        if needs_home && self.home.is_none() {
             return Err(Error::Usage(format!(
                 "mail location {:?} uses the home directory: give --home TEMPLATE (e.g. /srv/mail/%u)",
                 self.spec
             )));
         }
-        Ok(self.path_of(&self.root, user))
+        self.expand_path(&self.root, user)
     }
 
     /// The mail root of `user` ([`Self::root_of`]), which must be an existing directory.
@@ -254,38 +258,54 @@ impl Location {
         Ok(root)
     }
 
-    /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`.
-    fn path_of(&self, template: &str, user: &str) -> PathBuf {
-        let home_s = self.home_of(user).map(|h| h.to_string_lossy().into_owned());
-        let mut r = expand(template, user, home_s.as_deref());
-        if let (Some(rest), Some(h)) = (r.strip_prefix('~'), &home_s) {
-            r = format!("{h}{rest}");
-        }
-        PathBuf::from(r)
+    /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`: the one place where a user
+    /// name (from an archive, a store or the command line) becomes part of a path. The user
+    /// name is checked ([`check_user_name`]), and every path component a variable helped
+    /// to make is proven to be a plain name (not `.` or `..`), so the path stays under the
+    /// template's fixed part.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the user when it is hostile.
+    pub fn expand_path(&self, template: &str, user: &str) -> Result<PathBuf> {
+        let home = self.home_of(user)?;
+        expand_path(template, user, home.as_deref())
     }
 
     /// The user's dbox alternate storage root (`ALT=`), if any.
-    pub fn alt_of(&self, user: &str) -> Option<PathBuf> {
-        self.alt.as_deref().map(|t| self.path_of(t, user))
+    ///
+    /// # Errors
+    /// As [`Self::expand_path`].
+    pub fn alt_of(&self, user: &str) -> Result<Option<PathBuf>> {
+        self.alt
+            .as_deref()
+            .map(|t| self.expand_path(t, user))
+            .transpose()
     }
 
     /// The user's single-instance attachment directory, if any.
-    pub fn attachment_dir_of(&self, user: &str) -> Option<PathBuf> {
+    ///
+    /// # Errors
+    /// As [`Self::expand_path`].
+    pub fn attachment_dir_of(&self, user: &str) -> Result<Option<PathBuf>> {
         self.attachment_dir
             .as_deref()
-            .map(|t| self.path_of(t, user))
+            .map(|t| self.expand_path(t, user))
+            .transpose()
     }
 
     /// The METADATA dictionary file of a user, if configured (`file:` dicts only).
-    pub fn attribute_file_of(&self, user: &str) -> Option<PathBuf> {
-        let t = self.attribute_dict.as_ref()?;
-        let path = t.strip_prefix("file:")?;
-        let home = self.home_of(user).map(|h| h.to_string_lossy().into_owned());
-        let mut p = expand(path, user, home.as_deref());
-        if let (Some(rest), Some(h)) = (p.strip_prefix('~'), &home) {
-            p = format!("{h}{rest}");
-        }
-        Some(PathBuf::from(p))
+    ///
+    /// # Errors
+    /// As [`Self::expand_path`].
+    pub fn attribute_file_of(&self, user: &str) -> Result<Option<PathBuf>> {
+        let Some(path) = self
+            .attribute_dict
+            .as_deref()
+            .and_then(|t| t.strip_prefix("file:"))
+        else {
+            return Ok(None);
+        };
+        self.expand_path(path, user).map(Some)
     }
 
     /// Find users by listing the directories at the `%u` (or `%d`/`%n`) positions of the
@@ -411,6 +431,40 @@ fn walk_template(
     }
 }
 
+/// [`Location::expand_path`] with the home directory already expanded (itself by this
+/// function): `~` at the start is the home.
+fn expand_path(template: &str, user: &str, home: Option<&Path>) -> Result<PathBuf> {
+    check_user_name(user.as_bytes())?;
+    let home_s = home.map(|h| h.to_string_lossy().into_owned());
+    let mut out = String::with_capacity(template.len() + user.len());
+    for (i, c) in template.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let c = match (i, c.strip_prefix('~'), &home_s) {
+            (0, Some(rest), Some(h)) => {
+                out.push_str(h);
+                rest
+            }
+            _ => c,
+        };
+        if !c.contains('%') || c == "%h" {
+            // Literal text, or the home, itself made by this function.
+            out.push_str(&expand(c, user, home_s.as_deref()));
+            continue;
+        }
+        let e = expand(c, user, home_s.as_deref());
+        if e.split('/').any(|p| p == "." || p == "..") {
+            return Err(Error::corrupt(
+                format!("user {user:?}"),
+                format!("hostile user name refused (it makes {c:?} {e:?})"),
+            ));
+        }
+        out.push_str(&e);
+    }
+    Ok(PathBuf::from(out))
+}
+
 /// Expand `%u %n %d %h %%` (and the `%L` lowercase forms) in a Dovecot template.
 pub fn expand(t: &str, user: &str, home: Option<&str>) -> String {
     let (n, d) = user.split_once('@').unwrap_or((user, ""));
@@ -440,7 +494,9 @@ pub fn expand(t: &str, user: &str, home: Option<&str>) -> String {
     out
 }
 
-/// Check that a user name is safe to put into a path (no `/`, NUL, `..`, not empty).
+/// Check that a user name is safe to put into a path: not empty, no `/` or NUL, no leading
+/// `.`, and neither the part before the `@` (`%n`) nor the one after it (`%d`) is `.` or
+/// `..`.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the user when it is not.
@@ -451,12 +507,12 @@ pub fn check_user_name(user: &[u8]) -> Result<&str> {
             "user name is not UTF-8",
         )
     })?;
+    let (n, d) = s.split_once('@').unwrap_or((s, ""));
     if s.is_empty()
-        || s == "."
-        || s == ".."
         || s.contains('/')
         || s.contains('\0')
         || s.starts_with('.')
+        || [n, d].iter().any(|p| *p == "." || *p == "..")
     {
         return Err(Error::corrupt(
             format!("user {s:?}"),
@@ -497,7 +553,7 @@ mod tests {
         assert!(Location::parse("mbox:~/mail", None).is_err());
         let l = Location::parse("mdbox:~/mdbox:ALT=~/alt", Some("/h/%u".into())).unwrap();
         assert_eq!(l.kind, StoreFormat::Mdbox);
-        assert_eq!(l.alt_of("a"), Some(PathBuf::from("/h/a/alt")));
+        assert_eq!(l.alt_of("a").unwrap(), Some(PathBuf::from("/h/a/alt")));
         assert!(Location::parse("maildir:~/M:ALT=/x", None).is_err());
         assert!(Location::parse("maildir:~/M:CONTROL=/x", None).is_err());
         assert_eq!(expand("a%%b", "u", None), "a%b");
@@ -527,9 +583,18 @@ mod tests {
 
     #[test]
     fn hostile_users() {
-        for bad in ["", "..", "a/b", "a\0b", ".hidden"] {
+        for bad in ["", "..", "a/b", "a\0b", ".hidden", "x@..", "x@.", "..@x"] {
             assert!(check_user_name(bad.as_bytes()).is_err(), "{bad:?}");
         }
+        // Every expansion is proven to stay below the template's fixed part, also where
+        // literal text next to a variable would make `..` (an empty domain here).
+        let l = Location::parse("maildir:/srv/.%d./%n", None).unwrap();
+        let e = l.root_of("bob").unwrap_err().to_string();
+        assert!(e.contains("hostile user name refused"), "{e}");
+        assert_eq!(l.root_of("bob@x").unwrap(), PathBuf::from("/srv/.x./bob"));
+        let l = Location::parse("maildir:~/Maildir", Some("/h/%d/%n".into())).unwrap();
+        assert!(l.root_of("x@..").is_err());
+        assert_eq!(l.root_of("x@y").unwrap(), PathBuf::from("/h/y/x/Maildir"));
         assert_eq!(
             check_user_name(b"alice@example.org").unwrap(),
             "alice@example.org"

@@ -2,19 +2,19 @@
 //! unless the location has `:UTF-8`.
 
 use base64::Engine as _;
-use base64::alphabet::Alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-fn engine() -> GeneralPurpose {
-    let alpha = Alphabet::new("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,")
-        .unwrap_or(base64::alphabet::STANDARD);
-    GeneralPurpose::new(
-        &alpha,
-        GeneralPurposeConfig::new()
-            .with_encode_padding(false)
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(true),
-    )
+/// Base64 with `+` and `,` (RFC 3501), no padding; built once, at compile time.
+const ENGINE: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::IMAP_MUTF7,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
+fn engine() -> &'static GeneralPurpose {
+    &ENGINE
 }
 
 /// Encode UTF-8 text as modified UTF-7.

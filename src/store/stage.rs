@@ -214,7 +214,7 @@ impl Stage {
             root,
             owner_override: owner,
             can_chown: is_root(),
-            attr_file: loc.attribute_file_of(user),
+            attr_file: loc.attribute_file_of(user)?,
             scratch: Vec::new(),
             created_home: None,
         })

@@ -217,9 +217,12 @@ fn exit_codes_for_bad_requests() {
         ]),
         2,
     );
-    // An unknown major version is refused with its own code.
+    // An unknown major version is refused with its own code (HEADER and FOOTER agreeing
+    // on it; one copy alone is damage, see untrusted.rs).
     let mut bytes = fs::read(&a).unwrap();
     bytes[16] = 9;
+    let foot = bytes.len() - 72 + 16;
+    bytes[foot] = 9;
     fs::write(ws.join("v9.mdump"), &bytes).unwrap();
     let o = run_expect_code(maildump().arg("list").arg(ws.join("v9.mdump")), 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported archive format version 9."));

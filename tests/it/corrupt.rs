@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::util::{Workspace, maildump, run, run_ok};
 
 /// The fixture backed up with tiny frames, so damage can hit one frame among many.
-fn small_frame_archive(ws: &Workspace) -> PathBuf {
+pub(crate) fn small_frame_archive(ws: &Workspace) -> PathBuf {
     let store = crate::cli::fixture_copy(ws);
     let a = ws.join("small.mdump");
     run_ok(
@@ -361,12 +361,36 @@ fn hostile_names_in_an_archive_are_refused() {
     }
 }
 
+/// UID 1 stored in parts (1.2): "head\n" + base64 of the 6-byte blob `abcdef` in lines of
+/// 4 + "\ntail\n", the message `head\nYWJj\nZGVm\ntail\n`.
+pub(crate) fn sis_message(
+    w: &mut maildump::format::writer::ArchiveWriter<fs::File>,
+    meta: maildump::model::MessageMeta,
+) -> maildump::format::index::MessageRecord {
+    use maildump::format::parts;
+    let data = b"head\n\ntail\n";
+    let blob = b"abcdef".to_vec();
+    let sha = parts::digest(
+        &[parts::blob(String::new(), 6, None, false)],
+        b"",
+        std::slice::from_ref(&blob),
+    )
+    .unwrap()
+    .0;
+    let layout = vec![
+        parts::range(0, 5),
+        parts::blob(sha, 6, Some(4), false),
+        parts::range(5, 6),
+    ];
+    w.add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
+        .unwrap()
+}
+
 /// A 1.2 archive whose single-instance attachment path climbs out of the attachment
 /// directory (`../`) or is absolute: restoring into an sdbox with an attachment directory
 /// refuses it (exit 4) and writes nothing outside.
 #[test]
 fn hostile_attachment_paths_are_refused() {
-    use maildump::format::parts;
     use maildump::model::*;
     let ws = Workspace::new();
     for path in ["../../escaped", "/tmp/abs-escape", "ab/../../x"] {
@@ -376,21 +400,6 @@ fn hostile_attachment_paths_are_refused() {
             2,
             ("carol", "INBOX", Some("00112233445566778899aabbccddeeff")),
             |w, _, _| {
-                // "head\n" + base64 of 6 bytes in lines of 4 + "\ntail\n".
-                let data = b"head\n\ntail\n";
-                let blob = b"abcdef".to_vec();
-                let sha = parts::digest(
-                    &[parts::blob(String::new(), 6, None, false)],
-                    b"",
-                    std::slice::from_ref(&blob),
-                )
-                .unwrap()
-                .0;
-                let layout = vec![
-                    parts::range(0, 5),
-                    parts::blob(sha, 6, Some(4), false),
-                    parts::range(5, 6),
-                ];
                 let meta = MessageMeta {
                     size_physical: 20,
                     sdbox: Some(DboxFacts {
@@ -404,8 +413,7 @@ fn hostile_attachment_paths_are_refused() {
                     }),
                     ..bare_meta("0123456789abcdef0123456789abcdef")
                 };
-                w.add_message_in_parts(meta, data, layout, &[blob], Path::new("x"))
-                    .unwrap()
+                sis_message(w, meta)
             },
         );
         // The message itself is intact: cat puts it together.

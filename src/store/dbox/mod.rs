@@ -159,8 +159,8 @@ impl DboxReader {
         Ok(DboxReader {
             loc: loc.clone(),
             root,
-            alt: loc.alt_of(user),
-            attachments: loc.attachment_dir_of(user),
+            alt: loc.alt_of(user)?,
+            attachments: loc.attachment_dir_of(user)?,
             map: RefCell::new(None),
             scanned: RefCell::new(HashMap::new()),
             user: user.to_string(),

@@ -131,7 +131,7 @@ impl DboxWriter {
         Ok(DboxWriter {
             st: Stage::new(loc, user, owner)?,
             kind: loc.kind,
-            attachments: loc.attachment_dir_of(user),
+            attachments: loc.attachment_dir_of(user)?,
             inline,
             seq: 0,
             mdbox: None,

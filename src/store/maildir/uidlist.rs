@@ -83,12 +83,12 @@ pub fn parse(data: &[u8]) -> Result<Uidlist, String> {
             continue;
         }
         let lineno = i + 2;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
+        // As Dovecot reads a record: the UID, then space-separated fields up to the first
+        // field that starts with ':', which starts the file name (a ':' inside a field,
+        // e.g. in a GUID or a POP3 UIDL, is part of the field).
+        let (head, base) = split_record(line)
             .ok_or_else(|| format!("line {lineno}: no ':' before the file name"))?;
-        let (head, base) = (&line[..colon], &line[colon + 1..]);
-        let mut parts = head.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        let mut parts = head.into_iter();
         let uid: u32 = parts
             .next()
             .and_then(|u| std::str::from_utf8(u).ok())
@@ -120,6 +120,24 @@ pub fn parse(data: &[u8]) -> Result<Uidlist, String> {
         ul.records.push(rec);
     }
     Ok(ul)
+}
+
+/// A record line's fields before the file name (the UID first) and the file name.
+fn split_record(line: &[u8]) -> Option<(Vec<&[u8]>, &[u8])> {
+    let mut fields = Vec::new();
+    let mut rest = line;
+    loop {
+        let start = rest.iter().position(|&b| b != b' ')?;
+        rest = &rest[start..];
+        if let Some(name) = rest.strip_prefix(b":") {
+            return Some((fields, name));
+        }
+        // The UID may be followed by ':' directly.
+        let stop = |b: &u8| *b == b' ' || (fields.is_empty() && *b == b':');
+        let end = rest.iter().position(stop).unwrap_or(rest.len());
+        fields.push(&rest[..end]);
+        rest = &rest[end..];
+    }
 }
 
 /// Render a uidlist.
@@ -243,6 +261,22 @@ pub fn parse_filename(name: &[u8]) -> FileName<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the archive_json fuzz target: a GUID with a ':' rendered as a G field was
+    /// read back cut at the ':' (the rest taken for the file name). Dovecot reads fields
+    /// up to a field that starts with ':'; so does this parser now.
+    #[test]
+    fn a_colon_inside_a_field_is_part_of_it() {
+        let ul = parse(b"3 V1 N9\n4 Gab:cd Px:y :1.M1P1.host,S=5\n5:2.M2\n").unwrap();
+        assert_eq!(ul.records[0].guid.as_deref(), Some(&b"ab:cd"[..]));
+        assert_eq!(ul.records[0].pop3_uidl.as_deref(), Some(&b"x:y"[..]));
+        assert_eq!(ul.records[0].base, b"1.M1P1.host,S=5");
+        assert_eq!(
+            (ul.records[1].uid, &ul.records[1].base[..]),
+            (5, &b"2.M2"[..])
+        );
+        assert_eq!(parse(&render(&ul)).unwrap(), ul);
+    }
 
     #[test]
     fn uidlist_roundtrip() {
