@@ -54,8 +54,8 @@ DAEMONS="sd fd dir"   # start order; stop is the reverse
 port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 
 pick_ports() {
-  local tries base
-  for tries in $(seq 1 50); do
+  local base
+  for _ in $(seq 1 50); do
     base=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     if port_free "$base" && port_free $((base + 1)) && port_free $((base + 2)); then
       echo "$base"; return 0

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the backup-software self-tests: a copy of the fixture store with its own
 # doveadm-only Dovecot config, changes made through doveadm, and Dovecot's view of a store
 # as sorted text (what the tests compare before backup and after restore).

@@ -28,7 +28,7 @@ chmod 755 "$W"
 A=$W/amanda
 AF=$W/amanda-fail
 GROUP=mdt-mr-${W##*.}
-GROUP=$(echo "$GROUP" | tr 'A-Z' 'a-z')
+GROUP=$(echo "$GROUP" | tr '[:upper:]' '[:lower:]')
 cleanup() {
   "$AM" cleanup "$A" || true
   "$AM" cleanup "$AF" || true
@@ -142,8 +142,12 @@ grep -q ' alice/$' "$W/amrecover.txt" && grep -q ' bob/$' "$W/amrecover.txt" && 
   fail "amrecover does not list users and mailboxes: $(cat "$W/amrecover.txt")"
 echo "ok   amrecover browses users and mailboxes from the index lines"
 # amrecover's amindexd session leaves an amandad debug log that names no config: remove ours.
-ls /var/log/amanda/amandad 2>/dev/null | grep -vxF -f "$W/amandad-logs-before" |
-  sed 's|^|/var/log/amanda/amandad/|' | xargs -r grep -lF 'SERVICE amindexd' | xargs -r rm -f --
+for f in /var/log/amanda/amandad/*.debug; do
+  [ -f "$f" ] || continue
+  if ! grep -qxF "${f##*/}" "$W/amandad-logs-before" && grep -qF 'SERVICE amindexd' "$f"; then
+    rm -f -- "$f"
+  fi
+done
 
 AMANDA_DTIMEOUT=5 "$AM" setup "$AF" "$M" "$here/amanda-app.py" \
   backup-command "$MAILDUMP backup --config $W/missing.conf --all-users -o -" \
