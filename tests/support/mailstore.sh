@@ -10,6 +10,10 @@
 #   mailstore_snapshot DIR ROOT [USER...]     mailboxes (messages, uidnext, uidvalidity,
 #                              guid) and messages (uid, guid, flags but \Recent, received,
 #                              size) as doveadm reports them; users default to alice bob
+# and the self-tests' helpers: selftest_begin NAME (sets MAILDUMP, the binary, default
+# target/debug/maildump, and W, a new 0755 scratch dir /tmp/selftest-NAME.XXXXXX),
+# fail MESSAGE, now, since START (seconds, 2 decimals),
+# same NAME EXPECTED ACTUAL (diff of two snapshots, or fail; uses $W for the diff).
 MAILSTORE_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MAILSTORE_UID=5000
 
@@ -45,4 +49,18 @@ mailstore_snapshot() {
     mailstore_doveadm "$dir" "$root" "$user" -f tab fetch 'mailbox uid guid flags date.received size.physical' ALL 2>&1 |
       sed 's/ *\\Recent//' | sort
   done
+}
+
+selftest_begin() {
+  MAILDUMP=$(realpath "${MAILDUMP:-$MAILSTORE_REPO/target/debug/maildump}")
+  [ -x "$MAILDUMP" ] || { echo "no maildump binary at $MAILDUMP (cargo build)" >&2; exit 2; }
+  W=$(mktemp -d "/tmp/selftest-$1.XXXXXX")
+  chmod 755 "$W"
+}
+fail() { echo "FAIL: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { printf '%.2f' "$(echo "$(now) - $1" | bc)"; }
+same() { # NAME EXPECTED ACTUAL
+  diff -u "$2" "$3" > "${W:?}/diff" || { cat "$W/diff" >&2; fail "$1: doveadm shows a different store"; }
+  echo "ok   $1"
 }

@@ -14,17 +14,11 @@
 # Each restore is compared with what doveadm showed at dump time. Prints timings. As root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-MAILDUMP=$(realpath "${MAILDUMP:-$repo/target/debug/maildump}")
-[ -x "$MAILDUMP" ] || { echo "no maildump binary at $MAILDUMP (cargo build)" >&2; exit 2; }
-# The application runs as backup: the binary must be reachable by it.
-runuser -u backup -- test -x "$MAILDUMP" || { echo "user backup cannot run $MAILDUMP" >&2; exit 2; }
 # shellcheck source=mailstore.sh
 . "$here/mailstore.sh"
 AM=$here/amanda.sh
 PROTO=$here/proto/maildump-amanda.sh
-W=$(mktemp -d /tmp/selftest-amanda.XXXXXX)
-chmod 755 "$W"
+selftest_begin amanda
 A=$W/amanda
 AF=$W/amanda-fail
 GROUP=mdt-mr-${W##*.}
@@ -40,13 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { printf '%.2f' "$(echo "$(now) - $1" | bc)"; }
-same() { # NAME EXPECTED ACTUAL
-  diff -u "$2" "$3" > "$W/diff" || { cat "$W/diff" >&2; fail "$1: doveadm shows a different store"; }
-  echo "ok   $1"
-}
+# The application runs as backup: the binary must be reachable by it.
+runuser -u backup -- test -x "$MAILDUMP" || fail "user backup cannot run $MAILDUMP"
 
 mailstore_new "$W"
 M=$W/mail

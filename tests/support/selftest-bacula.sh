@@ -8,48 +8,36 @@
 # compared with what doveadm showed at backup time. Prints timings. As root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-MAILDUMP=$(realpath "${MAILDUMP:-$repo/target/debug/maildump}")
-[ -x "$MAILDUMP" ] || { echo "no maildump binary at $MAILDUMP (cargo build)" >&2; exit 2; }
 # shellcheck source=mailstore.sh
 . "$here/mailstore.sh"
 BAC=$here/bacula.sh
 PROTO=$here/proto/maildump-bacula.sh
-W=$(mktemp -d /tmp/selftest-bacula.XXXXXX)
-chmod 755 "$W"
+selftest_begin bacula
 B=$W/bacula
 cleanup() { "$BAC" cleanup "$B" || true; rm -rf -- "${W:?}"; }
 trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { printf '%.2f' "$(echo "$(now) - $1" | bc)"; }
-same() { # NAME EXPECTED ACTUAL
-  diff -u "$2" "$3" > "$W/diff" || { cat "$W/diff" >&2; fail "$1: doveadm shows a different store"; }
-  echo "ok   $1"
-}
 
 mailstore_new "$W"
 M=$W/mail
 CONF=$W/dovecot.conf
 OPTS="--config $CONF --home $M/%%u --all-users"
 "$BAC" setup "$B"
-"$BAC" add-conf "$B" <<CONF
-FileSet {
-  Name = "Mail"
-  Include {
-    # "|": the director runs this and uses its output lines as plugin strings, with %i
-    # (JobId) and %l (the level, after any upgrade to Full) substituted; %% keeps a %.
-    Plugin = "|/bin/echo bpipe:/@maildump/mail.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state %i %l $OPTS:$PROTO $MAILDUMP receive $W/spool %i"
-    Plugin = "|/bin/echo bpipe:/@maildump/restore:/bin/true:$PROTO $MAILDUMP restore $W/spool %i --config $CONF %%w"
-  }
-}
+# A FileSet NAME with the PLUGIN lines and a Job NAME whose client RunScript After runs the
+# prototype's `finish` on STATE: it commits the job's state, or fails the job (status E).
+mail_job() { # NAME STATE PLUGIN...
+  local name=$1 state=$2 plugin
+  shift 2
+  printf 'FileSet {\n  Name = "%s"\n  Include {\n' "$name"
+  for plugin in "$@"; do printf '    Plugin = "%s"\n' "$plugin"; done
+  printf '  }\n}\n'
+  cat <<CONF
 Job {
-  Name = "Mail"
+  Name = "$name"
   Type = Backup
   Level = Incremental
   Client = mdt-fd
-  FileSet = "Mail"
+  FileSet = "$name"
   Storage = File
   Pool = Default
   Messages = Standard
@@ -57,32 +45,20 @@ Job {
     RunsWhen = After
     RunsOnClient = yes
     FailJobOnError = yes
-    Command = "$PROTO $MAILDUMP finish $W/state %i"
-  }
-}
-FileSet {
-  Name = "MailBroken"
-  Include {
-    Plugin = "|/bin/echo bpipe:/@maildump/broken.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state-broken %i %l --config $W/missing.conf --all-users:/bin/true"
-  }
-}
-Job {
-  Name = "MailBroken"
-  Type = Backup
-  Level = Full
-  Client = mdt-fd
-  FileSet = "MailBroken"
-  Storage = File
-  Pool = Default
-  Messages = Standard
-  RunScript {
-    RunsWhen = After
-    RunsOnClient = yes
-    FailJobOnError = yes
-    Command = "$PROTO $MAILDUMP finish $W/state-broken %i"
+    Command = "$PROTO $MAILDUMP finish $state %i"
   }
 }
 CONF
+}
+# "|": the director runs /bin/echo and uses its output lines as plugin strings, with %i
+# (JobId) and %l (the level, after any upgrade to Full) substituted; %% keeps a %.
+{
+  mail_job Mail "$W/state" \
+    "|/bin/echo bpipe:/@maildump/mail.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state %i %l $OPTS:$PROTO $MAILDUMP receive $W/spool %i" \
+    "|/bin/echo bpipe:/@maildump/restore:/bin/true:$PROTO $MAILDUMP restore $W/spool %i --config $CONF %%w"
+  mail_job MailBroken "$W/state-broken" \
+    "|/bin/echo bpipe:/@maildump/broken.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state-broken %i %l --config $W/missing.conf --all-users:/bin/true"
+} | "$BAC" add-conf "$B"
 t=$(now); "$BAC" start "$B"; echo "time start: $(since "$t") s"
 
 job() { # LEVEL SNAPSHOT-NAME
