@@ -5,6 +5,7 @@
 //! nothing of the archive format. Names that come from an archive reach the file system only
 //! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
 
+pub mod config;
 pub mod dbox;
 pub mod dovecot;
 pub mod location;
@@ -12,6 +13,7 @@ pub mod maildir;
 pub mod mutf7;
 pub(crate) mod nofollow;
 pub(crate) mod stage;
+pub mod template;
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;

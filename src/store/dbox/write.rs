@@ -17,7 +17,8 @@
 //! Single-instance attachments: with an attachment directory (and without
 //! `--inline-attachments`) a message's attachments are taken out again exactly where
 //! Dovecot had taken them out, written once per content under Dovecot's names and linked
-//! from `hashes/`. Without one they stay inside the message, which Dovecot reads the same.
+//! from `hashes/` (Dovecot 2.3; a 2.4 target gets no `hashes/`, as 2.4 writes them). Without
+//! one they stay inside the message, which Dovecot reads the same.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -30,7 +31,7 @@ use super::index::{NewExt, NewIndex, NewRecord};
 use super::{MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
-use crate::store::location::{Location, StoreFormat};
+use crate::store::location::{AttachmentLayout, Location, StoreFormat};
 use crate::store::stage::{Stage, sync_dir};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
 
@@ -42,6 +43,8 @@ pub struct DboxWriter {
     st: Stage,
     kind: StoreFormat,
     attachments: Option<PathBuf>,
+    /// Dovecot 2.3's `hashes/` links, or 2.4's plain files ([`file::attachment_names`]).
+    attachment_layout: AttachmentLayout,
     inline: bool,
     seq: u32,
     mdbox: Option<Mdbox>,
@@ -132,6 +135,7 @@ impl DboxWriter {
             st: Stage::new(loc, user, owner)?,
             kind: loc.kind,
             attachments: loc.attachment_dir_of(user)?,
+            attachment_layout: loc.attachment_layout,
             inline,
             seq: 0,
             mdbox: None,
@@ -252,18 +256,20 @@ impl DboxWriter {
             return Ok(None);
         };
         for (p, data) in parts.iter().zip(&stored) {
-            let name = if self.kind == StoreFormat::Sdbox {
-                file::sdbox_attachment_name(&p.path, mailbox_guid, uid)
-            } else {
-                p.path.clone()
-            };
+            let (name, link) = file::attachment_names(
+                self.attachment_layout,
+                self.kind == StoreFormat::Sdbox,
+                &p.path,
+                mailbox_guid,
+                uid,
+            );
             let dest = dir.join(&name);
             // Directories as Dovecot makes them: the mail owner's, 0700, every level.
             let dir_owner = owner.map(|o| Owner { mode: 0o700, ..o });
             if let Some(parent) = dest.parent() {
                 self.st.mkdir_all(parent, dir_owner)?;
             }
-            let link = file::hash_link_path(&p.path).map(|l| dir.join(l));
+            let link = link.map(|l| dir.join(l));
             // Already there with the same bytes (an earlier message or restore): keep it.
             if let Ok(existing) = fs::read(&dest) {
                 if &existing == data {
