@@ -4,8 +4,10 @@
 //!   it); any other file is read as 2.3.
 //! - **2.3** (unchanged): `mail_location`, `mail_home`, `mail_attribute_dict` and
 //!   `mail_attachment_dir`, each through `doveconf -h` when it answers, else from the file.
-//! - **2.4**: `doveconf -c FILE -n` when the installed doveconf is 2.4's (its output, with the
-//!   includes resolved, is read by [`parse`]); when doveconf is missing or refuses the file
+//! - **2.4**: `doveconf -c FILE -N` when the installed doveconf is 2.4's (its output, every
+//!   setting the files set with the includes resolved, is read by [`parse`]; not `-n`, which
+//!   leaves out a setting equal to its global default even where the mail driver's default
+//!   differs: `mailbox_list_layout = fs` with `mail_driver = maildir`); when doveconf is missing or refuses the file
 //!   because it is older (2.3's says `Unknown setting: dovecot_config_version`), the file
 //!   itself with its `!include`s ([`parse::parse_file`]). A 2.4 doveconf that refuses the file
 //!   for another reason stops the run with its message. The settings are mapped by
@@ -31,7 +33,7 @@ pub enum ConfigVersion {
 /// How a 2.4 configuration was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// Through `doveconf -n` (2.4's).
+    /// Through `doveconf -N` (2.4's).
     Doveconf,
     /// By reading the file and its includes.
     File,
@@ -96,7 +98,7 @@ pub fn version_of(conf: &Path) -> ConfigVersion {
     }
 }
 
-/// `doveconf -c CONF -n` of a 2.4 file: the text when doveconf read it, `None` when there is
+/// `doveconf -c CONF -N` of a 2.4 file: the text when doveconf read it, `None` when there is
 /// no doveconf or it is older than 2.4 (it does not know `dovecot_config_version`).
 ///
 /// # Errors
@@ -105,7 +107,7 @@ fn doveconf24(conf: &Path) -> Result<Option<String>> {
     let Ok(out) = std::process::Command::new("doveconf")
         .arg("-c")
         .arg(conf)
-        .arg("-n")
+        .arg("-N")
         .stdin(std::process::Stdio::null())
         .output()
     else {
