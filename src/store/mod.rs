@@ -258,6 +258,15 @@ impl StoreWriter for Writer {
     }
 }
 
+/// The refusal of an exact restore into mailbox `name` of `user`, which `is_there` at `dir`
+/// (e.g. "already exists and holds mail").
+pub(crate) fn occupied(user: &str, name: &Name, is_there: &str, dir: &std::path::Path) -> Error {
+    Error::Conflict(format!(
+        "user {user} mailbox {name} {is_there} ({}); restore into another location or user, or remove it first",
+        dir.display()
+    ))
+}
+
 /// What [`StoreWriter::write_mailbox`] did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteStats {

@@ -65,11 +65,18 @@ impl Place {
         symlink(self.elsewhere.join(to), at).unwrap();
     }
 
-    /// Move the directory `rel` (relative to the home) to `to` (relative to `elsewhere`) and
-    /// leave a link to it in its place.
-    fn move_and_plant(&self, rel: &str, to: &str) {
-        let _ = fs::remove_dir_all(self.elsewhere.join(to));
-        fs::rename(self.home.join(rel), self.elsewhere.join(to)).unwrap();
+    /// Put a link to `to` (relative to `elsewhere`) in place of `rel` (relative to the
+    /// home): a directory there is moved to `to` first, a file removed.
+    fn replace_by_link(&self, rel: &str, to: &str) {
+        let at = self.home.join(rel);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir_all(self.elsewhere.join(to));
+                fs::rename(&at, self.elsewhere.join(to)).unwrap();
+            }
+            Ok(_) => fs::remove_file(&at).unwrap(),
+            Err(_) => {}
+        }
         self.plant(rel, to);
     }
 
@@ -166,205 +173,196 @@ const MAILDIR: &str = "maildir:~/Maildir";
 const SDBOX: &str = "sdbox:~/sdbox";
 const MDBOX: &str = "mdbox:~/mdbox";
 
-/// Exact restores into an existing Maildir root with a link planted in the way: each is
-/// refused (exit 6) naming the link, and nothing is written anywhere.
-#[test]
-fn exact_maildir_restore_never_writes_through_a_planted_symlink() {
-    type Prepare = fn(&Place);
-    let cases: [(&str, &str, Prepare, &[&str]); 10] = [
-        (
-            "INBOX cur/",
-            "Maildir/cur",
-            |p| {
-                archive(p, inbox(), vec![plain(1)]);
-                p.dirs(&["Maildir/new", "Maildir/tmp"]);
-                p.plant("Maildir/cur", "box/cur");
-            },
-            &[],
-        ),
-        (
-            "mailbox directory",
-            "Maildir/.Work",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/cur"]);
-                p.plant("Maildir/.Work", "box");
-            },
-            &[],
-        ),
-        (
-            "mailbox cur/",
-            "Maildir/.Work/cur",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/.Work/new", "Maildir/.Work/tmp"]);
-                p.plant("Maildir/.Work/cur", "box/cur");
-            },
-            &[],
-        ),
-        (
-            "mailbox tmp/",
-            "Maildir/.Work/tmp",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/.Work/new", "Maildir/.Work/cur"]);
-                p.plant("Maildir/.Work/tmp", "box/tmp");
-            },
-            &[],
-        ),
-        (
-            "dovecot-uidlist",
-            "Maildir/.Work/dovecot-uidlist",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&[
-                    "Maildir/.Work/new",
-                    "Maildir/.Work/cur",
-                    "Maildir/.Work/tmp",
-                ]);
-                p.plant("Maildir/.Work/dovecot-uidlist", "victim");
-            },
-            &[],
-        ),
-        (
-            "index file",
-            "Maildir/.Work/dovecot.index",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&[
-                    "Maildir/.Work/new",
-                    "Maildir/.Work/cur",
-                    "Maildir/.Work/tmp",
-                ]);
-                p.plant("Maildir/.Work/dovecot.index", "victim");
-            },
-            &[],
-        ),
-        (
-            "subscriptions",
-            "Maildir/subscriptions",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/cur"]);
-                p.plant("Maildir/subscriptions", "victim");
-            },
-            &[],
-        ),
-        (
-            "UIDVALIDITY counter",
-            "Maildir/dovecot-uidvalidity",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/cur"]);
-                p.plant("Maildir/dovecot-uidvalidity", "victim");
-            },
-            &[],
-        ),
-        (
-            "METADATA dictionary in the root",
-            "Maildir/dovecot-attributes",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/cur"]);
-                p.plant("Maildir/dovecot-attributes", "victim");
-            },
-            &["--attribute-dict", "file:~/Maildir/dovecot-attributes"],
-        ),
-        (
-            "METADATA dictionary in the home",
-            "dovecot-attributes",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["Maildir/cur"]);
-                p.plant("dovecot-attributes", "victim");
-            },
-            &["--attribute-dict", "file:~/dovecot-attributes"],
-        ),
-    ];
+/// What the archive of a [`Case`] holds: alice's INBOX, her `Work` ([`work`]), or an
+/// INBOX with a single-instance attachment ([`sis_archive`]).
+#[derive(Clone, Copy)]
+enum Holds {
+    Inbox,
+    Work,
+    Sis,
+}
+
+/// A link planted at `link` (below the home) to `to` (below `elsewhere`) after making
+/// `dirs`, then a restore of what `holds` says into `location` with `extra` options.
+struct Case {
+    what: &'static str,
+    location: &'static str,
+    holds: Holds,
+    dirs: &'static [&'static str],
+    link: &'static str,
+    to: &'static str,
+    extra: &'static [&'static str],
+}
+
+/// A [`Case`] of a Maildir restore without options.
+const fn case(
+    what: &'static str,
+    holds: Holds,
+    dirs: &'static [&'static str],
+    link: &'static str,
+    to: &'static str,
+) -> Case {
+    Case {
+        what,
+        location: MAILDIR,
+        holds,
+        dirs,
+        link,
+        to,
+        extra: &[],
+    }
+}
+
+/// Run every case: each restore refused (exit 6) naming the link, nothing written anywhere.
+fn run_cases(cases: &[Case]) {
     let mut failures = Vec::new();
-    for (what, link, prepare, extra) in cases {
+    for c in cases {
         let p = Place::new();
-        prepare(&p);
-        let msg = link_message(&p, link);
-        failures.extend(refused(&p, what, p.restore(MAILDIR, extra), 6, &msg));
+        match c.holds {
+            Holds::Inbox => archive(&p, inbox(), vec![plain(1)]),
+            Holds::Work => archive(&p, work(), vec![plain(1)]),
+            Holds::Sis => sis_archive(&p),
+        }
+        p.dirs(c.dirs);
+        p.plant(c.link, c.to);
+        let msg = link_message(&p, c.link);
+        let cmd = p.restore(c.location, c.extra);
+        failures.extend(refused(&p, c.what, cmd, 6, &msg));
     }
     all_refused(failures, cases.len());
 }
 
+/// The directories of an existing, empty `Work` mailbox.
+const WORK_DIRS: &[&str] = &[
+    "Maildir/.Work/new",
+    "Maildir/.Work/cur",
+    "Maildir/.Work/tmp",
+];
+
+/// Exact restores into an existing Maildir root with a link planted in the way: each is
+/// refused (exit 6) naming the link, and nothing is written anywhere.
+#[test]
+fn exact_maildir_restore_never_writes_through_a_planted_symlink() {
+    use Holds::*;
+    let root: &[&str] = &["Maildir/cur"];
+    run_cases(&[
+        case(
+            "INBOX cur/",
+            Inbox,
+            &["Maildir/new", "Maildir/tmp"],
+            "Maildir/cur",
+            "box/cur",
+        ),
+        case("mailbox directory", Work, root, "Maildir/.Work", "box"),
+        case(
+            "mailbox cur/",
+            Work,
+            &WORK_DIRS[..1],
+            "Maildir/.Work/cur",
+            "box/cur",
+        ),
+        case(
+            "mailbox tmp/",
+            Work,
+            &WORK_DIRS[..2],
+            "Maildir/.Work/tmp",
+            "box/tmp",
+        ),
+        case(
+            "uidlist",
+            Work,
+            WORK_DIRS,
+            "Maildir/.Work/dovecot-uidlist",
+            "victim",
+        ),
+        case(
+            "index file",
+            Work,
+            WORK_DIRS,
+            "Maildir/.Work/dovecot.index",
+            "victim",
+        ),
+        case(
+            "subscriptions",
+            Work,
+            root,
+            "Maildir/subscriptions",
+            "victim",
+        ),
+        case(
+            "UIDVALIDITY counter",
+            Work,
+            root,
+            "Maildir/dovecot-uidvalidity",
+            "victim",
+        ),
+        Case {
+            extra: &["--attribute-dict", "file:~/Maildir/dovecot-attributes"],
+            ..case(
+                "METADATA in the root",
+                Work,
+                root,
+                "Maildir/dovecot-attributes",
+                "victim",
+            )
+        },
+        Case {
+            extra: &["--attribute-dict", "file:~/dovecot-attributes"],
+            ..case(
+                "METADATA in the home",
+                Work,
+                root,
+                "dovecot-attributes",
+                "victim",
+            )
+        },
+    ]);
+}
+
 /// Merge and side-folder restores into live Maildir mailboxes (restored here first) with
-/// a link planted in them: refused (exit 6) naming the link, nothing written anywhere.
+/// a link put in place of a directory or file of theirs (or of a side folder): refused
+/// (exit 6) naming the link, nothing written anywhere.
 #[test]
 fn merge_and_side_folder_never_write_through_a_planted_symlink() {
-    type Prepare = fn(&Place);
     let merge: &[&str] = &["--mode", "merge"];
-    let cases: [(&str, &str, Prepare, &[&str]); 7] = [
-        (
-            "live cur/",
-            "Maildir/.Work/cur",
-            |p| {
-                p.move_and_plant("Maildir/.Work/cur", "box/cur");
-            },
-            merge,
-        ),
-        (
-            "live tmp/",
-            "Maildir/.Work/tmp",
-            |p| {
-                p.move_and_plant("Maildir/.Work/tmp", "box/tmp");
-            },
-            merge,
-        ),
-        (
-            "live mailbox directory",
-            "Maildir/.Work",
-            |p| {
-                p.move_and_plant("Maildir/.Work", "box");
-            },
-            merge,
-        ),
+    let cases: [(&str, &str, &str, &[&str]); 7] = [
+        ("live cur/", "Maildir/.Work/cur", "box/cur", merge),
+        ("live tmp/", "Maildir/.Work/tmp", "box/tmp", merge),
+        ("live mailbox", "Maildir/.Work", "box", merge),
         (
             "uidlist lock",
             "Maildir/.Work/dovecot-uidlist.lock",
-            |p| {
-                p.plant("Maildir/.Work/dovecot-uidlist.lock", "victim");
-            },
+            "victim",
             merge,
         ),
         (
             "live uidlist",
             "Maildir/.Work/dovecot-uidlist",
-            |p| {
-                fs::remove_file(p.home.join("Maildir/.Work/dovecot-uidlist")).unwrap();
-                p.plant("Maildir/.Work/dovecot-uidlist", "victim");
-            },
+            "victim",
             merge,
         ),
         (
             "keywords",
             "Maildir/.Work/dovecot-keywords",
-            |p| {
-                p.plant("Maildir/.Work/dovecot-keywords", "victim");
-            },
+            "victim",
             merge,
         ),
         (
             "side folder",
             "Maildir/.Restored.Work",
-            |p| {
-                p.plant("Maildir/.Restored.Work", "box");
-            },
+            "box",
             &["--into", "Restored"],
         ),
     ];
     let mut failures = Vec::new();
-    for (what, link, prepare, extra) in cases {
+    for (what, link, to, extra) in cases {
         let p = Place::new();
         archive(&p, work(), vec![plain(1)]);
         run_ok(&mut p.restore(MAILDIR, &[]));
         let mut m = plain2();
         m.keywords = vec![Name::from("seen-by-test")];
         archive(&p, work(), vec![plain(1), m]);
-        prepare(&p);
+        p.replace_by_link(link, to);
         let msg = link_message(&p, link);
         failures.extend(refused(&p, what, p.restore(MAILDIR, extra), 6, &msg));
     }
@@ -375,82 +373,57 @@ fn merge_and_side_folder_never_write_through_a_planted_symlink() {
 /// 6) naming it, nothing written anywhere.
 #[test]
 fn dbox_restore_never_writes_through_a_planted_symlink() {
-    type Prepare = fn(&Place);
-    let att: &[&str] = &["--attachment-dir", "~/att"];
-    let cases: [(&str, &str, &str, Prepare, &[&str]); 6] = [
-        (
+    use Holds::*;
+    let sdbox = |c: Case| Case {
+        location: SDBOX,
+        ..c
+    };
+    let att = |c: Case| Case {
+        location: SDBOX,
+        extra: &["--attachment-dir", "~/att"],
+        ..c
+    };
+    run_cases(&[
+        sdbox(case(
             "mailboxes/",
-            SDBOX,
+            Work,
+            &["sdbox"],
             "sdbox/mailboxes",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["sdbox"]);
-                p.plant("sdbox/mailboxes", "box");
-            },
-            &[],
-        ),
-        (
-            "mailbox directory",
-            SDBOX,
+            "box",
+        )),
+        sdbox(case(
+            "mailbox",
+            Work,
+            &["sdbox/mailboxes"],
             "sdbox/mailboxes/Work",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["sdbox/mailboxes"]);
-                p.plant("sdbox/mailboxes/Work", "box");
-            },
-            &[],
-        ),
-        (
+            "box",
+        )),
+        sdbox(case(
             "dbox-Mails",
-            SDBOX,
+            Work,
+            &[],
             "sdbox/mailboxes/Work/dbox-Mails",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.plant("sdbox/mailboxes/Work/dbox-Mails", "box");
-            },
-            &[],
-        ),
-        (
-            "mdbox storage/",
-            MDBOX,
-            "mdbox/storage",
-            |p| {
-                archive(p, work(), vec![plain(1)]);
-                p.dirs(&["mdbox/mailboxes"]);
-                p.plant("mdbox/storage", "box");
-            },
-            &[],
-        ),
-        (
-            "attachment directory",
-            SDBOX,
-            "att/ab",
-            |p| {
-                sis_archive(p);
-                p.dirs(&["att"]);
-                p.plant("att/ab", "box");
-            },
-            att,
-        ),
-        (
+            "box",
+        )),
+        Case {
+            location: MDBOX,
+            ..case(
+                "mdbox storage/",
+                Work,
+                &["mdbox/mailboxes"],
+                "mdbox/storage",
+                "box",
+            )
+        },
+        att(case("attachment dir", Sis, &["att"], "att/ab", "box")),
+        att(case(
             "attachment hashes/",
-            SDBOX,
+            Sis,
+            &[],
             "att/ab/cd/hashes",
-            |p| {
-                sis_archive(p);
-                p.plant("att/ab/cd/hashes", "box");
-            },
-            att,
-        ),
-    ];
-    let mut failures = Vec::new();
-    for (what, location, link, prepare, extra) in cases {
-        let p = Place::new();
-        prepare(&p);
-        let msg = link_message(&p, link);
-        failures.extend(refused(&p, what, p.restore(location, extra), 6, &msg));
-    }
-    all_refused(failures, cases.len());
+            "box",
+        )),
+    ]);
 }
 
 /// The X path of the attachment of [`sis_archive`].
@@ -459,28 +432,7 @@ const SIS_PATH: &str = "ab/cd/abcdef0123456789abcdef0123456789abcdef01-001122334
 /// An sdbox archive of alice's INBOX holding one message stored with one single-instance
 /// attachment at [`SIS_PATH`].
 fn sis_archive(p: &Place) {
-    crate::corrupt::one_message_archive(
-        &p.archive,
-        "sdbox",
-        2,
-        ("alice", "INBOX", Some("00112233445566778899aabbccddeeff")),
-        |w, _, _| {
-            let meta = MessageMeta {
-                size_physical: 20,
-                sdbox: Some(DboxFacts {
-                    attachments: vec![AttachmentRef {
-                        start: 5,
-                        size: 9,
-                        options: "B4".into(),
-                        path: Name::from(SIS_PATH),
-                    }],
-                    other: vec![],
-                }),
-                ..crate::corrupt::bare_meta("0123456789abcdef0123456789abcdef")
-            };
-            crate::corrupt::sis_message(w, meta)
-        },
-    );
+    crate::corrupt::sis_archive(&p.archive, "alice", SIS_PATH);
 }
 
 /// The attachment case above is real: without a planted link, the attachment is written

@@ -37,7 +37,7 @@ use crate::store::location::{Location, StoreFormat};
 use crate::store::nofollow::DirFd;
 use crate::store::stage::Stage;
 use crate::store::target::{Perms, set_owner};
-use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
+use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
 
 /// Largest mdbox storage file written (Dovecot's default `mdbox_rotate_size` is 10 MiB).
 const MDBOX_ROTATE: u64 = 10 << 20;
@@ -563,11 +563,8 @@ impl StoreWriter for DboxWriter {
         };
         for (n, _) in mails.entries()? {
             if n.starts_with(b"u.") || n.starts_with(b"dovecot.index") {
-                return Err(Error::Conflict(format!(
-                    "user {} mailbox {name} already exists ({}); restore into another location or user, or remove it first",
-                    self.st.user,
-                    mails.path().display()
-                )));
+                let what = "already exists";
+                return Err(occupied(&self.st.user, name, what, mails.path()));
             }
         }
         Ok(())

@@ -18,13 +18,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
 use crate::store::nofollow::DirFd;
 use crate::store::stage::{BATCH, Pending, Stage, to_system_time};
 use crate::store::target::{Perms, set_owner};
-use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
+use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
 
 /// What a restore or a merge writes in a Maildir mailbox directory (each refused when it is
 /// a symlink).
@@ -385,11 +385,8 @@ impl StoreWriter for MaildirWriter {
                 continue;
             };
             if !d.entries()?.is_empty() {
-                return Err(Error::Conflict(format!(
-                    "user {} mailbox {name} already exists and holds mail ({}); restore into another location or user, or remove it first",
-                    self.st.user,
-                    dir.path().display()
-                )));
+                let what = "already exists and holds mail";
+                return Err(occupied(&self.st.user, name, what, dir.path()));
             }
         }
         Ok(())
