@@ -440,6 +440,9 @@ fn one_letter(after: &str) -> (Piece, usize) {
     (Piece::Expr(Expr { var, filters }), used)
 }
 
+/// Largest width or length a filter takes (a path component is at most 255 bytes).
+const MAX_WIDTH: u64 = 4096;
+
 const FILTERS: &str =
     "username, domain, lower, upper, substr, truncate, reverse, md5, sha1, sha256, sha512, hexlify";
 
@@ -495,7 +498,13 @@ fn parse_filter(step: &str) -> std::result::Result<Filter, String> {
         }
         None => (step, None),
     };
-    let nonneg = |v: i64| u64::try_from(v).map_err(|_| format!("filter {step:?}: negative value"));
+    // Widths and lengths beyond any path component are refused (no huge allocations).
+    let nonneg = |v: i64| {
+        u64::try_from(v)
+            .ok()
+            .filter(|v| *v <= MAX_WIDTH)
+            .ok_or_else(|| format!("filter {step:?}: value out of range 0..={MAX_WIDTH}"))
+    };
     let f = match (name, args.as_deref()) {
         ("username", None) => Filter::Username,
         ("domain", None) => Filter::Domain,
@@ -634,6 +643,7 @@ mod tests {
             ("/h/%{user | nosuch}", "filter \"nosuch\""),
             ("/h/%{user", "closing"),
             ("/h/%{user | substr(a)}", "numbers"),
+            ("/h/%{user | md5 | hexlify(99999999999)}", "out of range"),
         ] {
             let e = Template::parse(bad, Syntax::Any).unwrap_err().to_string();
             assert!(e.contains(what) && e.contains(bad), "{bad}: {e}");

@@ -18,6 +18,7 @@ mod invariants;
 mod leftovers;
 mod live_backup;
 mod live_restore;
+mod planted;
 mod skips;
 mod untrusted;
 mod util;

@@ -61,16 +61,27 @@ pub fn read(conf: &Path) -> Result<StoreConfig> {
     match version_of(conf) {
         ConfigVersion::Dovecot23 => read23(conf),
         ConfigVersion::Dovecot24 => {
-            let (root, source) = match doveconf24(conf)? {
-                Some(text) => (parse::parse_text(&text, conf)?, Source::Doveconf),
-                None => (parse::parse_file(conf)?, Source::File),
+            let Some(text) = doveconf24(conf)? else {
+                return Ok(StoreConfig {
+                    location: v24::location(&parse::parse_file(conf)?, conf)?,
+                    version: ConfigVersion::Dovecot24,
+                    source: Source::File,
+                });
             };
-            let location = v24::location(&root)
-                .map_err(|e| Error::Usage(format!("{}: {e}", conf.display())))?;
+            // Lines of doveconf's output are not lines of the files: a setting refused there
+            // is looked up in the files for its real place.
+            let printed = format!("{} (as doveconf -N prints it)", conf.display());
+            let location = v24::location(&parse::parse_text(&text, Path::new(&printed))?, conf)
+                .map_err(
+                    |e| match parse::parse_file(conf).map(|r| v24::location(&r, conf)) {
+                        Ok(Err(precise)) => precise,
+                        _ => e,
+                    },
+                )?;
             Ok(StoreConfig {
                 location,
                 version: ConfigVersion::Dovecot24,
-                source,
+                source: Source::Doveconf,
             })
         }
     }

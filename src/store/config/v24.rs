@@ -213,14 +213,15 @@ fn check_filters(flat: &Flat) -> Result<()> {
 /// # Errors
 /// [`Error::Usage`] naming the setting (and its file and line) for anything maildump
 /// cannot read the same way Dovecot does.
-pub fn location(root: &Section) -> Result<Location> {
+pub fn location(root: &Section, conf: &std::path::Path) -> Result<Location> {
     let mut flat = Flat::default();
     flat.add(&[], root);
     check_filters(&flat)?;
     let driver_set = flat.get("mail_driver", None).ok_or_else(|| {
-        Error::Usage(
-            "mail_driver is not set: maildump needs the store format (maildir, sdbox or mdbox); Dovecot's autodetection is not supported".into(),
-        )
+        Error::Usage(format!(
+            "{}: mail_driver is not set: maildump needs the store format (maildir, sdbox or mdbox); Dovecot's autodetection is not supported",
+            conf.display()
+        ))
     })?;
     let driver = text(driver_set)?.to_string();
     let kind = match driver.as_str() {
@@ -268,7 +269,7 @@ pub fn location(root: &Section) -> Result<Location> {
         None => None,
     };
     let attachment_dir = attachment_dir(&flat, &driver, dbox)?;
-    let attribute_dict = attribute_dict(&flat)?;
+    let attribute_dict = attribute_dict(&flat, conf)?;
     let mut spec = format!("{driver}:{root}");
     if let Some(a) = &alt {
         spec.push_str(&format!(":ALT={a}"));
@@ -447,7 +448,7 @@ fn attachment_dir(flat: &Flat, driver: &str, dbox: bool) -> Result<Option<String
 }
 
 /// `mail_attribute { dict NAME { driver path } }` as a `file:PATH` dictionary.
-fn attribute_dict(flat: &Flat) -> Result<Option<String>> {
+fn attribute_dict(flat: &Flat, conf: &std::path::Path) -> Result<Option<String>> {
     let base = named("mail_attribute", None);
     // The same `dict NAME { }` written twice is one filter (later settings win).
     let mut dicts: Vec<&Vec<Filter>> = Vec::new();
@@ -490,11 +491,16 @@ fn attribute_dict(flat: &Flat) -> Result<Option<String>> {
             format!("the {driver:?} dict")
         };
         return Err(Error::Usage(format!(
-            "mail_attribute: {what} is not supported (only one `dict file {{ path = ... }}`): maildump reads and writes METADATA in a file dict"
+            "{}: mail_attribute: {what} is not supported (only one `dict file {{ path = ... }}`): maildump reads and writes METADATA in a file dict",
+            conf.display()
         )));
     }
-    let file =
-        file.ok_or_else(|| Error::Usage("mail_attribute { dict file { } } has no path".into()))?;
+    let file = file.ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: mail_attribute {{ dict file {{ }} }} has no path",
+            conf.display()
+        ))
+    })?;
     Ok(Some(format!("file:{}", template(file)?)))
 }
 
@@ -506,10 +512,8 @@ mod tests {
     fn loc(body: &str) -> Result<Location> {
         let text =
             format!("dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n{body}");
-        location(&parse_text(
-            &text,
-            std::path::Path::new("/etc/dovecot/dovecot.conf"),
-        )?)
+        let conf = std::path::Path::new("/etc/dovecot/dovecot.conf");
+        location(&parse_text(&text, conf)?, conf)
     }
 
     #[test]
