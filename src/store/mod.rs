@@ -5,6 +5,7 @@
 //! nothing of the archive format. Names that come from an archive reach the file system only
 //! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
 
+pub mod config;
 pub mod dbox;
 pub mod dovecot;
 pub mod location;
@@ -13,6 +14,7 @@ pub mod mutf7;
 pub(crate) mod nofollow;
 pub(crate) mod stage;
 pub(crate) mod target;
+pub mod template;
 pub(crate) mod uidvalidity;
 
 use std::io::{Read, Seek};

@@ -104,12 +104,10 @@ impl Drop for Pending {
     }
 }
 
-/// Whether this process runs as root (and may chown).
+/// Whether this process runs as root (and may chown). The effective uid itself, not
+/// `/proc/self`, which a chroot or container may not have mounted.
 pub(crate) fn is_root() -> bool {
-    // Reading the effective uid needs no unsafe code: /proc/self reports it.
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
 /// One user's mail root being written. Every write goes through a handle on the root

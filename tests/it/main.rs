@@ -4,8 +4,10 @@
 
 mod cli;
 mod corrupt;
+mod d24;
 mod dbox;
 mod dovecot;
+mod dovecot24;
 mod fidelity;
 mod format_vectors;
 mod fuzz;

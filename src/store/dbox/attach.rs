@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::file;
 use crate::error::{Error, IoContext, Result};
+use crate::store::location::AttachmentLayout;
 use crate::store::nofollow::DirFd;
 use crate::store::target::{Perms, set_owner, split};
 
@@ -19,6 +19,8 @@ use crate::store::target::{Perms, set_owner, split};
 pub(super) struct AttachmentDir {
     path: PathBuf,
     root: Option<DirFd>,
+    /// Dovecot 2.3's `hashes/` links, or 2.4's plain files.
+    layout: AttachmentLayout,
 }
 
 /// A `/`-separated path below the attachment directory as its directory's components and
@@ -30,9 +32,18 @@ fn dir_and_name(path: &str) -> (Vec<&[u8]>, &[u8]) {
 }
 
 impl AttachmentDir {
-    /// The attachment directory at `path` (opened on first use).
-    pub(super) fn new(path: PathBuf) -> Self {
-        AttachmentDir { path, root: None }
+    /// The attachment directory at `path` (opened on first use), written in `layout`.
+    pub(super) fn new(path: PathBuf, layout: AttachmentLayout) -> Self {
+        AttachmentDir {
+            path,
+            root: None,
+            layout,
+        }
+    }
+
+    /// Whether attachments get 2.3's `hashes/` links or 2.4's plain files.
+    pub(super) fn layout(&self) -> AttachmentLayout {
+        self.layout
     }
 
     /// The directory's handle (its own path followed: the administrator's); the directory
@@ -56,24 +67,24 @@ impl AttachmentDir {
             .ok_or_else(|| Error::Usage("attachment directory not open".into()))
     }
 
-    /// Store the attachment `data` of X path `x_path` under the on-disk name `name`
-    /// (`x_path` itself for mdbox, with the mailbox GUID and UID for sdbox), linked from
-    /// `hashes/`. Already there with the same bytes (an earlier message or restore): kept.
+    /// Store the attachment `data` under the on-disk name `name` (its X path for mdbox,
+    /// with the mailbox GUID and UID for sdbox), hard-linked from `link` (2.3's
+    /// `hashes/<hash>`; none for 2.4), both from [`super::file::attachment_names`]. Already there
+    /// with the same bytes (an earlier message or restore): kept.
     ///
     /// # Errors
     /// [`Error::Conflict`] when a file of that name holds other bytes (never overwritten);
     /// a symlink in the way ([`Error::UnsafeTarget`]); I/O errors.
     pub(super) fn store(
         &mut self,
-        x_path: &str,
         name: &str,
+        link: Option<&str>,
         data: &[u8],
         (dir_perms, file_perms): (Perms, Perms),
     ) -> Result<()> {
         let root = self.root(dir_perms)?;
-        let link = file::hash_link_path(x_path);
         // The directories first: a symlink in the way is refused before anything is written.
-        let link_dir = match &link {
+        let link_dir = match link {
             Some(l) => Some((root.mkdir_comps(&dir_and_name(l).0, dir_perms)?, l)),
             None => None,
         };

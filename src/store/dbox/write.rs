@@ -17,7 +17,7 @@
 //! Single-instance attachments: with an attachment directory (and without
 //! `--inline-attachments`) a message's attachments are taken out again exactly where
 //! Dovecot had taken them out, written once per content under Dovecot's names and linked
-//! from `hashes/` (`attach.rs`). Without one they stay inside the message, which Dovecot
+//! from `hashes/` (`attach.rs`; Dovecot 2.3: a 2.4 target gets no `hashes/`, as 2.4 writes them). Without one they stay inside the message, which Dovecot
 //! reads the same.
 //!
 //! Everything is written relative to open directory handles, never through a symlink
@@ -146,7 +146,9 @@ impl DboxWriter {
         Ok(DboxWriter {
             st: Stage::new(loc, user, owner)?,
             kind: loc.kind,
-            attachments: loc.attachment_dir_of(user)?.map(AttachmentDir::new),
+            attachments: loc
+                .attachment_dir_of(user)?
+                .map(|d| AttachmentDir::new(d, loc.attachment_layout)),
             inline,
             seq: 0,
             mdbox: None,
@@ -309,12 +311,9 @@ impl DboxWriter {
             return Ok(None);
         };
         for (p, data) in parts.iter().zip(&stored) {
-            let name = if sdbox {
-                file::sdbox_attachment_name(&p.path, mailbox_guid, uid)
-            } else {
-                p.path.clone()
-            };
-            att.store(&p.path, &name, data, perms)?;
+            let (name, link) =
+                file::attachment_names(att.layout(), sdbox, &p.path, mailbox_guid, uid);
+            att.store(&name, link.as_deref(), data, perms)?;
         }
         Ok(Some(body))
     }
