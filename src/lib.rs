@@ -38,7 +38,6 @@ pub mod output;
 pub mod progress;
 pub mod restore;
 pub mod select;
-pub mod sink;
 pub mod statedir;
 pub mod store;
 

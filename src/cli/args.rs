@@ -1,4 +1,4 @@
-//! Command-line definitions (clap). Only `main.rs` uses this module.
+//! Command-line definitions (clap): the arguments of every subcommand.
 
 use std::path::PathBuf;
 

@@ -1,0 +1,128 @@
+//! What the user sees while a command runs: stop signals (SIGINT, SIGTERM), a progress bar
+//! (indicatif) or plain warnings on stderr, or JSON lines (`--progress json`).
+
+use std::io::{self, IsTerminal};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use maildump::progress::{Event, JsonLines, Progress};
+
+use super::args::ProgressMode;
+
+/// The signal (SIGINT or SIGTERM) that asked this run to stop, 0 while none did.
+static STOP: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// SIGINT and SIGTERM ask the run to stop (it removes what it created, see
+/// [`Progress::interrupted`]); a second one ends the process at once.
+pub fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let which = STOP.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // The shutdown is registered before the flag is set, so it acts on a second signal.
+        let installed =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone())
+                .and_then(|_| signal_hook::flag::register(sig, seen.clone()))
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(
+                        sig,
+                        which.clone(),
+                        usize::try_from(sig).unwrap_or(0),
+                    )
+                });
+        if let Err(e) = installed {
+            eprintln!(
+                "maildump: warning: signal {sig} not handled ({e}): stopping the run may leave its partial files"
+            );
+        }
+    }
+}
+
+/// The signal that asked this run to stop, 0 while none did.
+pub fn stop_signal() -> usize {
+    STOP.get().map(|s| s.load(Ordering::SeqCst)).unwrap_or(0)
+}
+
+/// A progress bar on stderr.
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl Progress for Bar {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Mailbox { user, mailbox, .. } => {
+                self.bar.set_message(format!("{user} {mailbox}"))
+            }
+            Event::Bytes { bytes, .. } => self.bar.set_position(*bytes),
+            Event::Warning { message } => {
+                self.bar
+                    .suspend(|| eprintln!("maildump: warning: {message}"));
+            }
+            Event::Expunged { message, .. } => {
+                self.bar.suspend(|| eprintln!("maildump: note: {message}"));
+            }
+            Event::Done { .. } => self.bar.finish_and_clear(),
+            Event::User { .. } => {}
+        }
+    }
+}
+
+/// Prints warnings, and with `notes` messages expunged during a backup.
+struct Warnings {
+    notes: bool,
+}
+
+impl Progress for Warnings {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Warning { message } => eprintln!("maildump: warning: {message}"),
+            Event::Expunged { message, .. } if self.notes => {
+                eprintln!("maildump: note: {message}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A progress sink that also reports a stop signal.
+struct Stoppable(Box<dyn Progress>);
+
+impl Progress for Stoppable {
+    fn event(&mut self, e: &Event) {
+        self.0.event(e)
+    }
+    fn interrupted(&self) -> bool {
+        stop_signal() != 0
+    }
+}
+
+/// The progress display `--progress` and `--quiet` ask for, reporting stop signals.
+pub fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet)))
+}
+
+fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+    let tty = io::stderr().is_terminal();
+    match mode {
+        ProgressMode::Json => Box::new(JsonLines(io::stderr())),
+        ProgressMode::None => Box::new(Warnings { notes: !quiet }),
+        _ if quiet => Box::new(Warnings { notes: false }),
+        ProgressMode::Bar => Box::new(bar()),
+        ProgressMode::Auto if tty => Box::new(bar()),
+        ProgressMode::Auto => Box::new(Warnings { notes: true }),
+    }
+}
+
+fn bar() -> Bar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Bar { bar }
+}
