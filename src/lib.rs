@@ -10,10 +10,11 @@
 //!   sequentially; [`format::reader::Archive`] reads one through its index, or recovers what
 //!   it can by scanning a damaged one; [`chain::Chain`] reads full and incremental archives
 //!   together.
-//! - [`backup`], [`restore`], [`inspect`]: the operations behind the command line.
+//! - [`ops`]: the operations behind the command line (backup, restore, merge, export,
+//!   inspect).
 //!
 //! ```no_run
-//! use maildump::backup::{backup, BackupOptions};
+//! use maildump::ops::backup::{backup, BackupOptions};
 //! use maildump::store::location::Location;
 //!
 //! let loc = Location::parse("maildir:~/Maildir", Some("/srv/mail/%u".into())).unwrap();
@@ -23,22 +24,15 @@
 //! println!("{} messages", stats.messages);
 //! ```
 
-pub mod backup;
 pub mod chain;
-pub mod continuity;
 pub mod error;
-pub mod export;
 pub mod format;
 pub mod fuzzing;
-pub mod headers;
-pub mod inspect;
-pub mod merge;
+pub mod mime;
 pub mod model;
+pub mod ops;
 pub mod output;
 pub mod progress;
-pub mod restore;
-pub mod select;
-pub mod statedir;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -246,7 +246,7 @@ pub struct RestoreArgs {
     /// HIGHESTMODSEQ by 10 N) above the newest state known, unless the target's live
     /// mailbox tells what IMAP clients saw; 0 when the archive (or the chain's newest
     /// archive) is the last state any client saw.
-    #[arg(long, value_name = "N", default_value_t = maildump::continuity::DEFAULT_UID_MARGIN)]
+    #[arg(long, value_name = "N", default_value_t = maildump::ops::restore::continuity::DEFAULT_UID_MARGIN)]
     pub uid_margin: u32,
     /// Mailboxes restored with their UIDs get a new UIDVALIDITY (from the mail root's
     /// counter) instead of a UIDNEXT margin: IMAP clients then drop what they cached.

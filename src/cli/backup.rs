@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use maildump::backup::{BackupOptions, BackupStats, backup};
 use maildump::chain::parse_time;
 use maildump::error::Error;
+use maildump::ops::backup::{BackupOptions, BackupStats, backup};
+use maildump::ops::statedir::{Next, StateDir, StateEntry, parse_duration};
 use maildump::progress::Progress;
-use maildump::statedir::{Next, StateDir, StateEntry, parse_duration};
 
 use super::args::{BackupArgs, ProgressMode};
 use super::progress::progress_for;

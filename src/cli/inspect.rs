@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use maildump::ErrorKind;
 use maildump::chain::Chain;
 use maildump::error::Error;
-use maildump::inspect::{self, ListFilter, MessageKey};
+use maildump::ops::inspect::{self, ListFilter, MessageKey};
 
 use super::args::{CatArgs, ListArgs, VerifyArgs};
 use super::{archive_path, chain_damaged, exit_if, open_chain, state_of, stdin_alone};

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use maildump::merge::{MergeOptions, merge};
-use maildump::statedir::parse_duration;
+use maildump::ops::merge::{MergeOptions, merge};
+use maildump::ops::statedir::parse_duration;
 
 use super::args::{MergeArgs, ProgressMode};
 use super::progress::progress_for;

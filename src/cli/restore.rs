@@ -5,11 +5,11 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use maildump::chain::parse_time;
-use maildump::continuity::Continuity;
 use maildump::error::Error;
+use maildump::ops::restore::continuity::Continuity;
+use maildump::ops::restore::select::{Selection, SeqSet, parse_restore_list};
+use maildump::ops::restore::{self, Mode, RestoreOptions};
 use maildump::progress::NoProgress;
-use maildump::restore::{self, Mode, RestoreOptions};
-use maildump::select::{Selection, SeqSet, parse_restore_list};
 
 use super::args::{ModeArg, ProgressMode, RestoreArgs};
 use super::progress::progress_for;

@@ -23,7 +23,6 @@
 
 pub mod frame;
 pub mod index;
-pub mod parts;
 pub mod reader;
 pub mod spec;
 pub mod tar;

@@ -541,7 +541,7 @@ impl<W: Write> ArchiveWriter<W> {
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let (full_sha, size) = super::parts::digest(&parts, data, blobs)
+        let (full_sha, size) = crate::mime::parts::digest(&parts, data, blobs)
             .map_err(|e| Error::store(source_name, format!("message parts: {e}")))?;
         let want = &meta.content;
         if (want.size != 0 && want.size != size)

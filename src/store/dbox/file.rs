@@ -712,7 +712,7 @@ pub fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
                     format_args!("invalid base64 line length {n}"),
                 ));
             }
-            crate::format::parts::base64_lines(stored, Some(n), part.crlf)
+            crate::mime::parts::base64_lines(stored, Some(n), part.crlf)
                 .map_err(|e| invalid("SIS part", e))?
         }
     };
@@ -774,7 +774,7 @@ pub fn layout(
     body_len: u64,
     blobs: impl IntoIterator<Item = (String, u64)>,
 ) -> Result<Vec<crate::model::Part>> {
-    use crate::format::parts::{blob, range};
+    use crate::mime::parts::{blob, range};
     validate_parts(parts)?;
     let mut out = Vec::with_capacity(parts.len() * 2 + 1);
     let (mut data_off, mut full_off) = (0u64, 0u64);
@@ -804,7 +804,7 @@ pub fn layout(
 
 /// Rebuild the full message from the dbox body and the attachments
 /// (`fetch(part)` returns the stored file bytes), through [`layout`] and the archive's own
-/// assembly ([`crate::format::parts::assemble`]). Writes to `out`; returns the bytes
+/// assembly ([`crate::mime::parts::assemble`]). Writes to `out`; returns the bytes
 /// written, which equal the body plus each part's `size`, as Dovecot counted them.
 ///
 /// # Errors
@@ -822,8 +822,8 @@ pub fn rebuild(
         to_u64(body.len()),
         blobs.iter().map(|b| (String::new(), to_u64(b.len()))),
     )?;
-    let full = crate::format::parts::assemble(&lay, body, &blobs)
-        .map_err(|e| invalid("SIS rebuild", e))?;
+    let full =
+        crate::mime::parts::assemble(&lay, body, &blobs).map_err(|e| invalid("SIS rebuild", e))?;
     let want = parts
         .iter()
         .fold(to_u64(body.len()), |a, p| a.saturating_add(p.size));

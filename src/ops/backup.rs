@@ -932,7 +932,7 @@ fn backup_user<W: Write>(
                     (rec, sniff.head)
                 }
             };
-            let hdr = crate::headers::parse(&head);
+            let hdr = crate::mime::headers::parse(&head);
             rec.message.from = hdr.from;
             rec.message.subject = hdr.subject;
             rec.message.message_id = hdr.message_id;

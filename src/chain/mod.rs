@@ -500,7 +500,7 @@ impl Chain {
         }
         // Stored in parts: put the message together (spec 6.8) and check the whole.
         let (data, blobs) = self.copy_parts(cursors, r, item)?;
-        let full = crate::format::parts::assemble(&r.parts, &data, &blobs)
+        let full = crate::mime::parts::assemble(&r.parts, &data, &blobs)
             .map_err(|e| Error::corrupt(item, format!("cannot put the message together: {e}")))?;
         use sha2::{Digest, Sha256};
         if full.len() as u64 != r.size || hex::encode(Sha256::digest(&full)) != r.sha256 {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, scan};
 use crate::model::{Flags, Name};
-use crate::select::escape_field;
+use crate::ops::restore::select::escape_field;
 
 /// One line of `list --json`.
 #[derive(Serialize, Debug)]
@@ -633,7 +633,7 @@ fn parts_damage(
     let c = &r.message.content;
     if let Some(d) = &c.data {
         let size_of = |sha: &str| blob_sizes.get(sha).copied();
-        if let Err(e) = crate::format::parts::check_layout(&c.parts, d.size, &size_of) {
+        if let Err(e) = crate::mime::parts::check_layout(&c.parts, d.size, &size_of) {
             out.push(format!("{item}: its parts do not fit: {e}"));
         }
     }

@@ -16,20 +16,23 @@
 //! is free. Messages whose bytes are damaged in the archive are skipped and counted in
 //! [`RestoreStats::lost`]; everything else is restored.
 
+pub mod continuity;
+pub mod select;
+
 use std::collections::BTreeMap;
 
 use crate::chain::Chain;
-use crate::continuity::{self, Continuity, Known};
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
 use crate::model::{MailboxMeta, Name, UserMeta, grammar};
+use crate::ops::restore::select::Selection;
 use crate::progress::{Event, Progress};
-use crate::select::Selection;
 use crate::store::Writer;
 use crate::store::location::StoreFormat;
 use crate::store::location::{Location, check_user_name};
 use crate::store::{StoreWriter, attribute_key, check_mailbox_name};
+use continuity::{Continuity, Known};
 
 /// How restored mail meets the mail already in the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -65,7 +68,7 @@ pub struct RestoreOptions {
     /// attachments).
     pub inline_attachments: bool,
     /// How mailboxes restored with their UIDs keep clear of UIDs and modseqs IMAP clients
-    /// may hold (see [`crate::continuity`]).
+    /// may hold (see [`crate::ops::restore::continuity`]).
     pub continuity: Continuity,
 }
 
@@ -268,8 +271,8 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         cands.push((Some(i), cat));
     }
     if opts.deleted {
-        let filter = crate::inspect::ListFilter::default();
-        for (cat, rec) in crate::inspect::deleted_in_chain(chain, &filter)? {
+        let filter = crate::ops::inspect::ListFilter::default();
+        for (cat, rec) in crate::ops::inspect::deleted_in_chain(chain, &filter)? {
             if !sel.user_matches(&cat.user) || !sel.mailbox_matches(&cat.user, &cat.mailbox.name) {
                 continue;
             }

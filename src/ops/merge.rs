@@ -14,8 +14,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
 use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_MODSEQ};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
-use crate::inspect::ListFilter;
 use crate::model::{MailboxMeta, Name};
+use crate::ops::inspect::ListFilter;
 use crate::progress::{Event, Progress};
 
 /// Options of [`merge`].
@@ -113,7 +113,7 @@ pub fn merge<W: Write>(
         let end = chrono::DateTime::parse_from_rfc3339(&lm.created)
             .map_err(|_| Error::corrupt("manifest", format!("bad created {}", lm.created)))?;
         let cutoff = end - d;
-        for (cat, rec) in crate::inspect::deleted_in_chain(chain, &ListFilter::default())? {
+        for (cat, rec) in crate::ops::inspect::deleted_in_chain(chain, &ListFilter::default())? {
             let when = rec
                 .deleted_by
                 .as_deref()
