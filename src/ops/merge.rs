@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 
 use crate::chain::Chain;
+use crate::chain::ListFilter;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
 use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_MODSEQ};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, Name};
-use crate::ops::inspect::ListFilter;
 use crate::progress::{Event, Progress};
 
 /// Options of [`merge`].
@@ -113,7 +113,7 @@ pub fn merge<W: Write>(
         let end = chrono::DateTime::parse_from_rfc3339(&lm.created)
             .map_err(|_| Error::corrupt("manifest", format!("bad created {}", lm.created)))?;
         let cutoff = end - d;
-        for (cat, rec) in crate::ops::inspect::deleted_in_chain(chain, &ListFilter::default())? {
+        for (cat, rec) in crate::chain::deleted_in_chain(chain, &ListFilter::default())? {
             let when = rec
                 .deleted_by
                 .as_deref()

@@ -271,8 +271,8 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
         cands.push((Some(i), cat));
     }
     if opts.deleted {
-        let filter = crate::ops::inspect::ListFilter::default();
-        for (cat, rec) in crate::ops::inspect::deleted_in_chain(chain, &filter)? {
+        let filter = crate::chain::ListFilter::default();
+        for (cat, rec) in crate::chain::deleted_in_chain(chain, &filter)? {
             if !sel.user_matches(&cat.user) || !sel.mailbox_matches(&cat.user, &cat.mailbox.name) {
                 continue;
             }
