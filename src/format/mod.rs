@@ -24,6 +24,7 @@
 pub mod frame;
 pub mod index;
 pub mod reader;
+pub mod recover;
 pub mod spec;
 pub mod tar;
 pub mod version;

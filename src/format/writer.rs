@@ -378,6 +378,9 @@ impl<W: Write> ArchiveWriter<W> {
         self.add_message_as(member, meta, body, size_hint, source_name)
     }
 
+    // One pass over a message body (hash, deduplicate, frame, compress, record) in the
+    // order the format requires; split, the single-pass invariant would span functions.
+    #[allow(clippy::too_many_lines)]
     fn add_message_as(
         &mut self,
         member: String,

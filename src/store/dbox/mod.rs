@@ -591,6 +591,9 @@ impl StoreReader for DboxReader {
         Ok(inbox)
     }
 
+    // The scan of one dbox mailbox: open it without following symlinks, read its index,
+    // match records to files; each step works on the previous one's open handles.
+    #[allow(clippy::too_many_lines)]
     fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)> {
         let dir = mb.dir.join(MAILS_DIR);
         // Neither the mailbox directory nor its dbox-Mails may be a symlink.
