@@ -11,7 +11,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::progress::{install_signal_handlers, stop_signal};
-use maildump::error::Error;
+use maildump::Error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

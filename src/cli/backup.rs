@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use maildump::chain::parse_time;
-use maildump::error::Error;
-use maildump::ops::backup::{BackupOptions, BackupStats, backup};
-use maildump::ops::statedir::{Next, StateDir, StateEntry, parse_duration};
-use maildump::progress::Progress;
+use maildump::ops::statedir::{Next, StateEntry};
+use maildump::{
+    BackupOptions, BackupStats, Error, Progress, StateDir, backup, parse_duration, parse_time,
+};
 
 use super::args::{BackupArgs, ProgressMode};
 use super::progress::progress_for;

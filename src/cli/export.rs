@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use maildump::ops::export::{ExportFormat, ExportOptions, export};
+use maildump::{ExportFormat, ExportOptions, export};
 
 use super::args::{ExportArgs, ExportFormatArg};
 use super::{chain_damaged, exit_if, open_chain, state_of};

@@ -4,10 +4,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use maildump::ErrorKind;
-use maildump::chain::Chain;
-use maildump::error::Error;
-use maildump::ops::inspect::{self, ListFilter, MessageKey};
+use maildump::ops::inspect::{self, MessageKey};
+use maildump::{Chain, Error, ErrorKind, ListFilter};
 
 use super::args::{CatArgs, ListArgs, VerifyArgs};
 use super::{archive_path, chain_damaged, exit_if, open_chain, state_of, stdin_alone};

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use maildump::ops::merge::{MergeOptions, merge};
-use maildump::ops::statedir::parse_duration;
+use maildump::{MergeOptions, merge, parse_duration};
 
 use super::args::{MergeArgs, ProgressMode};
 use super::progress::progress_for;

@@ -15,9 +15,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use maildump::chain::Chain;
-use maildump::error::{EXIT_PARTIAL, Error};
-use maildump::store::location::{Location, StoreFormat};
+use maildump::error::EXIT_PARTIAL;
+use maildump::{Chain, Error, Location, StoreFormat};
 
 use args::StoreArgs;
 use sink::write_behind;

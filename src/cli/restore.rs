@@ -4,12 +4,10 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use maildump::chain::parse_time;
-use maildump::error::Error;
-use maildump::ops::restore::continuity::Continuity;
-use maildump::ops::restore::select::{Selection, SeqSet, parse_restore_list};
-use maildump::ops::restore::{self, Mode, RestoreOptions};
-use maildump::progress::NoProgress;
+use maildump::{
+    Continuity, Error, Mode, NoProgress, RestoreOptions, Selection, SeqSet, parse_restore_list,
+    parse_time,
+};
 
 use super::args::{ModeArg, ProgressMode, RestoreArgs};
 use super::progress::progress_for;
@@ -47,15 +45,15 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             Continuity::Margin(a.uid_margin)
         },
     };
-    let plan = restore::plan(&chain, at, &opts)?;
+    let plan = maildump::plan(&chain, at, &opts)?;
     if a.dry_run {
         let mut out = io::stdout().lock();
         if opts.mode == Mode::Exact {
-            for l in restore::describe(&plan, &opts) {
+            for l in maildump::ops::restore::describe(&plan, &opts) {
                 writeln!(out, "{l}")?;
             }
         } else {
-            let stats = restore::restore(&chain, at, &plan, &opts, true, &mut NoProgress)?;
+            let stats = maildump::restore(&chain, at, &plan, &opts, true, &mut NoProgress)?;
             for l in &stats.report {
                 writeln!(out, "{l}")?;
             }
@@ -63,7 +61,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut progress = progress_for(a.progress, a.quiet);
-    let stats = restore::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
+    let stats = maildump::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
     if !a.quiet && a.progress != ProgressMode::Json {
         eprintln!(
             "maildump: restored {} mailboxes, {} messages ({} bytes){}{}",

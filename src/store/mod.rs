@@ -7,14 +7,14 @@
 
 pub mod config;
 pub mod dbox;
-pub mod dovecot;
+pub(crate) mod dovecot;
 pub mod location;
 pub mod maildir;
-pub mod mutf7;
+pub(crate) mod mutf7;
 pub(crate) mod nofollow;
 pub(crate) mod stage;
 pub(crate) mod target;
-pub mod template;
+pub(crate) mod template;
 pub(crate) mod uidvalidity;
 
 use std::io::{Read, Seek};

@@ -13,8 +13,8 @@
 //!   for another reason stops the run with its message. The settings are mapped by
 //!   [`v24::location`].
 
-pub mod parse;
-pub mod v24;
+pub(crate) mod parse;
+pub(crate) mod v24;
 
 use std::path::Path;
 

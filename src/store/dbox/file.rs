@@ -228,6 +228,7 @@ impl DboxMessage {
     /// writes it (the save date lives in the index: the mdbox `mdbox` record
     /// extension, or for sdbox the index cache, falling back to the file ctime).
     /// `None` when absent, which is the normal case.
+    #[cfg(test)] // used by the tests only (the store reads and writes without it)
     pub fn save_time(&self) -> Option<i64> {
         self.get_hex(b'S')
             .map(|v| i64::from_ne_bytes(v.to_ne_bytes()))
@@ -244,12 +245,6 @@ impl DboxMessage {
         self.get_hex(b'Z')
     }
 
-    /// Full message size as Dovecot computes it (`dbox_file_get_plaintext_size`):
-    /// `Z` if present and valid, else the body length.
-    pub fn plaintext_size(&self) -> u64 {
-        self.physical_size().unwrap_or(self.body_len)
-    }
-
     /// POP3 UIDL override (`P`).
     pub fn pop3_uidl(&self) -> Option<&[u8]> {
         self.get(b'P')
@@ -260,11 +255,6 @@ impl DboxMessage {
         self.get(b'O')
             .and_then(parse_dec_u64)
             .and_then(|v| u32::try_from(v).ok())
-    }
-
-    /// Mailbox the message was originally saved to (`B`, mdbox only).
-    pub fn orig_mailbox(&self) -> Option<&[u8]> {
-        self.get(b'B')
     }
 
     /// Externalised attachment references (`X`); empty if there is no `X` key.
@@ -466,7 +456,7 @@ pub fn parse_all(data: &[u8]) -> Result<(FileHeader, Vec<DboxMessage>)> {
 /// One message (header + body + `"\n\x01\x03\n"` + meta lines + `"\n"`) as
 /// Dovecot 2.3 writes it. The lines are written in the given order; pass a
 /// parsed message's `meta` to reproduce its bytes. Values must not contain LF
-/// and keys must not be LF or space (see [`check_meta`]), or the result will not
+/// and keys must not be LF or space, or the result will not
 /// parse back.
 pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let meta_len: usize = meta.iter().fold(0usize, |a, (_, v)| {
@@ -489,26 +479,6 @@ pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
     }
     out.push(b'\n');
     out
-}
-
-/// Check that metadata lines can be written by [`message_bytes`] and read back
-/// unchanged: no key is LF or space, no value contains LF.
-pub fn check_meta(meta: &[(u8, Vec<u8>)]) -> Result<()> {
-    for (i, (k, v)) in meta.iter().enumerate() {
-        if *k == b'\n' || *k == b' ' {
-            return Err(invalid(
-                "dbox metadata",
-                format_args!("line {i}: invalid key {k:#04x}"),
-            ));
-        }
-        if v.contains(&b'\n') {
-            return Err(invalid(
-                "dbox metadata",
-                format_args!("line {i}: value contains LF"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -810,6 +780,7 @@ pub fn layout(
 /// # Errors
 /// Malformed parts, a stored attachment whose text is not `size` bytes, `fetch` and
 /// write errors.
+#[cfg(test)] // used by the tests only (the store reads and writes without it)
 pub fn rebuild(
     body: &[u8],
     parts: &[SisPart],

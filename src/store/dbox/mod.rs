@@ -12,7 +12,7 @@
 //! [`DboxWriter`] writes mailboxes back with hand-written index files (see `write.rs`).
 
 mod attach;
-pub mod file;
+pub(crate) mod file;
 pub mod index;
 pub(crate) mod write;
 
