@@ -1,5 +1,5 @@
 //! [`Archive`]: reading an archive file through its index or, when the index is missing or
-//! damaged, by scanning the frames ([`Archive::recover`], with [`super::recover`]).
+//! damaged, by scanning the frames (`Archive::recover`, with `super::recover`).
 //!
 //! Nothing read from the file is trusted: every length is checked against the limits in
 //! [`super::spec`] before anything is allocated, every frame's zstd checksum is checked, and

@@ -6,7 +6,7 @@
 //! sizes, POP3 UIDL, attachment references); UIDs, flags, keywords, UIDVALIDITY and the
 //! mailbox GUID live only in the index. [`DboxReader`] therefore reads each mailbox's
 //! `dovecot.index` and replays `dovecot.index.log` on top of it ([`index`]), then reads the
-//! metadata of each message from its dbox file ([`file`](mod@file)). Messages whose attachments
+//! metadata of each message from its dbox file (`file`). Messages whose attachments
 //! Dovecot stored apart are rebuilt byte for byte from the attachment files; a missing
 //! attachment is an error naming the message, never a message with a hole in it.
 //! [`DboxWriter`] writes mailboxes back with hand-written index files (see `write.rs`).
