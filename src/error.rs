@@ -121,6 +121,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Name the archive `path` in an error raised while opening it: a damaged item gets
+    /// the file in front, an I/O error on the archive (raised where only the open file
+    /// was known, as `<archive>`) gets its path.
+    pub(crate) fn in_archive(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::Corrupt { item, detail } => Error::Corrupt {
+                item: format!("{}: {item}", path.display()),
+                detail,
+            },
+            Error::Io { path: p, source } if p.as_os_str() == "<archive>" => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            e => e,
+        }
+    }
+
     /// The kind of this error, which decides the exit code.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -38,12 +38,18 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("maildump: error: {e:#}");
-            let code = e
-                .downcast_ref::<Error>()
-                .map(|e| e.kind().exit_code())
-                .unwrap_or(3);
-            ExitCode::from(code)
+            // maildump's errors already name their cause (`{path}: {os error}`): printed
+            // with the whole chain (`{e:#}`), the cause would appear twice.
+            match e.downcast_ref::<Error>() {
+                Some(err) => {
+                    eprintln!("maildump: error: {err}");
+                    ExitCode::from(err.kind().exit_code())
+                }
+                None => {
+                    eprintln!("maildump: error: {e:#}");
+                    ExitCode::from(3)
+                }
+            }
         }
     }
 }

@@ -138,6 +138,11 @@ impl Archive {
     /// # Errors
     /// I/O errors, an unknown major version, or a missing or damaged footer/index.
     pub fn open(path: &Path, check_digest: bool) -> Result<Self> {
+        Archive::open_unnamed(path, check_digest).map_err(|e| e.in_archive(path))
+    }
+
+    /// [`Archive::open`], its errors not yet naming the archive.
+    fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
         let header = header_of(&file)?;
@@ -162,7 +167,7 @@ impl Archive {
     /// # Errors
     /// I/O errors, an unknown major version, or an archive with nothing recoverable.
     pub fn open_or_recover(path: &Path) -> Result<Self> {
-        match Archive::open(path, true) {
+        match Archive::open_unnamed(path, true) {
             Ok(a) => Ok(a),
             Err(e @ Error::Corrupt { .. }) => {
                 let mut a = Archive::recover(path)?;
@@ -170,7 +175,7 @@ impl Archive {
                     .insert(0, format!("index unusable ({e}); rebuilt by scanning"));
                 Ok(a)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.in_archive(path)),
         }
     }
 
@@ -179,6 +184,11 @@ impl Archive {
     /// # Errors
     /// I/O errors, or an archive whose header frame is wrong.
     pub fn recover(path: &Path) -> Result<Self> {
+        Archive::recover_unnamed(path).map_err(|e| e.in_archive(path))
+    }
+
+    /// [`Archive::recover`], its errors not yet naming the archive.
+    fn recover_unnamed(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
         let header = header_of(&file)?;

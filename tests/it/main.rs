@@ -23,6 +23,7 @@ mod live_backup;
 mod live_restore;
 mod planted;
 mod skips;
+mod ui;
 mod untrusted;
 mod util;
 mod vanish;
