@@ -20,6 +20,8 @@ Exit codes:
   7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
      of order
+  9  an item of the store is beyond a limit of the archive format (named)
+  70 internal error: a bug in maildump (please report it)
   SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
      files, hidden build directories) and dies by the signal (shell: 130, 143)";
 

@@ -141,13 +141,13 @@ pub fn write_output<T>(
             };
             Error::io("<stdout>", e)
         })?;
-        return Ok(r?);
+        return Ok(r.map_err(|e| e.name_archive(Path::new("<stdout>")))?);
     }
     let dest = PathBuf::from(output);
     let mut out = maildump::output::OutputFile::open(&dest, true)?;
     let (r, written) = write_behind(out.file(), f);
     written.map_err(|e| Error::io(&dest, e))?;
-    let r = r?;
+    let r = r.map_err(|e| e.name_archive(&dest))?;
     out.finish()?;
     Ok(r)
 }

@@ -17,7 +17,7 @@ pub use super::recover::{Scan, ScannedMember, scan};
 use super::spec::*;
 use super::tar::{EntryType, decode_header};
 use super::version;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
 
 /// Where the mailbox catalogs are.
 enum Catalogs {
@@ -50,7 +50,7 @@ fn read_exact_at(file: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()
         if e.kind() == io::ErrorKind::UnexpectedEof {
             Error::corrupt(format!("{what} at offset {off}"), "archive is truncated")
         } else {
-            Error::io("<archive>", e)
+            Error::io(UNNAMED_ARCHIVE, e)
         }
     })
 }
@@ -286,7 +286,7 @@ impl Archive {
             ));
         }
         let mut comp = vec![0u8; usize::try_from(entry.catalog_len).unwrap_or(0)];
-        read_exact_at(&self.file, &mut comp, off, &what)?;
+        read_exact_at(&self.file, &mut comp, off, &what).map_err(|e| e.name_archive(&self.path))?;
         Ok(comp)
     }
 
@@ -359,6 +359,7 @@ impl Archive {
         loop {
             let data = cursor
                 .frame(&self.file, &self.dir.frames, frame)
+                .map_err(|e| e.name_archive(&self.path))
                 .map_err(lost)?;
             let before = data.get(..end).ok_or_else(|| {
                 Error::corrupt(
@@ -406,6 +407,7 @@ impl Archive {
         while left > 0 {
             let data = cursor
                 .frame(&self.file, &self.dir.frames, frame)
+                .map_err(|e| e.name_archive(&self.path))
                 .map_err(|e| Error::corrupt(item, format!("content lost: {e}")))?;
             let start = usize::try_from(off).unwrap_or(usize::MAX);
             let avail = data.get(start..).ok_or_else(|| {

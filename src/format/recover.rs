@@ -16,7 +16,7 @@ use super::index::{
 use super::reader::{check_sizes, decompress_bounded, fill_derived, le_u32};
 use super::spec::*;
 use super::tar::{EntryType, HeaderError, decode_header, parse_pax};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
 
 /// One tar member seen by a scan.
 #[derive(Clone, Debug)]
@@ -308,7 +308,7 @@ fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
 /// # Errors
 /// Only I/O errors; damage is recorded in [`Scan::damage`].
 pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
-    let len = file.metadata().at("<archive>")?.len();
+    let len = file.metadata().at(UNNAMED_ARCHIVE)?.len();
     let mut pos = (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64;
     let mut out = Scan {
         frames: Vec::new(),
@@ -465,8 +465,8 @@ fn read_frame(
         }
         None => {
             let mut reader = {
-                let mut f = file.try_clone().at("<archive>")?;
-                f.seek(SeekFrom::Start(pos)).at("<archive>")?;
+                let mut f = file.try_clone().at(UNNAMED_ARCHIVE)?;
+                f.seek(SeekFrom::Start(pos)).at(UNNAMED_ARCHIVE)?;
                 BufReader::with_capacity(1 << 16, f)
             };
             let r = (|| -> io::Result<Vec<u8>> {
@@ -482,7 +482,7 @@ fn read_frame(
                 Ok(data)
             })()
             .map_err(|e| e.to_string());
-            let end = reader.stream_position().at("<archive>")?;
+            let end = reader.stream_position().at(UNNAMED_ARCHIVE)?;
             (r, end)
         }
     };

@@ -321,6 +321,34 @@ pub struct VerifyReport {
     pub index_ok: bool,
 }
 
+/// Check each blob (1.2) against the member scanned at its location; the damaged ones are
+/// named in `damage` and returned.
+fn blob_damage(
+    archive: &Archive,
+    by_loc: &HashMap<Location, &crate::format::reader::ScannedMember>,
+    damage: &mut Vec<String>,
+) -> std::collections::HashSet<String> {
+    let mut bad_blobs = std::collections::HashSet::new();
+    for b in &archive.dir.blobs {
+        let problem = match by_loc.get(&b.loc) {
+            None => Some(format!(
+                "blob {}: bytes lost (frame {} offset {})",
+                b.sha256, b.loc.frame, b.loc.offset
+            )),
+            Some(m) => {
+                let got = m.sha256.map(hex::encode).unwrap_or_default();
+                (got != b.sha256 || m.size != b.size)
+                    .then(|| format!("blob {}: SHA-256 mismatch (read {got})", b.sha256))
+            }
+        };
+        if let Some(p) = problem {
+            damage.push(p);
+            bad_blobs.insert(b.sha256.clone());
+        }
+    }
+    bad_blobs
+}
+
 /// Read the whole archive, recheck every checksum, and name each damaged item.
 ///
 /// # Errors
@@ -337,7 +365,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     };
     rep.index_ok = index_ok;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))?;
+    let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))
+        .map_err(|e| e.in_archive(path))?;
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
     // Damage found while opening: a version disagreement, and without an index what the
@@ -367,24 +396,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         .map(|b| (b.sha256.as_str(), b.size))
         .collect();
     // Blobs first, so that each message whose attachment is damaged can be named.
-    let mut bad_blobs = std::collections::HashSet::new();
-    for b in &archive.dir.blobs {
-        let problem = match by_loc.get(&b.loc) {
-            None => Some(format!(
-                "blob {}: bytes lost (frame {} offset {})",
-                b.sha256, b.loc.frame, b.loc.offset
-            )),
-            Some(m) => {
-                let got = m.sha256.map(hex::encode).unwrap_or_default();
-                (got != b.sha256 || m.size != b.size)
-                    .then(|| format!("blob {}: SHA-256 mismatch (read {got})", b.sha256))
-            }
-        };
-        if let Some(p) = problem {
-            rep.damage.push(p);
-            bad_blobs.insert(b.sha256.clone());
-        }
-    }
+    let bad_blobs = blob_damage(&archive, &by_loc, &mut rep.damage);
     let n = archive.dir.mailboxes.len();
     for i in 0..n + archive.dir.gone.len() {
         let (e, cat) = if i < n {

@@ -255,8 +255,7 @@ fn help_documents_exit_codes() {
             "{sub}: {text}"
         );
     }
-    let out = run_ok(maildump().arg("backup").arg("--help"));
-    insta::assert_snapshot!("backup_help", String::from_utf8(out.stdout).unwrap());
+    // Every --help is snapshotted whole in `ui::every_help_is_as_snapshotted`.
 }
 
 #[test]

@@ -382,7 +382,7 @@ impl DboxWriter {
         let md = self
             .mdbox
             .as_mut()
-            .ok_or_else(|| Error::Usage("mdbox not started".into()))?;
+            .ok_or_else(|| Error::Internal("mdbox storage written before it was started".into()))?;
         if let Some(&m) = md.by_sha.get(&key).filter(|_| !sha.is_empty()) {
             if let Some(r) = md.entries.get_mut(m as usize - 1) {
                 r.refs = r.refs.saturating_add(1);
@@ -404,7 +404,7 @@ impl DboxWriter {
             md.file = Some((f, path, hdr.len() as u64));
         }
         let Some((f, path, len)) = md.file.as_mut() else {
-            return Err(Error::Usage("mdbox storage file not open".into()));
+            return Err(Error::Internal("mdbox storage file not open".into()));
         };
         let offset = *len;
         f.write_all(bytes).at(&*path)?;
