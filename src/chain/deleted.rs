@@ -254,15 +254,10 @@ mod tests {
 
     fn mailbox(name: &str, guid: Option<&str>, uidvalidity: u32) -> MailboxMeta {
         MailboxMeta {
-            name: Name::from(name),
             guid: guid.map(str::to_string),
             uidvalidity,
             uidnext: 100,
-            highest_modseq: None,
-            keywords: Vec::new(),
-            attributes: Vec::new(),
-            owner: None,
-            uidlist_header_ext: Vec::new(),
+            ..MailboxMeta::named(Name::from(name))
         }
     }
 

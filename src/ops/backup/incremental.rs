@@ -176,15 +176,10 @@ mod tests {
 
     fn mailbox(name: &str, guid: &str) -> MailboxMeta {
         MailboxMeta {
-            name: Name::from(name),
             guid: Some(guid.to_string()),
             uidvalidity: 7,
             uidnext: 100,
-            highest_modseq: None,
-            keywords: Vec::new(),
-            attributes: Vec::new(),
-            owner: None,
-            uidlist_header_ext: Vec::new(),
+            ..MailboxMeta::named(Name::from(name))
         }
     }
 

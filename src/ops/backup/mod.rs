@@ -474,17 +474,7 @@ fn expunged(
 
 /// Metadata of a mailbox left out (its index could not be read).
 fn empty_mailbox(name: &Name) -> MailboxMeta {
-    MailboxMeta {
-        name: name.clone(),
-        guid: None,
-        uidvalidity: 0,
-        uidnext: 1,
-        highest_modseq: None,
-        keywords: Vec::new(),
-        attributes: Vec::new(),
-        owner: None,
-        uidlist_header_ext: Vec::new(),
-    }
+    MailboxMeta::named(name.clone())
 }
 
 struct Ctx<'a> {

@@ -1107,19 +1107,7 @@ impl State {
                 // Dovecot registers the keywords extension when the first keyword
                 // appears: it takes the next extension id, which later ext-intro
                 // records of the log refer to.
-                if !self.exts.iter().any(|x| x.name == EXT_KEYWORDS) {
-                    self.exts.push(ExtState {
-                        name: EXT_KEYWORDS.to_string(),
-                        reset_id: 0,
-                        hdr: Vec::new(),
-                        record_offset: 0,
-                        record_size: 0,
-                        record_align: 1,
-                    });
-                    for rec in &mut self.records {
-                        rec.ext.push(None);
-                    }
-                }
+                self.keywords_ext();
                 self.keywords.push(name.to_vec());
                 (self.keywords.len() - 1) as u32
             }
@@ -1276,27 +1264,31 @@ impl State {
         Ok(())
     }
 
+    /// The index of the `keywords` extension, registered (with an empty slot in every
+    /// record) when missing.
+    fn keywords_ext(&mut self) -> usize {
+        if let Some(i) = self.exts.iter().position(|x| x.name == EXT_KEYWORDS) {
+            return i;
+        }
+        self.exts.push(ExtState {
+            name: EXT_KEYWORDS.to_string(),
+            reset_id: 0,
+            hdr: Vec::new(),
+            record_offset: 0,
+            record_size: 0,
+            record_align: 1,
+        });
+        for rec in &mut self.records {
+            rec.ext.push(None);
+        }
+        self.exts.len() - 1
+    }
+
     fn finish(mut self) -> MailIndex {
         // keywords extension mirrors the keyword list and per-record keyword sets
-        let kw_idx = self.exts.iter().position(|x| x.name == EXT_KEYWORDS);
-        if !self.keywords.is_empty() || kw_idx.is_some() {
-            let idx = match kw_idx {
-                Some(i) => i,
-                None => {
-                    self.exts.push(ExtState {
-                        name: EXT_KEYWORDS.to_string(),
-                        reset_id: 0,
-                        hdr: Vec::new(),
-                        record_offset: 0,
-                        record_size: 0,
-                        record_align: 1,
-                    });
-                    for rec in &mut self.records {
-                        rec.ext.push(None);
-                    }
-                    self.exts.len() - 1
-                }
-            };
+        let has_ext = self.exts.iter().any(|x| x.name == EXT_KEYWORDS);
+        if !self.keywords.is_empty() || has_ext {
+            let idx = self.keywords_ext();
             let need = self.keywords.len().div_ceil(8);
             if let Some(x) = self.exts.get_mut(idx) {
                 x.hdr = keywords_hdr(&self.keywords);
