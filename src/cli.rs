@@ -58,6 +58,9 @@ pub enum Command {
     /// systems.
     #[command(after_help = EXIT_CODES)]
     Export(ExportArgs),
+    /// maildump as a Bacula/Bareos bpipe plugin command (README, "Bacula").
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Bacula(crate::bacula::BaculaCommand),
 }
 
 /// Where the mail store is.

@@ -1,6 +1,7 @@
 //! The `maildump` command: parses the command line, calls the library, prints, and maps
 //! errors to the exit codes documented in README.md and `--help`.
 
+mod bacula;
 mod cli;
 
 use std::io::{self, IsTerminal, Write};
@@ -646,6 +647,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ))
             }
         }
+        Command::Bacula(c) => bacula::run(c),
         Command::Export(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;
             let at = state_of(&chain, a.as_of.as_deref())?;
