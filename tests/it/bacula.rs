@@ -35,7 +35,7 @@ fn bacula_bpipe_jobs_back_up_and_restore_exactly() {
     for check in [
         "restore current select = state at the last incremental",
         "restore before=<end of the first incremental> = state then",
-        "alice at the last incremental",
+        "restore where=\"ROOT --user alice\" = alice at the last incremental",
         "restore of one mailbox (Work/Sub)",
         "restore of one message (INBOX uid 6)",
         "a failing backup command fails the job (status E)",
