@@ -475,9 +475,10 @@ impl Stage {
     }
 
     /// Write a hand-made Dovecot index `<dir>/<base>` (e.g. `dovecot.index`) with its log
-    /// `<base>.log` holding only a header (the log first: the index names it), each
-    /// through a temporary file and a rename; a rotated log or a cache of an earlier index
-    /// is removed (their index id would not match).
+    /// `<base>.log` holding only a header and its cache `<base>.cache` when given (the log
+    /// and cache first: the index names them), each through a temporary file and a rename;
+    /// a rotated log or a cache of an earlier index is removed (their index id would not
+    /// match).
     ///
     /// # Errors
     /// I/O errors; an index that cannot be encoded (a bug) as an I/O error naming it.
@@ -486,15 +487,19 @@ impl Stage {
         dir: &Path,
         base: &str,
         new: &crate::store::dbox::index::NewIndex,
+        cache: Option<&[u8]>,
         owner: Option<Owner>,
     ) -> Result<()> {
         use crate::store::dbox::index::{write_index, write_log_header};
         let path = dir.join(base);
         let bytes = write_index(new).map_err(|e| Error::io(&path, e))?;
-        for stale in [".log.2", ".cache"] {
-            remove_if_exists(&dir.join(format!("{base}{stale}")))?;
-        }
+        remove_if_exists(&dir.join(format!("{base}.log.2")))?;
         let owner = owner.map(|o| Owner { mode: 0o600, ..o });
+        let cache_path = dir.join(format!("{base}.cache"));
+        match cache {
+            Some(c) => self.write_atomic(&cache_path, c, owner, 0o600)?,
+            None => remove_if_exists(&cache_path)?,
+        }
         let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
         self.write_atomic(&dir.join(format!("{base}.log")), &log, owner, 0o600)?;
         self.write_atomic(&path, &bytes, owner, 0o600)

@@ -16,6 +16,7 @@ mod invariants;
 mod leftovers;
 mod live_backup;
 mod live_restore;
+mod savedate;
 mod skips;
 mod untrusted;
 mod util;

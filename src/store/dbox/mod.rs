@@ -57,6 +57,8 @@ pub struct DboxReader {
     user: String,
     warnings: RefCell<Vec<String>>,
     expunged: RefCell<Vec<String>>,
+    /// Debug lines for [`StoreReader::take_notes`].
+    notes: RefCell<Vec<String>>,
     /// The mail file read last (an mdbox `m.N` holds many messages in a row): open once,
     /// its header parsed once.
     last_file: RefCell<Option<std::rc::Rc<OpenMailFile>>>,
@@ -166,6 +168,7 @@ impl DboxReader {
             user: user.to_string(),
             warnings: RefCell::new(Vec::new()),
             expunged: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
             last_file: RefCell::new(None),
         })
     }
@@ -721,6 +724,18 @@ impl StoreReader for DboxReader {
             }
         }
         self.scanned.borrow_mut().insert(mb.dir.clone(), seen);
+        if !self.is_mdbox() {
+            // sdbox keeps save dates only in the index cache.
+            match crate::store::cache::save_dates(&dir, &idx) {
+                Ok(dates) => crate::store::cache::set_saved(&mut msgs, &dates),
+                Err(e) => self.notes.borrow_mut().push(format!(
+                    "user {} mailbox {}: Dovecot's index cache ({}) is not used, so save dates are not in the backup: {e}",
+                    self.user,
+                    mb.name,
+                    dir.join(crate::store::cache::FILE_NAME).display()
+                )),
+            }
+        }
         let meta = MailboxMeta {
             name: mb.name.clone(),
             guid,
@@ -846,6 +861,10 @@ impl StoreReader for DboxReader {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.borrow_mut())
     }
 
     fn take_expunged(&self) -> Vec<String> {

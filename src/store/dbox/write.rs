@@ -565,6 +565,7 @@ impl StoreWriter for DboxWriter {
             hdr,
             record_size: 0,
             record_align: 0,
+            reset_id: 0,
         }];
         if self.kind == StoreFormat::Mdbox {
             exts.push(NewExt {
@@ -572,15 +573,17 @@ impl StoreWriter for DboxWriter {
                 hdr: Vec::new(),
                 record_size: 8,
                 record_align: 4,
+                reset_id: 0,
             });
             exts.push(NewExt {
                 name: "guid".into(),
                 hdr: Vec::new(),
                 record_size: 16,
                 record_align: 1,
+                reset_id: 0,
             });
         }
-        let new = NewIndex {
+        let mut new = NewIndex {
             uid_validity: uidvalidity,
             next_uid,
             indexid: now(),
@@ -593,8 +596,14 @@ impl StoreWriter for DboxWriter {
             records,
             highest_modseq: meta.highest_modseq,
         };
+        // sdbox keeps save dates only in Dovecot's index cache (mdbox: in its records).
+        let cache = if self.kind == StoreFormat::Mdbox {
+            None
+        } else {
+            crate::store::cache::attach(&mut new, &crate::store::cache::saved_of(messages))
+        };
         self.st
-            .write_index_files(&mails, "dovecot.index", &new, dir_owner)?;
+            .write_index_files(&mails, "dovecot.index", &new, cache.as_deref(), dir_owner)?;
         sync_dir(&mails)?;
         if staged {
             self.st.publish(&work, &final_dir, dir_owner)?;
@@ -647,12 +656,14 @@ impl StoreWriter for DboxWriter {
                         hdr,
                         record_size: 12,
                         record_align: 4,
+                        reset_id: 0,
                     },
                     NewExt {
                         name: "ref".into(),
                         hdr: Vec::new(),
                         record_size: 2,
                         record_align: 2,
+                        reset_id: 0,
                     },
                 ],
                 keywords: Vec::new(),
@@ -668,7 +679,7 @@ impl StoreWriter for DboxWriter {
                 }
             });
             self.st
-                .write_index_files(&storage, "dovecot.map.index", &new, owner)?;
+                .write_index_files(&storage, "dovecot.map.index", &new, None, owner)?;
             sync_dir(&storage)?;
         }
         self.st.commit()

@@ -368,15 +368,17 @@ impl StoreWriter for MaildirWriter {
             0o600,
         )?;
         // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
-        if let Some(ix) = super::index::index_for(
+        if let Some(mut ix) = super::index::index_for(
             &table,
             meta.highest_modseq,
             &written_msgs,
             ul.uidvalidity,
             ul.next_uid,
         ) {
+            let saved = crate::store::cache::saved_of(messages);
+            let cache = crate::store::cache::attach(&mut ix, &saved);
             self.st
-                .write_index_files(&work, "dovecot.index", &ix, dir_owner)?;
+                .write_index_files(&work, "dovecot.index", &ix, cache.as_deref(), dir_owner)?;
         }
         sync_dir(&work)?;
         if staged {
