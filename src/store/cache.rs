@@ -26,7 +26,7 @@ use std::path::Path;
 
 use crate::model::{MessageMeta, Timestamp};
 use crate::store::dbox::index::{MailIndex, NewExt, NewIndex};
-use crate::store::nofollow::DirFd;
+use crate::store::nofollow::{DirFd, Kind};
 
 /// The cache file of `dovecot.index`.
 pub(crate) const FILE_NAME: &str = "dovecot.index.cache";
@@ -53,37 +53,33 @@ const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 /// `idx`, the index read from `dir`. Messages without a cached date are absent.
 ///
 /// # Errors
-/// Why there are no dates: the cache belongs to another index, is older than the
-/// index's offsets, or is damaged (any checked size or offset out of range). The text
-/// is for a debug line: Dovecot itself treats such a cache as empty.
-pub(crate) fn save_dates(dir: &Path, idx: &MailIndex) -> Result<BTreeMap<u32, u32>, String> {
+/// Why there are no dates: [`Unused::Ignored`] when the cache belongs to another index,
+/// is older than the index's offsets, or is damaged (any checked size or offset out of
+/// range), as Dovecot itself would ignore it; [`Unused::Refused`] for a symlink or a
+/// special file in its place.
+pub(crate) fn save_dates(dir: &Path, idx: &MailIndex) -> Result<BTreeMap<u32, u32>, Unused> {
     let mut out = BTreeMap::new();
     let Some(ext) = idx.exts.iter().find(|x| x.name == EXT_NAME) else {
         return Ok(out);
     };
-    let file = match DirFd::open_root(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|d| d.open_file(FILE_NAME.as_bytes()).map_err(|e| e.to_string()))
-    {
-        Ok(f) => f,
-        Err(_) if !dir.join(FILE_NAME).exists() => return Ok(out),
-        Err(e) => return Err(e),
+    let Some(file) = open(dir)? else {
+        return Ok(out);
     };
-    let cache = Cache::open(file, idx.indexid)?;
+    let cache = Cache::open(file, idx.indexid).map_err(Unused::Ignored)?;
     if cache.file_seq != ext.reset_id {
-        return Err(format!(
+        return Err(Unused::Ignored(format!(
             "file_seq {} is not the index's {} (purged since)",
             cache.file_seq, ext.reset_id
-        ));
+        )));
     }
-    let Some(field) = cache.field_of(SAVE_DATE)? else {
+    let Some(field) = cache.field_of(SAVE_DATE).map_err(Unused::Ignored)? else {
         return Ok(out);
     };
     for r in &idx.records {
         let Some(off) = idx.ext_rec(r, EXT_NAME).and_then(le_u32_at(0)) else {
             continue;
         };
-        if let Some(d) = cache.lookup(off, &field)?
+        if let Some(d) = cache.lookup(off, &field).map_err(Unused::Ignored)?
             && let Some(t) = le_u32_at(0)(&d)
             && t != 0
         {
@@ -91,6 +87,67 @@ pub(crate) fn save_dates(dir: &Path, idx: &MailIndex) -> Result<BTreeMap<u32, u3
         }
     }
     Ok(out)
+}
+
+/// Why a cache gives no save dates.
+#[derive(Debug)]
+pub(crate) enum Unused {
+    /// Dovecot would not use it either (of another index, purged since, damaged): worth
+    /// a debug line, not a warning.
+    Ignored(String),
+    /// A symlink or a special file where the cache should be: never read, a warning.
+    Refused(String),
+}
+
+impl Unused {
+    /// Put this as a line naming `who` (user and mailbox) and the cache in `dir` on
+    /// `notes` (ignored) or `warnings` (refused).
+    pub(crate) fn report(
+        self,
+        who: &str,
+        dir: &Path,
+        notes: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        let path = dir.join(FILE_NAME);
+        let (to, why) = match self {
+            Unused::Ignored(w) => (notes, w),
+            Unused::Refused(w) => (warnings, w),
+        };
+        to.push(format!(
+            "{who}: Dovecot's index cache {} is not used, so save dates are not in the backup: {why}",
+            path.display()
+        ));
+    }
+}
+
+/// The cache file in `dir`, `None` when there is none; a symlink or a special file (a
+/// FIFO would block the open) is refused without being opened.
+fn open(dir: &Path) -> Result<Option<File>, Unused> {
+    let d = DirFd::open_root(dir).map_err(|e| Unused::Ignored(e.to_string()))?;
+    let name = FILE_NAME.as_bytes();
+    match d.stat_at(name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Unused::Ignored(e.to_string())),
+        Ok(st) if st.kind == Kind::Symlink => {
+            return Err(Unused::Refused(
+                "a symbolic link; not followed (nothing below a mail root is read through a symlink)".into(),
+            ));
+        }
+        Ok(st) if st.kind != Kind::File => {
+            return Err(Unused::Refused("not a regular file; not read".into()));
+        }
+        Ok(_) => {}
+    }
+    let f = d.open_file(name).map_err(|e| match e {
+        crate::error::Error::StoreDamaged { .. } => Unused::Refused(e.to_string()),
+        e => Unused::Ignored(e.to_string()),
+    })?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(Some(f)),
+        Ok(_) => Err(Unused::Refused("not a regular file; not read".into())),
+        Err(e) => Err(Unused::Ignored(e.to_string())),
+    }
 }
 
 /// Give each message of `msgs` its save date from `dates` (by UID).

@@ -218,3 +218,99 @@ fn save_dates_survive_round_trips() {
         }
     }
 }
+
+/// `maildump backup` of [`USER`] of `dc` into `archive` with `extra` options.
+fn backup_with(dc: &Dovecot, archive: &Path, extra: &[&str]) -> std::process::Output {
+    run(maildump()
+        .args([
+            "backup",
+            "--location",
+            &dc.location,
+            "--home",
+            &dc.home_template(),
+            "--user",
+            USER,
+            "--progress",
+            "none",
+            "-o",
+        ])
+        .arg(archive)
+        .args(extra))
+}
+
+/// (location, what the report says, how the cache is spoilt).
+type Spoil = (&'static str, &'static str, fn(&Path));
+
+/// A cache Dovecot would not use either (of another index, cut short) gives no save
+/// dates and no warning (exit 0), a debug line with `--verbose` naming it; a symlink in its
+/// place is not followed and is a warning (exit 1). The rest of the mailbox is backed up.
+#[test]
+fn a_cache_dovecot_would_not_use_gives_no_dates() {
+    let ws = Workspace::new();
+    let cases: [Spoil; 5] = [
+        ("maildir:~/Maildir", "indexid", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            b[4] ^= 0x55;
+            std::fs::write(p, b).unwrap();
+        }),
+        ("sdbox:~/sdbox", "indexid", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            b[4] ^= 0x55;
+            std::fs::write(p, b).unwrap();
+        }),
+        ("maildir:~/Maildir", "outside the file", |p| {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..b.len() - 6]).unwrap();
+        }),
+        ("sdbox:~/sdbox", "symbolic link", |p| {
+            std::fs::rename(p, p.with_extension("real")).unwrap();
+            std::os::unix::fs::symlink(p.with_extension("real"), p).unwrap();
+        }),
+        // A FIFO would block whoever opens it: it is refused unopened.
+        ("maildir:~/Maildir", "not a regular file", |p| {
+            std::fs::remove_file(p).unwrap();
+            crate::util::run_ok(std::process::Command::new("mkfifo").arg(p));
+        }),
+    ];
+    for (i, (loc, why, spoil)) in cases.iter().enumerate() {
+        let archive = ws.join(format!("dated{i}.mdump"));
+        dated_archive(&archive, loc.split(':').next().unwrap());
+        let dc = Dovecot::new(&ws.join(format!("dc{i}")), loc);
+        restore(&dc, &archive);
+        // sdbox: the path doveadm gives is the dbox-Mails directory.
+        let dir = dc.mailbox_path(USER, "INBOX");
+        spoil(&dir.join("dovecot.index.cache"));
+        let refused = matches!(*why, "symbolic link" | "not a regular file");
+        for verbose in [false, true] {
+            let out_archive = ws.join(format!("b{i}{verbose}.mdump"));
+            let out = backup_with(&dc, &out_archive, if verbose { &["-v"] } else { &[] });
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(i32::from(refused)),
+                "{loc} {why}: {err}"
+            );
+            let line = err
+                .lines()
+                .find(|l| l.contains("dovecot.index.cache"))
+                .unwrap_or_default();
+            let kind = if refused { "warning:" } else { "debug:" };
+            assert_eq!(
+                line.contains(kind) && line.contains(why) && line.contains("save dates"),
+                refused || verbose,
+                "{loc} {why} verbose {verbose}: {err}"
+            );
+            assert!(!err.contains("warning") || refused, "{loc} {why}: {err}");
+            let back = Dovecot::new(&ws.join(format!("back{i}{verbose}")), loc);
+            restore(&back, &out_archive);
+            let got = saved_dates(&back);
+            assert_eq!(got.len(), 4, "{loc} {why}: {got:?}");
+            assert!(
+                dated(&got)
+                    .iter()
+                    .all(|(u, d)| *d != shown(DATES[*u as usize - 1])),
+                "{loc} {why}: {got:?}"
+            );
+        }
+    }
+}

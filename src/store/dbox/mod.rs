@@ -728,12 +728,12 @@ impl StoreReader for DboxReader {
             // sdbox keeps save dates only in the index cache.
             match crate::store::cache::save_dates(&dir, &idx) {
                 Ok(dates) => crate::store::cache::set_saved(&mut msgs, &dates),
-                Err(e) => self.notes.borrow_mut().push(format!(
-                    "user {} mailbox {}: Dovecot's index cache ({}) is not used, so save dates are not in the backup: {e}",
-                    self.user,
-                    mb.name,
-                    dir.join(crate::store::cache::FILE_NAME).display()
-                )),
+                Err(u) => u.report(
+                    &format!("user {} mailbox {}", self.user, mb.name),
+                    &dir,
+                    &mut self.notes.borrow_mut(),
+                    &mut self.warnings.borrow_mut(),
+                ),
             }
         }
         let meta = MailboxMeta {

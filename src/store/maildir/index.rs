@@ -30,8 +30,7 @@ fn letters_full(table: &[Name]) -> bool {
 /// other flags or letter keywords than its file name, is one Dovecot's next sync changes:
 /// it gets the index's highest modseq + 1, as that sync would give it. An index of
 /// another UIDVALIDITY (Dovecot would reset it) is ignored. Save dates come from the
-/// index cache ([`crate::store::cache`]); a cache Dovecot would not use adds a line to
-/// `notes` (debug, not a warning: the cache is disposable).
+/// index cache ([`crate::store::cache`]); why a cache gave none goes to `unused`.
 ///
 /// # Errors
 /// The damaged index file, as text for a warning; nothing is changed then.
@@ -39,7 +38,7 @@ pub(super) fn complete(
     dir: &Path,
     meta: &mut MailboxMeta,
     msgs: &mut [MessageMeta],
-    notes: &mut Vec<String>,
+    unused: &mut Option<crate::store::cache::Unused>,
 ) -> Result<(), String> {
     let idx = match crate::store::dbox::read_index(dir, "dovecot.index") {
         Ok(Some(i)) => i,
@@ -51,7 +50,7 @@ pub(super) fn complete(
     }
     match crate::store::cache::save_dates(dir, &idx) {
         Ok(dates) => crate::store::cache::set_saved(msgs, &dates),
-        Err(e) => notes.push(e),
+        Err(e) => *unused = Some(e),
     }
     let full = letters_full(&meta.keywords);
     if full {

@@ -370,15 +370,15 @@ impl StoreReader for MaildirReader {
             owner: Some(md.owner()),
             uidlist_header_ext: header_ext.into_iter().map(Name::from_bytes).collect(),
         };
-        let mut notes = Vec::new();
-        let done = index::complete(&mb.dir, &mut meta, &mut msgs, &mut notes);
-        for n in notes {
-            self.notes.borrow_mut().push(format!(
-                "user {} mailbox {}: Dovecot's index cache ({}) is not used, so save dates are not in the backup: {n}",
-                self.user,
-                mb.name,
-                mb.dir.join(crate::store::cache::FILE_NAME).display()
-            ));
+        let mut unused = None;
+        let done = index::complete(&mb.dir, &mut meta, &mut msgs, &mut unused);
+        if let Some(u) = unused {
+            u.report(
+                &format!("user {} mailbox {}", self.user, mb.name),
+                &mb.dir,
+                &mut self.notes.borrow_mut(),
+                &mut self.warnings.borrow_mut(),
+            );
         }
         if let Err(e) = done {
             self.warnings.borrow_mut().push(format!(
