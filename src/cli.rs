@@ -258,7 +258,8 @@ pub struct RestoreArgs {
     /// Print what would be written and write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Owner of everything written, as numeric `UID:GID` (default when root: the archived owner).
+    /// Owner of everything written, as numeric `UID:GID` (default when root: the owner of
+    /// the existing mail root; for a new root, the owner the archive recorded).
     #[arg(long, value_name = "UID:GID")]
     pub owner: Option<String>,
     /// Print nothing but warnings (items skipped or damaged) and errors.

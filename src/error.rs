@@ -24,7 +24,8 @@ pub enum ErrorKind {
     CorruptArchive,
     /// The archive was written in a format major version this build cannot read (exit 5).
     UnsupportedVersion,
-    /// Restore refused to touch existing mail (exit 6).
+    /// Restore refused to touch existing mail, or to write through a symbolic link planted
+    /// in its target (exit 6).
     Conflict,
     /// The mail store being backed up is damaged or unreadable (exit 7).
     StoreDamaged,
@@ -94,6 +95,15 @@ pub enum Error {
     /// Restore would overwrite or merge into existing mail.
     #[error("refused: {0}")]
     Conflict(String),
+    /// A restore or export target holds something it must not write through or over
+    /// (a symbolic link below the target's root): nothing is written there.
+    #[error("refused: {}: {detail}", path.display())]
+    UnsafeTarget {
+        /// The entry refused.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The source mail store is damaged.
     #[error("damaged mail store: {}: {detail}", path.display())]
     StoreDamaged {
@@ -118,7 +128,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Corrupt { .. } => ErrorKind::CorruptArchive,
             Error::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
-            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Conflict(_) | Error::UnsafeTarget { .. } => ErrorKind::Conflict,
             Error::StoreDamaged { .. } => ErrorKind::StoreDamaged,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Interrupted => ErrorKind::Interrupted,

@@ -10,9 +10,10 @@
 //!   keywords, UIDs and dates kept), at `-o DIR`.
 //!
 //! Files are written under temporary names and renamed when complete; existing files are
-//! never overwritten (exit 6).
+//! never overwritten (exit 6). Below `-o DIR` nothing is written through a symbolic link
+//! (a link there is refused, exit 6, as in a restore target); `DIR` itself being a link is
+//! refused as `-o` refuses one (exit 2).
 
-use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,8 @@ use crate::model::Flags;
 use crate::store::StoreWriter;
 use crate::store::location::Location;
 use crate::store::maildir::MaildirWriter;
+use crate::store::nofollow::DirFd;
+use crate::store::target::{Perms, split};
 
 /// Output formats of [`export`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,22 +101,95 @@ fn bytes_of(
     Ok(buf)
 }
 
-/// Relative path of a mailbox: its components, encoded.
-fn mailbox_path(name: &crate::model::Name) -> PathBuf {
+/// A mailbox's path below the output directory: its components, encoded.
+fn mailbox_comps(name: &crate::model::Name) -> Vec<Vec<u8>> {
     name.as_bytes()
         .split(|&b| b == b'/')
-        .map(encode_component)
+        .map(|c| encode_component(c).into_bytes())
         .collect()
 }
 
-/// Write `data` to `path` through a temporary file (a device or FIFO in place:
-/// [`crate::output`]); refuse to replace an existing file.
-fn write_new(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).at(dir)?;
+/// Directories made below `-o DIR` (and DIR itself): as a plain `mkdir` with the usual
+/// umask makes them.
+const OUT_DIR: Perms = Perms {
+    mode: 0o755,
+    ids: None,
+};
+
+/// Refuse `-o DIR` when it is a symbolic link (as `-o` refuses one, [`crate::output`]).
+fn refuse_output_link(path: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Usage(format!(
+            "{}: is a symbolic link; refused (give the path it points to)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The output directory `-o DIR`, made when missing (with its parents, the user's path);
+/// a symbolic link there is refused.
+fn output_dir(path: &Path) -> Result<DirFd> {
+    refuse_output_link(path)?;
+    let (parent, name) = split(path)?;
+    std::fs::create_dir_all(parent).at(parent)?;
+    let p = DirFd::open_target(parent).at(parent)?;
+    p.mkdir(name, OUT_DIR)
+}
+
+/// Write the new file `name` in `dir` through a temporary file, synced and renamed when
+/// complete (given the mtime `secs` first, if any); refuse to replace an existing file.
+fn write_new(
+    dir: &DirFd,
+    name: &[u8],
+    secs: Option<i64>,
+    f: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let path = dir.join(name);
+    if dir.refuse_symlink(name)? {
+        return Err(Error::Conflict(format!(
+            "{} exists; export never overwrites",
+            path.display()
+        )));
+    }
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name);
+    tmp.extend_from_slice(b".maildump-partial");
+    dir.remove(&tmp)?;
+    let mut file = dir.create(&tmp, 0o600)?;
+    let written = (|| {
+        let mut out = BufWriter::new(&mut file);
+        f(&mut out)?;
+        out.flush().at(&path)?;
+        drop(out);
+        if let Some(secs) = secs {
+            let t =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0).unsigned_abs());
+            file.set_modified(t).at(&path)?;
+        }
+        // Durable before it becomes visible under its name.
+        file.sync_all().at(&path)?;
+        if dir.rename_new(&tmp, dir, name)? {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "{} exists; export never overwrites",
+                path.display()
+            )))
+        }
+    })();
+    if written.is_err() {
+        // Nothing half-written stays; the write's error is the one reported.
+        let _ = dir.remove(&tmp);
+    }
+    written
+}
+
+/// Write `-o FILE` (one mailbox as mbox) through [`crate::output::OutputFile`].
+fn write_output_file(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
     let mut file = crate::output::OutputFile::open(path, false)?;
     let mut out = BufWriter::new(file.file());
     f(&mut out)?;
@@ -182,41 +258,53 @@ pub fn export(chain: &Chain, at: usize, opts: &ExportOptions) -> Result<ExportSt
     let mut cursors = Vec::new();
     match opts.format {
         ExportFormat::Eml => {
+            let root = output_dir(&opts.output)?;
             for cat in &cats {
-                let dir = opts.output.join(mailbox_path(&cat.mailbox.name));
+                let dir = root.mkdir_comps(&mailbox_comps(&cat.mailbox.name), OUT_DIR)?;
                 for r in &cat.messages {
                     let data = bytes_of(chain, at, &mut cursors, cat, r)?;
-                    let p = dir.join(format!("{}.eml", r.message.uid));
-                    write_new(&p, |out| out.write_all(&data).at(&p))?;
-                    set_mtime(&p, r.message.received.secs);
+                    let name = format!("{}.eml", r.message.uid).into_bytes();
+                    let p = dir.join(&name);
+                    write_new(&dir, &name, Some(r.message.received.secs), |out| {
+                        out.write_all(&data).at(&p)
+                    })?;
                     stats.messages += 1;
                 }
                 stats.mailboxes += 1;
             }
         }
         ExportFormat::Mbox => {
+            let root = match opts.mailbox {
+                Some(_) => None,
+                None => Some(output_dir(&opts.output)?),
+            };
             for cat in &cats {
-                let p = if opts.mailbox.is_some() {
-                    opts.output.clone()
-                } else {
-                    let mut p = opts.output.join(mailbox_path(&cat.mailbox.name));
-                    p.as_mut_os_string().push(".mbox");
-                    p
-                };
-                write_new(&p, |out| {
+                let mut write = |out: &mut dyn Write| {
                     for r in &cat.messages {
                         let data = bytes_of(chain, at, &mut cursors, cat, r)?;
-                        mbox_message(out, r, &data).at(&p)?;
+                        mbox_message(out, r, &data).at(&opts.output)?;
                         stats.messages += 1;
                     }
                     Ok(())
-                })?;
+                };
+                match &root {
+                    None => write_output_file(&opts.output, write)?,
+                    Some(root) => {
+                        let mut comps = mailbox_comps(&cat.mailbox.name);
+                        let mut name = comps.pop().unwrap_or_default();
+                        name.extend_from_slice(b".mbox");
+                        let dir = root.mkdir_comps(&comps, OUT_DIR)?;
+                        write_new(&dir, &name, None, &mut write)?;
+                    }
+                }
                 stats.mailboxes += 1;
             }
         }
         ExportFormat::Maildir => {
+            refuse_output_link(&opts.output)?;
             let loc = Location::parse(&format!("maildir:{}", opts.output.display()), None)?;
             let mut w = MaildirWriter::new(&loc, &opts.user, None)?;
+            w.set_strict_root();
             for cat in &cats {
                 w.check_free(&cat.mailbox.name)?;
             }
@@ -248,11 +336,4 @@ pub fn export(chain: &Chain, at: usize, opts: &ExportOptions) -> Result<ExportSt
         }
     }
     Ok(stats)
-}
-
-fn set_mtime(p: &Path, secs: i64) {
-    if let Ok(f) = File::options().write(true).open(p) {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
-        let _ = f.set_modified(t);
-    }
 }

@@ -183,68 +183,33 @@ fn bar() -> Bar {
     Bar { bar }
 }
 
-/// Read one setting from a dovecot.conf, through doveconf when present, else by reading the file.
-fn conf_setting(conf: &Path, name: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(out) = std::process::Command::new("doveconf")
-        .arg("-c")
-        .arg(conf)
-        .arg("-h")
-        .arg(name)
-        .output()
-        && out.status.success()
-    {
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        return Ok((!v.is_empty()).then_some(v));
-    }
-    let text = std::fs::read_to_string(conf).map_err(|e| Error::io(conf, e))?;
-    let mut found = None;
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if let Some((k, v)) = line.split_once('=')
-            && k.trim() == name
-        {
-            found = Some(v.trim().to_string());
-        }
-    }
-    Ok(found.filter(|v| !v.is_empty()))
-}
-
+/// The store location from `--config` (Dovecot 2.3 or 2.4, [`maildump::store::config`]) or
+/// `--location`, with `--home`, `--attribute-dict` and `--attachment-dir` taking precedence.
 fn location(s: &StoreArgs) -> anyhow::Result<Location> {
-    let (spec, mut home, mut dict, mut attachments) = match (&s.config, &s.location) {
-        (Some(conf), _) => {
-            let loc = conf_setting(conf, "mail_location")?
-                .ok_or_else(|| Error::Usage(format!("{}: no mail_location set", conf.display())))?;
-            (
-                loc,
-                conf_setting(conf, "mail_home")?,
-                conf_setting(conf, "mail_attribute_dict")?,
-                conf_setting(conf, "mail_attachment_dir")?,
-            )
-        }
-        (None, Some(l)) => (l.clone(), None, None, None),
+    let mut loc = match (&s.config, &s.location) {
+        (Some(conf), _) => maildump::store::config::read(conf)?.location,
+        (None, Some(l)) => Location::parse(l, None)?,
         (None, None) => return Err(Error::Usage("give --config or --location".into()).into()),
     };
     if s.home.is_some() {
-        home = s.home.clone();
+        loc.home = s.home.clone();
     }
     if s.attribute_dict.is_some() {
-        dict = s.attribute_dict.clone();
+        loc.attribute_dict = s.attribute_dict.clone();
     }
-    let mut loc = Location::parse(&spec, home)?;
-    if dict.is_none() && loc.home.is_some() {
-        dict = Some("file:%h/dovecot-attributes".into());
+    if loc.attribute_dict.is_none() && loc.home.is_some() {
+        loc.attribute_dict = Some("file:%h/dovecot-attributes".into());
     }
-    loc.attribute_dict = dict;
     if s.attachment_dir.is_some() {
-        attachments = s.attachment_dir.clone();
+        loc.attachment_dir = s.attachment_dir.clone();
     }
-    if attachments.is_some() && loc.kind == StoreFormat::Maildir {
+    if loc.attachment_dir.is_some() && loc.kind == StoreFormat::Maildir {
         return Err(Error::Usage(
             "mail_attachment_dir (--attachment-dir) applies to sdbox and mdbox stores only".into(),
         )
         .into());
     }
-    loc.attachment_dir = attachments;
+    loc.check_templates()?;
     Ok(loc)
 }
 

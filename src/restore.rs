@@ -353,15 +353,15 @@ pub fn plan(chain: &Chain, at: usize, opts: &RestoreOptions) -> Result<RestorePl
             users_checked.insert(cat.user.clone());
         }
         if !writers.contains_key(&target) {
-            writers.insert(
-                target.clone(),
-                Writer::open(loc, &target, opts.owner, opts.inline_attachments)?,
-            );
+            let w = Writer::open(loc, &target, opts.owner, opts.inline_attachments)?;
+            w.check_root()?;
+            writers.insert(target.clone(), w);
         }
         let mut target_name = target_name;
-        let mut exists = writers
-            .get(&target)
-            .is_some_and(|w| w.mailbox_exists(&target_name));
+        let mut exists = match writers.get(&target) {
+            Some(w) => w.mailbox_exists(&target_name)?,
+            None => false,
+        };
         // Merge: a mailbox renamed since the backup keeps its GUID; merge into it under its
         // new name rather than recreate the old name with copies of its mail.
         if opts.mode == Mode::Merge && !exists && loc.kind == StoreFormat::Maildir {

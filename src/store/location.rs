@@ -1,8 +1,10 @@
 //! Dovecot `mail_location` syntax and home templates: `maildir:~/Maildir:LAYOUT=fs:UTF-8`,
-//! `%u` `%n` `%d` `%h` `~` expansion, and finding the users of a store (`--all-users`).
+//! `%u` `%n` `%d` `%h` `~` and 2.4's `%{user | ...}` expansion ([`super::template`]), and
+//! finding the users of a store (`--all-users`).
 
 use std::path::{Path, PathBuf};
 
+use super::template::{Binding, Syntax, Template};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Name;
 
@@ -24,6 +26,18 @@ pub enum StoreFormat {
     Sdbox,
     /// `mdbox:` multi-dbox, messages in shared `storage/m.<N>` files.
     Mdbox,
+}
+
+/// How single-instance attachments are laid out in the attachment directory when a
+/// restore writes them (reading accepts both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachmentLayout {
+    /// Dovecot 2.3 (`mail_attachment_dir` with the `sis` fs): each attachment file is also
+    /// hard-linked from `xx/yy/hashes/<hash>`, which 2.3 uses to share equal attachments.
+    Dovecot23,
+    /// Dovecot 2.4 (`mail_ext_attachment`): `xx/yy/<hash>-<guid>[-<mailbox guid>-<uid>]`
+    /// only, no `hashes/` directory.
+    Dovecot24,
 }
 
 /// A parsed mail location plus home template.
@@ -49,6 +63,8 @@ pub struct Location {
     pub alt: Option<String>,
     /// Single-instance attachment directory template (`mail_attachment_dir`), dbox only.
     pub attachment_dir: Option<String>,
+    /// How a restore lays attachments out in `attachment_dir`.
+    pub attachment_layout: AttachmentLayout,
 }
 
 impl Location {
@@ -105,7 +121,7 @@ impl Location {
                 }
             }
         }
-        Ok(Location {
+        Location {
             spec: spec.to_string(),
             format: format.to_string(),
             kind,
@@ -116,7 +132,43 @@ impl Location {
             attribute_dict: None,
             alt,
             attachment_dir: None,
-        })
+            attachment_layout: AttachmentLayout::Dovecot23,
+        }
+        .checked()
+    }
+
+    /// `self` once every template in it parses ([`Location::check_templates`]).
+    ///
+    /// # Errors
+    /// As [`Location::check_templates`].
+    pub fn checked(self) -> Result<Self> {
+        self.check_templates()?;
+        Ok(self)
+    }
+
+    /// Check that every template (location, home, alternate storage, attachment directory,
+    /// METADATA dictionary path) parses, so that a bad one is named before anything is read.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the template: an unknown variable or filter, an unfinished
+    /// `%{`.
+    pub fn check_templates(&self) -> Result<()> {
+        let dict = self
+            .attribute_dict
+            .as_deref()
+            .and_then(|d| d.strip_prefix("file:"));
+        for t in [
+            Some(self.root.as_str()),
+            self.home.as_deref(),
+            self.alt.as_deref(),
+        ]
+        .into_iter()
+        .chain([self.attachment_dir.as_deref(), dict])
+        .flatten()
+        {
+            Template::parse(t, Syntax::Any)?;
+        }
+        Ok(())
     }
 
     /// One on-disk mailbox name component as UTF-8 bytes (mUTF-7 decoded unless `:UTF-8`;
@@ -232,7 +284,7 @@ impl Location {
     /// [`Error::Usage`] when the location needs a home (`~`, `%h`) and none is known; a
     /// hostile user name ([`check_user_name`]).
     pub fn root_of(&self, user: &str) -> Result<PathBuf> {
-        let needs_home = self.root.starts_with('~') || self.root.contains("%h");
+        let needs_home = Template::parse(&self.root, Syntax::Any)?.uses_home();
         if needs_home && self.home.is_none() {
             return Err(Error::Usage(format!(
                 "mail location {:?} uses the home directory: give --home TEMPLATE (e.g. /srv/mail/%u)",
@@ -258,14 +310,15 @@ impl Location {
         Ok(root)
     }
 
-    /// Expand a path template (`~`, `%u`, `%h`, ...) for `user`: the one place where a user
+    /// Expand a path template (`~`, `%u`, `%h`, `%{user | ...}`, ...) for `user`: the one place where a user
     /// name (from an archive, a store or the command line) becomes part of a path. The user
     /// name is checked ([`check_user_name`]), and every path component a variable helped
     /// to make is proven to be a plain name (not `.` or `..`), so the path stays under the
     /// template's fixed part.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] naming the user when it is hostile.
+    /// [`Error::Corrupt`] naming the user when it is hostile; [`Error::Usage`] for a
+    /// template that does not parse or a filter that cannot apply to this user.
     pub fn expand_path(&self, template: &str, user: &str) -> Result<PathBuf> {
         let home = self.home_of(user)?;
         expand_path(template, user, home.as_deref())
@@ -308,32 +361,56 @@ impl Location {
         self.expand_path(path, user).map(Some)
     }
 
-    /// Find users by listing the directories at the `%u` (or `%d`/`%n`) positions of the
-    /// home template (or of the location when there is no home template). Sorted.
+    /// Find users by listing the directories at the user positions (`%u`, `%n`/`%d`,
+    /// `%{user}`, `%{user | username}`...) of the home template (or of the location when the
+    /// home template has none). A position whose directory name cannot be read back (e.g.
+    /// `%{user | md5 | hexlify(2)}`) matches any directory; each user found is kept only when
+    /// the template, expanded for it, gives the path found and its mail root exists. Sorted.
     ///
     /// # Errors
-    /// When no template contains a user variable, or the base directory cannot be read.
+    /// When no template uses the user name, or a directory cannot be read.
     pub fn discover_users(&self) -> Result<Vec<String>> {
-        let template = match &self.home {
-            Some(h) if h.contains('%') => h.clone(),
-            _ if self.root.contains("%u") || self.root.contains("%n") => self.root.clone(),
+        let home = match &self.home {
+            Some(h) => Some(Template::parse(h, Syntax::Any)?),
+            None => None,
+        };
+        let root = Template::parse(&self.root, Syntax::Any)?;
+        let names_user = |t: &Template| t.components().any(|c| c.names_user());
+        let (template, is_home) = match home {
+            Some(h) if names_user(&h) => (h, true),
+            _ if names_user(&root) => (root, false),
             _ => {
                 return Err(Error::Usage(
-                    "--all-users needs %u (or %d/%n) in --home or in the mail location".into(),
+                    "--all-users needs a directory level named by the user (%u, %{user}, %n, %{user | username}...) in --home or in the mail location".into(),
                 ));
             }
         };
-        let mut users = Vec::new();
-        walk_template(
-            Path::new("/"),
-            &components(&template),
-            &mut Vars::default(),
-            &mut users,
-        )?;
+        // A relative template is relative to the current directory.
+        let cwd = if template.as_str().starts_with('/') {
+            PathBuf::from("/")
+        } else {
+            std::env::current_dir().at(".")?
+        };
+        let mut found = Vec::new();
+        let components: Vec<_> = template
+            .components()
+            .filter(|c| c.literal().is_none_or(|l| !l.is_empty()))
+            .collect();
+        walk_template(&cwd, &components, &mut Vars::default(), &mut found)?;
         let mut out: Vec<String> = Vec::new();
-        for u in users {
-            if self.root_of(&u).map(|r| r.is_dir()).unwrap_or(false) {
-                out.push(u);
+        for (user, path) in found {
+            let again = if is_home {
+                self.home_of(&user).ok().flatten()
+            } else {
+                self.root_of(&user).ok()
+            };
+            // The whole path must be the template's for this user (a position that
+            // matched any directory, e.g. a hash, must be this user's).
+            if again.map(|p| cwd.join(p)).as_deref() != Some(path.as_path()) {
+                continue;
+            }
+            if self.root_of(&user).map(|r| r.is_dir()).unwrap_or(false) {
+                out.push(user);
             }
         }
         out.sort();
@@ -349,34 +426,13 @@ struct Vars {
     d: Option<String>,
 }
 
-fn components(t: &str) -> Vec<String> {
-    let abs = t.starts_with('/');
-    let mut v: Vec<String> = t
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(String::from)
-        .collect();
-    if !abs {
-        // Relative templates are relative to the current directory.
-        if let Ok(cwd) = std::env::current_dir() {
-            let mut c: Vec<String> = cwd
-                .to_string_lossy()
-                .split('/')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect();
-            c.append(&mut v);
-            v = c;
-        }
-    }
-    v
-}
-
+/// Walk `rest` below `base`, binding the user variables from directory names; each user
+/// found comes with the path walked.
 fn walk_template(
     base: &Path,
-    rest: &[String],
+    rest: &[super::template::Component<'_>],
     vars: &mut Vars,
-    out: &mut Vec<String>,
+    out: &mut Vec<(String, PathBuf)>,
 ) -> Result<()> {
     let Some((first, tail)) = rest.split_first() else {
         let user = match (&vars.u, &vars.n, &vars.d) {
@@ -385,113 +441,71 @@ fn walk_template(
             (None, Some(n), None) => n.clone(),
             _ => return Ok(()),
         };
-        out.push(user);
+        out.push((user, base.to_path_buf()));
         return Ok(());
     };
-    let var = match first.as_str() {
-        "%u" | "%Lu" => Some('u'),
-        "%n" | "%Ln" => Some('n'),
-        "%d" | "%Ld" => Some('d'),
-        _ => None,
-    };
-    match var {
-        None => {
-            if first.contains('%') {
-                return Err(Error::Usage(format!(
-                    "--all-users: template component {first:?} must be exactly %u, %n or %d"
-                )));
-            }
-            walk_template(&base.join(first), tail, vars, out)
-        }
-        Some(v) => {
-            let mut names: Vec<String> = Vec::new();
-            for e in std::fs::read_dir(base).at(base)? {
-                let e = e.at(base)?;
-                let Ok(name) = e.file_name().into_string() else {
-                    continue;
-                };
-                if name.starts_with('.') || !e.path().is_dir() || name == "lost+found" {
-                    continue;
-                }
-                names.push(name);
-            }
-            names.sort();
-            for name in names {
-                let saved = vars.clone();
-                match v {
-                    'u' => vars.u = Some(name.clone()),
-                    'n' => vars.n = Some(name.clone()),
-                    _ => vars.d = Some(name.clone()),
-                }
-                walk_template(&base.join(&name), tail, vars, out)?;
-                *vars = saved;
-            }
-            Ok(())
-        }
+    if let Some(l) = first.literal() {
+        return walk_template(&base.join(l), tail, vars, out);
     }
+    let mut names: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(base).at(base)? {
+        let e = e.at(base)?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || !e.path().is_dir() || name == "lost+found" {
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort();
+    for name in names {
+        let Some(b) = first.bind(&name) else {
+            continue;
+        };
+        let saved = vars.clone();
+        match b {
+            Binding::User(v) => vars.u = Some(v),
+            Binding::Name(v) => vars.n = Some(v),
+            Binding::Domain(v) => vars.d = Some(v),
+            Binding::Any => {}
+        }
+        walk_template(&base.join(&name), tail, vars, out)?;
+        *vars = saved;
+    }
+    Ok(())
 }
 
 /// [`Location::expand_path`] with the home directory already expanded (itself by this
 /// function): `~` at the start is the home.
 fn expand_path(template: &str, user: &str, home: Option<&Path>) -> Result<PathBuf> {
     check_user_name(user.as_bytes())?;
+    let t = Template::parse(template, Syntax::Any)?;
     let home_s = home.map(|h| h.to_string_lossy().into_owned());
     let mut out = String::with_capacity(template.len() + user.len());
-    for (i, c) in template.split('/').enumerate() {
+    for (i, c) in t.components().enumerate() {
         if i > 0 {
             out.push('/');
         }
-        let c = match (i, c.strip_prefix('~'), &home_s) {
-            (0, Some(rest), Some(h)) => {
-                out.push_str(h);
-                rest
-            }
-            _ => c,
-        };
-        if !c.contains('%') || c == "%h" {
+        let tilde = i == 0 && c.starts_with_tilde() && home_s.is_some();
+        if tilde && let Some(h) = &home_s {
+            out.push_str(h);
+        }
+        if c.literal().is_some() || c.is_home() {
             // Literal text, or the home, itself made by this function.
-            out.push_str(&expand(c, user, home_s.as_deref()));
+            out.push_str(&c.expand(user, home_s.as_deref(), tilde)?);
             continue;
         }
-        let e = expand(c, user, home_s.as_deref());
+        let e = c.expand(user, home_s.as_deref(), tilde)?;
         if e.split('/').any(|p| p == "." || p == "..") {
             return Err(Error::corrupt(
                 format!("user {user:?}"),
-                format!("hostile user name refused (it makes {c:?} {e:?})"),
+                format!("hostile user name refused (it makes {e:?} of template {template:?})"),
             ));
         }
         out.push_str(&e);
     }
     Ok(PathBuf::from(out))
-}
-
-/// Expand `%u %n %d %h %%` (and the `%L` lowercase forms) in a Dovecot template.
-pub fn expand(t: &str, user: &str, home: Option<&str>) -> String {
-    let (n, d) = user.split_once('@').unwrap_or((user, ""));
-    let mut out = String::with_capacity(t.len() + user.len());
-    let mut chars = t.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut lower = false;
-        if chars.peek() == Some(&'L') {
-            lower = true;
-            chars.next();
-        }
-        let v = match chars.next() {
-            Some('u') => user.to_string(),
-            Some('n') => n.to_string(),
-            Some('d') => d.to_string(),
-            Some('h') => home.unwrap_or("").to_string(),
-            Some('%') => "%".to_string(),
-            Some(o) => format!("%{o}"),
-            None => "%".to_string(),
-        };
-        out.push_str(&if lower { v.to_lowercase() } else { v });
-    }
-    out
 }
 
 /// Check that a user name is safe to put into a path: not empty, no `/` or NUL, no leading
@@ -556,7 +570,8 @@ mod tests {
         assert_eq!(l.alt_of("a").unwrap(), Some(PathBuf::from("/h/a/alt")));
         assert!(Location::parse("maildir:~/M:ALT=/x", None).is_err());
         assert!(Location::parse("maildir:~/M:CONTROL=/x", None).is_err());
-        assert_eq!(expand("a%%b", "u", None), "a%b");
+        let l = Location::parse("maildir:/m/a%%b/%u", None).unwrap();
+        assert_eq!(l.root_of("u").unwrap(), PathBuf::from("/m/a%b/u"));
     }
 
     #[test]
@@ -582,6 +597,42 @@ mod tests {
     }
 
     #[test]
+    fn all_users_with_dovecot24_templates() {
+        let t = tempfile::tempdir().unwrap();
+        // Hashed levels whose names cannot be read back: the whole path is checked.
+        for (h, u) in [("a", "amy"), ("b", "bob"), ("b", "amy"), ("c", "cy@x.org")] {
+            std::fs::create_dir_all(t.path().join(h).join(u).join("Maildir/cur")).unwrap();
+        }
+        let home = format!(
+            "{}/%{{user | username | substr(0,1)}}/%{{user}}",
+            t.path().display()
+        );
+        let l = Location::parse("maildir:%{home}/Maildir", Some(home)).unwrap();
+        assert_eq!(l.discover_users().unwrap(), ["amy", "bob", "cy@x.org"]);
+        let md5 = |u: &str| {
+            use md5::Digest as _;
+            hex::encode(md5::Md5::digest(u.as_bytes()))[..2].to_string()
+        };
+        let t = tempfile::tempdir().unwrap();
+        for u in ["amy", "bob"] {
+            std::fs::create_dir_all(t.path().join(md5(u)).join(u).join("cur")).unwrap();
+        }
+        std::fs::create_dir_all(t.path().join("00/bob/cur")).unwrap();
+        let l = Location::parse(
+            &format!(
+                "maildir:{}/%{{user | md5 | hexlify(2)}}/%{{user}}",
+                t.path().display()
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(l.discover_users().unwrap(), ["amy", "bob"]);
+        let l = Location::parse("maildir:/srv/%{user | md5 | hexlify}", None).unwrap();
+        let e = l.discover_users().unwrap_err().to_string();
+        assert!(e.contains("--all-users"), "{e}");
+    }
+
+    #[test]
     fn hostile_users() {
         for bad in ["", "..", "a/b", "a\0b", ".hidden", "x@..", "x@.", "..@x"] {
             assert!(check_user_name(bad.as_bytes()).is_err(), "{bad:?}");
@@ -595,6 +646,14 @@ mod tests {
         let l = Location::parse("maildir:~/Maildir", Some("/h/%d/%n".into())).unwrap();
         assert!(l.root_of("x@..").is_err());
         assert_eq!(l.root_of("x@y").unwrap(), PathBuf::from("/h/y/x/Maildir"));
+        // 2.4 filters are checked the same way: `..` made by reversing `x..` is refused.
+        let l = Location::parse("maildir:/h/%{user | substr(1)}/M", None).unwrap();
+        let e = l.root_of("a..").unwrap_err().to_string();
+        assert!(e.contains("hostile"), "{e}");
+        assert_eq!(l.root_of("a.b").unwrap(), PathBuf::from("/h/.b/M"));
+        let l = Location::parse("maildir:/h/%{user | domain}/M", None).unwrap();
+        assert!(l.root_of("x@..").is_err());
+        assert_eq!(l.root_of("x@y").unwrap(), PathBuf::from("/h/y/M"));
         assert_eq!(
             check_user_name(b"alice@example.org").unwrap(),
             "alice@example.org"

@@ -6,6 +6,7 @@
 //! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
 
 pub(crate) mod cache;
+pub mod config;
 pub mod dbox;
 pub mod dovecot;
 pub mod location;
@@ -13,6 +14,9 @@ pub mod maildir;
 pub mod mutf7;
 pub(crate) mod nofollow;
 pub(crate) mod stage;
+pub(crate) mod target;
+pub mod template;
+pub(crate) mod uidvalidity;
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;
@@ -193,10 +197,26 @@ impl Writer {
     }
 
     /// Whether a mailbox exists in the store.
-    pub fn mailbox_exists(&self, name: &Name) -> bool {
+    ///
+    /// # Errors
+    /// A symlink at the mailbox, on its way or in it ([`Error::UnsafeTarget`]); I/O errors.
+    pub fn mailbox_exists(&self, name: &Name) -> Result<bool> {
         match self {
             Writer::Maildir(w) => w.mailbox_exists(name),
             Writer::Dbox(w) => w.mailbox_exists(name),
+        }
+    }
+
+    /// Refuse, before anything is written, a symlink planted where the restore writes the
+    /// user's control files (`subscriptions`, the UIDVALIDITY counter, the METADATA
+    /// dictionary) or its top directories (dbox `mailboxes/`, `storage/`).
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming the link; I/O errors.
+    pub fn check_root(&self) -> Result<()> {
+        match self {
+            Writer::Maildir(w) => w.check_root(),
+            Writer::Dbox(w) => w.check_root(),
         }
     }
 
@@ -244,6 +264,15 @@ impl StoreWriter for Writer {
     fn commit(&mut self) -> Result<()> {
         self.inner().commit()
     }
+}
+
+/// The refusal of an exact restore into mailbox `name` of `user`, which `is_there` at `dir`
+/// (e.g. "already exists and holds mail").
+pub(crate) fn occupied(user: &str, name: &Name, is_there: &str, dir: &std::path::Path) -> Error {
+    Error::Conflict(format!(
+        "user {user} mailbox {name} {is_there} ({}); restore into another location or user, or remove it first",
+        dir.display()
+    ))
 }
 
 /// What [`StoreWriter::write_mailbox`] did.

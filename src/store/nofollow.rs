@@ -2,9 +2,14 @@
 //!
 //! The mail root itself is where the configuration says (it may be reached through
 //! symlinks the administrator set up); everything below it is opened relative to an open
-//! directory with `O_NOFOLLOW`, one component at a time, so a symlink planted in a store
-//! (`Maildir/cur -> /etc`, `u.1 -> /etc/shadow`) is met, named and refused, never read
-//! through, even if it is swapped in while the backup runs.
+//! directory with `O_NOFOLLOW`, one component at a time (or in one `openat2` call with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` where the kernel has it), so a symlink planted
+//! in a store (`Maildir/cur -> /etc`, `u.1 -> /etc/shadow`) is met, named and refused,
+//! never read through, even if it is swapped in while the backup runs.
+//!
+//! The same handle serves the restore side ([`Side::Target`], opened with
+//! [`DirFd::open_target`]): there a symlink is refused as an unsafe target (exit 6), and
+//! `store::target` adds the operations that write below the handle.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -12,8 +17,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::error::{Error, Result};
 
@@ -97,14 +103,32 @@ pub(crate) fn symlink_refused(path: &Path) -> Error {
     )
 }
 
+/// The error for a symbolic link met below the root of a restore or export target.
+pub(crate) fn symlink_in_target(path: &Path) -> Error {
+    Error::UnsafeTarget {
+        path: path.to_path_buf(),
+        detail: "is a symbolic link; not followed (nothing is read or written through a symbolic link below the target's root)".into(),
+    }
+}
+
+/// Which side of maildump a directory handle serves: what meeting a symlink below it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// A store being backed up: a symlink is store damage ([`symlink_refused`]).
+    Store,
+    /// A restore or export target: a symlink is refused ([`symlink_in_target`]).
+    Target,
+}
+
 /// A directory entry: its name, what it is, its `stat` if taken (see
 /// [`DirFd::entries_stat`]).
 pub(crate) type StatEntry = (Vec<u8>, Kind, Option<FileStat>);
 
-/// An open directory at or below a mail root.
+/// An open directory at or below a mail root (or a target's root).
 pub(crate) struct DirFd {
-    fd: OwnedFd,
-    path: PathBuf,
+    pub(super) fd: OwnedFd,
+    pub(super) path: PathBuf,
+    pub(super) side: Side,
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -118,6 +142,19 @@ impl DirFd {
     /// # Errors
     /// The root cannot be opened.
     pub(crate) fn open_root(path: &Path) -> io::Result<DirFd> {
+        Self::open_followed(path, Side::Store)
+    }
+
+    /// Open the root of a restore or export target ([`Side::Target`]; symlinks in its own
+    /// path are the configuration's and are followed).
+    ///
+    /// # Errors
+    /// The root cannot be opened (`NotFound` when it does not exist).
+    pub(crate) fn open_target(path: &Path) -> io::Result<DirFd> {
+        Self::open_followed(path, Side::Target)
+    }
+
+    fn open_followed(path: &Path, side: Side) -> io::Result<DirFd> {
         let fd = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -126,7 +163,13 @@ impl DirFd {
         Ok(DirFd {
             fd,
             path: path.to_path_buf(),
+            side,
         })
+    }
+
+    /// The path of this directory (for messages).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The path of `name` in this directory (for messages).
@@ -142,7 +185,11 @@ impl DirFd {
     pub(crate) fn open_dir(&self, name: &[u8]) -> Result<DirFd> {
         let path = self.join(name);
         match rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => Ok(DirFd { fd, path }),
+            Ok(fd) => Ok(DirFd {
+                fd,
+                path,
+                side: self.side,
+            }),
             Err(e) => Err(self.refusal(name, e)),
         }
     }
@@ -153,15 +200,47 @@ impl DirFd {
     /// # Errors
     /// As [`DirFd::open_dir`]; a component that is not a plain name is refused.
     pub(crate) fn open_rel(&self, rel: &Path) -> Result<DirFd> {
-        let mut cur: Option<DirFd> = None;
+        let mut comps = Vec::new();
         for c in rel.components() {
             let Component::Normal(name) = c else {
-                return Err(Error::store(
-                    self.path.join(rel),
-                    "not a plain path below the mail root",
-                ));
+                return Err(self.not_plain(&self.path.join(rel)));
             };
-            let next = cur.as_ref().unwrap_or(self).open_dir(name.as_bytes())?;
+            comps.push(name.as_bytes());
+        }
+        self.open_comps(&comps)
+    }
+
+    /// Open the directory below this one whose path components are `comps`, never through
+    /// a symlink: in one `openat2` call where the kernel has it, else (and to name what is
+    /// wrong when it fails) one component at a time.
+    ///
+    /// # Errors
+    /// As [`DirFd::open_dir`]; a component that is not a plain name is refused.
+    pub(crate) fn open_comps<C: AsRef<[u8]>>(&self, comps: &[C]) -> Result<DirFd> {
+        let mut joined = Vec::new();
+        for c in comps {
+            let c = c.as_ref();
+            if c.is_empty() || c == b"." || c == b".." || c.contains(&b'/') || c.contains(&0) {
+                let shown = self.join(c);
+                return Err(self.not_plain(&shown));
+            }
+            if !joined.is_empty() {
+                joined.push(b'/');
+            }
+            joined.extend_from_slice(c);
+        }
+        if comps.len() > 1
+            && let Some(fd) = open_beneath(&self.fd, &joined)
+        {
+            return Ok(DirFd {
+                fd,
+                path: self.join(&joined),
+                side: self.side,
+            });
+        }
+        let mut cur: Option<DirFd> = None;
+        for c in comps {
+            let next = cur.as_ref().unwrap_or(self).open_dir(c.as_ref())?;
             cur = Some(next);
         }
         match cur {
@@ -170,13 +249,24 @@ impl DirFd {
         }
     }
 
+    fn not_plain(&self, path: &Path) -> Error {
+        match self.side {
+            Side::Store => Error::store(path, "not a plain path below the mail root"),
+            Side::Target => Error::UnsafeTarget {
+                path: path.to_path_buf(),
+                detail: "not a plain path below the target's root".into(),
+            },
+        }
+    }
+
     /// A second handle on this directory.
-    fn reopen(&self) -> Result<DirFd> {
+    pub(crate) fn reopen(&self) -> Result<DirFd> {
         let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
             .map_err(|e| Error::io(&self.path, e.into()))?;
         Ok(DirFd {
             fd,
             path: self.path.clone(),
+            side: self.side,
         })
     }
 
@@ -281,9 +371,38 @@ impl DirFd {
         if (e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR)
             && self.stat_at(name).is_ok_and(|st| st.kind == Kind::Symlink)
         {
-            return symlink_refused(&path);
+            return self.symlink_error(&path);
         }
         Error::io(path, e.into())
+    }
+
+    /// The error for a symlink at `path`, on this handle's side.
+    pub(super) fn symlink_error(&self, path: &Path) -> Error {
+        match self.side {
+            Side::Store => symlink_refused(path),
+            Side::Target => symlink_in_target(path),
+        }
+    }
+}
+
+/// Whether `openat2` failed for want of kernel support (then it is not tried again).
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Open the directory `rel` (several components) below `dir` in one call, with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: `None` when the kernel lacks `openat2` or the
+/// call fails (the caller then walks the components and names what is wrong).
+fn open_beneath(dir: &OwnedFd, rel: &[u8]) -> Option<OwnedFd> {
+    if NO_OPENAT2.load(Ordering::Relaxed) {
+        return None;
+    }
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(dir, rel, DIR_FLAGS, Mode::empty(), how) {
+        Ok(fd) => Some(fd),
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+            NO_OPENAT2.store(true, Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -1,18 +1,22 @@
 //! What every store writer shares: the user's mail root, built under a hidden sibling when
 //! it does not exist yet and renamed into place by [`Stage::commit`]; ownership (`--owner`,
-//! or the archived owner when running as root); files written through a temporary file,
-//! fsync and rename; batches of new files made durable by one `syncfs`; subscriptions and
-//! the METADATA dictionary; the mail root's UIDVALIDITY counter (`dovecot-uidvalidity`).
+//! else when running as root the existing root's owner, or for a new root the archived
+//! owner) and modes (masked as `store::target` says); batches of new files made durable
+//! by one `syncfs`; subscriptions and the METADATA dictionary; the mail root's
+//! UIDVALIDITY counter (`store::uidvalidity`). Everything is written below an open handle
+//! on the root, never through a symlink (`store::target`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Name, Owner, Timestamp};
 use crate::store::location::Location;
+use crate::store::nofollow::DirFd;
+use crate::store::target::{Perms, dir_mode, file_mode, split};
+use crate::store::uidvalidity;
 
 /// A file time from a timestamp.
 pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
@@ -23,28 +27,34 @@ pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
     }
 }
 
+/// One file moved or linked by a batch: (directory, name) to (directory, name).
+type Move = (Arc<DirFd>, Vec<u8>, Arc<DirFd>, Vec<u8>);
+
 /// Message files written to `tmp/` and not yet durable: made durable together by one
-/// `syncfs`, then renamed (and hard-linked) into place. One `fsync` per file would cost a
+/// `syncfs`, then renamed (and hard-linked) into place, each relative to the handles of
+/// the directories involved (never through a symlink). One `fsync` per file would cost a
 /// journal commit per message (20,000 messages: ~15 s on ext4); a batch costs one.
 /// Nothing is visible in `cur/`/`new/` before it is durable.
 #[derive(Default)]
 pub(crate) struct Pending {
-    renames: Vec<(PathBuf, PathBuf)>,
-    links: Vec<(PathBuf, PathBuf)>,
+    renames: Vec<Move>,
+    links: Vec<Move>,
 }
 
 /// Files per batch: bounds the memory of [`Pending`] and the work lost to a crash.
 pub(crate) const BATCH: usize = 2000;
 
 impl Pending {
-    pub(crate) fn rename(&mut self, tmp: PathBuf, dest: PathBuf) {
-        self.renames.push((tmp, dest));
+    pub(crate) fn rename(&mut self, from: (&Arc<DirFd>, Vec<u8>), to: (&Arc<DirFd>, Vec<u8>)) {
+        self.renames
+            .push((from.0.clone(), from.1, to.0.clone(), to.1));
     }
 
     /// A hard link to `src`, the destination of an earlier rename of this batch or a file
     /// already in place.
-    pub(crate) fn link(&mut self, src: PathBuf, dest: PathBuf) {
-        self.links.push((src, dest));
+    pub(crate) fn link(&mut self, src: (&Arc<DirFd>, Vec<u8>), dest: (&Arc<DirFd>, Vec<u8>)) {
+        self.links
+            .push((src.0.clone(), src.1, dest.0.clone(), dest.1));
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -54,30 +64,34 @@ impl Pending {
     /// Forget the batch after a failure, removing its temporary files (nothing of it
     /// became visible).
     fn discard(&mut self) {
-        for (tmp, _) in self.renames.drain(..) {
+        for (dir, tmp, _, _) in self.renames.drain(..) {
             // Cleanup after an error: a file already gone is fine, and the first error is
             // the one reported.
-            let _ = fs::remove_file(tmp);
+            let _ = dir.remove(&tmp);
         }
         self.links.clear();
     }
 
     /// Make every pending file durable (one `syncfs` of the file system holding `dir`),
     /// then move them into place.
-    pub(crate) fn flush(&mut self, dir: &Path) -> Result<()> {
+    pub(crate) fn flush(&mut self, dir: &DirFd) -> Result<()> {
         if self.len() == 0 {
             return Ok(());
         }
         if !self.renames.is_empty() {
-            let d = File::open(dir).at(dir)?;
-            rustix::fs::syncfs(&d).map_err(|e| Error::io(dir, io::Error::from(e)))?;
+            dir.syncfs()?;
         }
-        while let Some((tmp, dest)) = self.renames.first().cloned() {
-            fs::rename(&tmp, &dest).at(&dest)?;
-            self.renames.remove(0);
+        for i in 0..self.renames.len() {
+            let (from, tmp, to, dest) = &self.renames[i];
+            if let Err(e) = from.rename_to(tmp, to, dest) {
+                // The ones renamed are in place; the others are discarded on drop.
+                self.renames.drain(..i);
+                return Err(e);
+            }
         }
-        for (src, dest) in self.links.drain(..) {
-            fs::hard_link(&src, &dest).at(&dest)?;
+        self.renames.clear();
+        for (from, src, to, dest) in self.links.drain(..) {
+            from.link_to(&src, &to, &dest)?;
         }
         Ok(())
     }
@@ -90,93 +104,38 @@ impl Drop for Pending {
     }
 }
 
-/// Remove a file that may already be gone.
-pub(crate) fn remove_if_exists(p: &Path) -> Result<()> {
-    match fs::remove_file(p) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(p, e)),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn sync_dir(p: &Path) -> Result<()> {
-    File::open(p).and_then(|d| d.sync_all()).at(p)
-}
-
-/// The mail root's UIDVALIDITY counter: `dovecot-uidvalidity` holds the last value handed
-/// out (8 hex digits), and an empty marker `dovecot-uidvalidity.<same hex>` beside it is
-/// renamed to the next value by whoever takes one (Dovecot's `mailbox-uidvalidity.c`).
-const UIDVALIDITY_FILE: &str = "dovecot-uidvalidity";
-/// Renames tried before the markers are listed again (Dovecot's `RETRY_COUNT`).
-const UIDVALIDITY_RETRIES: u32 = 10;
-
-/// The counter's value after `v` (0 is skipped, as in Dovecot).
-fn uidvalidity_after(v: u32) -> u32 {
-    v.wrapping_add(1).max(1)
-}
-
-fn uidvalidity_marker(dir: &Path, v: u32) -> PathBuf {
-    dir.join(format!("{UIDVALIDITY_FILE}.{v:08x}"))
-}
-
-/// The value in `dovecot-uidvalidity`, if it holds a valid one.
-fn read_uidvalidity_counter(dir: &Path) -> Result<Option<u32>> {
-    let p = dir.join(UIDVALIDITY_FILE);
-    let data = match fs::read(&p) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(p, e)),
-    };
-    let text = String::from_utf8_lossy(data.get(..8).unwrap_or(&data)).into_owned();
-    Ok(u32::from_str_radix(text.trim(), 16)
-        .ok()
-        .filter(|&v| v != 0))
-}
-
-/// The lowest and highest values of the `dovecot-uidvalidity.<hex>` markers in `dir`.
-fn uidvalidity_markers(dir: &Path) -> Result<Option<(u32, u32)>> {
-    use std::os::unix::ffi::OsStrExt;
-    let prefix = format!("{UIDVALIDITY_FILE}.");
-    let mut range: Option<(u32, u32)> = None;
-    for e in fs::read_dir(dir).at(dir)? {
-        let name = e.at(dir)?.file_name();
-        let Some(hex) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
-            continue;
-        };
-        let Some(v) = std::str::from_utf8(hex)
-            .ok()
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-        else {
-            continue;
-        };
-        range = Some(range.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
-    }
-    Ok(range)
-}
-
-/// Whether this process runs as root (and may chown).
+/// Whether this process runs as root (and may chown). The effective uid itself, not
+/// `/proc/self`, which a chroot or container may not have mounted.
 pub(crate) fn is_root() -> bool {
-    // Reading the effective uid needs no unsafe code: /proc/self reports it.
-    fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    rustix::process::geteuid().is_root()
 }
 
-/// One user's mail root being written.
+/// One user's mail root being written. Every write goes through a handle on the root
+/// ([`Stage::work_root`]) and `store::target`'s operations: nothing below the root is
+/// reached through a symlink.
 pub(crate) struct Stage {
     pub(crate) loc: Location,
     pub(crate) user: String,
+    /// The final mail root.
     pub(crate) root: PathBuf,
-    /// Where the root is being built when it did not exist.
-    pub(crate) staging_root: Option<PathBuf>,
+    /// The root being written: the existing root, or the staging root.
+    work: Option<Arc<DirFd>>,
+    /// Where the root is being built when it did not exist: the home and the name there.
+    staging: Option<(Arc<DirFd>, Vec<u8>)>,
     pub(crate) owner_override: Option<(u32, u32)>,
     pub(crate) can_chown: bool,
+    /// Owner of the root when it existed before the restore: what is written below it
+    /// gets this owner, not the archive's.
+    existing_owner: Option<(u32, u32)>,
     pub(crate) attr_file: Option<PathBuf>,
     /// Directories being built that nothing visible refers to yet (a mailbox built aside
     /// before its rename into place): removed if the restore stops before they are.
-    pub(crate) scratch: Vec<PathBuf>,
-    /// The home this restore created for the new root: removed (when still empty) if the
-    /// restore stops before the root is in place.
-    created_home: Option<PathBuf>,
+    scratch: Vec<(Arc<DirFd>, Vec<u8>)>,
+    /// The home this restore created for the new root (its parent and its name): removed
+    /// (when still empty) if the restore stops before the root is in place.
+    created_home: Option<(DirFd, Vec<u8>)>,
+    /// The root's own last component is not followed (export's `-o DIR`).
+    strict_root: bool,
 }
 
 /// A restore that stops early (an error such as a full disk, or a signal) removes what it
@@ -184,15 +143,15 @@ pub(crate) struct Stage {
 /// Mail already renamed into place in an existing mailbox stays (it is complete).
 impl Drop for Stage {
     fn drop(&mut self) {
-        for d in self.scratch.drain(..) {
+        for (dir, name) in self.scratch.drain(..) {
             // Best effort after an error: the error that stopped the restore is the one
             // reported.
-            let _ = fs::remove_dir_all(d);
+            let _ = dir.remove_tree(&name);
         }
-        if let Some(s) = self.staging_root.take() {
-            let _ = fs::remove_dir_all(s);
-            if let Some(h) = self.created_home.take() {
-                let _ = fs::remove_dir(h);
+        if let Some((home, name)) = self.staging.take() {
+            let _ = home.remove_tree(&name);
+            if let Some((parent, h)) = self.created_home.take() {
+                let _ = parent.rmdir(&h);
             }
         }
     }
@@ -201,7 +160,7 @@ impl Drop for Stage {
 impl Stage {
     /// Prepare to write into `user`'s mail root at `loc`. `owner` overrides the owner of
     /// everything written (`--owner UID:GID`); otherwise, when running as root, files get
-    /// the owner recorded in the archive.
+    /// the owner of the existing mail root, or (a new root) the owner the archive recorded.
     ///
     /// # Errors
     /// A location that needs a home template without one.
@@ -210,268 +169,173 @@ impl Stage {
         Ok(Stage {
             loc: loc.clone(),
             user: user.to_string(),
-            staging_root: None,
+            work: None,
+            staging: None,
             root,
             owner_override: owner,
             can_chown: is_root(),
+            existing_owner: None,
             attr_file: loc.attribute_file_of(user)?,
             scratch: Vec::new(),
             created_home: None,
+            strict_root: false,
         })
     }
 
-    pub(crate) fn chown(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        if !self.can_chown {
-            return Ok(());
-        }
-        let ids = self.owner_override.or(owner.map(|o| (o.uid, o.gid)));
-        if let Some((u, g)) = ids {
-            std::os::unix::fs::lchown(p, Some(u), Some(g)).at(p)?;
-        }
-        Ok(())
+    /// Do not follow the root's own last component (export's `-o DIR`, given by the user).
+    pub(crate) fn set_strict_root(&mut self) {
+        self.strict_root = true;
     }
 
-    pub(crate) fn mkdir(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        match fs::create_dir(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(Error::io(p, e)),
-        }
-        let mode = owner
-            .map(|o| o.mode & 0o7777)
-            .filter(|m| *m != 0)
-            .unwrap_or(0o700);
-        fs::set_permissions(p, fs::Permissions::from_mode(mode)).at(p)?;
-        self.chown(p, owner)
+    /// Whether the root is being built aside (it did not exist).
+    pub(crate) fn is_staging(&self) -> bool {
+        self.staging.is_some()
     }
 
-    pub(crate) fn mkdir_all(&self, p: &Path, owner: Option<Owner>) -> Result<()> {
-        if p.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = p.parent() {
-            self.mkdir_all(parent, owner)?;
-        }
-        self.mkdir(p, owner)
-    }
-
-    /// The root being written (staging root when the final one did not exist).
-    pub(crate) fn work_root(&mut self, owner: Option<Owner>) -> Result<PathBuf> {
-        if let Some(s) = &self.staging_root {
-            return Ok(s.clone());
-        }
-        if self.root.exists() {
-            return Ok(self.root.clone());
-        }
-        // The home (the root's parent) belongs to the user like the mail root; directories
-        // above it are created as plain system directories.
-        let parent = self.root.parent().unwrap_or(Path::new("/")).to_path_buf();
-        if !parent.exists() {
-            if let Some(grand) = parent.parent() {
-                fs::create_dir_all(grand).at(grand)?;
-            }
-            self.mkdir(&parent, owner.map(|o| Owner { mode: 0o700, ..o }))?;
-            self.created_home = Some(parent.clone());
-        }
-        let name = self
-            .root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let staging = parent.join(format!(".{name}.maildump-restore-{}", std::process::id()));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).at(&staging)?;
-        }
-        self.staging_root = Some(staging.clone());
-        self.mkdir(&staging, owner)?;
-        Ok(staging)
-    }
-
-    /// Move a mailbox built in the work directory `work` to `final_dir` (creating its
-    /// parents with `owner`) and make the rename durable.
+    /// The final root, if it exists (opened as the location says: followed, or for a
+    /// strict root its last component not).
     ///
     /// # Errors
-    /// I/O errors.
-    pub(crate) fn publish(
+    /// A symlink as a strict root; I/O errors.
+    pub(crate) fn existing_root(&self) -> Result<Option<DirFd>> {
+        if self.strict_root {
+            return DirFd::open_target_strict(&self.root);
+        }
+        match DirFd::open_target(&self.root) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&self.root, e)),
+        }
+    }
+
+    /// Owner for something written with the archived `owner`: `--owner`, else the existing
+    /// root's owner, else the archived one; `None` when not running as root.
+    pub(crate) fn ids(&self, owner: Option<Owner>) -> Option<(u32, u32)> {
+        if !self.can_chown {
+            return None;
+        }
+        self.owner_override
+            .or(self.existing_owner)
+            .or(owner.map(|o| (o.uid, o.gid)))
+    }
+
+    /// Mode and owner of a directory made for the archived `owner`.
+    pub(crate) fn dir_perms(&self, owner: Option<Owner>) -> Perms {
+        Perms::new(dir_mode(owner.map(|o| o.mode)), self.ids(owner))
+    }
+
+    /// Mode and owner of a file made for the archived `owner`.
+    pub(crate) fn file_perms(&self, owner: Option<Owner>) -> Perms {
+        Perms::new(file_mode(owner.map(|o| o.mode)), self.ids(owner))
+    }
+
+    /// A private (0600) file owned like the directory `dir` (control files: uidlist,
+    /// index, counter, subscriptions).
+    ///
+    /// # Errors
+    /// `fstat` fails.
+    pub(crate) fn private_perms(&self, dir: &DirFd) -> Result<Perms> {
+        let st = dir.stat()?;
+        let ids = self.can_chown.then_some((st.uid, st.gid));
+        Ok(Perms::new(0o600, self.owner_override.or(ids)))
+    }
+
+    /// The root being written (the staging root when the final one did not exist).
+    ///
+    /// # Errors
+    /// A symlink in the way; I/O errors.
+    pub(crate) fn work_root(&mut self, owner: Option<Owner>) -> Result<Arc<DirFd>> {
+        if let Some(w) = &self.work {
+            return Ok(w.clone());
+        }
+        if let Some(r) = self.existing_root()? {
+            let st = r.stat()?;
+            self.existing_owner = Some((st.uid, st.gid));
+            let r = Arc::new(r);
+            self.work = Some(r.clone());
+            return Ok(r);
+        }
+        let (parent, name) = split(&self.root)?;
+        let (parent, name) = (parent.to_path_buf(), name.to_vec());
+        let home = match DirFd::open_target(&parent) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_home(&parent, owner)?,
+            Err(e) => return Err(Error::io(&parent, e)),
+        };
+        let mut staging = b".".to_vec();
+        staging.extend_from_slice(&name);
+        staging.extend_from_slice(format!(".maildump-restore-{}", std::process::id()).as_bytes());
+        // Left by a run that died with our process id: ours to replace.
+        home.remove_tree(&staging)?;
+        let w = Arc::new(home.mkdir(&staging, self.dir_perms(owner))?);
+        self.staging = Some((Arc::new(home), staging));
+        self.work = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Make the home `path` (the root's parent) for a new root: owned by the user like the
+    /// mail root, 0700; directories above it are created as plain system directories (the
+    /// administrator's path).
+    fn create_home(&mut self, path: &Path, owner: Option<Owner>) -> Result<DirFd> {
+        let (grand, name) = split(path)?;
+        std::fs::create_dir_all(grand).at(grand)?;
+        let g = DirFd::open_target(grand).at(grand)?;
+        let existed = g.refuse_symlink(name)?;
+        let home = g.mkdir(name, Perms::new(0o700, self.ids(owner)))?;
+        if !existed {
+            self.created_home = Some((g, name.to_vec()));
+        }
+        Ok(home)
+    }
+
+    /// Move a mailbox built aside as `name` in `dir` to the mailbox directory `comps` of
+    /// `root` (creating its parents with `owner`) and make the rename durable.
+    ///
+    /// # Errors
+    /// A symlink in the way; I/O errors.
+    pub(crate) fn publish<C: AsRef<[u8]>>(
         &self,
-        work: &Path,
-        final_dir: &Path,
+        (dir, name): (&DirFd, &[u8]),
+        root: &DirFd,
+        comps: &[C],
         owner: Option<Owner>,
     ) -> Result<()> {
-        if let Some(parent) = final_dir.parent() {
-            self.mkdir_all(parent, owner)?;
-        }
-        fs::rename(work, final_dir).at(final_dir)?;
-        if let Some(parent) = final_dir.parent() {
-            sync_dir(parent)?;
-        }
-        Ok(())
+        let Some((last, parents)) = comps.split_last() else {
+            return Err(Error::Usage("a mailbox built aside has no name".into()));
+        };
+        let parent = root.mkdir_comps(parents, self.dir_perms(owner))?;
+        dir.rename_to(name, &parent, last.as_ref())?;
+        parent.sync()
     }
 
     /// Remember a directory being built aside, removed if the restore stops early.
-    pub(crate) fn track(&mut self, dir: &Path) {
-        self.scratch.push(dir.to_path_buf());
+    pub(crate) fn track(&mut self, dir: &Arc<DirFd>, name: &[u8]) {
+        self.scratch.push((dir.clone(), name.to_vec()));
     }
 
     /// A directory built aside is in place (or its contents are): no longer removed.
-    pub(crate) fn untrack(&mut self, dir: &Path) {
-        self.scratch.retain(|d| d != dir);
+    pub(crate) fn untrack(&mut self, name: &[u8]) {
+        self.scratch.retain(|(_, n)| n != name);
     }
 
-    /// Write `data` to `path` through a temporary file, fsync and rename.
-    pub(crate) fn write_atomic(
-        &self,
-        path: &Path,
-        data: &[u8],
-        owner: Option<Owner>,
-        mode: u32,
-    ) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.maildump-tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)
-                .at(&tmp)?;
-            f.write_all(data).at(&tmp)?;
-            f.sync_all().at(&tmp)?;
-            drop(f);
-            self.chown(&tmp, owner)?;
-            fs::rename(&tmp, path).at(path)
-        })();
-        if written.is_err() {
-            // Nothing half-written stays; the write's error is the one reported.
-            let _ = fs::remove_file(&tmp);
-        }
-        written
-    }
-
-    /// A new UIDVALIDITY from the mail root's counter, taken exactly as Dovecot takes one:
-    /// the marker of the value in `dovecot-uidvalidity` is renamed to the next value (on a
-    /// lost race, to the one after, up to ten times), then the new value is written into
-    /// `dovecot-uidvalidity`; a missing or broken counter is rebuilt from the highest
-    /// marker. A root without any counter starts at 1, or above the value a counter
-    /// without marker names (Dovecot starts at the current time; maildump never takes a
-    /// UIDVALIDITY from the clock).
+    /// A new UIDVALIDITY from the mail root's counter ([`uidvalidity::next`]).
     ///
     /// # Errors
-    /// I/O errors on the root.
+    /// A symlink in the way; I/O errors on the root.
     pub(crate) fn next_uidvalidity(&mut self) -> Result<u32> {
         let dir = self.work_root(None)?;
-        let counter = read_uidvalidity_counter(&dir)?;
-        let mut cur = match counter {
-            Some(v) => Some(v),
-            None => match uidvalidity_markers(&dir)? {
-                Some((lo, hi)) => {
-                    if lo != hi {
-                        // Dovecot keeps the highest and deletes the lowest.
-                        remove_if_exists(&uidvalidity_marker(&dir, lo))?;
-                    }
-                    Some(hi)
-                }
-                None => None,
-            },
-        };
-        for _ in 0..2 {
-            let Some(mut v) = cur else { break };
-            for _ in 0..UIDVALIDITY_RETRIES {
-                let next = uidvalidity_after(v);
-                match fs::rename(uidvalidity_marker(&dir, v), uidvalidity_marker(&dir, next)) {
-                    Ok(()) => {
-                        self.write_uidvalidity_counter(&dir, next)?;
-                        return Ok(next);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => v = next,
-                    Err(e) => return Err(Error::io(uidvalidity_marker(&dir, v), e)),
-                }
-            }
-            // The counter named no marker: start again from the highest marker.
-            cur = uidvalidity_markers(&dir)?.map(|(_, hi)| hi);
-        }
-        let v = uidvalidity_after(counter.unwrap_or(0));
-        self.set_uidvalidity_counter(&dir, None, v)?;
-        Ok(v)
+        let perms = self.private_perms(&dir)?;
+        uidvalidity::next(&dir, perms)
     }
 
-    /// Raise the mail root's counter to at least `v` (a UIDVALIDITY a restore wrote), so
-    /// that a mailbox created later never gets a UIDVALIDITY at or below it.
+    /// Raise the mail root's counter to at least `v` ([`uidvalidity::raise`]).
     ///
     /// # Errors
-    /// I/O errors on the root.
+    /// A symlink in the way; I/O errors on the root.
     pub(crate) fn raise_uidvalidity(&mut self, v: u32) -> Result<()> {
-        if v == 0 {
-            return Ok(());
-        }
         let dir = self.work_root(None)?;
-        let marker = uidvalidity_markers(&dir)?.map(|(_, hi)| hi);
-        let cur = read_uidvalidity_counter(&dir)?.max(marker);
-        if cur.is_some_and(|c| c >= v) {
-            return Ok(());
-        }
-        self.set_uidvalidity_counter(&dir, marker, v)
-    }
-
-    /// Move the marker from `from` (or create it) to `v`, then write `v` into the counter.
-    fn set_uidvalidity_counter(&self, dir: &Path, from: Option<u32>, v: u32) -> Result<()> {
-        let to = uidvalidity_marker(dir, v);
-        let moved = match from {
-            Some(f) => match fs::rename(uidvalidity_marker(dir, f), &to) {
-                Ok(()) => true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io(&to, e)),
-            },
-            None => false,
-        };
-        if !moved {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o444)
-                .open(&to)
-            {
-                Ok(_) => self.chown(&to, self.root_owner(dir))?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&to, e)),
-            }
-        }
-        self.write_uidvalidity_counter(dir, v)
-    }
-
-    /// Write `v` over the start of `dovecot-uidvalidity` (as Dovecot does: in place).
-    fn write_uidvalidity_counter(&self, dir: &Path, v: u32) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        let p = dir.join(UIDVALIDITY_FILE);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&p)
-            .at(&p)?;
-        f.write_all_at(format!("{v:08x}").as_bytes(), 0).at(&p)?;
-        drop(f);
-        self.chown(&p, self.root_owner(dir))
-    }
-
-    /// Owner of the files a root's counter consists of: the root's owner.
-    fn root_owner(&self, dir: &Path) -> Option<Owner> {
-        fs::metadata(dir).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Owner {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: 0o600,
-            }
-        })
+        let perms = self.private_perms(&dir)?;
+        uidvalidity::raise(&dir, v, perms)
     }
 
     /// Write a hand-made Dovecot index `<dir>/<base>` (e.g. `dovecot.index`) with its log
@@ -481,41 +345,77 @@ impl Stage {
     /// match).
     ///
     /// # Errors
-    /// I/O errors; an index that cannot be encoded (a bug) as an I/O error naming it.
+    /// A symlink in the way; I/O errors; an index that cannot be encoded (a bug) as an I/O
+    /// error naming it.
     pub(crate) fn write_index_files(
         &self,
-        dir: &Path,
+        dir: &DirFd,
         base: &str,
         new: &crate::store::dbox::index::NewIndex,
         cache: Option<&[u8]>,
         owner: Option<Owner>,
     ) -> Result<()> {
         use crate::store::dbox::index::{write_index, write_log_header};
-        let path = dir.join(base);
-        let bytes = write_index(new).map_err(|e| Error::io(&path, e))?;
-        remove_if_exists(&dir.join(format!("{base}.log.2")))?;
-        let owner = owner.map(|o| Owner { mode: 0o600, ..o });
-        let cache_path = dir.join(format!("{base}.cache"));
+        let bytes = write_index(new).map_err(|e| Error::io(dir.join(base.as_bytes()), e))?;
+        dir.remove(format!("{base}.log.2").as_bytes())?;
+        let perms = Perms::new(0o600, self.ids(owner));
+        let cache_name = format!("{base}.cache");
         match cache {
-            Some(c) => self.write_atomic(&cache_path, c, owner, 0o600)?,
-            None => remove_if_exists(&cache_path)?,
+            Some(c) => dir.write_atomic(cache_name.as_bytes(), c, perms)?,
+            None => dir.remove(cache_name.as_bytes())?,
         }
         let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
-        self.write_atomic(&dir.join(format!("{base}.log")), &log, owner, 0o600)?;
-        self.write_atomic(&path, &bytes, owner, 0o600)
+        dir.write_atomic(format!("{base}.log").as_bytes(), &log, perms)?;
+        dir.write_atomic(base.as_bytes(), &bytes, perms)
+    }
+
+    /// Refuse, before anything is written, a symlink where the user's control files are
+    /// written (`subscriptions`, the UIDVALIDITY counter, the METADATA dictionary) and at
+    /// each of `dirs` of an existing root.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming the link; I/O errors.
+    pub(crate) fn check_root(&self, dirs: &[&[u8]]) -> Result<()> {
+        if let Some(root) = self.existing_root()? {
+            for name in [b"subscriptions".as_slice(), b"dovecot-uidvalidity"]
+                .iter()
+                .chain(dirs)
+            {
+                root.refuse_symlink(name)?;
+            }
+        }
+        if let Some(path) = &self.attr_file {
+            let (parent, name) = split(path)?;
+            let dir = match parent.strip_prefix(&self.root) {
+                Ok(rel) => match self.existing_root()? {
+                    Some(r) => r.try_open_comps(&plain_comps(rel)?)?,
+                    None => None,
+                },
+                Err(_) => match DirFd::open_target(parent) {
+                    Ok(d) => Some(d),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(Error::io(parent, e)),
+                },
+            };
+            if let Some(d) = dir {
+                d.refuse_symlink(name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Merge subscriptions into the user's subscription file (names encoded for disk).
+    ///
+    /// # Errors
+    /// A symlink in the way; I/O errors.
     pub(crate) fn add_subscriptions(&mut self, names: &[Name]) -> Result<()> {
         if names.is_empty() {
             return Ok(());
         }
         let root = self.work_root(None)?;
-        let path = root.join("subscriptions");
-        let mut existing = match fs::read(&path) {
-            Ok(d) => crate::store::dovecot::parse_subscriptions(&d),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(path, e)),
+        let mut existing = match root.read_target(b"subscriptions")? {
+            Some(d) => crate::store::dovecot::parse_subscriptions(&d),
+            None => Vec::new(),
         };
         for n in names {
             let enc: Vec<Vec<u8>> = n
@@ -528,23 +428,35 @@ impl Stage {
                 existing.push(enc);
             }
         }
-        let owner = fs::metadata(&root).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Owner {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: 0o600,
-            }
-        });
-        self.write_atomic(
-            &path,
+        let perms = self.private_perms(&root)?;
+        root.write_atomic(
+            b"subscriptions",
             &crate::store::dovecot::render_subscriptions(&existing),
-            owner,
-            0o600,
+            perms,
         )
     }
 
+    /// The directory of the METADATA dictionary (below the work root when the file is
+    /// inside the mail root, else its own directory: the administrator's path, made when
+    /// missing) and the file's name.
+    fn attr_dir(&mut self, path: &Path) -> Result<(DirFd, Vec<u8>)> {
+        let (parent, name) = split(path)?;
+        let (parent, name) = (parent.to_path_buf(), name.to_vec());
+        // The dictionary usually lives in the home, beside (not inside) the mail root.
+        if let Ok(rel) = parent.strip_prefix(&self.root) {
+            let comps = plain_comps(rel)?;
+            let root = self.work_root(None)?;
+            let perms = self.dir_perms(None);
+            return Ok((root.mkdir_comps(&comps, perms)?, name));
+        }
+        std::fs::create_dir_all(&parent).at(&parent)?;
+        Ok((DirFd::open_target(&parent).at(&parent)?, name))
+    }
+
     /// Merge METADATA entries into the user's dictionary; existing values are kept.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when no dictionary is known; a symlink in the way; I/O errors.
     pub(crate) fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -555,58 +467,84 @@ impl Stage {
                 self.user
             )));
         };
-        // The dictionary usually lives in the home, beside (not inside) the mail root.
-        let staged_home = self
-            .staging_root
-            .as_ref()
-            .and_then(|s| path.strip_prefix(&self.root).ok().map(|rel| s.join(rel)));
-        let target = staged_home.unwrap_or(path);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).at(parent)?;
-        }
-        let mut existing = match fs::read(&target) {
-            Ok(d) => crate::store::dovecot::parse_dict(&d),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(target, e)),
+        let (dir, name) = self.attr_dir(&path)?;
+        let mut existing = match dir.read_target(&name)? {
+            Some(d) => crate::store::dovecot::parse_dict(&d),
+            None => Vec::new(),
         };
         for (k, v) in entries {
-            match existing.iter_mut().find(|(ek, _)| ek == k) {
-                // An existing value is kept: restore never overwrites.
-                Some(_) => {}
-                None => existing.push((k.clone(), v.clone())),
+            // An existing value is kept: restore never overwrites.
+            if !existing.iter().any(|(ek, _)| ek == k) {
+                existing.push((k.clone(), v.clone()));
             }
         }
-        let owner = target.parent().and_then(|p| fs::metadata(p).ok()).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            Owner {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: 0o600,
-            }
-        });
-        self.write_atomic(
-            &target,
-            &crate::store::dovecot::render_dict(&existing),
-            owner,
-            0o600,
-        )
+        let perms = self.private_perms(&dir)?;
+        dir.write_atomic(&name, &crate::store::dovecot::render_dict(&existing), perms)
     }
 
     /// Rename a staged mail root into place.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the root appeared meanwhile (the staged tree is kept);
+    /// I/O errors.
     pub(crate) fn commit(&mut self) -> Result<()> {
-        if let Some(staging) = self.staging_root.take() {
-            if self.root.exists() {
+        if let Some((home, staging)) = self.staging.take() {
+            let (_, name) = split(&self.root)?;
+            if !home.rename_new(&staging, &home, name)? {
                 return Err(Error::Conflict(format!(
                     "{} appeared during the restore; the restored tree is left at {}",
                     self.root.display(),
-                    staging.display()
+                    home.join(&staging).display()
                 )));
             }
-            fs::rename(&staging, &self.root).at(&self.root)?;
-            if let Some(parent) = self.root.parent() {
-                sync_dir(parent)?;
-            }
+            home.sync()?;
         }
         Ok(())
     }
+}
+
+/// The components of a relative path, each a plain name.
+///
+/// # Errors
+/// [`Error::Usage`] for `..`, `.` or a root in the path.
+pub(crate) fn plain_comps(rel: &Path) -> Result<Vec<Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    rel.components()
+        .map(|c| match c {
+            std::path::Component::Normal(n) => Ok(n.as_bytes().to_vec()),
+            _ => Err(Error::Usage(format!(
+                "{}: not a plain path below the mail root",
+                rel.display()
+            ))),
+        })
+        .collect()
+}
+
+/// Read the Dovecot index `<dir>/<base>` and its logs below a target (a symlink is
+/// refused): `None` when neither the index nor its log exists; the inner result is the
+/// parse (a damaged index is the caller's to judge).
+///
+/// # Errors
+/// A symlink ([`Error::UnsafeTarget`]); I/O errors.
+pub(crate) fn read_index_at(
+    dir: &DirFd,
+    base: &str,
+) -> Result<Option<io::Result<crate::store::dbox::index::MailIndex>>> {
+    let index = dir.read_target(base.as_bytes())?;
+    let log = dir.read_target(format!("{base}.log").as_bytes())?;
+    if index.is_none() && log.is_none() {
+        return Ok(None);
+    }
+    let log2 = match log {
+        Some(_) => dir.read_target(format!("{base}.log.2").as_bytes())?,
+        None => None,
+    };
+    Ok(Some(
+        crate::store::dbox::index::MailIndex::from_bytes_named(
+            base,
+            index.as_deref(),
+            log.as_deref(),
+            log2.as_deref(),
+        ),
+    ))
 }

@@ -386,36 +386,42 @@ pub(crate) fn sis_message(
         .unwrap()
 }
 
+/// An sdbox archive (1.2) of `user`'s INBOX holding one message ([`sis_message`]) whose
+/// single-instance attachment has the X path `x_path`.
+pub(crate) fn sis_archive(path: &Path, user: &str, x_path: &str) {
+    use maildump::model::*;
+    one_message_archive(
+        path,
+        "sdbox",
+        2,
+        (user, "INBOX", Some("00112233445566778899aabbccddeeff")),
+        |w, _, _| {
+            let meta = MessageMeta {
+                size_physical: 20,
+                sdbox: Some(DboxFacts {
+                    attachments: vec![AttachmentRef {
+                        start: 5,
+                        size: 9,
+                        options: "B4".into(),
+                        path: Name::from(x_path),
+                    }],
+                    other: vec![],
+                }),
+                ..bare_meta("0123456789abcdef0123456789abcdef")
+            };
+            sis_message(w, meta)
+        },
+    );
+}
+
 /// A 1.2 archive whose single-instance attachment path climbs out of the attachment
 /// directory (`../`) or is absolute: restoring into an sdbox with an attachment directory
 /// refuses it (exit 4) and writes nothing outside.
 #[test]
 fn hostile_attachment_paths_are_refused() {
-    use maildump::model::*;
     let ws = Workspace::new();
     for path in ["../../escaped", "/tmp/abs-escape", "ab/../../x"] {
-        one_message_archive(
-            &ws.join("h.mdump"),
-            "sdbox",
-            2,
-            ("carol", "INBOX", Some("00112233445566778899aabbccddeeff")),
-            |w, _, _| {
-                let meta = MessageMeta {
-                    size_physical: 20,
-                    sdbox: Some(DboxFacts {
-                        attachments: vec![AttachmentRef {
-                            start: 5,
-                            size: 9,
-                            options: "B4".into(),
-                            path: Name::from(path),
-                        }],
-                        other: vec![],
-                    }),
-                    ..bare_meta("0123456789abcdef0123456789abcdef")
-                };
-                sis_message(w, meta)
-            },
-        );
+        sis_archive(&ws.join("h.mdump"), "carol", path);
         // The message itself is intact: cat puts it together.
         let out = run_ok(maildump().arg("cat").arg(ws.join("h.mdump")).args([
             "--user",

@@ -44,6 +44,16 @@ pub fn doveadm_path() -> &'static Path {
     })
 }
 
+/// Which Dovecot runs a store's doveadm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// The host's `doveadm` (Dovecot 2.3 here).
+    Host,
+    /// Dovecot 2.4 in the Debian 13 root at this path (`crate::d24`): doveadm runs through
+    /// `chroot`, and sees a host path `ROOT/x` as `/x`.
+    Root24(PathBuf),
+}
+
 /// One throwaway Dovecot configuration and its home root.
 pub struct Dovecot {
     /// Directory holding `dovecot.conf`, `run/`, `state/` and `home/`.
@@ -58,6 +68,8 @@ pub struct Dovecot {
     pub uid: u32,
     /// `mail_gid` written to the config.
     pub gid: u32,
+    /// Which Dovecot reads the store.
+    pub server: Server,
 }
 
 /// Expands the second argument of [`Dovecot::new`]: a full location
@@ -130,9 +142,26 @@ impl Dovecot {
             home_root,
             uid,
             gid,
+            server: Server::Host,
         };
         dc.fix_ownership();
         dc
+    }
+
+    /// `path` as this store's doveadm sees it (inside the 2.4 root: without its prefix).
+    pub fn inner(&self, path: &Path) -> PathBuf {
+        match &self.server {
+            Server::Host => path.to_path_buf(),
+            Server::Root24(root) => crate::d24::inner(root, path),
+        }
+    }
+
+    /// A path printed by this store's doveadm, as the host sees it.
+    pub fn outer(&self, path: &Path) -> PathBuf {
+        match &self.server {
+            Server::Host => path.to_path_buf(),
+            Server::Root24(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        }
     }
 
     /// Home template for `maildump --home`, e.g. `/tmp/x/home/%u`.
@@ -195,8 +224,12 @@ impl Dovecot {
     }
 
     /// A `doveadm -c CONF ARGS...` command for `user` (env `USER`, `HOME`,
-    /// `TZ=UTC`; global options such as `-f tab` go first in `args`).
+    /// `TZ=UTC`; global options such as `-f tab` go first in `args`). Dovecot 2.4's runs
+    /// inside its root with `--no-userdb-lookup` ([`crate::d24::doveadm`]).
     pub fn command(&self, user: &str, args: &[&str]) -> Command {
+        if let Server::Root24(root) = &self.server {
+            return crate::d24::doveadm(root, &self.inner(&self.conf), user, args);
+        }
         let mut cmd = Command::new(doveadm_path());
         cmd.env_clear()
             .env(
@@ -270,7 +303,7 @@ impl Dovecot {
     /// Directory of `mailbox` on disk (`doveadm mailbox path`).
     pub fn mailbox_path(&self, user: &str, mailbox: &str) -> PathBuf {
         let out = self.doveadm(user, &["mailbox", "path", mailbox]);
-        PathBuf::from(out.trim_end_matches('\n'))
+        self.outer(Path::new(out.trim_end_matches('\n')))
     }
 
     /// Users whose home exists under `home_root`, sorted.
@@ -368,7 +401,7 @@ impl Dovecot {
         }
         self.ensure_home(user);
         self.fix_ownership();
-        let loc = format!("maildir:{}", src.display());
+        let loc = format!("maildir:{}", self.inner(&src).display());
         self.doveadm(user, &["import", &loc, "", "all"]);
     }
 

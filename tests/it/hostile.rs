@@ -142,7 +142,7 @@ pub(crate) fn user(name: &str) -> UserMeta {
 /// Run `maildump restore ARCHIVE --location LOC --home HOME EXTRA...`, expecting exit
 /// `code` and `message` on stderr, and nothing created, removed or changed under `watch`
 /// (the target and everything around it) except the archive.
-fn restore_refused(
+pub(crate) fn restore_refused(
     archive: &Path,
     location: &str,
     home: &str,
@@ -171,7 +171,7 @@ fn restore_refused(
     crate::util::assert_text_eq("files around the target", &before, &tree_listing(watch));
 }
 
-fn home_of(dir: &Path, template: &str) -> String {
+pub(crate) fn home_of(dir: &Path, template: &str) -> String {
     format!("{}/{template}", dir.display())
 }
 

@@ -19,7 +19,7 @@ const USER: &str = "alice";
 const PASSWORD: &str = "secret";
 
 /// The IMAP client: one command per run (log in, do it, print JSON, log out).
-const CLIENT: &str = r#"
+pub(crate) const CLIENT: &str = r#"
 import imaplib, json, re, sys
 
 def parse_fetch(items):

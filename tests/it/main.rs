@@ -4,8 +4,10 @@
 
 mod cli;
 mod corrupt;
+mod d24;
 mod dbox;
 mod dovecot;
+mod dovecot24;
 mod fidelity;
 mod format_vectors;
 mod fuzz;
@@ -16,6 +18,7 @@ mod invariants;
 mod leftovers;
 mod live_backup;
 mod live_restore;
+mod planted;
 mod savedate;
 mod skips;
 mod untrusted;

@@ -107,45 +107,63 @@ fn dated(dates: &[(u32, String)]) -> Vec<(u32, String)> {
     dates.iter().filter(|(u, _)| *u <= 3).cloned().collect()
 }
 
+/// Restore the dated archive (`store`) into the empty `dc`: Dovecot shows the dates; what
+/// it does to the store afterwards keeps them, with no complaint about the cache: a resync,
+/// a flag change (a Maildir rename), an expunge, a new message (Dovecot extends the cache),
+/// fetches that make it cache more fields.
+fn dates_come_back_and_stay(dc: &Dovecot, archive: &Path, store: &str) {
+    dated_archive(archive, store);
+    restore(dc, archive);
+    let got = saved_dates(dc);
+    assert_eq!(dated(&got), expected(&[1, 2, 3]), "{store}: {got:?}");
+    assert_eq!(got.len(), 4, "{store}: {got:?}");
+    doveadm_clean(dc, &["force-resync", "INBOX"]);
+    doveadm_clean(
+        dc,
+        &["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1"],
+    );
+    doveadm_clean(dc, &["expunge", "mailbox", "INBOX", "uid", "2"]);
+    let out = dc.save(USER, "INBOX", &message(USER, 9, "new", "x\n"));
+    assert!(out.status.success(), "{out:?}");
+    let fields = "imap.bodystructure imap.envelope size.virtual";
+    doveadm_clean(dc, &["fetch", fields, "mailbox", "INBOX"]);
+    doveadm_clean(dc, &["force-resync", "INBOX"]);
+    let got = saved_dates(dc);
+    assert_eq!(
+        dated(&got),
+        expected(&[1, 3]),
+        "{store} after changes: {got:?}"
+    );
+    assert_eq!(got.len(), 4, "{store}: {got:?}");
+}
+
 #[test]
 fn explicit_save_dates_come_back_and_stay() {
     let ws = Workspace::new();
     for (i, loc) in ["maildir:~/Maildir", "sdbox:~/sdbox"].iter().enumerate() {
-        let archive = ws.join(format!("dated{i}.mdump"));
-        dated_archive(&archive, loc.split(':').next().unwrap());
         let dc = Dovecot::new(&ws.join(format!("dc{i}")), loc);
-        restore(&dc, &archive);
-        let got = saved_dates(&dc);
-        assert_eq!(dated(&got), expected(&[1, 2, 3]), "{loc}: {got:?}");
-        assert_eq!(got.len(), 4, "{loc}: {got:?}");
-        // What Dovecot does to the store afterwards keeps them, with no complaint about
-        // the cache: a resync, a flag change (a Maildir rename), an expunge, a new message
-        // (Dovecot extends the cache), fetches that make it cache more fields.
-        doveadm_clean(&dc, &["force-resync", "INBOX"]);
-        doveadm_clean(
-            &dc,
-            &["flags", "add", "\\Seen", "mailbox", "INBOX", "uid", "1"],
-        );
-        doveadm_clean(&dc, &["expunge", "mailbox", "INBOX", "uid", "2"]);
-        let out = dc.save(USER, "INBOX", &message(USER, 9, "new", "x\n"));
+        let store = loc.split(':').next().unwrap();
+        dates_come_back_and_stay(&dc, &ws.join(format!("dated{i}.mdump")), store);
+    }
+}
+
+/// The same with Dovecot 2.4.1; and a cache 2.4 wrote (the dates of the dated messages,
+/// kept through a message 2.4 saves and caches) read back by a backup into a 2.3 store.
+#[test]
+fn save_dates_with_dovecot24() {
+    let s = crate::d24::Scratch::new("savedate");
+    let ws = Workspace::new();
+    for (i, loc) in ["maildir:~/Maildir", "sdbox:~/sdbox"].iter().enumerate() {
+        let dc = s.dovecot(&format!("dc{i}"), loc, &[]);
+        let store = loc.split(':').next().unwrap();
+        dates_come_back_and_stay(&dc, &s.join(format!("dated{i}.mdump")), store);
+        let before = saved_dates(&dc);
+        let archive = ws.join(format!("back{i}.mdump"));
+        let out = backup_with(&dc, &archive, &[]);
         assert!(out.status.success(), "{out:?}");
-        doveadm_clean(
-            &dc,
-            &[
-                "fetch",
-                "imap.bodystructure imap.envelope size.virtual",
-                "mailbox",
-                "INBOX",
-            ],
-        );
-        doveadm_clean(&dc, &["force-resync", "INBOX"]);
-        let got = saved_dates(&dc);
-        assert_eq!(
-            dated(&got),
-            expected(&[1, 3]),
-            "{loc} after changes: {got:?}"
-        );
-        assert_eq!(got.len(), 4, "{loc}: {got:?}");
+        let back = Dovecot::new(&ws.join(format!("back{i}")), loc);
+        restore(&back, &archive);
+        assert_eq!(saved_dates(&back), before, "2.4 {loc} -> 2.3");
     }
 }
 

@@ -906,9 +906,54 @@ pub fn hash_link_path(path: &str) -> Option<String> {
     })
 }
 
+/// Where a restore writes the attachment whose `X` path is `path` (of message `uid` in the
+/// mailbox `mailbox_guid`) below the attachment directory, and the `hashes/` link it also
+/// makes: sdbox appends `-<mailbox guid>-<uid>` ([`sdbox_attachment_name`]); Dovecot 2.3
+/// links each file from `hashes/` ([`hash_link_path`]), 2.4 does not.
+pub fn attachment_names(
+    layout: crate::store::location::AttachmentLayout,
+    sdbox: bool,
+    path: &str,
+    mailbox_guid: &str,
+    uid: u32,
+) -> (String, Option<String>) {
+    use crate::store::location::AttachmentLayout;
+    let name = if sdbox {
+        sdbox_attachment_name(path, mailbox_guid, uid)
+    } else {
+        path.to_string()
+    };
+    let link = match layout {
+        AttachmentLayout::Dovecot23 => hash_link_path(path),
+        AttachmentLayout::Dovecot24 => None,
+    };
+    (name, link)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachment_names_per_layout() {
+        use crate::store::location::AttachmentLayout::{Dovecot23, Dovecot24};
+        let x = "e9/dd/e9dd00-0011";
+        assert_eq!(
+            attachment_names(Dovecot23, true, x, "mb", 7),
+            (
+                "e9/dd/e9dd00-0011-mb-7".to_string(),
+                Some("e9/dd/hashes/e9dd00".to_string())
+            )
+        );
+        assert_eq!(
+            attachment_names(Dovecot24, true, x, "mb", 7),
+            ("e9/dd/e9dd00-0011-mb-7".to_string(), None)
+        );
+        assert_eq!(
+            attachment_names(Dovecot24, false, x, "mb", 7),
+            (x.to_string(), None)
+        );
+    }
 
     fn sample_file() -> Vec<u8> {
         let mut f = file_header(0x6b0ac8b3);

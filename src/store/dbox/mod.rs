@@ -11,6 +11,7 @@
 //! attachment is an error naming the message, never a message with a hole in it.
 //! [`DboxWriter`] writes mailboxes back with hand-written index files (see `write.rs`).
 
+mod attach;
 pub mod file;
 pub mod index;
 pub(crate) mod write;

@@ -17,22 +17,27 @@
 //! Single-instance attachments: with an attachment directory (and without
 //! `--inline-attachments`) a message's attachments are taken out again exactly where
 //! Dovecot had taken them out, written once per content under Dovecot's names and linked
-//! from `hashes/`. Without one they stay inside the message, which Dovecot reads the same.
+//! from `hashes/` (`attach.rs`; Dovecot 2.3: a 2.4 target gets no `hashes/`, as 2.4 writes them). Without one they stay inside the message, which Dovecot
+//! reads the same.
+//!
+//! Everything is written relative to open directory handles, never through a symlink
+//! (`store::target`); a symlink in a mailbox's way is refused before anything is written.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
 
+use super::attach::AttachmentDir;
 use super::index::{NewExt, NewIndex, NewRecord};
 use super::{MAILS_DIR, STORAGE_DIR, file, sis_part};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
 use crate::store::location::{Location, StoreFormat};
-use crate::store::stage::{Stage, sync_dir};
-use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
+use crate::store::nofollow::DirFd;
+use crate::store::stage::Stage;
+use crate::store::target::{Perms, set_owner};
+use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
 
 /// Largest mdbox storage file written (Dovecot's default `mdbox_rotate_size` is 10 MiB).
 const MDBOX_ROTATE: u64 = 10 << 20;
@@ -41,10 +46,10 @@ const MDBOX_ROTATE: u64 = 10 << 20;
 pub struct DboxWriter {
     st: Stage,
     kind: StoreFormat,
-    attachments: Option<PathBuf>,
+    attachments: Option<AttachmentDir>,
     inline: bool,
     seq: u32,
-    mdbox: Option<Mdbox>,
+    mdbox: Option<Box<Mdbox>>,
 }
 
 /// The mdbox storage being built.
@@ -56,8 +61,9 @@ struct Mdbox {
     /// one stored message (same GUID); two deliveries of the same bytes do not.
     by_sha: HashMap<(String, Vec<u8>), u32>,
     file_id: u32,
+    /// `storage/` of the root being written.
+    storage: DirFd,
     file: Option<(File, PathBuf, u64)>,
-    written: Vec<PathBuf>,
 }
 
 struct MapRecord {
@@ -116,6 +122,15 @@ fn virtual_size(b: &[u8]) -> u64 {
     n
 }
 
+/// What a restore writes in a dbox mailbox's `dbox-Mails/` besides the message files
+/// (each refused when it is a symlink).
+const MAILS_ENTRIES: [&str; 4] = [
+    "dovecot.index",
+    "dovecot.index.log",
+    "dovecot.index.log.2",
+    "dovecot.index.cache",
+];
+
 impl DboxWriter {
     /// Prepare to write into `user`'s dbox store at `loc`. `inline` keeps attachments inside
     /// the messages even when the location has an attachment directory.
@@ -131,30 +146,56 @@ impl DboxWriter {
         Ok(DboxWriter {
             st: Stage::new(loc, user, owner)?,
             kind: loc.kind,
-            attachments: loc.attachment_dir_of(user)?,
+            attachments: loc
+                .attachment_dir_of(user)?
+                .map(|d| AttachmentDir::new(d, loc.attachment_layout)),
             inline,
             seq: 0,
             mdbox: None,
         })
     }
 
-    /// Directory of a mailbox (`mailboxes/<name>`) under `root`.
-    fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        let mut p = root.to_path_buf();
-        for c in self.st.loc.mailbox_dir_components(name) {
-            p.push(std::ffi::OsStr::from_bytes(&c));
+    /// The directory components of a mailbox (`mailboxes/<name>`) below the root.
+    fn mailbox_comps(&self, name: &Name) -> Vec<Vec<u8>> {
+        self.st.loc.mailbox_dir_components(name)
+    }
+
+    /// The existing `dbox-Mails/` of mailbox `name`, checked: a symlink at the mailbox
+    /// directory, on its way, at `dbox-Mails` or at an index file in it is refused. `None`
+    /// when the root, the mailbox or its `dbox-Mails/` does not exist.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming a symlink; I/O errors.
+    fn existing_mails(&self, name: &Name) -> Result<Option<DirFd>> {
+        let Some(root) = self.st.existing_root()? else {
+            return Ok(None);
+        };
+        let Some(dir) = root.try_open_comps(&self.mailbox_comps(name))? else {
+            return Ok(None);
+        };
+        let Some(mails) = dir.try_open_dir(MAILS_DIR.as_bytes())? else {
+            return Ok(None);
+        };
+        for e in MAILS_ENTRIES {
+            mails.refuse_symlink(e.as_bytes())?;
         }
-        p
+        Ok(Some(mails))
     }
 
     /// See [`crate::store::Writer::live_state`]: from the mailbox's index.
     ///
     /// # Errors
-    /// A damaged index.
+    /// A damaged index; a symlink in the way.
     pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
-        let dir = self.mailbox_dir(&self.st.root, name).join(MAILS_DIR);
-        let ix = super::index::MailIndex::read(&dir, "dovecot.index")
-            .map_err(|e| Error::store(dir.join("dovecot.index"), e.to_string()))?;
+        let Some(mails) = self.existing_mails(name)? else {
+            return Ok(None);
+        };
+        let ix = match crate::store::stage::read_index_at(&mails, "dovecot.index")? {
+            Some(r) => {
+                Some(r.map_err(|e| Error::store(mails.join(b"dovecot.index"), e.to_string()))?)
+            }
+            None => None,
+        };
         Ok(ix.map(|i| crate::continuity::Known {
             uidvalidity: i.uid_validity,
             uidnext: i.next_uid,
@@ -163,79 +204,90 @@ impl DboxWriter {
     }
 
     /// Whether a mailbox exists (has its `dbox-Mails` directory).
-    pub fn mailbox_exists(&self, name: &Name) -> bool {
-        self.mailbox_dir(&self.st.root, name)
-            .join(MAILS_DIR)
-            .is_dir()
+    ///
+    /// # Errors
+    /// A symlink in the way ([`Error::UnsafeTarget`]); I/O errors.
+    pub fn mailbox_exists(&self, name: &Name) -> Result<bool> {
+        Ok(self.existing_mails(name)?.is_some())
+    }
+
+    /// Refuse, before anything is written, a symlink where the user's control files are
+    /// written and at `mailboxes/` and `storage/`.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming the link; I/O errors.
+    pub(crate) fn check_root(&self) -> Result<()> {
+        self.st
+            .check_root(&[super::MAILBOXES_DIR.as_bytes(), STORAGE_DIR.as_bytes()])
     }
 
     fn start_mdbox(&mut self, owner: Option<Owner>) -> Result<()> {
         if self.mdbox.is_some() {
             return Ok(());
         }
-        let storage = self.st.root.join(STORAGE_DIR);
-        let taken = ["dovecot.map.index", "dovecot.map.index.log"]
-            .iter()
-            .any(|f| storage.join(f).exists());
-        if taken {
-            return Err(Error::Conflict(format!(
-                "user {}: the mdbox store at {} already has storage; restoring into an existing mdbox store is not supported yet: restore into a new location (or use --mode side-folder on a Maildir or sdbox store)",
-                self.st.user,
-                self.st.root.display()
-            )));
+        let storage = match self.st.existing_root()? {
+            Some(r) => r.try_open_dir(STORAGE_DIR.as_bytes())?,
+            None => None,
+        };
+        if let Some(s) = storage {
+            let mut taken = false;
+            for f in [b"dovecot.map.index".as_slice(), b"dovecot.map.index.log"] {
+                taken |= s.refuse_symlink(f)?;
+            }
+            if taken {
+                return Err(Error::Conflict(format!(
+                    "user {}: the mdbox store at {} already has storage; restoring into an existing mdbox store is not supported yet: restore into a new location (or use --mode side-folder on a Maildir or sdbox store)",
+                    self.st.user,
+                    self.st.root.display()
+                )));
+            }
         }
         let root = self.st.work_root(owner)?;
-        self.st.mkdir(&root.join(STORAGE_DIR), owner)?;
+        let storage = root.mkdir(STORAGE_DIR.as_bytes(), self.st.dir_perms(owner))?;
         // Any non-zero value will do for the map (Dovecot takes the clock); the root's
         // counter gives one that is not.
         let map_uid_validity = self.st.next_uidvalidity()?;
-        self.mdbox = Some(Mdbox {
+        self.mdbox = Some(Box::new(Mdbox {
             map_uid_validity,
             entries: Vec::new(),
             by_sha: HashMap::new(),
             file_id: 0,
+            storage,
             file: None,
-            written: Vec::new(),
-        });
+        }));
         Ok(())
     }
 
-    /// Write a new file (not synced; the caller syncs a batch).
-    fn create_file(&self, path: &Path, data: &[u8], owner: Option<Owner>) -> Result<()> {
-        let mode = owner
-            .map(|o| o.mode & 0o7777)
-            .filter(|m| *m != 0)
-            .unwrap_or(0o600);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .at(path)?;
-        f.write_all(data).at(path)?;
-        drop(f);
-        self.st.chown(path, owner)
+    /// Write the new file `name` in `dir` (not synced; the caller syncs a batch).
+    fn create_file(dir: &DirFd, name: &[u8], data: &[u8], perms: Perms) -> Result<()> {
+        let path = dir.join(name);
+        let mut f = dir.create(name, perms.mode)?;
+        f.write_all(data).at(&path)?;
+        set_owner(&f, &path, perms.ids)
     }
 
     /// Take a message's attachments out into the attachment directory (written once per
     /// content, linked from `hashes/`). Returns the dbox body, or `None` to keep the
     /// message whole.
     fn externalise(
-        &self,
+        &mut self,
         full: &[u8],
         msg: &MessageMeta,
         mailbox_guid: &str,
         uid: u32,
         owner: Option<Owner>,
     ) -> Result<Option<Vec<u8>>> {
-        let Some(dir) = self.attachments.as_ref().filter(|_| !self.inline) else {
+        if self.inline {
             return Ok(None);
-        };
+        }
         let refs = msg.dbox_attachments();
         let parts: Option<Vec<file::SisPart>> = refs.iter().map(sis_part).collect();
         let Some(parts) = parts.filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
+        if self.attachments.is_none() {
+            return Ok(None);
+        }
         for p in &parts {
             if p.path
                 .split('/')
@@ -251,47 +303,17 @@ impl DboxWriter {
         let Ok((body, stored)) = file::extract(full, &parts) else {
             return Ok(None);
         };
+        // Directories as Dovecot makes them: the mail owner's, 0700, every level.
+        let ids = self.st.ids(owner);
+        let perms = (Perms::new(0o700, ids), Perms::new(0o600, ids));
+        let sdbox = self.kind == StoreFormat::Sdbox;
+        let Some(att) = self.attachments.as_mut() else {
+            return Ok(None);
+        };
         for (p, data) in parts.iter().zip(&stored) {
-            let name = if self.kind == StoreFormat::Sdbox {
-                file::sdbox_attachment_name(&p.path, mailbox_guid, uid)
-            } else {
-                p.path.clone()
-            };
-            let dest = dir.join(&name);
-            // Directories as Dovecot makes them: the mail owner's, 0700, every level.
-            let dir_owner = owner.map(|o| Owner { mode: 0o700, ..o });
-            if let Some(parent) = dest.parent() {
-                self.st.mkdir_all(parent, dir_owner)?;
-            }
-            let link = file::hash_link_path(&p.path).map(|l| dir.join(l));
-            // Already there with the same bytes (an earlier message or restore): keep it.
-            if let Ok(existing) = fs::read(&dest) {
-                if &existing == data {
-                    continue;
-                }
-                return Err(Error::Conflict(format!(
-                    "attachment {} exists with other content; not overwritten",
-                    dest.display()
-                )));
-            }
-            let same = link
-                .as_ref()
-                .filter(|l| fs::read(l).is_ok_and(|d| &d == data));
-            match same {
-                Some(l) => fs::hard_link(l, &dest).at(&dest)?,
-                None => {
-                    self.create_file(&dest, data, owner.map(|o| Owner { mode: 0o600, ..o }))?;
-                    File::open(&dest).and_then(|f| f.sync_all()).at(&dest)?;
-                    if let Some(l) = &link {
-                        if let Some(parent) = l.parent() {
-                            self.st.mkdir_all(parent, dir_owner)?;
-                        }
-                        if !l.exists() {
-                            fs::hard_link(&dest, l).at(l)?;
-                        }
-                    }
-                }
-            }
+            let (name, link) =
+                file::attachment_names(att.layout(), sdbox, &p.path, mailbox_guid, uid);
+            att.store(&name, link.as_deref(), data, perms)?;
         }
         Ok(Some(body))
     }
@@ -353,10 +375,7 @@ impl DboxWriter {
         owner: Option<Owner>,
     ) -> Result<u32> {
         let key = (sha.to_string(), guid.to_vec());
-        let root = self.st.work_root(owner)?;
-        let mode_owner = owner.map(|o| Owner { mode: 0o600, ..o });
-        let can_chown = self.st.can_chown;
-        let ids = self.st.owner_override.or(owner.map(|o| (o.uid, o.gid)));
+        let ids = self.st.ids(owner);
         let md = self
             .mdbox
             .as_mut()
@@ -373,19 +392,12 @@ impl DboxWriter {
             .is_some_and(|(_, _, len)| *len > 0 && len + bytes.len() as u64 > MDBOX_ROTATE);
         if md.file.is_none() || full {
             md.file_id += 1;
-            let path = root.join(STORAGE_DIR).join(format!("m.{}", md.file_id));
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode_owner.map(|o| o.mode).unwrap_or(0o600))
-                .open(&path)
-                .at(&path)?;
+            let name = format!("m.{}", md.file_id).into_bytes();
+            let path = md.storage.join(&name);
+            let mut f = md.storage.create(&name, 0o600)?;
             let hdr = file::file_header(u64::from(now()));
             f.write_all(&hdr).at(&path)?;
-            if can_chown && let Some((u, g)) = ids {
-                std::os::unix::fs::lchown(&path, Some(u), Some(g)).at(&path)?;
-            }
-            md.written.push(path.clone());
+            set_owner(&f, &path, ids)?;
             md.file = Some((f, path, hdr.len() as u64));
         }
         let Some((f, path, len)) = md.file.as_mut() else {
@@ -416,60 +428,17 @@ impl DboxWriter {
     }
 }
 
-impl StoreWriter for DboxWriter {
-    fn check_free(&self, name: &Name) -> Result<()> {
-        check_mailbox_name(name, &format!("mailbox {name}"))?;
-        let dir = self.mailbox_dir(&self.st.root, name).join(MAILS_DIR);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(dir, e)),
-        };
-        for e in rd {
-            let n = e.at(&dir)?.file_name();
-            let n = n.as_bytes();
-            if n.starts_with(b"u.") || n.starts_with(b"dovecot.index") {
-                return Err(Error::Conflict(format!(
-                    "user {} mailbox {name} already exists ({}); restore into another location or user, or remove it first",
-                    self.st.user,
-                    dir.display()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn write_mailbox(
+impl DboxWriter {
+    /// Write the messages of mailbox `meta` (UID order, one per UID) into `mails` (sdbox
+    /// `u.N` files) or the mdbox storage, and make up their index records; returns them
+    /// with the last UID written.
+    fn write_messages(
         &mut self,
         meta: &MailboxMeta,
         messages: &[MessageMeta],
+        (mails, guid_hex): (&DirFd, &str),
         bodies: &mut dyn FnMut(usize, &mut dyn Write) -> Result<bool>,
-    ) -> Result<WriteStats> {
-        self.check_free(&meta.name)?;
-        let dir_owner = meta.owner;
-        if self.kind == StoreFormat::Mdbox {
-            self.start_mdbox(dir_owner)?;
-        }
-        let root = self.st.work_root(dir_owner)?;
-        let final_dir = self.mailbox_dir(&root, &meta.name);
-        let staged = self.st.staging_root.is_none();
-        let work = if staged {
-            let n = self.next_seq();
-            let w = root.join(format!(".maildump-restore-{}-{n}", std::process::id()));
-            if w.exists() {
-                fs::remove_dir_all(&w).at(&w)?;
-            }
-            self.st.track(&w);
-            self.st.mkdir(&w, dir_owner)?;
-            w
-        } else {
-            self.st.mkdir_all(&final_dir, dir_owner)?;
-            final_dir.clone()
-        };
-        let mails = work.join(MAILS_DIR);
-        self.st.mkdir(&mails, dir_owner)?;
-        let guid = guid_bytes(meta.guid.as_deref());
-        let guid_hex = hex::encode(guid);
+    ) -> Result<(WriteStats, Vec<NewRecord>, u32)> {
         let mut stats = WriteStats::default();
         let mut records = Vec::with_capacity(messages.len());
         let mut sorted: Vec<usize> = (0..messages.len()).collect();
@@ -486,8 +455,8 @@ impl StoreWriter for DboxWriter {
                 continue;
             }
             last_uid = msg.uid.0;
-            let owner = msg.owner.or(dir_owner);
-            let stub = self.externalise(&full, msg, &guid_hex, msg.uid.0, owner)?;
+            let owner = msg.owner.or(meta.owner);
+            let stub = self.externalise(&full, msg, guid_hex, msg.uid.0, owner)?;
             // A message without a GUID gets one, as Dovecot's save would give it.
             let msg_guid = if msg.guid.is_empty() {
                 uuid::Uuid::new_v4().simple().to_string().into_bytes()
@@ -512,8 +481,8 @@ impl StoreWriter for DboxWriter {
             } else {
                 let mut data = file::file_header(u64::try_from(msg.received.secs).unwrap_or(0));
                 data.extend_from_slice(&one);
-                let path = mails.join(format!("u.{}", msg.uid.0));
-                self.create_file(&path, &data, owner)?;
+                let name = format!("u.{}", msg.uid.0).into_bytes();
+                Self::create_file(mails, &name, &data, self.st.file_perms(owner))?;
                 ext.push(Vec::new());
             }
             stats.messages += 1;
@@ -532,42 +501,31 @@ impl StoreWriter for DboxWriter {
                 modseq: msg.modseq.unwrap_or(0),
             });
         }
-        if let Some(md) = self.mdbox.as_mut()
-            && let Some((f, path, _)) = md.file.as_mut()
-        {
-            f.flush().at(&*path)?;
-        }
-        // Message files durable before the index that makes them visible.
-        let d = File::open(&work).at(&work)?;
-        rustix::fs::syncfs(&d).map_err(|e| Error::io(&work, io::Error::from(e)))?;
-        let uidvalidity = if meta.uidvalidity == 0 {
-            self.st.next_uidvalidity()?
-        } else {
-            self.st.raise_uidvalidity(meta.uidvalidity)?;
-            meta.uidvalidity
-        };
-        let next_uid = meta.uidnext.max(last_uid.saturating_add(1)).max(1);
+        Ok((stats, records, last_uid))
+    }
+
+    /// The mailbox index of `meta` with `records`.
+    fn mailbox_index(
+        &self,
+        meta: &MailboxMeta,
+        records: Vec<NewRecord>,
+        (uidvalidity, next_uid): (u32, u32),
+        guid: &[u8; 16],
+    ) -> NewIndex {
+        let mdbox = self.kind == StoreFormat::Mdbox;
         let mut hdr = Vec::with_capacity(24);
-        if self.kind == StoreFormat::Mdbox {
-            let uv = self.mdbox.as_ref().map(|m| m.map_uid_validity).unwrap_or(0);
-            hdr.extend_from_slice(&uv.to_le_bytes());
-        } else {
-            hdr.extend_from_slice(&0u32.to_le_bytes());
-        }
-        hdr.extend_from_slice(&guid);
+        let map_uv = self.mdbox.as_ref().map(|m| m.map_uid_validity).unwrap_or(0);
+        hdr.extend_from_slice(&(if mdbox { map_uv } else { 0 }).to_le_bytes());
+        hdr.extend_from_slice(guid);
         hdr.extend_from_slice(&[0u8; 4]);
         let mut exts = vec![NewExt {
-            name: if self.kind == StoreFormat::Mdbox {
-                "mdbox-hdr".into()
-            } else {
-                "dbox-hdr".into()
-            },
+            name: if mdbox { "mdbox-hdr" } else { "dbox-hdr" }.into(),
             hdr,
             record_size: 0,
             record_align: 0,
             reset_id: 0,
         }];
-        if self.kind == StoreFormat::Mdbox {
+        if mdbox {
             exts.push(NewExt {
                 name: "mdbox".into(),
                 hdr: Vec::new(),
@@ -583,7 +541,7 @@ impl StoreWriter for DboxWriter {
                 reset_id: 0,
             });
         }
-        let mut new = NewIndex {
+        NewIndex {
             uid_validity: uidvalidity,
             next_uid,
             indexid: now(),
@@ -595,7 +553,74 @@ impl StoreWriter for DboxWriter {
                 .collect(),
             records,
             highest_modseq: meta.highest_modseq,
+        }
+    }
+}
+
+impl StoreWriter for DboxWriter {
+    fn check_free(&self, name: &Name) -> Result<()> {
+        check_mailbox_name(name, &format!("mailbox {name}"))?;
+        let Some(mails) = self.existing_mails(name)? else {
+            return Ok(());
         };
+        for (n, _) in mails.entries()? {
+            if n.starts_with(b"u.") || n.starts_with(b"dovecot.index") {
+                let what = "already exists";
+                return Err(occupied(&self.st.user, name, what, mails.path()));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_mailbox(
+        &mut self,
+        meta: &MailboxMeta,
+        messages: &[MessageMeta],
+        bodies: &mut dyn FnMut(usize, &mut dyn Write) -> Result<bool>,
+    ) -> Result<WriteStats> {
+        self.check_free(&meta.name)?;
+        let dir_owner = meta.owner;
+        if self.kind == StoreFormat::Mdbox {
+            self.start_mdbox(dir_owner)?;
+        }
+        let root = self.st.work_root(dir_owner)?;
+        let perms = self.st.dir_perms(dir_owner);
+        let comps = self.mailbox_comps(&meta.name);
+        // In an existing root, a mailbox is built aside and renamed into place.
+        let aside = if self.st.is_staging() {
+            None
+        } else {
+            let n = self.next_seq();
+            Some(format!(".maildump-restore-{}-{n}", std::process::id()).into_bytes())
+        };
+        let work = match &aside {
+            Some(name) => {
+                root.remove_tree(name)?;
+                self.st.track(&root, name);
+                root.mkdir(name, perms)?
+            }
+            None => root.mkdir_comps(&comps, perms)?,
+        };
+        let mails = work.mkdir(MAILS_DIR.as_bytes(), perms)?;
+        let guid = guid_bytes(meta.guid.as_deref());
+        let guid_hex = hex::encode(guid);
+        let (stats, records, last_uid) =
+            self.write_messages(meta, messages, (&mails, &guid_hex), bodies)?;
+        if let Some(md) = self.mdbox.as_mut()
+            && let Some((f, path, _)) = md.file.as_mut()
+        {
+            f.flush().at(&*path)?;
+        }
+        // Message files durable before the index that makes them visible.
+        work.syncfs()?;
+        let uidvalidity = if meta.uidvalidity == 0 {
+            self.st.next_uidvalidity()?
+        } else {
+            self.st.raise_uidvalidity(meta.uidvalidity)?;
+            meta.uidvalidity
+        };
+        let next_uid = meta.uidnext.max(last_uid.saturating_add(1)).max(1);
+        let mut new = self.mailbox_index(meta, records, (uidvalidity, next_uid), &guid);
         // sdbox keeps save dates only in Dovecot's index cache (mdbox: in its records).
         let cache = if self.kind == StoreFormat::Mdbox {
             None
@@ -604,10 +629,10 @@ impl StoreWriter for DboxWriter {
         };
         self.st
             .write_index_files(&mails, "dovecot.index", &new, cache.as_deref(), dir_owner)?;
-        sync_dir(&mails)?;
-        if staged {
-            self.st.publish(&work, &final_dir, dir_owner)?;
-            self.st.untrack(&work);
+        mails.sync()?;
+        if let Some(name) = &aside {
+            self.st.publish((&root, name), &root, &comps, dir_owner)?;
+            self.st.untrack(name);
         }
         Ok(stats)
     }
@@ -625,8 +650,6 @@ impl StoreWriter for DboxWriter {
             if let Some((f, path, _)) = md.file.take() {
                 f.sync_all().at(&path)?;
             }
-            let root = self.st.work_root(None)?;
-            let storage = root.join(STORAGE_DIR);
             let mut hdr = md.file_id.to_le_bytes().to_vec();
             hdr.extend_from_slice(&0u32.to_le_bytes());
             let records = md
@@ -670,17 +693,10 @@ impl StoreWriter for DboxWriter {
                 records,
                 highest_modseq: None,
             };
-            let owner = fs::metadata(&storage).ok().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                Owner {
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mode: 0o600,
-                }
-            });
+            let owner = Some(md.storage.stat()?.owner());
             self.st
-                .write_index_files(&storage, "dovecot.map.index", &new, None, owner)?;
-            sync_dir(&storage)?;
+                .write_index_files(&md.storage, "dovecot.map.index", &new, None, owner)?;
+            md.storage.sync()?;
         }
         self.st.commit()
     }

@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -74,36 +73,6 @@ pub fn flags_from_info(info: &[u8], table: &[Name]) -> (Flags, Vec<Name>) {
     kw_idx.sort_unstable();
     kw_idx.dedup();
     (f, kw_idx.into_iter().map(|i| table[i].clone()).collect())
-}
-
-struct DirEntry {
-    name: Vec<u8>,
-    new: bool,
-}
-
-/// The message files of a mailbox directory by base name (for merging into a live
-/// mailbox, under the uidlist lock).
-fn list_messages(dir: &Path) -> Result<HashMap<Vec<u8>, DirEntry>> {
-    let mut map: HashMap<Vec<u8>, DirEntry> = HashMap::new();
-    for (sub, new) in [("new", true), ("cur", false)] {
-        let d = dir.join(sub);
-        let rd = match fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(d, e)),
-        };
-        for e in rd {
-            let e = e.map_err(|err| Error::io(&d, err))?;
-            let name = e.file_name().as_bytes().to_vec();
-            if name.first() == Some(&b'.') {
-                continue;
-            }
-            let base = parse_filename(&name).base.to_vec();
-            // cur/ wins over new/ when both hold the same base (Dovecot prefers cur/).
-            map.insert(base, DirEntry { name, new });
-        }
-    }
-    Ok(map)
 }
 
 /// Dovecot's order for files it has not seen: leading seconds, then `M<usecs>`, then name.
@@ -493,7 +462,7 @@ impl StoreReader for MaildirReader {
 ///
 /// # Errors
 /// A damaged uidlist ([`Error::StoreDamaged`]), a symlink, I/O errors.
-fn read_uidlist(dir: &DirFd) -> Result<Option<uidlist::Uidlist>> {
+pub(super) fn read_uidlist(dir: &DirFd) -> Result<Option<uidlist::Uidlist>> {
     match dir.read_optional(b"dovecot-uidlist")? {
         Some(d) => uidlist::parse(&d)
             .map(Some)

@@ -8,20 +8,38 @@
 //! [`StoreWriter::commit`]; a new mailbox in an existing root is built under the root's
 //! `tmp/` and renamed into place. Either way an interrupted restore leaves nothing visible
 //! to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
+//! Everything is written relative to open directory handles, never through a symlink
+//! (`store::target`); a symlink in a mailbox's way is refused before anything is written.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use super::uidlist::{self, UidRecord, Uidlist, parse_filename};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
-use crate::store::stage::{BATCH, Pending, Stage, sync_dir, to_system_time};
-use crate::store::{StoreWriter, WriteStats, check_mailbox_name};
+use crate::store::nofollow::DirFd;
+use crate::store::stage::{BATCH, Pending, Stage, to_system_time};
+use crate::store::target::{Perms, set_owner};
+use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
+
+/// What a restore or a merge writes in a Maildir mailbox directory (each refused when it is
+/// a symlink).
+const MAILBOX_ENTRIES: [&str; 10] = [
+    "cur",
+    "new",
+    "tmp",
+    "dovecot-uidlist",
+    "dovecot-uidlist.lock",
+    "dovecot-keywords",
+    "dovecot.index",
+    "dovecot.index.log",
+    "dovecot.index.cache",
+    "maildirfolder",
+];
 
 /// Writes mailboxes into one user's Maildir.
 pub struct MaildirWriter {
@@ -48,28 +66,53 @@ impl MaildirWriter {
         &self.st.root
     }
 
-    /// Directory of a mailbox under `root`.
-    pub(super) fn mailbox_dir(&self, root: &Path, name: &Name) -> PathBuf {
-        let mut p = root.to_path_buf();
-        for c in self.st.loc.mailbox_dir_components(name) {
-            p.push(std::ffi::OsStr::from_bytes(&c));
+    /// Refuse a symlink as the mail root itself (export's `-o DIR`, given by the user).
+    pub(crate) fn set_strict_root(&mut self) {
+        self.st.set_strict_root();
+    }
+
+    /// Refuse, before anything is written, a symlink where the user's control files are
+    /// written ([`Stage::check_root`]).
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming the link; I/O errors.
+    pub(crate) fn check_root(&self) -> Result<()> {
+        self.st.check_root(&[])
+    }
+
+    /// The directory components of a mailbox below the mail root.
+    pub(super) fn mailbox_comps(&self, name: &Name) -> Vec<Vec<u8>> {
+        self.st.loc.mailbox_dir_components(name)
+    }
+
+    /// The existing directory of mailbox `name`, checked: a symlink at the mailbox
+    /// directory, on its way, or at any entry a restore or merge writes in it is refused.
+    /// `None` when the root or the mailbox does not exist.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] naming a symlink; I/O errors.
+    pub(super) fn existing_mailbox(&self, name: &Name) -> Result<Option<DirFd>> {
+        let Some(root) = self.st.existing_root()? else {
+            return Ok(None);
+        };
+        let Some(dir) = root.try_open_comps(&self.mailbox_comps(name))? else {
+            return Ok(None);
+        };
+        for entry in MAILBOX_ENTRIES {
+            dir.refuse_symlink(entry.as_bytes())?;
         }
-        p
+        Ok(Some(dir))
     }
 
     /// See [`crate::store::Writer::live_state`]: the uidlist's UIDVALIDITY and next UID,
     /// and the index's HIGHESTMODSEQ (a damaged index tells none).
     pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
-        let dir = self.mailbox_dir(&self.st.root, name);
-        let path = dir.join("dovecot-uidlist");
-        let ul = match fs::read(&path) {
-            Ok(d) => Some(uidlist::parse(&d).map_err(|e| Error::store(&path, e))?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(dir) = self.existing_mailbox(name)? else {
+            return Ok(None);
         };
-        let index = crate::store::dbox::index::MailIndex::read(&dir, "dovecot.index")
-            .ok()
-            .flatten();
+        let ul = super::read_uidlist(&dir)?;
+        // A damaged index tells nothing (a symlink is refused all the same).
+        let index = crate::store::stage::read_index_at(&dir, "dovecot.index")?.and_then(|r| r.ok());
         let (uidvalidity, uidnext) = match (&ul, &index) {
             (Some(ul), _) => (ul.uidvalidity, ul.effective_next_uid()),
             (None, Some(i)) => (i.uid_validity, i.next_uid),
@@ -86,32 +129,23 @@ impl MaildirWriter {
         }))
     }
 
-    /// Write one message file at `tmp` (a new file): its bytes from `body`, its mtime the
-    /// received date, the archived mode, `owner`. Not synced: [`Pending::flush`] makes a
-    /// batch durable before it becomes visible. Returns `false` (and removes the file) when
-    /// `body` could not supply the bytes.
+    /// Write one message file `name` in the directory `tmp` (a new file): its bytes from
+    /// `body`, its mtime the received date, the archived mode (masked), the owner `ids`.
+    /// Not synced: [`Pending::flush`] makes a batch durable before it becomes visible.
+    /// Returns `false` (and removes the file) when `body` could not supply the bytes.
     pub(super) fn write_message_file(
         &self,
-        tmp: &Path,
+        (tmp, name): (&DirFd, &[u8]),
         msg: &MessageMeta,
-        owner: Option<Owner>,
+        ids: Option<(u32, u32)>,
         body: &mut dyn FnMut(&mut dyn Write) -> Result<bool>,
     ) -> Result<bool> {
-        let mode = msg
-            .owner
-            .map(|o| o.mode & 0o7777)
-            .filter(|m| *m != 0)
-            .unwrap_or(0o600);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(tmp)
-            .at(tmp)?;
+        let mode = crate::store::target::file_mode(msg.owner.map(|o| o.mode));
+        let mut f = tmp.create(name, mode)?;
         let ok = (|| {
             let mut bw = io::BufWriter::with_capacity(1 << 16, &mut f);
             let ok = body(&mut bw)?;
-            bw.flush().at(tmp)?;
+            bw.flush().at(tmp.join(name))?;
             Ok(ok)
         })();
         let ok = match ok {
@@ -120,20 +154,19 @@ impl MaildirWriter {
                 // A full disk or a stop: no partial file stays in tmp/ (the write's error
                 // is the one reported).
                 drop(f);
-                let _ = fs::remove_file(tmp);
+                let _ = tmp.remove(name);
                 return Err(e);
             }
         };
         if !ok {
             drop(f);
-            fs::remove_file(tmp).at(tmp)?;
+            tmp.remove(name)?;
             return Ok(false);
         }
         let t = to_system_time(msg.received);
         f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-            .at(tmp)?;
-        drop(f);
-        self.st.chown(tmp, owner)?;
+            .at(tmp.join(name))?;
+        set_owner(&f, &tmp.join(name), ids)?;
         Ok(true)
     }
 
@@ -181,122 +214,100 @@ pub(super) fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
     l
 }
 
-impl StoreWriter for MaildirWriter {
-    fn check_free(&self, name: &Name) -> Result<()> {
-        check_mailbox_name(name, &format!("mailbox {name}"))?;
-        let dir = self.mailbox_dir(&self.st.root, name);
-        for sub in ["cur", "new"] {
-            let d = dir.join(sub);
-            match fs::read_dir(&d) {
-                Ok(mut rd) => {
-                    if rd.next().is_some() {
-                        return Err(Error::Conflict(format!(
-                            "user {} mailbox {name} already exists and holds mail ({}); restore into another location or user, or remove it first",
-                            self.st.user,
-                            dir.display()
-                        )));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(d, e)),
-            }
+/// A mailbox directory being written: its handle and those of `cur/`, `new/`, `tmp/`,
+/// and where it is built when aside (to be renamed into place).
+struct Work {
+    root: Arc<DirFd>,
+    dir: Arc<DirFd>,
+    cur: Arc<DirFd>,
+    new: Arc<DirFd>,
+    tmp: Arc<DirFd>,
+    aside: Option<(Arc<DirFd>, Vec<u8>)>,
+}
+
+/// Message files written, by (SHA-256, date, owner): (in `new/`?, name), for hard links.
+type Copies = HashMap<(String, Timestamp, Option<Owner>), (bool, Vec<u8>)>;
+
+/// What [`MaildirWriter::write_messages`] wrote: counts, the messages, their uidlist
+/// records.
+type Written<'a> = (WriteStats, Vec<&'a MessageMeta>, Vec<UidRecord>);
+
+impl MaildirWriter {
+    /// Make (or open) the directory mailbox `meta` is written into: the mailbox's own
+    /// directory, or, for a new non-INBOX mailbox in an existing root, one built under the
+    /// root's `tmp/` and renamed into place at the end.
+    fn open_work(&mut self, meta: &MailboxMeta) -> Result<Work> {
+        let root = self.st.work_root(meta.owner)?;
+        let perms = self.st.dir_perms(meta.owner);
+        let is_inbox = meta.name.as_bytes() == b"INBOX";
+        let comps = self.mailbox_comps(&meta.name);
+        let staged = !is_inbox && !self.st.is_staging() && root.try_open_comps(&comps)?.is_none();
+        let (dir, aside) = if staged {
+            let tmpdir = Arc::new(root.mkdir(b"tmp", perms)?);
+            let n = self.next_seq();
+            let name = format!("maildump-restore-{}-{n}", std::process::id()).into_bytes();
+            tmpdir.remove_tree(&name)?;
+            self.st.track(&tmpdir, &name);
+            let w = tmpdir.mkdir(&name, perms)?;
+            (w, Some((tmpdir, name)))
+        } else {
+            (root.mkdir_comps(&comps, perms)?, None)
+        };
+        let [cur, new, tmp] = [b"cur".as_slice(), b"new", b"tmp"].map(|s| dir.mkdir(s, perms));
+        let work = Work {
+            root,
+            cur: Arc::new(cur?),
+            new: Arc::new(new?),
+            tmp: Arc::new(tmp?),
+            dir: Arc::new(dir),
+            aside,
+        };
+        if !is_inbox && self.st.loc.layout == Layout::MaildirPlusPlus {
+            let perms = Perms::new(0o600, self.st.ids(meta.owner));
+            work.dir.write_atomic(b"maildirfolder", b"", perms)?;
         }
-        Ok(())
+        Ok(work)
     }
 
-    fn write_mailbox(
-        &mut self,
-        meta: &MailboxMeta,
-        messages: &[MessageMeta],
+    /// Write the message files of a mailbox into `w` (renamed into `cur/`/`new/` a batch
+    /// at a time, copies hard-linked) and make up their uidlist records.
+    fn write_messages<'a>(
+        &self,
+        w: &Work,
+        messages: &'a [MessageMeta],
+        table: &[Name],
         bodies: &mut dyn FnMut(usize, &mut dyn Write) -> Result<bool>,
-    ) -> Result<WriteStats> {
-        self.check_free(&meta.name)?;
-        let dir_owner = meta.owner;
-        let root = self.st.work_root(dir_owner)?;
-        let is_inbox = meta.name.as_bytes() == b"INBOX";
-        let final_dir = self.mailbox_dir(&root, &meta.name);
-        // A new non-INBOX mailbox in an existing root is built under root/tmp and renamed.
-        let staged = !is_inbox && self.st.staging_root.is_none() && !final_dir.exists();
-        let work = if staged {
-            let tmpdir = root.join("tmp");
-            self.st.mkdir(&tmpdir, dir_owner)?;
-            let n = self.next_seq();
-            let w = tmpdir.join(format!("maildump-restore-{}-{n}", std::process::id()));
-            if w.exists() {
-                fs::remove_dir_all(&w).at(&w)?;
-            }
-            self.st.track(&w);
-            self.st.mkdir(&w, dir_owner)?;
-            w
-        } else {
-            if let Some(parent) = final_dir.parent() {
-                self.st.mkdir_all(parent, dir_owner)?;
-            }
-            self.st.mkdir(&final_dir, dir_owner)?;
-            final_dir.clone()
-        };
-        for sub in ["cur", "new", "tmp"] {
-            self.st.mkdir(&work.join(sub), dir_owner)?;
-        }
-        if !is_inbox && self.st.loc.layout == Layout::MaildirPlusPlus {
-            self.st
-                .write_atomic(&work.join("maildirfolder"), b"", dir_owner, 0o600)?;
-        }
-
-        let table = super::index::table_for(meta, messages);
+    ) -> Result<Written<'a>> {
         let mut stats = WriteStats::default();
         let mut written_msgs: Vec<&MessageMeta> = Vec::with_capacity(messages.len());
         let mut records: Vec<UidRecord> = Vec::with_capacity(messages.len());
-        let mut written: HashMap<(String, Timestamp, Option<Owner>), PathBuf> = HashMap::new();
+        let mut written = Copies::new();
         let mut used_bases: std::collections::HashSet<Vec<u8>> = Default::default();
         let mut pending = Pending::default();
         for (i, msg) in messages.iter().enumerate() {
             if pending.len() >= BATCH {
-                pending.flush(&work)?;
+                pending.flush(&w.dir)?;
             }
             let md = msg.maildir.clone().unwrap_or_default();
-            // File name: the original when safe, else a new one (GUID kept in the uidlist).
-            let letters = info_letters(msg, &table);
-            let orig = safe_filename(md.filename.as_bytes())
-                .filter(|n| !used_bases.contains(parse_filename(n).base));
-            let filename: Vec<u8> = match orig {
-                Some(n) => n.to_vec(),
-                None => {
-                    let mut n = format!(
-                        "{}.M{}P{}.maildump,S={}",
-                        msg.received.secs.max(0),
-                        i,
-                        std::process::id(),
-                        msg.content.size
-                    )
-                    .into_bytes();
-                    if let Some(w) = msg.size_virtual {
-                        n.extend_from_slice(format!(",W={w}").as_bytes());
-                    }
-                    n.extend_from_slice(b":2,");
-                    n.extend_from_slice(&letters);
-                    n
-                }
-            };
+            let filename = file_name_for(msg, i, &md, &info_letters(msg, table), &used_bases);
             let fname = parse_filename(&filename);
             let base = fname.base.to_vec();
             used_bases.insert(base.clone());
-            let sub = if md.new { "new" } else { "cur" };
-            let dest = work.join(sub).join(std::ffi::OsStr::from_bytes(&filename));
+            let sub = if md.new { &w.new } else { &w.cur };
             let key = (msg.content.sha256.clone(), msg.received, msg.owner);
-            if let Some(src) = written.get(&key) {
+            if let Some((new, src)) = written.get(&key) {
                 // Same bytes, same date and owner: a hard link, as Dovecot's own copy makes.
-                pending.link(src.clone(), dest.clone());
+                let from = if *new { &w.new } else { &w.cur };
+                pending.link((from, src.clone()), (sub, filename.clone()));
             } else {
-                let tmp = work
-                    .join("tmp")
-                    .join(format!("{}.{}.maildump", std::process::id(), i));
-                if !self.write_message_file(&tmp, msg, msg.owner, &mut |out| bodies(i, out))? {
+                let tmp = format!("{}.{}.maildump", std::process::id(), i).into_bytes();
+                let ids = self.st.ids(msg.owner);
+                if !self.write_message_file((&w.tmp, &tmp), msg, ids, &mut |out| bodies(i, out))? {
                     stats.lost += 1;
                     continue;
                 }
-                pending.rename(tmp, dest.clone());
-                written.insert(key, dest.clone());
+                pending.rename((&w.tmp, tmp), (sub, filename.clone()));
+                written.insert(key, (md.new, filename.clone()));
             }
             stats.messages += 1;
             stats.bytes += msg.content.size;
@@ -326,10 +337,72 @@ impl StoreWriter for MaildirWriter {
                     .collect(),
             });
         }
-        pending.flush(&work)?;
-        for sub in ["cur", "new"] {
-            sync_dir(&work.join(sub))?;
+        pending.flush(&w.dir)?;
+        w.cur.sync()?;
+        w.new.sync()?;
+        Ok((stats, written_msgs, records))
+    }
+}
+
+/// The file name of message `i`: the original when safe and its base not taken, else a
+/// new one (the GUID is kept in the uidlist).
+fn file_name_for(
+    msg: &MessageMeta,
+    i: usize,
+    md: &crate::model::MaildirMessage,
+    letters: &[u8],
+    used_bases: &std::collections::HashSet<Vec<u8>>,
+) -> Vec<u8> {
+    let orig = safe_filename(md.filename.as_bytes())
+        .filter(|n| !used_bases.contains(parse_filename(n).base));
+    if let Some(n) = orig {
+        return n.to_vec();
+    }
+    let mut n = format!(
+        "{}.M{}P{}.maildump,S={}",
+        msg.received.secs.max(0),
+        i,
+        std::process::id(),
+        msg.content.size
+    )
+    .into_bytes();
+    if let Some(w) = msg.size_virtual {
+        n.extend_from_slice(format!(",W={w}").as_bytes());
+    }
+    n.extend_from_slice(b":2,");
+    n.extend_from_slice(letters);
+    n
+}
+
+impl StoreWriter for MaildirWriter {
+    fn check_free(&self, name: &Name) -> Result<()> {
+        check_mailbox_name(name, &format!("mailbox {name}"))?;
+        let Some(dir) = self.existing_mailbox(name)? else {
+            return Ok(());
+        };
+        for sub in [b"cur".as_slice(), b"new"] {
+            let Some(d) = dir.try_open_dir(sub)? else {
+                continue;
+            };
+            if !d.entries()?.is_empty() {
+                let what = "already exists and holds mail";
+                return Err(occupied(&self.st.user, name, what, dir.path()));
+            }
         }
+        Ok(())
+    }
+
+    fn write_mailbox(
+        &mut self,
+        meta: &MailboxMeta,
+        messages: &[MessageMeta],
+        bodies: &mut dyn FnMut(usize, &mut dyn Write) -> Result<bool>,
+    ) -> Result<WriteStats> {
+        self.check_free(&meta.name)?;
+        let w = self.open_work(meta)?;
+        let table = super::index::table_for(meta, messages);
+        let (stats, written_msgs, mut records) =
+            self.write_messages(&w, messages, &table, bodies)?;
         records.sort_by_key(|r| r.uid);
         // A mailbox without UIDVALIDITY (a side folder, or one Dovecot never opened) gets
         // the root counter's next; one restored with its own raises the counter to it.
@@ -352,21 +425,14 @@ impl StoreWriter for MaildirWriter {
                 .collect(),
             records,
         };
+        let private = Perms::new(0o600, self.st.ids(meta.owner));
         let lettered = &table[..table.len().min(super::index::LETTERS)];
         if !lettered.is_empty() {
-            self.st.write_atomic(
-                &work.join("dovecot-keywords"),
-                &uidlist::render_keywords(lettered),
-                dir_owner,
-                0o600,
-            )?;
+            let kw = uidlist::render_keywords(lettered);
+            w.dir.write_atomic(b"dovecot-keywords", &kw, private)?;
         }
-        self.st.write_atomic(
-            &work.join("dovecot-uidlist"),
-            &uidlist::render(&ul),
-            dir_owner,
-            0o600,
-        )?;
+        w.dir
+            .write_atomic(b"dovecot-uidlist", &uidlist::render(&ul), private)?;
         // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
         if let Some(mut ix) = super::index::index_for(
             &table,
@@ -377,13 +443,20 @@ impl StoreWriter for MaildirWriter {
         ) {
             let saved = crate::store::cache::saved_of(messages);
             let cache = crate::store::cache::attach(&mut ix, &saved);
-            self.st
-                .write_index_files(&work, "dovecot.index", &ix, cache.as_deref(), dir_owner)?;
+            self.st.write_index_files(
+                &w.dir,
+                "dovecot.index",
+                &ix,
+                cache.as_deref(),
+                meta.owner,
+            )?;
         }
-        sync_dir(&work)?;
-        if staged {
-            self.st.publish(&work, &final_dir, dir_owner)?;
-            self.st.untrack(&work);
+        w.dir.sync()?;
+        if let Some((tmpdir, name)) = &w.aside {
+            let comps = self.mailbox_comps(&meta.name);
+            self.st
+                .publish((tmpdir, name), &w.root, &comps, meta.owner)?;
+            self.st.untrack(name);
         }
         Ok(stats)
     }
