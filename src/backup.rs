@@ -749,6 +749,9 @@ fn backup_user<W: Write>(
         for text in reader.take_expunged() {
             expunged(stats, progress, user, &h.name, text);
         }
+        for message in reader.take_notes() {
+            progress.event(&Event::Debug { message });
+        }
     }
     // Damaged mailboxes whose parent state is kept: their mail is neither read nor deleted.
     let mut copies = copies;

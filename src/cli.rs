@@ -115,6 +115,9 @@ pub struct WriteArgs {
     /// Print nothing but warnings (items skipped or damaged) and errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also print debug lines (e.g. a Dovecot index cache that was ignored).
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,

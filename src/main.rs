@@ -114,6 +114,9 @@ impl Progress for Bar {
             Event::Expunged { message, .. } => {
                 self.bar.suspend(|| eprintln!("maildump: note: {message}"));
             }
+            Event::Debug { message } => {
+                self.bar.suspend(|| eprintln!("maildump: debug: {message}"));
+            }
             Event::Done { .. } => self.bar.finish_and_clear(),
             Event::User { .. } => {}
         }
@@ -132,25 +135,29 @@ impl Progress for Warnings {
             Event::Expunged { message, .. } if self.notes => {
                 eprintln!("maildump: note: {message}")
             }
+            Event::Debug { message } => eprintln!("maildump: debug: {message}"),
             _ => {}
         }
     }
 }
 
-/// A progress sink that also reports a stop signal.
-struct Stoppable(Box<dyn Progress>);
+/// A progress sink that also reports a stop signal; debug events reach it only when
+/// `.1` (`--verbose`).
+struct Stoppable(Box<dyn Progress>, bool);
 
 impl Progress for Stoppable {
     fn event(&mut self, e: &Event) {
-        self.0.event(e)
+        if self.1 || !matches!(e, Event::Debug { .. }) {
+            self.0.event(e)
+        }
     }
     fn interrupted(&self) -> bool {
         stop_signal() != 0
     }
 }
 
-fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
-    Box::new(Stoppable(progress_sink(mode, quiet)))
+fn progress_for(mode: ProgressMode, quiet: bool, verbose: bool) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet), verbose))
 }
 
 fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
@@ -356,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.bases = a.bases.clone();
             opts.all_users = a.all_users;
             opts.format_minor = a.format_minor;
-            let mut progress = progress_for(a.write.progress, a.write.quiet);
+            let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
             let stats = match &a.state_dir {
                 None => {
                     let output = a.output.as_deref().unwrap_or("-");
@@ -506,7 +513,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut progress = progress_for(a.progress, a.quiet);
+            let mut progress = progress_for(a.progress, a.quiet, false);
             let stats = restore::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
             if !a.quiet && a.progress != ProgressMode::Json {
                 eprintln!(
@@ -686,7 +693,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(t) = a.write.threads {
                 opts.writer.threads = t.max(1);
             }
-            let mut progress = progress_for(a.write.progress, a.write.quiet);
+            let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
             let stats = write_output(&a.output, |out| {
                 merge(&chain, &opts, out, progress.as_mut())
             })?;

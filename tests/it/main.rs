@@ -20,6 +20,7 @@ mod leftovers;
 mod live_backup;
 mod live_restore;
 mod planted;
+mod savedate;
 mod skips;
 mod untrusted;
 mod util;
