@@ -214,32 +214,74 @@ fn location(s: &StoreArgs) -> anyhow::Result<Location> {
     Ok(loc)
 }
 
-/// Open an archive path, spooling stdin to a temporary file for `-`.
-fn archive_path(arg: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>)> {
-    if arg != "-" {
-        return Ok((PathBuf::from(arg), None));
-    }
-    let mut tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("<temporary file>", e))?;
-    io::copy(&mut io::stdin().lock(), tmp.as_file_mut()).map_err(|e| Error::io("<stdin>", e))?;
-    let path = tmp.into_temp_path();
-    Ok((path.to_path_buf(), Some(path)))
+/// Names of the archives spooled from stdin, by their temporary path: "stdin" or "stdin
+/// (archive N of the stream)", the name messages give them.
+static STDIN_NAMES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// How messages name the archive at `path`: its path, or its place on stdin.
+fn shown(path: &Path) -> String {
+    let names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .iter()
+        .find(|(p, _)| p == path)
+        .map_or_else(|| path.display().to_string(), |(_, n)| n.clone())
 }
 
-/// Open the archives of a chain (oldest first); `-` (stdin) only as the single archive.
+/// The archive files an argument names: itself, or for `-` every archive of the stream on
+/// stdin (one, or a chain sent concatenated: `cat full.mdump inc.mdump | maildump restore -`),
+/// each spooled to `stdin.N.mdump` in a temporary directory that lives as long as the
+/// returned guard.
+fn archive_paths(arg: &str) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile::TempDir>)> {
+    if arg != "-" {
+        return Ok((vec![PathBuf::from(arg)], None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("maildump-stdin.")
+        .tempdir()
+        .map_err(|e| Error::io("a temporary directory for stdin ($TMPDIR)", e))?;
+    let mut paths = Vec::new();
+    let split = maildump::format::split::split(&mut io::stdin().lock(), "stdin", |i| {
+        let p = dir.path().join(format!("stdin.{}.mdump", i + 1));
+        let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+        paths.push(p);
+        Ok(io::BufWriter::with_capacity(1 << 20, f))
+    })?;
+    let mut names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (i, p) in paths.iter().enumerate() {
+        let name = if split.archives == 1 {
+            "stdin".to_string()
+        } else {
+            format!("stdin (archive {} of the stream)", i + 1)
+        };
+        names.push((p.clone(), name));
+    }
+    if split.truncated {
+        eprintln!(
+            "maildump: warning: stdin: archive {} of the stream ends without its FOOTER (truncated); what it holds is recovered by scanning",
+            split.archives
+        );
+    }
+    Ok((paths, Some(dir)))
+}
+
+/// Open the archives of a chain (oldest first); `-` (stdin, at most once) stands for the
+/// archives of the stream on stdin.
 fn open_chain(
     args: &[String],
     require_links: bool,
-) -> anyhow::Result<(Chain, Option<tempfile::TempPath>)> {
-    if args.len() > 1 && args.iter().any(|a| a == "-") {
-        return Err(
-            Error::Usage("`-` (stdin) can only be used for a single archive".into()).into(),
-        );
+) -> anyhow::Result<(Chain, Option<tempfile::TempDir>)> {
+    if args.iter().filter(|a| *a == "-").count() > 1 {
+        return Err(Error::Usage("`-` (stdin) can be given only once".into()).into());
     }
     let mut tmp = None;
     let mut paths = Vec::with_capacity(args.len());
     for a in args {
-        let (p, t) = archive_path(a)?;
-        paths.push(p);
+        let (p, t) = archive_paths(a)?;
+        paths.extend(p);
         if t.is_some() {
             tmp = t;
         }
@@ -248,7 +290,7 @@ fn open_chain(
     let chain = Chain::open(&refs, require_links)?;
     for a in &chain.archives {
         for d in &a.damage {
-            eprintln!("maildump: warning: {}: {d}", a.path().display());
+            eprintln!("maildump: warning: {}: {d}", shown(a.path()));
         }
     }
     Ok((chain, tmp))
@@ -578,20 +620,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {
-            if a.archives.len() > 1 && a.archives.iter().any(|x| x == "-") {
-                return Err(Error::Usage(
-                    "`-` (stdin) can only be used for a single archive".into(),
-                )
-                .into());
+            if a.archives.iter().filter(|x| *x == "-").count() > 1 {
+                return Err(Error::Usage("`-` (stdin) can be given only once".into()).into());
             }
             let mut problems = 0usize;
             let mut paths = Vec::new();
             let mut _tmps = Vec::new();
+            let mut all = Vec::new();
             for arg in &a.archives {
-                let (path, tmp) = archive_path(arg)?;
+                let (p, tmp) = archive_paths(arg)?;
+                all.extend(p);
+                _tmps.push(tmp);
+            }
+            let several = all.len() > 1;
+            for path in all {
                 let rep = inspect::verify(&path)?;
-                let prefix = if a.archives.len() > 1 {
-                    format!("{}: ", path.display())
+                let prefix = if several {
+                    format!("{}: ", shown(&path))
                 } else {
                     String::new()
                 };
@@ -621,7 +666,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
                 paths.push(path);
-                _tmps.push(tmp);
             }
             if paths.len() > 1 {
                 let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();

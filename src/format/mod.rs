@@ -26,6 +26,7 @@ pub mod index;
 pub mod parts;
 pub mod reader;
 pub mod spec;
+pub mod split;
 pub mod tar;
 pub mod version;
 pub mod writer;

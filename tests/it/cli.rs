@@ -163,6 +163,33 @@ fn stdout_and_stdin_pipes() {
     let res = child.wait_with_output().unwrap();
     assert!(res.status.success());
     assert_eq!(String::from_utf8(res.stdout).unwrap().lines().count(), 3);
+    // Bytes that are not an archive, alone or after one: refused (exit 4), named as stdin
+    // and their offset in the stream, never as a temporary file.
+    for (stream, what) in [
+        (
+            b"not an archive".to_vec(),
+            "stdin offset 0: not a maildump archive".to_string(),
+        ),
+        (
+            [out.stdout.clone(), b"trailing junk".to_vec()].concat(),
+            format!("stdin offset {}: bytes after archive 1", out.stdout.len()),
+        ),
+    ] {
+        let mut child = maildump()
+            .args(["list", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&stream).unwrap();
+        let res = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(4), "{err}");
+        assert!(
+            err.contains(&what) && !err.contains("/tmp"),
+            "{what}: {err}"
+        );
+    }
 }
 
 #[test]
