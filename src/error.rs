@@ -151,6 +151,24 @@ impl Error {
         }
     }
 
+    /// The same error, naming the archive file at `path` when it is damage that does not
+    /// name it yet (several archives may be given: the message must say which).
+    #[must_use]
+    pub fn in_archive(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Corrupt { item, detail } => {
+                let shown = path.display().to_string();
+                let item = if item.contains(&shown) {
+                    item
+                } else {
+                    format!("{shown}: {item}")
+                };
+                Error::Corrupt { item, detail }
+            }
+            e => e,
+        }
+    }
+
     /// Damage in the mail store at `path`.
     pub fn store(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Error::StoreDamaged {

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("maildump: error: {e:#}");
+            eprintln!("maildump: error: {}", error_text(&e));
             let code = e
                 .downcast_ref::<Error>()
                 .map(|e| e.kind().exit_code())
@@ -93,6 +93,28 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// An error and its causes, each cause once: a cause whose text the message already holds
+/// (an I/O error that names its OS error) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    // Archives spooled from stdin are named by their place in the stream.
+    for (p, name) in STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        text = text.replace(&p.display().to_string(), name);
+    }
+    text
 }
 
 /// A progress bar on stderr.
@@ -200,6 +222,11 @@ fn location(s: &StoreArgs) -> anyhow::Result<Location> {
     }
     if loc.attribute_dict.is_none() && loc.home.is_some() {
         loc.attribute_dict = Some("file:%h/dovecot-attributes".into());
+    }
+    if loc.kind == StoreFormat::Maildir {
+        // Dovecot ignores mail_attachment_dir for Maildir (it never takes attachments out
+        // of Maildir messages); so does maildump when the config sets it.
+        loc.attachment_dir = None;
     }
     if s.attachment_dir.is_some() {
         loc.attachment_dir = s.attachment_dir.clone();
@@ -341,10 +368,32 @@ fn write_output<T>(
     Ok(r)
 }
 
+/// A byte count for people: `1.5 GiB`, `320.0 KiB`, `12 bytes` (exact numbers are in the
+/// JSON events).
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 fn backup_summary(stats: &BackupStats) -> String {
+    // `bytes` is the size of all the mail the archive's state holds (a full's or an
+    // incremental's alike), not what this run stored.
     let mut s = format!(
-        "maildump: backed up {} users, {} mailboxes, {} messages ({} bytes, {} distinct bodies stored",
-        stats.users, stats.mailboxes, stats.messages, stats.bytes, stats.bodies
+        "maildump: backed up {} users, {} mailboxes, {} messages ({} of mail; {} distinct bodies stored in this archive",
+        stats.users,
+        stats.mailboxes,
+        stats.messages,
+        human(stats.bytes),
+        stats.bodies
     );
     if stats.referenced > 0 || stats.unread > 0 {
         s.push_str(&format!(
@@ -380,6 +429,13 @@ fn backup_summary(stats: &BackupStats) -> String {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Backup(a) => {
+            // (clap's `requires` does not fire for these: checked here.)
+            if a.state_dir.is_none() && (a.full_every.is_some() || a.keep_chains.is_some()) {
+                return Err(Error::Usage(
+                    "--full-every and --keep-chains work with --state-dir only (they decide what a state directory keeps)".into(),
+                )
+                .into());
+            }
             let loc = location(&a.store)?;
             let users = if a.all_users {
                 loc.discover_users()?
@@ -559,10 +615,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stats = restore::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
             if !a.quiet && a.progress != ProgressMode::Json {
                 eprintln!(
-                    "maildump: restored {} mailboxes, {} messages ({} bytes){}{}",
+                    "maildump: restored {} mailboxes, {} messages ({}){}{}",
                     stats.mailboxes,
                     stats.messages,
-                    stats.bytes,
+                    human(stats.bytes),
                     if stats.present > 0 {
                         format!("; {} already there, skipped", stats.present)
                     } else {
@@ -759,5 +815,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_PARTIAL)
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(super::human(12), "12 bytes");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(46_944_884), "44.8 MiB");
+        assert_eq!(super::human(3 << 40), "3.0 TiB");
     }
 }

@@ -140,6 +140,10 @@ impl Archive {
     /// # Errors
     /// I/O errors, an unknown major version, or a missing or damaged footer/index.
     pub fn open(path: &Path, check_digest: bool) -> Result<Self> {
+        Self::open_at(path, check_digest).map_err(|e| e.in_archive(path))
+    }
+
+    fn open_at(path: &Path, check_digest: bool) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
         let header = header_of(&file)?;
@@ -181,6 +185,10 @@ impl Archive {
     /// # Errors
     /// I/O errors, or an archive whose header frame is wrong.
     pub fn recover(path: &Path) -> Result<Self> {
+        Self::recover_at(path).map_err(|e| e.in_archive(path))
+    }
+
+    fn recover_at(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
         let header = header_of(&file)?;
