@@ -95,6 +95,50 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--all-users`: with `--config`, the users of Dovecot's userdb that have a mail store
+/// (their homes from the userdb); otherwise, or when a userdb cannot be listed (said on
+/// stderr), the users found at the home template's user position.
+fn all_users(
+    loc: &mut Location,
+    config: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Vec<String>> {
+    use maildump::store::userdb::{self, Userdb};
+    let Some(conf) = config else {
+        return Ok(loc.discover_users()?);
+    };
+    match userdb::read(conf)? {
+        Userdb::Absent => Ok(loc.discover_users()?),
+        Userdb::Unlisted(why) => {
+            if !quiet {
+                eprintln!(
+                    "maildump: note: users found by scanning the home template, not from the userdb: {why}"
+                );
+            }
+            Ok(loc.discover_users()?)
+        }
+        Userdb::Users(list) => {
+            let mut users = Vec::new();
+            let mut no_store = Vec::new();
+            for u in list {
+                match loc.existing_root_of(&u.name) {
+                    Ok(_) => users.push(u.name),
+                    Err(Error::NotFound(_)) => no_store.push(u.name),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !no_store.is_empty() && !quiet {
+                eprintln!(
+                    "maildump: note: {} users of the userdb have no mail store yet (nothing to back up): {}",
+                    no_store.len(),
+                    no_store.join(", ")
+                );
+            }
+            Ok(users)
+        }
+    }
+}
+
 /// An error and its causes, each cause once: a cause whose text the message already holds
 /// (an I/O error that names its OS error) is not repeated.
 fn error_text(e: &anyhow::Error) -> String {
@@ -236,6 +280,16 @@ fn location(s: &StoreArgs) -> anyhow::Result<Location> {
             "mail_attachment_dir (--attachment-dir) applies to sdbox and mdbox stores only".into(),
         )
         .into());
+    }
+    // Users the userdb gives a home of their own are read and written there.
+    if let Some(conf) = &s.config
+        && let maildump::store::userdb::Userdb::Users(list) = maildump::store::userdb::read(conf)?
+    {
+        for u in list {
+            if let Some(h) = u.home {
+                loc.homes.insert(u.name, h);
+            }
+        }
     }
     loc.check_templates()?;
     Ok(loc)
@@ -436,9 +490,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .into());
             }
-            let loc = location(&a.store)?;
+            let mut loc = location(&a.store)?;
             let users = if a.all_users {
-                loc.discover_users()?
+                all_users(&mut loc, a.store.config.as_deref(), a.write.quiet)?
             } else {
                 a.users.clone()
             };

@@ -17,6 +17,7 @@ pub(crate) mod stage;
 pub(crate) mod target;
 pub mod template;
 pub(crate) mod uidvalidity;
+pub mod userdb;
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;

@@ -23,5 +23,6 @@ mod planted;
 mod savedate;
 mod skips;
 mod untrusted;
+mod userdb;
 mod util;
 mod vanish;
