@@ -143,19 +143,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Name the archive `path` in an error raised while opening it: a damaged item gets
-    /// the file in front, an I/O error on the archive (raised where only the open file
-    /// was known, as `<archive>`) gets its path.
-    pub(crate) fn in_archive(self, path: &std::path::Path) -> Error {
-        match self {
-            Error::Corrupt { item, detail } => Error::Corrupt {
-                item: format!("{}: {item}", path.display()),
-                detail,
-            },
-            e => e.name_archive(path),
-        }
-    }
-
     /// Name the archive `path` in an I/O error on it raised where only the open file or
     /// the writer was known (an [`crate::ArchiveWriter`] writes to any `Write`: its
     /// caller knows the destination). Other errors are returned unchanged.
@@ -198,6 +185,25 @@ impl Error {
         Error::Corrupt {
             item: item.into(),
             detail: detail.into(),
+        }
+    }
+
+    /// The same error, naming the archive file at `path` when it is damage that does not
+    /// name it yet (several archives may be given: the message must say which), or an
+    /// I/O error on it raised where only the open file was known ([`Error::name_archive`]).
+    #[must_use]
+    pub fn in_archive(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Corrupt { item, detail } => {
+                let shown = path.display().to_string();
+                let item = if item.contains(&shown) {
+                    item
+                } else {
+                    format!("{shown}: {item}")
+                };
+                Error::Corrupt { item, detail }
+            }
+            e => e.name_archive(path),
         }
     }
 

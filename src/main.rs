@@ -38,18 +38,12 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            // maildump's errors already name their cause (`{path}: {os error}`): printed
-            // with the whole chain (`{e:#}`), the cause would appear twice.
-            match e.downcast_ref::<Error>() {
-                Some(err) => {
-                    eprintln!("maildump: error: {err}");
-                    ExitCode::from(err.kind().exit_code())
-                }
-                None => {
-                    eprintln!("maildump: error: {e:#}");
-                    ExitCode::from(3)
-                }
-            }
+            eprintln!("maildump: error: {}", cli::error_text(&e));
+            let code = e
+                .downcast_ref::<Error>()
+                .map(|e| e.kind().exit_code())
+                .unwrap_or(3);
+            ExitCode::from(code)
         }
     }
 }
@@ -64,5 +58,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => cli::inspect::verify(a),
         Command::Export(a) => cli::export::run(a),
         Command::Merge(a) => cli::merge::run(a),
+        Command::Bacula(c) => cli::bacula::run(c),
     }
 }

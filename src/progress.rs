@@ -32,6 +32,13 @@ pub enum Event {
         /// What happened, naming the item.
         message: String,
     },
+    /// Detail for troubleshooting that is neither damage nor loss (e.g. Dovecot's
+    /// disposable index cache was ignored because it belongs to an older index): it does
+    /// not change the exit code; the command line shows it with `--verbose`.
+    Debug {
+        /// What happened, naming the item.
+        message: String,
+    },
     /// A message the backup found was expunged before its bytes were read (or while its
     /// mailbox was read): it is not in the archive. Normal life of a live store, not damage:
     /// it does not change the exit code.

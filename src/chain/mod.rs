@@ -91,17 +91,55 @@ pub struct Chain {
 /// # Errors
 /// [`Error::Usage`] for anything else.
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(n) = s.parse::<i64>() {
+    parse_time_at(s, chrono::Utc::now())
+}
+
+/// [`parse_time`] with `now` for durations ("7d ago").
+///
+/// # Errors
+/// [`Error::Usage`] naming the text and the accepted forms.
+pub fn parse_time_at(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i64>() {
         return chrono::DateTime::from_timestamp(n, 0)
             .ok_or_else(|| Error::Usage(format!("time {s:?} is out of range")));
     }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| {
-            Error::Usage(format!(
-                "time {s:?}: expected RFC 3339 (2026-11-28T03:00:00Z) or Unix seconds"
-            ))
-        })
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(Utc.from_utc_datetime(&d));
+        }
+    }
+    if let Some(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(Utc.from_utc_datetime(&d));
+    }
+    let ago = t.strip_suffix("ago").map_or(t, str::trim_end);
+    if ago.ends_with(|c: char| c.is_ascii_alphabetic())
+        && let Ok(d) = crate::ops::statedir::parse_duration(ago)
+    {
+        return now
+            .checked_sub_signed(d)
+            .ok_or_else(|| Error::Usage(format!("time {s:?} is out of range")));
+    }
+    Err(Error::Usage(format!(
+        "time {s:?}: expected a date (2026-11-28), a date and time in UTC (2026-11-28 03:00, \
+         or RFC 3339 with a zone: 2026-11-28T03:00:00+01:00), Unix seconds, or a duration back \
+         from now (7d, 12h ago)"
+    )))
 }
 
 fn created_of(a: &Archive) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -514,6 +552,35 @@ impl Chain {
                 "no archive given holds its bytes (SHA-256 {})",
                 rec.message.content.sha256
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_people_write_them() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for (text, want) in [
+            ("2026-11-01", "2026-11-01T00:00:00Z"),
+            ("2026-11-01 03:04", "2026-11-01T03:04:00Z"),
+            ("2026-11-01T03:04:05", "2026-11-01T03:04:05Z"),
+            ("2026-11-01T03:04:05+01:00", "2026-11-01T02:04:05Z"),
+            ("1700000000", "2023-11-14T22:13:20Z"),
+            ("7d", "2026-11-26T10:00:00Z"),
+            ("12h ago", "2026-12-02T22:00:00Z"),
+        ] {
+            let got = parse_time_at(text, now).unwrap();
+            let got = got.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            assert_eq!(got, want, "{text}");
+        }
+        for bad in ["yesterday", "2026-13-01", "7x", ""] {
+            let e = parse_time_at(bad, now).unwrap_err().to_string();
+            assert!(e.contains("expected a date"), "{bad}: {e}");
         }
     }
 }

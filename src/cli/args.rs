@@ -60,18 +60,17 @@ pub enum Command {
     /// systems.
     #[command(after_help = EXIT_CODES)]
     Export(ExportArgs),
+    /// maildump as a Bacula/Bareos bpipe plugin command (README, "Bacula").
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Bacula(super::bacula::BaculaCommand),
 }
 
 /// Where the mail store is.
 #[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("store_from").args(["config", "location"]).required(true)))]
 pub struct StoreArgs {
     /// dovecot.conf to read mail_location, mail_attribute_dict (and mail_home) from.
-    #[arg(
-        long,
-        value_name = "DOVECOT_CONF",
-        conflicts_with = "location",
-        required_unless_present = "location"
-    )]
+    #[arg(long, value_name = "DOVECOT_CONF", conflicts_with = "location")]
     pub config: Option<PathBuf>,
     /// Mail location in Dovecot syntax, e.g. `maildir:~/Maildir` or `maildir:/srv/mail/%u:LAYOUT=fs`.
     #[arg(long, value_name = "LOCATION")]
@@ -114,6 +113,9 @@ pub struct WriteArgs {
     /// Print nothing but warnings (items skipped or damaged) and errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also print debug lines (e.g. a Dovecot index cache that was ignored).
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -121,34 +123,27 @@ pub struct WriteArgs {
 
 /// `backup` arguments.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("who").args(["users", "all_users"]).required(true)))]
+#[command(group(clap::ArgGroup::new("to").args(["output", "state_dir"]).required(true)))]
 pub struct BackupArgs {
     #[command(flatten)]
     /// Store.
     pub store: StoreArgs,
     /// User to back up (repeatable).
-    #[arg(
-        long = "user",
-        value_name = "NAME",
-        required_unless_present = "all_users"
-    )]
+    #[arg(long = "user", value_name = "NAME")]
     pub users: Vec<String>,
     /// Back up every user found at the %u position of the home (or location) template.
     #[arg(long, conflicts_with = "users")]
     pub all_users: bool,
     /// Archive to write, or `-` for stdout. A file appears only when complete.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "PATH",
-        required_unless_present = "state_dir"
-    )]
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<String>,
     /// Incremental against this archive (full or incremental); repeat for older archives
     /// of the chain, newest first. Only bytes none of them holds are stored.
     #[arg(long = "base", value_name = "ARCHIVE")]
     pub bases: Vec<PathBuf>,
-    /// Since-archive: store the bytes of message files changed after TIME (RFC 3339 or
-    /// Unix seconds) and record the complete state.
+    /// Since-archive: store the bytes of message files changed after TIME (a date, RFC
+    /// 3339, Unix seconds... as --received-since) and record the complete state.
     #[arg(long, value_name = "TIME", conflicts_with = "bases")]
     pub since: Option<String>,
     /// For cron: keep archives and their chain in DIR (first run full, then incremental
@@ -188,7 +183,8 @@ pub struct RestoreArgs {
     #[arg(required = true, value_name = "ARCHIVE")]
     pub archives: Vec<String>,
     /// Restore the state of an earlier archive of the chain: its archive id, or a time
-    /// (RFC 3339 or Unix seconds: the newest archive made at or before it).
+    /// (a date, a date and time in UTC, RFC 3339, Unix seconds or `7d` back: the newest
+    /// archive made at or before it).
     #[arg(long, value_name = "ARCHIVE_ID|TIME")]
     pub as_of: Option<String>,
     #[command(flatten)]
@@ -225,10 +221,11 @@ pub struct RestoreArgs {
     /// Only the message with this Message-ID (repeatable; with or without `<>`).
     #[arg(long = "message-id", value_name = "ID")]
     pub message_ids: Vec<String>,
-    /// Only messages received at or after TIME (RFC 3339 or Unix seconds).
+    /// Only messages received at or after TIME (`2026-11-01`, `2026-11-01 03:00` UTC, RFC
+    /// 3339, Unix seconds, or `7d` back from now).
     #[arg(long, value_name = "TIME")]
     pub received_since: Option<String>,
-    /// Only messages received before TIME (RFC 3339 or Unix seconds).
+    /// Only messages received before TIME (same forms as --received-since).
     #[arg(long, value_name = "TIME")]
     pub received_before: Option<String>,
     /// Also restore the chain's records of deleted mail; implies `--mode merge` unless a

@@ -1,22 +1,31 @@
 //! `maildump backup`: options from the command line, the archive written to `-o` or into a
 //! `--state-dir` (full or incremental as its schedule says), and the summary on stderr.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use maildump::ops::statedir::{Next, StateEntry};
 use maildump::{
-    BackupOptions, BackupStats, Error, Progress, StateDir, backup, parse_duration, parse_time,
+    BackupOptions, BackupStats, Error, Location, Progress, StateDir, backup, parse_duration,
+    parse_time,
 };
 
 use super::args::{BackupArgs, ProgressMode};
 use super::progress::progress_for;
-use super::{exit_if, location, write_output};
+use super::{exit_if, human, location, write_output};
 
 /// Run `maildump backup`.
 pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
-    let loc = location(&a.store)?;
+    // (clap's `requires` does not fire for these: checked here.)
+    if a.state_dir.is_none() && (a.full_every.is_some() || a.keep_chains.is_some()) {
+        return Err(Error::Usage(
+            "--full-every and --keep-chains work with --state-dir only (they decide what a state directory keeps)".into(),
+        )
+        .into());
+    }
+    let mut loc = location(&a.store)?;
     let users = if a.all_users {
-        loc.discover_users()?
+        all_users(&mut loc, a.store.config.as_deref(), a.write.quiet)?
     } else {
         a.users.clone()
     };
@@ -39,7 +48,7 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     opts.bases = a.bases.clone();
     opts.all_users = a.all_users;
     opts.format_minor = a.format_minor;
-    let mut progress = progress_for(a.write.progress, a.write.quiet);
+    let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
     let stats = match &a.state_dir {
         None => {
             let output = a.output.as_deref().unwrap_or("-");
@@ -122,11 +131,61 @@ fn into_state_dir(
     Ok(stats)
 }
 
+/// `--all-users`: with `--config`, the users of Dovecot's userdb that have a mail store
+/// (their homes from the userdb); otherwise, or when a userdb cannot be listed (said on
+/// stderr), the users found at the home template's user position.
+fn all_users(
+    loc: &mut Location,
+    config: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Vec<String>> {
+    use maildump::store::userdb::{self, Userdb};
+    let Some(conf) = config else {
+        return Ok(loc.discover_users()?);
+    };
+    match userdb::read(conf)? {
+        Userdb::Absent => Ok(loc.discover_users()?),
+        Userdb::Unlisted(why) => {
+            if !quiet {
+                eprintln!(
+                    "maildump: note: users found by scanning the home template, not from the userdb: {why}"
+                );
+            }
+            Ok(loc.discover_users()?)
+        }
+        Userdb::Users(list) => {
+            let mut users = Vec::new();
+            let mut no_store = Vec::new();
+            for u in list {
+                match loc.existing_root_of(&u.name) {
+                    Ok(_) => users.push(u.name),
+                    Err(Error::NotFound(_)) => no_store.push(u.name),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !no_store.is_empty() && !quiet {
+                eprintln!(
+                    "maildump: note: {} users of the userdb have no mail store yet (nothing to back up): {}",
+                    no_store.len(),
+                    no_store.join(", ")
+                );
+            }
+            Ok(users)
+        }
+    }
+}
+
 /// The one-line summary of a backup.
 pub fn summary(stats: &BackupStats) -> String {
+    // `bytes` is the size of all the mail the archive's state holds (a full's or an
+    // incremental's alike), not what this run stored.
     let mut s = format!(
-        "maildump: backed up {} users, {} mailboxes, {} messages ({} bytes, {} distinct bodies stored",
-        stats.users, stats.mailboxes, stats.messages, stats.bytes, stats.bodies
+        "maildump: backed up {} users, {} mailboxes, {} messages ({} of mail; {} distinct bodies stored in this archive",
+        stats.users,
+        stats.mailboxes,
+        stats.messages,
+        human(stats.bytes),
+        stats.bodies
     );
     if stats.referenced > 0 || stats.unread > 0 {
         s.push_str(&format!(

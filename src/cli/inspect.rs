@@ -8,7 +8,7 @@ use maildump::ops::inspect::{self, MessageKey};
 use maildump::{Chain, Error, ErrorKind, ListFilter};
 
 use super::args::{CatArgs, ListArgs, VerifyArgs};
-use super::{archive_path, chain_damaged, exit_if, open_chain, state_of, stdin_alone};
+use super::{archive_paths, chain_damaged, exit_if, open_chain, shown, state_of, stdin_once};
 
 /// Run `maildump list`.
 pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
@@ -46,15 +46,18 @@ pub fn cat(a: CatArgs) -> anyhow::Result<ExitCode> {
 
 /// Run `maildump verify`: each archive, then the references between them (a chain).
 pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    stdin_alone(&a.archives)?;
+    stdin_once(&a.archives)?;
     let mut problems = 0usize;
     let mut paths = Vec::new();
     let mut _tmps = Vec::new();
     for arg in &a.archives {
-        let (path, tmp) = archive_path(arg)?;
-        problems += verify_one(&path, a.archives.len() > 1, a.quiet)?;
-        paths.push(path);
+        let (p, tmp) = archive_paths(arg)?;
+        paths.extend(p);
         _tmps.push(tmp);
+    }
+    let several = paths.len() > 1;
+    for path in &paths {
+        problems += verify_one(path, several, a.quiet)?;
     }
     if paths.len() > 1 {
         problems += verify_chain(&paths, a.quiet)?;
@@ -71,7 +74,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn verify_one(path: &Path, prefixed: bool, quiet: bool) -> anyhow::Result<usize> {
     let rep = inspect::verify(path)?;
     let prefix = if prefixed {
-        format!("{}: ", path.display())
+        format!("{}: ", shown(path))
     } else {
         String::new()
     };

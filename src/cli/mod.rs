@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod backup;
+pub mod bacula;
 pub mod export;
 pub mod inspect;
 pub mod merge;
@@ -38,6 +39,11 @@ pub fn location(s: &StoreArgs) -> anyhow::Result<Location> {
     if loc.attribute_dict.is_none() && loc.home.is_some() {
         loc.attribute_dict = Some("file:%h/dovecot-attributes".into());
     }
+    if loc.kind == StoreFormat::Maildir {
+        // Dovecot ignores mail_attachment_dir for Maildir (it never takes attachments out
+        // of Maildir messages); so does maildump when the config sets it.
+        loc.attachment_dir = None;
+    }
     if s.attachment_dir.is_some() {
         loc.attachment_dir = s.attachment_dir.clone();
     }
@@ -47,42 +53,116 @@ pub fn location(s: &StoreArgs) -> anyhow::Result<Location> {
         )
         .into());
     }
+    // Users the userdb gives a home of their own are read and written there.
+    if let Some(conf) = &s.config
+        && let maildump::store::userdb::Userdb::Users(list) = maildump::store::userdb::read(conf)?
+    {
+        for u in list {
+            if let Some(h) = u.home {
+                loc.homes.insert(u.name, h);
+            }
+        }
+    }
     loc.check_templates()?;
     Ok(loc)
 }
 
-/// Open an archive path, spooling stdin to a temporary file for `-`.
-pub fn archive_path(arg: &str) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>)> {
-    if arg != "-" {
-        return Ok((PathBuf::from(arg), None));
+/// An error and its causes, each cause once: a cause whose text the message already holds
+/// (an I/O error that names its OS error) is not repeated. Archives spooled from stdin
+/// are named by their place in the stream.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
     }
-    let mut tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("<temporary file>", e))?;
-    io::copy(&mut io::stdin().lock(), tmp.as_file_mut()).map_err(|e| Error::io("<stdin>", e))?;
-    let path = tmp.into_temp_path();
-    Ok((path.to_path_buf(), Some(path)))
+    for (p, name) in STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        text = text.replace(&p.display().to_string(), name);
+    }
+    text
 }
 
-/// Refuse `-` (stdin) among several archives.
-pub fn stdin_alone(args: &[String]) -> anyhow::Result<()> {
-    if args.len() > 1 && args.iter().any(|a| a == "-") {
-        return Err(
-            Error::Usage("`-` (stdin) can only be used for a single archive".into()).into(),
+/// Names of the archives spooled from stdin, by their temporary path: "stdin" or "stdin
+/// (archive N of the stream)", the name messages give them.
+static STDIN_NAMES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// How messages name the archive at `path`: its path, or its place on stdin.
+pub fn shown(path: &Path) -> String {
+    let names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .iter()
+        .find(|(p, _)| p == path)
+        .map_or_else(|| path.display().to_string(), |(_, n)| n.clone())
+}
+
+/// The archive files an argument names: itself, or for `-` every archive of the stream on
+/// stdin (one, or a chain sent concatenated: `cat full.mdump inc.mdump | maildump restore -`),
+/// each spooled to `stdin.N.mdump` in a temporary directory that lives as long as the
+/// returned guard.
+pub fn archive_paths(arg: &str) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile::TempDir>)> {
+    if arg != "-" {
+        return Ok((vec![PathBuf::from(arg)], None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("maildump-stdin.")
+        .tempdir()
+        .map_err(|e| Error::io("a temporary directory for stdin ($TMPDIR)", e))?;
+    let mut paths = Vec::new();
+    let split = maildump::format::split::split(&mut io::stdin().lock(), "stdin", |i| {
+        let p = dir.path().join(format!("stdin.{}.mdump", i + 1));
+        let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+        paths.push(p);
+        Ok(io::BufWriter::with_capacity(1 << 20, f))
+    })?;
+    let mut names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (i, p) in paths.iter().enumerate() {
+        let name = if split.archives == 1 {
+            "stdin".to_string()
+        } else {
+            format!("stdin (archive {} of the stream)", i + 1)
+        };
+        names.push((p.clone(), name));
+    }
+    if split.truncated {
+        eprintln!(
+            "maildump: warning: stdin: archive {} of the stream ends without its FOOTER (truncated); what it holds is recovered by scanning",
+            split.archives
         );
+    }
+    Ok((paths, Some(dir)))
+}
+
+/// Refuse `-` (stdin) given more than once.
+pub fn stdin_once(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().filter(|a| *a == "-").count() > 1 {
+        return Err(Error::Usage("`-` (stdin) can be given only once".into()).into());
     }
     Ok(())
 }
 
-/// Open the archives of a chain (oldest first); `-` (stdin) only as the single archive.
+/// Open the archives of a chain (oldest first); `-` (stdin, at most once) stands for the
+/// archives of the stream on stdin.
 pub fn open_chain(
     args: &[String],
     require_links: bool,
-) -> anyhow::Result<(Chain, Option<tempfile::TempPath>)> {
-    stdin_alone(args)?;
+) -> anyhow::Result<(Chain, Option<tempfile::TempDir>)> {
+    stdin_once(args)?;
     let mut tmp = None;
     let mut paths = Vec::with_capacity(args.len());
     for a in args {
-        let (p, t) = archive_path(a)?;
-        paths.push(p);
+        let (p, t) = archive_paths(a)?;
+        paths.extend(p);
         if t.is_some() {
             tmp = t;
         }
@@ -91,10 +171,26 @@ pub fn open_chain(
     let chain = Chain::open(&refs, require_links)?;
     for a in &chain.archives {
         for d in &a.damage {
-            eprintln!("maildump: warning: {}: {d}", a.path().display());
+            eprintln!("maildump: warning: {}: {d}", shown(a.path()));
         }
     }
     Ok((chain, tmp))
+}
+
+/// A byte count for people: `1.5 GiB`, `320.0 KiB`, `12 bytes` (exact numbers are in the
+/// JSON events).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The archive whose state a command works on: the last, or `--as-of`.
@@ -150,4 +246,15 @@ pub fn write_output<T>(
     let r = r.map_err(|e| e.name_archive(&dest))?;
     out.finish()?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(super::human(12), "12 bytes");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(46_944_884), "44.8 MiB");
+        assert_eq!(super::human(3 << 40), "3.0 TiB");
+    }
 }

@@ -63,6 +63,9 @@ impl Progress for Bar {
             Event::Expunged { message, .. } => {
                 self.bar.suspend(|| eprintln!("maildump: note: {message}"));
             }
+            Event::Debug { message } => {
+                self.bar.suspend(|| eprintln!("maildump: debug: {message}"));
+            }
             Event::Done { .. } => self.bar.finish_and_clear(),
             Event::User { .. } => {}
         }
@@ -81,26 +84,31 @@ impl Progress for Warnings {
             Event::Expunged { message, .. } if self.notes => {
                 eprintln!("maildump: note: {message}")
             }
+            Event::Debug { message } => eprintln!("maildump: debug: {message}"),
             _ => {}
         }
     }
 }
 
-/// A progress sink that also reports a stop signal.
-struct Stoppable(Box<dyn Progress>);
+/// A progress sink that also reports a stop signal; debug events reach it only when
+/// `.1` (`--verbose`).
+struct Stoppable(Box<dyn Progress>, bool);
 
 impl Progress for Stoppable {
     fn event(&mut self, e: &Event) {
-        self.0.event(e)
+        if self.1 || !matches!(e, Event::Debug { .. }) {
+            self.0.event(e)
+        }
     }
     fn interrupted(&self) -> bool {
         stop_signal() != 0
     }
 }
 
-/// The progress display `--progress` and `--quiet` ask for, reporting stop signals.
-pub fn progress_for(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
-    Box::new(Stoppable(progress_sink(mode, quiet)))
+/// The progress display `--progress`, `--quiet` and `--verbose` ask for, reporting stop
+/// signals.
+pub fn progress_for(mode: ProgressMode, quiet: bool, verbose: bool) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet), verbose))
 }
 
 fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {

@@ -11,7 +11,7 @@ use maildump::{
 
 use super::args::{ModeArg, ProgressMode, RestoreArgs};
 use super::progress::progress_for;
-use super::{chain_damaged, exit_if, location, open_chain, state_of};
+use super::{chain_damaged, exit_if, human, location, open_chain, state_of};
 
 /// Run `maildump restore`.
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -60,14 +60,14 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut progress = progress_for(a.progress, a.quiet);
+    let mut progress = progress_for(a.progress, a.quiet, false);
     let stats = maildump::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
     if !a.quiet && a.progress != ProgressMode::Json {
         eprintln!(
-            "maildump: restored {} mailboxes, {} messages ({} bytes){}{}",
+            "maildump: restored {} mailboxes, {} messages ({}){}{}",
             stats.mailboxes,
             stats.messages,
-            stats.bytes,
+            human(stats.bytes),
             if stats.present > 0 {
                 format!("; {} already there, skipped", stats.present)
             } else {

@@ -26,6 +26,7 @@ pub mod index;
 pub mod reader;
 pub(crate) mod recover;
 pub mod spec;
+pub mod split;
 pub(crate) mod tar;
 pub(crate) mod version;
 pub mod writer;

@@ -51,6 +51,39 @@ pub struct ListEntry<'a> {
     pub archive: Option<&'a str>,
 }
 
+/// A `--user` or `--mailbox` that names nothing in `archives` (their current mailboxes,
+/// and with `gone` their deleted ones too) is an error, as it is for cat and restore.
+fn check_filter<'a>(
+    f: &ListFilter,
+    archives: impl Iterator<Item = &'a Archive> + Clone,
+    gone: bool,
+) -> Result<()> {
+    let entries = archives.flat_map(|a| {
+        a.dir
+            .mailboxes
+            .iter()
+            .chain(a.dir.gone.iter().filter(move |_| gone))
+    });
+    if let Some(u) = &f.user
+        && !entries.clone().any(|e| e.user.as_bytes() == u.as_bytes())
+    {
+        return Err(Error::NotFound(format!("user {u} is not in the archive")));
+    }
+    if let Some(m) = &f.mailbox
+        && !entries.clone().any(|e| matches(f, &e.user, &e.name))
+    {
+        let whose = f
+            .user
+            .as_deref()
+            .map(|u| format!("user {u} "))
+            .unwrap_or_default();
+        return Err(Error::NotFound(format!(
+            "{whose}mailbox {m} is not in the archive"
+        )));
+    }
+    Ok(())
+}
+
 /// Write the listing of `archive` to `out`: tab-separated text (with `;` comment lines, like
 /// `pg_restore -l`) or JSON Lines.
 ///
@@ -64,6 +97,7 @@ pub fn list(
     out: &mut dyn Write,
 ) -> Result<u64> {
     let archive = &chain.archives[at];
+    check_filter(filter, std::iter::once(archive), false)?;
     let w = |e: std::io::Error| Error::io("<stdout>", e);
     let m = archive.manifest();
     if !json {
@@ -136,6 +170,7 @@ pub fn list_deleted(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u64> {
+    check_filter(filter, chain.archives.iter(), true)?;
     let w = |e: std::io::Error| Error::io("<stdout>", e);
     if !json {
         writeln!(

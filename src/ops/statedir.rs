@@ -207,7 +207,11 @@ impl StateDir {
             let started = full
                 .and_then(|f| chrono::DateTime::parse_from_rfc3339(&f.created).ok())
                 .map(|t| t.with_timezone(&chrono::Utc));
-            if started.is_none_or(|t| now - t >= every) {
+            // A timer that fires a little early (a minute per day of the period, at most an
+            // hour) still starts the new chain: `7d` means "at the weekly run", not "7 x 86400
+            // seconds to the second".
+            let slack = (every / 1440).min(chrono::Duration::hours(1));
+            if started.is_none_or(|t| now - t >= every - slack) {
                 return Ok(Next::Full);
             }
         }
@@ -391,5 +395,29 @@ mod tests {
         assert_eq!(parse_duration("2w").unwrap().num_seconds(), 2 * 604_800);
         assert!(parse_duration("3y").is_err());
         assert!(parse_duration("d").is_err());
+    }
+
+    #[test]
+    fn full_every_tolerates_an_early_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sd = StateDir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("a-full"), b"x").unwrap();
+        sd.record(entry("a-full", "a-full")).unwrap();
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let week = Some(chrono::Duration::days(7));
+        // The full was made 2026-01-01T00:00:00Z; the weekly timer fires 30 s early.
+        assert_eq!(
+            sd.next(week, at("2026-01-07T23:59:30Z")).unwrap(),
+            Next::Full
+        );
+        // Eight minutes early is no longer "the weekly run" (slack: 7 days / 1440 = 7 min).
+        assert!(matches!(
+            sd.next(week, at("2026-01-07T23:52:00Z")).unwrap(),
+            Next::Incremental { .. }
+        ));
     }
 }

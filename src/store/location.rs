@@ -65,6 +65,9 @@ pub struct Location {
     pub attachment_dir: Option<String>,
     /// How a restore lays attachments out in `attachment_dir`.
     pub attachment_layout: AttachmentLayout,
+    /// Homes the userdb gives single users ([`crate::store::userdb`]), which take the
+    /// place of the home template for them.
+    pub homes: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Location {
@@ -133,6 +136,7 @@ impl Location {
             alt,
             attachment_dir: None,
             attachment_layout: AttachmentLayout::Dovecot23,
+            homes: std::collections::BTreeMap::new(),
         }
         .checked()
     }
@@ -272,6 +276,10 @@ impl Location {
     /// # Errors
     /// A hostile user name ([`check_user_name`]).
     pub fn home_of(&self, user: &str) -> Result<Option<PathBuf>> {
+        if let Some(h) = self.homes.get(user) {
+            check_user_name(user.as_bytes())?;
+            return Ok(Some(h.clone()));
+        }
         self.home
             .as_deref()
             .map(|h| expand_path(h, user, None))
@@ -285,7 +293,7 @@ impl Location {
     /// hostile user name ([`check_user_name`]).
     pub fn root_of(&self, user: &str) -> Result<PathBuf> {
         let needs_home = Template::parse(&self.root, Syntax::Any)?.uses_home();
-        if needs_home && self.home.is_none() {
+        if needs_home && self.home.is_none() && !self.homes.contains_key(user) {
             return Err(Error::Usage(format!(
                 "mail location {:?} uses the home directory: give --home TEMPLATE (e.g. /srv/mail/%u)",
                 self.spec
@@ -478,7 +486,7 @@ fn walk_template(
 
 /// [`Location::expand_path`] with the home directory already expanded (itself by this
 /// function): `~` at the start is the home.
-fn expand_path(template: &str, user: &str, home: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn expand_path(template: &str, user: &str, home: Option<&Path>) -> Result<PathBuf> {
     check_user_name(user.as_bytes())?;
     let t = Template::parse(template, Syntax::Any)?;
     let home_s = home.map(|h| h.to_string_lossy().into_owned());

@@ -5,6 +5,7 @@
 //! nothing of the archive format. Names that come from an archive reach the file system only
 //! through [`safe_component`], which refuses `..`, `/`, NUL and empty names.
 
+pub(crate) mod cache;
 pub mod config;
 pub mod dbox;
 pub(crate) mod dovecot;
@@ -16,6 +17,7 @@ pub(crate) mod stage;
 pub(crate) mod target;
 pub(crate) mod template;
 pub(crate) mod uidvalidity;
+pub mod userdb;
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;
@@ -108,6 +110,11 @@ pub trait StoreReader {
     /// Messages found by a scan that were expunged before their bytes were read, since
     /// the last call, each named (normal life of a live store, not damage).
     fn take_expunged(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Debug lines since the last call (e.g. Dovecot's index cache ignored, so save dates
+    /// are absent): neither damage nor loss, see [`crate::progress::Event::Debug`].
+    fn take_notes(&self) -> Vec<String> {
         Vec::new()
     }
 }

@@ -339,9 +339,10 @@ impl Stage {
     }
 
     /// Write a hand-made Dovecot index `<dir>/<base>` (e.g. `dovecot.index`) with its log
-    /// `<base>.log` holding only a header (the log first: the index names it), each
-    /// through a temporary file and a rename; a rotated log or a cache of an earlier index
-    /// is removed (their index id would not match).
+    /// `<base>.log` holding only a header and its cache `<base>.cache` when given (the log
+    /// and cache first: the index names them), each through a temporary file and a rename;
+    /// a rotated log or a cache of an earlier index is removed (their index id would not
+    /// match).
     ///
     /// # Errors
     /// A symlink in the way; I/O errors; an index that cannot be encoded (a bug) as an I/O
@@ -351,14 +352,18 @@ impl Stage {
         dir: &DirFd,
         base: &str,
         new: &crate::store::dbox::index::NewIndex,
+        cache: Option<&[u8]>,
         owner: Option<Owner>,
     ) -> Result<()> {
         use crate::store::dbox::index::{write_index, write_log_header};
         let bytes = write_index(new).map_err(|e| Error::io(dir.join(base.as_bytes()), e))?;
-        for stale in [".log.2", ".cache"] {
-            dir.remove(format!("{base}{stale}").as_bytes())?;
-        }
+        dir.remove(format!("{base}.log.2").as_bytes())?;
         let perms = Perms::new(0o600, self.ids(owner));
+        let cache_name = format!("{base}.cache");
+        match cache {
+            Some(c) => dir.write_atomic(cache_name.as_bytes(), c, perms)?,
+            None => dir.remove(cache_name.as_bytes())?,
+        }
         let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
         dir.write_atomic(format!("{base}.log").as_bytes(), &log, perms)?;
         dir.write_atomic(base.as_bytes(), &bytes, perms)

@@ -163,6 +163,33 @@ fn stdout_and_stdin_pipes() {
     let res = child.wait_with_output().unwrap();
     assert!(res.status.success());
     assert_eq!(String::from_utf8(res.stdout).unwrap().lines().count(), 3);
+    // Bytes that are not an archive, alone or after one: refused (exit 4), named as stdin
+    // and their offset in the stream, never as a temporary file.
+    for (stream, what) in [
+        (
+            b"not an archive".to_vec(),
+            "stdin offset 0: not a maildump archive".to_string(),
+        ),
+        (
+            [out.stdout.clone(), b"trailing junk".to_vec()].concat(),
+            format!("stdin offset {}: bytes after archive 1", out.stdout.len()),
+        ),
+    ] {
+        let mut child = maildump()
+            .args(["list", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&stream).unwrap();
+        let res = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(4), "{err}");
+        assert!(
+            err.contains(&what) && !err.contains("/tmp"),
+            "{what}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -775,4 +802,175 @@ fn deleted_mail_between_two_fulls_is_listed_and_readable() {
             .args(["--user", "bob", "--guid", guid]),
     );
     assert_eq!(out.stdout, bytes);
+}
+
+/// Stderr of a run that must exit with `code`.
+fn fails_with(cmd: &mut Command, code: i32) -> String {
+    String::from_utf8_lossy(&run_expect_code(cmd, code).stderr).into_owned()
+}
+
+/// The small defects issue 15 lists, each with its exact message and exit code.
+#[test]
+fn messages_name_what_is_wrong_once() {
+    let ws = Workspace::new();
+    let a = backup_fixture(&ws);
+    // An OS error is printed once, not "(os error 2): ... (os error 2)".
+    let missing = ws.join("missing.mdump");
+    let err = fails_with(maildump().arg("list").arg(&missing), 3);
+    assert_eq!(
+        err,
+        format!(
+            "maildump: error: {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    // With several archives, the damaged one is named.
+    fs::write(ws.join("junk"), b"not an archive at all, just text").unwrap();
+    let err = fails_with(maildump().arg("list").arg(&a).arg(ws.join("junk")), 4);
+    assert!(
+        err.contains(&format!("{}: ", ws.join("junk").display())),
+        "{err}"
+    );
+    // list of a user or mailbox the archive does not hold: exit 8, as cat and restore.
+    let err = fails_with(maildump().arg("list").arg(&a).args(["--user", "nosuch"]), 8);
+    assert_eq!(
+        err,
+        "maildump: error: not found: user nosuch is not in the archive\n"
+    );
+    let err = fails_with(
+        maildump()
+            .arg("list")
+            .arg(&a)
+            .args(["--user", "alice", "--mailbox", "NoSuchBox"]),
+        8,
+    );
+    assert!(
+        err.contains("user alice mailbox NoSuchBox is not in the archive"),
+        "{err}"
+    );
+    let err = fails_with(
+        maildump()
+            .arg("list")
+            .arg(&a)
+            .args(["--deleted", "--user", "x"]),
+        8,
+    );
+    assert!(err.contains("user x is not in the archive"), "{err}");
+    // backup without arguments names each choice, not one arbitrary option of each.
+    let err = fails_with(maildump().arg("backup"), 2);
+    for want in [
+        "<--config <DOVECOT_CONF>|--location <LOCATION>>",
+        "<--user <NAME>|--all-users>",
+        "<--output <PATH>|--state-dir <DIR>>",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // --full-every and --keep-chains mean nothing without --state-dir.
+    for opt in [["--full-every", "7d"], ["--keep-chains", "2"]] {
+        let err = fails_with(
+            maildump()
+                .args([
+                    "backup",
+                    "--location",
+                    "maildir:~/M",
+                    "--all-users",
+                    "-o",
+                    "-",
+                ])
+                .args(opt),
+            2,
+        );
+        assert!(err.contains("--state-dir"), "{opt:?}: {err}");
+    }
+}
+
+/// Dates as people write them (README's own `--received-since 2026-11-01`), and a
+/// duration back from now.
+#[test]
+fn dates_as_people_write_them() {
+    let ws = Workspace::new();
+    let a = backup_fixture(&ws);
+    let home = format!("{}/%u", ws.join("r").display());
+    let restore = |since: &str| {
+        let mut cmd = maildump();
+        cmd.arg("restore")
+            .arg(&a)
+            .args([
+                "--location",
+                "maildir:~/Maildir",
+                "--home",
+                &home,
+                "--dry-run",
+            ])
+            .args(["--received-since", since]);
+        cmd
+    };
+    // The fixture's mail was received in 2020: nothing after 2026-11-01 or a day back
+    // from now (exit 8, nothing selected: the date was understood), all of it after 2000.
+    for since in ["2026-11-01", "1d", "2026-11-01T00:00"] {
+        let err = fails_with(&mut restore(since), 8);
+        assert!(err.contains("nothing to restore"), "{since}: {err}");
+    }
+    run_ok(&mut restore("2000-01-01 00:00"));
+    let err = fails_with(
+        maildump()
+            .arg("restore")
+            .arg(&a)
+            .args(["--location", "maildir:~/Maildir", "--home", &home])
+            .args(["--received-since", "last tuesday"]),
+        2,
+    );
+    assert!(
+        err.contains("\"last tuesday\": expected a date (2026-11-28)"),
+        "{err}"
+    );
+}
+
+/// A Maildir config that also sets `mail_attachment_dir` (Dovecot accepts it and ignores
+/// it for Maildir): maildump does the same, and the backup holds every message.
+#[test]
+fn attachment_dir_in_a_maildir_config_is_ignored_as_dovecot_does() {
+    let ws = Workspace::new();
+    let att = ws.join("attachments");
+    let dc = crate::dovecot::Dovecot::with_extra(
+        &ws.join("dc"),
+        "maildir:~/Maildir",
+        &[&format!("mail_attachment_dir = {}", att.display())],
+    );
+    dc.build_small_store("bob");
+    let a = ws.join("m.mdump");
+    run_ok(
+        maildump()
+            .args(["backup", "--config"])
+            .arg(&dc.conf)
+            .args([
+                "--home",
+                &dc.home_template(),
+                "--user",
+                "bob",
+                "--quiet",
+                "-o",
+            ])
+            .arg(&a),
+    );
+    let out = run_ok(maildump().arg("list").arg(&a));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.lines().any(|l| l.starts_with("bob\t")), "{listed}");
+    // Asked for explicitly with a Maildir location, it is still a mistake (exit 2).
+    let err = fails_with(
+        maildump()
+            .args([
+                "backup",
+                "--location",
+                "maildir:~/Maildir",
+                "--attachment-dir",
+            ])
+            .arg(&att)
+            .args(["--home", &dc.home_template(), "--user", "bob", "-o", "-"]),
+        2,
+    );
+    assert!(
+        err.contains("applies to sdbox and mdbox stores only"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 // with Dovecot); split into helpers, the scenario would no longer be visible in one place.
 #![allow(clippy::too_many_lines)]
 
+mod bacula;
 mod cli;
 mod corrupt;
 mod d24;
@@ -22,8 +23,10 @@ mod leftovers;
 mod live_backup;
 mod live_restore;
 mod planted;
+mod savedate;
 mod skips;
 mod ui;
 mod untrusted;
+mod userdb;
 mod util;
 mod vanish;

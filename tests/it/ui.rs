@@ -74,7 +74,8 @@ fn error_messages_are_as_snapshotted() {
         ("missing_archive", &["list", "nosuch.mdump"]),
         ("not_an_archive", &["list", "garbage.mdump"]),
         ("verify_not_an_archive", &["verify", "garbage.mdump"]),
-        ("stdin_among_several", &["list", "-", "fixture.mdump"]),
+        ("stdin_given_twice", &["list", "-", "-"]),
+        ("stdin_empty", &["list", "-"]),
         (
             "cat_without_key",
             &[

@@ -11,7 +11,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=mailstore.sh
 . "$here/mailstore.sh"
 BAC=$here/bacula.sh
-PROTO=$here/proto/maildump-bacula.sh
 selftest_begin bacula
 B=$W/bacula
 cleanup() { "$BAC" cleanup "$B" || true; rm -rf -- "${W:?}"; }
@@ -23,8 +22,8 @@ M=$W/mail
 CONF=$W/dovecot.conf
 OPTS="--config $CONF --home $M/%%u --all-users"
 "$BAC" setup "$B"
-# A FileSet NAME with the PLUGIN lines and a Job NAME whose client RunScript After runs the
-# prototype's `finish` on STATE: it commits the job's state, or fails the job (status E).
+# A FileSet NAME with the PLUGIN lines and a Job NAME whose client RunScript After runs
+# `maildump bacula finish` on STATE: it commits the job's state, or fails the job (status E).
 mail_job() { # NAME STATE PLUGIN...
   local name=$1 state=$2 plugin
   shift 2
@@ -45,19 +44,21 @@ Job {
     RunsWhen = After
     RunsOnClient = yes
     FailJobOnError = yes
-    Command = "$PROTO $MAILDUMP finish $state %i"
+    Command = "$MAILDUMP bacula finish --job %i --state-dir $state"
   }
 }
 CONF
 }
+# The restores are compared exactly with what doveadm showed at backup time, so they keep
+# UIDNEXT as it was (--uid-margin 0; by default a restore raises it by 100000, README).
 # "|": the director runs /bin/echo and uses its output lines as plugin strings, with %i
 # (JobId) and %l (the level, after any upgrade to Full) substituted; %% keeps a %.
 {
   mail_job Mail "$W/state" \
-    "|/bin/echo bpipe:/@maildump/mail.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state %i %l $OPTS:$PROTO $MAILDUMP receive $W/spool %i" \
-    "|/bin/echo bpipe:/@maildump/restore:/bin/true:$PROTO $MAILDUMP restore $W/spool %i --config $CONF %%w"
+    "|/bin/echo bpipe:/@maildump/mail.%i.%l.mdump:$MAILDUMP bacula backup --job %i --level %l --state-dir $W/state $OPTS:$MAILDUMP bacula receive --job %i --spool $W/spool" \
+    "|/bin/echo bpipe:/@maildump/restore:/bin/true:$MAILDUMP bacula restore --job %i --spool $W/spool --config $CONF --uid-margin 0 -- %%w"
   mail_job MailBroken "$W/state-broken" \
-    "|/bin/echo bpipe:/@maildump/broken.%i.%l.mdump:$PROTO $MAILDUMP backup $W/state-broken %i %l --config $W/missing.conf --all-users:/bin/true"
+    "|/bin/echo bpipe:/@maildump/broken.%i.%l.mdump:$MAILDUMP bacula backup --job %i --level %l --state-dir $W/state-broken --config $W/missing.conf --all-users:/bin/true"
 } | "$BAC" add-conf "$B"
 t=$(now); "$BAC" start "$B"; echo "time start: $(since "$t") s"
 
@@ -78,6 +79,12 @@ mailstore_deliver "$W" "$M" bob Archive "after the first incremental"
 job Differential s2
 mailstore_deliver "$W" "$M" alice Work/Sub "after the differential"
 job Incremental s3
+# The agent's state keeps what later jobs are based on (the newest Full, the newest job);
+# tests/it/bacula.rs checks that their message frames are punched out.
+kept=$(cd "$W/state/committed" && echo *)
+[ "$kept" = "$(cat "$W/s0.jobid").json $(cat "$W/s0.jobid").mdump $(cat "$W/s3.jobid").json $(cat "$W/s3.jobid").mdump" ] ||
+  fail "state keeps $kept, expected the Full's and the last job's"
+echo "ok   the state keeps the Full's and the last job's index"
 levels=$("$BAC" sql "$B" "select group_concat(Level, '') from (select Level from Job where Name='Mail' order by JobId)")
 [ "$levels" = FIDI ] || fail "job levels $levels, expected FIDI"
 

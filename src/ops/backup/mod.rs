@@ -734,6 +734,9 @@ fn scan_mailboxes(
         for text in reader.take_expunged() {
             expunged(stats, progress, user, &h.name, text);
         }
+        for message in reader.take_notes() {
+            progress.event(&Event::Debug { message });
+        }
     }
     Ok(scan)
 }

@@ -292,6 +292,7 @@ pub fn location(root: &Section, conf: &std::path::Path) -> Result<Location> {
         alt,
         attachment_dir,
         attachment_layout: AttachmentLayout::Dovecot24,
+        homes: std::collections::BTreeMap::new(),
     }
     .checked()
 }

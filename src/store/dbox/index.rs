@@ -115,6 +115,9 @@ pub struct Ext {
     pub record_size: u16,
     /// Alignment of the per-record data.
     pub record_align: u16,
+    /// Reset id: for the `cache` extension, the `file_seq` of the cache file its
+    /// record offsets point into.
+    pub reset_id: u32,
 }
 
 /// One message record.
@@ -187,6 +190,8 @@ pub struct NewExt {
     /// Per-record alignment (1, 2, 4 or 8 when `record_size > 0`; `record_size` must be a
     /// multiple of it). Ignored when `record_size` is 0.
     pub record_align: u16,
+    /// Reset id (the `cache` extension: the cache file's `file_seq`; 0 otherwise).
+    pub reset_id: u32,
 }
 
 /// One record to write.
@@ -1383,6 +1388,7 @@ impl State {
                     record_offset: x.record_offset,
                     record_size: x.record_size,
                     record_align: x.record_align,
+                    reset_id: x.reset_id,
                 })
                 .collect(),
             keywords: self.keywords,
@@ -1736,7 +1742,7 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
             return Err(bad(F, format!("invalid or duplicate keyword {i}")));
         }
     }
-    let mut exts: Vec<(String, Vec<u8>, u16, u16)> = Vec::new();
+    let mut exts: Vec<(String, Vec<u8>, u16, u16, u32)> = Vec::new();
     for (i, x) in new.exts.iter().enumerate() {
         if x.name.is_empty()
             || x.name.len() > usize::from(u16::MAX)
@@ -1765,13 +1771,19 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
                 ),
             ));
         }
-        exts.push((x.name.clone(), x.hdr.clone(), x.record_size, align));
+        exts.push((
+            x.name.clone(),
+            x.hdr.clone(),
+            x.record_size,
+            align,
+            x.reset_id,
+        ));
     }
     let modseq_ext = new.highest_modseq.map(|h| {
         let mut hdr = h.to_le_bytes().to_vec();
         hdr.extend_from_slice(&LOG_FILE_SEQ.to_le_bytes());
         hdr.extend_from_slice(&(LOG_HEADER_SIZE as u32).to_le_bytes());
-        exts.push((EXT_MODSEQ.to_string(), hdr, 8, 8));
+        exts.push((EXT_MODSEQ.to_string(), hdr, 8, 8, 0));
         (exts.len() - 1, h)
     });
     let kw_size = new.keywords.len().div_ceil(8);
@@ -1782,6 +1794,7 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
             keywords_hdr(&new.keywords),
             size,
             1,
+            0,
         ));
     }
     let items: Vec<(u16, u16)> = exts.iter().map(|x| (x.2, x.3)).collect();
@@ -1791,10 +1804,10 @@ pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
 
     // header
     let mut out = vec![0u8; BASE_HEADER_SIZE];
-    for (i, (name, hdr, size, align)) in exts.iter().enumerate() {
+    for (i, (name, hdr, size, align, reset_id)) in exts.iter().enumerate() {
         let start = out.len();
         out.extend_from_slice(&(hdr.len() as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes()); // reset_id
+        out.extend_from_slice(&reset_id.to_le_bytes());
         out.extend_from_slice(&offs.get(i).copied().unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&size.to_le_bytes());
         out.extend_from_slice(&align.to_le_bytes());
@@ -2112,18 +2125,21 @@ mod tests {
                     hdr,
                     record_size: 0,
                     record_align: 0,
+                    reset_id: 0,
                 },
                 NewExt {
                     name: "mdbox".into(),
                     hdr: vec![],
                     record_size: 8,
                     record_align: 4,
+                    reset_id: 0,
                 },
                 NewExt {
                     name: "ref".into(),
                     hdr: vec![1, 2, 3],
                     record_size: 2,
                     record_align: 2,
+                    reset_id: 0,
                 },
             ],
             keywords: (0..9).map(|i| format!("k{i}").into_bytes()).collect(),

@@ -58,6 +58,8 @@ pub struct DboxReader {
     user: String,
     warnings: RefCell<Vec<String>>,
     expunged: RefCell<Vec<String>>,
+    /// Debug lines for [`StoreReader::take_notes`].
+    notes: RefCell<Vec<String>>,
     /// The mail file read last (an mdbox `m.N` holds many messages in a row): open once,
     /// its header parsed once.
     last_file: RefCell<Option<std::rc::Rc<OpenMailFile>>>,
@@ -167,6 +169,7 @@ impl DboxReader {
             user: user.to_string(),
             warnings: RefCell::new(Vec::new()),
             expunged: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
             last_file: RefCell::new(None),
         })
     }
@@ -725,6 +728,18 @@ impl StoreReader for DboxReader {
             }
         }
         self.scanned.borrow_mut().insert(mb.dir.clone(), seen);
+        if !self.is_mdbox() {
+            // sdbox keeps save dates only in the index cache.
+            match crate::store::cache::save_dates(&dir, &idx) {
+                Ok(dates) => crate::store::cache::set_saved(&mut msgs, &dates),
+                Err(u) => u.report(
+                    &format!("user {} mailbox {}", self.user, mb.name),
+                    &dir,
+                    &mut self.notes.borrow_mut(),
+                    &mut self.warnings.borrow_mut(),
+                ),
+            }
+        }
         let meta = MailboxMeta {
             name: mb.name.clone(),
             guid,
@@ -850,6 +865,10 @@ impl StoreReader for DboxReader {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.borrow_mut())
     }
 
     fn take_expunged(&self) -> Vec<String> {

@@ -526,6 +526,7 @@ impl DboxWriter {
             hdr,
             record_size: 0,
             record_align: 0,
+            reset_id: 0,
         }];
         if mdbox {
             exts.push(NewExt {
@@ -533,12 +534,14 @@ impl DboxWriter {
                 hdr: Vec::new(),
                 record_size: 8,
                 record_align: 4,
+                reset_id: 0,
             });
             exts.push(NewExt {
                 name: "guid".into(),
                 hdr: Vec::new(),
                 record_size: 16,
                 record_align: 1,
+                reset_id: 0,
             });
         }
         NewIndex {
@@ -620,9 +623,15 @@ impl StoreWriter for DboxWriter {
             meta.uidvalidity
         };
         let next_uid = meta.uidnext.max(last_uid.saturating_add(1)).max(1);
-        let new = self.mailbox_index(meta, records, (uidvalidity, next_uid), &guid);
+        let mut new = self.mailbox_index(meta, records, (uidvalidity, next_uid), &guid);
+        // sdbox keeps save dates only in Dovecot's index cache (mdbox: in its records).
+        let cache = if self.kind == StoreFormat::Mdbox {
+            None
+        } else {
+            crate::store::cache::attach(&mut new, &crate::store::cache::saved_of(messages))
+        };
         self.st
-            .write_index_files(&mails, "dovecot.index", &new, dir_owner)?;
+            .write_index_files(&mails, "dovecot.index", &new, cache.as_deref(), dir_owner)?;
         mails.sync()?;
         if let Some(name) = &aside {
             self.st.publish((&root, name), &root, &comps, dir_owner)?;
@@ -673,12 +682,14 @@ impl StoreWriter for DboxWriter {
                         hdr,
                         record_size: 12,
                         record_align: 4,
+                        reset_id: 0,
                     },
                     NewExt {
                         name: "ref".into(),
                         hdr: Vec::new(),
                         record_size: 2,
                         record_align: 2,
+                        reset_id: 0,
                     },
                 ],
                 keywords: Vec::new(),
@@ -687,7 +698,7 @@ impl StoreWriter for DboxWriter {
             };
             let owner = Some(md.storage.stat()?.owner());
             self.st
-                .write_index_files(&md.storage, "dovecot.map.index", &new, owner)?;
+                .write_index_files(&md.storage, "dovecot.map.index", &new, None, owner)?;
             md.storage.sync()?;
         }
         self.st.commit()

@@ -29,7 +29,8 @@ fn letters_full(table: &[Name]) -> bool {
 /// message's keywords) and modseqs. A message the index does not know yet, or knows with
 /// other flags or letter keywords than its file name, is one Dovecot's next sync changes:
 /// it gets the index's highest modseq + 1, as that sync would give it. An index of
-/// another UIDVALIDITY (Dovecot would reset it) is ignored.
+/// another UIDVALIDITY (Dovecot would reset it) is ignored. Save dates come from the
+/// index cache ([`crate::store::cache`]); why a cache gave none goes to `unused`.
 ///
 /// # Errors
 /// The damaged index file, as text for a warning; nothing is changed then.
@@ -37,6 +38,7 @@ pub(super) fn complete(
     dir: &Path,
     meta: &mut MailboxMeta,
     msgs: &mut [MessageMeta],
+    unused: &mut Option<crate::store::cache::Unused>,
 ) -> Result<(), String> {
     let idx = match crate::store::dbox::read_index(dir, "dovecot.index") {
         Ok(Some(i)) => i,
@@ -45,6 +47,10 @@ pub(super) fn complete(
     };
     if idx.uid_validity != meta.uidvalidity && meta.uidvalidity != 0 && idx.uid_validity != 0 {
         return Ok(());
+    }
+    match crate::store::cache::save_dates(dir, &idx) {
+        Ok(dates) => crate::store::cache::set_saved(msgs, &dates),
+        Err(e) => *unused = Some(e),
     }
     let full = letters_full(&meta.keywords);
     if full {
@@ -129,7 +135,8 @@ pub(super) fn table_for(meta: &MailboxMeta, messages: &[MessageMeta]) -> Vec<Nam
 /// The `dovecot.index` a restore writes beside a Maildir mailbox's uidlist, when the
 /// mailbox has something only the index can hold (a keyword without a letter in `table`,
 /// modseqs): every message with its flags (as its file name has them) and all its
-/// keywords, the keywords in table order (letters first), and the modseqs. `None` when the
+/// keywords, the keywords in table order (letters first), and the modseqs; and when a
+/// message has a save date, the index is written for its cache too. `None` when the
 /// index would hold nothing the uidlist and file names do not.
 pub(super) fn index_for(
     table: &[Name],
@@ -143,7 +150,8 @@ pub(super) fn index_for(
     let letterless = messages
         .iter()
         .any(|m| m.keywords.iter().any(|k| !lettered.contains(k)));
-    if !letterless && highest_modseq.is_none() {
+    let saved = messages.iter().any(|m| m.saved.is_some());
+    if !letterless && highest_modseq.is_none() && !saved {
         return None;
     }
     let mut records: Vec<NewRecord> = messages

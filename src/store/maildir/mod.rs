@@ -45,6 +45,8 @@ pub struct MaildirReader {
     /// backup's warnings.
     warnings: RefCell<Vec<String>>,
     expunged: RefCell<Vec<String>>,
+    /// Debug lines for [`StoreReader::take_notes`].
+    notes: RefCell<Vec<String>>,
     user: String,
 }
 
@@ -115,6 +117,7 @@ impl MaildirReader {
             open: RefCell::new(None),
             warnings: RefCell::new(Vec::new()),
             expunged: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
             user: user.to_string(),
         })
     }
@@ -336,7 +339,17 @@ impl StoreReader for MaildirReader {
             owner: Some(md.owner()),
             uidlist_header_ext: header_ext.into_iter().map(Name::from_bytes).collect(),
         };
-        if let Err(e) = index::complete(&mb.dir, &mut meta, &mut msgs) {
+        let mut unused = None;
+        let done = index::complete(&mb.dir, &mut meta, &mut msgs, &mut unused);
+        if let Some(u) = unused {
+            u.report(
+                &format!("user {} mailbox {}", self.user, mb.name),
+                &mb.dir,
+                &mut self.notes.borrow_mut(),
+                &mut self.warnings.borrow_mut(),
+            );
+        }
+        if let Err(e) = done {
             self.warnings.borrow_mut().push(format!(
                 "user {} mailbox {}: Dovecot's index is damaged, so keywords beyond the 26 of dovecot-keywords and MODSEQs are not in the backup: {e}",
                 self.user, mb.name
@@ -434,6 +447,10 @@ impl StoreReader for MaildirReader {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.borrow_mut())
     }
 
     fn take_expunged(&self) -> Vec<String> {

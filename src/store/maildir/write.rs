@@ -437,15 +437,22 @@ impl StoreWriter for MaildirWriter {
         w.dir
             .write_atomic(b"dovecot-uidlist", &uidlist::render(&ul), private)?;
         // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
-        if let Some(ix) = super::index::index_for(
+        if let Some(mut ix) = super::index::index_for(
             &table,
             meta.highest_modseq,
             &written_msgs,
             ul.uidvalidity,
             ul.next_uid,
         ) {
-            self.st
-                .write_index_files(&w.dir, "dovecot.index", &ix, meta.owner)?;
+            let saved = crate::store::cache::saved_of(messages);
+            let cache = crate::store::cache::attach(&mut ix, &saved);
+            self.st.write_index_files(
+                &w.dir,
+                "dovecot.index",
+                &ix,
+                cache.as_deref(),
+                meta.owner,
+            )?;
         }
         w.dir.sync()?;
         if let Some((tmpdir, name)) = &w.aside {
