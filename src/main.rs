@@ -139,6 +139,26 @@ fn all_users(
     }
 }
 
+/// Write the man page of `cmd` (named `name`) and of each of its subcommands into `dir`;
+/// how many.
+fn write_man(cmd: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<usize> {
+    let path = dir.join(format!("{name}.1"));
+    let page = cmd
+        .clone()
+        .display_name(name.to_string())
+        .bin_name(name.replace('-', " "));
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, out).map_err(|e| Error::io(&path, e))?;
+    let mut n = 1;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        n += write_man(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(n)
+}
+
 /// An error and its causes, each cause once: a cause whose text the message already holds
 /// (an I/O error that names its OS error) is not repeated.
 fn error_text(e: &anyhow::Error) -> String {
@@ -809,6 +829,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bacula(c) => bacula::run(c),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "maildump", &mut io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let n = write_man(&cmd, "maildump", &dir)?;
+            eprintln!("maildump: wrote {n} man pages to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;
             let at = state_of(&chain, a.as_of.as_deref())?;
