@@ -59,5 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => cli::export::run(a),
         Command::Merge(a) => cli::merge::run(a),
         Command::Bacula(c) => cli::bacula::run(c),
+        Command::Completions { shell } => cli::docs::completions(shell),
+        Command::Man { dir } => cli::docs::man(&dir),
     }
 }

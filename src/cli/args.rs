@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "\
+/// The exit-code table every `--help` ends with.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0  success (a backup also when messages were expunged while it ran: each is
      named on stderr and in the summary, and is not in the archive)
@@ -23,7 +26,18 @@ Exit codes:
   9  an item of the store is beyond a limit of the archive format (named)
   70 internal error: a bug in maildump (please report it)
   SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
-     files, hidden build directories) and dies by the signal (shell: 130, 143)";
+     files, hidden build directories) and dies by the signal (shell: 130, 143)"
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
+/// `Examples:` followed by `$text`, then the exit codes.
+macro_rules! examples {
+    ($text:literal) => {
+        concat!("Examples:\n", $text, "\n\n", exit_codes!())
+    };
+}
 
 /// Backup and exact restore of Dovecot mail stores.
 #[derive(Parser, Debug)]
@@ -38,31 +52,68 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Back up users' mail into one archive (a file, or stdout with `-o -`).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump backup --config /etc/dovecot/dovecot.conf --all-users -o /backup/mail.mdump
+  maildump backup --location 'maildir:~/Maildir' --home '/srv/mail/%u' --user alice -o - > alice.mdump
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --base /backup/mail.mdump -o /backup/inc1.mdump
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --full-every 7d --keep-chains 4 --quiet"))]
     Backup(BackupArgs),
     /// Restore mail from an archive or a chain: into new mailboxes (exact), into live ones
     /// (merge), or beside them (side-folder).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --home '/srv/restore/%u' --dry-run
+  maildump restore full.mdump inc1.mdump --config /etc/dovecot/dovecot.conf --user alice --mailbox INBOX --mode merge
+  maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --user alice --to-user alice-old
+  cat full.mdump inc1.mdump | maildump restore - --location 'maildir:~/Maildir' --home '/tmp/r/%u'"))]
     Restore(RestoreArgs),
     /// List the messages in an archive, one per line.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump list mail.mdump --user alice --mailbox INBOX
+  maildump list full.mdump inc1.mdump --deleted --json
+  maildump list mail.mdump --user alice > restore.list   # edit, then restore --restore-list"))]
     List(ListArgs),
     /// Write one message, byte-exact, to stdout.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump cat mail.mdump --user alice --mailbox INBOX --uid 4711 > m.eml
+  maildump cat full.mdump inc1.mdump --user alice --guid 1795868817.M139148P6938.vm"))]
     Cat(CatArgs),
     /// Read the whole archive and recheck every checksum; name each damaged item.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump verify /backup/mail.mdump
+  maildump verify full.mdump inc1.mdump inc2.mdump     # each archive, and the links between them
+  cat full.mdump inc1.mdump | maildump verify -"))]
     Verify(VerifyArgs),
     /// Build one full archive from a chain (full + incrementals), without the mail store.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump merge full.mdump inc1.mdump inc2.mdump -o synthetic-full.mdump
+  maildump merge full.mdump inc1.mdump --keep-deleted 30d -o full2.mdump"))]
     Merge(MergeArgs),
     /// Write one user's mail as mbox, .eml files or a plain Maildir, for people and other
     /// systems.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = examples!("  maildump export mail.mdump --user alice --mailbox INBOX --format mbox -o inbox.mbox
+  maildump export mail.mdump --user alice --format eml -o /tmp/alice-eml
+  maildump export mail.mdump --user alice --format maildir -o /tmp/alice-Maildir"))]
     Export(ExportArgs),
     /// maildump as a Bacula/Bareos bpipe plugin command (README, "Bacula").
-    #[command(subcommand, after_help = EXIT_CODES)]
+    #[command(subcommand, after_help = examples!("  (as bpipe commands in a FileSet; README \"Bacula\")
+  maildump bacula backup --job %i --level %l --state-dir /var/lib/maildump/bacula --config /etc/dovecot/dovecot.conf --all-users
+  maildump bacula finish --job %i --state-dir /var/lib/maildump/bacula"))]
     Bacula(super::bacula::BaculaCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "\
+Examples:
+  maildump completions bash > /etc/bash_completion.d/maildump
+  maildump completions zsh > /usr/local/share/zsh/site-functions/_maildump
+  maildump completions fish > ~/.config/fish/completions/maildump.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (maildump.1, maildump-backup.1, ...) into DIR.
+    #[command(after_help = "\
+Examples:
+  maildump man /usr/local/share/man/man1 && mandb -q
+  maildump man /tmp/m && man -l /tmp/m/maildump-restore.1")]
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Where the mail store is.

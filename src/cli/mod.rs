@@ -5,6 +5,7 @@
 pub mod args;
 pub mod backup;
 pub mod bacula;
+pub mod docs;
 pub mod export;
 pub mod inspect;
 pub mod merge;

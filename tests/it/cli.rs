@@ -282,7 +282,70 @@ fn help_documents_exit_codes() {
             "{sub}: {text}"
         );
     }
-    // Every --help is snapshotted whole in `ui::every_help_is_as_snapshotted`.
+    // Every --help is snapshotted whole in `every_help_is_as_documented`.
+}
+
+/// Every command's `--help`, as users read it: each with examples and the exit codes.
+#[test]
+fn every_help_is_as_documented() {
+    for sub in [
+        "",
+        "backup",
+        "restore",
+        "list",
+        "cat",
+        "verify",
+        "merge",
+        "export",
+        "bacula",
+        "bacula backup",
+        "bacula finish",
+        "bacula receive",
+        "bacula restore",
+        "completions",
+        "man",
+    ] {
+        let out = run_ok(maildump().args(sub.split_whitespace()).arg("--help"));
+        let text = String::from_utf8(out.stdout).unwrap();
+        if !sub.is_empty() && !sub.starts_with("bacula ") {
+            assert!(text.contains("Examples:\n"), "{sub}: {text}");
+        }
+        let name =
+            format!("help_{}", if sub.is_empty() { "maildump" } else { sub }).replace(' ', "_");
+        insta::assert_snapshot!(name, text);
+    }
+}
+
+/// Shell completions and man pages come from the same definitions.
+#[test]
+fn completions_and_man_pages() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_ok(maildump().args(["completions", shell]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("maildump")
+                && text.contains("restore")
+                && text.contains("--received-since"),
+            "{shell}"
+        );
+    }
+    let ws = Workspace::new();
+    let dir = ws.join("man1");
+    run_ok(maildump().arg("man").arg(&dir));
+    for page in [
+        "maildump.1",
+        "maildump-backup.1",
+        "maildump-restore.1",
+        "maildump-bacula-backup.1",
+    ] {
+        let text = fs::read_to_string(dir.join(page)).unwrap();
+        assert!(
+            text.contains(".TH ") && text.contains(".SH NAME"),
+            "{page}: {text}"
+        );
+    }
+    let restore = fs::read_to_string(dir.join("maildump-restore.1")).unwrap();
+    assert!(restore.contains("\\-\\-received\\-since"), "{restore}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! What a user sees, snapshotted (insta): every `--help`, `list` and `verify` of the format
-//! vectors, and the error messages of common mistakes with their exit codes. A change to
+//! What a user sees, snapshotted (insta): `list` and `verify` of the format vectors, and
+//! the error messages of common mistakes with their exit codes (every `--help` is in
+//! `cli::every_help_is_as_documented`). A change to
 //! any of them shows up as a snapshot diff to review (`cargo insta review`, or
 //! `INSTA_UPDATE=always cargo test --test it ui::` then read the `.snap` diff).
 
@@ -22,21 +23,6 @@ fn shown(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-#[test]
-fn every_help_is_as_snapshotted() {
-    let subs = [
-        "", "backup", "restore", "list", "cat", "verify", "export", "merge",
-    ];
-    for sub in subs {
-        let args: Vec<&str> = [sub, "--help"]
-            .into_iter()
-            .filter(|a| !a.is_empty())
-            .collect();
-        let name = if sub.is_empty() { "main" } else { sub };
-        insta::assert_snapshot!(format!("help_{name}"), shown(&repo(), &args));
-    }
 }
 
 #[test]
