@@ -662,4 +662,91 @@ mod tests {
             data
         );
     }
+
+    fn vector(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("format-spec/vectors/v1/{name}.mdump"))
+    }
+
+    /// A copy of a vector in a temporary directory, to damage.
+    fn copy_of(name: &str) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(vector(name)).unwrap();
+        let path = dir.path().join("a.mdump");
+        std::fs::write(&path, &bytes).unwrap();
+        (dir, path, bytes)
+    }
+
+    #[test]
+    fn the_index_gives_catalogs_and_bytes_that_match_their_hashes() {
+        let a = Archive::open(&vector("fixture"), true).unwrap();
+        assert!(a.damage.is_empty(), "{:?}", a.damage);
+        assert_eq!(a.dir.mailboxes.len(), 7);
+        let mut cursor = FrameCursor::new();
+        let mut n = 0;
+        for i in 0..a.dir.mailboxes.len() {
+            let cat = a.catalog(i).unwrap();
+            assert_eq!(cat.mailbox.name, a.dir.mailboxes[i].name);
+            for r in cat.messages.iter().filter(|r| !r.is_external()) {
+                let (sha, size) = r.stored_content();
+                let mut out = Vec::new();
+                let loc = r.loc.unwrap();
+                a.copy_content(&mut cursor, loc, size, sha, "t", &mut out)
+                    .unwrap();
+                assert_eq!(out.len() as u64, size);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 12);
+        // A size the member does not hold is refused, naming the item.
+        let cat = a.catalog(0).unwrap();
+        let r = &cat.messages[0];
+        let (sha, size) = r.stored_content();
+        let e = a
+            .copy_content(
+                &mut cursor,
+                r.loc.unwrap(),
+                size + 1,
+                sha,
+                "the item",
+                &mut Vec::new(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("the item"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_archive_is_named_and_recovered_by_scanning() {
+        let (_dir, path, bytes) = copy_of("fixture");
+        let cut = bytes.len() - 100;
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let Err(e) = Archive::open(&path, true) else {
+            panic!("a truncated archive opened")
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive);
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        let a = Archive::open_or_recover(&path).unwrap();
+        assert!(a.damage[0].starts_with("index unusable"), "{:?}", a.damage);
+        // The data frames are intact: every mailbox and message is found again.
+        assert_eq!(a.dir.mailboxes.len(), 7);
+        let msgs: usize = (0..7).map(|i| a.catalog(i).unwrap().messages.len()).sum();
+        assert_eq!(msgs, 12);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_index_is_refused_naming_the_archive() {
+        let (_dir, path, mut bytes) = copy_of("fixture");
+        // The FOOTER's payload (its last 64 bytes) holds the index offset at 16..24; the
+        // directory's zstd frame starts 24 bytes into the INDEX frame.
+        let payload = &bytes[bytes.len() - 64..];
+        let index_off = u64::from_le_bytes(payload[16..24].try_into().unwrap()) as usize;
+        bytes[index_off + 28] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        for digest in [true, false] {
+            let Err(e) = Archive::open(&path, digest) else {
+                panic!("a damaged index was read")
+            };
+            assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+    }
 }

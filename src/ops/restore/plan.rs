@@ -333,3 +333,103 @@ impl Planning<'_> {
         Ok((target_name, exists))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::ops::restore::continuity::Continuity;
+    use crate::ops::restore::select::Selection;
+
+    fn fixture() -> Chain {
+        let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors/v1/fixture.mdump");
+        Chain::open(&[v.as_path()], true).unwrap()
+    }
+
+    /// Options restoring into an empty Maildir store below `root`.
+    fn opts(root: &Path, mode: Mode, selection: Selection) -> RestoreOptions {
+        let home = format!("{}/%u", root.display());
+        RestoreOptions {
+            location: Some(Location::parse("maildir:~/Maildir", Some(home)).unwrap()),
+            selection,
+            to_user: None,
+            owner: None,
+            mode,
+            into: None,
+            deleted: false,
+            inline_attachments: false,
+            continuity: Continuity::Margin(0),
+        }
+    }
+
+    fn user(u: &str) -> Selection {
+        Selection {
+            user: Some(u.into()),
+            ..Selection::default()
+        }
+    }
+
+    #[test]
+    fn a_whole_user_is_planned_mailbox_by_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = fixture();
+        let p = plan(&chain, 0, &opts(dir.path(), Mode::Exact, user("alice"))).unwrap();
+        assert!(p.whole_users);
+        let names: Vec<String> = p
+            .mailboxes
+            .iter()
+            .map(|m| m.target_name.to_string())
+            .collect();
+        assert!(names.contains(&"INBOX".to_string()) && names.contains(&"Work/Sub".to_string()));
+        assert!(
+            p.mailboxes
+                .iter()
+                .all(|m| m.target_user == "alice" && !m.exists)
+        );
+        let inbox = p
+            .mailboxes
+            .iter()
+            .find(|m| m.target_name.as_bytes() == b"INBOX");
+        assert_eq!(inbox.map(|m| m.messages), Some(4));
+        assert!(!dir.path().join("alice").exists(), "planning wrote nothing");
+    }
+
+    #[test]
+    fn side_folders_go_below_the_day_of_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = fixture();
+        let sel = Selection {
+            mailboxes: vec!["INBOX".into()],
+            ..user("alice")
+        };
+        let p = plan(&chain, 0, &opts(dir.path(), Mode::SideFolder, sel)).unwrap();
+        assert_eq!(p.mailboxes.len(), 1);
+        assert_eq!(
+            p.mailboxes[0].target_name.to_string(),
+            "Restored/2026-01-01/INBOX"
+        );
+        assert!(!p.whole_users);
+    }
+
+    #[test]
+    fn unknown_users_and_mailboxes_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = fixture();
+        let Err(e) = plan(&chain, 0, &opts(dir.path(), Mode::Exact, user("nobody"))) else {
+            panic!("planned a user the archive does not hold")
+        };
+        assert_eq!(
+            e.to_string(),
+            "not found: user nobody is not in the archive"
+        );
+        let sel = Selection {
+            mailboxes: vec!["Nope".into()],
+            ..user("alice")
+        };
+        let Err(e) = plan(&chain, 0, &opts(dir.path(), Mode::Exact, sel)) else {
+            panic!("planned a mailbox the archive does not hold")
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound, "{e}");
+    }
+}
