@@ -631,15 +631,8 @@ impl StoreReader for DboxReader {
             }
             return Ok((
                 MailboxMeta {
-                    name: mb.name.clone(),
-                    guid: None,
-                    uidvalidity: 0,
-                    uidnext: 1,
-                    highest_modseq: None,
-                    keywords: Vec::new(),
-                    attributes: Vec::new(),
                     owner: Some(owner_of(&dmd)),
-                    uidlist_header_ext: Vec::new(),
+                    ..MailboxMeta::named(mb.name.clone())
                 },
                 Vec::new(),
             ));
