@@ -3,6 +3,7 @@
 
 mod bacula;
 mod cli;
+mod events;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Cli, Command, ProgressMode, StoreArgs};
 use maildump::backup::{BackupOptions, BackupStats, backup};
@@ -20,7 +20,7 @@ use maildump::error::{EXIT_PARTIAL, Error};
 use maildump::export::{ExportFormat, ExportOptions, export};
 use maildump::inspect::{self, ListFilter, MessageKey};
 use maildump::merge::{MergeOptions, merge};
-use maildump::progress::{Event, JsonLines, NoProgress, Progress};
+use maildump::progress::{Event, NoProgress, Progress};
 use maildump::restore::{self, Mode, RestoreOptions};
 use maildump::select::{Selection, SeqSet, parse_restore_list};
 use maildump::sink::write_behind;
@@ -63,11 +63,29 @@ fn stop_signal() -> usize {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signal_handlers();
+    let json = match &cli.command {
+        Command::Backup(a) => a.write.progress == ProgressMode::Json,
+        Command::Merge(a) => a.write.progress == ProgressMode::Json,
+        Command::Restore(a) => a.progress == ProgressMode::Json,
+        _ => false,
+    };
+    if json {
+        // Errors before the run starts (a missing archive, a bad option) are events too.
+        events::json_mode();
+    }
     match run(cli) {
-        Ok(code) => code,
+        Ok(code) => {
+            // ExitCode cannot be read back; it is one of the documented codes.
+            let n = (0..=u8::MAX)
+                .find(|n| ExitCode::from(*n) == code)
+                .unwrap_or(0);
+            events::finish_json(n);
+            code
+        }
         Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => {
             let sig = stop_signal();
             eprintln!("maildump: {e}");
+            events::json_error(&e.to_string(), u8::try_from(128 + sig).unwrap_or(130));
             // Die by the same signal, as a shell or a service manager expects.
             let sig = i32::try_from(sig).unwrap_or(0);
             // Only returns when it could not (then the exit code says the same).
@@ -85,11 +103,13 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("maildump: error: {}", error_text(&e));
+            let text = error_text(&e);
+            eprintln!("maildump: error: {text}");
             let code = e
                 .downcast_ref::<Error>()
                 .map(|e| e.kind().exit_code())
                 .unwrap_or(3);
+            events::json_error(&text, code);
             ExitCode::from(code)
         }
     }
@@ -181,34 +201,6 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-/// A progress bar on stderr.
-struct Bar {
-    bar: ProgressBar,
-}
-
-impl Progress for Bar {
-    fn event(&mut self, e: &Event) {
-        match e {
-            Event::Mailbox { user, mailbox, .. } => {
-                self.bar.set_message(format!("{user} {mailbox}"))
-            }
-            Event::Bytes { bytes, .. } => self.bar.set_position(*bytes),
-            Event::Warning { message } => {
-                self.bar
-                    .suspend(|| eprintln!("maildump: warning: {message}"));
-            }
-            Event::Expunged { message, .. } => {
-                self.bar.suspend(|| eprintln!("maildump: note: {message}"));
-            }
-            Event::Debug { message } => {
-                self.bar.suspend(|| eprintln!("maildump: debug: {message}"));
-            }
-            Event::Done { .. } => self.bar.finish_and_clear(),
-            Event::User { .. } => {}
-        }
-    }
-}
-
 /// Prints warnings, and with `notes` messages expunged during a backup.
 struct Warnings {
     notes: bool,
@@ -242,32 +234,26 @@ impl Progress for Stoppable {
     }
 }
 
-fn progress_for(mode: ProgressMode, quiet: bool, verbose: bool) -> Box<dyn Progress> {
-    Box::new(Stoppable(progress_sink(mode, quiet), verbose))
+/// The progress display of a run that writes `output` (an archive path or `-`), if any.
+fn progress_for(
+    mode: ProgressMode,
+    quiet: bool,
+    verbose: bool,
+    output: Option<String>,
+) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet, output), verbose))
 }
 
-fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+fn progress_sink(mode: ProgressMode, quiet: bool, output: Option<String>) -> Box<dyn Progress> {
     let tty = io::stderr().is_terminal();
     match mode {
-        ProgressMode::Json => Box::new(JsonLines(io::stderr())),
+        ProgressMode::Json => Box::new(events::JsonEvents::new(output)),
         ProgressMode::None => Box::new(Warnings { notes: !quiet }),
         _ if quiet => Box::new(Warnings { notes: false }),
-        ProgressMode::Bar => Box::new(bar()),
-        ProgressMode::Auto if tty => Box::new(bar()),
+        ProgressMode::Bar => Box::new(events::Bar::new(true)),
+        ProgressMode::Auto if tty => Box::new(events::Bar::new(false)),
         ProgressMode::Auto => Box::new(Warnings { notes: true }),
     }
-}
-
-fn bar() -> Bar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    Bar { bar }
 }
 
 /// The store location from `--config` (Dovecot 2.3 or 2.4, [`maildump::store::config`]) or
@@ -535,7 +521,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.bases = a.bases.clone();
             opts.all_users = a.all_users;
             opts.format_minor = a.format_minor;
-            let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
+            let mut progress = progress_for(
+                a.write.progress,
+                a.write.quiet,
+                a.write.verbose,
+                a.output.clone(),
+            );
             let stats = match &a.state_dir {
                 None => {
                     let output = a.output.as_deref().unwrap_or("-");
@@ -571,6 +562,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                     };
                     let dest = sd.new_path(&created, if kind == "full" { "full" } else { "inc" });
+                    events::set_output(&dest.to_string_lossy());
                     let stats = write_output(&dest.to_string_lossy(), |out| {
                         backup(&opts, &users, out, progress.as_mut())
                     })?;
@@ -685,7 +677,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut progress = progress_for(a.progress, a.quiet, false);
+            let mut progress = progress_for(a.progress, a.quiet, false, None);
             let stats = restore::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
             if !a.quiet && a.progress != ProgressMode::Json {
                 eprintln!(
@@ -879,7 +871,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(t) = a.write.threads {
                 opts.writer.threads = t.max(1);
             }
-            let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
+            let mut progress = progress_for(
+                a.write.progress,
+                a.write.quiet,
+                a.write.verbose,
+                Some(a.output.clone()),
+            );
             let stats = write_output(&a.output, |out| {
                 merge(&chain, &opts, out, progress.as_mut())
             })?;

@@ -524,6 +524,26 @@ pub fn describe(p: &RestorePlan, opts: &RestoreOptions) -> Vec<String> {
         .collect()
 }
 
+/// Messages and message bytes the plan `p` restores (its mailboxes' selected messages and
+/// deleted records).
+fn planned_totals(archive: &Archive, p: &RestorePlan, sel: &Selection) -> Result<(u64, u64)> {
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    for m in &p.mailboxes {
+        if let Some(i) = m.catalog {
+            let cat = state_catalog(archive, i)?;
+            for r in selected_messages(sel, &cat) {
+                messages += 1;
+                bytes = bytes.saturating_add(r.message.content.size);
+            }
+        }
+        for r in &m.deleted {
+            messages += 1;
+            bytes = bytes.saturating_add(r.message.content.size);
+        }
+    }
+    Ok((messages, bytes))
+}
+
 /// Carry out a plan (or, with `dry_run`, report what merge and side-folder modes would add
 /// and skip, writing nothing).
 ///
@@ -554,6 +574,15 @@ pub fn restore(
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
     }
+    let (total_messages, total_bytes) = planned_totals(archive, p, sel)?;
+    progress.event(&Event::Start {
+        operation: "restore".into(),
+        archive_id: None,
+        messages: Some(total_messages),
+        bytes: Some(total_bytes),
+    });
+    // Counted over the whole run, not per mailbox.
+    let (mut run_bytes, mut run_messages) = (0u64, 0u64);
     for (target, mbs) in by_user {
         progress.event(&Event::User {
             user: target.clone(),
@@ -600,7 +629,6 @@ pub fn restore(
             }
             let mut lost = Vec::new();
             let mut dups: Vec<String> = Vec::new();
-            let mut bytes_done = 0u64;
             let mut bodies = |i: usize, out: &mut dyn std::io::Write| -> Result<bool> {
                 crate::progress::check(progress)?;
                 let Some((res, uid)) = resolved.get(i) else {
@@ -615,10 +643,11 @@ pub fn restore(
                 };
                 match chain.copy(&mut cursors, res, &item, out) {
                     Ok(()) => {
-                        bytes_done = bytes_done.saturating_add(res.size);
+                        run_bytes = run_bytes.saturating_add(res.size);
+                        run_messages += 1;
                         progress.event(&Event::Bytes {
-                            bytes: bytes_done,
-                            messages: i as u64 + 1,
+                            bytes: run_bytes,
+                            messages: run_messages,
                         });
                         Ok(true)
                     }
@@ -782,6 +811,7 @@ pub fn restore(
         w.commit()?;
     }
     progress.event(&Event::Done {
+        archive_id: None,
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
