@@ -9,18 +9,37 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::args::{Cli, Command};
+use cli::args::{Cli, Command, ProgressMode};
+use cli::events;
 use cli::progress::{install_signal_handlers, stop_signal};
 use maildump::Error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signal_handlers();
+    let json = match &cli.command {
+        Command::Backup(a) => a.write.progress == ProgressMode::Json,
+        Command::Merge(a) => a.write.progress == ProgressMode::Json,
+        Command::Restore(a) => a.progress == ProgressMode::Json,
+        _ => false,
+    };
+    if json {
+        // Errors before the run starts (a missing archive, a bad option) are events too.
+        events::json_mode();
+    }
     match run(cli) {
-        Ok(code) => code,
+        Ok(code) => {
+            // ExitCode cannot be read back; it is one of the documented codes.
+            let n = (0..=u8::MAX)
+                .find(|n| ExitCode::from(*n) == code)
+                .unwrap_or(0);
+            events::finish_json(n);
+            code
+        }
         Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => {
             let sig = stop_signal();
             eprintln!("maildump: {e}");
+            events::json_error(&e.to_string(), u8::try_from(128 + sig).unwrap_or(130));
             // Die by the same signal, as a shell or a service manager expects.
             let sig = i32::try_from(sig).unwrap_or(0);
             // Only returns when it could not (then the exit code says the same).
@@ -38,11 +57,13 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("maildump: error: {}", cli::error_text(&e));
+            let text = cli::error_text(&e);
+            eprintln!("maildump: error: {text}");
             let code = e
                 .downcast_ref::<Error>()
                 .map(|e| e.kind().exit_code())
                 .unwrap_or(3);
+            events::json_error(&text, code);
             ExitCode::from(code)
         }
     }

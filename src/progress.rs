@@ -6,6 +6,21 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The operation starts; its totals when they are known beforehand (a restore counts
+    /// what it selected; an incremental backup takes its parent's state as the estimate).
+    Start {
+        /// `backup`, `restore` or `merge`.
+        operation: String,
+        /// The archive being written (backup, merge).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        archive_id: Option<String>,
+        /// Messages expected.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<u64>,
+        /// Message bytes expected.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
+    },
     /// Starting on a user.
     User {
         /// User name.
@@ -52,6 +67,9 @@ pub enum Event {
     },
     /// Finished.
     Done {
+        /// The archive written (backup, merge).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        archive_id: Option<String>,
         /// Messages processed.
         messages: u64,
         /// Bytes processed.

@@ -48,7 +48,12 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     opts.bases = a.bases.clone();
     opts.all_users = a.all_users;
     opts.format_minor = a.format_minor;
-    let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
+    let mut progress = progress_for(
+        a.write.progress,
+        a.write.quiet,
+        a.write.verbose,
+        a.output.clone(),
+    );
     let stats = match &a.state_dir {
         None => {
             let output = a.output.as_deref().unwrap_or("-");
@@ -105,6 +110,7 @@ fn into_state_dir(
         }
     };
     let dest = sd.new_path(&created, if kind == "full" { "full" } else { "inc" });
+    super::events::set_output(&dest.to_string_lossy());
     let stats = write_output(&dest.to_string_lossy(), |out| {
         backup(opts, users, out, progress)
     })?;

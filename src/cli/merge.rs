@@ -19,7 +19,12 @@ pub fn run(a: MergeArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.write.threads {
         opts.writer.threads = t.max(1);
     }
-    let mut progress = progress_for(a.write.progress, a.write.quiet, a.write.verbose);
+    let mut progress = progress_for(
+        a.write.progress,
+        a.write.quiet,
+        a.write.verbose,
+        Some(a.output.clone()),
+    );
     let stats = write_output(&a.output, |out| {
         merge(&chain, &opts, out, progress.as_mut())
     })?;

@@ -6,6 +6,7 @@ pub mod args;
 pub mod backup;
 pub mod bacula;
 pub mod docs;
+pub mod events;
 pub mod export;
 pub mod inspect;
 pub mod merge;

@@ -1,14 +1,14 @@
-//! What the user sees while a command runs: stop signals (SIGINT, SIGTERM), a progress bar
-//! (indicatif) or plain warnings on stderr, or JSON lines (`--progress json`).
+//! What the user sees while a command runs: stop signals (SIGINT, SIGTERM), and the choice
+//! of display: a progress bar or JSON events ([`super::events`]), or plain warnings.
 
 use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use indicatif::{ProgressBar, ProgressStyle};
-use maildump::progress::{Event, JsonLines, Progress};
+use maildump::progress::{Event, Progress};
 
 use super::args::ProgressMode;
+use super::events;
 
 /// The signal (SIGINT or SIGTERM) that asked this run to stop, 0 while none did.
 static STOP: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
@@ -44,34 +44,6 @@ pub fn stop_signal() -> usize {
     STOP.get().map(|s| s.load(Ordering::SeqCst)).unwrap_or(0)
 }
 
-/// A progress bar on stderr.
-struct Bar {
-    bar: ProgressBar,
-}
-
-impl Progress for Bar {
-    fn event(&mut self, e: &Event) {
-        match e {
-            Event::Mailbox { user, mailbox, .. } => {
-                self.bar.set_message(format!("{user} {mailbox}"))
-            }
-            Event::Bytes { bytes, .. } => self.bar.set_position(*bytes),
-            Event::Warning { message } => {
-                self.bar
-                    .suspend(|| eprintln!("maildump: warning: {message}"));
-            }
-            Event::Expunged { message, .. } => {
-                self.bar.suspend(|| eprintln!("maildump: note: {message}"));
-            }
-            Event::Debug { message } => {
-                self.bar.suspend(|| eprintln!("maildump: debug: {message}"));
-            }
-            Event::Done { .. } => self.bar.finish_and_clear(),
-            Event::User { .. } => {}
-        }
-    }
-}
-
 /// Prints warnings, and with `notes` messages expunged during a backup.
 struct Warnings {
     notes: bool,
@@ -105,32 +77,25 @@ impl Progress for Stoppable {
     }
 }
 
-/// The progress display `--progress`, `--quiet` and `--verbose` ask for, reporting stop
-/// signals.
-pub fn progress_for(mode: ProgressMode, quiet: bool, verbose: bool) -> Box<dyn Progress> {
-    Box::new(Stoppable(progress_sink(mode, quiet), verbose))
+/// The progress display `--progress`, `--quiet` and `--verbose` ask for, of a run that
+/// writes `output` (an archive path or `-`), if any; it reports stop signals.
+pub fn progress_for(
+    mode: ProgressMode,
+    quiet: bool,
+    verbose: bool,
+    output: Option<String>,
+) -> Box<dyn Progress> {
+    Box::new(Stoppable(progress_sink(mode, quiet, output), verbose))
 }
 
-fn progress_sink(mode: ProgressMode, quiet: bool) -> Box<dyn Progress> {
+fn progress_sink(mode: ProgressMode, quiet: bool, output: Option<String>) -> Box<dyn Progress> {
     let tty = io::stderr().is_terminal();
     match mode {
-        ProgressMode::Json => Box::new(JsonLines(io::stderr())),
+        ProgressMode::Json => Box::new(events::JsonEvents::new(output)),
         ProgressMode::None => Box::new(Warnings { notes: !quiet }),
         _ if quiet => Box::new(Warnings { notes: false }),
-        ProgressMode::Bar => Box::new(bar()),
-        ProgressMode::Auto if tty => Box::new(bar()),
+        ProgressMode::Bar => Box::new(events::Bar::new(true)),
+        ProgressMode::Auto if tty => Box::new(events::Bar::new(false)),
         ProgressMode::Auto => Box::new(Warnings { notes: true }),
     }
-}
-
-fn bar() -> Bar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes} {binary_bytes_per_sec} {elapsed} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    Bar { bar }
 }

@@ -60,7 +60,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut progress = progress_for(a.progress, a.quiet, false);
+    let mut progress = progress_for(a.progress, a.quiet, false, None);
     let stats = maildump::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
     if !a.quiet && a.progress != ProgressMode::Json {
         eprintln!(

@@ -79,6 +79,12 @@ pub fn merge<W: Write>(
             users.push(k.0.clone());
         }
     }
+    progress.event(&Event::Start {
+        operation: "merge".into(),
+        archive_id: None,
+        messages: Some(last.dir.stats.messages),
+        bytes: Some(last.dir.stats.message_bytes),
+    });
     for user in users {
         progress.event(&Event::User {
             user: user.to_string(),
@@ -139,6 +145,7 @@ pub fn merge<W: Write>(
     stats.bodies = w.stats().bodies;
     w.finish()?;
     progress.event(&Event::Done {
+        archive_id: None,
         messages: stats.messages,
         bytes: 0,
         warnings: stats.warnings.len() as u64,

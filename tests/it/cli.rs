@@ -466,6 +466,99 @@ fn progress_json_reports_events_for_backup_software() {
     assert_eq!(done["event"], "done");
     assert_eq!(done["messages"], 12);
     assert_eq!(done["warnings"], 0);
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(done["archive"], ws.join("p.mdump").to_str().unwrap());
+    assert_eq!(events[0]["event"], "start");
+    assert_eq!(events[0]["archive_id"], done["archive_id"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    // The schema, times and ids aside (README, "Progress events").
+    let shapes: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] != "bytes")
+        .map(|e| {
+            let mut e = e.clone();
+            for (k, placeholder) in [
+                ("time", "[time]"),
+                ("archive_id", "[id]"),
+                ("archive", "[path]"),
+            ] {
+                if let Some(v) = e.get_mut(k) {
+                    *v = placeholder.into();
+                }
+            }
+            e
+        })
+        .collect();
+    insta::assert_json_snapshot!("backup_events", shapes);
+
+    // An incremental knows its totals from the parent: progress has percent and ETA.
+    let out = run_ok(
+        backup_cmd(&store)
+            .args(["--all-users", "--progress", "json", "--base"])
+            .arg(ws.join("p.mdump"))
+            .arg("-o")
+            .arg(ws.join("i.mdump")),
+    );
+    let events = json_lines(&out.stderr);
+    assert_eq!(events[0]["messages"], 12, "{:?}", events[0]);
+    // A restore: totals first, counters that never go back across mailboxes, and the
+    // last progress event at the totals.
+    let out = run_ok(restore_cmd(&ws.join("p.mdump"), &ws.join("r")).args(["--progress", "json"]));
+    let events = json_lines(&out.stderr);
+    let start = &events[0];
+    assert_eq!(
+        (start["event"].as_str(), start["messages"].as_u64()),
+        (Some("start"), Some(12))
+    );
+    let progress: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "bytes").collect();
+    assert_eq!(progress.len(), 12);
+    for w in progress.windows(2) {
+        assert!(w[1]["bytes"].as_u64() > w[0]["bytes"].as_u64(), "{w:?}");
+        assert_eq!(
+            w[1]["messages"].as_u64(),
+            w[0]["messages"].as_u64().map(|m| m + 1)
+        );
+    }
+    let last = progress.last().unwrap();
+    assert_eq!(last["bytes"], start["bytes"]);
+    assert_eq!(last["percent"], 100.0);
+    assert_eq!(events.last().unwrap()["event"], "done");
+    // A run that fails ends with an `error` event carrying the exit code.
+    let out = run_expect_code(
+        maildump()
+            .args([
+                "restore",
+                "--progress",
+                "json",
+                "--location",
+                "maildir:~/M",
+                "--home",
+                "/x/%u",
+            ])
+            .arg(ws.join("missing.mdump")),
+        3,
+    );
+    let events = json_lines(&out.stderr);
+    let err = events.last().unwrap();
+    assert_eq!(
+        (err["event"].as_str(), err["exit_code"].as_u64()),
+        (Some("error"), Some(3))
+    );
+    assert!(err["message"].as_str().unwrap().contains("missing.mdump"));
+}
+
+/// The JSON lines of a run's stderr (lines that are not JSON, e.g. `maildump: error:`,
+/// skipped).
+fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 #[test]

@@ -317,6 +317,15 @@ pub fn backup<W: Write>(
             host: opts.host.clone(),
         },
     };
+    let archive_id = manifest.archive_id.clone();
+    // An incremental's parent state is the best estimate of what this run will hold.
+    let parent_stats = bases.as_ref().map(|b| &b.parent().dir.stats);
+    progress.event(&Event::Start {
+        operation: "backup".into(),
+        archive_id: Some(archive_id.clone()),
+        messages: parent_stats.map(|s| s.messages),
+        bytes: parent_stats.map(|s| s.message_bytes),
+    });
     let mut w = ArchiveWriter::new(out, manifest, &opts.writer)?;
     let mut stats = BackupStats::default();
     let ctx = Ctx {
@@ -366,6 +375,7 @@ pub fn backup<W: Write>(
     stats.deleted = ws.deleted;
     w.finish()?;
     progress.event(&Event::Done {
+        archive_id: Some(archive_id),
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::select::Selection;
 use super::{Mode, PlannedMailbox, RestoreOptions, RestorePlan, RestoreStats};
 use super::{keep_clear, selected_messages, state_catalog};
 use crate::chain::{Chain, Resolved};
 use crate::error::{Error, Result};
 use crate::format::index::MailboxRecord;
-use crate::format::reader::FrameCursor;
+use crate::format::reader::{Archive, FrameCursor};
 use crate::model::{MailboxMeta, MessageMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
@@ -45,21 +46,58 @@ pub fn restore(
             .collect(),
         ..Default::default()
     };
-    let mut cursors = Vec::new();
     let mut by_user: BTreeMap<String, Vec<&PlannedMailbox>> = BTreeMap::new();
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
     }
+    let (total_messages, total_bytes) = planned_totals(&chain.archives[at], p, &opts.selection)?;
+    progress.event(&Event::Start {
+        operation: "restore".into(),
+        archive_id: None,
+        messages: Some(total_messages),
+        bytes: Some(total_bytes),
+    });
+    let mut reading = Reading::default();
     for (target, mbs) in by_user {
-        restore_user(&job, &target, &mbs, &mut cursors, &mut stats, progress)?;
+        restore_user(&job, &target, &mbs, &mut reading, &mut stats, progress)?;
     }
     progress.event(&Event::Done {
+        archive_id: None,
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
         expunged: 0,
     });
     Ok(stats)
+}
+
+/// Messages and message bytes the plan `p` restores (its mailboxes' selected messages and
+/// deleted records).
+fn planned_totals(archive: &Archive, p: &RestorePlan, sel: &Selection) -> Result<(u64, u64)> {
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    for m in &p.mailboxes {
+        if let Some(i) = m.catalog {
+            let cat = state_catalog(archive, i)?;
+            for r in selected_messages(sel, &cat) {
+                messages += 1;
+                bytes = bytes.saturating_add(r.message.content.size);
+            }
+        }
+        for r in &m.deleted {
+            messages += 1;
+            bytes = bytes.saturating_add(r.message.content.size);
+        }
+    }
+    Ok((messages, bytes))
+}
+
+/// Reading the chain's bytes over the whole run: the frame cursors, and the messages and
+/// bytes copied so far (progress counts the whole run, not one mailbox).
+#[derive(Default)]
+struct Reading {
+    cursors: Vec<FrameCursor>,
+    bytes: u64,
+    messages: u64,
 }
 
 /// What every step of one restore reads.
@@ -87,7 +125,7 @@ fn restore_user(
     job: &Job<'_>,
     target: &str,
     mbs: &[&PlannedMailbox],
-    cursors: &mut Vec<FrameCursor>,
+    reading: &mut Reading,
     stats: &mut RestoreStats,
     progress: &mut dyn Progress,
 ) -> Result<()> {
@@ -102,7 +140,7 @@ fn restore_user(
         .map(|m| m.source_user.clone())
         .unwrap_or_default();
     for m in mbs {
-        restore_mailbox(job, &mut w, target, m, cursors, &mut done, stats, progress)?;
+        restore_mailbox(job, &mut w, target, m, reading, &mut done, stats, progress)?;
     }
     if job.dry_run {
         return Ok(());
@@ -161,7 +199,7 @@ fn restore_mailbox(
     w: &mut Writer,
     target: &str,
     m: &PlannedMailbox,
-    cursors: &mut Vec<FrameCursor>,
+    reading: &mut Reading,
     done: &mut UserDone,
     stats: &mut RestoreStats,
     progress: &mut dyn Progress,
@@ -199,7 +237,6 @@ fn restore_mailbox(
     }
     let mut lost = Vec::new();
     let mut dups: Vec<String> = Vec::new();
-    let mut bytes_done = 0u64;
     let mut bodies = |i: usize, out: &mut dyn std::io::Write| -> Result<bool> {
         crate::progress::check(progress)?;
         let Some((res, uid)) = resolved.get(i) else {
@@ -212,12 +249,13 @@ fn restore_mailbox(
             ));
             return Ok(false);
         };
-        match chain.copy(cursors, res, &item, out) {
+        match chain.copy(&mut reading.cursors, res, &item, out) {
             Ok(()) => {
-                bytes_done = bytes_done.saturating_add(res.size);
+                reading.bytes = reading.bytes.saturating_add(res.size);
+                reading.messages += 1;
                 progress.event(&Event::Bytes {
-                    bytes: bytes_done,
-                    messages: i as u64 + 1,
+                    bytes: reading.bytes,
+                    messages: reading.messages,
                 });
                 Ok(true)
             }
