@@ -61,6 +61,10 @@ pub enum Command {
     /// maildump as a Bacula/Bareos bpipe plugin command (README, "Bacula").
     #[command(subcommand, after_help = EXIT_CODES)]
     Bacula(crate::bacula::BaculaCommand),
+    /// What a backup (full, or incremental against --base/--state-dir) would read and
+    /// roughly write, without reading a message file.
+    #[command(after_help = EXIT_CODES)]
+    Estimate(crate::agent::EstimateArgs),
 }
 
 /// Where the mail store is.

@@ -1,6 +1,7 @@
 //! The `maildump` command: parses the command line, calls the library, prints, and maps
 //! errors to the exit codes documented in README.md and `--help`.
 
+mod agent;
 mod bacula;
 mod cli;
 
@@ -348,8 +349,8 @@ fn backup_summary(stats: &BackupStats) -> String {
     );
     if stats.referenced > 0 || stats.unread > 0 {
         s.push_str(&format!(
-            "; {} held by earlier archives, {} files not read",
-            stats.referenced, stats.unread
+            "; {} held by earlier archives, {} files not read, {} bytes read",
+            stats.referenced, stats.unread, stats.read_bytes
         ));
     }
     if stats.deleted > 0 {
@@ -699,6 +700,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bacula(c) => bacula::run(c),
+        Command::Estimate(a) => agent::run_estimate(&a),
         Command::Export(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;
             let at = state_of(&chain, a.as_of.as_deref())?;

@@ -9,6 +9,7 @@ mod d24;
 mod dbox;
 mod dovecot;
 mod dovecot24;
+mod estimate;
 mod fidelity;
 mod format_vectors;
 mod fuzz;
