@@ -65,6 +65,10 @@ pub enum Command {
     /// roughly write, without reading a message file.
     #[command(after_help = EXIT_CODES)]
     Estimate(crate::agent::EstimateArgs),
+    /// Check what a backup needs: the config and doveconf, every user's store readable by
+    /// this user, the target writable with room for the estimate. One line per check.
+    #[command(after_help = EXIT_CODES)]
+    Selfcheck(crate::agent::SelfcheckArgs),
 }
 
 /// Where the mail store is.

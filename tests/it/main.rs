@@ -22,6 +22,7 @@ mod live_backup;
 mod live_restore;
 mod planted;
 mod savedate;
+mod selfcheck;
 mod skips;
 mod untrusted;
 mod util;
