@@ -69,6 +69,9 @@ pub enum Command {
     /// this user, the target writable with room for the estimate. One line per check.
     #[command(after_help = EXIT_CODES)]
     Selfcheck(crate::agent::SelfcheckArgs),
+    /// maildump as an Amanda application (README, "Amanda").
+    #[command(after_help = EXIT_CODES)]
+    Amanda(crate::amanda::AmandaArgs),
 }
 
 /// Where the mail store is.

@@ -2,6 +2,7 @@
 //! errors to the exit codes documented in README.md and `--help`.
 
 mod agent;
+mod amanda;
 mod bacula;
 mod cli;
 
@@ -702,6 +703,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bacula(c) => bacula::run(c),
         Command::Estimate(a) => agent::run_estimate(&a),
         Command::Selfcheck(a) => agent::run_selfcheck(&a),
+        Command::Amanda(a) => amanda::run(&a),
         Command::Export(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;
             let at = state_of(&chain, a.as_of.as_deref())?;

@@ -2,6 +2,7 @@
 //! store fidelity. A missing `doveadm` fails the Dovecot tests; nothing is skipped.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod amanda;
 mod bacula;
 mod cli;
 mod corrupt;
