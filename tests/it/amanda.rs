@@ -12,43 +12,17 @@
 //! nothing on stderr, levels and their recorded state) is checked without Amanda below.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::dovecot::Dovecot;
-use crate::util::{Workspace, maildump};
-
-/// This build's binary, or a copy user `backup` can run (Amanda runs the application as
-/// backup; a target/ under a 0700 /root is out of its reach), said on stderr.
-fn binary_for_backup(ws: &Workspace) -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_maildump"));
-    let reachable = Command::new("runuser")
-        .args(["-u", "backup", "--", "test", "-x"])
-        .arg(&exe)
-        .status()
-        .expect("runuser runs (util-linux)")
-        .success();
-    if reachable {
-        return exe;
-    }
-    let copy = ws.join("bin/maildump");
-    fs::create_dir_all(copy.parent().unwrap()).unwrap();
-    fs::set_permissions(ws.join("bin"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::copy(&exe, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-    eprintln!(
-        "amanda test: user backup cannot run {} (a directory above it is closed to it): using a copy, {}",
-        exe.display(),
-        copy.display()
-    );
-    copy
-}
+use crate::util::{Workspace, binary_for_user, maildump};
 
 #[test]
 fn amanda_dumps_and_restores_exactly() {
     let ws = Workspace::new();
-    let exe = binary_for_backup(&ws);
+    // Amanda runs the application as user backup.
+    let exe = binary_for_user("backup", &ws);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/selftest-amanda.sh"

@@ -3,11 +3,10 @@
 //! its applications) it names the file it cannot read and the target it cannot write.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
 use crate::dovecot::Dovecot;
-use crate::util::{Workspace, is_root, maildump};
+use crate::util::{Workspace, binary_for_user, is_root, maildump};
 
 fn lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
@@ -58,9 +57,7 @@ fn selfcheck_reports_each_check_and_what_an_unprivileged_user_cannot_read() {
     );
 
     // As nobody: Dovecot's modes (files 0600 of the mail user) and a root-owned target.
-    let exe = ws.join("maildump");
-    fs::copy(env!("CARGO_BIN_EXE_maildump"), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = binary_for_user("nobody", &ws);
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(&exe);
