@@ -16,49 +16,33 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::dovecot::Dovecot;
-use crate::util::{Workspace, binary_for_user, maildump};
+use crate::util::{Workspace, binary_for_user, maildump, run_selftest};
 
 #[test]
 fn amanda_dumps_and_restores_exactly() {
     let ws = Workspace::new();
     // Amanda runs the application as user backup.
     let exe = binary_for_user("backup", &ws);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/selftest-amanda.sh"
+    run_selftest(
+        "amanda",
+        &[
+            ("MAILDUMP", exe.as_os_str()),
+            ("AMANDA_DTIMEOUT", "5".as_ref()),
+        ],
+        &[
+            "amcheck refuses a store with Dovecot's default modes",
+            "amcheck with the group arrangement",
+            "level 0 dump",
+            "level 2 dump",
+            "maildump restore of every fetched image = state at the last dump",
+            "amfetchdump -p (level 0) | maildump restore - --user alice",
+            "amfetchdump -p of levels 0 and 1, concatenated, | maildump restore -",
+            "amfetchdump --extract, then maildump restore of the spooled images",
+            "amcheckdump validates",
+            "amrecover browses users and mailboxes from the index lines",
+            "a failing backup: dump FAILED, maildump's message in the report",
+        ],
     );
-    let out = Command::new("bash")
-        .arg(script)
-        .env("MAILDUMP", &exe)
-        .env("AMANDA_DTIMEOUT", "5")
-        .env_remove("KEEP")
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("selftest-amanda: all checks passed"),
-        "selftest-amanda.sh failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    for check in [
-        "amcheck refuses a store with Dovecot's default modes",
-        "amcheck with the group arrangement",
-        "level 0 dump",
-        "level 2 dump",
-        "maildump restore of every fetched image = state at the last dump",
-        "amfetchdump -p (level 0) | maildump restore - --user alice",
-        "amfetchdump -p of levels 0 and 1, concatenated, | maildump restore -",
-        "amfetchdump --extract, then maildump restore of the spooled images",
-        "amcheckdump validates",
-        "amrecover browses users and mailboxes from the index lines",
-        "a failing backup: dump FAILED, maildump's message in the report",
-    ] {
-        assert!(
-            stdout.contains(&format!("ok   {check}")),
-            "{check}: {stdout}"
-        );
-    }
 }
 
 /// `maildump amanda ARGS` through bash with fd 3 and fd 4 going to files, stdout to
@@ -223,14 +207,17 @@ fn amanda_protocol_levels_messages_and_index() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let v = Command::new("bash")
-        .arg("-c")
-        .arg(r#""$1" amanda validate < "$2""#)
-        .arg("bash")
-        .arg(env!("CARGO_BIN_EXE_maildump"))
-        .arg(&l1)
-        .output()
-        .unwrap();
+    let validate = |image: &Path| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(r#""$1" amanda validate < "$2""#)
+            .arg("bash")
+            .arg(env!("CARGO_BIN_EXE_maildump"))
+            .arg(image)
+            .output()
+            .unwrap()
+    };
+    let v = validate(&l1);
     assert!(
         v.status.success() && v.stderr.is_empty(),
         "{}",
@@ -238,14 +225,7 @@ fn amanda_protocol_levels_messages_and_index() {
     );
     let bad = ws.join("bad.mdump");
     fs::write(&bad, b"not an archive at all").unwrap();
-    let v = Command::new("bash")
-        .arg("-c")
-        .arg(r#""$1" amanda validate < "$2""#)
-        .arg("bash")
-        .arg(env!("CARGO_BIN_EXE_maildump"))
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let v = validate(&bad);
     assert!(
         !v.status.success() && !v.stderr.is_empty(),
         "a bad image fails validate"

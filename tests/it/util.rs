@@ -417,3 +417,31 @@ pub fn binary_for_user(user: &str, ws: &Workspace) -> PathBuf {
     }
     panic!("{} stays busy (ETXTBSY)", copy.display());
 }
+
+/// Run `tests/support/selftest-NAME.sh` with `env`; panics unless it passed and printed
+/// `ok   CHECK` for each of `checks`.
+pub fn run_selftest(name: &str, env: &[(&str, &OsStr)], checks: &[&str]) {
+    let script = format!(
+        "{}/tests/support/selftest-{name}.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).env_remove("KEEP");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("selftest-{name}: all checks passed")),
+        "selftest-{name}.sh failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for check in checks {
+        assert!(
+            stdout.contains(&format!("ok   {check}")),
+            "{check}: {stdout}"
+        );
+    }
+}
