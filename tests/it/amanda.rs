@@ -231,6 +231,27 @@ fn amanda_protocol_levels_messages_and_index() {
         "a bad image fails validate"
     );
 
+    // An item left out (a FIFO among the messages): a `?` line (a STRANGE dump), exit 0.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.home("alice").join("Maildir/new/1700000100.M9P1.fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (out, mesg, _) = run("backup", &sink, &["--level", "0"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{mesg}");
+    assert!(
+        mesg.lines().any(|l| l.starts_with("? maildump: warning: ")
+            && l.contains("1700000100.M9P1.fifo: not a regular file; left out")),
+        "{mesg}"
+    );
+    assert!(
+        mesg.lines().any(|l| l.starts_with("sendbackup: size ")),
+        "{mesg}"
+    );
+
     // A backup that fails: messages on fd 3, nothing on stderr, exit 1.
     let (out, mesg, _) = app(
         ws.path(),

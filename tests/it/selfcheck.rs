@@ -88,3 +88,54 @@ fn selfcheck_reports_each_check_and_what_an_unprivileged_user_cannot_read() {
     );
     assert_eq!(out.status.code(), Some(3), "{got:#?}");
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A target without room for the estimate: `ERROR space`, exit 3.
+#[test]
+fn selfcheck_names_a_target_without_room_for_the_backup() {
+    assert!(is_root(), "this test mounts a tmpfs: run the suite as root");
+    let ws = Workspace::new();
+    let src = Dovecot::new(&ws.join("src"), "");
+    let body = crate::dovecot::base64_lines(&crate::dovecot::pseudo_random_bytes(7, 200_000));
+    src.save(
+        "alice",
+        "INBOX",
+        &crate::dovecot::message("alice", 1, "big", &body),
+    );
+    let small = ws.join("small");
+    fs::create_dir(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a 64 KiB tmpfs");
+    let _mounted = Tmpfs(small.clone());
+    let out = maildump()
+        .args(["selfcheck", "--location", &src.location, "--home"])
+        .arg(src.home_template())
+        .args(["--user", "alice", "-o"])
+        .arg(small.join("mail.mdump"))
+        .output()
+        .unwrap();
+    let got = lines(&out);
+    let space = got
+        .iter()
+        .find(|l| l.starts_with("ERROR space: "))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert!(
+        space.starts_with(&format!("ERROR space: {}: ", small.display()))
+            && space.contains(" bytes free, the backup writes about "),
+        "{space}"
+    );
+    assert!(got.iter().any(|l| l.starts_with("OK target ")), "{got:#?}");
+    assert_eq!(out.status.code(), Some(3), "{got:#?}");
+}
