@@ -297,7 +297,12 @@ fn estimate_kb(o: &Opts, level: u32) -> anyhow::Result<u64> {
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && out.status.code() != Some(1) {
         let last = err.lines().last().unwrap_or("(no message)");
-        return Err(Error::Usage(format!("maildump estimate: {last}")).into());
+        let last = last.strip_prefix("maildump: error: ").unwrap_or(last);
+        return Err(Error::Usage(format!(
+            "estimate failed (exit {}): {last}",
+            out.status.code().unwrap_or(3)
+        ))
+        .into());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::Usage(format!("maildump estimate printed no JSON: {e}")))?;

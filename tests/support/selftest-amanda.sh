@@ -157,7 +157,7 @@ grep -q 'FAILED' "$AF/last-report.txt" || fail "report: $(cat "$AF/last-report.t
 # The estimate meets the missing config first: the planner reports its ERROR line and no
 # dump runs (no wait for the dtimeout). A failure during the dump itself goes to fd 3 as
 # `? maildump: error: ...` and `sendbackup: error [...]` (tests/it/amanda.rs).
-grep -q 'FAILED.*maildump: error: .*missing.conf' "$AF/last-report.txt" || fail "maildump's message not in the report"
+grep -q 'FAILED.*ERROR maildump: level 0: estimate failed (exit 3): .*missing.conf' "$AF/last-report.txt" || fail "maildump's message not in the report"
 echo "ok   a failing backup: dump FAILED, maildump's message in the report ($(since "$t") s)"
 
 t=$(now)
