@@ -90,6 +90,9 @@ pub struct BackupStats {
     pub referenced: u64,
     /// Records of deleted mail written.
     pub deleted: u64,
+    /// Bytes of the message files read (what `maildump estimate` predicts): the messages
+    /// neither known from a base nor shared with a message read before.
+    pub read_bytes: u64,
     /// Items left out, each named (symlinks, duplicates, unreadable or damaged files and
     /// mailboxes): the run is partial (exit 1).
     pub warnings: Vec<String>,
@@ -144,7 +147,7 @@ impl Read for Sniffer<'_> {
 
 /// What a message known from the parent archive carries over without reading its file.
 #[derive(Clone, Debug)]
-struct Known {
+pub(crate) struct Known {
     content: crate::model::Content,
     from: Option<String>,
     subject: Option<String>,
@@ -160,7 +163,7 @@ type ChainContent = (
 );
 
 /// The base archives of an incremental, opened.
-struct Bases {
+pub(crate) struct Bases {
     archives: Vec<Archive>,
     /// Whether [`Bases::content`] was handed to the writer (done before the first file
     /// is read: a run that reads no file never parses the bases' catalogs for it).
@@ -168,7 +171,7 @@ struct Bases {
 }
 
 impl Bases {
-    fn open(paths: &[PathBuf], progress: &mut dyn Progress) -> Result<Bases> {
+    pub(crate) fn open(paths: &[PathBuf], progress: &mut dyn Progress) -> Result<Bases> {
         let mut archives = Vec::new();
         for p in paths {
             let a = Archive::open_or_recover(p)?;
@@ -222,7 +225,7 @@ impl Bases {
         Ok((content, blobs))
     }
 
-    fn parent(&self) -> &Archive {
+    pub(crate) fn parent(&self) -> &Archive {
         &self.archives[0]
     }
 
@@ -261,11 +264,11 @@ fn identity_key(m: &MessageMeta) -> Option<&[u8]> {
 
 /// The parent's messages of one mailbox, by UID: the Maildir file base (dbox: the message
 /// GUID) and what carries over.
-type KnownMailbox = HashMap<u32, (Vec<u8>, Known)>;
+pub(crate) type KnownMailbox = HashMap<u32, (Vec<u8>, Known)>;
 
 /// Per-user knowledge from the parent archive.
 #[derive(Default)]
-struct UserBase {
+pub(crate) struct UserBase {
     /// (mailbox GUID, UIDVALIDITY) -> the parent's messages of that mailbox.
     by_mailbox: HashMap<(String, u32), KnownMailbox>,
     /// (file base, size) -> content, for messages moved or copied between mailboxes.
@@ -275,7 +278,7 @@ struct UserBase {
 }
 
 impl UserBase {
-    fn load(bases: &Bases, user: &Name) -> Result<UserBase> {
+    pub(crate) fn load(bases: &Bases, user: &Name) -> Result<UserBase> {
         let parent = bases.parent_catalogs(user)?;
         let a = bases.parent();
         let mut ub = UserBase {
@@ -316,7 +319,7 @@ impl UserBase {
     }
 
     /// The parent's messages of the mailbox `mb` (same GUID and UIDVALIDITY), if any.
-    fn mailbox(&self, mb: &MailboxMeta) -> Option<&KnownMailbox> {
+    pub(crate) fn mailbox(&self, mb: &MailboxMeta) -> Option<&KnownMailbox> {
         let g = mb.guid.as_ref()?;
         self.by_mailbox.get(&(g.clone(), mb.uidvalidity))
     }
@@ -324,7 +327,7 @@ impl UserBase {
     /// What the parent knew of `msg`: the same UID and file base in the same mailbox
     /// (`known`, from [`Self::mailbox`]), else the same file base and size anywhere in the
     /// user's mail (moved or copied). Allocates only when the first lookup misses.
-    fn lookup<'a>(
+    pub(crate) fn lookup<'a>(
         &'a self,
         known: Option<&'a KnownMailbox>,
         msg: &MessageMeta,
@@ -473,6 +476,7 @@ pub fn backup<W: Write>(
     w.finish()?;
     progress.event(&Event::Done {
         archive_id: Some(archive_id),
+        read_bytes: Some(stats.read_bytes),
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
@@ -524,18 +528,20 @@ fn unchanged_mailboxes(
 ) -> Result<Vec<Option<Unchanged>>> {
     let mut out = Vec::with_capacity(handles.len());
     for (h, sig) in handles.iter().zip(sigs) {
-        let hit = parent.dir.mailboxes.iter().position(|e| {
-            &e.user == user
-                && e.name == h.name
-                && !sig.is_empty()
-                && e.signature.as_deref() == Some(sig)
-        });
-        out.push(match hit {
+        out.push(match unchanged_in(parent, user, &h.name, sig) {
             Some(i) => parent.raw_catalog(i)?.map(|raw| (i, raw)),
             None => None,
         });
     }
     Ok(out)
+}
+
+/// The parent's directory entry of `user`'s mailbox `name` when its recorded signature is
+/// `sig` (not empty): the mailbox did not change since the parent.
+pub(crate) fn unchanged_in(parent: &Archive, user: &Name, name: &Name, sig: &str) -> Option<usize> {
+    parent.dir.mailboxes.iter().position(|e| {
+        &e.user == user && &e.name == name && !sig.is_empty() && e.signature.as_deref() == Some(sig)
+    })
 }
 
 /// Record mailbox `i` of the parent by copying its catalog (see
@@ -602,21 +608,23 @@ struct Ctx<'a> {
     minor: u16,
 }
 
-fn backup_user<W: Write>(
-    ctx: &Ctx<'_>,
+/// The METADATA dictionary of `user` (if any) and the signature of each mailbox of
+/// `handles`, as an incremental compares them with its parent's: the store's own digest
+/// with the dictionary's SHA-256 (it names mailboxes by GUID, so its bytes are part of
+/// every mailbox's signature). Empty for a mailbox whose signature cannot be taken (a
+/// symlink, a damaged uidlist, deleted meanwhile): the scan reads it and names what is
+/// wrong. Taken before the scan, so that a change during a backup makes the next
+/// incremental read the mailbox again.
+///
+/// # Errors
+/// An unreadable dictionary or store.
+pub(crate) fn mailbox_signatures(
+    location: &Location,
+    reader: &dyn crate::store::StoreReader,
     user: &str,
-    w: &mut ArchiveWriter<W>,
-    stats: &mut BackupStats,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let opts = ctx.opts;
-    let reader = open_reader(&opts.location, user)?;
-    let handles = reader.mailboxes()?;
-    let user_name = Name::from(user);
-    // The METADATA dictionary names mailboxes by GUID; its bytes are part of every
-    // mailbox's signature. Signatures are taken before the scan, so that a change during
-    // the backup makes the next incremental read the mailbox again.
-    let dict_path = opts.location.attribute_file_of(user)?;
+    handles: &[crate::store::MailboxHandle],
+) -> Result<(Option<Vec<u8>>, Vec<String>)> {
+    let dict_path = location.attribute_file_of(user)?;
     let dict = match &dict_path {
         Some(p) => match std::fs::read(p) {
             Ok(d) => Some(d),
@@ -632,9 +640,7 @@ fn backup_user<W: Write>(
         hex::encode(h.finalize())
     };
     let mut sigs = Vec::with_capacity(handles.len());
-    for h in &handles {
-        // A mailbox whose signature cannot be taken (a symlink, a damaged uidlist, deleted
-        // meanwhile) is read by the scan, which names what is wrong with it.
+    for h in handles {
         sigs.push(match reader.signature(h) {
             Ok(sig) => format!("{sig}.{dict_hash}"),
             Err(Error::StoreDamaged { .. }) => String::new(),
@@ -645,6 +651,21 @@ fn backup_user<W: Write>(
             Err(e) => return Err(e),
         });
     }
+    Ok((dict, sigs))
+}
+
+fn backup_user<W: Write>(
+    ctx: &Ctx<'_>,
+    user: &str,
+    w: &mut ArchiveWriter<W>,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let opts = ctx.opts;
+    let reader = open_reader(&opts.location, user)?;
+    let handles = reader.mailboxes()?;
+    let user_name = Name::from(user);
+    let (dict, sigs) = mailbox_signatures(&opts.location, reader.as_ref(), user, &handles)?;
     let copies = match (ctx.bases, opts.since) {
         (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
         _ => vec![None; handles.len()],
@@ -954,6 +975,7 @@ fn backup_user<W: Write>(
             }
             stats.messages += 1;
             stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
+            stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
             if stats.messages.is_multiple_of(256) {
                 progress.event(&Event::Bytes {
                     bytes: stats.bytes,

@@ -27,6 +27,7 @@ pub mod backup;
 pub mod chain;
 pub mod continuity;
 pub mod error;
+pub mod estimate;
 pub mod export;
 pub mod format;
 pub mod fuzzing;

@@ -1,6 +1,8 @@
 //! The `maildump` command: parses the command line, calls the library, prints, and maps
 //! errors to the exit codes documented in README.md and `--help`.
 
+mod agent;
+mod amanda;
 mod bacula;
 mod cli;
 mod events;
@@ -457,8 +459,10 @@ fn backup_summary(stats: &BackupStats) -> String {
     );
     if stats.referenced > 0 || stats.unread > 0 {
         s.push_str(&format!(
-            "; {} held by earlier archives, {} files not read",
-            stats.referenced, stats.unread
+            "; {} held by earlier archives, {} files not read, {} read",
+            stats.referenced,
+            stats.unread,
+            human(stats.read_bytes)
         ));
     }
     if stats.deleted > 0 {
@@ -833,6 +837,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("maildump: wrote {n} man pages to {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Estimate(a) => agent::run_estimate(&a),
+        Command::Selfcheck(a) => agent::run_selfcheck(&a),
+        Command::Amanda(a) => amanda::run(&a),
         Command::Export(a) => {
             let (chain, _tmp) = open_chain(&a.archives, false)?;
             let at = state_of(&chain, a.as_of.as_deref())?;

@@ -2,6 +2,7 @@
 //! store fidelity. A missing `doveadm` fails the Dovecot tests; nothing is skipped.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod amanda;
 mod bacula;
 mod cli;
 mod corrupt;
@@ -9,6 +10,7 @@ mod d24;
 mod dbox;
 mod dovecot;
 mod dovecot24;
+mod estimate;
 mod fidelity;
 mod format_vectors;
 mod fuzz;
@@ -21,6 +23,7 @@ mod live_backup;
 mod live_restore;
 mod planted;
 mod savedate;
+mod selfcheck;
 mod skips;
 mod untrusted;
 mod userdb;
