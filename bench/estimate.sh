@@ -2,7 +2,7 @@
 # maildump estimate vs what the backup then reads (issue 15), on the bench corpus: a full,
 # a no-change incremental, a 1%-change incremental and the same after a `chown -R` of the
 # store (every ctime changes; the estimate must not). For each: the estimate's bytes and
-# messages, the bytes the backup's summary says it read, the difference in percent, and
+# messages, the bytes the backup says it read (`read_bytes` of its done event), the difference in percent, and
 # the wall time of the estimate and of the backup.
 #
 # Usage:
@@ -52,15 +52,14 @@ step() {
     ebytes=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["bytes"])' "$json")
     emsgs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["messages"])' "$json")
     sync
-    bk_s=$(timed /dev/null "$T/$name.bk.err" "$MAILDUMP" backup "${STORE[@]}" "${b[@]}" -o "$archive" --progress none)
-    summary=$(grep '^maildump: backed up' "$T/$name.bk.err")
-    if [[ $summary =~ ([0-9]+)\ bytes\ read ]]; then
-        read=${BASH_REMATCH[1]}
-    elif [[ $summary =~ \(([0-9]+)\ bytes, ]]; then
-        read=${BASH_REMATCH[1]}
-    else
-        die "no byte count in: $summary"
-    fi
+    bk_s=$(timed /dev/null "$T/$name.bk.err" "$MAILDUMP" backup "${STORE[@]}" "${b[@]}" -o "$archive" --progress json)
+    # The done event's read_bytes: the message bytes the backup read from the store.
+    read=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: e = json.loads(l)
+    except ValueError: continue
+    if e.get("event") == "done": print(e["read_bytes"])' "$T/$name.bk.err")
+    [[ -n $read ]] || die "no done event in $T/$name.bk.err"
     pct=$(awk -v e="$ebytes" -v r="$read" 'BEGIN { if (r > 0) printf "%.2f", (e - r) * 100 / r; else print (e == 0 ? "0.00" : "inf") }')
     awk -v p="$pct" 'BEGIN { exit !(p == "inf" || p > 10 || p < -10) }' && FAIL+=("$name: estimate off by $pct%")
     ROWS+=("| $name | $emsgs | $ebytes | $read | $pct | $est_s | $bk_s |")
