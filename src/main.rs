@@ -82,5 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bacula(c) => cli::bacula::run(c),
         Command::Completions { shell } => cli::docs::completions(shell),
         Command::Man { dir } => cli::docs::man(&dir),
+        Command::Estimate(a) => cli::agent::run_estimate(&a),
+        Command::Selfcheck(a) => cli::agent::run_selfcheck(&a),
+        Command::Amanda(a) => cli::amanda::run(&a),
     }
 }

@@ -74,6 +74,9 @@ pub enum Event {
         messages: u64,
         /// Bytes processed.
         bytes: u64,
+        /// Message bytes read from the store (backup: what an estimate predicts).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read_bytes: Option<u64>,
         /// Warnings reported.
         warnings: u64,
         /// Messages expunged during the run (backup only; see [`Event::Expunged`]).

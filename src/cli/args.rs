@@ -114,6 +114,21 @@ Examples:
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// What a backup (full, or incremental against --base/--state-dir) would read and
+    /// roughly write, without reading a message file.
+    #[command(after_help = examples!("  maildump estimate --config /etc/dovecot/dovecot.conf --all-users
+  maildump estimate --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --json"))]
+    Estimate(crate::cli::agent::EstimateArgs),
+    /// Check what a backup needs: the config and doveconf, every user's store readable by
+    /// this user, the target writable with room for the estimate. One line per check.
+    #[command(after_help = examples!("  maildump selfcheck --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail
+  sudo -u backup maildump selfcheck --config /etc/dovecot/dovecot.conf --all-users -o /backup/mail.mdump"))]
+    Selfcheck(crate::cli::agent::SelfcheckArgs),
+    /// maildump as an Amanda application (README, "Amanda").
+    #[command(after_help = examples!("  (run by Amanda as an application; README \"Amanda\")
+  maildump amanda support
+  maildump amanda estimate --config CONF --host mailhost --disk /srv/mail --level 0 --level 1 --dovecot-config /etc/dovecot/dovecot.conf"))]
+    Amanda(crate::cli::amanda::AmandaArgs),
 }
 
 /// Where the mail store is.

@@ -33,7 +33,7 @@ use maildump::error::Error;
 use maildump::format::reader::Archive;
 
 /// `.at(path)`: an I/O error naming the file it concerns.
-trait At<T> {
+pub(crate) trait At<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T, Error>;
 }
 
@@ -330,7 +330,7 @@ fn pass_stderr(stderr: Option<std::process::ChildStderr>) -> Option<String> {
 }
 
 /// Copy `from` to stdout and to the file `copy`.
-fn tee(from: &mut impl Read, copy: &Path) -> anyhow::Result<()> {
+pub(crate) fn tee(from: &mut impl Read, copy: &Path) -> anyhow::Result<()> {
     let mut file = File::create(copy).at(copy)?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -351,7 +351,7 @@ fn tee(from: &mut impl Read, copy: &Path) -> anyhow::Result<()> {
 /// Punch the message frames out of the state copy at `path` (same offsets, holes where
 /// the frames were): a later `--base` reads only the header, the index and the footer.
 /// Where that fails (a file system without holes), the whole copy stays.
-fn keep_index_only(path: &Path) {
+pub(crate) fn keep_index_only(path: &Path) {
     let Ok(a) = Archive::open(path, false) else {
         return;
     };

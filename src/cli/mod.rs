@@ -2,6 +2,8 @@
 //! (each turns its arguments into library options, calls the library and prints), and what
 //! they share: the store location, opening archives, writing an archive to its destination.
 
+pub mod agent;
+pub mod amanda;
 pub mod args;
 pub mod backup;
 pub mod bacula;

@@ -146,6 +146,7 @@ pub fn merge<W: Write>(
     w.finish()?;
     progress.event(&Event::Done {
         archive_id: None,
+        read_bytes: None,
         messages: stats.messages,
         bytes: 0,
         warnings: stats.warnings.len() as u64,

@@ -9,6 +9,7 @@
 //! - [`statedir`]: the `--state-dir` schedule of full and incremental archives.
 
 pub mod backup;
+pub mod estimate;
 pub mod export;
 pub mod inspect;
 pub mod merge;

@@ -44,6 +44,26 @@ pub struct State {
     pub archives: Vec<StateEntry>,
 }
 
+impl State {
+    /// What `DIR/state.json` says (empty when there is none), read without the lock: for
+    /// `estimate` and `selfcheck`, which write nothing.
+    ///
+    /// # Errors
+    /// I/O errors; a damaged `state.json` ([`Error::Corrupt`]).
+    pub fn read(dir: &Path) -> Result<State> {
+        let sp = dir.join(STATE_FILE);
+        match fs::read(&sp) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map_err(|e| Error::corrupt(sp.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                version: 1,
+                archives: Vec::new(),
+            }),
+            Err(e) => Err(Error::io(&sp, e)),
+        }
+    }
+}
+
 /// A locked state directory.
 pub struct StateDir {
     dir: PathBuf,
@@ -167,16 +187,7 @@ impl StateDir {
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let sp = dir.join(STATE_FILE);
-        let state = match fs::read(&sp) {
-            Ok(data) => serde_json::from_slice(&data)
-                .map_err(|e| Error::corrupt(sp.display().to_string(), e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                version: 1,
-                archives: Vec::new(),
-            },
-            Err(e) => return Err(Error::io(&sp, e)),
-        };
+        let state = State::read(dir)?;
         let removed_partials = remove_stale_partials(dir)?;
         Ok(StateDir {
             dir: dir.to_path_buf(),

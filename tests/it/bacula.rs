@@ -9,43 +9,24 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
-use crate::util::{Workspace, maildump};
+use crate::util::{Workspace, maildump, run_selftest};
 
 #[test]
 fn bacula_bpipe_jobs_back_up_and_restore_exactly() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/selftest-bacula.sh"
+    run_selftest(
+        "bacula",
+        &[("MAILDUMP", env!("CARGO_BIN_EXE_maildump").as_ref())],
+        &[
+            "restore current select = state at the last incremental",
+            "restore before=<end of the first incremental> = state then",
+            "restore where=\"ROOT --user alice\" = alice at the last incremental",
+            "restore of one mailbox (Work/Sub)",
+            "restore of one message (INBOX uid 6)",
+            "a failing backup command fails the job (status E)",
+            "the state keeps the Full's and the last job's index",
+        ],
     );
-    let out = Command::new("bash")
-        .arg(script)
-        .env("MAILDUMP", env!("CARGO_BIN_EXE_maildump"))
-        .env_remove("KEEP")
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("selftest-bacula: all checks passed"),
-        "selftest-bacula.sh failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    for check in [
-        "restore current select = state at the last incremental",
-        "restore before=<end of the first incremental> = state then",
-        "restore where=\"ROOT --user alice\" = alice at the last incremental",
-        "restore of one mailbox (Work/Sub)",
-        "restore of one message (INBOX uid 6)",
-        "a failing backup command fails the job (status E)",
-        "the state keeps the Full's and the last job's index",
-    ] {
-        assert!(
-            stdout.contains(&format!("ok   {check}")),
-            "{check}: {stdout}"
-        );
-    }
 }
 
 /// A Maildir of `n` messages of about 16 KiB each that zstd cannot shrink much.

@@ -1785,16 +1785,25 @@ fn state_dir_runs() {
         );
     }
 
-    // A held lock: the run fails with exit 6 naming the lock, and writes no archive.
-    let lock = fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("lock"))
-        .expect("open the lock file");
-    lock.try_lock()
-        .expect("take the state-dir lock in the test");
+    // A held lock: the run fails with exit 6 naming the lock, and writes no archive. The
+    // lock is held by a process of its own: a lock taken in this (multi-threaded) test
+    // process would also be held by any child another test thread forks meanwhile, until
+    // that child execs, so releasing it here would not always release it.
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(dir.join("lock"))
+        .args(["sh", "-c", "echo held; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("piped")),
+        &mut held,
+    )
+    .expect("read from flock");
+    assert_eq!(held, "held\n", "flock took the state-dir lock");
     next_second();
     let mut cmd = backup_cmd(&src);
     cmd.arg("--state-dir").arg(&dir);
@@ -1811,7 +1820,8 @@ fn state_dir_runs() {
         5,
         "no archive may be written while the lock is held"
     );
-    drop(lock);
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("flock exits").success());
     let out: Output = run(&mut cmd);
     assert!(
         out.status.success(),

@@ -5,6 +5,7 @@
 // with Dovecot); split into helpers, the scenario would no longer be visible in one place.
 #![allow(clippy::too_many_lines)]
 
+mod amanda;
 mod bacula;
 mod cli;
 mod corrupt;
@@ -12,6 +13,7 @@ mod d24;
 mod dbox;
 mod dovecot;
 mod dovecot24;
+mod estimate;
 mod fidelity;
 mod format_vectors;
 mod fuzz;
@@ -24,6 +26,7 @@ mod live_backup;
 mod live_restore;
 mod planted;
 mod savedate;
+mod selfcheck;
 mod skips;
 mod ui;
 mod untrusted;

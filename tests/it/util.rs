@@ -379,3 +379,69 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// This build's `maildump` binary, or a copy in `ws` when `user` cannot run it (a directory
+/// above it closed to that user, e.g. a target/ under a 0700 /root), said on stderr.
+///
+/// A fresh copy can fail to run with "Text file busy" for a moment: a child another test
+/// thread forks while the copy is being written inherits the open file until it execs.
+/// The copy is run (`--version`) until it no longer does, at most 200 times.
+pub fn binary_for_user(user: &str, ws: &Workspace) -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_maildump"));
+    let reachable = Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(&exe)
+        .status()
+        .expect("runuser runs (util-linux)")
+        .success();
+    if reachable {
+        return exe;
+    }
+    let dir = ws.join("bin");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("maildump");
+    fs::copy(&exe, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    eprintln!(
+        "user {user} cannot run {}: using a copy, {}",
+        exe.display(),
+        copy.display()
+    );
+    for _ in 0..200 {
+        match Command::new(&copy).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
+            Err(e) => panic!("{}: {e}", copy.display()),
+            Ok(_) => return copy,
+        }
+    }
+    panic!("{} stays busy (ETXTBSY)", copy.display());
+}
+
+/// Run `tests/support/selftest-NAME.sh` with `env`; panics unless it passed and printed
+/// `ok   CHECK` for each of `checks`.
+pub fn run_selftest(name: &str, env: &[(&str, &OsStr)], checks: &[&str]) {
+    let script = format!(
+        "{}/tests/support/selftest-{name}.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).env_remove("KEEP");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("selftest-{name}: all checks passed")),
+        "selftest-{name}.sh failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for check in checks {
+        assert!(
+            stdout.contains(&format!("ok   {check}")),
+            "{check}: {stdout}"
+        );
+    }
+}

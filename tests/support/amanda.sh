@@ -22,7 +22,8 @@
 #   amanda.sh fetch DIR OUTDIR [LEVEL] amfetchdump the images a restore needs (newest level 0
 #                                      and the newest of each level above it), or the one of
 #                                      LEVEL, into OUTDIR (files HOST.DISK.DATE.LEVEL, no header)
-#   amanda.sh pipe DIR LEVEL           amfetchdump -p: the newest image of LEVEL on stdout
+#   amanda.sh pipe DIR LEVEL [DATE]    amfetchdump -p: one image of LEVEL (the oldest when
+#                                      several match: give DATE, a datestamp, for another)
 #   amanda.sh extract DIR TARGET       amfetchdump --extract --target TARGET: the application's
 #                                      restore, once per level needed, oldest first
 #   amanda.sh checkdump DIR            amcheckdump (reads every image back through `validate`)
@@ -194,8 +195,8 @@ case "$cmd" in
   fetch) load; [ $# -ge 1 ] || die "usage: fetch DIR OUTDIR [LEVEL]"
     mkdir -p "$1"; chown backup:backup "$1"
     as_backup amfetchdump -a -O "$(realpath "$1")" "$CONF" localhost "$CONF" ${2:+0-9 "$2\$"} ;;
-  pipe) load; [ $# -eq 1 ] || die "usage: pipe DIR LEVEL"
-    as_backup amfetchdump -p -a "$CONF" localhost "$CONF" 0-9 "$1\$" ;;
+  pipe) load; [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: pipe DIR LEVEL [DATESTAMP]"
+    as_backup amfetchdump -p -a "$CONF" localhost "$CONF" "${2:-0-9}" "$1\$" ;;
   extract) load; [ $# -eq 1 ] || die "usage: extract DIR TARGET"
     as_backup amfetchdump -a --extract --target "$1" "$CONF" localhost "$CONF" ;;
   checkdump) load; as_backup amcheckdump "$CONF" ;;

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # Self-test of tests/support/amanda.sh and of the Amanda design in backup-software.md, with
 # real Amanda (auth local, vtapes), the fixture store and the maildump binary (MAILDUMP,
-# default target/debug/maildump), through tests/support/amanda-app.py and
-# proto/maildump-amanda.sh:
+# default target/debug/maildump) as the application (`maildump amanda ...`, installed as
+# README's "Amanda" section says: a two-line wrapper in Amanda's application directory):
 #   - the store is read as user backup through a read-only group (no root, no sudo): first
 #     refused (amcheck reports it), then allowed, and Dovecot keeps new files group-readable;
 #   - levels 0, 1, 2 and a second 1 with changes made through doveadm in between;
 #   - restores: every image amfetchdump finds, oldest first, into `maildump restore`; one
-#     user from the level 0 image piped (`amfetchdump -p | maildump restore -`); amfetchdump
-#     --extract spooling images through the application; amcheckdump validating through
-#     `maildump verify -`; amrecover listing the users from the index;
-#   - a failing backup command: FAILED with its message in the report.
+#     user from the level 0 image piped (`amfetchdump -p | maildump restore -`); the chain
+#     of levels 0 and 1 piped concatenated into `maildump restore -`; amfetchdump --extract
+#     spooling images through the application; amcheckdump validating them; amrecover
+#     listing the users, mailboxes and messages from the index lines;
+#   - a failing backup (a config that does not exist): FAILED with its message in the report.
 # Each restore is compared with what doveadm showed at dump time. Prints timings. As root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=mailstore.sh
 . "$here/mailstore.sh"
 AM=$here/amanda.sh
-PROTO=$here/proto/maildump-amanda.sh
 selftest_begin amanda
 A=$W/amanda
 AF=$W/amanda-fail
@@ -43,17 +43,17 @@ CONF=$W/dovecot.conf
 # Dovecot's default modes: only the mail user can read the store.
 find "$M" -type d -exec chmod 0700 {} +
 find "$M" -type f -exec chmod 0600 {} +
+# Restores compare UIDNEXT as it was (--uid-margin 0; by default a restore raises it by
+# 100000, README).
 mkdir -m 0700 "$W/mdstate"
 chown backup:backup "$W/mdstate"
-OPTS="--config $CONF --home $M/%u --all-users"
+# README "Amanda": the application is a wrapper in Amanda's application directory
+# (amanda.sh installs the file it is given there).
+printf '#!/bin/sh\nexec %s amanda "$@"\n' "$MAILDUMP" > "$W/maildump-app"
+chmod 0755 "$W/maildump-app"
 t=$(now)
-"$AM" setup "$A" "$M" "$here/amanda-app.py" \
-  backup-command "$PROTO $MAILDUMP backup $W/mdstate $OPTS" \
-  estimate-command "$PROTO $MAILDUMP estimate $W/mdstate $OPTS" \
-  index-command "$PROTO $MAILDUMP index $W/mdstate" \
-  validate-command "$MAILDUMP verify -" \
-  restore-command 'cat > "image.$AMANDA_LEVEL.$(date +%s%N).mdump"' \
-  check-command "$MAILDUMP backup $OPTS --quiet -o - > /dev/null" > /dev/null
+"$AM" setup "$A" "$M" "$W/maildump-app" \
+  dovecot-config "$CONF" home "$M/%u" state-dir "$W/mdstate" > /dev/null
 echo "time setup: $(since "$t") s"
 t=$(now)
 out=$("$AM" check "$A" 2>&1) && fail "amcheck passed on a store user backup cannot read: $out"
@@ -98,23 +98,32 @@ t=$(now)
 echo "     amfetchdump: $(ls "$W/images" | tr '\n' ' ')($(since "$t") s)"
 [ "$(ls "$W/images" | sed 's/.*\.//' | tr -d '\n')" = 0121 ] || fail "images $(ls "$W/images")"
 # Every image of the DLE, oldest first: the superseded level 2 included.
-"$MAILDUMP" restore "$W"/images/* --config "$CONF" --home "$W/r-all/%u" 2> /dev/null
+"$MAILDUMP" restore "$W"/images/* --config "$CONF" --uid-margin 0 --home "$W/r-all/%u" 2> /dev/null
 mailstore_snapshot "$W" "$W/r-all" > "$W/r-all.txt"
 same "maildump restore of every fetched image = state at the last dump" "$W/s3.txt" "$W/r-all.txt"
 
 "$AM" pipe "$A" 0 2> /dev/null |
-  "$MAILDUMP" restore - --config "$CONF" --home "$W/r-pipe/%u" --user alice 2> /dev/null
+  "$MAILDUMP" restore - --config "$CONF" --uid-margin 0 --home "$W/r-pipe/%u" --user alice 2> /dev/null
 mailstore_snapshot "$W" "$W/r-pipe" alice > "$W/r-pipe.txt"
 grep -n '' "$W/s0.txt" | sed -n '/== alice/,/== bob/p' | sed '$d' | cut -d: -f2- > "$W/s0-alice.txt"
 same "amfetchdump -p (level 0) | maildump restore - --user alice" "$W/s0-alice.txt" "$W/r-pipe.txt"
+
+# amfetchdump -p pipes the oldest image that matches: the newest level 1 by its datestamp.
+newest1=$(ls "$W/images" | sed -n 's/.*\.\([0-9]*\)\.1$/\1/p' | sort | tail -1)
+{ "$AM" pipe "$A" 0; "$AM" pipe "$A" 1 "$newest1"; } 2> /dev/null |
+  "$MAILDUMP" restore - --config "$CONF" --uid-margin 0 --home "$W/r-chain/%u" 2> /dev/null
+mailstore_snapshot "$W" "$W/r-chain" > "$W/r-chain.txt"
+same "amfetchdump -p of levels 0 and 1, concatenated, | maildump restore -" "$W/s3.txt" "$W/r-chain.txt"
 
 mkdir -m 0700 "$W/extract"
 chown backup "$W/extract"
 t=$(now)
 "$AM" extract "$A" "$W/extract" > /dev/null 2>&1 || fail "amfetchdump --extract"
 echo "     amfetchdump --extract: $(ls "$W/extract" | wc -l) images spooled by the application ($(since "$t") s)"
-mapfile -t spooled < <(ls "$W/extract" | sort -t. -k3n | sed "s|^|$W/extract/|")  # arrival order
-"$MAILDUMP" restore "${spooled[@]}" --config "$CONF" --home "$W/r-extract/%u" 2> /dev/null
+mapfile -t spooled < <(ls "$W"/extract/maildump-amanda.*.mdump)  # arrival order
+[ "$(printf '%s\n' "${spooled[@]}" | sed 's/.*level-//; s/\.mdump//' | tr -d '\n')" = 0121 ] ||
+  fail "spooled ${spooled[*]}"
+"$MAILDUMP" restore "${spooled[@]}" --config "$CONF" --uid-margin 0 --home "$W/r-extract/%u" 2> /dev/null
 mailstore_snapshot "$W" "$W/r-extract" > "$W/r-extract.txt"
 same "amfetchdump --extract, then maildump restore of the spooled images" "$W/s3.txt" "$W/r-extract.txt"
 
@@ -138,14 +147,18 @@ for f in /var/log/amanda/amandad/*.debug; do
   fi
 done
 
-AMANDA_DTIMEOUT=5 "$AM" setup "$AF" "$M" "$here/amanda-app.py" \
-  backup-command "$MAILDUMP backup --config $W/missing.conf --all-users -o -" \
-  estimate-command 'echo 10240' > /dev/null
+mkdir -m 0700 "$W/mdstate-fail"
+chown backup:backup "$W/mdstate-fail"
+AMANDA_DTIMEOUT=${AMANDA_DTIMEOUT:-5} "$AM" setup "$AF" "$M" "$W/maildump-app" \
+  dovecot-config "$W/missing.conf" state-dir "$W/mdstate-fail" > /dev/null
 t=$(now)
 "$AM" dump "$AF" 0 > /dev/null 2>&1 && fail "a failing backup command gave a good dump"
 grep -q 'FAILED' "$AF/last-report.txt" || fail "report: $(cat "$AF/last-report.txt")"
-grep -q '? maildump: error: .*missing.conf' "$AF/last-report.txt" || fail "maildump's message not in the report"
-echo "ok   a failing backup command: dump FAILED, its message in the report ($(since "$t") s: it ends at the dtimeout)"
+# The estimate meets the missing config first: the planner reports its ERROR line and no
+# dump runs (no wait for the dtimeout). A failure during the dump itself goes to fd 3 as
+# `? maildump: error: ...` and `sendbackup: error [...]` (tests/it/amanda.rs).
+grep -q 'FAILED.*ERROR maildump: level 0: estimate failed (exit 3): .*missing.conf' "$AF/last-report.txt" || fail "maildump's message not in the report"
+echo "ok   a failing backup: dump FAILED, maildump's message in the report ($(since "$t") s)"
 
 t=$(now)
 "$AM" cleanup "$AF"

@@ -9,7 +9,7 @@
 //! out for another reason (a symlink, a duplicate, an unreadable or damaged file) is named
 //! in [`BackupStats::warnings`].
 
-mod incremental;
+pub(crate) mod incremental;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -93,6 +93,9 @@ pub struct BackupStats {
     pub referenced: u64,
     /// Records of deleted mail written.
     pub deleted: u64,
+    /// Bytes of the message files read (what `maildump estimate` predicts): the messages
+    /// neither known from a base nor shared with a message read before.
+    pub read_bytes: u64,
     /// Items left out, each named (symlinks, duplicates, unreadable or damaged files and
     /// mailboxes): the run is partial (exit 1).
     pub warnings: Vec<String>,
@@ -152,7 +155,7 @@ type ChainContent = (
 );
 
 /// The base archives of an incremental, opened.
-struct Bases {
+pub(crate) struct Bases {
     archives: Vec<Archive>,
     /// Whether [`Bases::content`] was handed to the writer (done before the first file
     /// is read: a run that reads no file never parses the bases' catalogs for it).
@@ -160,7 +163,7 @@ struct Bases {
 }
 
 impl Bases {
-    fn open(paths: &[PathBuf], progress: &mut dyn Progress) -> Result<Bases> {
+    pub(crate) fn open(paths: &[PathBuf], progress: &mut dyn Progress) -> Result<Bases> {
         let mut archives = Vec::new();
         for p in paths {
             let a = Archive::open_or_recover(p)?;
@@ -214,12 +217,12 @@ impl Bases {
         Ok((content, blobs))
     }
 
-    fn parent(&self) -> &Archive {
+    pub(crate) fn parent(&self) -> &Archive {
         &self.archives[0]
     }
 
     /// The parent's catalogs of `user`'s mailboxes (its state, not its deleted mailboxes).
-    fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
+    pub(crate) fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
         let a = self.parent();
         let mut out = Vec::new();
         for (i, e) in a.dir.mailboxes.iter().enumerate() {
@@ -376,6 +379,7 @@ pub fn backup<W: Write>(
     w.finish()?;
     progress.event(&Event::Done {
         archive_id: Some(archive_id),
+        read_bytes: Some(stats.read_bytes),
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
@@ -427,18 +431,45 @@ fn unchanged_mailboxes(
 ) -> Result<Vec<Option<Unchanged>>> {
     let mut out = Vec::with_capacity(handles.len());
     for (h, sig) in handles.iter().zip(sigs) {
-        let hit = parent.dir.mailboxes.iter().position(|e| {
-            &e.user == user
-                && e.name == h.name
-                && !sig.is_empty()
-                && e.signature.as_deref() == Some(sig)
-        });
-        out.push(match hit {
+        out.push(match unchanged_in(parent, user, &h.name, sig) {
             Some(i) => parent.raw_catalog(i)?.map(|raw| (i, raw)),
             None => None,
         });
     }
     Ok(out)
+}
+
+/// The parent's mailbox `name` of `user` whose recorded signature is `sig` (not empty):
+/// the mailbox did not change since the parent.
+pub(crate) fn unchanged_in(parent: &Archive, user: &Name, name: &Name, sig: &str) -> Option<usize> {
+    parent.dir.mailboxes.iter().position(|e| {
+        &e.user == user && &e.name == name && !sig.is_empty() && e.signature.as_deref() == Some(sig)
+    })
+}
+
+/// The user's parent state ([`UserBase`]) from the bases.
+///
+/// # Errors
+/// A damaged catalog of the parent.
+pub(crate) fn user_base(b: &Bases, user: &Name) -> Result<UserBase> {
+    Ok(UserBase::from_parent(
+        b.parent_catalogs(user)?,
+        &b.parent().manifest().archive_id,
+        &b.parent().manifest().created,
+    ))
+}
+
+/// [`signatures`] for `location`'s store, as `maildump estimate` takes them.
+///
+/// # Errors
+/// As [`signatures`].
+pub(crate) fn mailbox_signatures(
+    location: &Location,
+    reader: &dyn StoreReader,
+    user: &str,
+    handles: &[MailboxHandle],
+) -> Result<(Option<Vec<u8>>, Vec<String>)> {
+    signatures(reader, handles, location, user)
 }
 
 /// Record mailbox `i` of the parent by copying its catalog (see
@@ -509,7 +540,7 @@ fn backup_user<W: Write>(
     let reader = reader.as_ref();
     let handles = reader.mailboxes()?;
     let user_name = Name::from(user);
-    let (dict, sigs) = signatures(reader, &handles, opts, user)?;
+    let (dict, sigs) = signatures(reader, &handles, &opts.location, user)?;
     let mut copies = match (ctx.bases, opts.since) {
         (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
         _ => vec![None; handles.len()],
@@ -520,11 +551,7 @@ fn backup_user<W: Write>(
         return Ok(());
     }
     let ub = match ctx.bases {
-        Some(b) => UserBase::from_parent(
-            b.parent_catalogs(&user_name)?,
-            &b.parent().manifest().archive_id,
-            &b.parent().manifest().created,
-        ),
+        Some(b) => user_base(b, &user_name)?,
         None => UserBase::default(),
     };
     let mut scan = scan_mailboxes(ctx, reader, &handles, &copies, &ub, user, stats, progress)?;
@@ -608,10 +635,10 @@ fn backup_user<W: Write>(
 fn signatures(
     reader: &dyn StoreReader,
     handles: &[MailboxHandle],
-    opts: &BackupOptions,
+    location: &Location,
     user: &str,
 ) -> Result<(Option<Vec<u8>>, Vec<String>)> {
-    let dict_path = opts.location.attribute_file_of(user)?;
+    let dict_path = location.attribute_file_of(user)?;
     let dict = match &dict_path {
         Some(p) => match std::fs::read(p) {
             Ok(d) => Some(d),
@@ -967,5 +994,6 @@ fn read_message<W: Write>(
     rec.message.from = hdr.from;
     rec.message.subject = hdr.subject;
     rec.message.message_id = hdr.message_id;
+    stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
     Ok(Some(rec))
 }

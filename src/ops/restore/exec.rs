@@ -63,6 +63,7 @@ pub fn restore(
     }
     progress.event(&Event::Done {
         archive_id: None,
+        read_bytes: None,
         messages: stats.messages,
         bytes: stats.bytes,
         warnings: stats.warnings.len() as u64,
