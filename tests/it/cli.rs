@@ -304,6 +304,9 @@ fn every_help_is_as_documented() {
         "bacula restore",
         "completions",
         "man",
+        "estimate",
+        "selfcheck",
+        "amanda",
     ] {
         let out = run_ok(maildump().args(sub.split_whitespace()).arg("--help"));
         let text = String::from_utf8(out.stdout).unwrap();
