@@ -18,7 +18,7 @@
 #
 # Output: phase table on stdout (CPU ms per phase and when it ran, relative to the first
 # sample). Phases are matched in the order listed, so e.g. JSON decoding inside
-# UserBase::load counts as "base: per-user catalogs". Samples whose stack perf could not
+# Bases::parent_catalogs and UserBase::from_parent count as "base: per-user catalogs". Samples whose stack perf could not
 # unwind into maildump's code land in "other (unattributed)"; in practice they are mostly
 # serde_json decoding and allocator work.
 set -euo pipefail
@@ -72,13 +72,14 @@ if not samples:
 main = collections.Counter(s["tid"] for s in samples).most_common(1)[0][0]
 PHASES = [
     ("Bases::open", "base: decode every catalog of every base (content map)"),
-    ("UserBase::load", "base: decode the parent's catalogs of each user again"),
-    ("backup::deletions", "deleted-mail diff"),
+    ("Bases::parent_catalogs", "base: decode the parent's catalogs of each user again"),
+    ("UserBase::from_parent", "base: index the parent's catalogs of each user"),
+    ("deleted_since", "deleted-mail diff"),
     ("StoreReader>::scan", "store scan (readdir, stat per file, uidlist)"),
     ("write_mailbox_record", "write catalogs (serialize JSON + zstd)"),
     ("ArchiveWriter<W>::finish", "finish archive (index, trailer)"),
     ("backup_user", "rest of backup_user (lookups, clones, frees)"),
-    ("maildump::backup::backup", "rest of backup"),
+    ("maildump::ops::backup::backup", "rest of backup"),
     ("", "other (unattributed)"),
 ]
 agg = collections.defaultdict(list)

@@ -9,6 +9,10 @@
 use std::io;
 use std::path::PathBuf;
 
+/// The path of I/O errors on an archive raised where only the open file or the writer was
+/// known; [`Error::in_archive`] and [`Error::name_archive`] put the real path in.
+pub(crate) const UNNAMED_ARCHIVE: &str = "<archive>";
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,6 +35,11 @@ pub enum ErrorKind {
     StoreDamaged,
     /// The selected user, mailbox or message is not in the archive or store (exit 8).
     NotFound,
+    /// An item of the store is beyond a limit of the archive format, so no archive that
+    /// readers accept can hold it (exit 9).
+    Limit,
+    /// A bug in maildump: an internal invariant did not hold (exit 70, `EX_SOFTWARE`).
+    Internal,
     /// Stopped by SIGINT or SIGTERM; what the run had created is removed (the command
     /// then dies by the same signal: a shell sees 130 or 143).
     Interrupted,
@@ -48,6 +57,8 @@ impl ErrorKind {
             ErrorKind::Conflict => 6,
             ErrorKind::StoreDamaged => 7,
             ErrorKind::NotFound => 8,
+            ErrorKind::Limit => 9,
+            ErrorKind::Internal => 70,
             ErrorKind::Interrupted => 130,
         }
     }
@@ -115,12 +126,36 @@ pub enum Error {
     /// A selected item does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An item is beyond a limit of the archive format.
+    #[error("over the archive format's limits: {item}: {detail}")]
+    Limit {
+        /// The item: a message member, a mailbox's catalog, the index.
+        item: String,
+        /// Which limit.
+        detail: String,
+    },
+    /// An internal invariant did not hold: a bug in maildump.
+    #[error("internal error (a bug in maildump, please report it): {0}")]
+    Internal(String),
     /// Stopped by a signal before the end.
     #[error("interrupted by a signal; what this run created was removed")]
     Interrupted,
 }
 
 impl Error {
+    /// Name the archive `path` in an I/O error on it raised where only the open file or
+    /// the writer was known (an [`crate::ArchiveWriter`] writes to any `Write`: its
+    /// caller knows the destination). Other errors are returned unchanged.
+    pub fn name_archive(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::Io { path: p, source } if p.as_os_str() == UNNAMED_ARCHIVE => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            e => e,
+        }
+    }
+
     /// The kind of this error, which decides the exit code.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -131,6 +166,8 @@ impl Error {
             Error::Conflict(_) | Error::UnsafeTarget { .. } => ErrorKind::Conflict,
             Error::StoreDamaged { .. } => ErrorKind::StoreDamaged,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Limit { .. } => ErrorKind::Limit,
+            Error::Internal(_) => ErrorKind::Internal,
             Error::Interrupted => ErrorKind::Interrupted,
         }
     }
@@ -152,7 +189,8 @@ impl Error {
     }
 
     /// The same error, naming the archive file at `path` when it is damage that does not
-    /// name it yet (several archives may be given: the message must say which).
+    /// name it yet (several archives may be given: the message must say which), or an
+    /// I/O error on it raised where only the open file was known ([`Error::name_archive`]).
     #[must_use]
     pub fn in_archive(self, path: &std::path::Path) -> Self {
         match self {
@@ -165,7 +203,7 @@ impl Error {
                 };
                 Error::Corrupt { item, detail }
             }
-            e => e,
+            e => e.name_archive(path),
         }
     }
 
@@ -187,5 +225,49 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_kind_has_its_own_exit_code() {
+        let kinds = [
+            ErrorKind::Usage,
+            ErrorKind::Io,
+            ErrorKind::CorruptArchive,
+            ErrorKind::UnsupportedVersion,
+            ErrorKind::Conflict,
+            ErrorKind::StoreDamaged,
+            ErrorKind::NotFound,
+            ErrorKind::Limit,
+            ErrorKind::Internal,
+            ErrorKind::Interrupted,
+        ];
+        let codes: std::collections::HashSet<u8> = kinds.iter().map(|k| k.exit_code()).collect();
+        assert_eq!(codes.len(), kinds.len());
+        assert!(!codes.contains(&0) && !codes.contains(&EXIT_PARTIAL));
+        let limit = Error::Limit {
+            item: "user a mailbox B".into(),
+            detail: "too many".into(),
+        };
+        assert_eq!(limit.kind().exit_code(), 9);
+        assert_eq!(Error::Internal("x".into()).kind().exit_code(), 70);
+    }
+
+    #[test]
+    fn in_archive_names_the_file_once() {
+        let e = Error::corrupt("header frame at offset 0", "truncated")
+            .in_archive(Path::new("a.mdump"));
+        assert_eq!(
+            e.to_string(),
+            "corrupt archive: a.mdump: header frame at offset 0: truncated"
+        );
+        let io = Error::io("<archive>", io::Error::from(io::ErrorKind::UnexpectedEof));
+        let named = io.in_archive(Path::new("a.mdump")).to_string();
+        assert!(named.starts_with("a.mdump: "), "{named}");
     }
 }

@@ -112,7 +112,7 @@ fn cat_all(archive: Archive) {
             };
             let _ = chain.copy_record(&mut cursors, 0, &cat, r, &mut out);
         }
-        let _ = crate::restore::check_control_fields(&cat, &cat.messages);
+        let _ = crate::ops::restore::check_control_fields(&cat, &cat.messages);
     }
 }
 
@@ -123,7 +123,7 @@ pub fn archive_index(data: &[u8]) {
         if let Ok(a) = Archive::open(p, false) {
             cat_all(a);
         }
-        let _ = crate::inspect::verify(p);
+        let _ = crate::ops::inspect::verify(p);
     });
 }
 
@@ -181,7 +181,7 @@ fn control_files_round_trip(rec: &MailboxRecord) {
     for m in &mut rec.messages {
         m.message.fill_derived_guid();
     }
-    if crate::restore::check_control_fields(&rec, &rec.messages).is_err() {
+    if crate::ops::restore::check_control_fields(&rec, &rec.messages).is_err() {
         return;
     }
     let mb = &rec.mailbox;
@@ -254,7 +254,7 @@ fn split2(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Dovecot's `dovecot.index` and `dovecot.index.log` (the first byte picks: log alone,
-/// index alone, or both, split by [`split2`]).
+/// index alone, or both, split by `split2`).
 pub fn dovecot_index(data: &[u8]) {
     use crate::store::dbox::index::MailIndex;
     let Some((&which, rest)) = data.split_first() else {
@@ -365,11 +365,11 @@ pub fn mail_location(data: &[u8]) {
 /// RFC 2047 encoded words in `From:`, `Subject:` and `Message-ID:` headers: the display
 /// values stay within their limit.
 pub fn headers(data: &[u8]) {
-    let h = crate::headers::parse(data);
+    let h = crate::mime::headers::parse(data);
     for v in [&h.from, &h.subject, &h.message_id].into_iter().flatten() {
         assert!(v.len() <= crate::format::spec::HEADER_FIELD_LIMIT);
     }
-    let _ = crate::headers::decode_words(data);
+    let _ = crate::mime::headers::decode_words(data);
 }
 
 /// Mailbox patterns (`*`, `%`), restore lists and UID sets: a pattern NUL name.
@@ -378,7 +378,7 @@ pub fn mailbox_pattern(data: &[u8]) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
-    let hit = crate::select::glob_match(pattern, name);
+    let hit = crate::ops::restore::select::glob_match(pattern, name);
     if !pattern.iter().any(|b| matches!(b, b'*' | b'%')) {
         assert_eq!(
             hit,
@@ -386,10 +386,10 @@ pub fn mailbox_pattern(data: &[u8]) {
             "a pattern without wildcards is the name"
         );
     }
-    assert!(crate::select::glob_match(b"*", name));
+    assert!(crate::ops::restore::select::glob_match(b"*", name));
     let text = String::from_utf8_lossy(data);
-    let _ = crate::select::parse_restore_list(&text);
-    let _ = crate::select::SeqSet::parse(&text);
+    let _ = crate::ops::restore::select::parse_restore_list(&text);
+    let _ = crate::ops::restore::select::SeqSet::parse(&text);
 }
 
 /// Modified UTF-7 mailbox names: what decodes, encodes back to the same bytes.

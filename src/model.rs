@@ -507,6 +507,24 @@ pub struct MailboxMeta {
     pub uidlist_header_ext: Vec<Name>,
 }
 
+impl MailboxMeta {
+    /// A mailbox with only a name: no GUID, UIDVALIDITY 0, UIDNEXT 1, nothing else (e.g.
+    /// one left out of a backup because its index could not be read).
+    pub fn named(name: Name) -> MailboxMeta {
+        MailboxMeta {
+            name,
+            guid: None,
+            uidvalidity: 0,
+            uidnext: 1,
+            highest_modseq: None,
+            keywords: Vec::new(),
+            attributes: Vec::new(),
+            owner: None,
+            uidlist_header_ext: Vec::new(),
+        }
+    }
+}
+
 /// Per-user facts that do not belong to one mailbox.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct UserMeta {

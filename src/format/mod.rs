@@ -21,12 +21,12 @@
 //! [`spec::FRAME_TARGET`] bytes and never exceed [`spec::FRAME_MAX`], so damage to one frame
 //! loses only the members in it.
 
-pub mod frame;
+pub(crate) mod frame;
 pub mod index;
-pub mod parts;
 pub mod reader;
+pub(crate) mod recover;
 pub mod spec;
 pub mod split;
-pub mod tar;
-pub mod version;
+pub(crate) mod tar;
+pub(crate) mod version;
 pub mod writer;

@@ -74,4 +74,4 @@ pub const USER_MEMBER: &str = "user.json";
 /// Suffix of message members.
 pub const MESSAGE_SUFFIX: &str = ".eml";
 /// Maximum length of `from`, `subject` and `message_id` display fields.
-pub const HEADER_FIELD_LIMIT: usize = 256;
+pub use crate::mime::headers::FIELD_LIMIT as HEADER_FIELD_LIMIT;

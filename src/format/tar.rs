@@ -1,5 +1,10 @@
 //! Encoding and decoding of tar (POSIX pax / ustar) headers over byte slices. No I/O.
 //!
+//! Ours, not the `tar` crate's `Header`: its `set_cksum` writes the checksum as seven digits
+//! and NUL where the format's vectors (like GNU tar) hold six digits, NUL and space, and its
+//! ustar `set_path` splits a long path at the longest prefix where ours takes the shortest,
+//! so adopting it would change the bytes of every archive (format-spec/vectors).
+//!
 //! Writers emit ustar headers, preceded by a pax `x` header when a path or link target does
 //! not fit ustar or is not ASCII. Readers accept ustar, pax `x`/`g` and GNU `L`/`K` headers,
 //! check every header checksum and use checked arithmetic on every size.

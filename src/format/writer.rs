@@ -23,7 +23,7 @@ use super::index::{
 };
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
 use crate::model::{Content, MailboxMeta, MessageMeta, Name, Uid, UserMeta};
 
 /// Options that decide the bytes of an archive (so tests and vectors can be reproducible).
@@ -230,8 +230,10 @@ fn json_err(e: serde_json::Error) -> Error {
 }
 
 fn skippable(magic: u32, payload_len: usize) -> Result<[u8; SKIPPABLE_HEADER_LEN]> {
-    let len = u32::try_from(payload_len)
-        .map_err(|_| Error::Usage(format!("index too large ({payload_len} bytes)")))?;
+    let len = u32::try_from(payload_len).map_err(|_| Error::Limit {
+        item: "index".into(),
+        detail: format!("{payload_len} bytes is too large for a skippable frame"),
+    })?;
     let mut h = [0u8; SKIPPABLE_HEADER_LEN];
     h[..4].copy_from_slice(&magic.to_le_bytes());
     h[4..].copy_from_slice(&len.to_le_bytes());
@@ -277,8 +279,8 @@ impl<W: Write> ArchiveWriter<W> {
         payload[10..12].copy_from_slice(&w.manifest.format_minor.to_le_bytes());
         w.out
             .write_all(&skippable(HEADER_FRAME_MAGIC, HEADER_PAYLOAD_LEN)?)
-            .at("<archive>")?;
-        w.out.write_all(&payload).at("<archive>")?;
+            .at(UNNAMED_ARCHIVE)?;
+        w.out.write_all(&payload).at(UNNAMED_ARCHIVE)?;
         let json = serde_json::to_vec_pretty(&w.manifest).map_err(json_err)?;
         w.add_json_member(MANIFEST_MEMBER, &json)?;
         Ok(w)
@@ -316,7 +318,7 @@ impl<W: Write> ArchiveWriter<W> {
         self.frames_submitted += 1;
         self.pipeline
             .submit(data, first, &mut self.out)
-            .at("<archive>")
+            .at(UNNAMED_ARCHIVE)
     }
 
     /// Append raw member bytes, splitting frames at [`FRAME_MAX`].
@@ -337,10 +339,10 @@ impl<W: Write> ArchiveWriter<W> {
         self.begin_member();
         let mut hb = Vec::with_capacity(TAR_BLOCK * 3);
         if !encode_header(h, &mut hb) {
-            return Err(Error::Usage(format!(
-                "{}: too large for the archive format",
-                h.path
-            )));
+            return Err(Error::Limit {
+                item: h.path.to_string(),
+                detail: "too large for a tar member header".into(),
+            });
         }
         self.push(&hb)
     }
@@ -378,6 +380,9 @@ impl<W: Write> ArchiveWriter<W> {
         self.add_message_as(member, meta, body, size_hint, source_name)
     }
 
+    // One pass over a message body (hash, deduplicate, frame, compress, record) in the
+    // order the format requires; split, the single-pass invariant would span functions.
+    #[allow(clippy::too_many_lines)]
     fn add_message_as(
         &mut self,
         member: String,
@@ -402,9 +407,10 @@ impl<W: Write> ArchiveWriter<W> {
         };
         let mut hb = Vec::with_capacity(TAR_BLOCK * 3);
         if !encode_header(&h, &mut hb) {
-            return Err(Error::Usage(format!(
-                "{member}: too large for the archive format"
-            )));
+            return Err(Error::Limit {
+                item: member.clone(),
+                detail: "too large for a tar member header".into(),
+            });
         }
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
@@ -479,9 +485,10 @@ impl<W: Write> ArchiveWriter<W> {
         h.size = size;
         hb.clear();
         if !encode_header(&h, &mut hb) {
-            return Err(Error::Usage(format!(
-                "{member}: too large for the archive format"
-            )));
+            return Err(Error::Limit {
+                item: member.clone(),
+                detail: "too large for a tar member header".into(),
+            });
         }
         let loc = match in_frame {
             Some(at) => {
@@ -541,7 +548,7 @@ impl<W: Write> ArchiveWriter<W> {
         blobs: &[Vec<u8>],
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let (full_sha, size) = super::parts::digest(&parts, data, blobs)
+        let (full_sha, size) = crate::mime::parts::digest(&parts, data, blobs)
             .map_err(|e| Error::store(source_name, format!("message parts: {e}")))?;
         let want = &meta.content;
         if (want.size != 0 && want.size != size)
@@ -898,11 +905,13 @@ impl<W: Write> ArchiveWriter<W> {
         let json = serde_json::to_vec(&rec).map_err(json_err)?;
         if json.len() as u64 > JSON_LIMIT {
             // Readers refuse larger catalogs; failing here beats writing an unreadable archive.
-            return Err(Error::Usage(format!(
-                "user {user} mailbox {}: {} messages make a catalog over the format's {JSON_LIMIT}-byte limit",
-                rec.mailbox.name,
-                rec.messages.len()
-            )));
+            return Err(Error::Limit {
+                item: format!("user {user} mailbox {}", rec.mailbox.name),
+                detail: format!(
+                    "{} messages make a catalog over the format's {JSON_LIMIT}-byte limit",
+                    rec.messages.len()
+                ),
+            });
         }
         let comp = super::frame::compress_frame(3, &json).at("<index catalog>")?;
         self.spool.write_all(&comp).at("<temporary index spool>")?;
@@ -948,7 +957,7 @@ impl<W: Write> ArchiveWriter<W> {
         let zeros = [0u8; TAR_BLOCK * 2];
         self.push(&zeros)?;
         self.flush_frame()?;
-        self.pipeline.flush_all(&mut self.out).at("<archive>")?;
+        self.pipeline.flush_all(&mut self.out).at(UNNAMED_ARCHIVE)?;
         let dir = Directory {
             manifest: self.manifest.clone(),
             frames: std::mem::take(&mut self.pipeline.frames),
@@ -978,10 +987,10 @@ impl<W: Write> ArchiveWriter<W> {
         head.extend_from_slice(&(dir_comp.len() as u64).to_le_bytes());
         self.out
             .write_all(&skippable(INDEX_FRAME_MAGIC, payload_len)?)
-            .at("<archive>")?;
+            .at(UNNAMED_ARCHIVE)?;
         for part in [&head[..], &dir_comp[..]] {
             hasher.update(part);
-            self.out.write_all(part).at("<archive>")?;
+            self.out.write_all(part).at(UNNAMED_ARCHIVE)?;
         }
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -990,7 +999,7 @@ impl<W: Write> ArchiveWriter<W> {
                 break;
             }
             hasher.update(&buf[..n]);
-            self.out.write_all(&buf[..n]).at("<archive>")?;
+            self.out.write_all(&buf[..n]).at(UNNAMED_ARCHIVE)?;
         }
         let index_len = (SKIPPABLE_HEADER_LEN + payload_len) as u64;
         let mut footer = [0u8; FOOTER_PAYLOAD_LEN];
@@ -1002,9 +1011,9 @@ impl<W: Write> ArchiveWriter<W> {
         footer[32..64].copy_from_slice(&hasher.finalize());
         self.out
             .write_all(&skippable(FOOTER_FRAME_MAGIC, FOOTER_PAYLOAD_LEN)?)
-            .at("<archive>")?;
-        self.out.write_all(&footer).at("<archive>")?;
-        self.out.flush().at("<archive>")?;
+            .at(UNNAMED_ARCHIVE)?;
+        self.out.write_all(&footer).at(UNNAMED_ARCHIVE)?;
+        self.out.flush().at(UNNAMED_ARCHIVE)?;
         Ok(self.out.into_inner())
     }
 }

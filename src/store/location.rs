@@ -1,5 +1,5 @@
 //! Dovecot `mail_location` syntax and home templates: `maildir:~/Maildir:LAYOUT=fs:UTF-8`,
-//! `%u` `%n` `%d` `%h` `~` and 2.4's `%{user | ...}` expansion ([`super::template`]), and
+//! `%u` `%n` `%d` `%h` `~` and 2.4's `%{user | ...}` expansion (`super::template`), and
 //! finding the users of a store (`--all-users`).
 
 use std::path::{Path, PathBuf};

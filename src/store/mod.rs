@@ -8,14 +8,14 @@
 pub(crate) mod cache;
 pub mod config;
 pub mod dbox;
-pub mod dovecot;
+pub(crate) mod dovecot;
 pub mod location;
 pub mod maildir;
-pub mod mutf7;
+pub(crate) mod mutf7;
 pub(crate) mod nofollow;
 pub(crate) mod stage;
 pub(crate) mod target;
-pub mod template;
+pub(crate) mod template;
 pub(crate) mod uidvalidity;
 pub mod userdb;
 
@@ -226,7 +226,10 @@ impl Writer {
     ///
     /// # Errors
     /// A damaged uidlist; unreadable files.
-    pub fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+    pub fn live_state(
+        &self,
+        name: &Name,
+    ) -> Result<Option<crate::ops::restore::continuity::Known>> {
         match self {
             Writer::Maildir(w) => w.live_state(name),
             Writer::Dbox(w) => w.live_state(name),

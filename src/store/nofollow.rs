@@ -1,5 +1,10 @@
 //! Reading below a mail root without ever following a symbolic link.
 //!
+//! Ours, not `walkdir`: walkdir walks by path (`follow_links(false)` only stops it from
+//! descending through a link it has seen), so a directory swapped for a symlink between
+//! its listing and its opening is followed; here every step opens relative to an open
+//! directory with `O_NOFOLLOW`, which no swap can get around.
+//!
 //! The mail root itself is where the configuration says (it may be reached through
 //! symlinks the administrator set up); everything below it is opened relative to an open
 //! directory with `O_NOFOLLOW`, one component at a time (or in one `openat2` call with

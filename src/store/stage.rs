@@ -301,7 +301,7 @@ impl Stage {
         owner: Option<Owner>,
     ) -> Result<()> {
         let Some((last, parents)) = comps.split_last() else {
-            return Err(Error::Usage("a mailbox built aside has no name".into()));
+            return Err(Error::Internal("a mailbox built aside has no name".into()));
         };
         let parent = root.mkdir_comps(parents, self.dir_perms(owner))?;
         dir.rename_to(name, &parent, last.as_ref())?;

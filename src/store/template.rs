@@ -151,6 +151,7 @@ impl Template {
     }
 
     /// Whether any component uses the user name.
+    #[cfg(test)] // used by the tests only
     pub fn uses_user(&self) -> bool {
         self.components
             .iter()

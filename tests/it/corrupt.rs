@@ -367,7 +367,7 @@ pub(crate) fn sis_message(
     w: &mut maildump::format::writer::ArchiveWriter<fs::File>,
     meta: maildump::model::MessageMeta,
 ) -> maildump::format::index::MessageRecord {
-    use maildump::format::parts;
+    use maildump::mime::parts;
     let data = b"head\n\ntail\n";
     let blob = b"abcdef".to_vec();
     let sha = parts::digest(

@@ -5,16 +5,16 @@
 //! - **2.3** (unchanged): `mail_location`, `mail_home`, `mail_attribute_dict` and
 //!   `mail_attachment_dir`, each through `doveconf -h` when it answers, else from the file.
 //! - **2.4**: `doveconf -c FILE -N` when the installed doveconf is 2.4's (its output, every
-//!   setting the files set with the includes resolved, is read by [`parse`]; not `-n`, which
+//!   setting the files set with the includes resolved, is read by `parse`; not `-n`, which
 //!   leaves out a setting equal to its global default even where the mail driver's default
 //!   differs: `mailbox_list_layout = fs` with `mail_driver = maildir`); when doveconf is missing or refuses the file
 //!   because it is older (2.3's says `Unknown setting: dovecot_config_version`), the file
-//!   itself with its `!include`s ([`parse::parse_file`]). A 2.4 doveconf that refuses the file
+//!   itself with its `!include`s (`parse::parse_file`). A 2.4 doveconf that refuses the file
 //!   for another reason stops the run with its message. The settings are mapped by
-//!   [`v24::location`].
+//!   `v24::location`.
 
-pub mod parse;
-pub mod v24;
+pub(crate) mod parse;
+pub(crate) mod v24;
 
 use std::path::Path;
 
@@ -55,7 +55,7 @@ pub struct StoreConfig {
 ///
 /// # Errors
 /// [`Error::Usage`] naming the setting for what maildump cannot read the way Dovecot does
-/// (2.3: no `mail_location`; 2.4: see [`v24::location`]); a 2.4 doveconf's own complaint;
+/// (2.3: no `mail_location`; 2.4: see `v24::location`); a 2.4 doveconf's own complaint;
 /// [`Error::Io`] for an unreadable file.
 pub fn read(conf: &Path) -> Result<StoreConfig> {
     match version_of(conf) {

@@ -3,7 +3,7 @@
 //! `mail_attribute { dict file { path } }` and `mail_ext_attachment { path fs ... }`;
 //! every other setting that changes where mail lives is refused with an error naming it.
 //!
-//! The settings come as [`parse::Section`] trees, from `doveconf -N` or from the file
+//! The settings come as [`super::parse::Section`] trees, from `doveconf -N` or from the file
 //! itself. Key names follow 2.4's prefixing: inside `mail_ext_attachment { }`, `path` is
 //! `mail_ext_attachment_path`; inside `dict NAME { }`, `path` is `dict_NAME_path`
 //! (`dict_file_path`). A setting inside a mail driver's filter (`mdbox { mail_path = ... }`)

@@ -64,7 +64,7 @@ impl AttachmentDir {
         }
         self.root
             .as_ref()
-            .ok_or_else(|| Error::Usage("attachment directory not open".into()))
+            .ok_or_else(|| Error::Internal("attachment directory not open".into()))
     }
 
     /// Store the attachment `data` under the on-disk name `name` (its X path for mdbox,

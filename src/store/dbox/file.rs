@@ -228,6 +228,7 @@ impl DboxMessage {
     /// writes it (the save date lives in the index: the mdbox `mdbox` record
     /// extension, or for sdbox the index cache, falling back to the file ctime).
     /// `None` when absent, which is the normal case.
+    #[cfg(test)] // used by the tests only (the store reads and writes without it)
     pub fn save_time(&self) -> Option<i64> {
         self.get_hex(b'S')
             .map(|v| i64::from_ne_bytes(v.to_ne_bytes()))
@@ -244,12 +245,6 @@ impl DboxMessage {
         self.get_hex(b'Z')
     }
 
-    /// Full message size as Dovecot computes it (`dbox_file_get_plaintext_size`):
-    /// `Z` if present and valid, else the body length.
-    pub fn plaintext_size(&self) -> u64 {
-        self.physical_size().unwrap_or(self.body_len)
-    }
-
     /// POP3 UIDL override (`P`).
     pub fn pop3_uidl(&self) -> Option<&[u8]> {
         self.get(b'P')
@@ -260,11 +255,6 @@ impl DboxMessage {
         self.get(b'O')
             .and_then(parse_dec_u64)
             .and_then(|v| u32::try_from(v).ok())
-    }
-
-    /// Mailbox the message was originally saved to (`B`, mdbox only).
-    pub fn orig_mailbox(&self) -> Option<&[u8]> {
-        self.get(b'B')
     }
 
     /// Externalised attachment references (`X`); empty if there is no `X` key.
@@ -466,7 +456,7 @@ pub fn parse_all(data: &[u8]) -> Result<(FileHeader, Vec<DboxMessage>)> {
 /// One message (header + body + `"\n\x01\x03\n"` + meta lines + `"\n"`) as
 /// Dovecot 2.3 writes it. The lines are written in the given order; pass a
 /// parsed message's `meta` to reproduce its bytes. Values must not contain LF
-/// and keys must not be LF or space (see [`check_meta`]), or the result will not
+/// and keys must not be LF or space, or the result will not
 /// parse back.
 pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let meta_len: usize = meta.iter().fold(0usize, |a, (_, v)| {
@@ -489,26 +479,6 @@ pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
     }
     out.push(b'\n');
     out
-}
-
-/// Check that metadata lines can be written by [`message_bytes`] and read back
-/// unchanged: no key is LF or space, no value contains LF.
-pub fn check_meta(meta: &[(u8, Vec<u8>)]) -> Result<()> {
-    for (i, (k, v)) in meta.iter().enumerate() {
-        if *k == b'\n' || *k == b' ' {
-            return Err(invalid(
-                "dbox metadata",
-                format_args!("line {i}: invalid key {k:#04x}"),
-            ));
-        }
-        if v.contains(&b'\n') {
-            return Err(invalid(
-                "dbox metadata",
-                format_args!("line {i}: value contains LF"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -712,7 +682,7 @@ pub fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
                     format_args!("invalid base64 line length {n}"),
                 ));
             }
-            crate::format::parts::base64_lines(stored, Some(n), part.crlf)
+            crate::mime::parts::base64_lines(stored, Some(n), part.crlf)
                 .map_err(|e| invalid("SIS part", e))?
         }
     };
@@ -774,7 +744,7 @@ pub fn layout(
     body_len: u64,
     blobs: impl IntoIterator<Item = (String, u64)>,
 ) -> Result<Vec<crate::model::Part>> {
-    use crate::format::parts::{blob, range};
+    use crate::mime::parts::{blob, range};
     validate_parts(parts)?;
     let mut out = Vec::with_capacity(parts.len() * 2 + 1);
     let (mut data_off, mut full_off) = (0u64, 0u64);
@@ -804,12 +774,13 @@ pub fn layout(
 
 /// Rebuild the full message from the dbox body and the attachments
 /// (`fetch(part)` returns the stored file bytes), through [`layout`] and the archive's own
-/// assembly ([`crate::format::parts::assemble`]). Writes to `out`; returns the bytes
+/// assembly ([`crate::mime::parts::assemble`]). Writes to `out`; returns the bytes
 /// written, which equal the body plus each part's `size`, as Dovecot counted them.
 ///
 /// # Errors
 /// Malformed parts, a stored attachment whose text is not `size` bytes, `fetch` and
 /// write errors.
+#[cfg(test)] // used by the tests only (the store reads and writes without it)
 pub fn rebuild(
     body: &[u8],
     parts: &[SisPart],
@@ -822,8 +793,8 @@ pub fn rebuild(
         to_u64(body.len()),
         blobs.iter().map(|b| (String::new(), to_u64(b.len()))),
     )?;
-    let full = crate::format::parts::assemble(&lay, body, &blobs)
-        .map_err(|e| invalid("SIS rebuild", e))?;
+    let full =
+        crate::mime::parts::assemble(&lay, body, &blobs).map_err(|e| invalid("SIS rebuild", e))?;
     let want = parts
         .iter()
         .fold(to_u64(body.len()), |a, p| a.saturating_add(p.size));

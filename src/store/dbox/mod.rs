@@ -6,13 +6,13 @@
 //! sizes, POP3 UIDL, attachment references); UIDs, flags, keywords, UIDVALIDITY and the
 //! mailbox GUID live only in the index. [`DboxReader`] therefore reads each mailbox's
 //! `dovecot.index` and replays `dovecot.index.log` on top of it ([`index`]), then reads the
-//! metadata of each message from its dbox file ([`file`](mod@file)). Messages whose attachments
+//! metadata of each message from its dbox file (`file`). Messages whose attachments
 //! Dovecot stored apart are rebuilt byte for byte from the attachment files; a missing
 //! attachment is an error naming the message, never a message with a hole in it.
 //! [`DboxWriter`] writes mailboxes back with hand-written index files (see `write.rs`).
 
 mod attach;
-pub mod file;
+pub(crate) mod file;
 pub mod index;
 pub(crate) mod write;
 
@@ -594,6 +594,9 @@ impl StoreReader for DboxReader {
         Ok(inbox)
     }
 
+    // The scan of one dbox mailbox: open it without following symlinks, read its index,
+    // match records to files; each step works on the previous one's open handles.
+    #[allow(clippy::too_many_lines)]
     fn scan(&self, mb: &MailboxHandle) -> Result<(MailboxMeta, Vec<MessageMeta>)> {
         let dir = mb.dir.join(MAILS_DIR);
         // Neither the mailbox directory nor its dbox-Mails may be a symlink.
@@ -628,15 +631,8 @@ impl StoreReader for DboxReader {
             }
             return Ok((
                 MailboxMeta {
-                    name: mb.name.clone(),
-                    guid: None,
-                    uidvalidity: 0,
-                    uidnext: 1,
-                    highest_modseq: None,
-                    keywords: Vec::new(),
-                    attributes: Vec::new(),
                     owner: Some(owner_of(&dmd)),
-                    uidlist_header_ext: Vec::new(),
+                    ..MailboxMeta::named(mb.name.clone())
                 },
                 Vec::new(),
             ));

@@ -186,7 +186,10 @@ impl DboxWriter {
     ///
     /// # Errors
     /// A damaged index; a symlink in the way.
-    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::continuity::Known>> {
+    pub(crate) fn live_state(
+        &self,
+        name: &Name,
+    ) -> Result<Option<crate::ops::restore::continuity::Known>> {
         let Some(mails) = self.existing_mails(name)? else {
             return Ok(None);
         };
@@ -196,7 +199,7 @@ impl DboxWriter {
             }
             None => None,
         };
-        Ok(ix.map(|i| crate::continuity::Known {
+        Ok(ix.map(|i| crate::ops::restore::continuity::Known {
             uidvalidity: i.uid_validity,
             uidnext: i.next_uid,
             highest_modseq: (i.highest_modseq > 0).then_some(i.highest_modseq),
@@ -379,7 +382,7 @@ impl DboxWriter {
         let md = self
             .mdbox
             .as_mut()
-            .ok_or_else(|| Error::Usage("mdbox not started".into()))?;
+            .ok_or_else(|| Error::Internal("mdbox storage written before it was started".into()))?;
         if let Some(&m) = md.by_sha.get(&key).filter(|_| !sha.is_empty()) {
             if let Some(r) = md.entries.get_mut(m as usize - 1) {
                 r.refs = r.refs.saturating_add(1);
@@ -401,7 +404,7 @@ impl DboxWriter {
             md.file = Some((f, path, hdr.len() as u64));
         }
         let Some((f, path, len)) = md.file.as_mut() else {
-            return Err(Error::Usage("mdbox storage file not open".into()));
+            return Err(Error::Internal("mdbox storage file not open".into()));
         };
         let offset = *len;
         f.write_all(bytes).at(&*path)?;

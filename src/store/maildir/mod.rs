@@ -10,7 +10,7 @@
 mod index;
 mod listing;
 mod merge;
-pub mod uidlist;
+pub(crate) mod uidlist;
 mod write;
 
 use std::cell::RefCell;

@@ -231,7 +231,7 @@ fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
             code: e
                 .downcast_ref::<Error>()
                 .map_or(3, |e| e.kind().exit_code()),
-            last_error: Some(format!("maildump: error: {}", crate::error_text(e))),
+            last_error: Some(format!("maildump: error: {}", super::error_text(e))),
         };
         let _ = write_json(&pending.join(format!("{}.json", a.job)), &state);
     })
@@ -303,7 +303,7 @@ fn run_tee(args: &[String], copy: &Path) -> anyhow::Result<(u8, Option<String>)>
     let mut last_error = last.join().unwrap_or(None);
     let code = match copied {
         Err(e) => {
-            let text = format!("maildump: error: {}", crate::error_text(&e));
+            let text = format!("maildump: error: {}", super::error_text(&e));
             eprintln!("{text}");
             last_error = Some(text);
             3

@@ -8,15 +8,19 @@
 //! state, or (for a since-archive's unread messages) by identity in an earlier archive.
 //! Indexes for the last two ways are built only when a record needs them.
 
+pub mod deleted;
+
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, FrameCursor};
-use crate::model::{Content, MailboxMeta, MessageMeta, Name, Part};
+use crate::model::{Content, Name, Part};
+
+pub use deleted::{Deletions, ListFilter, deleted_in_chain, deleted_since};
 
 /// Where a message's bytes are: archive position in the chain, location, hash and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,69 +67,6 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
 /// Holders of one identity: (archive whose state has the message, archive holding the bytes,
 /// location, the holder record's content), in chain order.
 type Holders = Vec<(usize, usize, Location, Content)>;
-
-/// Records of deleted mail per mailbox of the later state (by index), and the mailboxes of
-/// the earlier state that no longer exist, with theirs.
-pub type Deletions = (
-    HashMap<usize, Vec<MessageRecord>>,
-    Vec<(MailboxMeta, Vec<MessageRecord>)>,
-);
-
-/// One user's mail that an earlier state (`prev`, the catalogs of archive `prev_id`) held
-/// and a later state (`live`: mailboxes with their messages) does not (spec 6.7.5): the
-/// same mailbox (by GUID, else by name, with the same UIDVALIDITY) lacks the UID, and the
-/// message GUID is nowhere in the later state (else the message moved). Each record says
-/// where its bytes are, when it was `last_seen` and which state first lacked it
-/// (`deleted_by`).
-pub fn deleted_since(
-    prev: &[MailboxRecord],
-    prev_id: &str,
-    live: &[(&MailboxMeta, Vec<&MessageMeta>)],
-    last_seen: &str,
-    deleted_by: &str,
-) -> Deletions {
-    let mut by_guid: HashMap<&str, usize> = HashMap::new();
-    let mut by_name: HashMap<&Name, usize> = HashMap::new();
-    let mut present: HashSet<(usize, u32)> = HashSet::new();
-    let mut guids: HashSet<&[u8]> = HashSet::new();
-    for (i, (m, msgs)) in live.iter().enumerate() {
-        match &m.guid {
-            Some(g) => by_guid.insert(g.as_str(), i),
-            None => by_name.insert(&m.name, i),
-        };
-        for msg in msgs {
-            present.insert((i, msg.uid.0));
-            guids.insert(msg.guid.as_bytes());
-        }
-    }
-    let mut per_live: HashMap<usize, Vec<MessageRecord>> = HashMap::new();
-    let mut gone = Vec::new();
-    for cat in prev {
-        let at = match cat.mailbox.guid.as_deref() {
-            Some(g) => by_guid.get(g),
-            None => by_name.get(&cat.mailbox.name),
-        }
-        .copied()
-        .filter(|&i| live[i].0.uidvalidity == cat.mailbox.uidvalidity);
-        let mut recs = Vec::new();
-        for r in &cat.messages {
-            let still_here = at.is_some_and(|i| present.contains(&(i, r.message.uid.0)));
-            if still_here || guids.contains(r.message.guid.as_bytes()) {
-                continue;
-            }
-            let mut d = r.clone();
-            d.refer_to(prev_id);
-            d.last_seen = Some(last_seen.to_string());
-            d.deleted_by = Some(deleted_by.to_string());
-            recs.push(d);
-        }
-        match at {
-            Some(i) => per_live.entry(i).or_default().extend(recs),
-            None => gone.push((cat.mailbox.clone(), recs)),
-        }
-    }
-    (per_live, gone)
-}
 
 /// How messages are named in errors: `user U mailbox M UID N`.
 pub fn record_item(cat: &MailboxRecord, rec: &MessageRecord) -> String {
@@ -188,7 +129,7 @@ pub fn parse_time_at(
     }
     let ago = t.strip_suffix("ago").map_or(t, str::trim_end);
     if ago.ends_with(|c: char| c.is_ascii_alphabetic())
-        && let Ok(d) = crate::statedir::parse_duration(ago)
+        && let Ok(d) = crate::ops::statedir::parse_duration(ago)
     {
         return now
             .checked_sub_signed(d)
@@ -538,7 +479,7 @@ impl Chain {
         }
         // Stored in parts: put the message together (spec 6.8) and check the whole.
         let (data, blobs) = self.copy_parts(cursors, r, item)?;
-        let full = crate::format::parts::assemble(&r.parts, &data, &blobs)
+        let full = crate::mime::parts::assemble(&r.parts, &data, &blobs)
             .map_err(|e| Error::corrupt(item, format!("cannot put the message together: {e}")))?;
         use sha2::{Digest, Sha256};
         if full.len() as u64 != r.size || hex::encode(Sha256::digest(&full)) != r.sha256 {

@@ -7,11 +7,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chain::Chain;
+pub use crate::chain::deleted::ListFilter;
+use crate::chain::deleted::{deleted_records, matches};
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
 use crate::format::reader::{Archive, scan};
 use crate::model::{Flags, Name};
-use crate::select::escape_field;
+use crate::ops::restore::select::escape_field;
 
 /// One line of `list --json`.
 #[derive(Serialize, Debug)]
@@ -49,15 +51,6 @@ pub struct ListEntry<'a> {
     pub archive: Option<&'a str>,
 }
 
-/// Which messages `list` shows.
-#[derive(Clone, Debug, Default)]
-pub struct ListFilter {
-    /// Only this user.
-    pub user: Option<String>,
-    /// Only this mailbox.
-    pub mailbox: Option<String>,
-}
-
 /// A `--user` or `--mailbox` that names nothing in `archives` (their current mailboxes,
 /// and with `gone` their deleted ones too) is an error, as it is for cat and restore.
 fn check_filter<'a>(
@@ -89,15 +82,6 @@ fn check_filter<'a>(
         )));
     }
     Ok(())
-}
-
-fn matches(f: &ListFilter, user: &Name, mailbox: &Name) -> bool {
-    f.user
-        .as_ref()
-        .is_none_or(|u| u.as_bytes() == user.as_bytes())
-        && f.mailbox
-            .as_ref()
-            .is_none_or(|m| m.as_bytes() == mailbox.as_bytes())
 }
 
 /// Write the listing of `archive` to `out`: tab-separated text (with `;` comment lines, like
@@ -173,157 +157,6 @@ pub fn list(
         n += write_entries(&cat, &cat.messages, None, json, out)?;
     }
     Ok(n)
-}
-
-/// One deleted message found in a chain.
-struct DeletedHit {
-    cat: MailboxRecord,
-    rec: MessageRecord,
-    /// The archive whose state last held it (the parent of the archive recording it).
-    last_in: Option<String>,
-}
-
-/// Records of deleted mail in `chain` (with the mailbox each was deleted from), oldest
-/// deletion first, each once.
-///
-/// # Errors
-/// Damaged catalogs.
-pub fn deleted_in_chain(
-    chain: &Chain,
-    filter: &ListFilter,
-) -> Result<Vec<(MailboxRecord, MessageRecord)>> {
-    Ok(deleted_records(chain, filter)?
-        .into_iter()
-        .map(|h| (h.cat, h.rec))
-        .collect())
-}
-
-fn deleted_records(chain: &Chain, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (ai, a) in chain.archives.iter().enumerate() {
-        // An archive that is not an incremental of the one before it (a since-archive, or
-        // a later full) records no deleted mail: work it out from the two states.
-        if ai > 0 {
-            let prev = &chain.archives[ai - 1];
-            let linked = a
-                .manifest()
-                .parent
-                .as_ref()
-                .is_some_and(|p| p.archive_id == prev.manifest().archive_id);
-            if !linked {
-                for h in deleted_between(prev, a, filter)? {
-                    let key = (
-                        h.cat.user.clone(),
-                        h.cat.mailbox.guid.clone(),
-                        h.cat.mailbox.uidvalidity,
-                        h.rec.message.uid.0,
-                        h.rec.message.guid.clone(),
-                    );
-                    if seen.insert(key) {
-                        out.push(h);
-                    }
-                }
-            }
-        }
-        let n = a.dir.mailboxes.len();
-        for i in 0..n + a.dir.gone.len() {
-            let e = if i < n {
-                &a.dir.mailboxes[i]
-            } else {
-                &a.dir.gone[i - n]
-            };
-            if !matches(filter, &e.user, &e.name) {
-                continue;
-            }
-            let mut cat = if i < n {
-                a.catalog(i)?
-            } else {
-                a.gone_catalog(i - n)?
-            };
-            if cat.deleted.is_empty() {
-                continue;
-            }
-            let deleted = std::mem::take(&mut cat.deleted);
-            cat.messages.clear();
-            for rec in deleted {
-                let key = (
-                    cat.user.clone(),
-                    cat.mailbox.guid.clone(),
-                    cat.mailbox.uidvalidity,
-                    rec.message.uid.0,
-                    rec.message.guid.clone(),
-                );
-                if seen.insert(key) {
-                    out.push(DeletedHit {
-                        cat: cat.clone(),
-                        rec,
-                        last_in: a.manifest().parent.as_ref().map(|p| p.archive_id.clone()),
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Mail that the state of `prev` holds and the state of `next` does not
-/// ([`crate::chain::deleted_since`], user by user).
-fn deleted_between(prev: &Archive, next: &Archive, filter: &ListFilter) -> Result<Vec<DeletedHit>> {
-    let (pm, nm) = (prev.manifest(), next.manifest());
-    let mut users: Vec<&Name> = prev.dir.mailboxes.iter().map(|e| &e.user).collect();
-    users.dedup();
-    let mut out = Vec::new();
-    for user in users {
-        if filter
-            .user
-            .as_ref()
-            .is_some_and(|u| u.as_bytes() != user.as_bytes())
-        {
-            continue;
-        }
-        let cats_of = |a: &Archive| -> Result<Vec<MailboxRecord>> {
-            let mut v = Vec::new();
-            for (i, e) in a.dir.mailboxes.iter().enumerate() {
-                if &e.user == user {
-                    v.push(a.catalog(i)?);
-                }
-            }
-            Ok(v)
-        };
-        let (before, after) = (cats_of(prev)?, cats_of(next)?);
-        let live: Vec<_> = after
-            .iter()
-            .map(|c| (&c.mailbox, c.messages.iter().map(|r| &r.message).collect()))
-            .collect();
-        let (per_live, gone) =
-            crate::chain::deleted_since(&before, &pm.archive_id, &live, &pm.created, &nm.created);
-        let mut per_live: Vec<_> = per_live.into_iter().collect();
-        per_live.sort_by_key(|(i, _)| *i);
-        let hits = per_live
-            .into_iter()
-            .map(|(i, recs)| (after[i].mailbox.clone(), recs))
-            .chain(gone);
-        for (mailbox, recs) in hits {
-            if !matches(filter, user, &mailbox.name) {
-                continue;
-            }
-            let cat = MailboxRecord {
-                user: user.clone(),
-                mailbox,
-                messages: Vec::new(),
-                deleted: Vec::new(),
-            };
-            for rec in recs {
-                out.push(DeletedHit {
-                    cat: cat.clone(),
-                    rec,
-                    last_in: Some(pm.archive_id.clone()),
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// List records of deleted mail in the chain: messages an archive held that are gone in a
@@ -523,6 +356,34 @@ pub struct VerifyReport {
     pub index_ok: bool,
 }
 
+/// Check each blob (1.2) against the member scanned at its location; the damaged ones are
+/// named in `damage` and returned.
+fn blob_damage(
+    archive: &Archive,
+    by_loc: &HashMap<Location, &crate::format::reader::ScannedMember>,
+    damage: &mut Vec<String>,
+) -> std::collections::HashSet<String> {
+    let mut bad_blobs = std::collections::HashSet::new();
+    for b in &archive.dir.blobs {
+        let problem = match by_loc.get(&b.loc) {
+            None => Some(format!(
+                "blob {}: bytes lost (frame {} offset {})",
+                b.sha256, b.loc.frame, b.loc.offset
+            )),
+            Some(m) => {
+                let got = m.sha256.map(hex::encode).unwrap_or_default();
+                (got != b.sha256 || m.size != b.size)
+                    .then(|| format!("blob {}: SHA-256 mismatch (read {got})", b.sha256))
+            }
+        };
+        if let Some(p) = problem {
+            damage.push(p);
+            bad_blobs.insert(b.sha256.clone());
+        }
+    }
+    bad_blobs
+}
+
 /// Read the whole archive, recheck every checksum, and name each damaged item.
 ///
 /// # Errors
@@ -539,7 +400,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     };
     rep.index_ok = index_ok;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))?;
+    let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))
+        .map_err(|e| e.in_archive(path))?;
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
     // Damage found while opening: a version disagreement, and without an index what the
@@ -569,24 +431,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         .map(|b| (b.sha256.as_str(), b.size))
         .collect();
     // Blobs first, so that each message whose attachment is damaged can be named.
-    let mut bad_blobs = std::collections::HashSet::new();
-    for b in &archive.dir.blobs {
-        let problem = match by_loc.get(&b.loc) {
-            None => Some(format!(
-                "blob {}: bytes lost (frame {} offset {})",
-                b.sha256, b.loc.frame, b.loc.offset
-            )),
-            Some(m) => {
-                let got = m.sha256.map(hex::encode).unwrap_or_default();
-                (got != b.sha256 || m.size != b.size)
-                    .then(|| format!("blob {}: SHA-256 mismatch (read {got})", b.sha256))
-            }
-        };
-        if let Some(p) = problem {
-            rep.damage.push(p);
-            bad_blobs.insert(b.sha256.clone());
-        }
-    }
+    let bad_blobs = blob_damage(&archive, &by_loc, &mut rep.damage);
     let n = archive.dir.mailboxes.len();
     for i in 0..n + archive.dir.gone.len() {
         let (e, cat) = if i < n {
@@ -668,7 +513,7 @@ fn parts_damage(
     let c = &r.message.content;
     if let Some(d) = &c.data {
         let size_of = |sha: &str| blob_sizes.get(sha).copied();
-        if let Err(e) = crate::format::parts::check_layout(&c.parts, d.size, &size_of) {
+        if let Err(e) = crate::mime::parts::check_layout(&c.parts, d.size, &size_of) {
             out.push(format!("{item}: its parts do not fit: {e}"));
         }
     }

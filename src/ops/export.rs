@@ -76,7 +76,7 @@ fn selected(chain: &Chain, at: usize, opts: &ExportOptions) -> Result<Vec<Mailbo
             continue;
         }
         let cat = a.catalog(i)?;
-        crate::restore::check_control_fields(&cat, &cat.messages)?;
+        crate::ops::restore::check_control_fields(&cat, &cat.messages)?;
         out.push(cat);
     }
     if out.is_empty() {

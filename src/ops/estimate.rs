@@ -1,7 +1,7 @@
 //! `maildump estimate`: what a backup would read and roughly write, without reading a
 //! message file.
 //!
-//! It takes the same decisions as [`crate::backup::backup`], from the same inputs: each
+//! It takes the same decisions as [`crate::ops::backup::backup`], from the same inputs: each
 //! mailbox's signature (the store's digest of file names, uidlist, keywords... and the
 //! METADATA dictionary) against the parent archive's, then for a mailbox that changed its
 //! scan (directory listing and uidlist or dbox index, no body) against the parent's
@@ -20,10 +20,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::backup::{Bases, UserBase, mailbox_signatures, unchanged_in};
 use crate::error::{Error, Result};
 use crate::format::reader::Archive;
 use crate::model::Name;
+use crate::ops::backup::incremental::UserBase;
+use crate::ops::backup::{Bases, mailbox_signatures, unchanged_in, user_base};
 use crate::progress::NoProgress;
 use crate::store::location::Location;
 use crate::store::open_reader;
@@ -155,7 +156,7 @@ fn estimate_user(
         };
         let ub = match (&mut ub, bases) {
             (Some(u), _) => Some(&*u),
-            (None, Some(b)) => Some(&*ub.insert(UserBase::load(b, &name)?)),
+            (None, Some(b)) => Some(&*ub.insert(user_base(b, &name)?)),
             (None, None) => None,
         };
         let known = ub.and_then(|u| u.mailbox(&meta));

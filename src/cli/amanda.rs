@@ -38,7 +38,7 @@ use std::process::{Command as Process, ExitCode, Stdio};
 
 use clap::Args;
 
-use crate::bacula::{At, keep_index_only, tee};
+use crate::cli::bacula::{At, keep_index_only, tee};
 use maildump::error::Error;
 use maildump::format::reader::Archive;
 
@@ -274,7 +274,10 @@ fn estimate(o: &Opts) -> anyhow::Result<ExitCode> {
         match estimate_kb(o, level) {
             Ok(kb) => writeln!(stdout, "{level} {kb} 1"),
             Err(e) => {
-                eprintln!("ERROR maildump: level {level}: {}", crate::error_text(&e));
+                eprintln!(
+                    "ERROR maildump: level {level}: {}",
+                    crate::cli::error_text(&e)
+                );
                 writeln!(stdout, "{level} -1 -1")
             }
         }
@@ -322,7 +325,7 @@ fn backup(o: &Opts) -> anyhow::Result<ExitCode> {
     match backup_level(o, &mut mesg) {
         Ok(code) => Ok(code),
         Err(e) => {
-            let text = format!("maildump: error: {}", crate::error_text(&e));
+            let text = format!("maildump: error: {}", crate::cli::error_text(&e));
             // The message stream is all Amanda reads: a write failing here has no other
             // place to go.
             let _ = writeln!(mesg, "? {text}");

@@ -1,4 +1,4 @@
-//! Command-line definitions (clap). Only `main.rs` uses this module.
+//! Command-line definitions (clap): the arguments of every subcommand.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,8 @@ Exit codes:
   7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
      of order
+  9  an item of the store is beyond a limit of the archive format (named)
+  70 internal error: a bug in maildump (please report it)
   SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
      files, hidden build directories) and dies by the signal (shell: 130, 143)"
     };
@@ -90,7 +92,7 @@ pub enum Command {
     #[command(subcommand, after_help = examples!("  (as bpipe commands in a FileSet; README \"Bacula\")
   maildump bacula backup --job %i --level %l --state-dir /var/lib/maildump/bacula --config /etc/dovecot/dovecot.conf --all-users
   maildump bacula finish --job %i --state-dir /var/lib/maildump/bacula"))]
-    Bacula(crate::bacula::BaculaCommand),
+    Bacula(super::bacula::BaculaCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(after_help = "\
 Examples:
@@ -116,17 +118,17 @@ Examples:
     /// roughly write, without reading a message file.
     #[command(after_help = examples!("  maildump estimate --config /etc/dovecot/dovecot.conf --all-users
   maildump estimate --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --json"))]
-    Estimate(crate::agent::EstimateArgs),
+    Estimate(crate::cli::agent::EstimateArgs),
     /// Check what a backup needs: the config and doveconf, every user's store readable by
     /// this user, the target writable with room for the estimate. One line per check.
     #[command(after_help = examples!("  maildump selfcheck --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail
   sudo -u backup maildump selfcheck --config /etc/dovecot/dovecot.conf --all-users -o /backup/mail.mdump"))]
-    Selfcheck(crate::agent::SelfcheckArgs),
+    Selfcheck(crate::cli::agent::SelfcheckArgs),
     /// maildump as an Amanda application (README, "Amanda").
     #[command(after_help = examples!("  (run by Amanda as an application; README \"Amanda\")
   maildump amanda support
   maildump amanda estimate --config CONF --host mailhost --disk /srv/mail --level 0 --level 1 --dovecot-config /etc/dovecot/dovecot.conf"))]
-    Amanda(crate::amanda::AmandaArgs),
+    Amanda(crate::cli::amanda::AmandaArgs),
 }
 
 /// Where the mail store is.
@@ -309,7 +311,7 @@ pub struct RestoreArgs {
     /// HIGHESTMODSEQ by 10 N) above the newest state known, unless the target's live
     /// mailbox tells what IMAP clients saw; 0 when the archive (or the chain's newest
     /// archive) is the last state any client saw.
-    #[arg(long, value_name = "N", default_value_t = maildump::continuity::DEFAULT_UID_MARGIN)]
+    #[arg(long, value_name = "N", default_value_t = maildump::ops::restore::continuity::DEFAULT_UID_MARGIN)]
     pub uid_margin: u32,
     /// Mailboxes restored with their UIDs get a new UIDVALIDITY (from the mail root's
     /// counter) instead of a UIDNEXT margin: IMAP clients then drop what they cached.

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::StoreArgs;
+use crate::cli::args::StoreArgs;
 use maildump::error::{EXIT_PARTIAL, Error};
-use maildump::estimate::{Estimate, estimate};
-use maildump::statedir::State;
+use maildump::ops::estimate::{Estimate, estimate};
+use maildump::ops::statedir::State;
 use maildump::store::location::Location;
 
 /// Which users (as `backup` takes them).
@@ -76,7 +76,7 @@ pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
         return Err(Error::NotFound(format!(
             "{} is recorded in {} as the newest archive, but the file is gone",
             p.display(),
-            dir.join(maildump::statedir::STATE_FILE).display()
+            dir.join(maildump::ops::statedir::STATE_FILE).display()
         ))
         .into());
     }
@@ -85,7 +85,7 @@ pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 /// The estimate `a` asks for.
 fn estimate_of(a: &EstimateArgs) -> anyhow::Result<Estimate> {
-    let loc = crate::location(&a.store)?;
+    let loc = crate::cli::location(&a.store)?;
     let users = users_of(&loc, &a.users)?;
     let bases = match &a.state_dir {
         Some(d) => state_dir_base(d)?.into_iter().collect(),
@@ -168,7 +168,7 @@ impl Checks {
         // maildump's own errors already name their cause (`{:#}` would repeat it).
         match e.downcast_ref::<Error>() {
             Some(own) => println!("ERROR {text}: {own}"),
-            None => println!("ERROR {text}: {}", crate::error_text(e)),
+            None => println!("ERROR {text}: {}", crate::cli::error_text(e)),
         }
         self.failed.get_or_insert(exit_code(e));
     }
@@ -189,7 +189,7 @@ pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(conf) = &a.store.config {
         check_doveconf(&mut c, conf);
     }
-    let loc = match crate::location(&a.store) {
+    let loc = match crate::cli::location(&a.store) {
         Ok(loc) => {
             let from = a.store.config.as_ref().map_or_else(
                 || "--location".to_string(),

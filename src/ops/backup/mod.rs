@@ -9,7 +9,9 @@
 //! out for another reason (a symlink, a duplicate, an unreadable or damaged file) is named
 //! in [`BackupStats::warnings`].
 
-use std::collections::HashMap;
+pub(crate) mod incremental;
+
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
@@ -24,7 +26,8 @@ use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
-use crate::store::{open_reader, split_attributes};
+use crate::store::{MailboxHandle, StoreReader, open_reader, split_attributes};
+use incremental::{UserBase, Verdict};
 
 /// What to back up and how to write it.
 #[derive(Clone, Debug)]
@@ -145,17 +148,6 @@ impl Read for Sniffer<'_> {
     }
 }
 
-/// What a message known from the parent archive carries over without reading its file.
-#[derive(Clone, Debug)]
-pub(crate) struct Known {
-    content: crate::model::Content,
-    from: Option<String>,
-    subject: Option<String>,
-    message_id: Option<String>,
-    /// Where the bytes are; `None` for a since-archive's unread message.
-    at: Option<ContentRef>,
-}
-
 /// What the bases hold: bytes by SHA-256 and where, and the SHA-256 of their blobs.
 type ChainContent = (
     HashMap<[u8; 32], ContentRef>,
@@ -230,7 +222,7 @@ impl Bases {
     }
 
     /// The parent's catalogs of `user`'s mailboxes (its state, not its deleted mailboxes).
-    fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
+    pub(crate) fn parent_catalogs(&self, user: &Name) -> Result<Vec<MailboxRecord>> {
         let a = self.parent();
         let mut out = Vec::new();
         for (i, e) in a.dir.mailboxes.iter().enumerate() {
@@ -251,95 +243,6 @@ fn sha_bytes(r: &MessageRecord) -> std::result::Result<[u8; 32], ()> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(r.stored_content().0, &mut out).map_err(|_| ())?;
     Ok(out)
-}
-
-/// What identifies a message's bytes across backups without reading them: the Maildir file
-/// base (Dovecot never reuses one), or the dbox message GUID.
-fn identity_key(m: &MessageMeta) -> Option<&[u8]> {
-    match &m.maildir {
-        Some(md) => Some(md.base()),
-        None => Some(m.guid.as_bytes()).filter(|g| !g.is_empty()),
-    }
-}
-
-/// The parent's messages of one mailbox, by UID: the Maildir file base (dbox: the message
-/// GUID) and what carries over.
-pub(crate) type KnownMailbox = HashMap<u32, (Vec<u8>, Known)>;
-
-/// Per-user knowledge from the parent archive.
-#[derive(Default)]
-pub(crate) struct UserBase {
-    /// (mailbox GUID, UIDVALIDITY) -> the parent's messages of that mailbox.
-    by_mailbox: HashMap<(String, u32), KnownMailbox>,
-    /// (file base, size) -> content, for messages moved or copied between mailboxes.
-    by_file: HashMap<(Vec<u8>, u64), Known>,
-    parent: Vec<MailboxRecord>,
-    parent_created: String,
-}
-
-impl UserBase {
-    pub(crate) fn load(bases: &Bases, user: &Name) -> Result<UserBase> {
-        let parent = bases.parent_catalogs(user)?;
-        let a = bases.parent();
-        let mut ub = UserBase {
-            parent_created: a.manifest().created.clone(),
-            ..Default::default()
-        };
-        for cat in &parent {
-            let mut mb = cat
-                .mailbox
-                .guid
-                .clone()
-                .map(|g| (g, cat.mailbox.uidvalidity, KnownMailbox::new()));
-            for r in &cat.messages {
-                let Some(base) = identity_key(&r.message).map(<[u8]>::to_vec) else {
-                    continue;
-                };
-                let known = Known {
-                    content: r.message.content.clone(),
-                    from: r.message.from.clone(),
-                    subject: r.message.subject.clone(),
-                    message_id: r.message.message_id.clone(),
-                    at: content_ref(a, r),
-                };
-                if known.at.is_some() {
-                    ub.by_file
-                        .insert((base.clone(), r.message.content.size), known.clone());
-                }
-                if let Some((_, _, m)) = &mut mb {
-                    m.insert(r.message.uid.0, (base, known));
-                }
-            }
-            if let Some((g, uv, m)) = mb {
-                ub.by_mailbox.insert((g, uv), m);
-            }
-        }
-        ub.parent = parent;
-        Ok(ub)
-    }
-
-    /// The parent's messages of the mailbox `mb` (same GUID and UIDVALIDITY), if any.
-    pub(crate) fn mailbox(&self, mb: &MailboxMeta) -> Option<&KnownMailbox> {
-        let g = mb.guid.as_ref()?;
-        self.by_mailbox.get(&(g.clone(), mb.uidvalidity))
-    }
-
-    /// What the parent knew of `msg`: the same UID and file base in the same mailbox
-    /// (`known`, from [`Self::mailbox`]), else the same file base and size anywhere in the
-    /// user's mail (moved or copied). Allocates only when the first lookup misses.
-    pub(crate) fn lookup<'a>(
-        &'a self,
-        known: Option<&'a KnownMailbox>,
-        msg: &MessageMeta,
-    ) -> Option<&'a Known> {
-        let base = identity_key(msg)?;
-        let size = msg.content.size;
-        known
-            .and_then(|m| m.get(&msg.uid.0))
-            .filter(|(b, k)| b.as_slice() == base && k.content.size == size)
-            .map(|(_, k)| k)
-            .or_else(|| self.by_file.get(&(base.to_vec(), size)))
-    }
 }
 
 /// Back up `users` into an archive written to `out`.
@@ -536,12 +439,37 @@ fn unchanged_mailboxes(
     Ok(out)
 }
 
-/// The parent's directory entry of `user`'s mailbox `name` when its recorded signature is
-/// `sig` (not empty): the mailbox did not change since the parent.
+/// The parent's mailbox `name` of `user` whose recorded signature is `sig` (not empty):
+/// the mailbox did not change since the parent.
 pub(crate) fn unchanged_in(parent: &Archive, user: &Name, name: &Name, sig: &str) -> Option<usize> {
     parent.dir.mailboxes.iter().position(|e| {
         &e.user == user && &e.name == name && !sig.is_empty() && e.signature.as_deref() == Some(sig)
     })
+}
+
+/// The user's parent state ([`UserBase`]) from the bases.
+///
+/// # Errors
+/// A damaged catalog of the parent.
+pub(crate) fn user_base(b: &Bases, user: &Name) -> Result<UserBase> {
+    Ok(UserBase::from_parent(
+        b.parent_catalogs(user)?,
+        &b.parent().manifest().archive_id,
+        &b.parent().manifest().created,
+    ))
+}
+
+/// [`signatures`] for `location`'s store, as `maildump estimate` takes them.
+///
+/// # Errors
+/// As [`signatures`].
+pub(crate) fn mailbox_signatures(
+    location: &Location,
+    reader: &dyn StoreReader,
+    user: &str,
+    handles: &[MailboxHandle],
+) -> Result<(Option<Vec<u8>>, Vec<String>)> {
+    signatures(reader, handles, location, user)
 }
 
 /// Record mailbox `i` of the parent by copying its catalog (see
@@ -587,17 +515,7 @@ fn expunged(
 
 /// Metadata of a mailbox left out (its index could not be read).
 fn empty_mailbox(name: &Name) -> MailboxMeta {
-    MailboxMeta {
-        name: name.clone(),
-        guid: None,
-        uidvalidity: 0,
-        uidnext: 1,
-        highest_modseq: None,
-        keywords: Vec::new(),
-        attributes: Vec::new(),
-        owner: None,
-        uidlist_header_ext: Vec::new(),
-    }
+    MailboxMeta::named(name.clone())
 }
 
 struct Ctx<'a> {
@@ -608,21 +526,117 @@ struct Ctx<'a> {
     minor: u16,
 }
 
-/// The METADATA dictionary of `user` (if any) and the signature of each mailbox of
-/// `handles`, as an incremental compares them with its parent's: the store's own digest
-/// with the dictionary's SHA-256 (it names mailboxes by GUID, so its bytes are part of
-/// every mailbox's signature). Empty for a mailbox whose signature cannot be taken (a
-/// symlink, a damaged uidlist, deleted meanwhile): the scan reads it and names what is
-/// wrong. Taken before the scan, so that a change during a backup makes the next
-/// incremental read the mailbox again.
-///
-/// # Errors
-/// An unreadable dictionary or store.
-pub(crate) fn mailbox_signatures(
-    location: &Location,
-    reader: &dyn crate::store::StoreReader,
+/// Back up one user: signatures, the wholly unchanged user, the scan, deleted mail,
+/// METADATA, then each mailbox ([`write_mailbox`]) and the user record.
+fn backup_user<W: Write>(
+    ctx: &Ctx<'_>,
     user: &str,
-    handles: &[crate::store::MailboxHandle],
+    w: &mut ArchiveWriter<W>,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let opts = ctx.opts;
+    let reader = open_reader(&opts.location, user)?;
+    let reader = reader.as_ref();
+    let handles = reader.mailboxes()?;
+    let user_name = Name::from(user);
+    let (dict, sigs) = signatures(reader, &handles, &opts.location, user)?;
+    let mut copies = match (ctx.bases, opts.since) {
+        (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
+        _ => vec![None; handles.len()],
+    };
+    if let Some(b) = ctx.bases
+        && copy_unchanged_user(b, reader, &user_name, handles.len(), &copies, w, stats)?
+    {
+        return Ok(());
+    }
+    let ub = match ctx.bases {
+        Some(b) => user_base(b, &user_name)?,
+        None => UserBase::default(),
+    };
+    let mut scan = scan_mailboxes(ctx, reader, &handles, &copies, &ub, user, stats, progress)?;
+    // Damaged mailboxes whose parent state is kept: their mail is neither read nor deleted.
+    let kept_names: HashSet<Name> = scan
+        .kept
+        .iter()
+        .map(|(mi, _)| handles[*mi].name.clone())
+        .collect();
+    for (mi, raw) in std::mem::take(&mut scan.kept) {
+        copies[mi] = Some(raw);
+    }
+    let (mut deleted_live, gone) = match ctx.bases {
+        Some(_) => ub.deletions(&scan.scanned, &kept_names, ctx.created),
+        None => (HashMap::new(), Vec::new()),
+    };
+    let (server_attributes, raw_attributes) = attach_metadata(dict.as_deref(), &mut scan.scanned);
+    if ctx.minor < FORMAT_MINOR_MODSEQ {
+        for (meta, msgs) in &mut scan.scanned {
+            meta.highest_modseq = None;
+            msgs.iter_mut().for_each(|m| m.modseq = None);
+        }
+    }
+    let mut names = Vec::new();
+    let mut shared: HashMap<u64, MessageRecord> = HashMap::new();
+    for (mi, (h, mailbox)) in handles.iter().zip(scan.scanned).enumerate() {
+        if let (Some((i, raw)), Some(b)) = (&copies[mi], ctx.bases) {
+            let (name, n) = copy_from_parent(w, b.parent(), *i, raw)?;
+            names.push(name);
+            stats.mailboxes += 1;
+            stats.messages += n;
+            stats.unread += n;
+            continue;
+        }
+        if scan.skipped.contains(&mi) {
+            continue;
+        }
+        let mb = MailboxJob {
+            ctx,
+            reader,
+            handle: h,
+            user,
+            ub: &ub,
+        };
+        let (meta, records) = write_messages(&mb, mailbox, w, &mut shared, stats, progress)?;
+        names.push(meta.name.clone());
+        let deleted = deleted_live.remove(&mi).unwrap_or_default();
+        let sig = sigs.get(mi).filter(|s| !s.is_empty()).cloned();
+        w.add_mailbox(&user_name, meta, records, deleted, sig)?;
+        stats.mailboxes += 1;
+    }
+    for (meta, deleted) in gone {
+        w.add_gone(&user_name, meta, deleted)?;
+    }
+    let subscriptions = match reader.subscriptions() {
+        Ok(s) => s,
+        Err(e @ Error::StoreDamaged { .. }) => {
+            let text = format!("user {user}: subscriptions left out: {e}");
+            warn(stats, progress, text);
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let owner = Some(reader.root_owner()?);
+    let meta = UserMeta {
+        name: user_name,
+        subscriptions,
+        server_attributes,
+        raw_attributes,
+        owner,
+    };
+    w.add_user(meta, names)
+}
+
+/// The user's METADATA dictionary (if any) and each mailbox's signature (empty when it
+/// cannot be taken: the scan then names what is wrong with the mailbox).
+///
+/// The dictionary names mailboxes by GUID; its bytes are part of every mailbox's
+/// signature. Signatures are taken before the scan, so that a change during the backup
+/// makes the next incremental read the mailbox again.
+fn signatures(
+    reader: &dyn StoreReader,
+    handles: &[MailboxHandle],
+    location: &Location,
+    user: &str,
 ) -> Result<(Option<Vec<u8>>, Vec<String>)> {
     let dict_path = location.attribute_file_of(user)?;
     let dict = match &dict_path {
@@ -641,6 +655,8 @@ pub(crate) fn mailbox_signatures(
     };
     let mut sigs = Vec::with_capacity(handles.len());
     for h in handles {
+        // A mailbox whose signature cannot be taken (a symlink, a damaged uidlist, deleted
+        // meanwhile) is read by the scan, which names what is wrong with it.
         sigs.push(match reader.signature(h) {
             Ok(sig) => format!("{sig}.{dict_hash}"),
             Err(Error::StoreDamaged { .. }) => String::new(),
@@ -654,122 +670,97 @@ pub(crate) fn mailbox_signatures(
     Ok((dict, sigs))
 }
 
-fn backup_user<W: Write>(
-    ctx: &Ctx<'_>,
-    user: &str,
+/// A wholly unchanged user (every mailbox unchanged, none added or removed): no catalog of
+/// the parent is even parsed, and the user record is the parent's with the subscriptions
+/// and root owner read again. Returns whether the user was written this way.
+fn copy_unchanged_user<W: Write>(
+    b: &Bases,
+    reader: &dyn StoreReader,
+    user: &Name,
+    mailboxes: usize,
+    copies: &[Option<Unchanged>],
     w: &mut ArchiveWriter<W>,
     stats: &mut BackupStats,
-    progress: &mut dyn Progress,
-) -> Result<()> {
-    let opts = ctx.opts;
-    let reader = open_reader(&opts.location, user)?;
-    let handles = reader.mailboxes()?;
-    let user_name = Name::from(user);
-    let (dict, sigs) = mailbox_signatures(&opts.location, reader.as_ref(), user, &handles)?;
-    let copies = match (ctx.bases, opts.since) {
-        (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
-        _ => vec![None; handles.len()],
-    };
-    // A wholly unchanged user: no catalog of the parent is even parsed, and the user record
-    // is the parent's with the subscriptions and root owner read again.
-    if let Some(b) = ctx.bases {
-        let parent = b.parent();
-        let theirs = parent
-            .dir
-            .mailboxes
-            .iter()
-            .filter(|e| e.user == user_name)
-            .count();
-        let meta = parent.dir.users.iter().find(|u| u.name == user_name);
-        if let Some(meta) = meta
-            && theirs == handles.len()
-            && copies.iter().all(Option::is_some)
-        {
-            let mut meta = meta.clone();
-            let mut names = Vec::with_capacity(copies.len());
-            for (i, raw) in copies.iter().flatten() {
-                let (name, n) = copy_from_parent(w, parent, *i, raw)?;
-                names.push(name);
-                stats.mailboxes += 1;
-                stats.messages += n;
-                stats.unread += n;
-            }
-            meta.subscriptions = reader.subscriptions()?;
-            meta.owner = Some(reader.root_owner()?);
-            w.add_user(meta, names)?;
-            return Ok(());
-        }
+) -> Result<bool> {
+    let parent = b.parent();
+    let theirs = parent
+        .dir
+        .mailboxes
+        .iter()
+        .filter(|e| &e.user == user)
+        .count();
+    let meta = parent.dir.users.iter().find(|u| &u.name == user);
+    let Some(meta) = meta else { return Ok(false) };
+    if theirs != mailboxes || !copies.iter().all(Option::is_some) {
+        return Ok(false);
     }
-    let ub = match ctx.bases {
-        Some(b) => UserBase::load(b, &user_name)?,
-        None => UserBase::default(),
+    let mut meta = meta.clone();
+    let mut names = Vec::with_capacity(copies.len());
+    for (i, raw) in copies.iter().flatten() {
+        let (name, n) = copy_from_parent(w, parent, *i, raw)?;
+        names.push(name);
+        stats.mailboxes += 1;
+        stats.messages += n;
+        stats.unread += n;
+    }
+    meta.subscriptions = reader.subscriptions()?;
+    meta.owner = Some(reader.root_owner()?);
+    w.add_user(meta, names)?;
+    Ok(true)
+}
+
+/// What the scan of a user's mailboxes found, in `handles` order.
+struct Scan {
+    /// Each mailbox's metadata and messages (an empty mailbox for one left out).
+    scanned: Vec<(MailboxMeta, Vec<MessageMeta>)>,
+    /// Mailboxes left out (damaged, or deleted during the backup).
+    skipped: HashSet<usize>,
+    /// Damaged mailboxes whose parent state is kept: index and the parent's catalog.
+    kept: Vec<(usize, Unchanged)>,
+}
+
+/// Scan each mailbox (metadata only); an unchanged one takes the parent's catalog.
+#[allow(clippy::too_many_arguments)] // the user's context, passed down from backup_user
+fn scan_mailboxes(
+    ctx: &Ctx<'_>,
+    reader: &dyn StoreReader,
+    handles: &[MailboxHandle],
+    copies: &[Option<Unchanged>],
+    ub: &UserBase,
+    user: &str,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<Scan> {
+    let mut scan = Scan {
+        scanned: Vec::with_capacity(handles.len()),
+        skipped: HashSet::new(),
+        kept: Vec::new(),
     };
-    let mut scanned = Vec::with_capacity(handles.len());
-    let mut skipped = std::collections::HashSet::new();
-    let mut kept = Vec::new();
-    for (h, copy) in handles.iter().zip(&copies) {
+    for (h, copy) in handles.iter().zip(copies) {
         crate::progress::check(progress)?;
         let from_parent = copy
             .as_ref()
             .and_then(|_| ub.parent.iter().find(|c| c.mailbox.name == h.name));
         match from_parent {
-            Some(c) => scanned.push((
+            Some(c) => scan.scanned.push((
                 c.mailbox.clone(),
                 c.messages.iter().map(|r| r.message.clone()).collect(),
             )),
             None => match reader.scan(h) {
-                Ok(x) => scanned.push(x),
-                // A mailbox whose index is damaged is named, and the rest of the user's mail
-                // is backed up. In an incremental it keeps its state of the parent (copied
-                // below like an unchanged mailbox), so that a restore of the chain does not
-                // lose it and its mail is not recorded as deleted; else it is left out.
+                Ok(x) => scan.scanned.push(x),
                 Err(e @ Error::StoreDamaged { .. }) => {
-                    let parent = match (ctx.bases, opts.since) {
-                        (Some(b), None) => b
-                            .parent()
-                            .dir
-                            .mailboxes
-                            .iter()
-                            .position(|m| m.user == user_name && m.name == h.name),
-                        _ => None,
-                    };
-                    let raw = match (parent, ctx.bases) {
-                        (Some(i), Some(b)) => b.parent().raw_catalog(i)?.map(|raw| (i, raw)),
-                        _ => None,
-                    };
-                    let what = match (&raw, ctx.bases) {
-                        (Some(_), Some(b)) => format!(
-                            "kept as the archive this is an incremental of ({}) recorded it",
-                            b.parent().manifest().created
-                        ),
-                        _ => "left out".to_string(),
-                    };
-                    warn(
-                        stats,
-                        progress,
-                        format!("user {user} mailbox {}: {what}: {e}", h.name),
-                    );
-                    if let Some(raw) = raw {
-                        kept.push((scanned.len(), raw));
-                    }
-                    skipped.insert(scanned.len());
-                    scanned.push((empty_mailbox(&h.name), Vec::new()));
+                    damaged_mailbox(ctx, h, user, e, &mut scan, stats, progress)?;
                 }
                 // Deleted since the mailboxes were listed: as if the run had started later.
                 Err(Error::Io { source, path }) if source.kind() == io::ErrorKind::NotFound => {
-                    expunged(
-                        stats,
-                        progress,
-                        user,
-                        &h.name,
-                        format!(
-                            "user {user} mailbox {}: deleted during the backup ({})",
-                            h.name,
-                            path.display()
-                        ),
+                    let text = format!(
+                        "user {user} mailbox {}: deleted during the backup ({})",
+                        h.name,
+                        path.display()
                     );
-                    skipped.insert(scanned.len());
-                    scanned.push((empty_mailbox(&h.name), Vec::new()));
+                    expunged(stats, progress, user, &h.name, text);
+                    scan.skipped.insert(scan.scanned.len());
+                    scan.scanned.push((empty_mailbox(&h.name), Vec::new()));
                 }
                 Err(e) => return Err(e),
             },
@@ -784,242 +775,225 @@ fn backup_user<W: Write>(
             progress.event(&Event::Debug { message });
         }
     }
-    // Damaged mailboxes whose parent state is kept: their mail is neither read nor deleted.
-    let mut copies = copies;
-    let kept_names: std::collections::HashSet<Name> = kept
-        .iter()
-        .map(|(mi, _)| handles[*mi].name.clone())
-        .collect();
-    for (mi, raw) in kept {
-        copies[mi] = Some(raw);
-    }
-    let (mut deleted_live, gone) = match ctx.bases {
-        Some(b) => {
-            let live: Vec<_> = scanned
-                .iter()
-                .map(|(m, v)| (m, v.iter().collect()))
-                .collect();
-            let prev: Vec<MailboxRecord>;
-            let prev = if kept_names.is_empty() {
-                &ub.parent
-            } else {
-                prev = ub
-                    .parent
-                    .iter()
-                    .filter(|c| !kept_names.contains(&c.mailbox.name))
-                    .cloned()
-                    .collect();
-                &prev
-            };
-            deleted_since(
-                prev,
-                &b.parent().manifest().archive_id,
-                &live,
-                &ub.parent_created,
-                ctx.created,
-            )
-        }
-        None => (HashMap::new(), Vec::new()),
+    Ok(scan)
+}
+
+/// A mailbox whose index is damaged is named, and the rest of the user's mail is backed
+/// up. In an incremental it keeps its state of the parent (copied like an unchanged
+/// mailbox), so that a restore of the chain does not lose it and its mail is not recorded
+/// as deleted; else it is left out.
+fn damaged_mailbox(
+    ctx: &Ctx<'_>,
+    h: &MailboxHandle,
+    user: &str,
+    e: Error,
+    scan: &mut Scan,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let user_name = Name::from(user);
+    let parent = match (ctx.bases, ctx.opts.since) {
+        (Some(b), None) => b
+            .parent()
+            .dir
+            .mailboxes
+            .iter()
+            .position(|m| m.user == user_name && m.name == h.name),
+        _ => None,
     };
-    let since = opts.since.map(|t| Timestamp {
-        secs: t.timestamp(),
-        nanos: 0,
-    });
-    // METADATA: the dictionary names mailboxes by GUID.
+    let raw = match (parent, ctx.bases) {
+        (Some(i), Some(b)) => b.parent().raw_catalog(i)?.map(|raw| (i, raw)),
+        _ => None,
+    };
+    let what = match (&raw, ctx.bases) {
+        (Some(_), Some(b)) => format!(
+            "kept as the archive this is an incremental of ({}) recorded it",
+            b.parent().manifest().created
+        ),
+        _ => "left out".to_string(),
+    };
+    let text = format!("user {user} mailbox {}: {what}: {e}", h.name);
+    warn(stats, progress, text);
+    if let Some(raw) = raw {
+        scan.kept.push((scan.scanned.len(), raw));
+    }
+    scan.skipped.insert(scan.scanned.len());
+    scan.scanned.push((empty_mailbox(&h.name), Vec::new()));
+    Ok(())
+}
+
+/// Split the METADATA dictionary (it names mailboxes by GUID) into each scanned mailbox's
+/// attributes; returns the server attributes and the entries kept raw.
+fn attach_metadata(
+    dict: Option<&[u8]>,
+    scanned: &mut [(MailboxMeta, Vec<MessageMeta>)],
+) -> (Vec<crate::model::Attribute>, Vec<(Name, Name)>) {
+    let Some(data) = dict else {
+        return (Vec::new(), Vec::new());
+    };
     let mut guids: HashMap<String, usize> = HashMap::new();
     for (i, (m, _)) in scanned.iter().enumerate() {
         if let Some(g) = &m.guid {
             guids.insert(g.clone(), i);
         }
     }
-    let mut server_attributes = Vec::new();
-    let mut raw_attributes = Vec::new();
-    if let Some(data) = &dict {
-        let (per_mb, server, raw) =
-            split_attributes(crate::store::dovecot::parse_dict(data), &guids);
-        for (i, a) in per_mb {
-            scanned[i].0.attributes.push(a);
-        }
-        server_attributes = server;
-        raw_attributes = raw;
+    let (per_mb, server, raw) = split_attributes(crate::store::dovecot::parse_dict(data), &guids);
+    for (i, a) in per_mb {
+        scanned[i].0.attributes.push(a);
     }
-    if ctx.minor < FORMAT_MINOR_MODSEQ {
-        for (meta, msgs) in &mut scanned {
-            meta.highest_modseq = None;
-            msgs.iter_mut().for_each(|m| m.modseq = None);
-        }
-    }
-    let mut names = Vec::new();
-    let mut shared: HashMap<u64, MessageRecord> = HashMap::new();
-    for (mi, (h, (meta, msgs))) in handles.iter().zip(scanned).enumerate() {
-        if let (Some((i, raw)), Some(b)) = (&copies[mi], ctx.bases) {
-            let (name, n) = copy_from_parent(w, b.parent(), *i, raw)?;
-            names.push(name);
-            stats.mailboxes += 1;
-            stats.messages += n;
-            stats.unread += n;
-            continue;
-        }
-        if skipped.contains(&mi) {
-            continue;
-        }
-        progress.event(&Event::Mailbox {
-            user: user.to_string(),
-            mailbox: meta.name.to_string(),
-            messages: msgs.len() as u64,
-        });
-        let mut records = Vec::with_capacity(msgs.len());
-        let known = ub.mailbox(&meta);
-        for mut msg in msgs {
-            crate::progress::check(progress)?;
-            if let Some(k) = ub.lookup(known, &msg) {
+    (server, raw)
+}
+
+/// One mailbox being written: where its messages come from.
+struct MailboxJob<'a> {
+    ctx: &'a Ctx<'a>,
+    reader: &'a dyn StoreReader,
+    handle: &'a MailboxHandle,
+    user: &'a str,
+    ub: &'a UserBase,
+}
+
+/// Add the messages of one scanned mailbox to the archive, each as the incremental logic
+/// says ([`UserBase::verdict`]): carried over from the parent, recorded unread, a copy of
+/// a message already read (shared storage), or read now.
+fn write_messages<W: Write>(
+    mb: &MailboxJob<'_>,
+    (meta, msgs): (MailboxMeta, Vec<MessageMeta>),
+    w: &mut ArchiveWriter<W>,
+    shared: &mut HashMap<u64, MessageRecord>,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<(MailboxMeta, Vec<MessageRecord>)> {
+    let user_name = Name::from(mb.user);
+    progress.event(&Event::Mailbox {
+        user: mb.user.to_string(),
+        mailbox: meta.name.to_string(),
+        messages: msgs.len() as u64,
+    });
+    let since = mb.ctx.opts.since.map(|t| Timestamp {
+        secs: t.timestamp(),
+        nanos: 0,
+    });
+    let mut records = Vec::with_capacity(msgs.len());
+    let known = mb.ub.mailbox(&meta);
+    for mut msg in msgs {
+        crate::progress::check(progress)?;
+        let mut read = false;
+        let rec = match mb.ub.verdict(known, &msg, since) {
+            Verdict::Known(k) => {
                 let k = k.clone();
                 msg.content = k.content;
                 msg.from = k.from;
                 msg.subject = k.subject;
                 msg.message_id = k.message_id;
-                let rec = match k.at {
+                stats.unread += 1;
+                match k.at {
                     Some(at) => w.add_reference(msg, at),
                     None => w.add_unread(msg),
-                };
-                stats.unread += 1;
-                stats.messages += 1;
-                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
-                records.push(rec);
-                continue;
+                }
             }
-            if since.is_some_and(|s| msg.changed.is_some_and(|c| c.secs < s.secs)) {
-                let rec = w.add_unread(msg);
+            Verdict::Unchanged => {
                 stats.unread += 1;
-                stats.messages += 1;
-                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
-                records.push(rec);
-                continue;
+                w.add_unread(msg)
             }
             // A stored message the store shares between mailboxes (mdbox copy, sdbox hard
             // link) is read once per backup.
-            if let Some(prev) = msg.storage_key.and_then(|k| shared.get(&k)) {
-                let rec = w.add_copy(&user_name, &meta.name, msg, prev)?;
-                stats.messages += 1;
-                stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
-                records.push(rec);
-                continue;
-            }
-            if let Some(b) = ctx.bases
-                && !b.content_given.get()
-            {
-                let (content, blobs) = b.content()?;
-                w.set_chain_content(content, blobs);
-                b.content_given.set(true);
-            }
-            let mut body = match reader.open_body(h, &msg) {
-                Ok(b) => b,
-                Err(Error::Io { path, source }) if source.kind() == io::ErrorKind::NotFound => {
-                    let text = format!(
-                        "user {user} mailbox {} UID {}: expunged during the backup: {}",
-                        meta.name,
-                        msg.uid,
-                        path.display()
-                    );
-                    expunged(stats, progress, user, &meta.name, text);
-                    continue;
-                }
-                // One message that cannot be read (a symlink, a damaged or unreadable file)
-                // is named and left out; the rest is backed up.
-                Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
-                    warn(
-                        stats,
-                        progress,
-                        format!(
-                            "user {user} mailbox {} UID {}: left out: {e}",
-                            meta.name, msg.uid
-                        ),
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some((fname, new)) = body.renamed_to.take() {
-                reader.reflag(&meta.keywords, &mut msg, fname, new);
-            }
-            let (mut rec, head) = match &body.split {
-                Some(p) => {
-                    let head = p.data[..p.data.len().min(SNIFF)].to_vec();
-                    let rec = w.add_message_in_parts(
-                        msg,
-                        &p.data,
-                        p.parts.clone(),
-                        &p.blobs,
-                        &body.path,
-                    )?;
-                    (rec, head)
-                }
-                None => {
-                    let mut sniff = Sniffer {
-                        inner: &mut body.file,
-                        head: Vec::new(),
-                        done: false,
-                    };
-                    let rec = w.add_message(
-                        &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
-                    )?;
-                    (rec, sniff.head)
-                }
-            };
-            let hdr = crate::headers::parse(&head);
-            rec.message.from = hdr.from;
-            rec.message.subject = hdr.subject;
-            rec.message.message_id = hdr.message_id;
-            if let Some(k) = rec.message.storage_key {
-                shared.insert(k, rec.clone());
-            }
-            stats.messages += 1;
-            stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
-            stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
-            if stats.messages.is_multiple_of(256) {
-                progress.event(&Event::Bytes {
-                    bytes: stats.bytes,
-                    messages: stats.messages,
-                });
-            }
-            records.push(rec);
+            Verdict::Read => match msg.storage_key.and_then(|k| shared.get(&k)) {
+                Some(prev) => w.add_copy(&user_name, &meta.name, msg, prev)?,
+                None => match read_message(mb, &meta, msg, w, stats, progress)? {
+                    Some(rec) => {
+                        if let Some(k) = rec.message.storage_key {
+                            shared.insert(k, rec.clone());
+                        }
+                        read = true;
+                        rec
+                    }
+                    None => continue,
+                },
+            },
+        };
+        stats.messages += 1;
+        stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
+        if read && stats.messages.is_multiple_of(256) {
+            progress.event(&Event::Bytes {
+                bytes: stats.bytes,
+                messages: stats.messages,
+            });
         }
-        names.push(meta.name.clone());
-        let deleted = deleted_live.remove(&mi).unwrap_or_default();
-        w.add_mailbox(
-            &user_name,
-            meta,
-            records,
-            deleted,
-            sigs.get(mi).filter(|s| !s.is_empty()).cloned(),
-        )?;
-        stats.mailboxes += 1;
+        records.push(rec);
     }
-    for (meta, deleted) in gone {
-        w.add_gone(&user_name, meta, deleted)?;
+    Ok((meta, records))
+}
+
+/// Read one message's bytes into the archive (sniffing its display headers on the way);
+/// `None` when it was expunged meanwhile or cannot be read (named, left out).
+fn read_message<W: Write>(
+    mb: &MailboxJob<'_>,
+    meta: &MailboxMeta,
+    mut msg: MessageMeta,
+    w: &mut ArchiveWriter<W>,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<Option<MessageRecord>> {
+    let user = mb.user;
+    if let Some(b) = mb.ctx.bases
+        && !b.content_given.get()
+    {
+        let (content, blobs) = b.content()?;
+        w.set_chain_content(content, blobs);
+        b.content_given.set(true);
     }
-    let subscriptions = match reader.subscriptions() {
-        Ok(s) => s,
-        Err(e @ Error::StoreDamaged { .. }) => {
-            warn(
-                stats,
-                progress,
-                format!("user {user}: subscriptions left out: {e}"),
+    let mut body = match mb.reader.open_body(mb.handle, &msg) {
+        Ok(b) => b,
+        Err(Error::Io { path, source }) if source.kind() == io::ErrorKind::NotFound => {
+            let text = format!(
+                "user {user} mailbox {} UID {}: expunged during the backup: {}",
+                meta.name,
+                msg.uid,
+                path.display()
             );
-            Vec::new()
+            expunged(stats, progress, user, &meta.name, text);
+            return Ok(None);
+        }
+        // One message that cannot be read (a symlink, a damaged or unreadable file)
+        // is named and left out; the rest is backed up.
+        Err(e @ (Error::StoreDamaged { .. } | Error::Io { .. })) => {
+            let text = format!(
+                "user {user} mailbox {} UID {}: left out: {e}",
+                meta.name, msg.uid
+            );
+            warn(stats, progress, text);
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
-    let owner = Some(reader.root_owner()?);
-    w.add_user(
-        UserMeta {
-            name: user_name,
-            subscriptions,
-            server_attributes,
-            raw_attributes,
-            owner,
-        },
-        names,
-    )?;
-    Ok(())
+    if let Some((fname, new)) = body.renamed_to.take() {
+        mb.reader.reflag(&meta.keywords, &mut msg, fname, new);
+    }
+    let (mut rec, head) = match &body.split {
+        Some(p) => {
+            let head = p.data[..p.data.len().min(SNIFF)].to_vec();
+            let rec =
+                w.add_message_in_parts(msg, &p.data, p.parts.clone(), &p.blobs, &body.path)?;
+            (rec, head)
+        }
+        None => {
+            let mut sniff = Sniffer {
+                inner: &mut body.file,
+                head: Vec::new(),
+                done: false,
+            };
+            let user_name = Name::from(user);
+            let rec = w.add_message(
+                &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
+            )?;
+            (rec, sniff.head)
+        }
+    };
+    let hdr = crate::mime::headers::parse(&head);
+    rec.message.from = hdr.from;
+    rec.message.subject = hdr.subject;
+    rec.message.message_id = hdr.message_id;
+    stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
+    Ok(Some(rec))
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 
 use crate::chain::Chain;
+use crate::chain::ListFilter;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
 use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_MODSEQ};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
-use crate::inspect::ListFilter;
 use crate::model::{MailboxMeta, Name};
 use crate::progress::{Event, Progress};
 
@@ -68,73 +68,8 @@ pub fn merge<W: Write>(
 ) -> Result<MergeStats> {
     let at = chain.last();
     let last = &chain.archives[at];
-    let lm = last.manifest();
-    let manifest = Manifest {
-        format: "maildump".into(),
-        format_major: FORMAT_MAJOR,
-        // Attachments stored apart (1.2) stay apart, modseqs (1.3) stay in the merged archive.
-        format_minor: chain
-            .archives
-            .iter()
-            .map(|a| a.manifest().format_minor)
-            .max()
-            .unwrap_or(FORMAT_MINOR)
-            .clamp(FORMAT_MINOR, FORMAT_MINOR_MODSEQ),
-        writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
-        created: lm.created.clone(),
-        archive_id: opts
-            .archive_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        parent: None,
-        bases: Vec::new(),
-        since: None,
-        replaces: chain
-            .archives
-            .iter()
-            .flat_map(|a| {
-                let m = a.manifest();
-                std::iter::once(ParentRef {
-                    archive_id: m.archive_id.clone(),
-                    created: m.created.clone(),
-                })
-                .chain(m.replaces.iter().cloned())
-            })
-            .collect(),
-        source: lm.source.clone(),
-    };
-    // Deleted mail to keep, grouped by user and mailbox (GUID, else name) as last seen.
-    // Keyed by user, mailbox GUID (else name) and UIDVALIDITY: records go back to the same
-    // mailbox only when it is the same one (a mailbox recreated with the same GUID but a new
-    // UIDVALIDITY gets them as a deleted mailbox).
-    let mut keep: BTreeMap<(Name, String, u32), (MailboxMeta, Vec<MessageRecord>)> =
-        BTreeMap::new();
-    if let Some(d) = opts.keep_deleted {
-        let end = chrono::DateTime::parse_from_rfc3339(&lm.created)
-            .map_err(|_| Error::corrupt("manifest", format!("bad created {}", lm.created)))?;
-        let cutoff = end - d;
-        for (cat, rec) in crate::inspect::deleted_in_chain(chain, &ListFilter::default())? {
-            let when = rec
-                .deleted_by
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            if when.is_some_and(|t| t < cutoff) {
-                continue;
-            }
-            let key = (
-                cat.user.clone(),
-                cat.mailbox
-                    .guid
-                    .clone()
-                    .unwrap_or_else(|| format!("name:{}", cat.mailbox.name)),
-                cat.mailbox.uidvalidity,
-            );
-            keep.entry(key)
-                .or_insert_with(|| (cat.mailbox.clone(), Vec::new()))
-                .1
-                .push(rec);
-        }
-    }
+    let manifest = merged_manifest(chain, opts);
+    let mut keep = deleted_to_keep(chain, opts)?;
     let mut w = ArchiveWriter::new(out, manifest, &opts.writer)?;
     let mut stats = MergeStats::default();
     let mut cursors = Vec::new();
@@ -168,31 +103,7 @@ pub fn merge<W: Write>(
             let mut recs = Vec::with_capacity(cat.messages.len());
             for r in &cat.messages {
                 crate::progress::check(progress)?;
-                let item = crate::chain::record_item(&cat, r);
-                let res = chain.require(at, &cat, r)?;
-                let mut meta = r.message.clone();
-                meta.content.sha256 = res.sha256.clone();
-                let rec = if res.stored.is_some() {
-                    // Kept in parts: the attachments stay stored once (1.2).
-                    let (data, blobs) = chain.copy_parts(&mut cursors, &res, &item)?;
-                    w.add_message_in_parts(
-                        meta,
-                        &data,
-                        res.parts.clone(),
-                        &blobs,
-                        std::path::Path::new(&item),
-                    )?
-                } else {
-                    let mut body = fetch(chain, &mut cursors, &res, &item)?;
-                    w.add_message(
-                        &user,
-                        &cat.mailbox.name,
-                        meta,
-                        &mut body,
-                        res.size,
-                        std::path::Path::new(&item),
-                    )?
-                };
+                let rec = copy_message(chain, at, &mut w, &mut cursors, &user, &cat, r)?;
                 stats.messages += 1;
                 recs.push(rec);
             }
@@ -290,3 +201,122 @@ fn keep_bytes<W: Write>(
     }
     Ok(out)
 }
+
+/// The merged archive's manifest: the last archive's state and time, a format minor that
+/// keeps what the chain holds, and the archives it replaces.
+fn merged_manifest(chain: &Chain, opts: &MergeOptions) -> Manifest {
+    let lm = chain.archives[chain.last()].manifest();
+    Manifest {
+        format: "maildump".into(),
+        format_major: FORMAT_MAJOR,
+        // Attachments stored apart (1.2) stay apart, modseqs (1.3) stay in the merged archive.
+        format_minor: chain
+            .archives
+            .iter()
+            .map(|a| a.manifest().format_minor)
+            .max()
+            .unwrap_or(FORMAT_MINOR)
+            .clamp(FORMAT_MINOR, FORMAT_MINOR_MODSEQ),
+        writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
+        created: lm.created.clone(),
+        archive_id: opts
+            .archive_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        parent: None,
+        bases: Vec::new(),
+        since: None,
+        replaces: chain
+            .archives
+            .iter()
+            .flat_map(|a| {
+                let m = a.manifest();
+                std::iter::once(ParentRef {
+                    archive_id: m.archive_id.clone(),
+                    created: m.created.clone(),
+                })
+                .chain(m.replaces.iter().cloned())
+            })
+            .collect(),
+        source: lm.source.clone(),
+    }
+}
+
+/// Deleted mail to keep (`--keep-deleted`), grouped by user and mailbox as last seen.
+///
+/// Keyed by user, mailbox GUID (else name) and UIDVALIDITY: records go back to the same
+/// mailbox only when it is the same one (a mailbox recreated with the same GUID but a new
+/// UIDVALIDITY gets them as a deleted mailbox).
+fn deleted_to_keep(chain: &Chain, opts: &MergeOptions) -> Result<Kept> {
+    let lm = chain.archives[chain.last()].manifest();
+    let mut keep: Kept = BTreeMap::new();
+    if let Some(d) = opts.keep_deleted {
+        let end = chrono::DateTime::parse_from_rfc3339(&lm.created)
+            .map_err(|_| Error::corrupt("manifest", format!("bad created {}", lm.created)))?;
+        let cutoff = end - d;
+        for (cat, rec) in crate::chain::deleted_in_chain(chain, &ListFilter::default())? {
+            let when = rec
+                .deleted_by
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if when.is_some_and(|t| t < cutoff) {
+                continue;
+            }
+            let key = (
+                cat.user.clone(),
+                cat.mailbox
+                    .guid
+                    .clone()
+                    .unwrap_or_else(|| format!("name:{}", cat.mailbox.name)),
+                cat.mailbox.uidvalidity,
+            );
+            keep.entry(key)
+                .or_insert_with(|| (cat.mailbox.clone(), Vec::new()))
+                .1
+                .push(rec);
+        }
+    }
+    Ok(keep)
+}
+
+/// Copy one message of the state into the merged archive, its bytes found through the
+/// chain: whole, or (format 1.2) in parts with its attachments stored once.
+fn copy_message<W: Write>(
+    chain: &Chain,
+    at: usize,
+    w: &mut ArchiveWriter<W>,
+    cursors: &mut Vec<crate::format::reader::FrameCursor>,
+    user: &Name,
+    cat: &crate::format::index::MailboxRecord,
+    r: &MessageRecord,
+) -> Result<MessageRecord> {
+    let item = crate::chain::record_item(cat, r);
+    let res = chain.require(at, cat, r)?;
+    let mut meta = r.message.clone();
+    meta.content.sha256 = res.sha256.clone();
+    let rec = if res.stored.is_some() {
+        // Kept in parts: the attachments stay stored once (1.2).
+        let (data, blobs) = chain.copy_parts(cursors, &res, &item)?;
+        w.add_message_in_parts(
+            meta,
+            &data,
+            res.parts.clone(),
+            &blobs,
+            std::path::Path::new(&item),
+        )?
+    } else {
+        let mut body = fetch(chain, cursors, &res, &item)?;
+        w.add_message(
+            user,
+            &cat.mailbox.name,
+            meta,
+            &mut body,
+            res.size,
+            std::path::Path::new(&item),
+        )?
+    };
+    Ok(rec)
+}
+
+/// Deleted mail kept by a merge, by (user, mailbox GUID or `name:` name, UIDVALIDITY).
+type Kept = BTreeMap<(Name, String, u32), (MailboxMeta, Vec<MessageRecord>)>;

@@ -3,7 +3,9 @@
 
 use base64::Engine as _;
 
-use crate::format::spec::HEADER_FIELD_LIMIT;
+/// Maximum length of the decoded `from`, `subject` and `message_id` fields (the archive
+/// format's limit for display fields, `format::spec::FIELD_LIMIT`).
+pub const FIELD_LIMIT: usize = 256;
 
 /// Display headers of one message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,8 +54,8 @@ pub fn parse(msg: &[u8]) -> DisplayHeaders {
 }
 
 fn truncate(mut s: String) -> String {
-    if s.len() > HEADER_FIELD_LIMIT {
-        let mut end = HEADER_FIELD_LIMIT;
+    if s.len() > FIELD_LIMIT {
+        let mut end = FIELD_LIMIT;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
@@ -166,6 +168,6 @@ mod tests {
     fn long_values_are_truncated() {
         let mut m = b"Subject: ".to_vec();
         m.extend(std::iter::repeat_n(b'x', 1000));
-        assert_eq!(parse(&m).subject.unwrap().len(), HEADER_FIELD_LIMIT);
+        assert_eq!(parse(&m).subject.unwrap().len(), FIELD_LIMIT);
     }
 }

@@ -1,0 +1,225 @@
+//! `maildump backup`: options from the command line, the archive written to `-o` or into a
+//! `--state-dir` (full or incremental as its schedule says), and the summary on stderr.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use maildump::ops::statedir::{Next, StateEntry};
+use maildump::{
+    BackupOptions, BackupStats, Error, Location, Progress, StateDir, backup, parse_duration,
+    parse_time,
+};
+
+use super::args::{BackupArgs, ProgressMode};
+use super::progress::progress_for;
+use super::{exit_if, human, location, write_output};
+
+/// Run `maildump backup`.
+pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
+    // (clap's `requires` does not fire for these: checked here.)
+    if a.state_dir.is_none() && (a.full_every.is_some() || a.keep_chains.is_some()) {
+        return Err(Error::Usage(
+            "--full-every and --keep-chains work with --state-dir only (they decide what a state directory keeps)".into(),
+        )
+        .into());
+    }
+    let mut loc = location(&a.store)?;
+    let users = if a.all_users {
+        all_users(&mut loc, a.store.config.as_deref(), a.write.quiet)?
+    } else {
+        a.users.clone()
+    };
+    if users.is_empty() {
+        return Err(Error::NotFound("no users found".into()).into());
+    }
+    let mut opts = BackupOptions::new(loc);
+    opts.writer.level = a.write.level;
+    if let Some(t) = a.write.threads {
+        opts.writer.threads = t.max(1);
+    }
+    if let Some(f) = a.frame_target {
+        opts.writer.frame_target = f;
+    }
+    opts.created = a.created.clone();
+    opts.archive_id = a.archive_id.clone();
+    if let Some(since) = &a.since {
+        opts.since = Some(parse_time(since)?);
+    }
+    opts.bases = a.bases.clone();
+    opts.all_users = a.all_users;
+    opts.format_minor = a.format_minor;
+    let mut progress = progress_for(
+        a.write.progress,
+        a.write.quiet,
+        a.write.verbose,
+        a.output.clone(),
+    );
+    let stats = match &a.state_dir {
+        None => {
+            let output = a.output.as_deref().unwrap_or("-");
+            write_output(output, |out| backup(&opts, &users, out, progress.as_mut()))?
+        }
+        Some(dir) => into_state_dir(a, dir, &mut opts, &users, progress.as_mut())?,
+    };
+    if talks(a) {
+        eprintln!("{}", summary(&stats));
+    }
+    Ok(exit_if(stats.warnings.is_empty()))
+}
+
+/// Whether to print notes and the summary (not with `--quiet` or `--progress json`).
+fn talks(a: &BackupArgs) -> bool {
+    !a.write.quiet && a.write.progress != ProgressMode::Json
+}
+
+/// A backup into `--state-dir`: full or incremental as the directory's schedule says,
+/// recorded in its state, older chains pruned with `--keep-chains`.
+fn into_state_dir(
+    a: &BackupArgs,
+    dir: &std::path::Path,
+    opts: &mut BackupOptions,
+    users: &[String],
+    progress: &mut dyn Progress,
+) -> anyhow::Result<BackupStats> {
+    let mut sd = StateDir::open(dir)?;
+    for p in &sd.removed_partials {
+        if talks(a) {
+            eprintln!(
+                "maildump: removed {} (left by a run that did not finish)",
+                p.display()
+            );
+        }
+    }
+    let every = a.full_every.as_deref().map(parse_duration).transpose()?;
+    let now = chrono::Utc::now();
+    let created = opts
+        .created
+        .clone()
+        .unwrap_or_else(|| now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    opts.created = Some(created.clone());
+    let id = opts
+        .archive_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    opts.archive_id = Some(id.clone());
+    let (kind, chain) = match sd.next(every, now)? {
+        Next::Full => ("full", id.clone()),
+        Next::Incremental { base, chain } => {
+            opts.bases = vec![base];
+            ("incremental", chain)
+        }
+    };
+    let dest = sd.new_path(&created, if kind == "full" { "full" } else { "inc" });
+    super::events::set_output(&dest.to_string_lossy());
+    let stats = write_output(&dest.to_string_lossy(), |out| {
+        backup(opts, users, out, progress)
+    })?;
+    sd.record(StateEntry {
+        file: dest
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        archive_id: id,
+        created,
+        kind: kind.into(),
+        chain,
+    })?;
+    if talks(a) {
+        eprintln!("maildump: wrote {} backup {}", kind, dest.display());
+    }
+    if let Some(k) = a.keep_chains {
+        for p in sd.prune(k as usize)? {
+            if talks(a) {
+                eprintln!("maildump: removed {} (older chain)", p.display());
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// `--all-users`: with `--config`, the users of Dovecot's userdb that have a mail store
+/// (their homes from the userdb); otherwise, or when a userdb cannot be listed (said on
+/// stderr), the users found at the home template's user position.
+fn all_users(
+    loc: &mut Location,
+    config: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Vec<String>> {
+    use maildump::store::userdb::{self, Userdb};
+    let Some(conf) = config else {
+        return Ok(loc.discover_users()?);
+    };
+    match userdb::read(conf)? {
+        Userdb::Absent => Ok(loc.discover_users()?),
+        Userdb::Unlisted(why) => {
+            if !quiet {
+                eprintln!(
+                    "maildump: note: users found by scanning the home template, not from the userdb: {why}"
+                );
+            }
+            Ok(loc.discover_users()?)
+        }
+        Userdb::Users(list) => {
+            let mut users = Vec::new();
+            let mut no_store = Vec::new();
+            for u in list {
+                match loc.existing_root_of(&u.name) {
+                    Ok(_) => users.push(u.name),
+                    Err(Error::NotFound(_)) => no_store.push(u.name),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !no_store.is_empty() && !quiet {
+                eprintln!(
+                    "maildump: note: {} users of the userdb have no mail store yet (nothing to back up): {}",
+                    no_store.len(),
+                    no_store.join(", ")
+                );
+            }
+            Ok(users)
+        }
+    }
+}
+
+/// The one-line summary of a backup.
+pub fn summary(stats: &BackupStats) -> String {
+    // `bytes` is the size of all the mail the archive's state holds (a full's or an
+    // incremental's alike), not what this run stored.
+    let mut s = format!(
+        "maildump: backed up {} users, {} mailboxes, {} messages ({} of mail; {} distinct bodies stored in this archive",
+        stats.users,
+        stats.mailboxes,
+        stats.messages,
+        human(stats.bytes),
+        stats.bodies
+    );
+    if stats.referenced > 0 || stats.unread > 0 {
+        s.push_str(&format!(
+            "; {} held by earlier archives, {} files not read",
+            stats.referenced, stats.unread
+        ));
+    }
+    if stats.deleted > 0 {
+        s.push_str(&format!("; {} deleted messages recorded", stats.deleted));
+    }
+    s.push(')');
+    if !stats.gone_users.is_empty() {
+        s.push_str(&format!(
+            "; users no longer in the store, recorded as gone: {}",
+            stats.gone_users.join(", ")
+        ));
+    }
+    if !stats.expunged.is_empty() {
+        s.push_str(&format!(
+            "; {} messages expunged during the backup, not in the archive (normal for a live store)",
+            stats.expunged.len()
+        ));
+    }
+    if !stats.warnings.is_empty() {
+        s.push_str(&format!(
+            "; {} items left out or damaged (named above): exit 1",
+            stats.warnings.len()
+        ));
+    }
+    s
+}

@@ -1,0 +1,264 @@
+//! The `maildump` command line: argument definitions ([`args`]), one module per command
+//! (each turns its arguments into library options, calls the library and prints), and what
+//! they share: the store location, opening archives, writing an archive to its destination.
+
+pub mod agent;
+pub mod amanda;
+pub mod args;
+pub mod backup;
+pub mod bacula;
+pub mod docs;
+pub mod events;
+pub mod export;
+pub mod inspect;
+pub mod merge;
+pub mod progress;
+pub mod restore;
+pub mod sink;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use maildump::error::EXIT_PARTIAL;
+use maildump::{Chain, Error, Location, StoreFormat};
+
+use args::StoreArgs;
+use sink::write_behind;
+
+/// The store location from `--config` (Dovecot 2.3 or 2.4, [`maildump::store::config`]) or
+/// `--location`, with `--home`, `--attribute-dict` and `--attachment-dir` taking precedence.
+pub fn location(s: &StoreArgs) -> anyhow::Result<Location> {
+    let mut loc = match (&s.config, &s.location) {
+        (Some(conf), _) => maildump::store::config::read(conf)?.location,
+        (None, Some(l)) => Location::parse(l, None)?,
+        (None, None) => return Err(Error::Usage("give --config or --location".into()).into()),
+    };
+    if s.home.is_some() {
+        loc.home = s.home.clone();
+    }
+    if s.attribute_dict.is_some() {
+        loc.attribute_dict = s.attribute_dict.clone();
+    }
+    if loc.attribute_dict.is_none() && loc.home.is_some() {
+        loc.attribute_dict = Some("file:%h/dovecot-attributes".into());
+    }
+    if loc.kind == StoreFormat::Maildir {
+        // Dovecot ignores mail_attachment_dir for Maildir (it never takes attachments out
+        // of Maildir messages); so does maildump when the config sets it.
+        loc.attachment_dir = None;
+    }
+    if s.attachment_dir.is_some() {
+        loc.attachment_dir = s.attachment_dir.clone();
+    }
+    if loc.attachment_dir.is_some() && loc.kind == StoreFormat::Maildir {
+        return Err(Error::Usage(
+            "mail_attachment_dir (--attachment-dir) applies to sdbox and mdbox stores only".into(),
+        )
+        .into());
+    }
+    // Users the userdb gives a home of their own are read and written there.
+    if let Some(conf) = &s.config
+        && let maildump::store::userdb::Userdb::Users(list) = maildump::store::userdb::read(conf)?
+    {
+        for u in list {
+            if let Some(h) = u.home {
+                loc.homes.insert(u.name, h);
+            }
+        }
+    }
+    loc.check_templates()?;
+    Ok(loc)
+}
+
+/// An error and its causes, each cause once: a cause whose text the message already holds
+/// (an I/O error that names its OS error) is not repeated. Archives spooled from stdin
+/// are named by their place in the stream.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    for (p, name) in STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        text = text.replace(&p.display().to_string(), name);
+    }
+    text
+}
+
+/// Names of the archives spooled from stdin, by their temporary path: "stdin" or "stdin
+/// (archive N of the stream)", the name messages give them.
+static STDIN_NAMES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// How messages name the archive at `path`: its path, or its place on stdin.
+pub fn shown(path: &Path) -> String {
+    let names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .iter()
+        .find(|(p, _)| p == path)
+        .map_or_else(|| path.display().to_string(), |(_, n)| n.clone())
+}
+
+/// The archive files an argument names: itself, or for `-` every archive of the stream on
+/// stdin (one, or a chain sent concatenated: `cat full.mdump inc.mdump | maildump restore -`),
+/// each spooled to `stdin.N.mdump` in a temporary directory that lives as long as the
+/// returned guard.
+pub fn archive_paths(arg: &str) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile::TempDir>)> {
+    if arg != "-" {
+        return Ok((vec![PathBuf::from(arg)], None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("maildump-stdin.")
+        .tempdir()
+        .map_err(|e| Error::io("a temporary directory for stdin ($TMPDIR)", e))?;
+    let mut paths = Vec::new();
+    let split = maildump::format::split::split(&mut io::stdin().lock(), "stdin", |i| {
+        let p = dir.path().join(format!("stdin.{}.mdump", i + 1));
+        let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
+        paths.push(p);
+        Ok(io::BufWriter::with_capacity(1 << 20, f))
+    })?;
+    let mut names = STDIN_NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (i, p) in paths.iter().enumerate() {
+        let name = if split.archives == 1 {
+            "stdin".to_string()
+        } else {
+            format!("stdin (archive {} of the stream)", i + 1)
+        };
+        names.push((p.clone(), name));
+    }
+    if split.truncated {
+        eprintln!(
+            "maildump: warning: stdin: archive {} of the stream ends without its FOOTER (truncated); what it holds is recovered by scanning",
+            split.archives
+        );
+    }
+    Ok((paths, Some(dir)))
+}
+
+/// Refuse `-` (stdin) given more than once.
+pub fn stdin_once(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().filter(|a| *a == "-").count() > 1 {
+        return Err(Error::Usage("`-` (stdin) can be given only once".into()).into());
+    }
+    Ok(())
+}
+
+/// Open the archives of a chain (oldest first); `-` (stdin, at most once) stands for the
+/// archives of the stream on stdin.
+pub fn open_chain(
+    args: &[String],
+    require_links: bool,
+) -> anyhow::Result<(Chain, Option<tempfile::TempDir>)> {
+    stdin_once(args)?;
+    let mut tmp = None;
+    let mut paths = Vec::with_capacity(args.len());
+    for a in args {
+        let (p, t) = archive_paths(a)?;
+        paths.extend(p);
+        if t.is_some() {
+            tmp = t;
+        }
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let chain = Chain::open(&refs, require_links)?;
+    for a in &chain.archives {
+        for d in &a.damage {
+            eprintln!("maildump: warning: {}: {d}", shown(a.path()));
+        }
+    }
+    Ok((chain, tmp))
+}
+
+/// A byte count for people: `1.5 GiB`, `320.0 KiB`, `12 bytes` (exact numbers are in the
+/// JSON events).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The archive whose state a command works on: the last, or `--as-of`.
+pub fn state_of(chain: &Chain, as_of: Option<&str>) -> anyhow::Result<usize> {
+    Ok(match as_of {
+        Some(s) => chain.as_of(s)?,
+        None => chain.last(),
+    })
+}
+
+/// Exit 0 when `clean`, else 1 (finished, but items skipped or damaged).
+pub fn exit_if(clean: bool) -> ExitCode {
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    }
+}
+
+/// Whether any archive of the chain was found damaged when opened.
+pub fn chain_damaged(chain: &Chain) -> bool {
+    chain.archives.iter().any(|a| !a.damage.is_empty())
+}
+
+/// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete
+/// (a device or FIFO is written in place, a symbolic link refused: `maildump::output`).
+/// The bytes are written by a thread of their own ([`sink::write_behind`]), so a
+/// `write` the kernel makes wait does not stall reading and compressing.
+///
+/// A reader that closes the pipe before the end is an error here (the archive it got is
+/// incomplete), unlike for `list` or `cat`.
+pub fn write_output<T>(
+    output: &str,
+    f: impl FnOnce(&mut dyn Write) -> maildump::Result<T>,
+) -> anyhow::Result<T> {
+    if output == "-" {
+        let mut out = io::stdout();
+        let (r, written) = write_behind(&mut out, f);
+        written.map_err(|e| {
+            let e = if e.kind() == io::ErrorKind::BrokenPipe {
+                io::Error::other("the reader closed the pipe; the archive it got is incomplete")
+            } else {
+                e
+            };
+            Error::io("<stdout>", e)
+        })?;
+        return Ok(r.map_err(|e| e.name_archive(Path::new("<stdout>")))?);
+    }
+    let dest = PathBuf::from(output);
+    let mut out = maildump::output::OutputFile::open(&dest, true)?;
+    let (r, written) = write_behind(out.file(), f);
+    written.map_err(|e| Error::io(&dest, e))?;
+    let r = r.map_err(|e| e.name_archive(&dest))?;
+    out.finish()?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(super::human(12), "12 bytes");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(46_944_884), "44.8 MiB");
+        assert_eq!(super::human(3 << 40), "3.0 TiB");
+    }
+}

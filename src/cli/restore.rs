@@ -1,0 +1,120 @@
+//! `maildump restore`: the selection and mode from the command line, a plan (printed with
+//! `--dry-run`), the restore, and the summary on stderr.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use maildump::{
+    Continuity, Error, Mode, NoProgress, RestoreOptions, Selection, SeqSet, parse_restore_list,
+    parse_time,
+};
+
+use super::args::{ModeArg, ProgressMode, RestoreArgs};
+use super::progress::progress_for;
+use super::{chain_damaged, exit_if, human, location, open_chain, state_of};
+
+/// Run `maildump restore`.
+pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let loc = location(&a.store)?;
+    let owner = a.owner.as_deref().map(parse_owner).transpose()?;
+    let (chain, _tmp) = open_chain(&a.archives, true)?;
+    let at = state_of(&chain, a.as_of.as_deref())?;
+    let selection = selection(&a)?;
+    let mode = match (a.mode, &a.into, a.deleted) {
+        (Some(ModeArg::Exact), Some(_), _) => {
+            return Err(Error::Usage("--into needs --mode side-folder".into()).into());
+        }
+        (Some(ModeArg::Exact), _, _) => Mode::Exact,
+        (Some(ModeArg::Merge), _, _) => Mode::Merge,
+        (Some(ModeArg::SideFolder), _, _) | (None, Some(_), _) => Mode::SideFolder,
+        (None, None, true) => Mode::Merge,
+        (None, None, false) => Mode::Exact,
+    };
+    let opts = RestoreOptions {
+        location: Some(loc),
+        selection,
+        to_user: a.to_user,
+        owner,
+        mode,
+        into: a.into,
+        deleted: a.deleted,
+        inline_attachments: a.inline_attachments,
+        continuity: if a.new_uidvalidity {
+            Continuity::NewUidvalidity
+        } else {
+            Continuity::Margin(a.uid_margin)
+        },
+    };
+    let plan = maildump::plan(&chain, at, &opts)?;
+    if a.dry_run {
+        let mut out = io::stdout().lock();
+        if opts.mode == Mode::Exact {
+            for l in maildump::ops::restore::describe(&plan, &opts) {
+                writeln!(out, "{l}")?;
+            }
+        } else {
+            let stats = maildump::restore(&chain, at, &plan, &opts, true, &mut NoProgress)?;
+            for l in &stats.report {
+                writeln!(out, "{l}")?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut progress = progress_for(a.progress, a.quiet, false, None);
+    let stats = maildump::restore(&chain, at, &plan, &opts, false, progress.as_mut())?;
+    if !a.quiet && a.progress != ProgressMode::Json {
+        eprintln!(
+            "maildump: restored {} mailboxes, {} messages ({}){}{}",
+            stats.mailboxes,
+            stats.messages,
+            human(stats.bytes),
+            if stats.present > 0 {
+                format!("; {} already there, skipped", stats.present)
+            } else {
+                String::new()
+            },
+            if stats.lost > 0 {
+                format!("; {} messages lost to archive damage", stats.lost)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // Every warning names something not restored as it was (a lost message, a
+    // keyword the target could not take, METADATA without a dictionary).
+    Ok(exit_if(
+        stats.lost == 0 && stats.warnings.is_empty() && !chain_damaged(&chain),
+    ))
+}
+
+/// `--owner UID:GID` (numeric).
+fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
+    Ok(s.split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        .ok_or_else(|| Error::Usage(format!("--owner {s:?}: expected numeric UID:GID")))?)
+}
+
+/// What to restore: user, mailboxes, UIDs, GUIDs, Message-IDs, dates, `--restore-list`.
+fn selection(a: &RestoreArgs) -> anyhow::Result<Selection> {
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| parse_time(t).map(|t| t.timestamp()))
+            .transpose()
+    };
+    let mut selection = Selection {
+        user: a.user.clone(),
+        mailboxes: a.mailboxes.clone(),
+        recursive: a.recursive,
+        uids: a.uid.as_deref().map(SeqSet::parse).transpose()?,
+        guids: a.guids.clone(),
+        message_ids: a.message_ids.clone(),
+        received_since: time(&a.received_since)?,
+        received_before: time(&a.received_before)?,
+        list: None,
+    };
+    if let Some(f) = &a.restore_list {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        selection.list = Some(parse_restore_list(&text)?);
+    }
+    Ok(selection)
+}
