@@ -37,6 +37,8 @@ fn amanda_dumps_and_restores_exactly() {
             "maildump restore of every fetched image = state at the last dump",
             "amfetchdump -p (level 0) | maildump restore - --user alice",
             "amfetchdump -p of levels 0 and 1, concatenated, | maildump restore -",
+            "amfetchdump -p of the chain | maildump restore - --user alice --mailbox Work/Sub",
+            "amfetchdump -p of the chain | maildump restore - --user alice --mailbox INBOX --uid 1",
             "amfetchdump --extract, then maildump restore of the spooled images",
             "amcheckdump validates",
             "amrecover browses users and mailboxes from the index lines",

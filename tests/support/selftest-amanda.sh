@@ -115,6 +115,25 @@ newest1=$(ls "$W/images" | sed -n 's/.*\.\([0-9]*\)\.1$/\1/p' | sort | tail -1)
 mailstore_snapshot "$W" "$W/r-chain" > "$W/r-chain.txt"
 same "amfetchdump -p of levels 0 and 1, concatenated, | maildump restore -" "$W/s3.txt" "$W/r-chain.txt"
 
+# One mailbox and one message of the last dump's state, from the same piped chain.
+only() { # SNAPSHOT PATTERN: the fetch header and the message lines whose mailbox[+uid] match
+  { printf 'mailbox\tuid\tguid\tflags\tdate.received\tsize.physical\n'
+    grep -P "^$2\t" "$1" | awk -F'\t' 'NF == 6'; } | sort
+}
+grep -n '' "$W/s3.txt" | sed -n '/== alice/,/== bob/p' | sed '$d' | cut -d: -f2- > "$W/s3-alice.txt"
+for sel in "Work/Sub" "INBOX 1"; do
+  set -- $sel
+  name=r-sel-${1//\//-}${2:+-$2}
+  { "$AM" pipe "$A" 0; "$AM" pipe "$A" 1 "$newest1"; } 2> /dev/null |
+    "$MAILDUMP" restore - --config "$CONF" --uid-margin 0 --home "$W/$name/%u" --user alice \
+      --mailbox "$1" ${2:+--uid "$2"} 2> /dev/null
+  mailstore_doveadm "$W" "$W/$name" alice -f tab fetch 'mailbox uid guid flags date.received size.physical' ALL |
+    sed 's/ *\\Recent//' | sort > "$W/$name.txt"
+  only "$W/s3-alice.txt" "$1${2:+\t$2}" > "$W/$name.want"
+  [ "$(wc -l < "$W/$name.want")" -gt 1 ] || fail "no message of alice $sel in the state to compare with"
+  same "amfetchdump -p of the chain | maildump restore - --user alice --mailbox $1${2:+ --uid $2}" "$W/$name.want" "$W/$name.txt"
+done
+
 mkdir -m 0700 "$W/extract"
 chown backup "$W/extract"
 t=$(now)
