@@ -52,19 +52,6 @@ pub struct EstimateArgs {
     pub json: bool,
 }
 
-/// The users of `u` in the store at `loc`.
-pub fn users_of(loc: &Location, u: &UserArgs) -> anyhow::Result<Vec<String>> {
-    let users = if u.all_users {
-        loc.discover_users()?
-    } else {
-        u.users.clone()
-    };
-    if users.is_empty() {
-        return Err(Error::NotFound("no users found".into()).into());
-    }
-    Ok(users)
-}
-
 /// The base an incremental at `state_dir` would be made against (none: a full).
 pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     let state = State::read(dir)?;
@@ -85,8 +72,8 @@ pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 /// The estimate `a` asks for.
 fn estimate_of(a: &EstimateArgs) -> anyhow::Result<Estimate> {
-    let loc = crate::cli::location(&a.store)?;
-    let users = users_of(&loc, &a.users)?;
+    let (loc, userdb) = crate::cli::location_and_userdb(&a.store)?;
+    let users = crate::cli::users(&loc, userdb, a.users.all_users, &a.users.users, true)?;
     let bases = match &a.state_dir {
         Some(d) => state_dir_base(d)?.into_iter().collect(),
         None => a.bases.clone(),
@@ -189,8 +176,8 @@ pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(conf) = &a.store.config {
         check_doveconf(&mut c, conf);
     }
-    let loc = match crate::cli::location(&a.store) {
-        Ok(loc) => {
+    let (loc, userdb) = match crate::cli::location_and_userdb(&a.store) {
+        Ok((loc, userdb)) => {
             let from = a.store.config.as_ref().map_or_else(
                 || "--location".to_string(),
                 |p| format!("config {}", p.display()),
@@ -200,14 +187,14 @@ pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
                 loc.spec,
                 loc.home.as_deref().unwrap_or("-")
             ));
-            loc
+            (loc, userdb)
         }
         Err(e) => {
             c.error("mail location", &e);
             return Ok(c.exit());
         }
     };
-    let users = match users_of(&loc, &a.users) {
+    let users = match crate::cli::users(&loc, userdb, a.users.all_users, &a.users.users, true) {
         Ok(u) => u,
         Err(e) => {
             c.error("users", &e);

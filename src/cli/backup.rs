@@ -1,18 +1,16 @@
 //! `maildump backup`: options from the command line, the archive written to `-o` or into a
 //! `--state-dir` (full or incremental as its schedule says), and the summary on stderr.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use maildump::ops::statedir::{Next, StateEntry};
 use maildump::{
-    BackupOptions, BackupStats, Error, Location, Progress, StateDir, backup, parse_duration,
-    parse_time,
+    BackupOptions, BackupStats, Error, Progress, StateDir, backup, parse_duration, parse_time,
 };
 
 use super::args::{BackupArgs, ProgressMode};
 use super::progress::progress_for;
-use super::{exit_if, human, location, write_output};
+use super::{exit_if, human, location_and_userdb, write_output};
 
 /// Run `maildump backup`.
 pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
@@ -23,15 +21,8 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let mut loc = location(&a.store)?;
-    let users = if a.all_users {
-        all_users(&mut loc, a.store.config.as_deref(), a.write.quiet)?
-    } else {
-        a.users.clone()
-    };
-    if users.is_empty() {
-        return Err(Error::NotFound("no users found".into()).into());
-    }
+    let (loc, userdb) = location_and_userdb(&a.store)?;
+    let users = super::users(&loc, userdb, a.all_users, &a.users, a.write.quiet)?;
     let mut opts = BackupOptions::new(loc);
     opts.writer.level = a.write.level;
     if let Some(t) = a.write.threads {
@@ -135,50 +126,6 @@ fn into_state_dir(
         }
     }
     Ok(stats)
-}
-
-/// `--all-users`: with `--config`, the users of Dovecot's userdb that have a mail store
-/// (their homes from the userdb); otherwise, or when a userdb cannot be listed (said on
-/// stderr), the users found at the home template's user position.
-fn all_users(
-    loc: &mut Location,
-    config: Option<&Path>,
-    quiet: bool,
-) -> anyhow::Result<Vec<String>> {
-    use maildump::store::userdb::{self, Userdb};
-    let Some(conf) = config else {
-        return Ok(loc.discover_users()?);
-    };
-    match userdb::read(conf)? {
-        Userdb::Absent => Ok(loc.discover_users()?),
-        Userdb::Unlisted(why) => {
-            if !quiet {
-                eprintln!(
-                    "maildump: note: users found by scanning the home template, not from the userdb: {why}"
-                );
-            }
-            Ok(loc.discover_users()?)
-        }
-        Userdb::Users(list) => {
-            let mut users = Vec::new();
-            let mut no_store = Vec::new();
-            for u in list {
-                match loc.existing_root_of(&u.name) {
-                    Ok(_) => users.push(u.name),
-                    Err(Error::NotFound(_)) => no_store.push(u.name),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !no_store.is_empty() && !quiet {
-                eprintln!(
-                    "maildump: note: {} users of the userdb have no mail store yet (nothing to back up): {}",
-                    no_store.len(),
-                    no_store.join(", ")
-                );
-            }
-            Ok(users)
-        }
-    }
 }
 
 /// The one-line summary of a backup.

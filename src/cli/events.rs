@@ -71,7 +71,7 @@ impl Progress for JsonEvents {
                 self.started = Instant::now();
                 self.totals = (*messages, *bytes);
             }
-            Event::Bytes { bytes, messages } => {
+            Event::Bytes { bytes, .. } => {
                 let m = v.as_object_mut();
                 if let (Some(m), (tm, Some(tb))) = (m, self.totals) {
                     if let Some(tm) = tm {
@@ -88,7 +88,6 @@ impl Progress for JsonEvents {
                         }
                     }
                 }
-                let _ = messages;
             }
             Event::Done { .. } => {
                 let late = OUTPUT

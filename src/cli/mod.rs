@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use maildump::error::EXIT_PARTIAL;
+use maildump::store::userdb::{self, Userdb};
 use maildump::{Chain, Error, Location, StoreFormat};
 
 use args::StoreArgs;
@@ -29,6 +30,12 @@ use sink::write_behind;
 /// The store location from `--config` (Dovecot 2.3 or 2.4, [`maildump::store::config`]) or
 /// `--location`, with `--home`, `--attribute-dict` and `--attachment-dir` taking precedence.
 pub fn location(s: &StoreArgs) -> anyhow::Result<Location> {
+    Ok(location_and_userdb(s)?.0)
+}
+
+/// [`location`], and the userdb of `--config` ([`Userdb::Absent`] without one), read once:
+/// its homes are in the location, its users are for [`users`].
+pub fn location_and_userdb(s: &StoreArgs) -> anyhow::Result<(Location, Userdb)> {
     let mut loc = match (&s.config, &s.location) {
         (Some(conf), _) => maildump::store::config::read(conf)?.location,
         (None, Some(l)) => Location::parse(l, None)?,
@@ -58,17 +65,75 @@ pub fn location(s: &StoreArgs) -> anyhow::Result<Location> {
         .into());
     }
     // Users the userdb gives a home of their own are read and written there.
-    if let Some(conf) = &s.config
-        && let maildump::store::userdb::Userdb::Users(list) = maildump::store::userdb::read(conf)?
-    {
+    let userdb = match &s.config {
+        Some(conf) => userdb::read(conf)?,
+        None => Userdb::Absent,
+    };
+    if let Userdb::Users(list) = &userdb {
         for u in list {
-            if let Some(h) = u.home {
-                loc.homes.insert(u.name, h);
+            if let Some(h) = &u.home {
+                loc.homes.insert(u.name.clone(), h.clone());
             }
         }
     }
     loc.check_templates()?;
-    Ok(loc)
+    Ok((loc, userdb))
+}
+
+/// The users a run works on: those given, or with `--all-users` the users of the userdb
+/// that have a mail store, or (no userdb, or one that cannot be listed: said on stderr
+/// unless `quiet`) the users found at the home template's user position.
+///
+/// # Errors
+/// No user found; an unreadable store root.
+pub fn users(
+    loc: &Location,
+    userdb: Userdb,
+    all_users: bool,
+    given: &[String],
+    quiet: bool,
+) -> anyhow::Result<Vec<String>> {
+    let users = if !all_users {
+        given.to_vec()
+    } else {
+        match userdb {
+            Userdb::Absent => loc.discover_users()?,
+            Userdb::Unlisted(why) => {
+                if !quiet {
+                    eprintln!(
+                        "maildump: note: users found by scanning the home template, not from the userdb: {why}"
+                    );
+                }
+                loc.discover_users()?
+            }
+            Userdb::Users(list) => with_store(loc, list, quiet)?,
+        }
+    };
+    if users.is_empty() {
+        return Err(Error::NotFound("no users found".into()).into());
+    }
+    Ok(users)
+}
+
+/// The userdb users of `list` that have a mail store; the others are named in one note.
+fn with_store(loc: &Location, list: Vec<userdb::User>, quiet: bool) -> anyhow::Result<Vec<String>> {
+    let mut users = Vec::new();
+    let mut no_store = Vec::new();
+    for u in list {
+        match loc.existing_root_of(&u.name) {
+            Ok(_) => users.push(u.name),
+            Err(Error::NotFound(_)) => no_store.push(u.name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !no_store.is_empty() && !quiet {
+        eprintln!(
+            "maildump: note: {} users of the userdb have no mail store yet (nothing to back up): {}",
+            no_store.len(),
+            no_store.join(", ")
+        );
+    }
+    Ok(users)
 }
 
 /// An error and its causes, each cause once: a cause whose text the message already holds

@@ -73,6 +73,17 @@ fn all_users_come_from_the_userdb() {
         "{err}"
     );
     assert!(err.contains("backed up 2 users"), "{err}");
+    // estimate takes the same users as the backup (the userdb's, not the template scan's).
+    let est = run_ok(
+        maildump()
+            .args(["estimate", "--config"])
+            .arg(&dc.conf)
+            .args(["--home", &template, "--all-users", "--json"]),
+    );
+    let est: serde_json::Value = serde_json::from_slice(&est.stdout).unwrap();
+    assert_eq!(est["users"], 2, "{est}");
+    let mailboxes = format!("backed up 2 users, {} mailboxes,", est["mailboxes"]);
+    assert!(err.contains(&mailboxes), "{mailboxes} / {err}");
     assert_eq!(lines_of(&all, "carol"), lines_of(&before, "carol"));
     assert!(!lines_of(&all, "alice").is_empty());
     let o = maildump()
