@@ -1,43 +1,11 @@
-//! Reader and writer for Dovecot's mail index files.
-//!
-//! A Dovecot mail index consists of `dovecot.index` (a snapshot: base header, extension
-//! headers and fixed-size message records) and `dovecot.index.log` (a transaction log whose
-//! records are replayed on top of the snapshot; `dovecot.index.log.2` is the previous, rotated
-//! log). The same format is used for the mdbox map index `storage/dovecot.map.index`.
-//!
-//! [`MailIndex::read`] loads the snapshot (if any) and replays the log(s) the way Dovecot 2.3
-//! does, producing the current UID list, flags, keywords, extension data and modseqs.
-//! [`write_index`] produces a fresh, self-contained `dovecot.index` (no log, no cache) that
-//! Dovecot accepts as is.
-//!
-//! All integers are little-endian; files without the little-endian compat flag are refused.
-//! No input can make this module panic: malformed input gives an `InvalidData` error, or the
-//! replay stops at the point where Dovecot itself would stop (an unfinished transaction or a
-//! zero-sized record at the end of the log).
+//! `dovecot.index.log`: the transaction log's header and records, replayed on a [`State`]
+//! the way Dovecot 2.3 does (one method per record kind, [`State::apply`]), with the modseq
+//! accounting of each record.
 
-use std::fmt::Display;
-use std::io;
-use std::path::Path;
-
-/// Result type of this module. Format errors are `io::ErrorKind::InvalidData` errors whose
-/// message names the file and the offset of the problem.
-pub type Result<T> = std::io::Result<T>;
-
-/// Size of the base header written by Dovecot 2.3 (and the minimum accepted).
-const BASE_HEADER_SIZE: usize = 120;
-/// Smallest index record: `u32 uid` + `u8 flags`; extension data may start here.
-const RECORD_MIN_SIZE: u32 = 5;
-/// Size of the index record without extensions, as written (`uid`, `flags`, padding).
-const RECORD_BASE_SIZE: u32 = 8;
-/// `compat_flags` bit for little-endian files.
-const COMPAT_LITTLE_ENDIAN: u8 = 1;
-/// Largest extension header accepted from a log ext-intro (garbage protection).
-const MAX_EXT_HDR_SIZE: u32 = 16 * 1024 * 1024;
-
-/// Offset of `uid_validity` in the base header.
-const HDR_UID_VALIDITY: usize = 24;
-/// Offset of `next_uid` in the base header.
-const HDR_NEXT_UID: usize = 28;
+use super::{
+    COMPAT_LITTLE_ENDIAN, CurExt, EXT_KEYWORDS, EXT_MODSEQ, ExtState, HDR_NEXT_UID,
+    MAX_EXT_HDR_SIZE, Record, Result, State, align_up, bad, get_u16, get_u32, get_u64, put_u32,
+};
 
 /// Whether `typ` (with its flag bits) is a record type Dovecot 2.3 writes.
 fn known_record_type(typ: u32) -> bool {
@@ -92,170 +60,13 @@ const T_ATTRIBUTE_UPDATE: u32 = 0x10_0000;
 
 /// Flag bits that count as a real (modseq-raising) flag change.
 const FLAGS_MASK: u8 = 0x3f;
-/// `\Deleted`.
-const FLAG_DELETED: u8 = 0x04;
-/// `\Seen`.
-const FLAG_SEEN: u8 = 0x08;
 /// ext-intro flag: do not shrink an existing extension.
 const EXT_INTRO_NO_SHRINK: u16 = 0x01;
-
-const EXT_KEYWORDS: &str = "keywords";
-const EXT_MODSEQ: &str = "modseq";
-
-/// One extension as known after reading (index header order = ext_id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ext {
-    /// Extension name, e.g. `dbox-hdr`, `keywords`, `map`, `ref`.
-    pub name: String,
-    /// Extension header data (`hdr_size` bytes).
-    pub hdr: Vec<u8>,
-    /// Offset of this extension's data inside an index record (0 when `record_size` is 0).
-    pub record_offset: u16,
-    /// Size of this extension's per-record data (0 = header-only extension).
-    pub record_size: u16,
-    /// Alignment of the per-record data.
-    pub record_align: u16,
-    /// Reset id: for the `cache` extension, the `file_seq` of the cache file its
-    /// record offsets point into.
-    pub reset_id: u32,
-}
-
-/// One message record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Message UID.
-    pub uid: u32,
-    /// Raw flag byte; callers mask 0x1f (0x01 Answered, 0x02 Flagged, 0x04 Deleted,
-    /// 0x08 Seen, 0x10 Draft).
-    pub flags: u8,
-    /// Keyword indexes (into [`MailIndex::keywords`]), sorted.
-    pub keywords: Vec<u32>,
-    /// Modseq of the last change (0 when unknown).
-    pub modseq: u64,
-    /// Per ext_id record data. After reading, every extension with `record_size > 0` has
-    /// `Some` data of exactly `record_size` bytes; header-only extensions have `None`.
-    ext: Vec<Option<Vec<u8>>>,
-}
-
-/// The state of an index after replaying the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailIndex {
-    /// Index id (creation time); index and log must agree on it.
-    pub indexid: u32,
-    /// UIDVALIDITY of the mailbox (or of the map, for `dovecot.map.index`).
-    pub uid_validity: u32,
-    /// Next UID to be assigned.
-    pub next_uid: u32,
-    /// Highest modseq as Dovecot reports it (0 when modseqs are not tracked).
-    pub highest_modseq: u64,
-    /// Extensions, in ext_id order.
-    pub exts: Vec<Ext>,
-    /// Keyword names in index order.
-    pub keywords: Vec<Vec<u8>>,
-    /// Records sorted by uid, expunged ones removed.
-    pub records: Vec<Record>,
-}
-
-/// What to write as a fresh, self-contained dovecot.index (no log, no cache).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewIndex {
-    /// UIDVALIDITY to store.
-    pub uid_validity: u32,
-    /// Next UID; must be greater than every record's uid.
-    pub next_uid: u32,
-    /// Index id, e.g. the current unix time.
-    pub indexid: u32,
-    /// Extensions, written in this order (the `keywords` extension is added by the writer
-    /// after them when `keywords` is non-empty; it must not be listed here).
-    pub exts: Vec<NewExt>,
-    /// Keyword names; a record's keyword `i` refers to `keywords[i]`.
-    pub keywords: Vec<Vec<u8>>,
-    /// Records; must be sorted by uid, strictly increasing, uid > 0 (error otherwise).
-    pub records: Vec<NewRecord>,
-    /// HIGHESTMODSEQ: when set, the `modseq` extension is written (header and each
-    /// record's [`NewRecord::modseq`]), and the empty log to write with the index
-    /// ([`write_log_header`]) starts at this modseq.
-    pub highest_modseq: Option<u64>,
-}
-
-/// One extension to write.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewExt {
-    /// Extension name (non-empty, unique, not `keywords`).
-    pub name: String,
-    /// Header data.
-    pub hdr: Vec<u8>,
-    /// Per-record data size (0 = header only).
-    pub record_size: u16,
-    /// Per-record alignment (1, 2, 4 or 8 when `record_size > 0`; `record_size` must be a
-    /// multiple of it). Ignored when `record_size` is 0.
-    pub record_align: u16,
-    /// Reset id (the `cache` extension: the cache file's `file_seq`; 0 otherwise).
-    pub reset_id: u32,
-}
-
-/// One record to write.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewRecord {
-    /// Message UID (> 0).
-    pub uid: u32,
-    /// Raw flag byte (normally only bits 0x1f).
-    pub flags: u8,
-    /// Keyword indexes into [`NewIndex::keywords`].
-    pub keywords: Vec<u32>,
-    /// Per [`NewExt`], same order; each length must equal its `record_size` (empty when
-    /// `record_size` is 0).
-    pub ext: Vec<Vec<u8>>,
-    /// MODSEQ, written when [`NewIndex::highest_modseq`] is set (0: the highest).
-    pub modseq: u64,
-}
-
-// ---------------------------------------------------------------------------------------
-// small helpers
-
-fn bad(file: &str, msg: impl Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{file}: {msg}"))
-}
-
-fn get_u16(buf: &[u8], off: usize) -> Option<u16> {
-    let b = buf.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn get_u32(buf: &[u8], off: usize) -> Option<u32> {
-    let b = buf.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn get_u64(buf: &[u8], off: usize) -> Option<u64> {
-    let b = buf.get(off..off.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_le_bytes(a))
-}
-
-fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    if let Some(b) = off.checked_add(4).and_then(|end| buf.get_mut(off..end)) {
-        b.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn align_up(v: usize, to: usize) -> Option<usize> {
-    if to <= 1 {
-        return Some(v);
-    }
-    let rem = v % to;
-    if rem == 0 {
-        Some(v)
-    } else {
-        v.checked_add(to - rem)
-    }
-}
 
 /// Decode the size field of a log record header: the 4 bytes read as a big-endian u32 `v`
 /// must have all of 0x80808080 set; the size is the 4 remaining 7-bit groups shifted left by
 /// 2. Returns 0 (= end of data) when the marker bits are missing.
-pub fn decode_log_record_size(raw: [u8; 4]) -> u32 {
+fn decode_log_record_size(raw: [u8; 4]) -> u32 {
     let v = u32::from_be_bytes(raw);
     if v & 0x8080_8080 != 0x8080_8080 {
         return 0;
@@ -265,7 +76,8 @@ pub fn decode_log_record_size(raw: [u8; 4]) -> u32 {
 
 /// Encode a log record size (a multiple of 4, below 2^30) into its on-disk bytes; the
 /// inverse of [`decode_log_record_size`]. Returns `None` for sizes that cannot be encoded.
-pub fn encode_log_record_size(size: u32) -> Option<[u8; 4]> {
+#[cfg(test)]
+fn encode_log_record_size(size: u32) -> Option<[u8; 4]> {
     if !size.is_multiple_of(4) || size >= 1 << 30 {
         return None;
     }
@@ -278,339 +90,7 @@ pub fn encode_log_record_size(size: u32) -> Option<[u8; 4]> {
     Some(v.to_be_bytes())
 }
 
-/// Compute record offsets the way Dovecot does (largest alignment first, filling holes),
-/// starting after `uid` + `flags`. Returns the resulting record size. `items` holds
-/// `(record_size, record_align)`; offsets are written to `out` (0 for size-0 entries).
-fn layout_records(items: &[(u16, u16)], out: &mut [u16]) -> Option<u32> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| {
-        let aa = items.get(a).map_or(0, |i| i.1);
-        let ab = items.get(b).map_or(0, |i| i.1);
-        ab.cmp(&aa)
-    });
-    let mut placed = vec![false; items.len()];
-    let mut offset: u32 = RECORD_MIN_SIZE;
-    let mut max_align: u32 = 4;
-    loop {
-        let mut min_align: u32 = u32::MAX;
-        let mut chosen = None;
-        for &i in &order {
-            let (size, align) = *items.get(i)?;
-            let align = u32::from(align.max(1));
-            max_align = max_align.max(align);
-            if size == 0 || *placed.get(i)? {
-                continue;
-            }
-            if offset.is_multiple_of(align) {
-                chosen = Some(i);
-                break;
-            }
-            min_align = min_align.min(align);
-        }
-        match chosen {
-            Some(i) => {
-                *placed.get_mut(i)? = true;
-                *out.get_mut(i)? = u16::try_from(offset).ok()?;
-                offset = offset.checked_add(u32::from(items.get(i)?.0))?;
-            }
-            None if min_align == u32::MAX => break,
-            None => offset = offset.checked_add(min_align - offset % min_align)?,
-        }
-        if offset >= u32::from(u16::MAX) {
-            return None;
-        }
-    }
-    for (i, &(size, _)) in items.iter().enumerate() {
-        if size == 0 {
-            *out.get_mut(i)? = 0;
-        }
-    }
-    let offset = offset.max(RECORD_BASE_SIZE);
-    let rem = offset % max_align;
-    let size = if rem == 0 {
-        offset
-    } else {
-        offset.checked_add(max_align - rem)?
-    };
-    if size > u32::from(u16::MAX) {
-        return None;
-    }
-    Some(size)
-}
-
-/// Serialize the `keywords` extension header.
-fn keywords_hdr(keywords: &[Vec<u8>]) -> Vec<u8> {
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&(keywords.len() as u32).to_le_bytes());
-    let mut name_off: u32 = 0;
-    for k in keywords {
-        hdr.extend_from_slice(&0u32.to_le_bytes());
-        hdr.extend_from_slice(&name_off.to_le_bytes());
-        name_off = name_off.wrapping_add(k.len() as u32).wrapping_add(1);
-    }
-    for k in keywords {
-        hdr.extend_from_slice(k);
-        hdr.push(0);
-    }
-    hdr
-}
-
-/// Parse the `keywords` extension header into names.
-fn parse_keywords_hdr(file: &str, hdr: &[u8]) -> Result<Vec<Vec<u8>>> {
-    if hdr.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = get_u32(hdr, 0).ok_or_else(|| bad(file, "keywords header too short"))?;
-    let names_start = (count as usize)
-        .checked_mul(8)
-        .and_then(|v| v.checked_add(4))
-        .filter(|&v| v <= hdr.len())
-        .ok_or_else(|| bad(file, format!("keywords header: count {count} too large")))?;
-    let names = hdr.get(names_start..).unwrap_or(&[]);
-    let mut out = Vec::with_capacity(count as usize);
-    for i in 0..count as usize {
-        let off = get_u32(hdr, 4 + i * 8 + 4).unwrap_or(u32::MAX) as usize;
-        let rest = names.get(off..).ok_or_else(|| {
-            bad(
-                file,
-                format!("keywords header: name {i} offset {off} out of range"),
-            )
-        })?;
-        let end = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| bad(file, format!("keywords header: name {i} not terminated")))?;
-        out.push(rest.get(..end).unwrap_or(&[]).to_vec());
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------
-// reader state
-
-#[derive(Debug, Clone)]
-struct ExtState {
-    name: String,
-    reset_id: u32,
-    hdr: Vec<u8>,
-    record_offset: u16,
-    record_size: u16,
-    record_align: u16,
-}
-
-/// The extension selected by the last ext-intro.
-#[derive(Debug, Clone, Copy)]
-enum CurExt {
-    None,
-    /// Broken or refused intro: ignore updates.
-    Broken,
-    Ext {
-        idx: usize,
-        rec_size: u16,
-        ignore: bool,
-    },
-}
-
-struct State {
-    base: Vec<u8>,
-    indexid: u32,
-    exts: Vec<ExtState>,
-    keywords: Vec<Vec<u8>>,
-    records: Vec<Record>,
-    highest_modseq: u64,
-    layout_dirty: bool,
-    cur: CurExt,
-    /// The `modseq` extension exists: per-message modseqs are tracked.
-    modseq_ext: bool,
-}
-
-/// Index file name used in error messages when none is known.
-const DEFAULT_BASE: &str = "dovecot.index";
-
 impl State {
-    fn new_empty(indexid: u32) -> State {
-        let mut base = vec![0u8; BASE_HEADER_SIZE];
-        base[0] = 7;
-        base[1] = 3;
-        base[2..4].copy_from_slice(&(BASE_HEADER_SIZE as u16).to_le_bytes());
-        base[12] = COMPAT_LITTLE_ENDIAN;
-        put_u32(&mut base, 16, indexid);
-        put_u32(&mut base, HDR_NEXT_UID, 1);
-        State {
-            base,
-            indexid,
-            exts: Vec::new(),
-            keywords: Vec::new(),
-            records: Vec::new(),
-            highest_modseq: 0,
-            layout_dirty: false,
-            cur: CurExt::None,
-            modseq_ext: false,
-        }
-    }
-
-    fn next_uid(&self) -> u32 {
-        get_u32(&self.base, HDR_NEXT_UID).unwrap_or(0)
-    }
-
-    /// Parse a dovecot.index file. Returns the state and `(log_file_seq, log_file_head_offset)`.
-    // Parses dovecot.index in file order (base header, extension headers, keyword names,
-    // records), every offset checked where it is used; split, the offsets would scatter.
-    #[allow(clippy::too_many_lines)]
-    fn from_index(file: &str, buf: &[u8]) -> Result<(State, u32, u32)> {
-        let e = |m: String| bad(file, m);
-        if buf.len() < BASE_HEADER_SIZE {
-            return Err(e(format!("file too short ({} bytes)", buf.len())));
-        }
-        if buf[0] != 7 {
-            return Err(e(format!(
-                "unsupported major version {} at offset 0",
-                buf[0]
-            )));
-        }
-        if buf[12] & COMPAT_LITTLE_ENDIAN == 0 {
-            return Err(e("compat_flags at offset 12 lack little-endian".into()));
-        }
-        let base_size = usize::from(get_u16(buf, 2).unwrap_or(0));
-        let header_size = get_u32(buf, 4).unwrap_or(0) as usize;
-        let record_size = get_u32(buf, 8).unwrap_or(0) as usize;
-        let messages = get_u32(buf, 32).unwrap_or(0) as usize;
-        if base_size < BASE_HEADER_SIZE || base_size > header_size {
-            return Err(e(format!("bad base_header_size {base_size} at offset 2")));
-        }
-        if header_size > buf.len() {
-            return Err(e(format!(
-                "header_size {header_size} at offset 4 exceeds file size {}",
-                buf.len()
-            )));
-        }
-        if record_size < RECORD_BASE_SIZE as usize || record_size > usize::from(u16::MAX) {
-            return Err(e(format!("bad record_size {record_size} at offset 8")));
-        }
-        let records_end = messages
-            .checked_mul(record_size)
-            .and_then(|v| v.checked_add(header_size))
-            .filter(|&v| v <= buf.len())
-            .ok_or_else(|| {
-                e(format!(
-                    "{messages} records of {record_size} bytes do not fit in {} bytes",
-                    buf.len()
-                ))
-            })?;
-        let indexid = get_u32(buf, 16).unwrap_or(0);
-        let mut st = State::new_empty(indexid);
-        st.base = buf.get(..base_size).unwrap_or(&[]).to_vec();
-
-        // extension headers
-        let mut off = align_up(base_size, 8).unwrap_or(usize::MAX);
-        while off < header_size {
-            let eh = buf
-                .get(off..off.saturating_add(16))
-                .filter(|_| off + 16 <= header_size)
-                .ok_or_else(|| e(format!("truncated extension header at offset {off}")))?;
-            let hdr_size = get_u32(eh, 0).unwrap_or(0) as usize;
-            let reset_id = get_u32(eh, 4).unwrap_or(0);
-            let rec_off = get_u16(eh, 8).unwrap_or(0);
-            let rec_size = get_u16(eh, 10).unwrap_or(0);
-            let rec_align = get_u16(eh, 12).unwrap_or(0);
-            let name_size = usize::from(get_u16(eh, 14).unwrap_or(0));
-            let name_start = off + 16;
-            let name = buf
-                .get(name_start..name_start + name_size)
-                .filter(|_| name_start + name_size <= header_size && name_size > 0)
-                .ok_or_else(|| e(format!("bad extension name at offset {name_start}")))?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let data_start = align_up(name_start + name_size, 8).unwrap_or(usize::MAX);
-            let data_end = data_start
-                .checked_add(hdr_size)
-                .filter(|&v| v <= header_size)
-                .ok_or_else(|| {
-                    e(format!(
-                        "extension {name:?} header data ({hdr_size} bytes at offset {data_start}) exceeds header_size"
-                    ))
-                })?;
-            let hdr = buf.get(data_start..data_end).unwrap_or(&[]).to_vec();
-            if rec_size > 0
-                && (rec_align == 0
-                    || usize::from(rec_off) < RECORD_MIN_SIZE as usize
-                    || usize::from(rec_off) + usize::from(rec_size) > record_size)
-            {
-                return Err(e(format!(
-                    "extension {name:?} at offset {off}: record offset {rec_off} size {rec_size} align {rec_align} invalid for record_size {record_size}"
-                )));
-            }
-            st.exts.push(ExtState {
-                name,
-                reset_id,
-                hdr,
-                record_offset: if rec_size > 0 { rec_off } else { 0 },
-                record_size: rec_size,
-                record_align: rec_align,
-            });
-            off = align_up(data_end, 8).unwrap_or(usize::MAX);
-        }
-
-        // keywords
-        st.modseq_ext = st.exts.iter().any(|x| x.name == EXT_MODSEQ);
-        let kw_idx = st.exts.iter().position(|x| x.name == EXT_KEYWORDS);
-        if let Some(k) = kw_idx {
-            st.keywords = parse_keywords_hdr(file, &st.exts[k].hdr)?;
-        }
-
-        // records
-        let recs = buf.get(header_size..records_end).unwrap_or(&[]);
-        let mut prev_uid = 0u32;
-        st.records.reserve(messages);
-        for (i, r) in recs.chunks_exact(record_size).enumerate() {
-            let uid = get_u32(r, 0).unwrap_or(0);
-            if uid <= prev_uid {
-                return Err(e(format!(
-                    "record {i} at offset {}: uid {uid} not above previous uid {prev_uid}",
-                    header_size + i * record_size
-                )));
-            }
-            prev_uid = uid;
-            let flags = r.get(4).copied().unwrap_or(0);
-            let mut ext = Vec::with_capacity(st.exts.len());
-            for x in &st.exts {
-                if x.record_size == 0 {
-                    ext.push(None);
-                } else {
-                    let s = usize::from(x.record_offset);
-                    ext.push(r.get(s..s + usize::from(x.record_size)).map(<[u8]>::to_vec));
-                }
-            }
-            let mut keywords = Vec::new();
-            if let Some(k) = kw_idx
-                && let Some(Some(bits)) = ext.get(k)
-            {
-                for (byte_i, &b) in bits.iter().enumerate() {
-                    for bit in 0..8 {
-                        if b & (1 << bit) != 0 {
-                            let kw = (byte_i * 8 + bit) as u32;
-                            if (kw as usize) < st.keywords.len() {
-                                keywords.push(kw);
-                            }
-                        }
-                    }
-                }
-            }
-            st.records.push(Record {
-                uid,
-                flags,
-                keywords,
-                modseq: 0,
-                ext,
-            });
-        }
-        if prev_uid >= st.next_uid() {
-            put_u32(&mut st.base, HDR_NEXT_UID, prev_uid.saturating_add(1));
-        }
-        let log_seq = get_u32(buf, 60).unwrap_or(0);
-        let head_off = get_u32(buf, 68).unwrap_or(0);
-        Ok((st, log_seq, head_off))
-    }
-
     /// Index range of records with uid in `uid1..=uid2`.
     fn range(&self, uid1: u32, uid2: u32) -> std::ops::Range<usize> {
         let (a, b) = if uid1 <= uid2 {
@@ -629,7 +109,7 @@ impl State {
 
     /// Replay one log file. Records before `apply_from` are only used for modseq accounting.
     /// Per-message modseqs are tracked only while the `modseq` extension exists (as Dovecot).
-    fn replay_log(&mut self, file: &str, log: &[u8], apply_from: usize) -> Result<()> {
+    pub(super) fn replay_log(&mut self, file: &str, log: &[u8], apply_from: usize) -> Result<()> {
         let lh = LogHeader::parse(file, log)?;
         let mut modseq = lh.initial_modseq;
         let track = lh.initial_modseq != 0;
@@ -1271,7 +751,7 @@ impl State {
 
     /// The index of the `keywords` extension, registered (with an empty slot in every
     /// record) when missing.
-    fn keywords_ext(&mut self) -> usize {
+    pub(super) fn keywords_ext(&mut self) -> usize {
         if let Some(i) = self.exts.iter().position(|x| x.name == EXT_KEYWORDS) {
             return i;
         }
@@ -1287,113 +767,6 @@ impl State {
             rec.ext.push(None);
         }
         self.exts.len() - 1
-    }
-
-    fn finish(mut self) -> MailIndex {
-        // keywords extension mirrors the keyword list and per-record keyword sets
-        let has_ext = self.exts.iter().any(|x| x.name == EXT_KEYWORDS);
-        if !self.keywords.is_empty() || has_ext {
-            let idx = self.keywords_ext();
-            let need = self.keywords.len().div_ceil(8);
-            if let Some(x) = self.exts.get_mut(idx) {
-                x.hdr = keywords_hdr(&self.keywords);
-                if usize::from(x.record_size) < need {
-                    x.record_size = u16::try_from(need).unwrap_or(u16::MAX);
-                    x.record_align = 1;
-                    self.layout_dirty = true;
-                }
-                let size = usize::from(x.record_size);
-                for rec in &mut self.records {
-                    let mut bits = vec![0u8; size];
-                    for &k in &rec.keywords {
-                        if let Some(b) = bits.get_mut(k as usize / 8) {
-                            *b |= 1 << (k % 8);
-                        }
-                    }
-                    if let Some(slot) = rec.ext.get_mut(idx) {
-                        *slot = if size > 0 { Some(bits) } else { None };
-                    }
-                }
-            }
-        }
-        // every record gets data of exactly record_size bytes for each record extension
-        for (i, x) in self.exts.iter().enumerate() {
-            let n = usize::from(x.record_size);
-            for rec in &mut self.records {
-                if let Some(slot) = rec.ext.get_mut(i) {
-                    if n == 0 {
-                        *slot = None;
-                    } else {
-                        let mut v = slot.take().unwrap_or_default();
-                        v.resize(n, 0);
-                        *slot = Some(v);
-                    }
-                }
-            }
-        }
-        // modseq extension: per-message modseqs up to the index snapshot; a zero there means
-        // "not set yet" and reads as the extension header's highest_modseq. Without the
-        // extension Dovecot does not track per-message modseqs: report 0 (unknown).
-        match self.exts.iter().position(|x| x.name == EXT_MODSEQ) {
-            Some(mi) => {
-                let hdr_highest = self
-                    .exts
-                    .get(mi)
-                    .and_then(|x| get_u64(&x.hdr, 0))
-                    .unwrap_or(0);
-                self.highest_modseq = self.highest_modseq.max(hdr_highest);
-                let rec_ext = self.exts.get(mi).is_some_and(|x| x.record_size == 8);
-                for rec in &mut self.records {
-                    let slot = rec
-                        .ext
-                        .get_mut(mi)
-                        .and_then(Option::as_mut)
-                        .filter(|_| rec_ext);
-                    if let Some(d) = slot {
-                        let mut v = get_u64(d, 0).unwrap_or(0);
-                        if v == 0 {
-                            v = hdr_highest;
-                        }
-                        rec.modseq = rec.modseq.max(v);
-                        d.copy_from_slice(&rec.modseq.to_le_bytes());
-                    }
-                }
-            }
-            None => self.records.iter_mut().for_each(|r| r.modseq = 0),
-        }
-        if self.layout_dirty {
-            let items: Vec<(u16, u16)> = self
-                .exts
-                .iter()
-                .map(|x| (x.record_size, x.record_align))
-                .collect();
-            let mut offs = vec![0u16; items.len()];
-            if layout_records(&items, &mut offs).is_some() {
-                for (x, o) in self.exts.iter_mut().zip(offs) {
-                    x.record_offset = o;
-                }
-            }
-        }
-        MailIndex {
-            indexid: self.indexid,
-            uid_validity: get_u32(&self.base, HDR_UID_VALIDITY).unwrap_or(0),
-            next_uid: self.next_uid(),
-            highest_modseq: self.highest_modseq,
-            exts: self
-                .exts
-                .into_iter()
-                .map(|x| Ext {
-                    name: x.name,
-                    hdr: x.hdr,
-                    record_offset: x.record_offset,
-                    record_size: x.record_size,
-                    record_align: x.record_align,
-                    reset_id: x.reset_id,
-                })
-                .collect(),
-            keywords: self.keywords,
-            records: self.records,
-        }
     }
 }
 
@@ -1437,17 +810,17 @@ fn modseq_after(file: &str, pos: usize, typ: u32, data: &[u8], cur: u64) -> Resu
 }
 
 /// The parts of a log file header this module uses.
-struct LogHeader {
-    hdr_size: usize,
-    indexid: u32,
-    file_seq: u32,
-    prev_file_seq: u32,
-    prev_file_offset: u32,
-    initial_modseq: u64,
+pub(super) struct LogHeader {
+    pub(super) hdr_size: usize,
+    pub(super) indexid: u32,
+    pub(super) file_seq: u32,
+    pub(super) prev_file_seq: u32,
+    pub(super) prev_file_offset: u32,
+    pub(super) initial_modseq: u64,
 }
 
 impl LogHeader {
-    fn parse(file: &str, log: &[u8]) -> Result<LogHeader> {
+    pub(super) fn parse(file: &str, log: &[u8]) -> Result<LogHeader> {
         if log.len() < 40 {
             return Err(bad(
                 file,
@@ -1481,430 +854,16 @@ impl LogHeader {
     }
 }
 
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-    }
-}
-
-impl MailIndex {
-    /// Read `<dir>/<base>` (e.g. base = "dovecot.index" or "dovecot.map.index") and replay
-    /// `<dir>/<base>.log` (and `.log.2` when needed) per section 6.0. Ok(None) when neither the
-    /// index nor the log exists. A missing index with an existing log is normal.
-    pub fn read(dir: &Path, base: &str) -> Result<Option<MailIndex>> {
-        let index = read_opt(&dir.join(base))?;
-        let log = read_opt(&dir.join(format!("{base}.log")))?;
-        if index.is_none() && log.is_none() {
-            return Ok(None);
-        }
-        let log2 = if log.is_some() {
-            read_opt(&dir.join(format!("{base}.log.2")))?
-        } else {
-            None
-        };
-        Self::from_bytes_named(base, index.as_deref(), log.as_deref(), log2.as_deref()).map(Some)
-    }
-
-    /// Same from bytes (index may be None; log2 may be None) - used by read() and by tests.
-    pub fn from_bytes(
-        index: Option<&[u8]>,
-        log: Option<&[u8]>,
-        log2: Option<&[u8]>,
-    ) -> Result<MailIndex> {
-        Self::from_bytes_named(DEFAULT_BASE, index, log, log2)
-    }
-
-    /// Like [`MailIndex::from_bytes`], naming the files `<base>`, `<base>.log`, `<base>.log.2`
-    /// in error messages.
-    pub fn from_bytes_named(
-        base: &str,
-        index: Option<&[u8]>,
-        log: Option<&[u8]>,
-        log2: Option<&[u8]>,
-    ) -> Result<MailIndex> {
-        let log_name = format!("{base}.log");
-        let log2_name = format!("{base}.log.2");
-        let lh = match log {
-            Some(l) => Some(LogHeader::parse(&log_name, l)?),
-            None => None,
-        };
-        let l2h = match log2 {
-            Some(l) => LogHeader::parse(&log2_name, l).ok(),
-            None => None,
-        };
-        let mut st = match index {
-            Some(buf) => {
-                let (mut st, seq, head) = State::from_index(base, buf)?;
-                if let (Some(log), Some(lh)) = (log, &lh) {
-                    if lh.indexid != st.indexid {
-                        return Err(bad(
-                            &log_name,
-                            format!(
-                                "indexid {} differs from the index's {}",
-                                lh.indexid, st.indexid
-                            ),
-                        ));
-                    }
-                    if lh.file_seq == seq {
-                        st.replay_log(&log_name, log, head as usize)?;
-                    } else if lh.prev_file_seq == seq
-                        && let (Some(l2), Some(l2h)) = (log2, &l2h)
-                        && l2h.file_seq == seq
-                        && l2h.indexid == st.indexid
-                    {
-                        st.replay_log(&log2_name, l2, head as usize)?;
-                        st.replay_log(&log_name, log, 0)?;
-                    } else if lh.prev_file_seq == seq && lh.prev_file_offset == head {
-                        // the log was rotated exactly where the index ends (or the previous
-                        // log never existed, as after a hand-written index): nothing in .log.2
-                        st.replay_log(&log_name, log, 0)?;
-                    } else if lh.file_seq > seq {
-                        return Err(bad(
-                            &log_name,
-                            format!(
-                                "log file_seq {} (prev {}) does not continue the index's log_file_seq {seq}",
-                                lh.file_seq, lh.prev_file_seq
-                            ),
-                        ));
-                    }
-                    // a log older than the index holds nothing new
-                }
-                st
-            }
-            None => {
-                let (Some(log), Some(lh)) = (log, &lh) else {
-                    return Err(bad(base, "neither index nor log given"));
-                };
-                let mut st = State::new_empty(lh.indexid);
-                if let (Some(l2), Some(l2h)) = (log2, &l2h)
-                    && lh.prev_file_seq != 0
-                    && l2h.file_seq == lh.prev_file_seq
-                    && l2h.prev_file_seq == 0
-                    && l2h.indexid == lh.indexid
-                {
-                    st.replay_log(&log2_name, l2, 0)?;
-                }
-                st.replay_log(&log_name, log, 0)?;
-                st
-            }
-        };
-        st.cur = CurExt::None;
-        Ok(st.finish())
-    }
-
-    /// The ext_id of the extension named `name`.
-    pub fn ext_id(&self, name: &str) -> Option<usize> {
-        self.exts.iter().position(|x| x.name == name)
-    }
-
-    /// Header data of the extension named `name`.
-    pub fn ext_hdr(&self, name: &str) -> Option<&[u8]> {
-        self.exts
-            .iter()
-            .find(|x| x.name == name)
-            .map(|x| x.hdr.as_slice())
-    }
-
-    /// Record data of extension `name` for `rec` (None if that ext has no data for it).
-    pub fn ext_rec<'a>(&self, rec: &'a Record, name: &str) -> Option<&'a [u8]> {
-        let id = self.ext_id(name)?;
-        rec.ext_data(id)
-    }
-
-    /// The record with this uid.
-    pub fn record(&self, uid: u32) -> Option<&Record> {
-        self.records
-            .binary_search_by_key(&uid, |r| r.uid)
-            .ok()
-            .and_then(|i| self.records.get(i))
-    }
-
-    /// The MODSEQ Dovecot reports for a record: its own where the index tracks per-message
-    /// modseqs (the `modseq` extension), else the highest (as Dovecot does); `None` when the
-    /// index tracks no modseqs at all (a log without `initial_modseq`).
-    pub fn modseq_of(&self, rec: &Record) -> Option<u64> {
-        match (rec.modseq, self.highest_modseq) {
-            (_, 0) => None,
-            (0, h) => Some(h),
-            (m, _) => Some(m),
-        }
-    }
-
-    /// Keyword names of a record (keyword indexes resolved through [`MailIndex::keywords`]).
-    pub fn keyword_names<'a>(&'a self, rec: &Record) -> Vec<&'a [u8]> {
-        rec.keywords
-            .iter()
-            .filter_map(|&k| self.keywords.get(k as usize).map(Vec::as_slice))
-            .collect()
-    }
-}
-
-impl Record {
-    /// Record data of the extension with this ext_id (None for header-only extensions).
-    pub fn ext_data(&self, ext_id: usize) -> Option<&[u8]> {
-        self.ext.get(ext_id).and_then(|d| d.as_deref())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// writer
-
-/// Sequence number of the log written with a new index. Not 1: a log that names no
-/// previous log (`prev_file_seq` 0) tells Dovecot to reset the index when it starts
-/// reading at its beginning, so the log is written as the successor of a log 1 that the
-/// index has read to its end.
-const LOG_FILE_SEQ: u32 = 2;
-/// Size of a transaction log header as Dovecot 2.3 writes it.
-const LOG_HEADER_SIZE: usize = 40;
-
-/// A `dovecot.index.log` holding only its header, to be written with the index
-/// [`write_index`] made with the same `indexid`: Dovecot appends to it, and its
-/// `initial_modseq` (the index's HIGHESTMODSEQ, at least 1) is where modseqs go on from.
-/// Without it Dovecot makes a log of its own whose position the index's `modseq` header
-/// does not name, and then sets every message's modseq to the highest.
-pub fn write_log_header(indexid: u32, initial_modseq: u64) -> Vec<u8> {
-    let mut v = vec![0u8; LOG_HEADER_SIZE];
-    v[0] = 1; // major
-    v[1] = 3; // minor
-    v[2..4].copy_from_slice(&(LOG_HEADER_SIZE as u16).to_le_bytes());
-    put_u32(&mut v, 4, indexid);
-    put_u32(&mut v, 8, LOG_FILE_SEQ);
-    put_u32(&mut v, 12, LOG_FILE_SEQ - 1); // prev_file_seq
-    put_u32(&mut v, 16, LOG_HEADER_SIZE as u32); // prev_file_offset
-    put_u32(&mut v, 20, indexid); // create_stamp
-    v[24..32].copy_from_slice(&initial_modseq.max(1).to_le_bytes());
-    v[32] = COMPAT_LITTLE_ENDIAN;
-    v
-}
-
-/// Serialize a NewIndex into dovecot.index bytes.
-// Writes dovecot.index in file order (validation, base header, extension headers,
-// records), mirroring `State::from_index`; split, the layout would no longer read as one.
-#[allow(clippy::too_many_lines)]
-pub fn write_index(new: &NewIndex) -> Result<Vec<u8>> {
-    const F: &str = DEFAULT_BASE;
-    // validate
-    let mut prev = 0u32;
-    for (i, r) in new.records.iter().enumerate() {
-        if r.uid <= prev {
-            return Err(bad(
-                F,
-                format!("record {i}: uid {} not above previous uid {prev}", r.uid),
-            ));
-        }
-        prev = r.uid;
-        if r.ext.len() != new.exts.len() {
-            return Err(bad(
-                F,
-                format!(
-                    "record uid {}: {} ext entries, expected {}",
-                    r.uid,
-                    r.ext.len(),
-                    new.exts.len()
-                ),
-            ));
-        }
-        for (x, d) in new.exts.iter().zip(&r.ext) {
-            if d.len() != usize::from(x.record_size) {
-                return Err(bad(
-                    F,
-                    format!(
-                        "record uid {}: ext {:?} data is {} bytes, expected {}",
-                        r.uid,
-                        x.name,
-                        d.len(),
-                        x.record_size
-                    ),
-                ));
-            }
-        }
-        if let Some(&k) = r
-            .keywords
-            .iter()
-            .find(|&&k| k as usize >= new.keywords.len())
-        {
-            return Err(bad(
-                F,
-                format!("record uid {}: keyword index {k} out of range", r.uid),
-            ));
-        }
-    }
-    if new.next_uid <= prev {
-        return Err(bad(
-            F,
-            format!("next_uid {} not above highest uid {prev}", new.next_uid),
-        ));
-    }
-    for (i, k) in new.keywords.iter().enumerate() {
-        if k.is_empty() || k.contains(&0) || new.keywords[..i].contains(k) {
-            return Err(bad(F, format!("invalid or duplicate keyword {i}")));
-        }
-    }
-    let mut exts: Vec<(String, Vec<u8>, u16, u16, u32)> = Vec::new();
-    for (i, x) in new.exts.iter().enumerate() {
-        if x.name.is_empty()
-            || x.name.len() > usize::from(u16::MAX)
-            || x.name == EXT_KEYWORDS
-            || new.exts[..i].iter().any(|y| y.name == x.name)
-        {
-            return Err(bad(
-                F,
-                format!("invalid or duplicate extension name {:?}", x.name),
-            ));
-        }
-        if x.hdr.len() > MAX_EXT_HDR_SIZE as usize {
-            return Err(bad(F, format!("extension {:?} header too large", x.name)));
-        }
-        let align = if x.record_size == 0 {
-            0
-        } else {
-            x.record_align
-        };
-        if x.record_size > 0 && (!matches!(align, 1 | 2 | 4 | 8) || x.record_size % align != 0) {
-            return Err(bad(
-                F,
-                format!(
-                    "extension {:?}: bad record size/align {}/{}",
-                    x.name, x.record_size, x.record_align
-                ),
-            ));
-        }
-        exts.push((
-            x.name.clone(),
-            x.hdr.clone(),
-            x.record_size,
-            align,
-            x.reset_id,
-        ));
-    }
-    let modseq_ext = new.highest_modseq.map(|h| {
-        let mut hdr = h.to_le_bytes().to_vec();
-        hdr.extend_from_slice(&LOG_FILE_SEQ.to_le_bytes());
-        hdr.extend_from_slice(&(LOG_HEADER_SIZE as u32).to_le_bytes());
-        exts.push((EXT_MODSEQ.to_string(), hdr, 8, 8, 0));
-        (exts.len() - 1, h)
-    });
-    let kw_size = new.keywords.len().div_ceil(8);
-    if !new.keywords.is_empty() {
-        let size = u16::try_from(kw_size).map_err(|_| bad(F, "too many keywords"))?;
-        exts.push((
-            EXT_KEYWORDS.to_string(),
-            keywords_hdr(&new.keywords),
-            size,
-            1,
-            0,
-        ));
-    }
-    let items: Vec<(u16, u16)> = exts.iter().map(|x| (x.2, x.3)).collect();
-    let mut offs = vec![0u16; items.len()];
-    let record_size = layout_records(&items, &mut offs)
-        .ok_or_else(|| bad(F, "extension records too large"))? as usize;
-
-    // header
-    let mut out = vec![0u8; BASE_HEADER_SIZE];
-    for (i, (name, hdr, size, align, reset_id)) in exts.iter().enumerate() {
-        let start = out.len();
-        out.extend_from_slice(&(hdr.len() as u32).to_le_bytes());
-        out.extend_from_slice(&reset_id.to_le_bytes());
-        out.extend_from_slice(&offs.get(i).copied().unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&align.to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.resize(align_up(out.len(), 8).unwrap_or(out.len()), 0);
-        out.extend_from_slice(hdr);
-        out.resize(align_up(out.len(), 8).unwrap_or(out.len()), 0);
-        debug_assert!(out.len() > start);
-    }
-    let header_size = u32::try_from(out.len()).map_err(|_| bad(F, "header too large"))?;
-    let messages = u32::try_from(new.records.len()).map_err(|_| bad(F, "too many records"))?;
-    let seen = new
-        .records
-        .iter()
-        .filter(|r| r.flags & FLAG_SEEN != 0)
-        .count() as u32;
-    let deleted = new
-        .records
-        .iter()
-        .filter(|r| r.flags & FLAG_DELETED != 0)
-        .count() as u32;
-    let first_unseen = new
-        .records
-        .iter()
-        .find(|r| r.flags & FLAG_SEEN == 0)
-        .map_or(new.next_uid, |r| r.uid);
-    let first_deleted = new
-        .records
-        .iter()
-        .find(|r| r.flags & FLAG_DELETED != 0)
-        .map_or(new.next_uid, |r| r.uid);
-    out[0] = 7;
-    out[1] = 3;
-    out[2..4].copy_from_slice(&(BASE_HEADER_SIZE as u16).to_le_bytes());
-    put_u32(&mut out, 4, header_size);
-    put_u32(&mut out, 8, record_size as u32);
-    out[12] = COMPAT_LITTLE_ENDIAN;
-    put_u32(&mut out, 16, new.indexid);
-    put_u32(&mut out, HDR_UID_VALIDITY, new.uid_validity);
-    put_u32(&mut out, HDR_NEXT_UID, new.next_uid);
-    put_u32(&mut out, 32, messages);
-    put_u32(&mut out, 40, seen);
-    put_u32(&mut out, 44, deleted);
-    put_u32(&mut out, 48, new.next_uid); // first_recent_uid: nothing is recent
-    put_u32(&mut out, 52, first_unseen);
-    put_u32(&mut out, 56, first_deleted);
-    // The log written with the index ([`write_log_header`]) holds nothing yet: the index
-    // has seen it up to its end.
-    put_u32(&mut out, 60, LOG_FILE_SEQ);
-    put_u32(&mut out, 64, LOG_HEADER_SIZE as u32); // log_file_tail_offset
-    put_u32(&mut out, 68, LOG_HEADER_SIZE as u32); // log_file_head_offset
-
-    // records
-    let kw_ext = if new.keywords.is_empty() {
-        None
-    } else {
-        Some(exts.len() - 1)
-    };
-    out.reserve(record_size.saturating_mul(new.records.len()));
-    for r in &new.records {
-        let start = out.len();
-        out.resize(start + record_size, 0);
-        let rec = &mut out[start..];
-        rec[..4].copy_from_slice(&r.uid.to_le_bytes());
-        rec[4] = r.flags;
-        for (i, d) in r.ext.iter().enumerate() {
-            let o = usize::from(offs.get(i).copied().unwrap_or(0));
-            if let Some(dst) = rec.get_mut(o..o + d.len()) {
-                dst.copy_from_slice(d);
-            }
-        }
-        if let Some((m, h)) = modseq_ext {
-            let o = usize::from(offs.get(m).copied().unwrap_or(0));
-            let v = if r.modseq == 0 { h } else { r.modseq.min(h) };
-            if let Some(dst) = rec.get_mut(o..o + 8) {
-                dst.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        if let Some(k) = kw_ext {
-            let o = usize::from(offs.get(k).copied().unwrap_or(0));
-            for &kw in &r.keywords {
-                if let Some(b) = rec.get_mut(o + kw as usize / 8) {
-                    *b |= 1 << (kw % 8);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use super::super::MailIndex;
     use super::*;
 
     /// Build a log file: header + records `(type, data)`.
-    fn log(initial_modseq: u64, recs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    pub(in crate::store::dbox::index) fn log(
+        initial_modseq: u64,
+        recs: &[(u32, Vec<u8>)],
+    ) -> Vec<u8> {
         let mut v = vec![0u8; 40];
         v[0] = 1;
         v[1] = 3;
@@ -1922,18 +881,23 @@ mod tests {
         v
     }
 
-    fn le(words: &[u32]) -> Vec<u8> {
+    pub(in crate::store::dbox::index) fn le(words: &[u32]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
-    fn append(uids: &[u32]) -> (u32, Vec<u8>) {
+    pub(in crate::store::dbox::index) fn append(uids: &[u32]) -> (u32, Vec<u8>) {
         (
             T_APPEND | T_EXTERNAL,
             uids.iter().flat_map(|&u| le(&[u, 0])).collect(),
         )
     }
 
-    fn kw_update(add: bool, name: &str, u1: u32, u2: u32) -> (u32, Vec<u8>) {
+    pub(in crate::store::dbox::index) fn kw_update(
+        add: bool,
+        name: &str,
+        u1: u32,
+        u2: u32,
+    ) -> (u32, Vec<u8>) {
         let mut d = vec![if add { 0 } else { 1 }, 0];
         d.extend_from_slice(&(name.len() as u16).to_le_bytes());
         d.extend_from_slice(name.as_bytes());
@@ -1944,7 +908,13 @@ mod tests {
         (T_KEYWORD_UPDATE, d)
     }
 
-    fn intro(ext_id: u32, name: &str, hdr: u32, rs: u16, ra: u16) -> (u32, Vec<u8>) {
+    pub(in crate::store::dbox::index) fn intro(
+        ext_id: u32,
+        name: &str,
+        hdr: u32,
+        rs: u16,
+        ra: u16,
+    ) -> (u32, Vec<u8>) {
         let mut d = le(&[ext_id, 0, hdr]);
         for x in [rs, ra, 0, name.len() as u16] {
             d.extend_from_slice(&x.to_le_bytes());
@@ -2110,181 +1080,6 @@ mod tests {
         let mut be = full.clone();
         be[32] = 0;
         assert!(MailIndex::from_bytes(None, Some(&be), None).is_err());
-    }
-
-    fn sample_new() -> NewIndex {
-        let mut hdr = vec![0u8; 24];
-        hdr[4..20].copy_from_slice(&[7; 16]);
-        NewIndex {
-            uid_validity: 99,
-            next_uid: 20,
-            indexid: 777,
-            exts: vec![
-                NewExt {
-                    name: "dbox-hdr".into(),
-                    hdr,
-                    record_size: 0,
-                    record_align: 0,
-                    reset_id: 0,
-                },
-                NewExt {
-                    name: "mdbox".into(),
-                    hdr: vec![],
-                    record_size: 8,
-                    record_align: 4,
-                    reset_id: 0,
-                },
-                NewExt {
-                    name: "ref".into(),
-                    hdr: vec![1, 2, 3],
-                    record_size: 2,
-                    record_align: 2,
-                    reset_id: 0,
-                },
-            ],
-            keywords: (0..9).map(|i| format!("k{i}").into_bytes()).collect(),
-            records: (1..6)
-                .map(|u| NewRecord {
-                    uid: u * 3,
-                    flags: (u as u8) & 0x1f,
-                    keywords: vec![u % 9, 8],
-                    ext: vec![vec![], le(&[u, u * 100]), vec![u as u8, 0]],
-                    modseq: u64::from(u) * 10,
-                })
-                .collect(),
-            highest_modseq: None,
-        }
-    }
-
-    #[test]
-    fn written_index_and_log_read_back_with_modseqs() {
-        let mut new = sample_new();
-        new.highest_modseq = Some(77);
-        let idx = write_index(&new).unwrap();
-        let log = write_log_header(new.indexid, 77);
-        let ix = MailIndex::from_bytes(Some(&idx), Some(&log), None).unwrap();
-        assert_eq!(ix.highest_modseq, 77);
-        let got: Vec<u64> = ix.records.iter().map(|r| r.modseq).collect();
-        assert_eq!(got, [10, 20, 30, 40, 50]);
-        assert_eq!(ix.ext_hdr("modseq").map(<[u8]>::len), Some(16));
-        // The log continues a log 1 the index read to its end: no reset, nothing to replay.
-        let lh = LogHeader::parse("log", &log).unwrap();
-        assert_eq!(
-            (lh.file_seq, lh.prev_file_seq, lh.prev_file_offset),
-            (2, 1, 40)
-        );
-        assert_eq!((get_u32(&idx, 60), get_u32(&idx, 68)), (Some(2), Some(40)));
-        // A record modseq of 0 reads as the highest; none is above it.
-        new.records[0].modseq = 0;
-        new.records[1].modseq = 500;
-        let ix =
-            MailIndex::from_bytes(Some(&write_index(&new).unwrap()), Some(&log), None).unwrap();
-        assert_eq!((ix.records[0].modseq, ix.records[1].modseq), (77, 77));
-    }
-
-    #[test]
-    fn write_roundtrip() {
-        let new = sample_new();
-        let bytes = write_index(&new).unwrap();
-        // layout: keywords @5 (2), mdbox @8 (8), ref @16 (2), padded to 4 -> 20
-        assert_eq!(get_u32(&bytes, 8), Some(20));
-        let ix = MailIndex::from_bytes(Some(&bytes), None, None).unwrap();
-        assert_eq!((ix.uid_validity, ix.next_uid, ix.indexid), (99, 20, 777));
-        assert_eq!(ix.keywords, new.keywords);
-        assert_eq!(ix.ext_hdr("dbox-hdr"), Some(&new.exts[0].hdr[..]));
-        assert_eq!(ix.ext_hdr("ref"), Some(&[1u8, 2, 3][..]));
-        assert_eq!(ix.exts.last().unwrap().name, "keywords");
-        for (r, n) in ix.records.iter().zip(&new.records) {
-            assert_eq!((r.uid, r.flags), (n.uid, n.flags));
-            let mut k = n.keywords.clone();
-            k.sort();
-            k.dedup();
-            assert_eq!(r.keywords, k);
-            assert_eq!(ix.ext_rec(r, "mdbox"), Some(&n.ext[1][..]));
-            assert_eq!(ix.ext_rec(r, "ref"), Some(&n.ext[2][..]));
-        }
-        // seen/deleted counts and first_recent_uid
-        let seen = new.records.iter().filter(|r| r.flags & 8 != 0).count() as u32;
-        assert_eq!(get_u32(&bytes, 40), Some(seen));
-        assert_eq!(get_u32(&bytes, 48), Some(20));
-        assert_eq!(get_u32(&bytes, 60), Some(2));
-        assert_eq!(bytes[12], 1);
-
-        // errors
-        let mut bad_order = sample_new();
-        bad_order.records.swap(0, 1);
-        assert!(write_index(&bad_order).is_err());
-        let mut bad_len = sample_new();
-        bad_len.records[0].ext[1].pop();
-        assert!(write_index(&bad_len).is_err());
-        let mut bad_next = sample_new();
-        bad_next.next_uid = 15;
-        assert!(write_index(&bad_next).is_err());
-        let mut bad_kw = sample_new();
-        bad_kw.records[0].keywords.push(9);
-        assert!(write_index(&bad_kw).is_err());
-    }
-
-    /// Tiny deterministic PRNG for the mutation test.
-    fn rng(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
-
-    /// Truncations and bit flips must never panic.
-    pub(crate) fn mutate_all(index: Option<&[u8]>, log: Option<&[u8]>, rounds: usize) {
-        let mut s = 0x1234_5678_9abc_def0u64;
-        for (which, buf) in [(0, index), (1, log)] {
-            let Some(buf) = buf else { continue };
-            for cut in 0..buf.len() {
-                let b = &buf[..cut];
-                let _ = if which == 0 {
-                    MailIndex::from_bytes(Some(b), log, None)
-                } else {
-                    MailIndex::from_bytes(index, Some(b), None)
-                };
-            }
-            for _ in 0..rounds {
-                let mut m = buf.to_vec();
-                for _ in 0..1 + rng(&mut s) % 4 {
-                    let i = (rng(&mut s) % m.len().max(1) as u64) as usize;
-                    if let Some(x) = m.get_mut(i) {
-                        *x ^= 1 << (rng(&mut s) % 8);
-                        if rng(&mut s).is_multiple_of(4) {
-                            *x = rng(&mut s) as u8;
-                        }
-                    }
-                }
-                let _ = if which == 0 {
-                    MailIndex::from_bytes(Some(&m), log, None)
-                } else {
-                    MailIndex::from_bytes(index, Some(&m), None)
-                };
-            }
-        }
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let idx = write_index(&sample_new()).unwrap();
-        let mut l = log(
-            1,
-            &[
-                append(&[30, 31]),
-                kw_update(true, "x", 30, 31),
-                intro(u32::MAX, "ref", 0, 2, 2),
-            ],
-        );
-        l[4..8].copy_from_slice(&777u32.to_le_bytes());
-        mutate_all(Some(&idx), Some(&l), 3000);
-        let mut s = 42u64;
-        for n in 0..500 {
-            let v: Vec<u8> = (0..n).map(|_| rng(&mut s) as u8).collect();
-            let _ = MailIndex::from_bytes(Some(&v), Some(&v), Some(&v));
-            let _ = MailIndex::from_bytes(None, Some(&v), None);
-        }
     }
 
     /// One method per log record kind ([`State::apply`]), each tested alone on a fresh
