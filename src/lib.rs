@@ -62,7 +62,7 @@ pub mod progress;
 pub mod store;
 
 // The library's API: what the command line and other programs use.
-pub use chain::{Chain, ListFilter, parse_time};
+pub use chain::{Chain, ListFilter, parse_duration, parse_time};
 pub use error::{Error, ErrorKind, Result};
 pub use format::reader::Archive;
 pub use format::writer::{ArchiveWriter, WriterOptions};
@@ -72,7 +72,7 @@ pub use ops::merge::{MergeOptions, MergeStats, merge};
 pub use ops::restore::continuity::Continuity;
 pub use ops::restore::select::{Selection, SeqSet, parse_restore_list};
 pub use ops::restore::{Mode, RestoreOptions, RestorePlan, RestoreStats, plan, restore};
-pub use ops::statedir::{StateDir, parse_duration};
+pub use ops::statedir::StateDir;
 pub use progress::{Event, NoProgress, Progress};
 pub use store::location::{Location, StoreFormat};
 pub use store::{StoreReader, StoreWriter};

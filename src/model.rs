@@ -525,6 +525,18 @@ impl MailboxMeta {
     }
 }
 
+/// What is known of a mailbox's UIDs and modseqs, as IMAP clients see them: what a
+/// restore must stay above (the live mailbox in a target, or the newest archived state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// Its UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// Its UIDNEXT.
+    pub uidnext: u32,
+    /// Its HIGHESTMODSEQ, where known.
+    pub highest_modseq: Option<u64>,
+}
+
 /// Per-user facts that do not belong to one mailbox.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub struct UserMeta {

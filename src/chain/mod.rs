@@ -129,7 +129,7 @@ pub fn parse_time_at(
     }
     let ago = t.strip_suffix("ago").map_or(t, str::trim_end);
     if ago.ends_with(|c: char| c.is_ascii_alphabetic())
-        && let Ok(d) = crate::ops::statedir::parse_duration(ago)
+        && let Ok(d) = parse_duration(ago)
     {
         return now
             .checked_sub_signed(d)
@@ -140,6 +140,38 @@ pub fn parse_time_at(
          or RFC 3339 with a zone: 2026-11-28T03:00:00+01:00), Unix seconds, or a duration back \
          from now (7d, 12h ago)"
     )))
+}
+
+/// Parse a duration: `30d`, `12h`, `1w`, `90m`, `45s`, or plain seconds.
+///
+/// # Errors
+/// [`Error::Usage`] for anything else.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: i64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "duration {s:?}: expected a number with s, m, h, d or w (e.g. 30d)"
+        ))
+    })?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(Error::Usage(format!(
+                "duration {s:?}: unit must be s, m, h, d or w"
+            )));
+        }
+    };
+    n.checked_mul(secs)
+        .map(chrono::Duration::seconds)
+        .ok_or_else(|| Error::Usage(format!("duration {s:?} is too large")))
 }
 
 fn created_of(a: &Archive) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -559,6 +591,15 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap().num_seconds(), 30 * 86_400);
+        assert_eq!(parse_duration("90").unwrap().num_seconds(), 90);
+        assert_eq!(parse_duration("2w").unwrap().num_seconds(), 2 * 604_800);
+        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("d").is_err());
+    }
 
     #[test]
     fn times_as_people_write_them() {

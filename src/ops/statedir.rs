@@ -89,38 +89,6 @@ pub enum Next {
     },
 }
 
-/// Parse a duration: `30d`, `12h`, `1w`, `90m`, `45s`, or plain seconds.
-///
-/// # Errors
-/// [`Error::Usage`] for anything else.
-pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let n: i64 = num.parse().map_err(|_| {
-        Error::Usage(format!(
-            "duration {s:?}: expected a number with s, m, h, d or w (e.g. 30d)"
-        ))
-    })?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => {
-            return Err(Error::Usage(format!(
-                "duration {s:?}: unit must be s, m, h, d or w"
-            )));
-        }
-    };
-    n.checked_mul(secs)
-        .map(chrono::Duration::seconds)
-        .ok_or_else(|| Error::Usage(format!("duration {s:?} is too large")))
-}
-
 /// Remove the partial archives (`.maildump-*.partial`, regular files) in `dir` that no
 /// process holds a lock on: a run writes its partial file under an exclusive lock, so one
 /// that can be locked was left by a run that died (killed, power loss). One being written by
@@ -397,15 +365,6 @@ mod tests {
         let sd = StateDir::open(dir.path()).unwrap();
         assert_eq!(sd.removed_partials, std::slice::from_ref(&stale));
         assert!(!stale.exists() && held.exists() && other.exists());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30d").unwrap().num_seconds(), 30 * 86_400);
-        assert_eq!(parse_duration("90").unwrap().num_seconds(), 90);
-        assert_eq!(parse_duration("2w").unwrap().num_seconds(), 2 * 604_800);
-        assert!(parse_duration("3y").is_err());
-        assert!(parse_duration("d").is_err());
     }
 
     #[test]

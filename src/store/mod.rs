@@ -226,10 +226,7 @@ impl Writer {
     ///
     /// # Errors
     /// A damaged uidlist; unreadable files.
-    pub fn live_state(
-        &self,
-        name: &Name,
-    ) -> Result<Option<crate::ops::restore::continuity::Known>> {
+    pub fn live_state(&self, name: &Name) -> Result<Option<crate::model::MailboxStatus>> {
         match self {
             Writer::Maildir(w) => w.live_state(name),
             Writer::Dbox(w) => w.live_state(name),

@@ -21,6 +21,7 @@ mod hostile;
 mod imap;
 mod incremental;
 mod invariants;
+mod layers;
 mod leftovers;
 mod live_backup;
 mod live_restore;

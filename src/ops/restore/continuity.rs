@@ -22,7 +22,7 @@
 //! above any modseq the client holds). The choice of the default and why is in README.md
 //! ("UIDs and modseqs after a restore"). Pure: no I/O.
 
-use crate::model::{MailboxMeta, MessageMeta};
+use crate::model::{MailboxMeta, MailboxStatus, MessageMeta};
 
 /// UIDNEXT margin of [`Continuity::default`].
 pub const DEFAULT_UID_MARGIN: u32 = 100_000;
@@ -44,17 +44,6 @@ impl Default for Continuity {
     fn default() -> Self {
         Continuity::Margin(DEFAULT_UID_MARGIN)
     }
-}
-
-/// What is known of a mailbox's UIDs and modseqs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Known {
-    /// Its UIDVALIDITY.
-    pub uidvalidity: u32,
-    /// Its UIDNEXT.
-    pub uidnext: u32,
-    /// Its HIGHESTMODSEQ, where known.
-    pub highest_modseq: Option<u64>,
 }
 
 /// What [`apply`] did to a mailbox.
@@ -81,14 +70,14 @@ pub fn apply(
     policy: Continuity,
     meta: &mut MailboxMeta,
     messages: &mut [MessageMeta],
-    live: Option<Known>,
-    newest: Option<Known>,
+    live: Option<MailboxStatus>,
+    newest: Option<MailboxStatus>,
 ) -> Outcome {
     let margin = match policy {
         Continuity::NewUidvalidity => return new_uidvalidity(meta),
         Continuity::Margin(m) => m,
     };
-    let same = |k: &Known| k.uidvalidity == meta.uidvalidity && meta.uidvalidity != 0;
+    let same = |k: &MailboxStatus| k.uidvalidity == meta.uidvalidity && meta.uidvalidity != 0;
     let live = live.filter(same);
     let newest = newest.filter(same);
     let archived = meta
@@ -168,8 +157,8 @@ mod tests {
         m
     }
 
-    fn known(uidvalidity: u32, uidnext: u32, h: u64) -> Option<Known> {
-        Some(Known {
+    fn known(uidvalidity: u32, uidnext: u32, h: u64) -> Option<MailboxStatus> {
+        Some(MailboxStatus {
             uidvalidity,
             uidnext,
             highest_modseq: Some(h),

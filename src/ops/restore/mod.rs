@@ -30,12 +30,12 @@ use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::index::{MailboxRecord, MessageRecord};
 use crate::format::reader::Archive;
-use crate::model::{MailboxMeta, Name, UserMeta, grammar};
+use crate::model::{MailboxMeta, MailboxStatus, Name, UserMeta, grammar};
 use crate::ops::restore::select::Selection;
 
 use crate::store::Writer;
 use crate::store::location::Location;
-use continuity::{Continuity, Known};
+use continuity::Continuity;
 
 /// How restored mail meets the mail already in the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -222,7 +222,12 @@ fn check_layout(loc: &Location, user: &str, name: &Name, dirs: &mut TargetDirs) 
 ///
 /// # Errors
 /// A damaged catalog.
-fn newest_state(chain: &Chain, at: usize, user: &Name, mb: &MailboxMeta) -> Result<Option<Known>> {
+fn newest_state(
+    chain: &Chain,
+    at: usize,
+    user: &Name,
+    mb: &MailboxMeta,
+) -> Result<Option<MailboxStatus>> {
     for a in chain
         .archives
         .get(at + 1..)
@@ -242,7 +247,7 @@ fn newest_state(chain: &Chain, at: usize, user: &Name, mb: &MailboxMeta) -> Resu
         if mb.guid.is_some() && m.guid != mb.guid {
             continue;
         }
-        return Ok(Some(Known {
+        return Ok(Some(MailboxStatus {
             uidvalidity: m.uidvalidity,
             uidnext: m.uidnext,
             highest_modseq: m.highest_modseq,

@@ -186,10 +186,7 @@ impl DboxWriter {
     ///
     /// # Errors
     /// A damaged index; a symlink in the way.
-    pub(crate) fn live_state(
-        &self,
-        name: &Name,
-    ) -> Result<Option<crate::ops::restore::continuity::Known>> {
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::model::MailboxStatus>> {
         let Some(mails) = self.existing_mails(name)? else {
             return Ok(None);
         };
@@ -199,7 +196,7 @@ impl DboxWriter {
             }
             None => None,
         };
-        Ok(ix.map(|i| crate::ops::restore::continuity::Known {
+        Ok(ix.map(|i| crate::model::MailboxStatus {
             uidvalidity: i.uid_validity,
             uidnext: i.next_uid,
             highest_modseq: (i.highest_modseq > 0).then_some(i.highest_modseq),

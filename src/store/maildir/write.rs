@@ -106,10 +106,7 @@ impl MaildirWriter {
 
     /// See [`crate::store::Writer::live_state`]: the uidlist's UIDVALIDITY and next UID,
     /// and the index's HIGHESTMODSEQ (a damaged index tells none).
-    pub(crate) fn live_state(
-        &self,
-        name: &Name,
-    ) -> Result<Option<crate::ops::restore::continuity::Known>> {
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::model::MailboxStatus>> {
         let Some(dir) = self.existing_mailbox(name)? else {
             return Ok(None);
         };
@@ -125,7 +122,7 @@ impl MaildirWriter {
             .filter(|i| i.uid_validity == uidvalidity)
             .map(|i| i.highest_modseq)
             .filter(|&h| h > 0);
-        Ok(Some(crate::ops::restore::continuity::Known {
+        Ok(Some(crate::model::MailboxStatus {
             uidvalidity,
             uidnext,
             highest_modseq,
