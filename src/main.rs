@@ -36,7 +36,12 @@ fn main() -> ExitCode {
             events::finish_json(n);
             code
         }
-        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted)) => {
+        Err(e)
+            if matches!(
+                e.downcast_ref::<Error>().map(Error::root),
+                Some(Error::Interrupted)
+            ) =>
+        {
             let sig = stop_signal();
             eprintln!("maildump: {e}");
             events::json_error(&e.to_string(), u8::try_from(128 + sig).unwrap_or(130));
@@ -47,7 +52,7 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(128 + sig).unwrap_or(130))
         }
         Err(e) => {
-            if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>()
+            if let Some(Error::Io { source, .. }) = e.downcast_ref::<Error>().map(Error::root)
                 && source.kind() == io::ErrorKind::BrokenPipe
             {
                 return ExitCode::SUCCESS;

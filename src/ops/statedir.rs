@@ -54,7 +54,7 @@ impl State {
         let sp = dir.join(STATE_FILE);
         match fs::read(&sp) {
             Ok(data) => serde_json::from_slice(&data)
-                .map_err(|e| Error::corrupt(sp.display().to_string(), e.to_string())),
+                .map_err(|e| Error::corrupt_from(sp.display().to_string(), "", e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
                 version: 1,
                 archives: Vec::new(),

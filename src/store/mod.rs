@@ -155,11 +155,13 @@ pub trait StoreWriter {
     /// # Errors
     /// I/O errors.
     fn add_subscriptions(&mut self, names: &[Name]) -> Result<()>;
-    /// Merge METADATA entries into the user's dictionary.
+    /// Merge METADATA entries into the user's dictionary. `Some(why)` when the target
+    /// cannot take them (no dictionary is known): nothing is written, and the caller
+    /// names the entries as not restored (a warning, not an error).
     ///
     /// # Errors
-    /// I/O errors.
-    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()>;
+    /// I/O errors; a symlink in the way.
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<Option<String>>;
     /// Make everything written visible (renames a staged mail root into place).
     ///
     /// # Errors
@@ -259,7 +261,7 @@ impl StoreWriter for Writer {
     fn add_subscriptions(&mut self, names: &[Name]) -> Result<()> {
         self.inner().add_subscriptions(names)
     }
-    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<Option<String>> {
         self.inner().add_attributes(entries)
     }
     fn commit(&mut self) -> Result<()> {

@@ -454,15 +454,16 @@ impl Stage {
     }
 
     /// Merge METADATA entries into the user's dictionary; existing values are kept.
+    /// `Some(why)` when no dictionary is known (nothing written).
     ///
     /// # Errors
-    /// [`Error::Usage`] when no dictionary is known; a symlink in the way; I/O errors.
-    pub(crate) fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
+    /// A symlink in the way; I/O errors.
+    pub(crate) fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<Option<String>> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(path) = self.attr_file.clone() else {
-            return Err(Error::Usage(format!(
+            return Ok(Some(format!(
                 "user {}: the archive holds METADATA but no mail_attribute_dict is known; give --config or --attribute-dict",
                 self.user
             )));
@@ -479,7 +480,8 @@ impl Stage {
             }
         }
         let perms = self.private_perms(&dir)?;
-        dir.write_atomic(&name, &crate::store::dovecot::render_dict(&existing), perms)
+        dir.write_atomic(&name, &crate::store::dovecot::render_dict(&existing), perms)?;
+        Ok(None)
     }
 
     /// Rename a staged mail root into place.

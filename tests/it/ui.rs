@@ -55,6 +55,12 @@ fn error_messages_are_as_snapshotted() {
     fs::write(dir.join("garbage.mdump"), b"this is not an archive\n").unwrap();
     let vector = repo().join("format-spec/vectors/v1/fixture.mdump");
     fs::copy(&vector, dir.join("fixture.mdump")).unwrap();
+    // A live Maildir whose subscriptions file is a directory: the merge fails on it, and
+    // the error names the user it was restoring.
+    let live = dir.join("live/alice/Maildir");
+    for d in ["cur", "new", "tmp", "subscriptions/x"] {
+        fs::create_dir_all(live.join(d)).unwrap();
+    }
     // (name, arguments split at spaces)
     let cases = [
         ("bad_option", "list --no-such-option fixture.mdump"),
@@ -86,6 +92,15 @@ fn error_messages_are_as_snapshotted() {
         (
             "restore_unknown_user",
             "restore fixture.mdump --location maildir:~/Maildir --home h/%u --user nobody",
+        ),
+        (
+            "restore_merge_user_context",
+            "restore fixture.mdump --location maildir:~/Maildir --home live/%u --user alice --mode merge",
+        ),
+        // Not an error: the mail is restored, the METADATA named as not taken (exit 1).
+        (
+            "restore_metadata_without_dictionary",
+            "restore fixture.mdump --location maildir:nodict/%u",
         ),
     ];
     for (name, args) in cases {

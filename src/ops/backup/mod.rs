@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::chain::deleted_since;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result, Within};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
 use crate::format::reader::Archive;
 use crate::format::spec::{
@@ -26,6 +26,7 @@ use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
+use crate::store::location::check_user_name;
 use crate::store::{MailboxHandle, StoreReader, open_reader, split_attributes};
 use incremental::{UserBase, Verdict};
 
@@ -338,10 +339,10 @@ pub fn backup<W: Write>(
         minor,
     };
     for user in users {
-        crate::store::location::check_user_name(user.as_bytes())
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        check_user_name(user.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
         progress.event(&Event::User { user: user.clone() });
-        backup_user(&ctx, user, &mut w, &mut stats, progress)?;
+        backup_user(&ctx, user, &mut w, &mut stats, progress)
+            .within(Context::user(user.as_str()))?;
         stats.users += 1;
     }
     // Users of the parent's state that the store no longer has: each of their mailboxes is
@@ -596,7 +597,8 @@ fn backup_user<W: Write>(
             user,
             ub: &ub,
         };
-        let (meta, records) = write_messages(&mb, mailbox, w, &mut shared, stats, progress)?;
+        let (meta, records) = write_messages(&mb, mailbox, w, &mut shared, stats, progress)
+            .within(Context::mailbox(user, &h.name))?;
         names.push(meta.name.clone());
         let deleted = deleted_live.remove(&mi).unwrap_or_default();
         let sig = sigs.get(mi).filter(|s| !s.is_empty()).cloned();
@@ -878,7 +880,7 @@ fn write_messages<W: Write>(
     let known = mb.ub.mailbox(&meta);
     for mut msg in msgs {
         crate::progress::check(progress)?;
-        let mut read = false;
+        let (mut read, uid) = (false, msg.uid);
         let rec = match mb.ub.verdict(known, &msg, since) {
             Verdict::Known(k) => {
                 let k = k.clone();
@@ -900,7 +902,9 @@ fn write_messages<W: Write>(
             // link) is read once per backup.
             Verdict::Read => match msg.storage_key.and_then(|k| shared.get(&k)) {
                 Some(prev) => w.add_copy(&user_name, &meta.name, msg, prev)?,
-                None => match read_message(mb, &meta, msg, w, stats, progress)? {
+                None => match read_message(mb, &meta, msg, w, stats, progress)
+                    .within(Context::mailbox(mb.user, &meta.name).uid(uid))?
+                {
                     Some(rec) => {
                         if let Some(k) = rec.message.storage_key {
                             shared.insert(k, rec.clone());

@@ -8,7 +8,7 @@ use super::select::Selection;
 use super::{Mode, PlannedMailbox, RestoreOptions, RestorePlan, RestoreStats};
 use super::{keep_clear, selected_messages, state_catalog};
 use crate::chain::{Chain, Resolved};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result, Within};
 use crate::format::index::MailboxRecord;
 use crate::format::reader::{Archive, FrameCursor};
 use crate::model::{MailboxMeta, MessageMeta, Name};
@@ -59,7 +59,8 @@ pub fn restore(
     });
     let mut reading = Reading::default();
     for (target, mbs) in by_user {
-        restore_user(&job, &target, &mbs, &mut reading, &mut stats, progress)?;
+        restore_user(&job, &target, &mbs, &mut reading, &mut stats, progress)
+            .within(Context::user(target.as_str()))?;
     }
     progress.event(&Event::Done {
         archive_id: None,
@@ -141,7 +142,8 @@ fn restore_user(
         .map(|m| m.source_user.clone())
         .unwrap_or_default();
     for m in mbs {
-        restore_mailbox(job, &mut w, target, m, reading, &mut done, stats, progress)?;
+        restore_mailbox(job, &mut w, target, m, reading, &mut done, stats, progress)
+            .within(Context::mailbox(target, &m.target_name))?;
     }
     if job.dry_run {
         return Ok(());
@@ -171,11 +173,8 @@ fn restore_user(
         }
         done.attrs.extend(u.raw_attributes.iter().cloned());
     }
-    if let Err(e) = w.add_attributes(&done.attrs) {
-        match e {
-            Error::Usage(msg) => warn(stats, progress, msg),
-            other => return Err(other),
-        }
+    if let Some(why) = w.add_attributes(&done.attrs)? {
+        warn(stats, progress, why);
     }
     w.commit()
 }

@@ -707,7 +707,7 @@ impl StoreReader for DboxReader {
                     m.storage_key = key;
                     m
                 })
-                .map_err(|e| Error::store(path, e.to_string()))
+                .map_err(|e| Error::store_from(path, e))
             });
             match found {
                 Ok(meta) => msgs.push(meta),

@@ -191,9 +191,7 @@ impl DboxWriter {
             return Ok(None);
         };
         let ix = match crate::store::stage::read_index_at(&mails, "dovecot.index")? {
-            Some(r) => {
-                Some(r.map_err(|e| Error::store(mails.join(b"dovecot.index"), e.to_string()))?)
-            }
+            Some(r) => Some(r.map_err(|e| Error::store_from(mails.join(b"dovecot.index"), e))?),
             None => None,
         };
         Ok(ix.map(|i| crate::model::MailboxStatus {
@@ -641,7 +639,7 @@ impl StoreWriter for DboxWriter {
         self.st.add_subscriptions(names)
     }
 
-    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<Option<String>> {
         self.st.add_attributes(entries)
     }
 

@@ -465,7 +465,7 @@ impl StoreWriter for MaildirWriter {
         self.st.add_subscriptions(names)
     }
 
-    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<()> {
+    fn add_attributes(&mut self, entries: &[(Name, Name)]) -> Result<Option<String>> {
         self.st.add_attributes(entries)
     }
 
