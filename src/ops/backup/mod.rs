@@ -1001,3 +1001,6 @@ fn read_message<W: Write>(
     stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
     Ok(Some(rec))
 }
+
+#[cfg(test)]
+mod tests;
