@@ -95,12 +95,13 @@ struct Map {
     entries: HashMap<u32, MapEntry>,
 }
 
-/// An index-format or dbox-format error as a store error naming `path`.
-fn damaged(path: &Path, e: &io::Error) -> Error {
+/// An index-format or dbox-format error as a store error naming `path` (the error its
+/// source).
+fn damaged(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::InvalidData {
-        Error::store(path, e.to_string())
+        Error::store_from(path, e)
     } else {
-        Error::io(path, io::Error::new(e.kind(), e.to_string()))
+        Error::io(path, e)
     }
 }
 
@@ -143,7 +144,7 @@ pub(crate) fn read_index(dir: &Path, base: &str) -> Result<Option<MailIndex>> {
         let r = MailIndex::read(dir, base);
         tries += 1;
         if ident()? == before || tries >= RETRIES {
-            return r.map_err(|e| damaged(&dir.join(base), &e));
+            return r.map_err(|e| damaged(&dir.join(base), e));
         }
     }
 }
@@ -380,7 +381,7 @@ impl DboxReader {
         let md = file.metadata().at(&path)?;
         let mut head = vec![0u8; usize::try_from(md.len().min(64)).unwrap_or(64)];
         file.read_exact_at(&mut head, 0).at(&path)?;
-        let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, &e))?;
+        let hdr = file::parse_file_header(&head).map_err(|e| damaged(&path, e))?;
         let of = std::rc::Rc::new(OpenMailFile {
             rel: rel.to_path_buf(),
             path,
