@@ -6,10 +6,11 @@
 # the same pristine corpus and conventions.
 #
 # Usage:
-#   bench/bench-incremental.sh [--quick]
+#   bench/bench-incremental.sh [--quick] [--shared]
 #
 #   --quick   small corpus (3 users x 600 messages) to smoke-test the script;
 #             figures are meaningless at that size.
+#   --shared  the corpus with more shared attachments (see bench/compare.sh --help).
 #
 # Steps (all on LIVE, a fresh `cp -a` of the pristine corpus made at every run):
 #   1. full: maildump backup -o FULL (REPS runs, median), restic and borg first backup;
