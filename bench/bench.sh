@@ -111,11 +111,8 @@ if [[ $MD_STATUS == run ]]; then
 fi
 
 # ---------------------------------------------------------------- 4. restic
-export RESTIC_PASSWORD=mdbench
-export RESTIC_REPOSITORY=$WORK/restic-repo
-export RESTIC_CACHE_DIR=$WORK/restic-cache
+repo_env
 restic init --quiet >&2
-RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
 COMMANDS+=("$RESTIC_ENV restic init --quiet   # untimed")
 timed restic  "restic backup --quiet $(q "$ROOT")"
 timed restic2 "restic backup --quiet $(q "$ROOT")"
@@ -123,12 +120,7 @@ SIZE_restic=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
 RESTIC_REPO_VERSION=$(restic cat config --quiet 2>/dev/null | awk -F'[:,]' '/"version"/{gsub(/ /,"",$2); print $2}')
 
 # ---------------------------------------------------------------- 4. borg
-export BORG_REPO=$WORK/borg-repo
-export BORG_BASE_DIR=$WORK/borg-base
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 borg init -e none "$BORG_REPO" >&2
-BORG_ENV="BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
 COMMANDS+=("$BORG_ENV borg init -e none $(q "$BORG_REPO")   # untimed")
 timed borg  "borg create --compression zstd,3 $(q "$BORG_REPO")::a $(q "$ROOT")"
 timed borg2 "borg create --compression zstd,3 $(q "$BORG_REPO")::b $(q "$ROOT")"
@@ -236,7 +228,7 @@ REPORT=$REPO/bench/results-latest.md
     echo
     echo '```sh'
     echo "$RESTIC_ENV   # restic env"
-    echo "$BORG_ENV BORG_REPO=$(q "$BORG_REPO")   # borg env"
+    echo "$BORG_ENV   # borg env"
     printf '%s\n' "${COMMANDS[@]}"
     echo '```'
 } > "$REPORT"

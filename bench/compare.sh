@@ -88,15 +88,7 @@ SNAR0=$WORK/full.snar
 SNAR=$WORK/inc.snar
 MDUMP=$WORK/full.mdump
 MDINC=$WORK/inc.mdump
-export RESTIC_PASSWORD=mdbench
-export RESTIC_REPOSITORY=$WORK/restic-repo
-export RESTIC_CACHE_DIR=$WORK/restic-cache
-export BORG_REPO=$WORK/borg-repo
-export BORG_BASE_DIR=$WORK/borg-base
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
-BORG_ENV="BORG_REPO=$(q "$BORG_REPO") BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
+repo_env
 MD_LOC="--location 'maildir:~/Maildir' --home $(q "$ROOT/%u") --all-users"
 
 COMMANDS=()
@@ -124,6 +116,7 @@ run1() {
         FAIL+=("[$name] exited $rc: $(tail -n2 "$T/$name.err" | tr '\n' ' ')")
         return 1
     fi
+    [[ ! -s $T/$name.err ]] || { log "[$name] said on stderr:"; cat "$T/$name.err" >&2; }
     WALL[$name]+="$(elapsed "$t0" "$t1") "
     CPU[$name]+="$(cpu_of "$T/$name.time") "
     r=$(tail -n1 "$T/$name.time" | cut -d' ' -f1)
@@ -429,6 +422,7 @@ report_restore() {
     done
 }
 
+# shellcheck disable=SC2016 # the backquotes are Markdown's
 report_runs() {
     local n
     echo "## Every run"

@@ -204,6 +204,16 @@ pick_message() {
     log "retrieval target: user $PICK_USER INBOX uid $PICK_UID file #$PICK_N of ${#CUR_FILES[@]} ($PICK_BYTES bytes)"
 }
 
+# repo_env: restic's and borg's repositories in WORK (exported RESTIC_* and BORG_*
+# variables), and RESTIC_ENV / BORG_ENV: the same settings as words for a report.
+repo_env() {
+    export RESTIC_PASSWORD=mdbench RESTIC_REPOSITORY=$WORK/restic-repo RESTIC_CACHE_DIR=$WORK/restic-cache
+    export BORG_REPO=$WORK/borg-repo BORG_BASE_DIR=$WORK/borg-base
+    export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+    RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
+    BORG_ENV="BORG_REPO=$(q "$BORG_REPO") BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
+}
+
 # fresh FILE: remove the output a timed run is about to write, untimed, and sync. (zstd -f
 # removes an existing output itself, but a shell's `> FILE` truncates it: on ext4 that frees
 # its blocks inside the timed run (with discards on a `discard` mount) and, at close, makes
