@@ -7,10 +7,11 @@
 # bench/bench.sh and bench/bench-incremental.sh.
 #
 # Usage:
-#   bench/bench-dbox.sh [--quick] [--corpus DIR]
+#   bench/bench-dbox.sh [--quick] [--shared] [--corpus DIR]
 #
 #   --quick        small corpus (3 users x 600 messages) to smoke-test the script;
 #                  figures are meaningless at that size.
+#   --shared       the corpus with more shared attachments (see bench/compare.sh --help).
 #   --corpus DIR   reuse this Maildir corpus (DIR/USER/Maildir, as gen_maildir.py
 #                  writes) instead of the default one; it must exist. Same as CORPUS=DIR.
 #

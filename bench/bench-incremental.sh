@@ -6,10 +6,11 @@
 # the same pristine corpus and conventions.
 #
 # Usage:
-#   bench/bench-incremental.sh [--quick]
+#   bench/bench-incremental.sh [--quick] [--shared]
 #
 #   --quick   small corpus (3 users x 600 messages) to smoke-test the script;
 #             figures are meaningless at that size.
+#   --shared  the corpus with more shared attachments (see bench/compare.sh --help).
 #
 # Steps (all on LIVE, a fresh `cp -a` of the pristine corpus made at every run):
 #   1. full: maildump backup -o FULL (REPS runs, median), restic and borg first backup;
@@ -112,15 +113,7 @@ MD_LOC="--location 'maildir:~/Maildir' --home $(q "$LIVE/%u") --all-users"
 FULL=$WORK/full.mdump
 INC0=$WORK/inc0.mdump
 INC1=$WORK/inc1.mdump
-export RESTIC_PASSWORD=mdbench
-export RESTIC_REPOSITORY=$WORK/restic-repo
-export RESTIC_CACHE_DIR=$WORK/restic-cache
-export BORG_REPO=$WORK/borg-repo
-export BORG_BASE_DIR=$WORK/borg-base
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
-BORG_ENV="BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
+repo_env
 RESTIC_CMD="restic backup --quiet $(q "$LIVE")"
 borg_cmd() { echo "borg create --compression zstd,3 $(q "$BORG_REPO")::$1 $(q "$LIVE")"; }
 
@@ -322,7 +315,7 @@ REPORT=$REPO/bench/results-incremental-latest.md
     echo
     echo '```sh'
     echo "$RESTIC_ENV   # restic env"
-    echo "$BORG_ENV BORG_REPO=$(q "$BORG_REPO")   # borg env"
+    echo "$BORG_ENV   # borg env"
     echo "cp -a $(q "$CORPUS") $(q "$LIVE")   # untimed"
     printf '%s\n' "${COMMANDS[@]}"
     echo '```'

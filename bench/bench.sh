@@ -4,10 +4,11 @@
 # latency (maildump cat vs tar -xO). This is a benchmark, not a test.
 #
 # Usage:
-#   bench/bench.sh [--quick]
+#   bench/bench.sh [--quick] [--shared]
 #
 #   --quick   small corpus (3 users x 600 messages) to smoke-test the script;
 #             figures are meaningless at that size.
+#   --shared  the corpus with more shared attachments (see bench/compare.sh --help).
 #
 # Environment:
 #   REPS           runs of tar+zstd and of maildump backup (median reported; default 3)
@@ -110,11 +111,8 @@ if [[ $MD_STATUS == run ]]; then
 fi
 
 # ---------------------------------------------------------------- 4. restic
-export RESTIC_PASSWORD=mdbench
-export RESTIC_REPOSITORY=$WORK/restic-repo
-export RESTIC_CACHE_DIR=$WORK/restic-cache
+repo_env
 restic init --quiet >&2
-RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
 COMMANDS+=("$RESTIC_ENV restic init --quiet   # untimed")
 timed restic  "restic backup --quiet $(q "$ROOT")"
 timed restic2 "restic backup --quiet $(q "$ROOT")"
@@ -122,43 +120,14 @@ SIZE_restic=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
 RESTIC_REPO_VERSION=$(restic cat config --quiet 2>/dev/null | awk -F'[:,]' '/"version"/{gsub(/ /,"",$2); print $2}')
 
 # ---------------------------------------------------------------- 4. borg
-export BORG_REPO=$WORK/borg-repo
-export BORG_BASE_DIR=$WORK/borg-base
-export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 borg init -e none "$BORG_REPO" >&2
-BORG_ENV="BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
 COMMANDS+=("$BORG_ENV borg init -e none $(q "$BORG_REPO")   # untimed")
 timed borg  "borg create --compression zstd,3 $(q "$BORG_REPO")::a $(q "$ROOT")"
 timed borg2 "borg create --compression zstd,3 $(q "$BORG_REPO")::b $(q "$ROOT")"
 SIZE_borg=$(du -sb "$BORG_REPO" | cut -f1)
 
 # ---------------------------------------------------------------- 5. one message
-# uid_of UIDLIST BASENAME: UID for a Maildir file (base = name up to first ':').
-# dovecot-uidlist v3: header line, then "<uid> [ext...] :<base>".
-uid_of() {
-    awk -v base="${2%%:*}" 'NR > 1 {
-        i = index($0, " :")
-        if (i > 0 && substr($0, i + 2) == base) { print $1; found = 1; exit }
-    } END { if (!found) exit 1 }' "$1"
-}
-
-PICK_USER=$(find "$ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | LC_ALL=C sort | head -n1)
-CUR=$ROOT/$PICK_USER/Maildir/cur
-mapfile -t CUR_FILES < <(find "$CUR" -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort)
-(( ${#CUR_FILES[@]} > 0 )) || die "no files in $CUR"
-if (( ${#CUR_FILES[@]} >= PICK_INDEX )); then
-    PICK_N=$PICK_INDEX
-else
-    PICK_N=$(( (${#CUR_FILES[@]} + 1) / 2 ))
-fi
-PICK_FILE=${CUR_FILES[PICK_N - 1]}
-PICK_PATH=$CUR/$PICK_FILE
-PICK_REL=./$PICK_USER/Maildir/cur/$PICK_FILE
-PICK_UID=$(uid_of "$ROOT/$PICK_USER/Maildir/dovecot-uidlist" "$PICK_FILE") \
-    || die "no UID for $PICK_FILE in $ROOT/$PICK_USER/Maildir/dovecot-uidlist"
-PICK_BYTES=$(stat -c %s "$PICK_PATH")
-log "retrieval target: user $PICK_USER INBOX uid $PICK_UID file #$PICK_N of ${#CUR_FILES[@]} ($PICK_BYTES bytes)"
+pick_message "$ROOT"
 
 # Sanity: tar extraction gives the same bytes.
 tar --zstd -xOf "$TARZ" "$PICK_REL" | cmp -s - "$PICK_PATH" || die "tar -xO output differs from $PICK_PATH"
@@ -259,7 +228,7 @@ REPORT=$REPO/bench/results-latest.md
     echo
     echo '```sh'
     echo "$RESTIC_ENV   # restic env"
-    echo "$BORG_ENV BORG_REPO=$(q "$BORG_REPO")   # borg env"
+    echo "$BORG_ENV   # borg env"
     printf '%s\n' "${COMMANDS[@]}"
     echo '```'
 } > "$REPORT"

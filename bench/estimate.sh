@@ -6,9 +6,10 @@
 # the wall time of the estimate and of the backup.
 #
 # Usage:
-#   bench/estimate.sh [--quick]
+#   bench/estimate.sh [--quick] [--shared]
 #
 #   --quick   small corpus (3 users x 600 messages): a smoke test of the script.
+#   --shared  the corpus with more shared attachments (see bench/compare.sh --help).
 #
 # Environment: REPS (ignored: one run each), CORPUS, WORK (default /tmp/mdbench/work-est,
 # wiped at the start), MAILDUMP (default: target/release/maildump, built first), GEN,

@@ -16,22 +16,26 @@ git_desc() {
     git -C "$REPO" diff --quiet HEAD 2>/dev/null && echo "repo $rev" || echo "repo $rev + uncommitted changes"
 }
 
-# bench_setup ARGS...: parse --quick/--help, set REPO, USERS, MSGS, MIN_BYTES, CORPUS,
-# WORK, GEN, SEED, REPS and QUICK, check that CORPUS and WORK stay out of the repository
-# and out of each other, generate the corpus if absent, and wipe and recreate WORK (only
-# one a bench script made) with its times directory T.
+# bench_setup ARGS...: parse --quick/--shared/--help, set REPO, USERS, MSGS, MIN_BYTES,
+# CORPUS, WORK, GEN, SEED, REPS, QUICK and SHARED, check that CORPUS and WORK stay out of
+# the repository and out of each other, generate the corpus if absent (with --shared also
+# the shared-attachments corpus derived from it, which CORPUS then names), and wipe and
+# recreate WORK (only one a bench script made) with its times directory T.
 bench_setup() {
     QUICK=0
+    SHARED=${SHARED:-0}
     REPS=${REPS:-3}
     local arg
     for arg in "$@"; do
         case "$arg" in
             --quick) QUICK=1 ;;
+            --shared) SHARED=1 ;;
             -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown argument: $arg (try --help)" ;;
         esac
     done
     [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
+    [[ $SHARED == [01] ]] || die "SHARED must be 0 or 1"
     cd "$(dirname "$0")/.."
     REPO=$(pwd -P)
     if [[ $QUICK == 1 ]]; then
@@ -48,15 +52,17 @@ bench_setup() {
 
     CORPUS=$(realpath -m "$CORPUS")
     WORK=$(realpath -m "$WORK")
+    SHARED_CORPUS=$(realpath -m "${SHARED_CORPUS:-$CORPUS-shared}")
     local p
-    for p in "$CORPUS" "$WORK"; do
+    for p in "$CORPUS" "$WORK" "$SHARED_CORPUS"; do
         case "$p/" in
             "$REPO"/*) die "$p is inside the repository $REPO" ;;
-            /|//) die "refusing to use / as CORPUS or WORK" ;;
+            /|//) die "refusing to use / as CORPUS, SHARED_CORPUS or WORK" ;;
         esac
+        [[ $p == "$WORK" ]] && continue
+        case "$WORK/" in "$p"/*) die "WORK must not be inside $p" ;; esac
+        case "$p/" in "$WORK"/*) die "$p must not be inside WORK (WORK is wiped)" ;; esac
     done
-    case "$WORK/" in "$CORPUS"/*) die "WORK must not be inside CORPUS" ;; esac
-    case "$CORPUS/" in "$WORK"/*) die "CORPUS must not be inside WORK (WORK is wiped)" ;; esac
 
     PARAMS="users=$USERS messages-per-user=$MSGS seed=$SEED"
     if [[ ! -d $CORPUS ]]; then
@@ -71,6 +77,7 @@ bench_setup() {
     elif [[ -f $CORPUS.params && $(cat "$CORPUS.params") != "$PARAMS" ]]; then
         log "warning: reusing $CORPUS generated with '$(cat "$CORPUS.params")', not '$PARAMS'"
     fi
+    [[ $SHARED == 1 ]] && shared_corpus
 
     # Only wipe a directory a bench script created (marker file) or an empty one.
     if [[ -d $WORK ]]; then
@@ -83,6 +90,29 @@ bench_setup() {
     touch "$WORK/.mdbench-work"
     T=$WORK/times
     mkdir -p "$T"
+}
+
+# shared_corpus: make CORPUS name the shared-attachments corpus SHARED_CORPUS: a copy of
+# CORPUS where bench/share_attachments.py (seeded) delivered copies of messages with an
+# attachment to other users, until they add SHARE_GROW % (default 50) to the message bytes,
+# each to 1..SHARE_MAX_COPIES (default 5) users. Made if absent, reused if present.
+shared_corpus() {
+    local grow=${SHARE_GROW:-50} copies=${SHARE_MAX_COPIES:-5} params
+    [[ $grow =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "SHARE_GROW must be a number (percent)"
+    [[ $copies =~ ^[1-9][0-9]*$ ]] || die "SHARE_MAX_COPIES must be a positive integer"
+    params="$PARAMS; shared: seed=$SEED grow=$grow% max-copies=$copies"
+    if [[ ! -d $SHARED_CORPUS ]]; then
+        log "making the shared-attachments corpus $SHARED_CORPUS from $CORPUS"
+        rm -rf "$SHARED_CORPUS.partial"
+        cp -a "$CORPUS" "$SHARED_CORPUS.partial"
+        nice -n 10 python3 "$REPO/bench/share_attachments.py" --root "$SHARED_CORPUS.partial" \
+            --seed "$SEED" --grow "$grow" --max-copies "$copies" >&2
+        mv "$SHARED_CORPUS.partial" "$SHARED_CORPUS"
+        echo "$params" > "$SHARED_CORPUS.params"
+    elif [[ -f $SHARED_CORPUS.params && $(cat "$SHARED_CORPUS.params") != "$params" ]]; then
+        log "warning: reusing $SHARED_CORPUS made with '$(cat "$SHARED_CORPUS.params")', not '$params'"
+    fi
+    CORPUS=$SHARED_CORPUS
 }
 
 # build_maildump: set MAILDUMP to an absolute path, building the release binary unless
@@ -137,6 +167,51 @@ print("%.1f %.1f %.1f" % (r["median"] * 1e3, r["mean"] * 1e3, r["stddev"] * 1e3)
     fi
     read -r med mean sd < "$T/lat-$name"
     LAT_MED[$name]=$med LAT_MEAN[$name]=$mean LAT_SD[$name]=$sd
+}
+
+# uid_of UIDLIST BASENAME: UID for a Maildir file (base = name up to first ':').
+# dovecot-uidlist v3: header line, then "<uid> [ext...] :<base>".
+uid_of() {
+    awk -v base="${2%%:*}" 'NR > 1 {
+        i = index($0, " :")
+        if (i > 0 && substr($0, i + 2) == base) { print $1; found = 1; exit }
+    } END { if (!found) exit 1 }' "$1"
+}
+
+# pick_message ROOT: the message that one-message retrieval fetches: file #PICK_INDEX
+# (default 1000; the middle one if there are fewer) of the first user's sorted INBOX cur/.
+# Sets PICK_USER, PICK_FILE, PICK_PATH, PICK_REL (./USER/Maildir/cur/FILE), PICK_UID,
+# PICK_BYTES, PICK_N and CUR_FILES.
+pick_message() {
+    local root=$1 cur
+    PICK_INDEX=${PICK_INDEX:-1000}
+    [[ $PICK_INDEX =~ ^[1-9][0-9]*$ ]] || die "PICK_INDEX must be a positive integer"
+    PICK_USER=$(find "$root" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | LC_ALL=C sort | head -n1)
+    cur=$root/$PICK_USER/Maildir/cur
+    mapfile -t CUR_FILES < <(find "$cur" -maxdepth 1 -type f -printf '%f\n' | LC_ALL=C sort)
+    (( ${#CUR_FILES[@]} > 0 )) || die "no files in $cur"
+    if (( ${#CUR_FILES[@]} >= PICK_INDEX )); then
+        PICK_N=$PICK_INDEX
+    else
+        PICK_N=$(( (${#CUR_FILES[@]} + 1) / 2 ))
+    fi
+    PICK_FILE=${CUR_FILES[PICK_N - 1]}
+    PICK_PATH=$cur/$PICK_FILE
+    PICK_REL=./$PICK_USER/Maildir/cur/$PICK_FILE
+    PICK_UID=$(uid_of "$root/$PICK_USER/Maildir/dovecot-uidlist" "$PICK_FILE") \
+        || die "no UID for $PICK_FILE in $root/$PICK_USER/Maildir/dovecot-uidlist"
+    PICK_BYTES=$(stat -c %s "$PICK_PATH")
+    log "retrieval target: user $PICK_USER INBOX uid $PICK_UID file #$PICK_N of ${#CUR_FILES[@]} ($PICK_BYTES bytes)"
+}
+
+# repo_env: restic's and borg's repositories in WORK (exported RESTIC_* and BORG_*
+# variables), and RESTIC_ENV / BORG_ENV: the same settings as words for a report.
+repo_env() {
+    export RESTIC_PASSWORD=mdbench RESTIC_REPOSITORY=$WORK/restic-repo RESTIC_CACHE_DIR=$WORK/restic-cache
+    export BORG_REPO=$WORK/borg-repo BORG_BASE_DIR=$WORK/borg-base
+    export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+    RESTIC_ENV="RESTIC_REPOSITORY=$(q "$RESTIC_REPOSITORY") RESTIC_PASSWORD=mdbench RESTIC_CACHE_DIR=$(q "$RESTIC_CACHE_DIR")"
+    BORG_ENV="BORG_REPO=$(q "$BORG_REPO") BORG_BASE_DIR=$(q "$BORG_BASE_DIR") BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes"
 }
 
 # fresh FILE: remove the output a timed run is about to write, untimed, and sync. (zstd -f
