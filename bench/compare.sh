@@ -451,7 +451,7 @@ REPORT=$REPO/bench/results-latest.md
     echo "- corpus params: $( [[ -f $CORPUS.params ]] && cat "$CORPUS.params" || echo unknown)"
     echo "- maildump: $(has maildump || [[ -n ${BROKEN[maildump]:-} ]] && echo "\`$MAILDUMP\` ($(git_desc))" || echo "not run")"
     echo "- versions: $(tar --version | head -n1); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1); $(restic version | cut -d' ' -f1-2); $(borg --version)"
-    echo "- REPS=$REPS, LAT_RUNS=$LAT_RUNS; every run after \`sync\` and a re-read of its input"
+    echo "- REPS=$REPS, LAT_RUNS=$LAT_RUNS; every run after \`sync\` and a re-read of its input; the whole script took $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s"
     echo
     report_targets
     echo
