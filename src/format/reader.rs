@@ -6,9 +6,11 @@
 //! damage is reported naming the frame, its offset and the items it holds.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -30,7 +32,7 @@ enum Catalogs {
 
 /// An opened archive file.
 pub struct Archive {
-    file: File,
+    file: ArchiveFile,
     path: PathBuf,
     /// The index directory (read from the file, or rebuilt by a scan).
     pub dir: Directory,
@@ -45,8 +47,36 @@ fn corrupt_at(off: u64, detail: impl Into<String>) -> Error {
     Error::corrupt(format!("offset {off}"), detail)
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-    file.read_exact_at(buf, off).map_err(|e| {
+/// The archive file, shared with the frames being decompressed ([`FrameCursor`]), and the
+/// count of bytes read from it through the index (not by a recovering scan).
+#[derive(Clone)]
+pub(crate) struct ArchiveFile {
+    file: Arc<File>,
+    read: Arc<AtomicU64>,
+}
+
+impl ArchiveFile {
+    fn new(file: File) -> Self {
+        ArchiveFile {
+            file: Arc::new(file),
+            read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// `read_at`, counted.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let n = self.file.read_at(buf, off)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn read_exact_at(file: &ArchiveFile, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
+    let counted = file.file.read_exact_at(buf, off);
+    if counted.is_ok() {
+        file.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+    }
+    counted.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             Error::corrupt(format!("{what} at offset {off}"), "archive is truncated")
         } else {
@@ -108,15 +138,15 @@ pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
 }
 
 /// The version of the FOOTER at the end of the file, when there is a valid one.
-fn footer_version(file: &File, len: u64) -> Option<version::Version> {
+fn footer_version(file: &ArchiveFile, len: u64) -> Option<version::Version> {
     let off = len.checked_sub(FOOTER_FRAME_LEN as u64)?;
     let mut foot = [0u8; FOOTER_FRAME_LEN];
-    file.read_exact_at(&mut foot, off).ok()?;
+    read_exact_at(file, &mut foot, off, "footer").ok()?;
     version::footer_version(&foot)
 }
 
 /// The HEADER's version, whatever its major (checked against the other copies later).
-fn header_of(file: &File) -> Result<version::Version> {
+fn header_of(file: &ArchiveFile) -> Result<version::Version> {
     let mut first = [0u8; SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN];
     read_exact_at(file, &mut first, 0, "header frame")?;
     version::header_version(&first)
@@ -143,8 +173,8 @@ impl Archive {
 
     /// [`Archive::open`], its errors not yet naming the archive.
     fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(File::open(path).at(path)?);
+        let len = file.file.metadata().at(path)?.len();
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
@@ -189,12 +219,12 @@ impl Archive {
 
     /// [`Archive::recover`], its errors not yet naming the archive.
     fn recover_unnamed(path: &Path) -> Result<Self> {
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(File::open(path).at(path)?);
+        let len = file.file.metadata().at(path)?.len();
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
-        let scan = scan(&file, None)?;
+        let scan = scan(&file.file, None)?;
         let (dir, cats, mut damage) = match scan.rebuild() {
             Ok(r) => r,
             // Nothing this build can read, and the HEADER says why.
@@ -223,6 +253,12 @@ impl Archive {
     /// The archive's file path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes read from the archive file so far through the index: footer, index, catalogs
+    /// and data frames (not those read by a recovering scan when it was opened).
+    pub fn bytes_read(&self) -> u64 {
+        self.file.read.load(Ordering::Relaxed)
     }
 
     /// The catalog of one mailbox of [`Directory::mailboxes`].
@@ -358,10 +394,16 @@ impl Archive {
         let mut end = usize::try_from(loc.offset).unwrap_or(usize::MAX);
         loop {
             let data = cursor
-                .frame(&self.file, &self.dir.frames, frame)
+                .bytes(&self.file, &self.dir.frames, frame, end)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(lost)?;
-            let before = data.get(..end).ok_or_else(|| {
+            // The whole frame before the one where the data starts (`end` is `usize::MAX`).
+            let before = if end == usize::MAX {
+                Some(data)
+            } else {
+                data.get(..end)
+            };
+            let before = before.ok_or_else(|| {
                 Error::corrupt(
                     item,
                     format!("location {} is past the end of frame {frame}", loc.offset),
@@ -405,11 +447,12 @@ impl Archive {
         let mut off = loc.offset;
         let mut left = size;
         while left > 0 {
+            let start = usize::try_from(off).unwrap_or(usize::MAX);
+            let upto = start.saturating_add(usize::try_from(left).unwrap_or(usize::MAX));
             let data = cursor
-                .frame(&self.file, &self.dir.frames, frame)
+                .bytes(&self.file, &self.dir.frames, frame, upto)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(|e| Error::corrupt(item, format!("content lost: {e}")))?;
-            let start = usize::try_from(off).unwrap_or(usize::MAX);
             let avail = data.get(start..).ok_or_else(|| {
                 Error::corrupt(
                     item,
@@ -495,7 +538,7 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
 /// Read the footer and index; returns the directory and the file offsets where the
 /// catalog area starts and the INDEX frame ends. The versions are checked by the caller
 /// ([`version::decide`]).
-fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
+fn read_index(file: &ArchiveFile, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
     let fl = FOOTER_FRAME_LEN as u64;
     if len < fl + (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64 {
         return Err(corrupt_at(len, "archive is truncated: no footer"));
@@ -577,10 +620,146 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
     Ok((dir, cat_off, idx_end))
 }
 
-/// Keeps the most recently decompressed data frame, for sequential reads of many contents.
+/// Compressed bytes are read from the file in pieces of this size (zstd's recommended
+/// input buffer is 128 KiB), so a point read takes about this much more than it needs.
+const FRAME_READ_BUF: usize = 128 << 10;
+
+/// Decompressed bytes are produced in steps of at least this size.
+const FRAME_STEP: usize = 64 << 10;
+
+/// The compressed bytes of one data frame, read from the file as the decoder asks for them,
+/// with their CRC-32 computed on the way (checked once the whole frame has been read).
+struct FrameBytes {
+    file: ArchiveFile,
+    pos: u64,
+    end: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Read for FrameBytes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.crc.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+type FrameDecoder = zstd::stream::read::Decoder<'static, BufReader<FrameBytes>>;
+
+/// One data frame, decompressed only as far as reads have needed.
+struct OpenFrame {
+    number: u32,
+    what: String,
+    /// The decompressed bytes so far (a prefix of the frame).
+    data: Vec<u8>,
+    /// The declared decompressed length (from the frame table).
+    size: usize,
+    crc32: Option<u32>,
+    /// `None` once the whole frame is decompressed and checked.
+    decoder: Option<FrameDecoder>,
+}
+
+impl OpenFrame {
+    fn open(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+        let fe = frames
+            .get(i as usize)
+            .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
+        let what = format!("frame {i} at offset {}", fe.offset);
+        if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
+            return Err(Error::corrupt(what, "size out of range"));
+        }
+        let end = fe
+            .offset
+            .checked_add(fe.csize)
+            .ok_or_else(|| Error::corrupt(&what, "size out of range"))?;
+        let bytes = FrameBytes {
+            file: file.clone(),
+            pos: fe.offset,
+            end,
+            crc: crc32fast::Hasher::new(),
+        };
+        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+            FRAME_READ_BUF,
+            bytes,
+        ))
+        .map_err(|e| Error::corrupt(&what, format!("zstd: {e}")))?
+        .single_frame();
+        let size = usize::try_from(fe.usize).map_err(|_| Error::corrupt(&what, "too large"))?;
+        Ok(OpenFrame {
+            number: i,
+            what,
+            data: Vec::with_capacity(size),
+            size,
+            crc32: fe.crc32,
+            decoder: Some(decoder),
+        })
+    }
+
+    /// Decompress until at least `upto` bytes (or the whole frame) are out. A frame read
+    /// to its end is checked: its zstd checksum (by the decoder), its length and the CRC-32
+    /// of its compressed bytes.
+    fn fill(&mut self, upto: usize) -> Result<()> {
+        let target = upto.min(self.size);
+        let what = &self.what;
+        let zstd_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::Other => {
+                Error::corrupt(what, format!("zstd: {e}"))
+            }
+            _ => Error::io(UNNAMED_ARCHIVE, e),
+        };
+        let Some(dec) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        while self.data.len() < target {
+            let have = self.data.len();
+            let step = (target - have).max(FRAME_STEP).min(self.size - have);
+            self.data.resize(have + step, 0);
+            let n = dec.read(&mut self.data[have..]).map_err(zstd_err)?;
+            self.data.truncate(have + n);
+            if n == 0 {
+                return Err(Error::corrupt(
+                    what,
+                    "decompressed length differs from the index",
+                ));
+            }
+        }
+        if self.data.len() < self.size {
+            return Ok(());
+        }
+        // The whole frame is out: nothing may follow, and its end checks its zstd checksum.
+        let mut probe = [0u8; 1];
+        if dec.read(&mut probe).map_err(zstd_err)? != 0 {
+            return Err(Error::corrupt(
+                what,
+                "decompressed length differs from the index",
+            ));
+        }
+        let bytes = dec.get_mut();
+        io::copy(bytes, &mut io::sink()).map_err(|e| Error::io(UNNAMED_ARCHIVE, e))?;
+        let crc = bytes.get_ref().crc.clone().finalize();
+        if self.crc32.is_some_and(|c| c != crc) {
+            return Err(Error::corrupt(
+                what,
+                "CRC-32 of the compressed frame does not match the index",
+            ));
+        }
+        self.decoder = None;
+        Ok(())
+    }
+}
+
+/// Keeps the data frame read last, decompressed only as far as reads have needed: a point
+/// read (`cat`) reads and decompresses a frame up to the last byte it wants and no further,
+/// and sequential reads of many contents (restore, merge) decompress each frame once.
 #[derive(Default)]
 pub struct FrameCursor {
-    cached: Option<(u32, Vec<u8>)>,
+    open: Option<OpenFrame>,
 }
 
 impl FrameCursor {
@@ -589,42 +768,31 @@ impl FrameCursor {
         FrameCursor::default()
     }
 
-    /// The decompressed bytes of frame `i`.
+    /// The decompressed bytes of frame `i` from its start to at least `upto` (fewer only
+    /// when the frame is shorter; `usize::MAX` for the whole frame, checked).
     ///
     /// # Errors
-    /// A damaged frame, naming its number and offset.
-    pub fn frame(&mut self, file: &File, frames: &[FrameEntry], i: u32) -> Result<&[u8]> {
-        if self.cached.as_ref().is_none_or(|(n, _)| *n != i) {
-            self.cached = None;
-            let fe = frames
-                .get(i as usize)
-                .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
-            let what = format!("frame {i} at offset {}", fe.offset);
-            if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
-                return Err(Error::corrupt(what, "size out of range"));
-            }
-            let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
-            read_exact_at(file, &mut comp, fe.offset, &what)?;
-            if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
-                return Err(Error::corrupt(
-                    what,
-                    "CRC-32 of the compressed frame does not match the index",
-                ));
-            }
-            let data = decompress_bounded(&comp, fe.usize, &what)?;
-            if data.len() as u64 != fe.usize {
-                return Err(Error::corrupt(
-                    what,
-                    "decompressed length differs from the index",
-                ));
-            }
-            self.cached = Some((i, data));
+    /// A damaged frame, naming its number and offset. The frame is read again by the next
+    /// call.
+    fn bytes(
+        &mut self,
+        file: &ArchiveFile,
+        frames: &[FrameEntry],
+        i: u32,
+        upto: usize,
+    ) -> Result<&[u8]> {
+        if self.open.as_ref().is_none_or(|f| f.number != i) {
+            self.open = None;
+            self.open = Some(OpenFrame::open(file, frames, i)?);
         }
-        Ok(self
-            .cached
-            .as_ref()
-            .map(|(_, d)| d.as_slice())
-            .unwrap_or(&[]))
+        let Some(frame) = self.open.as_mut() else {
+            return Ok(&[]);
+        };
+        if let Err(e) = frame.fill(upto) {
+            self.open = None;
+            return Err(e);
+        }
+        Ok(self.open.as_ref().map(|f| f.data.as_slice()).unwrap_or(&[]))
     }
 }
 
