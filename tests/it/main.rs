@@ -25,6 +25,7 @@ mod leftovers;
 mod live_backup;
 mod live_restore;
 mod planted;
+mod pointread;
 mod savedate;
 mod selfcheck;
 mod skips;
