@@ -656,8 +656,10 @@ type FrameDecoder = zstd::stream::read::Decoder<'static, BufReader<FrameBytes>>;
 struct OpenFrame {
     number: u32,
     what: String,
-    /// The decompressed bytes so far (a prefix of the frame).
+    /// The frame's bytes: allocated zeroed (fresh pages from the kernel, not written
+    /// twice), decompressed into as far as `filled`.
     data: Vec<u8>,
+    filled: usize,
     /// The declared decompressed length (from the frame table).
     size: usize,
     crc32: Option<u32>,
@@ -694,10 +696,47 @@ impl OpenFrame {
         Ok(OpenFrame {
             number: i,
             what,
-            data: Vec::with_capacity(size),
+            data: vec![0; size],
+            filled: 0,
             size,
             crc32: fe.crc32,
             decoder: Some(decoder),
+        })
+    }
+
+    /// Frame `i` read and decompressed whole: its CRC-32 checked before it is decompressed,
+    /// its zstd checksum and length after.
+    fn whole(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+        let fe = frames
+            .get(i as usize)
+            .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
+        let what = format!("frame {i} at offset {}", fe.offset);
+        if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
+            return Err(Error::corrupt(what, "size out of range"));
+        }
+        let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
+        read_exact_at(file, &mut comp, fe.offset, &what)?;
+        if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
+            return Err(Error::corrupt(
+                what,
+                "CRC-32 of the compressed frame does not match the index",
+            ));
+        }
+        let data = decompress_bounded(&comp, fe.usize, &what)?;
+        if data.len() as u64 != fe.usize {
+            return Err(Error::corrupt(
+                what,
+                "decompressed length differs from the index",
+            ));
+        }
+        Ok(OpenFrame {
+            number: i,
+            what,
+            size: data.len(),
+            filled: data.len(),
+            data,
+            crc32: fe.crc32,
+            decoder: None,
         })
     }
 
@@ -716,12 +755,13 @@ impl OpenFrame {
         let Some(dec) = self.decoder.as_mut() else {
             return Ok(());
         };
-        while self.data.len() < target {
-            let have = self.data.len();
+        while self.filled < target {
+            let have = self.filled;
             let step = (target - have).max(FRAME_STEP).min(self.size - have);
-            self.data.resize(have + step, 0);
-            let n = dec.read(&mut self.data[have..]).map_err(zstd_err)?;
-            self.data.truncate(have + n);
+            let n = dec
+                .read(&mut self.data[have..have + step])
+                .map_err(zstd_err)?;
+            self.filled += n;
             if n == 0 {
                 return Err(Error::corrupt(
                     what,
@@ -729,7 +769,7 @@ impl OpenFrame {
                 ));
             }
         }
-        if self.data.len() < self.size {
+        if self.filled < self.size {
             return Ok(());
         }
         // The whole frame is out: nothing may follow, and its end checks its zstd checksum.
@@ -754,18 +794,30 @@ impl OpenFrame {
     }
 }
 
-/// Keeps the data frame read last, decompressed only as far as reads have needed: a point
-/// read (`cat`) reads and decompresses a frame up to the last byte it wants and no further,
-/// and sequential reads of many contents (restore, merge) decompress each frame once.
+/// Keeps the data frame read last. Sequential reads of many contents (restore, merge,
+/// export: [`FrameCursor::new`]) read and decompress each frame whole, once, its CRC-32
+/// checked before it is decompressed; a point read (`cat`: [`FrameCursor::for_point_reads`])
+/// reads and decompresses a frame only up to the last byte it wants.
 #[derive(Default)]
 pub struct FrameCursor {
     open: Option<OpenFrame>,
+    point: bool,
 }
 
 impl FrameCursor {
-    /// A cursor with nothing cached.
+    /// A cursor with nothing cached, for sequential reads: frames are read whole.
     pub fn new() -> Self {
         FrameCursor::default()
+    }
+
+    /// A cursor with nothing cached, for point reads: a frame is read and decompressed as
+    /// a stream, only as far as the reads need (spec 6.4, *Point reads*); the bytes taken
+    /// are checked by the caller against the record's SHA-256.
+    pub fn for_point_reads() -> Self {
+        FrameCursor {
+            open: None,
+            point: true,
+        }
     }
 
     /// The decompressed bytes of frame `i` from its start to at least `upto` (fewer only
@@ -783,7 +835,11 @@ impl FrameCursor {
     ) -> Result<&[u8]> {
         if self.open.as_ref().is_none_or(|f| f.number != i) {
             self.open = None;
-            self.open = Some(OpenFrame::open(file, frames, i)?);
+            self.open = Some(if self.point {
+                OpenFrame::open(file, frames, i)?
+            } else {
+                OpenFrame::whole(file, frames, i)?
+            });
         }
         let Some(frame) = self.open.as_mut() else {
             return Ok(&[]);
@@ -792,7 +848,11 @@ impl FrameCursor {
             self.open = None;
             return Err(e);
         }
-        Ok(self.open.as_ref().map(|f| f.data.as_slice()).unwrap_or(&[]))
+        Ok(self
+            .open
+            .as_ref()
+            .and_then(|f| f.data.get(..f.filled))
+            .unwrap_or(&[]))
     }
 }
 
@@ -915,6 +975,92 @@ mod tests {
             };
             assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+    }
+
+    /// A file holding one zstd frame of 1 MiB of text that compresses to about half; its
+    /// frame table entry.
+    fn one_frame(
+        dir: &Path,
+        damage: impl FnOnce(&mut Vec<u8>),
+    ) -> (ArchiveFile, FrameEntry, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut x = 7u64;
+        while data.len() < 1 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(format!("{:x}\n", x >> 20).as_bytes());
+        }
+        data.truncate(1 << 20);
+        let mut comp = crate::format::frame::compress_frame(3, &data).unwrap();
+        let entry = FrameEntry {
+            offset: 0,
+            csize: comp.len() as u64,
+            usize: data.len() as u64,
+            first: None,
+            crc32: Some(crc32fast::hash(&comp)),
+        };
+        damage(&mut comp);
+        let path = dir.join("frame");
+        std::fs::write(&path, &comp).unwrap();
+        (ArchiveFile::new(File::open(&path).unwrap()), entry, data)
+    }
+
+    /// Issue 17: a frame is read and decompressed only as far as a read needs (its bytes
+    /// are then checked by the message's SHA-256); read to its end, it is checked whole.
+    #[test]
+    fn a_frame_is_read_only_as_far_as_needed_and_checked_when_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, entry, data) = one_frame(dir.path(), |_| {});
+        assert!(entry.csize > 4 * FRAME_READ_BUF as u64, "{}", entry.csize);
+        let frames = vec![entry.clone()];
+        let mut cursor = FrameCursor::for_point_reads();
+        let got = cursor.bytes(&file, &frames, 0, 1000).unwrap();
+        assert!(got.len() >= 1000 && got.len() < 4 * FRAME_READ_BUF);
+        assert_eq!(got, &data[..got.len()]);
+        let partial = file.read.load(Ordering::Relaxed);
+        assert!(partial <= 2 * FRAME_READ_BUF as u64, "read {partial} bytes");
+        assert_eq!(cursor.bytes(&file, &frames, 0, usize::MAX).unwrap(), data);
+        assert_eq!(file.read.load(Ordering::Relaxed), entry.csize);
+        // Damage at the end of the frame (its zstd checksum), a wrong CRC-32 or length in
+        // the table: the start still reads (the SHA-256 of what is taken decides), the
+        // whole frame is refused.
+        let last = |c: &mut Vec<u8>| *c.last_mut().unwrap() ^= 1;
+        let (file, _, _) = one_frame(dir.path(), last);
+        let (crc, long, short) = (
+            FrameEntry {
+                crc32: Some(1),
+                ..entry.clone()
+            },
+            FrameEntry {
+                usize: entry.usize + 512,
+                ..entry.clone()
+            },
+            FrameEntry {
+                usize: entry.usize - 512,
+                ..entry.clone()
+            },
+        );
+        let (good, _, _) = one_frame(dir.path(), |_| {});
+        for (f, table, why) in [
+            (&file, &entry, "zstd"),
+            (&good, &crc, "CRC-32"),
+            (&good, &long, "length differs"),
+            (&good, &short, "length differs"),
+        ] {
+            let frames = vec![table.clone()];
+            let mut cursor = FrameCursor::for_point_reads();
+            assert_eq!(
+                cursor.bytes(f, &frames, 0, 1000).unwrap()[..1000],
+                data[..1000]
+            );
+            let e = cursor.bytes(f, &frames, 0, usize::MAX).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
+            assert!(e.to_string().contains(why), "{why}: {e}");
+            // Read whole (sequential reads), the frame is refused before a byte of it is used.
+            let e = FrameCursor::new().bytes(f, &frames, 0, 1000).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
         }
     }
 }

@@ -11,7 +11,7 @@ pub use crate::chain::deleted::ListFilter;
 use crate::chain::deleted::{deleted_records, matches};
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
-use crate::format::reader::{Archive, scan};
+use crate::format::reader::{Archive, FrameCursor, scan};
 use crate::model::{Flags, Name};
 use crate::ops::restore::select::escape_field;
 
@@ -390,7 +390,12 @@ pub fn cat(
     rec: &MessageRecord,
     out: &mut dyn Write,
 ) -> Result<()> {
-    chain.copy_record(&mut Vec::new(), at, cat, rec, out)?;
+    let mut cursors = chain
+        .archives
+        .iter()
+        .map(|_| FrameCursor::for_point_reads())
+        .collect();
+    chain.copy_record(&mut cursors, at, cat, rec, out)?;
     Ok(())
 }
 
