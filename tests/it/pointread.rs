@@ -6,13 +6,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use maildump::format::index::{Directory, Manifest, Source};
+use maildump::format::index::Directory;
 use maildump::format::writer::{ArchiveWriter, WriterOptions};
 use maildump::model::{MailboxMeta, Name, Uid, UserMeta};
 use maildump::ops::inspect::{self, MessageKey};
 
 use crate::corrupt::bare_meta;
-use crate::util::{Workspace, maildump, run, run_ok, sha256_hex};
+use crate::util::{Workspace, maildump, run, run_ok, sha256_hex, test_manifest};
 
 /// A message body of about 3 KiB, different for every (user, mailbox, uid): text that
 /// compresses about as well as mail does.
@@ -31,24 +31,7 @@ fn body(u: usize, m: usize, uid: u32) -> Vec<u8> {
 /// An archive of `users` users with `mailboxes` mailboxes of `per` messages each, written
 /// in data frames of 16 KiB (so that a large archive has many frames).
 fn archive(path: &Path, users: usize, mailboxes: usize, per: u32) {
-    let manifest = Manifest {
-        format: "maildump".into(),
-        format_major: 1,
-        format_minor: 3,
-        writer: "test".into(),
-        created: "2026-01-01T00:00:00Z".into(),
-        archive_id: format!("point-{users}"),
-        parent: None,
-        bases: vec![],
-        since: None,
-        replaces: vec![],
-        source: Source {
-            store: "maildir".into(),
-            location: "maildir:~/M".into(),
-            home: None,
-            host: None,
-        },
-    };
+    let manifest = test_manifest("maildir", 3, &format!("point-{users}"));
     let opts = WriterOptions {
         frame_target: 16 << 10,
         threads: 1,
