@@ -46,13 +46,15 @@ pub fn cat(a: CatArgs) -> anyhow::Result<ExitCode> {
         &a.user,
         a.mailbox.as_deref(),
         &key,
+        &mut |chain, why| {
+            if let Some(why) = why {
+                eprintln!(
+                    "maildump: warning: {why}; the archives were opened again, their indexes checked whole or rebuilt by scanning"
+                );
+            }
+            warn_damage(chain);
+        },
     )?;
-    if let Some(why) = &found.reopened {
-        eprintln!(
-            "maildump: warning: {why}; the archives were opened again, their indexes checked whole or rebuilt by scanning"
-        );
-    }
-    warn_damage(&found.chain);
     let mut out = io::stdout().lock();
     inspect::cat(&found.chain, found.at, &found.cat, &found.rec, &mut out)?;
     out.flush()?;

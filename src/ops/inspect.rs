@@ -342,8 +342,10 @@ pub struct Found {
 /// ([`Chain::open_lazily`]): footers, directories and the catalogs searched. Damage met
 /// on the way does not stop it: the archives are then opened as `list` opens them
 /// ([`Chain::open`]: the index checked whole, or rebuilt by scanning), and
-/// [`Found::reopened`] says why. The message's bytes are always checked against the
-/// SHA-256 of its record ([`cat`]).
+/// [`Found::reopened`] says why. `opened` is called with each chain opened, before it is
+/// searched, and the damage that made it be opened again (for warnings: the damage a
+/// chain's archives were found with is in their [`Archive::damage`]). The message's bytes
+/// are always checked against the SHA-256 of its record ([`cat`]).
 ///
 /// # Errors
 /// As [`Chain::open`] and [`find`].
@@ -353,8 +355,10 @@ pub fn find_for_cat(
     user: &str,
     mailbox: Option<&str>,
     key: &MessageKey,
+    opened: &mut dyn FnMut(&Chain, Option<&Error>),
 ) -> Result<Found> {
-    let search = |chain: Chain| -> Result<Found> {
+    let mut search = |chain: Chain, why: Option<&Error>| -> Result<Found> {
+        opened(&chain, why);
         let at = match as_of {
             Some(s) => chain.as_of(s)?,
             None => chain.last(),
@@ -368,9 +372,9 @@ pub fn find_for_cat(
             reopened: None,
         })
     };
-    match Chain::open_lazily(paths, false).and_then(search) {
+    match Chain::open_lazily(paths, false).and_then(|c| search(c, None)) {
         Err(e @ Error::Corrupt { .. }) => {
-            let mut found = search(Chain::open(paths, false)?)?;
+            let mut found = search(Chain::open(paths, false)?, Some(&e))?;
             found.reopened = Some(e.to_string());
             Ok(found)
         }

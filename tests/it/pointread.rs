@@ -80,8 +80,9 @@ fn archive(path: &Path, users: usize, mailboxes: usize, per: u32) {
 
 /// `cat` through the library as the binary does it; the bytes each archive read.
 fn cat_bytes_read(paths: &[&Path], user: &str, mailbox: &str, uid: u32) -> (Vec<u8>, Vec<u64>) {
+    let key = MessageKey::Uid(uid);
     let found =
-        inspect::find_for_cat(paths, None, user, Some(mailbox), &MessageKey::Uid(uid)).unwrap();
+        inspect::find_for_cat(paths, None, user, Some(mailbox), &key, &mut |_, _| {}).unwrap();
     assert_eq!(found.reopened, None);
     let mut out = Vec::new();
     inspect::cat(&found.chain, found.at, &found.cat, &found.rec, &mut out).unwrap();
@@ -224,6 +225,7 @@ fn damage_where_cat_does_not_read_does_not_stop_it_and_where_it_reads_never_give
         "user1",
         Some("box2"),
         &MessageKey::Uid(10),
+        &mut |_, _| {},
     )
     .unwrap();
     let last = &dir.frames[found.rec.loc.unwrap().frame as usize];
