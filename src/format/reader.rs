@@ -668,7 +668,8 @@ struct OpenFrame {
 }
 
 impl OpenFrame {
-    fn open(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+    /// Frame `i`'s table entry, its sizes within the limits, and how errors name it.
+    fn entry(frames: &[FrameEntry], i: u32) -> Result<(&FrameEntry, String)> {
         let fe = frames
             .get(i as usize)
             .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
@@ -676,6 +677,12 @@ impl OpenFrame {
         if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
             return Err(Error::corrupt(what, "size out of range"));
         }
+        Ok((fe, what))
+    }
+
+    /// Frame `i`, to be read and decompressed as a stream ([`OpenFrame::fill`]).
+    fn open(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+        let (fe, what) = OpenFrame::entry(frames, i)?;
         let end = fe
             .offset
             .checked_add(fe.csize)
@@ -707,13 +714,7 @@ impl OpenFrame {
     /// Frame `i` read and decompressed whole: its CRC-32 checked before it is decompressed,
     /// its zstd checksum and length after.
     fn whole(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
-        let fe = frames
-            .get(i as usize)
-            .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
-        let what = format!("frame {i} at offset {}", fe.offset);
-        if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
-            return Err(Error::corrupt(what, "size out of range"));
-        }
+        let (fe, what) = OpenFrame::entry(frames, i)?;
         let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
         read_exact_at(file, &mut comp, fe.offset, &what)?;
         if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
