@@ -203,6 +203,24 @@ impl Chain {
         Chain::new(archives, require_links)
     }
 
+    /// Open archives given oldest first for point reads (`cat`): each through its footer,
+    /// the head of its INDEX frame and its directory only (spec 6.3 without step 5), so that
+    /// what is read does not grow with the archive; catalogs are read, each checked on its
+    /// own, when they are needed, and data frames only as far as the bytes wanted. Damage
+    /// is an error here, not a recovery by scanning: callers that want one fall back to
+    /// [`Chain::open`] ([`crate::ops::inspect::find_for_cat`]).
+    ///
+    /// # Errors
+    /// As [`Chain::open`], and [`Error::Corrupt`] for a missing or damaged footer or
+    /// directory.
+    pub fn open_lazily(paths: &[&Path], require_links: bool) -> Result<Chain> {
+        let archives = paths
+            .iter()
+            .map(|p| Archive::open(p, false))
+            .collect::<Result<Vec<_>>>()?;
+        Chain::new(archives, require_links)
+    }
+
     /// Check and wrap archives already opened (oldest first). With `require_links` false, an
     /// incremental whose parent is not given is accepted (for reading what it holds: its
     /// state is complete, only bytes held by the missing archives are unavailable).

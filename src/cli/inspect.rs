@@ -8,7 +8,10 @@ use maildump::ops::inspect::{self, MessageKey};
 use maildump::{Chain, Error, ErrorKind, ListFilter};
 
 use super::args::{CatArgs, ListArgs, VerifyArgs};
-use super::{archive_paths, chain_damaged, exit_if, open_chain, shown, state_of, stdin_once};
+use super::{
+    archive_paths, chain_damaged, chain_paths, exit_if, open_chain, shown, state_of, stdin_once,
+    warn_damage,
+};
 
 /// Run `maildump list`.
 pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
@@ -30,16 +33,30 @@ pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 
 /// Run `maildump cat`.
 pub fn cat(a: CatArgs) -> anyhow::Result<ExitCode> {
-    let (chain, _tmp) = open_chain(&a.archives, false)?;
-    let at = state_of(&chain, a.as_of.as_deref())?;
     let key = match (a.uid, a.guid) {
         (Some(u), _) => MessageKey::Uid(u),
         (None, Some(g)) => MessageKey::Guid(g),
         (None, None) => return Err(Error::Usage("give --uid or --guid".into()).into()),
     };
-    let (cat, rec) = inspect::find(&chain, at, &a.user, a.mailbox.as_deref(), &key)?;
+    let (paths, _tmp) = chain_paths(&a.archives)?;
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let found = inspect::find_for_cat(
+        &refs,
+        a.as_of.as_deref(),
+        &a.user,
+        a.mailbox.as_deref(),
+        &key,
+        &mut |chain, why| {
+            if let Some(why) = why {
+                eprintln!(
+                    "maildump: warning: {why}; the archives were opened again, their indexes checked whole or rebuilt by scanning"
+                );
+            }
+            warn_damage(chain);
+        },
+    )?;
     let mut out = io::stdout().lock();
-    inspect::cat(&chain, at, &cat, &rec, &mut out)?;
+    inspect::cat(&found.chain, found.at, &found.cat, &found.rec, &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

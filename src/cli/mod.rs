@@ -226,6 +226,16 @@ pub fn open_chain(
     args: &[String],
     require_links: bool,
 ) -> anyhow::Result<(Chain, Option<tempfile::TempDir>)> {
+    let (paths, tmp) = chain_paths(args)?;
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let chain = Chain::open(&refs, require_links)?;
+    warn_damage(&chain);
+    Ok((chain, tmp))
+}
+
+/// The archive files of a chain given as arguments (oldest first); `-` (stdin, at most
+/// once) stands for the archives of the stream on stdin, spooled as [`archive_paths`] says.
+pub fn chain_paths(args: &[String]) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile::TempDir>)> {
     stdin_once(args)?;
     let mut tmp = None;
     let mut paths = Vec::with_capacity(args.len());
@@ -236,14 +246,16 @@ pub fn open_chain(
             tmp = t;
         }
     }
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let chain = Chain::open(&refs, require_links)?;
+    Ok((paths, tmp))
+}
+
+/// Print, as warnings, the damage found when the archives of `chain` were opened.
+pub fn warn_damage(chain: &Chain) {
     for a in &chain.archives {
         for d in &a.damage {
             eprintln!("maildump: warning: {}: {d}", shown(a.path()));
         }
     }
-    Ok((chain, tmp))
 }
 
 /// A byte count for people: `1.5 GiB`, `320.0 KiB`, `12 bytes` (exact numbers are in the

@@ -6,9 +6,11 @@
 //! damage is reported naming the frame, its offset and the items it holds.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -30,7 +32,7 @@ enum Catalogs {
 
 /// An opened archive file.
 pub struct Archive {
-    file: File,
+    file: ArchiveFile,
     path: PathBuf,
     /// The index directory (read from the file, or rebuilt by a scan).
     pub dir: Directory,
@@ -45,8 +47,36 @@ fn corrupt_at(off: u64, detail: impl Into<String>) -> Error {
     Error::corrupt(format!("offset {off}"), detail)
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
-    file.read_exact_at(buf, off).map_err(|e| {
+/// The archive file, shared with the frames being decompressed ([`FrameCursor`]), and the
+/// count of bytes read from it through the index (not by a recovering scan).
+#[derive(Clone)]
+pub(crate) struct ArchiveFile {
+    file: Arc<File>,
+    read: Arc<AtomicU64>,
+}
+
+impl ArchiveFile {
+    fn new(file: File) -> Self {
+        ArchiveFile {
+            file: Arc::new(file),
+            read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// `read_at`, counted.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let n = self.file.read_at(buf, off)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn read_exact_at(file: &ArchiveFile, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
+    let counted = file.file.read_exact_at(buf, off);
+    if counted.is_ok() {
+        file.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+    }
+    counted.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             Error::corrupt(format!("{what} at offset {off}"), "archive is truncated")
         } else {
@@ -108,15 +138,15 @@ pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
 }
 
 /// The version of the FOOTER at the end of the file, when there is a valid one.
-fn footer_version(file: &File, len: u64) -> Option<version::Version> {
+fn footer_version(file: &ArchiveFile, len: u64) -> Option<version::Version> {
     let off = len.checked_sub(FOOTER_FRAME_LEN as u64)?;
     let mut foot = [0u8; FOOTER_FRAME_LEN];
-    file.read_exact_at(&mut foot, off).ok()?;
+    read_exact_at(file, &mut foot, off, "footer").ok()?;
     version::footer_version(&foot)
 }
 
 /// The HEADER's version, whatever its major (checked against the other copies later).
-fn header_of(file: &File) -> Result<version::Version> {
+fn header_of(file: &ArchiveFile) -> Result<version::Version> {
     let mut first = [0u8; SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN];
     read_exact_at(file, &mut first, 0, "header frame")?;
     version::header_version(&first)
@@ -143,8 +173,8 @@ impl Archive {
 
     /// [`Archive::open`], its errors not yet naming the archive.
     fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(File::open(path).at(path)?);
+        let len = file.file.metadata().at(path)?.len();
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
@@ -189,12 +219,12 @@ impl Archive {
 
     /// [`Archive::recover`], its errors not yet naming the archive.
     fn recover_unnamed(path: &Path) -> Result<Self> {
-        let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(File::open(path).at(path)?);
+        let len = file.file.metadata().at(path)?.len();
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
-        let scan = scan(&file, None)?;
+        let scan = scan(&file.file, None)?;
         let (dir, cats, mut damage) = match scan.rebuild() {
             Ok(r) => r,
             // Nothing this build can read, and the HEADER says why.
@@ -223,6 +253,12 @@ impl Archive {
     /// The archive's file path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes read from the archive file so far through the index: footer, index, catalogs
+    /// and data frames (not those read by a recovering scan when it was opened).
+    pub fn bytes_read(&self) -> u64 {
+        self.file.read.load(Ordering::Relaxed)
     }
 
     /// The catalog of one mailbox of [`Directory::mailboxes`].
@@ -358,10 +394,16 @@ impl Archive {
         let mut end = usize::try_from(loc.offset).unwrap_or(usize::MAX);
         loop {
             let data = cursor
-                .frame(&self.file, &self.dir.frames, frame)
+                .bytes(&self.file, &self.dir.frames, frame, end)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(lost)?;
-            let before = data.get(..end).ok_or_else(|| {
+            // The whole frame before the one where the data starts (`end` is `usize::MAX`).
+            let before = if end == usize::MAX {
+                Some(data)
+            } else {
+                data.get(..end)
+            };
+            let before = before.ok_or_else(|| {
                 Error::corrupt(
                     item,
                     format!("location {} is past the end of frame {frame}", loc.offset),
@@ -405,11 +447,12 @@ impl Archive {
         let mut off = loc.offset;
         let mut left = size;
         while left > 0 {
+            let start = usize::try_from(off).unwrap_or(usize::MAX);
+            let upto = start.saturating_add(usize::try_from(left).unwrap_or(usize::MAX));
             let data = cursor
-                .frame(&self.file, &self.dir.frames, frame)
+                .bytes(&self.file, &self.dir.frames, frame, upto)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(|e| Error::corrupt(item, format!("content lost: {e}")))?;
-            let start = usize::try_from(off).unwrap_or(usize::MAX);
             let avail = data.get(start..).ok_or_else(|| {
                 Error::corrupt(
                     item,
@@ -495,7 +538,7 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
 /// Read the footer and index; returns the directory and the file offsets where the
 /// catalog area starts and the INDEX frame ends. The versions are checked by the caller
 /// ([`version::decide`]).
-fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
+fn read_index(file: &ArchiveFile, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
     let fl = FOOTER_FRAME_LEN as u64;
     if len < fl + (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64 {
         return Err(corrupt_at(len, "archive is truncated: no footer"));
@@ -577,53 +620,239 @@ fn read_index(file: &File, len: u64, check_digest: bool) -> Result<(Directory, u
     Ok((dir, cat_off, idx_end))
 }
 
-/// Keeps the most recently decompressed data frame, for sequential reads of many contents.
-#[derive(Default)]
-pub struct FrameCursor {
-    cached: Option<(u32, Vec<u8>)>,
+/// Compressed bytes are read from the file in pieces of this size (zstd's recommended
+/// input buffer is 128 KiB), so a point read takes about this much more than it needs.
+const FRAME_READ_BUF: usize = 128 << 10;
+
+/// Decompressed bytes are produced in steps of at least this size.
+const FRAME_STEP: usize = 64 << 10;
+
+/// The compressed bytes of one data frame, read from the file as the decoder asks for them,
+/// with their CRC-32 computed on the way (checked once the whole frame has been read).
+struct FrameBytes {
+    file: ArchiveFile,
+    pos: u64,
+    end: u64,
+    crc: crc32fast::Hasher,
 }
 
-impl FrameCursor {
-    /// A cursor with nothing cached.
-    pub fn new() -> Self {
-        FrameCursor::default()
+impl Read for FrameBytes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.crc.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+type FrameDecoder = zstd::stream::read::Decoder<'static, BufReader<FrameBytes>>;
+
+/// One data frame, decompressed only as far as reads have needed.
+struct OpenFrame {
+    number: u32,
+    what: String,
+    /// The frame's bytes: allocated zeroed (fresh pages from the kernel, not written
+    /// twice), decompressed into as far as `filled`.
+    data: Vec<u8>,
+    filled: usize,
+    /// The declared decompressed length (from the frame table).
+    size: usize,
+    crc32: Option<u32>,
+    /// `None` once the whole frame is decompressed and checked.
+    decoder: Option<FrameDecoder>,
+}
+
+impl OpenFrame {
+    /// Frame `i`'s table entry, its sizes within the limits, and how errors name it.
+    fn entry(frames: &[FrameEntry], i: u32) -> Result<(&FrameEntry, String)> {
+        let fe = frames
+            .get(i as usize)
+            .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
+        let what = format!("frame {i} at offset {}", fe.offset);
+        if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
+            return Err(Error::corrupt(what, "size out of range"));
+        }
+        Ok((fe, what))
     }
 
-    /// The decompressed bytes of frame `i`.
-    ///
-    /// # Errors
-    /// A damaged frame, naming its number and offset.
-    pub fn frame(&mut self, file: &File, frames: &[FrameEntry], i: u32) -> Result<&[u8]> {
-        if self.cached.as_ref().is_none_or(|(n, _)| *n != i) {
-            self.cached = None;
-            let fe = frames
-                .get(i as usize)
-                .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
-            let what = format!("frame {i} at offset {}", fe.offset);
-            if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
-                return Err(Error::corrupt(what, "size out of range"));
+    /// Frame `i`, to be read and decompressed as a stream ([`OpenFrame::fill`]).
+    fn open(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+        let (fe, what) = OpenFrame::entry(frames, i)?;
+        let end = fe
+            .offset
+            .checked_add(fe.csize)
+            .ok_or_else(|| Error::corrupt(&what, "size out of range"))?;
+        let bytes = FrameBytes {
+            file: file.clone(),
+            pos: fe.offset,
+            end,
+            crc: crc32fast::Hasher::new(),
+        };
+        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+            FRAME_READ_BUF,
+            bytes,
+        ))
+        .map_err(|e| Error::corrupt(&what, format!("zstd: {e}")))?
+        .single_frame();
+        let size = usize::try_from(fe.usize).map_err(|_| Error::corrupt(&what, "too large"))?;
+        Ok(OpenFrame {
+            number: i,
+            what,
+            data: vec![0; size],
+            filled: 0,
+            size,
+            crc32: fe.crc32,
+            decoder: Some(decoder),
+        })
+    }
+
+    /// Frame `i` read and decompressed whole: its CRC-32 checked before it is decompressed,
+    /// its zstd checksum and length after.
+    fn whole(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+        let (fe, what) = OpenFrame::entry(frames, i)?;
+        let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
+        read_exact_at(file, &mut comp, fe.offset, &what)?;
+        if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
+            return Err(Error::corrupt(
+                what,
+                "CRC-32 of the compressed frame does not match the index",
+            ));
+        }
+        let data = decompress_bounded(&comp, fe.usize, &what)?;
+        if data.len() as u64 != fe.usize {
+            return Err(Error::corrupt(
+                what,
+                "decompressed length differs from the index",
+            ));
+        }
+        Ok(OpenFrame {
+            number: i,
+            what,
+            size: data.len(),
+            filled: data.len(),
+            data,
+            crc32: fe.crc32,
+            decoder: None,
+        })
+    }
+
+    /// Decompress until at least `upto` bytes (or the whole frame) are out. A frame read
+    /// to its end is checked: its zstd checksum (by the decoder), its length and the CRC-32
+    /// of its compressed bytes.
+    fn fill(&mut self, upto: usize) -> Result<()> {
+        let target = upto.min(self.size);
+        let what = &self.what;
+        let zstd_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::Other => {
+                Error::corrupt(what, format!("zstd: {e}"))
             }
-            let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
-            read_exact_at(file, &mut comp, fe.offset, &what)?;
-            if fe.crc32.is_some_and(|c| c != crc32fast::hash(&comp)) {
-                return Err(Error::corrupt(
-                    what,
-                    "CRC-32 of the compressed frame does not match the index",
-                ));
-            }
-            let data = decompress_bounded(&comp, fe.usize, &what)?;
-            if data.len() as u64 != fe.usize {
+            _ => Error::io(UNNAMED_ARCHIVE, e),
+        };
+        let Some(dec) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        while self.filled < target {
+            let have = self.filled;
+            let step = (target - have).max(FRAME_STEP).min(self.size - have);
+            let n = dec
+                .read(&mut self.data[have..have + step])
+                .map_err(zstd_err)?;
+            self.filled += n;
+            if n == 0 {
                 return Err(Error::corrupt(
                     what,
                     "decompressed length differs from the index",
                 ));
             }
-            self.cached = Some((i, data));
+        }
+        if self.filled < self.size {
+            return Ok(());
+        }
+        // The whole frame is out: nothing may follow, and its end checks its zstd checksum.
+        let mut probe = [0u8; 1];
+        if dec.read(&mut probe).map_err(zstd_err)? != 0 {
+            return Err(Error::corrupt(
+                what,
+                "decompressed length differs from the index",
+            ));
+        }
+        let bytes = dec.get_mut();
+        io::copy(bytes, &mut io::sink()).map_err(|e| Error::io(UNNAMED_ARCHIVE, e))?;
+        let crc = bytes.get_ref().crc.clone().finalize();
+        if self.crc32.is_some_and(|c| c != crc) {
+            return Err(Error::corrupt(
+                what,
+                "CRC-32 of the compressed frame does not match the index",
+            ));
+        }
+        self.decoder = None;
+        Ok(())
+    }
+}
+
+/// Keeps the data frame read last. Sequential reads of many contents (restore, merge,
+/// export: [`FrameCursor::new`]) read and decompress each frame whole, once, its CRC-32
+/// checked before it is decompressed; a point read (`cat`: [`FrameCursor::for_point_reads`])
+/// reads and decompresses a frame only up to the last byte it wants.
+#[derive(Default)]
+pub struct FrameCursor {
+    open: Option<OpenFrame>,
+    point: bool,
+}
+
+impl FrameCursor {
+    /// A cursor with nothing cached, for sequential reads: frames are read whole.
+    pub fn new() -> Self {
+        FrameCursor::default()
+    }
+
+    /// A cursor with nothing cached, for point reads: a frame is read and decompressed as
+    /// a stream, only as far as the reads need (spec 6.4, *Point reads*); the bytes taken
+    /// are checked by the caller against the record's SHA-256.
+    pub fn for_point_reads() -> Self {
+        FrameCursor {
+            open: None,
+            point: true,
+        }
+    }
+
+    /// The decompressed bytes of frame `i` from its start to at least `upto` (fewer only
+    /// when the frame is shorter; `usize::MAX` for the whole frame, checked).
+    ///
+    /// # Errors
+    /// A damaged frame, naming its number and offset. The frame is read again by the next
+    /// call.
+    fn bytes(
+        &mut self,
+        file: &ArchiveFile,
+        frames: &[FrameEntry],
+        i: u32,
+        upto: usize,
+    ) -> Result<&[u8]> {
+        if self.open.as_ref().is_none_or(|f| f.number != i) {
+            self.open = None;
+            self.open = Some(if self.point {
+                OpenFrame::open(file, frames, i)?
+            } else {
+                OpenFrame::whole(file, frames, i)?
+            });
+        }
+        let Some(frame) = self.open.as_mut() else {
+            return Ok(&[]);
+        };
+        if let Err(e) = frame.fill(upto) {
+            self.open = None;
+            return Err(e);
         }
         Ok(self
-            .cached
+            .open
             .as_ref()
-            .map(|(_, d)| d.as_slice())
+            .and_then(|f| f.data.get(..f.filled))
             .unwrap_or(&[]))
     }
 }
@@ -747,6 +976,99 @@ mod tests {
             };
             assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+    }
+
+    /// A file `name` in `dir` holding one zstd frame of 1 MiB of text that compresses to
+    /// about half, damaged by `damage`; the frame table entry of the undamaged frame.
+    fn one_frame(
+        dir: &Path,
+        name: &str,
+        damage: impl FnOnce(&mut Vec<u8>),
+    ) -> (ArchiveFile, FrameEntry, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut x = 7u64;
+        while data.len() < 1 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(format!("{:x}\n", x >> 20).as_bytes());
+        }
+        data.truncate(1 << 20);
+        let mut comp = crate::format::frame::compress_frame(3, &data).unwrap();
+        let entry = FrameEntry {
+            offset: 0,
+            csize: comp.len() as u64,
+            usize: data.len() as u64,
+            first: None,
+            crc32: Some(crc32fast::hash(&comp)),
+        };
+        damage(&mut comp);
+        let path = dir.join(name);
+        std::fs::write(&path, &comp).unwrap();
+        (ArchiveFile::new(File::open(&path).unwrap()), entry, data)
+    }
+
+    /// Issue 17: a frame is read and decompressed only as far as a read needs (its bytes
+    /// are then checked by the message's SHA-256); read to its end, it is checked whole.
+    #[test]
+    fn a_frame_is_read_only_as_far_as_needed_and_checked_when_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, entry, data) = one_frame(dir.path(), "good", |_| {});
+        assert!(entry.csize > 4 * FRAME_READ_BUF as u64, "{}", entry.csize);
+        let frames = vec![entry.clone()];
+        let mut cursor = FrameCursor::for_point_reads();
+        let got = cursor.bytes(&file, &frames, 0, 1000).unwrap();
+        assert!(got.len() >= 1000 && got.len() < 4 * FRAME_READ_BUF);
+        assert_eq!(got, &data[..got.len()]);
+        let partial = file.read.load(Ordering::Relaxed);
+        assert!(partial <= 2 * FRAME_READ_BUF as u64, "read {partial} bytes");
+        assert_eq!(cursor.bytes(&file, &frames, 0, usize::MAX).unwrap(), data);
+        assert_eq!(file.read.load(Ordering::Relaxed), entry.csize);
+        // Damage at the end of the frame (its zstd checksum), a wrong CRC-32 or length in
+        // the table: the start still reads (the SHA-256 of what is taken decides), the
+        // whole frame is refused.
+        let last = |c: &mut Vec<u8>| *c.last_mut().unwrap() ^= 1;
+        let (file, _, _) = one_frame(dir.path(), "damaged", last);
+        let (crc, long, short) = (
+            FrameEntry {
+                crc32: Some(1),
+                ..entry.clone()
+            },
+            FrameEntry {
+                usize: entry.usize + 512,
+                ..entry.clone()
+            },
+            FrameEntry {
+                usize: entry.usize - 512,
+                ..entry.clone()
+            },
+        );
+        let (good, _, _) = one_frame(dir.path(), "good", |_| {});
+        for (f, table, why) in [
+            (&file, &entry, "zstd"),
+            (&good, &crc, "CRC-32"),
+            (&good, &long, "length differs"),
+            (&good, &short, "length differs"),
+        ] {
+            let frames = vec![table.clone()];
+            let mut cursor = FrameCursor::for_point_reads();
+            assert_eq!(
+                cursor.bytes(f, &frames, 0, 1000).unwrap()[..1000],
+                data[..1000]
+            );
+            let e = cursor
+                .bytes(f, &frames, 0, usize::MAX)
+                .map(<[u8]>::len)
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
+            assert!(e.to_string().contains(why), "{why}: {e}");
+            // Read whole (sequential reads), the frame is refused before a byte of it is used.
+            let e = FrameCursor::new()
+                .bytes(f, &frames, 0, 1000)
+                .map(<[u8]>::len)
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::CorruptArchive, "{e}");
         }
     }
 }

@@ -11,7 +11,7 @@ pub use crate::chain::deleted::ListFilter;
 use crate::chain::deleted::{deleted_records, matches};
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
-use crate::format::reader::{Archive, scan};
+use crate::format::reader::{Archive, FrameCursor, scan};
 use crate::model::{Flags, Name};
 use crate::ops::restore::select::escape_field;
 
@@ -321,6 +321,67 @@ pub fn find(
     }))
 }
 
+/// One message found for `cat`: the chain, the archive whose state was searched, the
+/// message's mailbox catalog and record.
+pub struct Found {
+    /// The archives.
+    pub chain: Chain,
+    /// Position of the archive whose state holds the message.
+    pub at: usize,
+    /// The mailbox catalog.
+    pub cat: MailboxRecord,
+    /// The message's record.
+    pub rec: MessageRecord,
+    /// Set when the point read met damage in an index (named here) and the archives were
+    /// opened again with their indexes checked whole, or rebuilt by scanning.
+    pub reopened: Option<String>,
+}
+
+/// Open the archives of a chain (oldest first) and find one message in the state of the
+/// archive `as_of` names (default: the last), reading only what a point read needs
+/// ([`Chain::open_lazily`]): footers, directories and the catalogs searched. Damage met
+/// on the way does not stop it: the archives are then opened as `list` opens them
+/// ([`Chain::open`]: the index checked whole, or rebuilt by scanning), and
+/// [`Found::reopened`] says why. `opened` is called with each chain opened, before it is
+/// searched, and the damage that made it be opened again (for warnings: the damage a
+/// chain's archives were found with is in their [`Archive::damage`]). The message's bytes
+/// are always checked against the SHA-256 of its record ([`cat`]).
+///
+/// # Errors
+/// As [`Chain::open`] and [`find`].
+pub fn find_for_cat(
+    paths: &[&Path],
+    as_of: Option<&str>,
+    user: &str,
+    mailbox: Option<&str>,
+    key: &MessageKey,
+    opened: &mut dyn FnMut(&Chain, Option<&Error>),
+) -> Result<Found> {
+    let mut search = |chain: Chain, why: Option<&Error>| -> Result<Found> {
+        opened(&chain, why);
+        let at = match as_of {
+            Some(s) => chain.as_of(s)?,
+            None => chain.last(),
+        };
+        let (cat, rec) = find(&chain, at, user, mailbox, key)?;
+        Ok(Found {
+            chain,
+            at,
+            cat,
+            rec,
+            reopened: None,
+        })
+    };
+    match Chain::open_lazily(paths, false).and_then(|c| search(c, None)) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let mut found = search(Chain::open(paths, false)?, Some(&e))?;
+            found.reopened = Some(e.to_string());
+            Ok(found)
+        }
+        r => r,
+    }
+}
+
 /// Write one message's bytes to `out`, checking its SHA-256.
 ///
 /// # Errors
@@ -333,7 +394,12 @@ pub fn cat(
     rec: &MessageRecord,
     out: &mut dyn Write,
 ) -> Result<()> {
-    chain.copy_record(&mut Vec::new(), at, cat, rec, out)?;
+    let mut cursors = chain
+        .archives
+        .iter()
+        .map(|_| FrameCursor::for_point_reads())
+        .collect();
+    chain.copy_record(&mut cursors, at, cat, rec, out)?;
     Ok(())
 }
 

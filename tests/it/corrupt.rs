@@ -220,27 +220,9 @@ pub(crate) fn one_mailbox_archive(
         &maildump::model::Name,
     ) -> Vec<maildump::format::index::MessageRecord>,
 ) {
-    use maildump::format::index::{Manifest, Source};
     use maildump::format::writer::{ArchiveWriter, WriterOptions};
     use maildump::model::*;
-    let manifest = Manifest {
-        format: "maildump".into(),
-        format_major: 1,
-        format_minor: minor,
-        writer: "test".into(),
-        created: "2026-01-01T00:00:00Z".into(),
-        archive_id: "x".into(),
-        parent: None,
-        bases: vec![],
-        since: None,
-        replaces: vec![],
-        source: Source {
-            store: store.into(),
-            location: format!("{store}:~/M"),
-            home: None,
-            host: None,
-        },
-    };
+    let manifest = crate::util::test_manifest(store, minor, "x");
     let file = fs::File::create(path).unwrap();
     let mut w = ArchiveWriter::new(file, manifest, &WriterOptions::default()).unwrap();
     let (u, mb) = (Name::from(user), Name::from(mailbox));

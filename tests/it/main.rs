@@ -26,6 +26,7 @@ mod leftovers;
 mod live_backup;
 mod live_restore;
 mod planted;
+mod pointread;
 mod savedate;
 mod selfcheck;
 mod skips;

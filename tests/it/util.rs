@@ -445,3 +445,27 @@ pub fn run_selftest(name: &str, env: &[(&str, &OsStr)], checks: &[&str]) {
         );
     }
 }
+
+/// The manifest of an archive written through the library's writer by a test: format 1.`minor`,
+/// made by `test` on 2026-01-01, with id `id`, of a `store` store (location `<store>:~/M`).
+pub fn test_manifest(store: &str, minor: u16, id: &str) -> maildump::format::index::Manifest {
+    use maildump::format::index::{Manifest, Source};
+    Manifest {
+        format: "maildump".into(),
+        format_major: 1,
+        format_minor: minor,
+        writer: "test".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        archive_id: id.into(),
+        parent: None,
+        bases: vec![],
+        since: None,
+        replaces: vec![],
+        source: Source {
+            store: store.into(),
+            location: format!("{store}:~/M"),
+            home: None,
+            host: None,
+        },
+    }
+}
