@@ -24,6 +24,7 @@ mod invariants;
 mod leftovers;
 mod live_backup;
 mod live_restore;
+mod parts;
 mod planted;
 mod savedate;
 mod selfcheck;
