@@ -96,6 +96,8 @@ pub struct ArchiveWriter<W: Write> {
     /// Messages read whole and stored in parts, by the SHA-256 of the whole message: a
     /// second copy gets the same record without being split again.
     split_seen: HashMap<[u8; 32], MessageRecord>,
+    /// Messages read whole and stored in parts.
+    split_count: u64,
 }
 
 /// A message body: read once or twice (large bodies are hashed, then copied).
@@ -287,6 +289,7 @@ impl<W: Write> ArchiveWriter<W> {
             cur_raw: false,
             split_min: opts.split_min,
             split_seen: HashMap::new(),
+            split_count: 0,
         };
         let mut payload = [0u8; HEADER_PAYLOAD_LEN];
         payload[..8].copy_from_slice(HEADER_MAGIC);
@@ -489,6 +492,7 @@ impl<W: Write> ArchiveWriter<W> {
         }
         if let Some(prev) = seen {
             // The same bytes, read whole and stored in parts before: the same record.
+            self.split_count += 1;
             if prev.is_external() {
                 self.stats.referenced += 1;
             }
@@ -516,6 +520,7 @@ impl<W: Write> ArchiveWriter<W> {
                 None => &self.scratch[..],
             };
             if let Some(split) = self.split_message(bytes) {
+                self.split_count += 1;
                 if in_frame.is_some() {
                     self.cur.truncate(start);
                 }
@@ -1028,6 +1033,13 @@ impl<W: Write> ArchiveWriter<W> {
         self.add_json_member(&path, &json)?;
         self.users.push(rec.user);
         Ok(())
+    }
+
+    /// Messages read whole ([`Self::add_message`]) and stored in parts so far, their
+    /// base64 attachments taken out (not counted in [`ArchiveStats`], which the archive
+    /// records).
+    pub fn split_messages(&self) -> u64 {
+        self.split_count
     }
 
     /// Counts so far.

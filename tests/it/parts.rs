@@ -204,7 +204,11 @@ fn maildir_attachments_stored_once() {
     let dc = Dovecot::new(&ws.join("src"), "");
     let want = build(&dc);
     let full = ws.join("full.mdump");
-    backup(&dc, &full, None);
+    let err = backup(&dc, &full, None);
+    assert!(
+        err.contains("2 messages with their attachments stored apart, 2 attachments stored"),
+        "{err}"
+    );
 
     let m = members(&full);
     let (rnd, csv) = (
@@ -290,7 +294,11 @@ fn maildir_attachments_stored_once() {
     assert!(dc.save("alice", "Work", &again).status.success());
     let again = dc.fetch_text("alice", "Work", 1);
     let inc = ws.join("inc.mdump");
-    backup(&dc, &inc, Some(&full));
+    let err = backup(&dc, &inc, Some(&full));
+    assert!(
+        err.contains("1 messages with their attachments stored apart, 0 attachments stored"),
+        "{err}"
+    );
     let m = members(&inc);
     assert_eq!(count(&m, "blobs/"), 0, "no blob stored again: {m:?}");
     assert_eq!(count(&m, "parts/"), 1, "{m:?}");
@@ -338,5 +346,28 @@ fn format_1_1_stores_attachments_whole() {
     assert_eq!(count(&m, "blobs/") + count(&m, "parts/"), 0, "{m:?}");
     for ((u, mb, uid), bytes) in &want {
         assert!(cat(&[&a], u, mb, *uid) == *bytes, "{u} {mb} {uid}");
+    }
+}
+
+/// sdbox and mdbox stores without an attachment directory hold messages whole, like
+/// Maildir: their attachments are stored once too, and `cat` gives Dovecot's bytes.
+#[test]
+fn dbox_without_attachment_dir_stores_attachments_once() {
+    for loc in ["sdbox:~/sdbox", "mdbox:~/mdbox"] {
+        let ws = Workspace::new();
+        let dc = Dovecot::new(&ws.join("src"), loc);
+        let want = build(&dc);
+        let a = ws.join("a.mdump");
+        let err = backup(&dc, &a, None);
+        assert!(
+            err.contains("2 messages with their attachments stored apart, 2 attachments stored"),
+            "[{loc}] {err}"
+        );
+        let m = members(&a);
+        assert_eq!(count(&m, "blobs/"), 2, "[{loc}] {m:?}");
+        run_ok(maildump().arg("verify").arg(&a));
+        for ((u, mb, uid), bytes) in &want {
+            assert!(cat(&[&a], u, mb, *uid) == *bytes, "[{loc}] {u} {mb} {uid}");
+        }
     }
 }

@@ -86,6 +86,12 @@ pub struct BackupStats {
     pub bytes: u64,
     /// Distinct bodies stored.
     pub bodies: u64,
+    /// Messages read whole and stored in parts, their base64 attachments taken out
+    /// (spec 7.5 "When"); the others with attachments did not re-encode exactly or were
+    /// too small, and are stored whole.
+    pub split: u64,
+    /// Attachments (blobs) stored in this archive, each once.
+    pub blobs: u64,
     /// Messages recorded without reading their file (known from a base archive, or unchanged
     /// since `--since`).
     pub unread: u64,
@@ -374,6 +380,8 @@ pub fn backup<W: Write>(
     }
     let ws = w.stats();
     stats.bodies = ws.bodies;
+    stats.split = w.split_messages();
+    stats.blobs = ws.blobs;
     stats.referenced = ws.referenced;
     stats.deleted = ws.deleted;
     w.finish()?;
