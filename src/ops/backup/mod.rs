@@ -113,6 +113,18 @@ pub struct BackupStats {
     pub gone_users: Vec<String>,
 }
 
+impl BackupStats {
+    /// The writer's counts of what this archive stores.
+    fn take_counts<W: Write>(&mut self, w: &ArchiveWriter<W>) {
+        let ws = w.stats();
+        self.bodies = ws.bodies;
+        self.split = w.split_messages();
+        self.blobs = ws.blobs;
+        self.referenced = ws.referenced;
+        self.deleted = ws.deleted;
+    }
+}
+
 /// Keeps a copy of the header block (up to the first empty line, at most [`SNIFF`] bytes) of
 /// the bytes read through it, for `From`/`Subject`/`Message-ID`; the body is not copied.
 struct Sniffer<'a> {
@@ -378,12 +390,7 @@ pub fn backup<W: Write>(
             stats.gone_users.push(name.to_string());
         }
     }
-    let ws = w.stats();
-    stats.bodies = ws.bodies;
-    stats.split = w.split_messages();
-    stats.blobs = ws.blobs;
-    stats.referenced = ws.referenced;
-    stats.deleted = ws.deleted;
+    stats.take_counts(&w);
     w.finish()?;
     progress.event(&Event::Done {
         archive_id: Some(archive_id),
