@@ -299,7 +299,14 @@ fn leaf(msg: &[u8], s: usize, e: usize, min: usize) -> Option<Found> {
         return None;
     }
     let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-    let mut decoded = Vec::with_capacity(text.len() / 4 * 3);
+    // The characters without line ends: full lines, then a last one of 1..=line.
+    let full = (text.len() - 1) / (line + eol.len());
+    let chars = full * line + (text.len() - full * (line + eol.len()));
+    // Zeroed by the allocator (fresh pages for large blobs), not by a fill: decoding into
+    // a growing Vec would write every byte twice. 3 bytes of slack for the last group's
+    // estimate; cut to the decoded length at the end.
+    let mut decoded = vec![0u8; chars / 4 * 3 + 3];
+    let mut got = 0;
     let mut gather: Vec<u8> = Vec::with_capacity(CHUNK + line);
     let mut at = 0;
     loop {
@@ -316,7 +323,9 @@ fn leaf(msg: &[u8], s: usize, e: usize, min: usize) -> Option<Found> {
             if !last && gather.last() == Some(&b'=') {
                 return None;
             }
-            STANDARD.decode_vec(&gather, &mut decoded).ok()?;
+            got += STANDARD
+                .decode_slice(&gather, decoded.get_mut(got..)?)
+                .ok()?;
             gather.clear();
         }
         if last {
@@ -324,6 +333,7 @@ fn leaf(msg: &[u8], s: usize, e: usize, min: usize) -> Option<Found> {
         }
         at += line + eol.len();
     }
+    decoded.truncate(got);
     Some(Found {
         start: s,
         end,

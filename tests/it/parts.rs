@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::dovecot::{Dovecot, ToCrlf, attachment_message, message, pseudo_random_bytes};
@@ -57,7 +57,7 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
 /// The store: alice's INBOX has a message with both attachments (LF) and a plain one;
 /// bob's INBOX has the random attachment again (CRLF) and the quirky message; alice's
 /// Work is created for the incremental.
-fn build(dc: &Dovecot) -> BTreeMap<(&'static str, &'static str, u32), Vec<u8>> {
+fn build(dc: &Dovecot) -> Want {
     let (rnd, csv) = (random_attachment(), csv_attachment());
     let mut want = BTreeMap::new();
     let msgs: Vec<(&str, &str, Vec<u8>)> = vec![
@@ -193,6 +193,24 @@ fn data_frames(b: &[u8]) -> Vec<FrameInfo> {
     out
 }
 
+/// The messages of [`build`].
+type Want = BTreeMap<(&'static str, &'static str, u32), Vec<u8>>;
+
+/// A store at `loc` built by [`build`] and its full backup (whose summary counts two
+/// messages split and two attachments stored).
+fn store_and_full(loc: &str) -> (Workspace, Dovecot, Want, PathBuf) {
+    let ws = Workspace::new();
+    let dc = Dovecot::new(&ws.join("src"), loc);
+    let want = build(&dc);
+    let full = ws.join("full.mdump");
+    let err = backup(&dc, &full, None);
+    assert!(
+        err.contains("2 messages with their attachments stored apart, 2 attachments stored"),
+        "[{loc}] {err}"
+    );
+    (ws, dc, want, full)
+}
+
 /// Attachments in two users' Maildirs are stored once (decoded: one blob each, the random
 /// one in frames of raw blocks); the archive passes `verify`, `zstd -t` and `tar t`;
 /// `cat` gives Dovecot's bytes; restores into Maildir, sdbox and mdbox, with and without
@@ -200,15 +218,7 @@ fn data_frames(b: &[u8]) -> Vec<FrameInfo> {
 /// again stores no blob; a merge of the chain keeps one.
 #[test]
 fn maildir_attachments_stored_once() {
-    let ws = Workspace::new();
-    let dc = Dovecot::new(&ws.join("src"), "");
-    let want = build(&dc);
-    let full = ws.join("full.mdump");
-    let err = backup(&dc, &full, None);
-    assert!(
-        err.contains("2 messages with their attachments stored apart, 2 attachments stored"),
-        "{err}"
-    );
+    let (ws, dc, want, full) = store_and_full("maildir:~/Maildir");
 
     let m = members(&full);
     let (rnd, csv) = (
@@ -257,6 +267,22 @@ fn maildir_attachments_stored_once() {
             cat(&[&full], u, mb, *uid) == *bytes,
             "cat {u} {mb} {uid}: not Dovecot's bytes"
         );
+    }
+
+    // Export as .eml files: byte-exact too.
+    for u in USERS {
+        let dir = ws.join(format!("eml-{u}"));
+        run_ok(
+            maildump()
+                .arg("export")
+                .arg(&full)
+                .args(["--user", u, "--format", "eml", "--quiet", "-o"])
+                .arg(&dir),
+        );
+        for ((_, mb, uid), bytes) in want.iter().filter(|((w, _, _), _)| *w == u) {
+            let got = fs::read(dir.join(mb).join(format!("{uid}.eml"))).unwrap();
+            assert!(got == *bytes, "export {u} {mb} {uid}");
+        }
     }
 
     let targets: [(&str, &[&str]); 5] = [
@@ -354,15 +380,7 @@ fn format_1_1_stores_attachments_whole() {
 #[test]
 fn dbox_without_attachment_dir_stores_attachments_once() {
     for loc in ["sdbox:~/sdbox", "mdbox:~/mdbox"] {
-        let ws = Workspace::new();
-        let dc = Dovecot::new(&ws.join("src"), loc);
-        let want = build(&dc);
-        let a = ws.join("a.mdump");
-        let err = backup(&dc, &a, None);
-        assert!(
-            err.contains("2 messages with their attachments stored apart, 2 attachments stored"),
-            "[{loc}] {err}"
-        );
+        let (_ws, _dc, want, a) = store_and_full(loc);
         let m = members(&a);
         assert_eq!(count(&m, "blobs/"), 2, "[{loc}] {m:?}");
         run_ok(maildump().arg("verify").arg(&a));
