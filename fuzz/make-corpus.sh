@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "${tmp:?}"' EXIT
 
 for t in archive_index archive_scan archive_json tar_header dovecot_index dbox_file uidlist \
-    keywords subscriptions attributes mail_location headers mailbox_pattern mutf7; do
+    keywords subscriptions attributes mail_location headers mailbox_pattern mutf7 mime_split; do
     rm -rf "${out:?}/$t"
     mkdir -p "$out/$t"
 done
@@ -111,6 +111,35 @@ find "$store" -path '*/cur/*' -type f | sort | head -3 | while read -r f; do
 done
 printf 'Subject: =?UTF-8?B?w5xuw68=?= =?ISO-8859-1?Q?caf=E9?=\nFrom: =?utf-8?q?A_B?= <a@b>\n\n' |
     seed headers rfc2047
+
+# mime_split: messages with small base64 attachments (LF, CRLF, nested, rfc822), and the
+# fixture's plain ones.
+python3 - "$out/mime_split" <<'PY'
+import base64, sys
+out = sys.argv[1]
+def b64(data, n=76, eol=b'\n'):
+    t = base64.b64encode(data)
+    return eol.join(t[i:i + n] for i in range(0, len(t), n))
+att = bytes(range(256)) * 2
+def mixed(eol, parts):
+    m = (b'Subject: x\nContent-Type: multipart/mixed; boundary="b1"\n\npre\n--b1\n'
+         b'Content-Type: text/plain\n\nhi\n')
+    for p in parts:
+        m += b'--b1\nContent-Transfer-Encoding: base64\n\n' + p + b'\n'
+    return (m + b'--b1--\n').replace(b'\n', eol)
+open(out + '/lf', 'wb').write(mixed(b'\n', [b64(att), b64(att[:100], 64)]))
+open(out + '/crlf', 'wb').write(mixed(b'\r\n', [b64(att)]))
+inner = (b'Content-Type: multipart/alternative; boundary=in\n\n--in\nContent-Type: image/png\n'
+         b'Content-Transfer-Encoding: base64\n\n' + b64(att, 72) + b'\n--in--\n')
+open(out + '/nested', 'wb').write(
+    b'Content-Type: multipart/mixed; boundary=out\n\n--out\n' + inner +
+    b'--out\nContent-Type: message/rfc822\n\nContent-Transfer-Encoding: base64\n\n' +
+    b64(att) + b'\n--out--\n')
+open(out + '/single', 'wb').write(b'Content-Transfer-Encoding: base64\n\n' + b64(att))
+PY
+find "$store" -path '*/cur/*' -type f | sort | head -2 | while read -r f; do
+    seed mime_split "fixture.$(basename "$f" | cut -c1-24)" < "$f"
+done
 
 # mail_location: location, home template, user (three lines).
 printf 'maildir:~/Maildir:LAYOUT=fs:UTF-8\n/srv/mail/%%d/%%n\nbob@example.org' | seed mail_location fs

@@ -41,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     ("headers", headers),
     ("mailbox_pattern", mailbox_pattern),
     ("mutf7", mutf7),
+    ("mime_split", mime_split),
 ];
 
 /// The target named `name`.
@@ -370,6 +371,17 @@ pub fn headers(data: &[u8]) {
         assert!(v.len() <= crate::format::spec::HEADER_FIELD_LIMIT);
     }
     let _ = crate::mime::headers::decode_words(data);
+}
+
+/// The base64 attachment finder (any message bytes): what it takes out must give the
+/// message back byte for byte (the writer checks too, but a split that does not is a bug
+/// here). A minimum of 4 encoded bytes lets small inputs be split.
+pub fn mime_split(data: &[u8]) {
+    if let Some(s) = crate::mime::split::split(data, 4) {
+        assert!(crate::mime::parts::matches(
+            &s.parts, &s.data, &s.blobs, data
+        ));
+    }
 }
 
 /// Mailbox patterns (`*`, `%`), restore lists and UID sets: a pattern NUL name.

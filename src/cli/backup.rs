@@ -149,6 +149,12 @@ pub fn summary(stats: &BackupStats) -> String {
     if stats.deleted > 0 {
         s.push_str(&format!("; {} deleted messages recorded", stats.deleted));
     }
+    if stats.split > 0 || stats.blobs > 0 {
+        s.push_str(&format!(
+            "; {} messages with their attachments stored apart, {} attachments stored",
+            stats.split, stats.blobs
+        ));
+    }
     s.push(')');
     if !stats.gone_users.is_empty() {
         s.push_str(&format!(

@@ -19,7 +19,8 @@ use std::thread::JoinHandle;
 
 use super::index::FrameEntry;
 
-type Job = (u64, Vec<u8>);
+/// A frame to make: sequence number, content, and whether it is made of raw blocks.
+type Job = (u64, Vec<u8>, bool);
 type Done = (u64, io::Result<Compressed>);
 
 /// A compressed frame and the CRC-32 of its bytes (computed by the worker, off the
@@ -64,14 +65,20 @@ impl Pool {
     }
 }
 
-/// Compress `data` with `comp` into a buffer from `outputs`, with its CRC-32.
+/// Compress `data` with `comp` (or, `raw`, frame it in raw blocks) into a buffer from
+/// `outputs`, with its CRC-32.
 fn compress_and_hash(
     comp: &mut FrameCompressor,
     data: &[u8],
+    raw: bool,
     outputs: &Pool,
 ) -> io::Result<Compressed> {
     let mut bytes = outputs.take().unwrap_or_default();
-    comp.compress_into(data, &mut bytes)?;
+    if raw {
+        raw_frame(data, &mut bytes);
+    } else {
+        comp.compress_into(data, &mut bytes)?;
+    }
     let crc32 = crc32fast::hash(&bytes);
     Ok(Compressed { bytes, crc32 })
 }
@@ -174,6 +181,136 @@ pub fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Largest raw block (RFC 8878 3.1.1.2.4: Block_Maximum_Size, 128 KiB).
+const RAW_BLOCK: usize = 128 << 10;
+
+/// `data` as one zstd frame of raw (stored) blocks, into `out` (replacing what it held):
+/// what compression at any level costs is skipped for bytes that do not compress. The
+/// frame follows spec 3.2 rules 1 and 3 like the compressed ones: content size (4 bytes),
+/// content checksum (XXH64), no dictionary, an 8 MiB window.
+pub fn raw_frame(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(data.len() + data.len() / RAW_BLOCK * 3 + 20);
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    // Frame_Header_Descriptor: content size in 4 bytes (flag 2), no single segment,
+    // checksum, no dictionary. Then the Window_Descriptor for 2^23 (exponent 13).
+    out.push(0b1000_0100);
+    out.push(13 << 3);
+    // FRAME_MAX (16 MiB) fits in 4 bytes; larger is never asked for.
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+    let mut chunks = data.chunks(RAW_BLOCK).peekable();
+    if data.is_empty() {
+        out.extend_from_slice(&[1, 0, 0]); // one empty last raw block
+    }
+    while let Some(c) = chunks.next() {
+        let last = u32::from(chunks.peek().is_none());
+        // Block_Header: Last_Block (bit 0), Block_Type 0 = raw (bits 1-2), Block_Size.
+        let header = last | ((c.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(c);
+    }
+    let sum = xxh64(data, 0) as u32; // the checksum is the low 4 bytes
+    out.extend_from_slice(&sum.to_le_bytes());
+}
+
+/// XXH64 (the hash zstd frames checksum their content with, RFC 8878 3.1.1).
+pub fn xxh64(data: &[u8], seed: u64) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+    const P5: u64 = 0x27D4_EB2F_1656_67C5;
+    fn round(acc: u64, lane: u64) -> u64 {
+        acc.wrapping_add(lane.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
+    }
+    fn merge(acc: u64, v: u64) -> u64 {
+        (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
+    }
+    let lane = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let mut stripes = data.chunks_exact(32);
+    let mut h = if data.len() >= 32 {
+        let mut v = [
+            seed.wrapping_add(P1).wrapping_add(P2),
+            seed.wrapping_add(P2),
+            seed,
+            seed.wrapping_sub(P1),
+        ];
+        for s in &mut stripes {
+            for (i, acc) in v.iter_mut().enumerate() {
+                *acc = round(*acc, lane(&s[i * 8..i * 8 + 8]));
+            }
+        }
+        let mut h = v[0]
+            .rotate_left(1)
+            .wrapping_add(v[1].rotate_left(7))
+            .wrapping_add(v[2].rotate_left(12))
+            .wrapping_add(v[3].rotate_left(18));
+        for x in v {
+            h = merge(h, x);
+        }
+        h
+    } else {
+        seed.wrapping_add(P5)
+    };
+    h = h.wrapping_add(data.len() as u64);
+    let mut rest = stripes.remainder();
+    while rest.len() >= 8 {
+        h ^= round(0, lane(&rest[..8]));
+        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        rest = &rest[8..];
+    }
+    if rest.len() >= 4 {
+        let w = u32::from_le_bytes(rest[..4].try_into().unwrap_or([0; 4]));
+        h ^= u64::from(w).wrapping_mul(P1);
+        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        rest = &rest[4..];
+    }
+    for &b in rest {
+        h ^= u64::from(b).wrapping_mul(P5);
+        h = h.rotate_left(11).wrapping_mul(P1);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^ (h >> 32)
+}
+
+/// Blobs smaller than this are compressed with their neighbours: a frame of their own
+/// would cost more (the frame closed before them compresses worse) than skipping the
+/// compression of a few KiB saves.
+pub const RAW_MIN: usize = 64 << 10;
+
+/// Bytes of each sample the probe of [`incompressible`] compresses.
+const PROBE: usize = 8 << 10;
+
+/// Whether `data` (a blob of at least [`RAW_MIN`] bytes) is already compressed (JPEG, PNG,
+/// ZIP and Office files, gzip, most PDF, ...), judged by its content, never by a name: four
+/// samples of 8 KiB (start, a third, two thirds, end) compressed at level 1 must save less
+/// than 3%. Format magic alone would misjudge (a PDF or TIFF may be text or compressed, a
+/// ZIP may store its members); the probe costs about 0.1 ms per blob.
+pub fn incompressible(data: &[u8]) -> bool {
+    if data.len() < RAW_MIN {
+        return false;
+    }
+    let Ok(mut c) = zstd::bulk::Compressor::new(1) else {
+        return false;
+    };
+    let step = (data.len() - PROBE) / 3;
+    let (mut inp, mut outp) = (0usize, 0usize);
+    for i in 0..4 {
+        let s = &data[i * step..i * step + PROBE];
+        match c.compress(s) {
+            Ok(z) => outp += z.len(),
+            Err(_) => return false,
+        }
+        inp += s.len();
+    }
+    outp * 100 >= inp * 97
+}
+
 /// Frame and output buffers that held up to this many bytes are reused.
 const KEEP: usize = super::spec::FRAME_TARGET + (1 << 20);
 
@@ -232,11 +369,12 @@ impl FramePipeline {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
-                        let Ok((seq, data)) = job else { return };
+                        let Ok((seq, data, raw)) = job else { return };
                         let out = match &mut comp {
-                            Some(c) => compress_and_hash(c, &data, &outputs),
-                            None => FrameCompressor::new(level)
-                                .and_then(|c| compress_and_hash(comp.insert(c), &data, &outputs)),
+                            Some(c) => compress_and_hash(c, &data, raw, &outputs),
+                            None => FrameCompressor::new(level).and_then(|c| {
+                                compress_and_hash(comp.insert(c), &data, raw, &outputs)
+                            }),
                         };
                         inputs.give(data);
                         if dtx.send((seq, out)).is_err() {
@@ -259,7 +397,8 @@ impl FramePipeline {
             .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
-    /// Queue one decompressed frame; writes whatever frames are ready, in order.
+    /// Queue one decompressed frame (`raw`: to be framed in raw blocks, not compressed);
+    /// writes whatever frames are ready, in order.
     ///
     /// # Errors
     /// Compression or write errors.
@@ -267,6 +406,7 @@ impl FramePipeline {
         &mut self,
         data: Vec<u8>,
         first: Option<u64>,
+        raw: bool,
         out: &mut CountingWriter<W>,
     ) -> io::Result<()> {
         let seq = self.submitted;
@@ -278,14 +418,17 @@ impl FramePipeline {
                     Some(c) => c,
                     None => self.local.insert(FrameCompressor::new(self.level)?),
                 };
-                let c = compress_and_hash(comp, &data, &self.outputs)?;
+                let c = compress_and_hash(comp, &data, raw, &self.outputs)?;
                 self.inputs.give(data);
                 self.pending.insert(seq, c);
             }
             Some(_) => {
                 // Collect finished frames first so workers never block on a full result queue.
                 self.collect(out, self.max_in_flight)?;
-                let sent = self.jobs.as_ref().map(|tx| tx.send((seq, data)).is_ok());
+                let sent = self
+                    .jobs
+                    .as_ref()
+                    .map(|tx| tx.send((seq, data, raw)).is_ok());
                 if sent != Some(true) {
                     return Err(io::Error::other("compression worker stopped"));
                 }
@@ -354,5 +497,67 @@ impl FramePipeline {
             let _ = w.join(); // A panicked worker already surfaced as a missing frame above.
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xxh64_reference_values() {
+        // From the xxHash reference implementation.
+        assert_eq!(xxh64(b"", 0), 0xEF46_DB37_51D8_E999);
+        assert_eq!(xxh64(b"a", 0), 0xD24E_C4F1_A98C_6E5B);
+        assert_eq!(xxh64(b"abc", 0), 0x44BC_2CF5_AD77_0999);
+    }
+
+    /// Raw frames decode with zstd (which checks the content checksum) to their content,
+    /// and are made of raw blocks only: content plus 3 bytes per 128 KiB block and 14 of
+    /// header and checksum.
+    #[test]
+    fn raw_frames_decode() {
+        let mut x = 7u64;
+        for n in [
+            1usize,
+            31,
+            32,
+            33,
+            512,
+            RAW_BLOCK,
+            RAW_BLOCK + 1,
+            3 * RAW_BLOCK + 512,
+        ] {
+            let data: Vec<u8> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 33) as u8
+                })
+                .collect();
+            let mut f = Vec::new();
+            raw_frame(&data, &mut f);
+            assert_eq!(f.len(), n + n.div_ceil(RAW_BLOCK) * 3 + 14, "n {n}");
+            let back = zstd::bulk::decompress(&f, n).unwrap();
+            assert_eq!(back, data, "n {n}");
+            // A flipped content byte fails the checksum.
+            let mut bad = f.clone();
+            bad[13] ^= 1;
+            assert!(zstd::bulk::decompress(&bad, n).is_err(), "n {n}");
+        }
+    }
+
+    #[test]
+    fn probe_tells_random_from_text() {
+        let mut x = 3u64;
+        let random: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (x >> 33) as u8
+            })
+            .collect();
+        assert!(incompressible(&random));
+        let text = b"Dear all, the quarterly figures are attached.\n".repeat(5000);
+        assert!(!incompressible(&text));
+        assert!(!incompressible(&random[..RAW_MIN - 1]), "small blobs stay");
     }
 }

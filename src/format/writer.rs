@@ -36,6 +36,11 @@ pub struct WriterOptions {
     /// Close a data frame at the first member boundary past this many bytes
     /// (default [`FRAME_TARGET`]; small values make small frames, for tests).
     pub frame_target: usize,
+    /// In a 1.2 or later archive, store a message read whole in parts when it has base64
+    /// attachments of at least this many encoded bytes that re-encode exactly (spec 7.5
+    /// "When"); 0 stores every such message whole. Default
+    /// [`crate::mime::split::SPLIT_MIN`].
+    pub split_min: usize,
 }
 
 impl Default for WriterOptions {
@@ -46,6 +51,7 @@ impl Default for WriterOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             frame_target: FRAME_TARGET,
+            split_min: crate::mime::split::SPLIT_MIN,
         }
     }
 }
@@ -84,6 +90,14 @@ pub struct ArchiveWriter<W: Write> {
     scratch: Vec<u8>,
     frames_submitted: usize,
     frame_target: usize,
+    /// The frame being filled holds an incompressible blob: it is written with raw blocks.
+    cur_raw: bool,
+    split_min: usize,
+    /// Messages read whole and stored in parts, by the SHA-256 of the whole message: a
+    /// second copy gets the same record without being split again.
+    split_seen: HashMap<[u8; 32], MessageRecord>,
+    /// Messages read whole and stored in parts.
+    split_count: u64,
 }
 
 /// A message body: read once or twice (large bodies are hashed, then copied).
@@ -272,6 +286,10 @@ impl<W: Write> ArchiveWriter<W> {
             scratch: Vec::new(),
             frames_submitted: 0,
             frame_target: opts.frame_target.clamp(TAR_BLOCK, FRAME_MAX),
+            cur_raw: false,
+            split_min: opts.split_min,
+            split_seen: HashMap::new(),
+            split_count: 0,
         };
         let mut payload = [0u8; HEADER_PAYLOAD_LEN];
         payload[..8].copy_from_slice(HEADER_MAGIC);
@@ -317,7 +335,7 @@ impl<W: Write> ArchiveWriter<W> {
         let first = self.cur_first.take();
         self.frames_submitted += 1;
         self.pipeline
-            .submit(data, first, &mut self.out)
+            .submit(data, first, self.cur_raw, &mut self.out)
             .at(UNNAMED_ARCHIVE)
     }
 
@@ -377,7 +395,7 @@ impl<W: Write> ArchiveWriter<W> {
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
         let member = message_member(user, mailbox, meta.uid);
-        self.add_message_as(member, meta, body, size_hint, source_name)
+        self.add_message_as(member, meta, body, size_hint, source_name, true)
     }
 
     // One pass over a message body (hash, deduplicate, frame, compress, record) in the
@@ -390,6 +408,7 @@ impl<W: Write> ArchiveWriter<W> {
         body: &mut dyn ReadSeek,
         size_hint: u64,
         source_name: &std::path::Path,
+        may_split: bool,
     ) -> Result<MessageRecord> {
         let (mode, uid, gid) = meta
             .owner
@@ -467,8 +486,21 @@ impl<W: Write> ArchiveWriter<W> {
 
         let known = self.stored.get(&digest).cloned();
         let in_chain = self.chain.get(&digest).cloned();
-        if in_frame.is_some() && (known.is_some() || in_chain.is_some()) {
+        let seen = self.split_seen.get(&digest).cloned();
+        if in_frame.is_some() && (known.is_some() || in_chain.is_some() || seen.is_some()) {
             self.cur.truncate(start);
+        }
+        if let Some(prev) = seen {
+            // The same bytes, read whole and stored in parts before: the same record.
+            self.split_count += 1;
+            if prev.is_external() {
+                self.stats.referenced += 1;
+            }
+            meta.content = prev.message.content.clone();
+            return Ok(MessageRecord {
+                message: meta,
+                ..prev
+            });
         }
         if let Some((target, loc)) = known {
             return self.add_link(member, target, Some(loc), meta);
@@ -481,6 +513,22 @@ impl<W: Write> ArchiveWriter<W> {
         }
         if size > MESSAGE_LIMIT {
             return Err(Error::store(source_name, "message larger than 8 GiB"));
+        }
+        if may_split && !large {
+            let bytes = match in_frame {
+                Some(at) => &self.cur[at..],
+                None => &self.scratch[..],
+            };
+            if let Some(split) = self.split_message(bytes) {
+                self.split_count += 1;
+                if in_frame.is_some() {
+                    self.cur.truncate(start);
+                }
+                let rec =
+                    self.put_parts(meta, &split.data, split.parts, &split.blobs, source_name)?;
+                self.split_seen.insert(digest, rec.clone());
+                return Ok(rec);
+            }
         }
         h.size = size;
         hb.clear();
@@ -562,7 +610,38 @@ impl<W: Write> ArchiveWriter<W> {
                 ),
             ));
         }
-        let mut parts = parts;
+        meta.content = Content {
+            sha256: full_sha,
+            size,
+            ..Content::default()
+        };
+        self.stats.messages += 1;
+        self.stats.message_bytes += size;
+        self.put_parts(meta, data, parts, blobs, source_name)
+    }
+
+    /// The parts of a message read whole (`bytes`) when it has base64 attachments worth
+    /// storing apart and this archive may hold messages in parts (1.2); checked to give
+    /// `bytes` back exactly (spec 7.5 "Checks before writing": `bytes` is what was hashed
+    /// for the record, so equal bytes have its length and SHA-256).
+    fn split_message(&self, bytes: &[u8]) -> Option<crate::mime::split::Split> {
+        if self.split_min == 0 || self.manifest.format_minor < FORMAT_MINOR_ATTACHMENTS {
+            return None;
+        }
+        let split = crate::mime::split::split(bytes, self.split_min)?;
+        crate::mime::parts::matches(&split.parts, &split.data, &split.blobs, bytes).then_some(split)
+    }
+
+    /// Store the blobs and the data member of a message whose `meta.content` names the
+    /// whole message (already counted), and return its record (spec 7.5 "Members").
+    fn put_parts(
+        &mut self,
+        mut meta: MessageMeta,
+        data: &[u8],
+        mut parts: Vec<crate::model::Part>,
+        blobs: &[Vec<u8>],
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
         let mut blob_bytes = blobs.iter();
         for p in &mut parts {
             let Some(sha) = &mut p.blob else { continue };
@@ -581,7 +660,11 @@ impl<W: Write> ArchiveWriter<W> {
                 continue;
             }
             let path = format!("{BLOBS_DIR}/{sha}");
-            let loc = self.add_data_member(&path, b, 0o600)?;
+            let loc = if super::frame::incompressible(b) {
+                self.add_raw_member(&path, b)?
+            } else {
+                self.add_data_member(&path, b, 0o600)?
+            };
             self.blob_stored.insert(digest);
             self.blobs.push(BlobEntry {
                 sha256: sha.clone(),
@@ -593,17 +676,11 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let digest: [u8; 32] = Sha256::digest(data).into();
         let data_sha = hex::encode(digest);
-        meta.content = Content {
-            sha256: full_sha,
-            size,
-            data: Some(crate::model::DataRef {
-                sha256: data_sha.clone(),
-                size: data.len() as u64,
-            }),
-            parts,
-        };
-        self.stats.messages += 1;
-        self.stats.message_bytes += size;
+        meta.content.data = Some(crate::model::DataRef {
+            sha256: data_sha.clone(),
+            size: data.len() as u64,
+        });
+        meta.content.parts = parts;
         let member = format!("{PARTS_DIR}/{data_sha}");
         // Only a `parts/` member is reused, so that the member of a record in parts can
         // always be derived from its data hash (spec 5.5, 6.5).
@@ -627,6 +704,19 @@ impl<W: Write> ArchiveWriter<W> {
             loc: Some(loc),
             ..MessageRecord::bare_at(member, meta)
         })
+    }
+
+    /// Write a blob member whose bytes do not compress in frames of its own, made of raw
+    /// blocks (spec 3.2 "Where frames are closed"): the frame being filled is closed before
+    /// it and the member's last frame after it.
+    fn add_raw_member(&mut self, path: &str, data: &[u8]) -> Result<Location> {
+        self.flush_frame()?;
+        self.cur_raw = true;
+        let loc = self.add_data_member(path, data, 0o600);
+        let flushed = self.flush_frame();
+        self.cur_raw = false;
+        flushed?;
+        loc
     }
 
     /// Write a regular member holding `data` (a blob, a data member, a JSON document) with
@@ -769,7 +859,8 @@ impl<W: Write> ArchiveWriter<W> {
         let member = deleted_member(user, mailbox, uidvalidity, meta.uid);
         let before = self.stats;
         let saved = std::mem::take(&mut self.chain);
-        let rec = self.add_message_as(member, meta, body, size, source_name);
+        // Kept deleted records are always stored whole (spec 7.5 "Merge").
+        let rec = self.add_message_as(member, meta, body, size, source_name, false);
         self.chain = saved;
         let rec = rec?;
         self.stats.messages = before.messages;
@@ -942,6 +1033,13 @@ impl<W: Write> ArchiveWriter<W> {
         self.add_json_member(&path, &json)?;
         self.users.push(rec.user);
         Ok(())
+    }
+
+    /// Messages read whole ([`Self::add_message`]) and stored in parts so far, their
+    /// base64 attachments taken out (not counted in [`ArchiveStats`], which the archive
+    /// records).
+    pub fn split_messages(&self) -> u64 {
+        self.split_count
     }
 
     /// Counts so far.

@@ -25,20 +25,62 @@ pub fn encode(part: &Part, blob: &[u8]) -> Result<Vec<u8>, String> {
 /// # Errors
 /// A zero line length.
 pub fn base64_lines(data: &[u8], line: Option<u32>, crlf: bool) -> Result<Vec<u8>, String> {
-    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(data.len() / 3 * 4 + data.len() / 32 + 8);
+    base64_lines_each(data, line, crlf, &mut |b| out.extend_from_slice(b))?;
+    Ok(out)
+}
+
+/// Lines of base64 encoded per call of [`base64_lines_each`]'s callback (about 48 KiB of
+/// text at 76 characters per line).
+const LINES_PER_CHUNK: usize = 640;
+
+/// [`base64_lines`] without holding the text: hands it to `f` in pieces of whole lines
+/// (tens of KiB), so that checking or hashing an encoded attachment costs no allocation of
+/// its size.
+///
+/// # Errors
+/// A zero line length.
+pub fn base64_lines_each(
+    data: &[u8],
+    line: Option<u32>,
+    crlf: bool,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<(), String> {
+    use base64::engine::general_purpose::STANDARD;
     let n = line.map_or(usize::MAX, |l| l as usize);
     if n == 0 {
         return Err("base64 line length 0".into());
     }
     let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-    let mut out = Vec::with_capacity(text.len() + text.len() / n.min(text.len().max(1)) * 2);
-    for (i, chunk) in text.as_bytes().chunks(n).enumerate() {
-        if i > 0 {
-            out.extend_from_slice(eol);
+    if !n.is_multiple_of(4) || n == usize::MAX {
+        // Lines do not fall on 4-character groups (or there is one line): encode at once.
+        let text = STANDARD.encode(data);
+        for (i, chunk) in text.as_bytes().chunks(n).enumerate() {
+            if i > 0 {
+                f(eol);
+            }
+            f(chunk);
         }
-        out.extend_from_slice(chunk);
+        return Ok(());
     }
-    Ok(out)
+    // Each line of `n` characters is `n / 4 * 3` input bytes: encode whole lines at a time.
+    let per_line = n / 4 * 3;
+    let mut text = vec![0u8; LINES_PER_CHUNK * n];
+    let mut out = Vec::with_capacity(LINES_PER_CHUNK * (n + eol.len()));
+    for (c, chunk) in data.chunks(per_line * LINES_PER_CHUNK).enumerate() {
+        let len = STANDARD
+            .encode_slice(chunk, &mut text)
+            .map_err(|e| format!("base64: {e}"))?;
+        out.clear();
+        for (i, l) in text[..len].chunks(n).enumerate() {
+            if c > 0 || i > 0 {
+                out.extend_from_slice(eol);
+            }
+            out.extend_from_slice(l);
+        }
+        f(&out);
+    }
+    Ok(())
 }
 
 /// Put a message together from its data member and the bytes of its blobs (in the order
@@ -67,6 +109,21 @@ pub fn digest(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<(String,
         n += b.len() as u64;
     })?;
     Ok((hex::encode(h.finalize()), n))
+}
+
+/// Whether the parts put together give exactly `original` (compared piece by piece,
+/// without building the message): a writer that hashed `original` needs no second hash.
+pub fn matches(parts: &[Part], data: &[u8], blobs: &[Vec<u8>], original: &[u8]) -> bool {
+    let mut at = 0usize;
+    let mut same = true;
+    let built = each_piece(parts, data, blobs, &mut |b| {
+        if same {
+            let end = at.saturating_add(b.len());
+            same = original.get(at..end) == Some(b);
+            at = end;
+        }
+    });
+    built.is_ok() && same && at == original.len()
 }
 
 /// Hand each piece of the message to `f`, in order.
@@ -104,10 +161,13 @@ fn each_piece(
                         p.size
                     ));
                 }
-                if p.encoding.is_none() {
-                    f(b);
-                } else {
-                    f(&encode(p, b).map_err(|e| format!("part {i}: {e}"))?);
+                match p.encoding.as_deref() {
+                    None => f(b),
+                    Some("base64") => base64_lines_each(b, p.line, p.crlf, f)
+                        .map_err(|e| format!("part {i}: {e}"))?,
+                    Some(other) => {
+                        return Err(format!("part {i}: unknown part encoding {other:?}"));
+                    }
                 }
             }
             _ => return Err(format!("part {i}: neither a range nor a blob")),

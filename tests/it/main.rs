@@ -25,6 +25,7 @@ mod layers;
 mod leftovers;
 mod live_backup;
 mod live_restore;
+mod parts;
 mod planted;
 mod pointread;
 mod savedate;
