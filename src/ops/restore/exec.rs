@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::select::Selection;
+use super::parallel;
 use super::{Mode, PlannedMailbox, RestoreOptions, RestorePlan, RestoreStats};
 use super::{keep_clear, selected_messages, state_catalog};
 use crate::chain::{Chain, Resolved};
 use crate::error::{Error, Result};
 use crate::format::index::MailboxRecord;
-use crate::format::reader::{Archive, FrameCursor};
+use crate::format::reader::FrameCursor;
 use crate::model::{MailboxMeta, MessageMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
@@ -50,16 +50,23 @@ pub fn restore(
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
     }
-    let (total_messages, total_bytes) = planned_totals(&chain.archives[at], p, &opts.selection)?;
+    let (total_messages, total_bytes) = planned_totals(p);
     progress.event(&Event::Start {
         operation: "restore".into(),
         archive_id: None,
         messages: Some(total_messages),
         bytes: Some(total_bytes),
     });
-    let mut reading = Reading::default();
-    for (target, mbs) in by_user {
-        restore_user(&job, &target, &mbs, &mut reading, &mut stats, progress)?;
+    let users: Vec<(String, Vec<&PlannedMailbox>)> = by_user.into_iter().collect();
+    let units = parallel::units(job.loc, &users);
+    let jobs = parallel::jobs(opts.jobs, units.len());
+    if jobs <= 1 || dry_run {
+        let mut reading = Reading::default();
+        for (target, mbs) in &users {
+            restore_user(&job, target, mbs, &mut reading, &mut stats, progress)?;
+        }
+    } else {
+        parallel::run(&job, &users, &units, jobs, &mut stats, progress)?;
     }
     progress.event(&Event::Done {
         archive_id: None,
@@ -73,36 +80,25 @@ pub fn restore(
 }
 
 /// Messages and message bytes the plan `p` restores (its mailboxes' selected messages and
-/// deleted records).
-fn planned_totals(archive: &Archive, p: &RestorePlan, sel: &Selection) -> Result<(u64, u64)> {
-    let (mut messages, mut bytes) = (0u64, 0u64);
-    for m in &p.mailboxes {
-        if let Some(i) = m.catalog {
-            let cat = state_catalog(archive, i)?;
-            for r in selected_messages(sel, &cat) {
-                messages += 1;
-                bytes = bytes.saturating_add(r.message.content.size);
-            }
-        }
-        for r in &m.deleted {
-            messages += 1;
-            bytes = bytes.saturating_add(r.message.content.size);
-        }
-    }
-    Ok((messages, bytes))
+/// deleted records, counted when the plan was made: no catalog is read again).
+fn planned_totals(p: &RestorePlan) -> (u64, u64) {
+    p.mailboxes.iter().fold((0u64, 0u64), |(m, b), mb| {
+        (m + mb.messages, b.saturating_add(mb.bytes))
+    })
 }
 
 /// Reading the chain's bytes over the whole run: the frame cursors, and the messages and
-/// bytes copied so far (progress counts the whole run, not one mailbox).
+/// bytes copied so far (progress counts the whole run, not one mailbox; a parallel run's
+/// workers each count their own, summed by `parallel::run`).
 #[derive(Default)]
-struct Reading {
+pub(super) struct Reading {
     cursors: Vec<FrameCursor>,
     bytes: u64,
     messages: u64,
 }
 
 /// What every step of one restore reads.
-struct Job<'a> {
+pub(super) struct Job<'a> {
     chain: &'a Chain,
     at: usize,
     plan: &'a RestorePlan,
@@ -122,7 +118,7 @@ struct UserDone {
 
 /// Restore the planned mailboxes of one target user, then (unless a dry run) its
 /// subscriptions and user-level METADATA, and commit.
-fn restore_user(
+pub(super) fn restore_user(
     job: &Job<'_>,
     target: &str,
     mbs: &[&PlannedMailbox],
