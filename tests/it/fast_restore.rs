@@ -160,44 +160,33 @@ fn parallel_restores_are_identical_and_exact() {
     }
 }
 
-/// A restore killed by SIGKILL while it writes: Dovecot sees no message of the user that
-/// is not complete (here, none: the mail root was being built aside), and running the
-/// restore again completes it exactly. The restore is held on a full stderr pipe (its
-/// JSON progress, read by nobody) once it has written message files, so the kill comes
-/// mid-run whatever the machine's speed.
-#[test]
-fn sigkill_mid_restore_leaves_no_partial_message_and_a_retry_completes() {
-    let ws = Workspace::new();
-    let src = Dovecot::new(&ws.join("src"), "");
-    // ~1,200 progress events of ~100 bytes: more than a pipe holds.
-    generated_user(&src, "erin", 1200, 1500, false);
-    let want = src.snapshot("erin");
-    let archive = ws.join("a.mdump");
-    backup(&src, &archive, &[]);
-    let dst = Dovecot::new(&ws.join("dst"), "");
+/// Files below `dir`, at any depth.
+fn files_below(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_below(&e.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Start the restore of `archive` into `dst`, let it write at least 100 files below the
+/// home of `user`, and kill it (SIGKILL). The restore is held on a full stderr pipe (its
+/// JSON progress, read by nobody, is larger than a pipe holds) so it cannot finish before
+/// the kill, whatever the machine's speed.
+fn kill_mid_restore(dst: &Dovecot, archive: &Path, user: &str) {
     let mut child = dst
-        .restore_cmd(&[&archive])
+        .restore_cmd(&[archive])
         .args(["--progress", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let home = dst.home("erin");
-    let staged_files = || -> usize {
-        let Ok(rd) = fs::read_dir(&home) else {
-            return 0;
-        };
-        rd.flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".Maildir.maildump-restore-")
-            })
-            .map(|e| fs::read_dir(e.path().join("cur")).map_or(0, |d| d.count()))
-            .sum()
-    };
+    let home = dst.home(user);
+    let before = files_below(&home);
     let mut waited = 0;
-    while staged_files() < 100 {
+    while files_below(&home) < before + 100 {
         assert!(waited < 6000, "no message file was written");
         std::thread::sleep(std::time::Duration::from_millis(10));
         waited += 1;
@@ -216,21 +205,75 @@ fn sigkill_mid_restore_leaves_no_partial_message_and_a_retry_completes() {
         !err.contains("\"event\":\"done\""),
         "the restore finished before the kill"
     );
+}
+
+/// The messages of a Dovecot snapshot: (mailbox, SHA-256 of the text), sorted.
+fn message_texts(snapshot: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = snapshot
+        .lines()
+        .filter(|l| l.starts_with("msg\t"))
+        .map(|l| {
+            let mailbox = l.split('\t').nth(1).unwrap().to_string();
+            let sha = l.rsplit_once("sha256=").unwrap().1.to_string();
+            (mailbox, sha)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A restore killed by SIGKILL while it builds a new mail root: Dovecot sees no message
+/// of the user (the root was being built aside), and running the restore again completes
+/// it exactly.
+#[test]
+fn sigkill_mid_restore_leaves_no_partial_message_and_a_retry_completes() {
+    let ws = Workspace::new();
+    let src = Dovecot::new(&ws.join("src"), "");
+    // ~1,200 progress events of ~100 bytes: more than a pipe holds.
+    generated_user(&src, "erin", 1200, 1500, false);
+    let want = src.snapshot("erin");
+    let archive = ws.join("a.mdump");
+    backup(&src, &archive, &[]);
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    kill_mid_restore(&dst, &archive, "erin");
+    let home = dst.home("erin");
     assert!(
         !home.join("Maildir").exists(),
         "the mail root appeared before the restore ended"
     );
-    let seen = dst.snapshot("erin");
-    let msgs: Vec<&str> = seen.lines().filter(|l| l.starts_with("msg\t")).collect();
-    assert_eq!(
-        msgs,
-        Vec::<&str>::new(),
-        "Dovecot sees mail of a killed restore"
-    );
+    let seen = message_texts(&dst.snapshot("erin"));
+    assert_eq!(seen, Vec::new(), "Dovecot sees mail of a killed restore");
     // Dovecot made an INBOX of its own for the look above: start from no mail root again.
     fs::remove_dir_all(home.join("Maildir")).unwrap();
     run_ok(&mut dst.restore_cmd(&[&archive]));
     assert_text_eq("after the retry", &want, &dst.snapshot("erin"));
+}
+
+/// The same into an existing mail root (INBOX written in place in batches, the other
+/// mailbox built under the root's `tmp/`): every message Dovecot sees after the kill is
+/// complete (its text is one of the archive's, in its mailbox), and a retry in merge mode
+/// completes the restore (each message once).
+#[test]
+fn sigkill_mid_restore_into_an_existing_root_shows_only_complete_messages() {
+    let ws = Workspace::new();
+    let src = Dovecot::new(&ws.join("src"), "");
+    generated_user(&src, "erin", 1200, 1500, false);
+    let want = message_texts(&src.snapshot("erin"));
+    let archive = ws.join("a.mdump");
+    backup(&src, &archive, &[]);
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    dst.ensure_home("erin");
+    dst.doveadm("erin", &["mailbox", "create", "Other"]);
+    kill_mid_restore(&dst, &archive, "erin");
+    let seen = message_texts(&dst.snapshot("erin"));
+    for m in &seen {
+        assert!(
+            want.contains(m),
+            "Dovecot sees a message not in the archive: {m:?}"
+        );
+    }
+    run_ok(dst.restore_cmd(&[&archive]).args(["--mode", "merge"]));
+    assert_eq!(message_texts(&dst.snapshot("erin")), want);
 }
 
 /// Bytes the restore read from files (`pread64` and `read`, counted by strace).
