@@ -503,9 +503,27 @@ impl Stage {
     /// [`Error::Conflict`] when the root appeared meanwhile (the staged tree is kept);
     /// I/O errors.
     pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Some((home, _)) = &self.staging {
+            home.syncfs()?;
+        }
+        self.commit_synced(true)
+    }
+
+    /// The directory a staged root is renamed in (`None`: nothing staged): a `syncfs` of
+    /// its file system makes the staged root durable.
+    pub(crate) fn staged_in(&self) -> Option<&DirFd> {
+        self.staging.as_ref().map(|(home, _)| &**home)
+    }
+
+    /// [`Stage::commit`] when the caller has made the staged root durable (a `syncfs` of
+    /// [`Stage::staged_in`]'s file system after everything was written); the rename is
+    /// made durable here (`fsync_home`) or by the caller's next `syncfs`.
+    ///
+    /// # Errors
+    /// As [`Stage::commit`].
+    pub(crate) fn commit_synced(&mut self, fsync_home: bool) -> Result<()> {
         if let Some((home, staging)) = self.staging.take() {
             let (_, name) = split(&self.root)?;
-            home.syncfs()?;
             if !home.rename_new(&staging, &home, name)? {
                 return Err(Error::Conflict(format!(
                     "{} appeared during the restore; the restored tree is left at {}",
@@ -513,7 +531,9 @@ impl Stage {
                     home.join(&staging).display()
                 )));
             }
-            home.sync()?;
+            if fsync_home {
+                home.sync()?;
+            }
         }
         Ok(())
     }

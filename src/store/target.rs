@@ -314,6 +314,16 @@ impl DirFd {
         rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 
+    /// The device of this directory's file system (one `syncfs` per device).
+    ///
+    /// # Errors
+    /// `fstat` fails.
+    pub(crate) fn device(&self) -> Result<u64> {
+        rustix::fs::fstat(&self.fd)
+            .map(|st| st.st_dev)
+            .map_err(|e| Error::io(&self.path, e.into()))
+    }
+
     /// Make everything written to this directory's file system durable (`syncfs`).
     ///
     /// # Errors

@@ -2,7 +2,8 @@
 //! chain and written by the store's writer (new mailboxes), merged into live ones, or
 //! described (`--dry-run`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::parallel;
 use super::{Mode, PlannedMailbox, RestoreOptions, RestorePlan, RestoreStats};
@@ -14,6 +15,7 @@ use crate::format::reader::FrameCursor;
 use crate::model::{MailboxMeta, MessageMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
+use crate::store::nofollow::DirFd;
 use crate::store::{StoreWriter, Writer, attribute_key};
 
 /// Carry out a plan (or, with `dry_run`, report what merge and side-folder modes would add
@@ -62,9 +64,12 @@ pub fn restore(
     let jobs = parallel::jobs(opts.jobs, units.len());
     if jobs <= 1 || dry_run {
         let mut reading = Reading::default();
-        for (target, mbs) in &users {
-            restore_user(&job, target, mbs, &mut reading, &mut stats, progress)?;
-        }
+        let done = users.iter().try_for_each(|(target, mbs)| {
+            restore_user(&job, target, mbs, &mut reading, &mut stats, progress)
+        });
+        // The users restored before an error are put in place all the same.
+        let placed = reading.commits.flush();
+        done.and(placed)?;
     } else {
         parallel::run(&job, &users, &units, jobs, &mut stats, progress)?;
     }
@@ -87,14 +92,16 @@ fn planned_totals(p: &RestorePlan) -> (u64, u64) {
     })
 }
 
-/// Reading the chain's bytes over the whole run: the frame cursors, and the messages and
-/// bytes copied so far (progress counts the whole run, not one mailbox; a parallel run's
-/// workers each count their own, summed by `parallel::run`).
+/// What a restore (or each worker of a parallel one) carries from user to user: the frame
+/// cursors, the messages and bytes copied so far (progress counts the whole run, not one
+/// mailbox; a parallel run's workers each count their own, summed by `parallel::run`), and
+/// the users waiting to be put in place ([`Commits`], flushed by the caller at the end).
 #[derive(Default)]
 pub(super) struct Reading {
     cursors: Vec<FrameCursor>,
     bytes: u64,
     messages: u64,
+    pub(super) commits: Commits,
 }
 
 /// What every step of one restore reads.
@@ -173,7 +180,68 @@ pub(super) fn restore_user(
             other => return Err(other),
         }
     }
-    w.commit()
+    reading.commits.push(w)
+}
+
+/// Users restored whose mail roots, built aside, are not in place yet: a batch at a time,
+/// all are made durable by one `syncfs` per file system, renamed into place, and the
+/// renames made durable by another (instead of one `syncfs` and one `fsync` per user).
+/// Until then Dovecot sees none of them; a user appears only once all its files are on disk.
+#[derive(Default)]
+pub(super) struct Commits {
+    pending: Vec<Writer>,
+}
+
+/// Users per batch of [`Commits`]: bounds the directory handles held open.
+const COMMIT_BATCH: usize = 32;
+
+impl Commits {
+    fn push(&mut self, w: Writer) -> Result<()> {
+        self.pending.push(w);
+        if self.pending.len() >= COMMIT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Put every pending user in place (see [`Commits`]).
+    ///
+    /// # Errors
+    /// The first error; the other users are put in place all the same.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.pending);
+        let mut first = None;
+        let mut ok: Vec<&mut Writer> = Vec::with_capacity(batch.len());
+        for w in &mut batch {
+            match w.finish_writes() {
+                Ok(()) => ok.push(w),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        // One directory per file system holding a staged root.
+        let mut fs_dirs: HashMap<u64, DirFd> = HashMap::new();
+        for w in &mut ok {
+            if let Some(d) = w.staged_in()
+                && let Entry::Vacant(e) = fs_dirs.entry(d.device()?)
+            {
+                e.insert(d.reopen()?);
+            }
+        }
+        for d in fs_dirs.values() {
+            d.syncfs()?;
+        }
+        for w in ok {
+            if let Err(e) = w.commit_synced() {
+                first.get_or_insert(e);
+            }
+        }
+        for d in fs_dirs.values() {
+            d.syncfs()?;
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
 /// Record a warning and tell the progress sink.

@@ -177,6 +177,16 @@ fn worker(sh: &Shared<'_, '_>, tx: SyncSender<Msg>) -> Vec<(usize, Result<Restor
         }
         out.push((u, r.map(|()| stats)));
     }
+    // The users restored (also before an error) are put in place; an error doing so is
+    // the last unit's.
+    if let Err(e) = reading.commits.flush() {
+        sh.stop.store(true, Ordering::Relaxed);
+        match out.last_mut() {
+            Some((_, r @ Ok(_))) => *r = Err(e),
+            Some(_) => {}
+            None => out.push((usize::MAX, Err(e))),
+        }
+    }
     out
 }
 

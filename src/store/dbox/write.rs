@@ -655,6 +655,17 @@ impl StoreWriter for DboxWriter {
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.finish_writes()?;
+        self.st.commit()
+    }
+}
+
+impl DboxWriter {
+    /// What a commit writes before the root is renamed into place: an mdbox's map index.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn finish_writes(&mut self) -> Result<()> {
         if let Some(mut md) = self.mdbox.take() {
             let when = self.st.durable();
             if let Some((f, path, _)) = md.file.take()
@@ -717,6 +728,11 @@ impl StoreWriter for DboxWriter {
                 md.storage.sync()?;
             }
         }
-        self.st.commit()
+        Ok(())
+    }
+
+    /// The user's mail root, being written.
+    pub(crate) fn stage(&mut self) -> &mut Stage {
+        &mut self.st
     }
 }

@@ -43,7 +43,7 @@ const MAILBOX_ENTRIES: [&str; 10] = [
 
 /// Writes mailboxes into one user's Maildir.
 pub struct MaildirWriter {
-    pub(super) st: Stage,
+    pub(crate) st: Stage,
     seq: u32,
 }
 
