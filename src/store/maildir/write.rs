@@ -1,13 +1,15 @@
 //! Writing Maildir mailboxes the way Dovecot does (restore, exact mode).
 //!
-//! Message files are written to `tmp/`, fsynced, given their original mtime (INTERNALDATE),
-//! owner and mode, then renamed into `cur/` or `new/` under their original names. The
-//! uidlist (original UIDVALIDITY, next UID, mailbox and message GUIDs) and `dovecot-keywords`
-//! are written through a temporary file and a rename. When the user's mail root does not
-//! exist, the whole root is built under a hidden sibling and renamed into place by
-//! [`StoreWriter::commit`]; a new mailbox in an existing root is built under the root's
-//! `tmp/` and renamed into place. Either way an interrupted restore leaves nothing visible
-//! to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
+//! Message files get their original names in `cur/` or `new/`, their original mtime
+//! (INTERNALDATE), owner and mode. The uidlist (original UIDVALIDITY, next UID, mailbox and
+//! message GUIDs) and `dovecot-keywords` are written through a temporary file and a rename.
+//! When the user's mail root does not exist, the whole root is built under a hidden sibling
+//! and renamed into place by [`StoreWriter::commit`]; a new mailbox in an existing root is
+//! built under the root's `tmp/` and renamed into place. There, hidden from Dovecot,
+//! files are written in place without `fsync` and made durable by one `syncfs` before that
+//! rename ([`Durable::Later`]); into a mailbox Dovecot can see (an existing empty INBOX)
+//! they are written to `tmp/` and renamed a durable batch at a time ([`Pending`]). Either
+//! way an interrupted restore leaves nothing incomplete visible to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
 //! Everything is written relative to open directory handles, never through a symlink
 //! (`store::target`); a symlink in a mailbox's way is refused before anything is written.
 
