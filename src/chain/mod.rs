@@ -10,10 +10,10 @@
 
 pub mod deleted;
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
@@ -81,9 +81,9 @@ pub struct Chain {
     /// The archives, in the order given (checked: each after its parent).
     pub archives: Vec<Archive>,
     ids: HashMap<String, usize>,
-    by_sha: OnceCell<HashMap<String, (usize, Location)>>,
-    by_identity: OnceCell<HashMap<Identity, Holders>>,
-    blobs: OnceCell<HashMap<String, (usize, Location)>>,
+    by_sha: OnceLock<HashMap<String, (usize, Location)>>,
+    by_identity: OnceLock<HashMap<Identity, Holders>>,
+    blobs: OnceLock<HashMap<String, (usize, Location)>>,
 }
 
 /// Parse an RFC 3339 time or Unix seconds.
@@ -305,9 +305,9 @@ impl Chain {
         Ok(Chain {
             archives,
             ids,
-            by_sha: OnceCell::new(),
-            by_identity: OnceCell::new(),
-            blobs: OnceCell::new(),
+            by_sha: OnceLock::new(),
+            by_identity: OnceLock::new(),
+            blobs: OnceLock::new(),
         })
     }
 

@@ -320,6 +320,10 @@ pub struct RestoreArgs {
     /// Print what would be written and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore N users at once (default: one per CPU, at most 4); users sharing a directory
+    /// are restored one after the other. The result is the same whatever N.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
     /// Owner of everything written, as numeric `UID:GID` (default when root: the owner of
     /// the existing mail root; for a new root, the owner the archive recorded).
     #[arg(long, value_name = "UID:GID")]

@@ -44,6 +44,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         } else {
             Continuity::Margin(a.uid_margin)
         },
+        jobs: a.jobs,
     };
     let plan = maildump::plan(&chain, at, &opts)?;
     if a.dry_run {

@@ -235,6 +235,43 @@ impl Writer {
         }
     }
 
+    /// Everything [`StoreWriter::commit`] writes before a staged mail root is renamed into
+    /// place (an mdbox's map index); then [`Writer::staged_in`] tells where a `syncfs`
+    /// makes the staged root durable, and [`Writer::commit_synced`] renames it. A restore
+    /// commits many users with one `syncfs` this way.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn finish_writes(&mut self) -> Result<()> {
+        match self {
+            Writer::Maildir(_) => Ok(()),
+            Writer::Dbox(w) => w.finish_writes(),
+        }
+    }
+
+    fn stage(&mut self) -> &mut stage::Stage {
+        match self {
+            Writer::Maildir(w) => &mut w.st,
+            Writer::Dbox(w) => w.stage(),
+        }
+    }
+
+    /// The directory a staged mail root is renamed in, if the root is staged.
+    pub(crate) fn staged_in(&mut self) -> Option<&nofollow::DirFd> {
+        self.stage().staged_in()
+    }
+
+    /// Rename a staged root into place after [`Writer::finish_writes`] and a `syncfs` of
+    /// [`Writer::staged_in`]'s file system; the caller makes the rename durable (another
+    /// `syncfs`).
+    ///
+    /// # Errors
+    /// As [`StoreWriter::commit`].
+    pub(crate) fn commit_synced(&mut self) -> Result<()> {
+        self.finish_writes()?;
+        self.stage().commit_synced(false)
+    }
+
     fn inner(&mut self) -> &mut dyn StoreWriter {
         match self {
             Writer::Maildir(w) => w,

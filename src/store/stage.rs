@@ -15,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::{Name, Owner, Timestamp};
 use crate::store::location::Location;
 use crate::store::nofollow::DirFd;
-use crate::store::target::{Perms, dir_mode, file_mode, split};
+use crate::store::target::{Durable, Perms, dir_mode, file_mode, split};
 use crate::store::uidvalidity;
 
 /// A file time from a timestamp.
@@ -192,6 +192,16 @@ impl Stage {
         self.staging.is_some()
     }
 
+    /// When what is written below the root must be durable: later (at [`Stage::commit`])
+    /// in a root built aside, else at once.
+    pub(crate) fn durable(&self) -> Durable {
+        if self.is_staging() {
+            Durable::Later
+        } else {
+            Durable::Now
+        }
+    }
+
     /// The final root, if it exists (opened as the location says: followed, or for a
     /// strict root its last component not).
     ///
@@ -289,7 +299,8 @@ impl Stage {
     }
 
     /// Move a mailbox built aside as `name` in `dir` to the mailbox directory `comps` of
-    /// `root` (creating its parents with `owner`) and make the rename durable.
+    /// `root` (creating its parents with `owner`): everything written aside is made durable
+    /// first (one `syncfs`: it was written [`Durable::Later`]), then the rename.
     ///
     /// # Errors
     /// A symlink in the way; I/O errors.
@@ -304,6 +315,7 @@ impl Stage {
             return Err(Error::Internal("a mailbox built aside has no name".into()));
         };
         let parent = root.mkdir_comps(parents, self.dir_perms(owner))?;
+        dir.syncfs()?;
         dir.rename_to(name, &parent, last.as_ref())?;
         parent.sync()
     }
@@ -342,7 +354,8 @@ impl Stage {
     /// `<base>.log` holding only a header and its cache `<base>.cache` when given (the log
     /// and cache first: the index names them), each through a temporary file and a rename;
     /// a rotated log or a cache of an earlier index is removed (their index id would not
-    /// match).
+    /// match). `when`: whether each file is made durable at once (in a visible directory)
+    /// or by the `syncfs` before its hidden directory is renamed into place.
     ///
     /// # Errors
     /// A symlink in the way; I/O errors; an index that cannot be encoded (a bug) as an I/O
@@ -353,7 +366,7 @@ impl Stage {
         base: &str,
         new: &crate::store::dbox::index::NewIndex,
         cache: Option<&[u8]>,
-        owner: Option<Owner>,
+        (owner, when): (Option<Owner>, Durable),
     ) -> Result<()> {
         use crate::store::dbox::index::{write_index, write_log_header};
         let bytes = write_index(new).map_err(|e| Error::io(dir.join(base.as_bytes()), e))?;
@@ -361,12 +374,12 @@ impl Stage {
         let perms = Perms::new(0o600, self.ids(owner));
         let cache_name = format!("{base}.cache");
         match cache {
-            Some(c) => dir.write_atomic(cache_name.as_bytes(), c, perms)?,
+            Some(c) => dir.write_atomic_as(cache_name.as_bytes(), c, perms, when)?,
             None => dir.remove(cache_name.as_bytes())?,
         }
         let log = write_log_header(new.indexid, new.highest_modseq.unwrap_or(1));
-        dir.write_atomic(format!("{base}.log").as_bytes(), &log, perms)?;
-        dir.write_atomic(base.as_bytes(), &bytes, perms)
+        dir.write_atomic_as(format!("{base}.log").as_bytes(), &log, perms, when)?;
+        dir.write_atomic_as(base.as_bytes(), &bytes, perms, when)
     }
 
     /// Refuse, before anything is written, a symlink where the user's control files are
@@ -429,10 +442,11 @@ impl Stage {
             }
         }
         let perms = self.private_perms(&root)?;
-        root.write_atomic(
+        root.write_atomic_as(
             b"subscriptions",
             &crate::store::dovecot::render_subscriptions(&existing),
             perms,
+            self.durable(),
         )
     }
 
@@ -484,12 +498,32 @@ impl Stage {
         Ok(None)
     }
 
-    /// Rename a staged mail root into place.
+    /// Rename a staged mail root into place, after one `syncfs` that makes everything
+    /// written below it durable (it was written [`Durable::Later`]).
     ///
     /// # Errors
     /// [`Error::Conflict`] when the root appeared meanwhile (the staged tree is kept);
     /// I/O errors.
     pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Some((home, _)) = &self.staging {
+            home.syncfs()?;
+        }
+        self.commit_synced(true)
+    }
+
+    /// The directory a staged root is renamed in (`None`: nothing staged): a `syncfs` of
+    /// its file system makes the staged root durable.
+    pub(crate) fn staged_in(&self) -> Option<&DirFd> {
+        self.staging.as_ref().map(|(home, _)| &**home)
+    }
+
+    /// [`Stage::commit`] when the caller has made the staged root durable (a `syncfs` of
+    /// [`Stage::staged_in`]'s file system after everything was written); the rename is
+    /// made durable here (`fsync_home`) or by the caller's next `syncfs`.
+    ///
+    /// # Errors
+    /// As [`Stage::commit`].
+    pub(crate) fn commit_synced(&mut self, fsync_home: bool) -> Result<()> {
         if let Some((home, staging)) = self.staging.take() {
             let (_, name) = split(&self.root)?;
             if !home.rename_new(&staging, &home, name)? {
@@ -499,7 +533,9 @@ impl Stage {
                     home.join(&staging).display()
                 )));
             }
-            home.sync()?;
+            if fsync_home {
+                home.sync()?;
+            }
         }
         Ok(())
     }

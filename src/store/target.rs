@@ -42,6 +42,21 @@ pub(crate) fn file_mode(archived: Option<u32>) -> u32 {
     archived.map_or(0o600, |m| (m & 0o664) | 0o600)
 }
 
+/// When something written below a target must be durable.
+///
+/// A restore builds what is new in a directory Dovecot does not see (a new mail root's
+/// hidden sibling, a new mailbox under the root's `tmp/`) and renames it into place at the
+/// end: what is written there needs to be durable only before that rename, and one
+/// `syncfs` of the file system makes all of it durable at once ([`DirFd::syncfs`]) instead
+/// of an `fsync` (a journal commit) per file and directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durable {
+    /// Before the write returns (`fsync`): the file is, or may at once be, visible.
+    Now,
+    /// By the `syncfs` that precedes the rename making its hidden directory visible.
+    Later,
+}
+
 /// Mode and owner of something created below a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Perms {
@@ -299,6 +314,16 @@ impl DirFd {
         rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
     }
 
+    /// The device of this directory's file system (one `syncfs` per device).
+    ///
+    /// # Errors
+    /// `fstat` fails.
+    pub(crate) fn device(&self) -> Result<u64> {
+        rustix::fs::fstat(&self.fd)
+            .map(|st| st.st_dev)
+            .map_err(|e| Error::io(&self.path, e.into()))
+    }
+
     /// Make everything written to this directory's file system durable (`syncfs`).
     ///
     /// # Errors
@@ -313,6 +338,21 @@ impl DirFd {
     /// # Errors
     /// [`Error::UnsafeTarget`]; I/O errors (nothing half-written stays).
     pub(crate) fn write_atomic(&self, name: &[u8], data: &[u8], perms: Perms) -> Result<()> {
+        self.write_atomic_as(name, data, perms, Durable::Now)
+    }
+
+    /// [`DirFd::write_atomic`], with the `fsync` left out when the file is in a directory
+    /// nothing visible refers to yet ([`Durable::Later`]).
+    ///
+    /// # Errors
+    /// As [`DirFd::write_atomic`].
+    pub(crate) fn write_atomic_as(
+        &self,
+        name: &[u8],
+        data: &[u8],
+        perms: Perms,
+        when: Durable,
+    ) -> Result<()> {
         self.refuse_symlink(name)?;
         let mut tmp = b".".to_vec();
         tmp.extend_from_slice(name);
@@ -323,7 +363,9 @@ impl DirFd {
         let tmp_path = self.join(&tmp);
         let written = (|| {
             f.write_all(data).at(&tmp_path)?;
-            f.sync_all().at(&tmp_path)?;
+            if when == Durable::Now {
+                f.sync_all().at(&tmp_path)?;
+            }
             set_owner(&f, &tmp_path, perms.ids)?;
             self.rename_to(&tmp, self, name)
         })();

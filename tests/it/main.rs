@@ -14,6 +14,7 @@ mod dbox;
 mod dovecot;
 mod dovecot24;
 mod estimate;
+mod fast_restore;
 mod fidelity;
 mod format_vectors;
 mod fuzz;

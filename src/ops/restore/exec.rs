@@ -2,18 +2,20 @@
 //! chain and written by the store's writer (new mailboxes), merged into live ones, or
 //! described (`--dry-run`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::select::Selection;
+use super::parallel;
 use super::{Mode, PlannedMailbox, RestoreOptions, RestorePlan, RestoreStats};
 use super::{keep_clear, selected_messages, state_catalog};
 use crate::chain::{Chain, Resolved};
 use crate::error::{Context, Error, Result, Within};
 use crate::format::index::MailboxRecord;
-use crate::format::reader::{Archive, FrameCursor};
+use crate::format::reader::FrameCursor;
 use crate::model::{MailboxMeta, MessageMeta, Name};
 use crate::progress::{Event, Progress};
 use crate::store::location::Location;
+use crate::store::nofollow::DirFd;
 use crate::store::{StoreWriter, Writer, attribute_key};
 
 /// Carry out a plan (or, with `dry_run`, report what merge and side-folder modes would add
@@ -50,17 +52,27 @@ pub fn restore(
     for m in &p.mailboxes {
         by_user.entry(m.target_user.clone()).or_default().push(m);
     }
-    let (total_messages, total_bytes) = planned_totals(&chain.archives[at], p, &opts.selection)?;
+    let (total_messages, total_bytes) = planned_totals(p);
     progress.event(&Event::Start {
         operation: "restore".into(),
         archive_id: None,
         messages: Some(total_messages),
         bytes: Some(total_bytes),
     });
-    let mut reading = Reading::default();
-    for (target, mbs) in by_user {
-        restore_user(&job, &target, &mbs, &mut reading, &mut stats, progress)
-            .within(Context::user(target.as_str()))?;
+    let users: Vec<(String, Vec<&PlannedMailbox>)> = by_user.into_iter().collect();
+    let units = parallel::units(job.loc, &users);
+    let jobs = parallel::jobs(opts.jobs, units.len());
+    if jobs <= 1 || dry_run {
+        let mut reading = Reading::default();
+        let done = users.iter().try_for_each(|(target, mbs)| {
+            restore_user(&job, target, mbs, &mut reading, &mut stats, progress)
+                .within(Context::user(target.as_str()))
+        });
+        // The users restored before an error are put in place all the same.
+        let placed = reading.commits.flush();
+        done.and(placed)?;
+    } else {
+        parallel::run(&job, &users, &units, jobs, &mut stats, progress)?;
     }
     progress.event(&Event::Done {
         archive_id: None,
@@ -74,36 +86,27 @@ pub fn restore(
 }
 
 /// Messages and message bytes the plan `p` restores (its mailboxes' selected messages and
-/// deleted records).
-fn planned_totals(archive: &Archive, p: &RestorePlan, sel: &Selection) -> Result<(u64, u64)> {
-    let (mut messages, mut bytes) = (0u64, 0u64);
-    for m in &p.mailboxes {
-        if let Some(i) = m.catalog {
-            let cat = state_catalog(archive, i)?;
-            for r in selected_messages(sel, &cat) {
-                messages += 1;
-                bytes = bytes.saturating_add(r.message.content.size);
-            }
-        }
-        for r in &m.deleted {
-            messages += 1;
-            bytes = bytes.saturating_add(r.message.content.size);
-        }
-    }
-    Ok((messages, bytes))
+/// deleted records, counted when the plan was made: no catalog is read again).
+fn planned_totals(p: &RestorePlan) -> (u64, u64) {
+    p.mailboxes.iter().fold((0u64, 0u64), |(m, b), mb| {
+        (m + mb.messages, b.saturating_add(mb.bytes))
+    })
 }
 
-/// Reading the chain's bytes over the whole run: the frame cursors, and the messages and
-/// bytes copied so far (progress counts the whole run, not one mailbox).
+/// What a restore (or each worker of a parallel one) carries from user to user: the frame
+/// cursors, the messages and bytes copied so far (progress counts the whole run, not one
+/// mailbox; a parallel run's workers each count their own, summed by `parallel::run`), and
+/// the users waiting to be put in place ([`Commits`], flushed by the caller at the end).
 #[derive(Default)]
-struct Reading {
+pub(super) struct Reading {
     cursors: Vec<FrameCursor>,
     bytes: u64,
     messages: u64,
+    pub(super) commits: Commits,
 }
 
 /// What every step of one restore reads.
-struct Job<'a> {
+pub(super) struct Job<'a> {
     chain: &'a Chain,
     at: usize,
     plan: &'a RestorePlan,
@@ -123,7 +126,7 @@ struct UserDone {
 
 /// Restore the planned mailboxes of one target user, then (unless a dry run) its
 /// subscriptions and user-level METADATA, and commit.
-fn restore_user(
+pub(super) fn restore_user(
     job: &Job<'_>,
     target: &str,
     mbs: &[&PlannedMailbox],
@@ -176,7 +179,68 @@ fn restore_user(
     if let Some(why) = w.add_attributes(&done.attrs)? {
         warn(stats, progress, why);
     }
-    w.commit()
+    reading.commits.push(w)
+}
+
+/// Users restored whose mail roots, built aside, are not in place yet: a batch at a time,
+/// all are made durable by one `syncfs` per file system, renamed into place, and the
+/// renames made durable by another (instead of one `syncfs` and one `fsync` per user).
+/// Until then Dovecot sees none of them; a user appears only once all its files are on disk.
+#[derive(Default)]
+pub(super) struct Commits {
+    pending: Vec<Writer>,
+}
+
+/// Users per batch of [`Commits`]: bounds the directory handles held open.
+const COMMIT_BATCH: usize = 32;
+
+impl Commits {
+    fn push(&mut self, w: Writer) -> Result<()> {
+        self.pending.push(w);
+        if self.pending.len() >= COMMIT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Put every pending user in place (see [`Commits`]).
+    ///
+    /// # Errors
+    /// The first error; the other users are put in place all the same.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.pending);
+        let mut first = None;
+        let mut ok: Vec<&mut Writer> = Vec::with_capacity(batch.len());
+        for w in &mut batch {
+            match w.finish_writes() {
+                Ok(()) => ok.push(w),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        // One directory per file system holding a staged root.
+        let mut fs_dirs: HashMap<u64, DirFd> = HashMap::new();
+        for w in &mut ok {
+            if let Some(d) = w.staged_in()
+                && let Entry::Vacant(e) = fs_dirs.entry(d.device()?)
+            {
+                e.insert(d.reopen()?);
+            }
+        }
+        for d in fs_dirs.values() {
+            d.syncfs()?;
+        }
+        for w in ok {
+            if let Err(e) = w.commit_synced() {
+                first.get_or_insert(e);
+            }
+        }
+        for d in fs_dirs.values() {
+            d.syncfs()?;
+        }
+        first.map_or(Ok(()), Err)
+    }
 }
 
 /// Record a warning and tell the progress sink.

@@ -18,6 +18,7 @@
 
 pub mod continuity;
 mod exec;
+mod parallel;
 mod plan;
 pub mod select;
 
@@ -73,7 +74,15 @@ pub struct RestoreOptions {
     /// How mailboxes restored with their UIDs keep clear of UIDs and modseqs IMAP clients
     /// may hold (see [`crate::ops::restore::continuity`]).
     pub continuity: Continuity,
+    /// Target users written at once, each by a thread of its own (users that share a
+    /// directory, e.g. a mail root or an attachment directory, one after the other); 0:
+    /// one per CPU, at most [`MAX_JOBS`]. The result does not depend on it.
+    pub jobs: usize,
 }
+
+/// The most target users a restore writes at once by default (memory: each holds one
+/// decompressed frame, one message and one catalog).
+pub const MAX_JOBS: usize = 4;
 
 impl RestoreOptions {
     fn location(&self) -> Result<&Location> {
@@ -100,6 +109,8 @@ pub struct PlannedMailbox {
     pub target_name: Name,
     /// Messages selected.
     pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
     /// Whether the target mailbox exists (merge and side-folder modes merge into it).
     pub exists: bool,
 }

@@ -252,6 +252,9 @@ impl Planning<'_> {
             target_user: target,
             target_name,
             messages: chosen.len() as u64,
+            bytes: chosen
+                .iter()
+                .fold(0u64, |b, r| b.saturating_add(r.message.content.size)),
             exists,
         });
         Ok(())
@@ -360,6 +363,7 @@ mod tests {
             deleted: false,
             inline_attachments: false,
             continuity: Continuity::Margin(0),
+            jobs: 0,
         }
     }
 

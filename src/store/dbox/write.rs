@@ -36,7 +36,7 @@ use crate::model::{MailboxMeta, MessageMeta, Name, Owner};
 use crate::store::location::{Location, StoreFormat};
 use crate::store::nofollow::DirFd;
 use crate::store::stage::Stage;
-use crate::store::target::{Perms, set_owner};
+use crate::store::target::{Durable, Perms, set_owner};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
 
 /// Largest mdbox storage file written (Dovecot's default `mdbox_rotate_size` is 10 MiB).
@@ -609,8 +609,10 @@ impl StoreWriter for DboxWriter {
         {
             f.flush().at(&*path)?;
         }
-        // Message files durable before the index that makes them visible.
-        work.syncfs()?;
+        // Everything here is hidden from Dovecot (a new root built aside, or a mailbox built
+        // aside): made durable by one `syncfs` before the rename that shows it
+        // (`Stage::publish`, `Stage::commit`), not file by file.
+        let when = Durable::Later;
         let uidvalidity = if meta.uidvalidity == 0 {
             self.st.next_uidvalidity()?
         } else {
@@ -625,9 +627,13 @@ impl StoreWriter for DboxWriter {
         } else {
             crate::store::cache::attach(&mut new, &crate::store::cache::saved_of(messages))
         };
-        self.st
-            .write_index_files(&mails, "dovecot.index", &new, cache.as_deref(), dir_owner)?;
-        mails.sync()?;
+        self.st.write_index_files(
+            &mails,
+            "dovecot.index",
+            &new,
+            cache.as_deref(),
+            (dir_owner, when),
+        )?;
         if let Some(name) = &aside {
             self.st.publish((&root, name), &root, &comps, dir_owner)?;
             self.st.untrack(name);
@@ -644,8 +650,22 @@ impl StoreWriter for DboxWriter {
     }
 
     fn commit(&mut self) -> Result<()> {
+        self.finish_writes()?;
+        self.st.commit()
+    }
+}
+
+impl DboxWriter {
+    /// What a commit writes before the root is renamed into place: an mdbox's map index.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn finish_writes(&mut self) -> Result<()> {
         if let Some(mut md) = self.mdbox.take() {
-            if let Some((f, path, _)) = md.file.take() {
+            let when = self.st.durable();
+            if let Some((f, path, _)) = md.file.take()
+                && when == Durable::Now
+            {
                 f.sync_all().at(&path)?;
             }
             let mut hdr = md.file_id.to_le_bytes().to_vec();
@@ -692,10 +712,22 @@ impl StoreWriter for DboxWriter {
                 highest_modseq: None,
             };
             let owner = Some(md.storage.stat()?.owner());
-            self.st
-                .write_index_files(&md.storage, "dovecot.map.index", &new, None, owner)?;
-            md.storage.sync()?;
+            self.st.write_index_files(
+                &md.storage,
+                "dovecot.map.index",
+                &new,
+                None,
+                (owner, when),
+            )?;
+            if when == Durable::Now {
+                md.storage.sync()?;
+            }
         }
-        self.st.commit()
+        Ok(())
+    }
+
+    /// The user's mail root, being written.
+    pub(crate) fn stage(&mut self) -> &mut Stage {
+        &mut self.st
     }
 }

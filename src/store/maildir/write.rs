@@ -1,13 +1,15 @@
 //! Writing Maildir mailboxes the way Dovecot does (restore, exact mode).
 //!
-//! Message files are written to `tmp/`, fsynced, given their original mtime (INTERNALDATE),
-//! owner and mode, then renamed into `cur/` or `new/` under their original names. The
-//! uidlist (original UIDVALIDITY, next UID, mailbox and message GUIDs) and `dovecot-keywords`
-//! are written through a temporary file and a rename. When the user's mail root does not
-//! exist, the whole root is built under a hidden sibling and renamed into place by
-//! [`StoreWriter::commit`]; a new mailbox in an existing root is built under the root's
-//! `tmp/` and renamed into place. Either way an interrupted restore leaves nothing visible
-//! to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
+//! Message files get their original names in `cur/` or `new/`, their original mtime
+//! (INTERNALDATE), owner and mode. The uidlist (original UIDVALIDITY, next UID, mailbox and
+//! message GUIDs) and `dovecot-keywords` are written through a temporary file and a rename.
+//! When the user's mail root does not exist, the whole root is built under a hidden sibling
+//! and renamed into place by [`StoreWriter::commit`]; a new mailbox in an existing root is
+//! built under the root's `tmp/` and renamed into place. There, hidden from Dovecot,
+//! files are written in place without `fsync` and made durable by one `syncfs` before that
+//! rename ([`Durable::Later`]); into a mailbox Dovecot can see (an existing empty INBOX)
+//! they are written to `tmp/` and renamed a durable batch at a time ([`Pending`]). Either
+//! way an interrupted restore leaves nothing incomplete visible to Dovecot. Existing mail is never overwritten: [`StoreWriter::check_free`] refuses.
 //! Everything is written relative to open directory handles, never through a symlink
 //! (`store::target`); a symlink in a mailbox's way is refused before anything is written.
 
@@ -23,7 +25,7 @@ use crate::model::{MailboxMeta, MessageMeta, Name, Owner, Timestamp};
 use crate::store::location::{Layout, Location};
 use crate::store::nofollow::DirFd;
 use crate::store::stage::{BATCH, Pending, Stage, to_system_time};
-use crate::store::target::{Perms, set_owner};
+use crate::store::target::{Durable, Perms, set_owner};
 use crate::store::{StoreWriter, WriteStats, check_mailbox_name, occupied};
 
 /// What a restore or a merge writes in a Maildir mailbox directory (each refused when it is
@@ -43,7 +45,7 @@ const MAILBOX_ENTRIES: [&str; 10] = [
 
 /// Writes mailboxes into one user's Maildir.
 pub struct MaildirWriter {
-    pub(super) st: Stage,
+    pub(crate) st: Stage,
     seq: u32,
 }
 
@@ -131,7 +133,8 @@ impl MaildirWriter {
 
     /// Write one message file `name` in the directory `tmp` (a new file): its bytes from
     /// `body`, its mtime the received date, the archived mode (masked), the owner `ids`.
-    /// Not synced: [`Pending::flush`] makes a batch durable before it becomes visible.
+    /// Not synced: [`Pending::flush`] makes a batch durable before it becomes visible, or
+    /// the `syncfs` before its hidden mailbox or root is renamed into place.
     /// Returns `false` (and removes the file) when `body` could not supply the bytes.
     pub(super) fn write_message_file(
         &self,
@@ -215,7 +218,9 @@ pub(super) fn info_letters(msg: &MessageMeta, table: &[Name]) -> Vec<u8> {
 }
 
 /// A mailbox directory being written: its handle and those of `cur/`, `new/`, `tmp/`,
-/// and where it is built when aside (to be renamed into place).
+/// where it is built when aside (to be renamed into place), and when what is written in
+/// it must be durable: later when Dovecot cannot see it yet (aside, or in a mail root
+/// being built aside).
 struct Work {
     root: Arc<DirFd>,
     dir: Arc<DirFd>,
@@ -223,6 +228,7 @@ struct Work {
     new: Arc<DirFd>,
     tmp: Arc<DirFd>,
     aside: Option<(Arc<DirFd>, Vec<u8>)>,
+    when: Durable,
 }
 
 /// Message files written, by (SHA-256, date, owner): (in `new/`?, name), for hard links.
@@ -254,6 +260,11 @@ impl MaildirWriter {
             (root.mkdir_comps(&comps, perms)?, None)
         };
         let [cur, new, tmp] = [b"cur".as_slice(), b"new", b"tmp"].map(|s| dir.mkdir(s, perms));
+        let when = if aside.is_some() {
+            Durable::Later
+        } else {
+            self.st.durable()
+        };
         let work = Work {
             root,
             cur: Arc::new(cur?),
@@ -261,16 +272,22 @@ impl MaildirWriter {
             tmp: Arc::new(tmp?),
             dir: Arc::new(dir),
             aside,
+            when,
         };
         if !is_inbox && self.st.loc.layout == Layout::MaildirPlusPlus {
             let perms = Perms::new(0o600, self.st.ids(meta.owner));
-            work.dir.write_atomic(b"maildirfolder", b"", perms)?;
+            work.dir
+                .write_atomic_as(b"maildirfolder", b"", perms, when)?;
         }
         Ok(work)
     }
 
-    /// Write the message files of a mailbox into `w` (renamed into `cur/`/`new/` a batch
-    /// at a time, copies hard-linked) and make up their uidlist records.
+    /// Write the message files of a mailbox into `w` and make up their uidlist records;
+    /// copies are hard-linked. Where Dovecot may see them, files are written in `tmp/` and
+    /// renamed into `cur/`/`new/` a batch at a time, each batch made durable first
+    /// ([`Pending`]); where it cannot yet ([`Durable::Later`]), they are written under their
+    /// final names at once: the `syncfs` before the rename that shows them makes them
+    /// durable.
     fn write_messages<'a>(
         &self,
         w: &Work,
@@ -298,15 +315,27 @@ impl MaildirWriter {
             if let Some((new, src)) = written.get(&key) {
                 // Same bytes, same date and owner: a hard link, as Dovecot's own copy makes.
                 let from = if *new { &w.new } else { &w.cur };
-                pending.link((from, src.clone()), (sub, filename.clone()));
-            } else {
-                let tmp = format!("{}.{}.maildump", std::process::id(), i).into_bytes();
-                let ids = self.st.ids(msg.owner);
-                if !self.write_message_file((&w.tmp, &tmp), msg, ids, &mut |out| bodies(i, out))? {
-                    stats.lost += 1;
-                    continue;
+                if w.when == Durable::Later {
+                    from.link_to(src, sub, &filename)?;
+                } else {
+                    pending.link((from, src.clone()), (sub, filename.clone()));
                 }
-                pending.rename((&w.tmp, tmp), (sub, filename.clone()));
+            } else {
+                let ids = self.st.ids(msg.owner);
+                let mut body = |out: &mut dyn Write| bodies(i, out);
+                if w.when == Durable::Later {
+                    if !self.write_message_file((sub, &filename), msg, ids, &mut body)? {
+                        stats.lost += 1;
+                        continue;
+                    }
+                } else {
+                    let tmp = format!("{}.{}.maildump", std::process::id(), i).into_bytes();
+                    if !self.write_message_file((&w.tmp, &tmp), msg, ids, &mut body)? {
+                        stats.lost += 1;
+                        continue;
+                    }
+                    pending.rename((&w.tmp, tmp), (sub, filename.clone()));
+                }
                 written.insert(key, (md.new, filename.clone()));
             }
             stats.messages += 1;
@@ -338,8 +367,10 @@ impl MaildirWriter {
             });
         }
         pending.flush(&w.dir)?;
-        w.cur.sync()?;
-        w.new.sync()?;
+        if w.when == Durable::Now {
+            w.cur.sync()?;
+            w.new.sync()?;
+        }
         Ok((stats, written_msgs, records))
     }
 }
@@ -429,10 +460,11 @@ impl StoreWriter for MaildirWriter {
         let lettered = &table[..table.len().min(super::index::LETTERS)];
         if !lettered.is_empty() {
             let kw = uidlist::render_keywords(lettered);
-            w.dir.write_atomic(b"dovecot-keywords", &kw, private)?;
+            w.dir
+                .write_atomic_as(b"dovecot-keywords", &kw, private, w.when)?;
         }
         w.dir
-            .write_atomic(b"dovecot-uidlist", &uidlist::render(&ul), private)?;
+            .write_atomic_as(b"dovecot-uidlist", &uidlist::render(&ul), private, w.when)?;
         // Keywords beyond the 26 letters and modseqs live only in Dovecot's index.
         if let Some(mut ix) = super::index::index_for(
             &table,
@@ -448,10 +480,12 @@ impl StoreWriter for MaildirWriter {
                 "dovecot.index",
                 &ix,
                 cache.as_deref(),
-                meta.owner,
+                (meta.owner, w.when),
             )?;
         }
-        w.dir.sync()?;
+        if w.when == Durable::Now {
+            w.dir.sync()?;
+        }
         if let Some((tmpdir, name)) = &w.aside {
             let comps = self.mailbox_comps(&meta.name);
             self.st
