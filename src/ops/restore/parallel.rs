@@ -8,7 +8,7 @@
 //! events reach the caller's [`Progress`] from the calling thread, which also passes its
 //! stop request on to the workers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -105,8 +105,10 @@ pub(super) fn units(loc: &Location, users: &Users<'_>) -> Vec<Vec<usize>> {
 
 /// What a worker tells the calling thread.
 enum Msg {
-    /// An event to pass on as it is.
-    Event(Event),
+    /// An event of a unit, passed on in unit order (as a sequential run would emit it).
+    Event(usize, Event),
+    /// A unit is done: the events of the next one may pass.
+    UnitDone(usize),
     /// Message bytes and messages copied since the worker's last report.
     Copied(u64, u64),
 }
@@ -115,6 +117,8 @@ enum Msg {
 /// that does not take them holds the workers), and the stop request comes from it.
 struct Relay<'a> {
     tx: SyncSender<Msg>,
+    /// The unit being restored.
+    unit: usize,
     stop: &'a AtomicBool,
     /// The worker's own counts at its last `Bytes` event.
     last: (u64, u64),
@@ -131,7 +135,7 @@ impl Progress for Relay<'_> {
                 self.last = (*bytes, *messages);
                 Msg::Copied(d.0, d.1)
             }
-            other => Msg::Event(other.clone()),
+            other => Msg::Event(self.unit, other.clone()),
         };
         // The calling thread is gone only once every worker has returned.
         let _ = self.tx.send(msg);
@@ -156,6 +160,7 @@ struct Shared<'a, 'j> {
 fn worker(sh: &Shared<'_, '_>, tx: SyncSender<Msg>) -> Vec<(usize, Result<RestoreStats>)> {
     let mut relay = Relay {
         tx,
+        unit: 0,
         stop: &sh.stop,
         last: (0, 0),
     };
@@ -167,6 +172,7 @@ fn worker(sh: &Shared<'_, '_>, tx: SyncSender<Msg>) -> Vec<(usize, Result<Restor
         if sh.stop.load(Ordering::Relaxed) {
             break;
         }
+        relay.unit = u;
         let mut stats = RestoreStats::default();
         let r = unit.iter().try_for_each(|&i| {
             let (target, mbs) = &sh.users[i];
@@ -177,6 +183,7 @@ fn worker(sh: &Shared<'_, '_>, tx: SyncSender<Msg>) -> Vec<(usize, Result<Restor
             sh.stop.store(true, Ordering::Relaxed);
         }
         out.push((u, r.map(|()| stats)));
+        let _ = relay.tx.send(Msg::UnitDone(u));
     }
     // The users restored (also before an error) are put in place; an error doing so is
     // the last unit's.
@@ -191,17 +198,56 @@ fn worker(sh: &Shared<'_, '_>, tx: SyncSender<Msg>) -> Vec<(usize, Result<Restor
     out
 }
 
+/// Events of units, passed on in unit order whatever order the workers send them in: the
+/// current unit's at once, a later unit's held until the units before it are done.
+#[derive(Default)]
+struct InOrder {
+    current: usize,
+    held: BTreeMap<usize, Vec<Event>>,
+    done: BTreeSet<usize>,
+}
+
+impl InOrder {
+    fn event(&mut self, unit: usize, e: Event, progress: &mut dyn Progress) {
+        if unit == self.current {
+            progress.event(&e);
+        } else {
+            self.held.entry(unit).or_default().push(e);
+        }
+    }
+
+    fn unit_done(&mut self, unit: usize, progress: &mut dyn Progress) {
+        self.done.insert(unit);
+        while self.done.remove(&self.current) {
+            self.current += 1;
+            for e in self.held.remove(&self.current).unwrap_or_default() {
+                progress.event(&e);
+            }
+        }
+    }
+
+    /// Every worker is gone: what is still held, in unit order.
+    fn finish(self, progress: &mut dyn Progress) {
+        for e in self.held.into_values().flatten() {
+            progress.event(&e);
+        }
+    }
+}
+
 /// Pass the workers' events on to `progress` until every worker is done, and their stop
-/// request on to them. Bytes events carry the run's totals.
+/// request on to them. Bytes events carry the run's totals; other events come in unit
+/// order ([`InOrder`]), so warnings read as a sequential run's.
 fn relay_events(rx: &Receiver<Msg>, stop: &AtomicBool, progress: &mut dyn Progress) {
     let (mut bytes, mut messages) = (0u64, 0u64);
+    let mut order = InOrder::default();
     loop {
         if progress.interrupted() {
             stop.store(true, Ordering::Relaxed);
         }
         // The timeout only bounds how long a stop request waits for the next event.
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Msg::Event(e)) => progress.event(&e),
+            Ok(Msg::Event(u, e)) => order.event(u, e, progress),
+            Ok(Msg::UnitDone(u)) => order.unit_done(u, progress),
             Ok(Msg::Copied(b, m)) => {
                 bytes = bytes.saturating_add(b);
                 messages += m;
@@ -211,6 +257,7 @@ fn relay_events(rx: &Receiver<Msg>, stop: &AtomicBool, progress: &mut dyn Progre
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    order.finish(progress);
 }
 
 /// Restore `units` of `users` with `jobs` workers, adding their counts, warnings and
@@ -284,6 +331,41 @@ impl RestoreStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Seen(Vec<String>);
+
+    impl Progress for Seen {
+        fn event(&mut self, e: &Event) {
+            if let Event::Warning { message } = e {
+                self.0.push(message.clone());
+            }
+        }
+    }
+
+    fn warning(text: &str) -> Event {
+        Event::Warning {
+            message: text.to_string(),
+        }
+    }
+
+    #[test]
+    fn events_pass_in_unit_order_whatever_order_they_arrive_in() {
+        let mut seen = Seen(Vec::new());
+        let mut order = InOrder::default();
+        order.event(2, warning("c"), &mut seen);
+        order.event(1, warning("b1"), &mut seen);
+        order.event(0, warning("a"), &mut seen);
+        assert_eq!(seen.0, ["a"]);
+        order.unit_done(1, &mut seen);
+        order.event(1, warning("b2"), &mut seen);
+        assert_eq!(seen.0, ["a"], "unit 1 waits for unit 0");
+        order.unit_done(0, &mut seen);
+        assert_eq!(seen.0, ["a", "b1", "b2", "c"]);
+        order.event(2, warning("c2"), &mut seen);
+        order.event(3, warning("d"), &mut seen);
+        order.finish(&mut seen);
+        assert_eq!(seen.0, ["a", "b1", "b2", "c", "c2", "d"]);
+    }
 
     fn units_of(loc: &Location, names: &[&str]) -> Vec<Vec<usize>> {
         let users: Vec<(String, Vec<&PlannedMailbox>)> =
