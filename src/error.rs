@@ -379,7 +379,7 @@ impl Error {
     }
 
     /// Damage at `item` of the archive, found by the error `source`.
-    pub fn corrupt_from(
+    pub(crate) fn corrupt_from(
         item: impl Into<String>,
         detail: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -395,7 +395,7 @@ impl Error {
     /// name it yet (several archives may be given: the message must say which), or an
     /// I/O error on it raised where only the open file was known ([`Error::name_archive`]).
     #[must_use]
-    pub fn in_archive(self, path: &std::path::Path) -> Self {
+    pub(crate) fn in_archive(self, path: &std::path::Path) -> Self {
         match self {
             Error::Corrupt {
                 item,

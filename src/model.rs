@@ -126,15 +126,15 @@ pub struct Flags(u8);
 
 impl Flags {
     /// `\Answered`
-    pub const ANSWERED: Flags = Flags(1);
+    pub(crate) const ANSWERED: Flags = Flags(1);
     /// `\Flagged`
-    pub const FLAGGED: Flags = Flags(2);
+    pub(crate) const FLAGGED: Flags = Flags(2);
     /// `\Deleted`
-    pub const DELETED: Flags = Flags(4);
+    pub(crate) const DELETED: Flags = Flags(4);
     /// `\Seen`
     pub const SEEN: Flags = Flags(8);
     /// `\Draft`
-    pub const DRAFT: Flags = Flags(16);
+    pub(crate) const DRAFT: Flags = Flags(16);
 
     const ALL: [(Flags, &'static str); 5] = [
         (Flags::ANSWERED, "\\Answered"),
@@ -153,7 +153,7 @@ impl Flags {
         self.0
     }
     /// Flags from Dovecot's index bits; other bits (backend-internal) are dropped.
-    pub fn from_bits(b: u8) -> Self {
+    pub(crate) fn from_bits(b: u8) -> Self {
         Flags(b & 0x1f)
     }
     /// True if every flag of `other` is set.
@@ -173,7 +173,7 @@ impl Flags {
             .collect()
     }
     /// Parse one IMAP flag name (case-insensitive); `None` for unknown names.
-    pub fn from_name(name: &str) -> Option<Flags> {
+    pub(crate) fn from_name(name: &str) -> Option<Flags> {
         Flags::ALL
             .iter()
             .find(|(_, n)| n.eq_ignore_ascii_case(name))
@@ -279,7 +279,7 @@ pub struct Content {
 impl Content {
     /// The SHA-256 of each blob part (format 1.2), in part order; none for a message stored
     /// whole.
-    pub fn blob_shas(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn blob_shas(&self) -> impl Iterator<Item = &String> {
         self.parts.iter().filter_map(|p| p.blob.as_ref())
     }
 }
@@ -380,14 +380,14 @@ impl MessageMeta {
     }
 
     /// The dbox attachments stored outside the message by Dovecot, if any.
-    pub fn dbox_attachments(&self) -> &[AttachmentRef] {
+    pub(crate) fn dbox_attachments(&self) -> &[AttachmentRef] {
         self.dbox()
             .map(|d| d.attachments.as_slice())
             .unwrap_or_default()
     }
 
     /// Drop the GUID when it is derivable from the Maildir file name (for storage).
-    pub fn omit_derived_guid(&mut self) {
+    pub(crate) fn omit_derived_guid(&mut self) {
         if self
             .maildir
             .as_ref()
@@ -398,7 +398,7 @@ impl MessageMeta {
     }
 
     /// Fill in a GUID left out by [`MessageMeta::omit_derived_guid`].
-    pub fn fill_derived_guid(&mut self) {
+    pub(crate) fn fill_derived_guid(&mut self) {
         if self.guid.is_empty()
             && let Some(m) = &self.maildir
         {
@@ -572,7 +572,7 @@ pub mod grammar {
 
     /// An IMAP atom as Dovecot accepts for a keyword: 1 or more bytes 0x21..0x7e, none of
     /// `( ) { % * " \ ]` (RFC 3501 atom-specials; Dovecot also refuses 8-bit keywords).
-    pub fn is_keyword(k: &[u8]) -> bool {
+    pub(crate) fn is_keyword(k: &[u8]) -> bool {
         !k.is_empty()
             && k.iter()
                 .all(|&b| (0x21..0x7f).contains(&b) && !b"(){%*\"\\]".contains(&b))
@@ -580,12 +580,12 @@ pub mod grammar {
 
     /// A space-separated field of `dovecot-uidlist` or a dbox metadata value: no ASCII
     /// control byte (CR, LF, NUL, TAB, ...) and no space.
-    pub fn is_token(t: &[u8]) -> bool {
+    pub(crate) fn is_token(t: &[u8]) -> bool {
         t.iter().all(|&b| b > 0x20 && b != 0x7f)
     }
 
     /// Text that ends at a line end in its file: no CR, LF or NUL.
-    pub fn is_line_text(t: &[u8]) -> bool {
+    pub(crate) fn is_line_text(t: &[u8]) -> bool {
         !t.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
     }
 
@@ -603,7 +603,7 @@ pub mod grammar {
     ///
     /// # Errors
     /// The first field that breaks its file's grammar, named with its value.
-    pub fn check_mailbox(m: &MailboxMeta) -> Result<(), String> {
+    pub(crate) fn check_mailbox(m: &MailboxMeta) -> Result<(), String> {
         if m.uidvalidity == 0 && m.guid.is_some() {
             // 0 stands for "not assigned yet" (a Maildir Dovecot never opened: restored
             // without a uidlist, Dovecot assigns both); such a mailbox has no GUID either.
@@ -649,7 +649,7 @@ pub mod grammar {
     ///
     /// # Errors
     /// The first field that breaks its file's grammar, named with its value.
-    pub fn check_message(m: &MessageMeta) -> Result<(), String> {
+    pub(crate) fn check_message(m: &MessageMeta) -> Result<(), String> {
         if m.uid.0 == 0 {
             return Err("not a valid UID (IMAP UIDs start at 1)".into());
         }

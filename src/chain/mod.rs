@@ -44,7 +44,7 @@ pub struct Resolved {
 
 /// Identity of a message in a mailbox across archives: user, mailbox GUID, UIDVALIDITY, UID
 /// and the Maildir file base.
-pub type Identity = (Name, String, u32, u32, Vec<u8>);
+pub(crate) type Identity = (Name, String, u32, u32, Vec<u8>);
 
 /// Identity of `rec` in mailbox `cat`, when the mailbox has a GUID.
 pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
@@ -69,7 +69,7 @@ pub fn identity(cat: &MailboxRecord, rec: &MessageRecord) -> Option<Identity> {
 type Holders = Vec<(usize, usize, Location, Content)>;
 
 /// How messages are named in errors: `user U mailbox M UID N`.
-pub fn record_item(cat: &MailboxRecord, rec: &MessageRecord) -> String {
+pub(crate) fn record_item(cat: &MailboxRecord, rec: &MessageRecord) -> String {
     format!(
         "user {} mailbox {} UID {}",
         cat.user, cat.mailbox.name, rec.message.uid
@@ -98,7 +98,7 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 ///
 /// # Errors
 /// [`Error::Usage`] naming the text and the accepted forms.
-pub fn parse_time_at(
+pub(crate) fn parse_time_at(
     s: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<chrono::DateTime<chrono::Utc>> {
@@ -213,7 +213,7 @@ impl Chain {
     /// # Errors
     /// As [`Chain::open`], and [`Error::Corrupt`] for a missing or damaged footer or
     /// directory.
-    pub fn open_lazily(paths: &[&Path], require_links: bool) -> Result<Chain> {
+    pub(crate) fn open_lazily(paths: &[&Path], require_links: bool) -> Result<Chain> {
         let archives = paths
             .iter()
             .map(|p| Archive::open(p, false))
@@ -425,7 +425,12 @@ impl Chain {
 
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
     /// archive of the chain holds them (or one of the blobs of a message stored in parts).
-    pub fn resolve(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Option<Resolved> {
+    pub(crate) fn resolve(
+        &self,
+        at: usize,
+        cat: &MailboxRecord,
+        rec: &MessageRecord,
+    ) -> Option<Resolved> {
         let size = rec.message.content.size;
         let make = |archive: usize, loc: Location, c: &Content| {
             let blobs = c
@@ -474,7 +479,12 @@ impl Chain {
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub fn require(&self, at: usize, cat: &MailboxRecord, rec: &MessageRecord) -> Result<Resolved> {
+    pub(crate) fn require(
+        &self,
+        at: usize,
+        cat: &MailboxRecord,
+        rec: &MessageRecord,
+    ) -> Result<Resolved> {
         self.resolve(at, cat, rec).ok_or_else(|| {
             Error::NotFound(format!(
                 "{}: {}",
@@ -546,7 +556,7 @@ impl Chain {
     ///
     /// # Errors
     /// Damaged bytes ([`Error::Corrupt`] naming `item`).
-    pub fn copy_parts(
+    pub(crate) fn copy_parts(
         &self,
         cursors: &mut Vec<FrameCursor>,
         r: &Resolved,
@@ -586,7 +596,7 @@ impl Chain {
     }
 
     /// A human description of why `rec` cannot be resolved.
-    pub fn missing_reason(&self, rec: &MessageRecord) -> String {
+    pub(crate) fn missing_reason(&self, rec: &MessageRecord) -> String {
         for sha in rec.message.content.blob_shas() {
             if !self.blob_index().contains_key(sha) {
                 return format!("its attachment (blob {sha}) is in no archive given");

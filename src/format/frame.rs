@@ -25,7 +25,7 @@ type Done = (u64, io::Result<Compressed>);
 
 /// A compressed frame and the CRC-32 of its bytes (computed by the worker, off the
 /// producer's thread).
-pub struct Compressed {
+pub(crate) struct Compressed {
     bytes: Vec<u8>,
     crc32: u32,
 }
@@ -84,7 +84,7 @@ fn compress_and_hash(
 }
 
 /// A sink that counts the bytes written through it.
-pub struct CountingWriter<W: Write> {
+pub(crate) struct CountingWriter<W: Write> {
     inner: W,
     written: u64,
 }
@@ -154,7 +154,7 @@ impl FrameCompressor {
     ///
     /// # Errors
     /// zstd errors.
-    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    pub(crate) fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         use zstd::zstd_safe::CParameter;
         let tune = self.level == 3 && data.len() >= TUNED_FROM;
         if tune != self.tuned {
@@ -175,7 +175,7 @@ impl FrameCompressor {
 ///
 /// # Errors
 /// zstd errors.
-pub fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     FrameCompressor::new(level)?.compress_into(data, &mut out)?;
     Ok(out)
@@ -188,7 +188,7 @@ const RAW_BLOCK: usize = 128 << 10;
 /// what compression at any level costs is skipped for bytes that do not compress. The
 /// frame follows spec 3.2 rules 1 and 3 like the compressed ones: content size (4 bytes),
 /// content checksum (XXH64), no dictionary, an 8 MiB window.
-pub fn raw_frame(data: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn raw_frame(data: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(data.len() + data.len() / RAW_BLOCK * 3 + 20);
     out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
@@ -214,7 +214,7 @@ pub fn raw_frame(data: &[u8], out: &mut Vec<u8>) {
 }
 
 /// XXH64 (the hash zstd frames checksum their content with, RFC 8878 3.1.1).
-pub fn xxh64(data: &[u8], seed: u64) -> u64 {
+pub(crate) fn xxh64(data: &[u8], seed: u64) -> u64 {
     const P1: u64 = 0x9E37_79B1_85EB_CA87;
     const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
     const P3: u64 = 0x1656_67B1_9E37_79F9;
@@ -281,7 +281,7 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
 /// Blobs smaller than this are compressed with their neighbours: a frame of their own
 /// would cost more (the frame closed before them compresses worse) than skipping the
 /// compression of a few KiB saves.
-pub const RAW_MIN: usize = 64 << 10;
+pub(crate) const RAW_MIN: usize = 64 << 10;
 
 /// Bytes of each sample the probe of [`incompressible`] compresses.
 const PROBE: usize = 8 << 10;
@@ -315,7 +315,7 @@ pub fn incompressible(data: &[u8]) -> bool {
 const KEEP: usize = super::spec::FRAME_TARGET + (1 << 20);
 
 /// Orders and writes frames compressed by a pool of worker threads.
-pub struct FramePipeline {
+pub(crate) struct FramePipeline {
     /// The context for compression on the caller's thread (no workers), made when first used.
     local: Option<FrameCompressor>,
     level: i32,
@@ -402,7 +402,7 @@ impl FramePipeline {
     ///
     /// # Errors
     /// Compression or write errors.
-    pub fn submit<W: Write>(
+    pub(crate) fn submit<W: Write>(
         &mut self,
         data: Vec<u8>,
         first: Option<u64>,
@@ -490,7 +490,7 @@ impl FramePipeline {
     ///
     /// # Errors
     /// Compression or write errors.
-    pub fn flush_all<W: Write>(&mut self, out: &mut CountingWriter<W>) -> io::Result<()> {
+    pub(crate) fn flush_all<W: Write>(&mut self, out: &mut CountingWriter<W>) -> io::Result<()> {
         self.collect(out, 0)?;
         self.jobs = None;
         for w in self.workers.drain(..) {

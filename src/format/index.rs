@@ -204,7 +204,7 @@ impl MessageRecord {
     /// Where this record's bytes are, as a reference another archive can record: in the
     /// archive `own_id` that holds the record (its `loc`), or where its `archive` and
     /// `archive_loc` say. `None` for an unread record, or bytes lost.
-    pub fn content_ref(&self, own_id: &str) -> Option<ContentRef> {
+    pub(crate) fn content_ref(&self, own_id: &str) -> Option<ContentRef> {
         match (&self.archive, self.archive_loc, self.loc) {
             (Some(id), Some(loc), _) => Some(ContentRef {
                 archive: id.clone(),
@@ -221,7 +221,7 @@ impl MessageRecord {
     /// Make the record say its bytes are in another archive, as [`Self::content_ref`]
     /// gives them (`own_id` is the archive whose record this was): no `loc`, member or
     /// link of its own.
-    pub fn refer_to(&mut self, own_id: &str) {
+    pub(crate) fn refer_to(&mut self, own_id: &str) {
         if let Some(r) = self.content_ref(own_id) {
             self.archive = Some(r.archive);
             self.archive_loc = Some(r.loc);
@@ -232,7 +232,7 @@ impl MessageRecord {
     }
 
     /// A record whose bytes are held by another archive, as `r` says.
-    pub fn referring(message: MessageMeta, r: ContentRef) -> Self {
+    pub(crate) fn referring(message: MessageMeta, r: ContentRef) -> Self {
         MessageRecord {
             archive: Some(r.archive),
             archive_loc: Some(r.loc),
@@ -241,13 +241,13 @@ impl MessageRecord {
     }
 
     /// A record with no bytes anywhere yet (filled in by the writer or a resolver).
-    pub fn bare(message: MessageMeta) -> Self {
+    pub(crate) fn bare(message: MessageMeta) -> Self {
         MessageRecord::bare_at(String::new(), message)
     }
 
     /// SHA-256 and length of the bytes stored for the record at `loc` (or `archive_loc`):
     /// the data member of a message stored in parts (1.2), else the message's own.
-    pub fn stored_content(&self) -> (&str, u64) {
+    pub(crate) fn stored_content(&self) -> (&str, u64) {
         let c = &self.message.content;
         match &c.data {
             Some(d) => (&d.sha256, d.size),
@@ -256,18 +256,18 @@ impl MessageRecord {
     }
 
     /// True for a message stored in parts (format 1.2).
-    pub fn in_parts(&self) -> bool {
+    pub(crate) fn in_parts(&self) -> bool {
         self.message.content.data.is_some()
     }
 
     /// True when this archive holds no bytes for the record: they are in another archive
     /// of the chain (`archive`), or were not read (a since-archive's unchanged message).
-    pub fn is_external(&self) -> bool {
+    pub(crate) fn is_external(&self) -> bool {
         self.archive.is_some() || self.message.content.sha256.is_empty()
     }
 
     /// A record for tar member `member`, with no location yet.
-    pub fn bare_at(member: String, message: MessageMeta) -> Self {
+    pub(crate) fn bare_at(member: String, message: MessageMeta) -> Self {
         MessageRecord {
             member,
             link: None,
@@ -298,7 +298,7 @@ pub struct MailboxRecord {
 
 /// A user record: the `user.json` member.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserRecord {
+pub(crate) struct UserRecord {
     /// User metadata.
     pub user: UserMeta,
     /// Names of the user's mailboxes in this archive, in archive order.

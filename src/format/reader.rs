@@ -128,15 +128,6 @@ pub(super) fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<
     }
 }
 
-/// Check the HEADER frame; returns the format version.
-///
-/// # Errors
-/// Not an archive, or an unsupported major version.
-pub fn check_header(first: &[u8]) -> Result<(u16, u16)> {
-    let v = version::header_version(first)?;
-    version::decide(v, None, None).map(|(v, _)| v)
-}
-
 /// The version of the FOOTER at the end of the file, when there is a valid one.
 fn footer_version(file: &ArchiveFile, len: u64) -> Option<version::Version> {
     let off = len.checked_sub(FOOTER_FRAME_LEN as u64)?;
@@ -278,7 +269,7 @@ impl Archive {
     ///
     /// # Errors
     /// A damaged catalog.
-    pub fn gone_catalog(&self, j: usize) -> Result<MailboxRecord> {
+    pub(crate) fn gone_catalog(&self, j: usize) -> Result<MailboxRecord> {
         let entry: &MailboxEntry = self
             .dir
             .gone
@@ -292,7 +283,7 @@ impl Archive {
     ///
     /// # Errors
     /// I/O errors, an oversized entry.
-    pub fn raw_catalog(&self, i: usize) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn raw_catalog(&self, i: usize) -> Result<Option<Vec<u8>>> {
         let Catalogs::Index { base, end } = &self.catalogs else {
             return Ok(None);
         };
@@ -360,7 +351,7 @@ impl Archive {
     /// # Errors
     /// Damaged frames, a size or hash mismatch (`item` names the message), write errors on
     /// `out`.
-    pub fn copy_content(
+    pub(crate) fn copy_content(
         &self,
         cursor: &mut FrameCursor,
         loc: Location,
@@ -481,14 +472,14 @@ impl Archive {
 }
 
 /// Content up to this length is read and checked whole before any of it is written.
-pub const VERIFY_BEFORE_WRITE: u64 = 16 << 20;
+pub(crate) const VERIFY_BEFORE_WRITE: u64 = 16 << 20;
 
 /// Every size of a catalog's records within the format's limit (spec 6.2, MESSAGE_LIMIT),
 /// so that nothing is summed or allocated by a size over it.
 ///
 /// # Errors
 /// The first record with a size over the limit, named by UID.
-pub fn check_sizes(rec: &MailboxRecord) -> std::result::Result<(), String> {
+pub(crate) fn check_sizes(rec: &MailboxRecord) -> std::result::Result<(), String> {
     for m in rec.messages.iter().chain(&rec.deleted) {
         let c = &m.message.content;
         let sizes = std::iter::once(c.size)
@@ -814,7 +805,7 @@ impl FrameCursor {
     /// A cursor with nothing cached, for point reads: a frame is read and decompressed as
     /// a stream, only as far as the reads need (spec 6.4, *Point reads*); the bytes taken
     /// are checked by the caller against the record's SHA-256.
-    pub fn for_point_reads() -> Self {
+    pub(crate) fn for_point_reads() -> Self {
         FrameCursor {
             open: None,
             point: true,

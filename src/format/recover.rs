@@ -495,7 +495,7 @@ impl Scan {
     ///
     /// # Errors
     /// When not even the manifest can be found.
-    pub fn rebuild(&self) -> Result<(Directory, Vec<MailboxRecord>, Vec<String>)> {
+    pub(crate) fn rebuild(&self) -> Result<(Directory, Vec<MailboxRecord>, Vec<String>)> {
         let mut damage = Vec::new();
         let mut by_path: HashMap<&[u8], &ScannedMember> = HashMap::new();
         for m in &self.members {

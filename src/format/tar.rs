@@ -61,7 +61,7 @@ impl EntryType {
 
 /// What a writer knows about a member before writing its header.
 #[derive(Clone, Debug)]
-pub struct MemberHeader<'a> {
+pub(crate) struct MemberHeader<'a> {
     /// Member path (relative, `/`-separated).
     pub path: &'a str,
     /// Regular file or hard link.
@@ -167,7 +167,7 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &str) {
 
 /// Encode the header block(s) of one member (pax header included when needed) into `out`.
 /// Returns false when the size cannot be encoded.
-pub fn encode_header(h: &MemberHeader<'_>, out: &mut Vec<u8>) -> bool {
+pub(crate) fn encode_header(h: &MemberHeader<'_>, out: &mut Vec<u8>) -> bool {
     if h.size > super::spec::MESSAGE_LIMIT {
         return false;
     }
@@ -238,7 +238,7 @@ fn truncate_ascii(s: &str, max: usize) -> &[u8] {
 
 /// A decoded header block.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawHeader {
+pub(crate) struct RawHeader {
     /// Member type.
     pub kind: EntryType,
     /// Path from the ustar name and prefix fields (pax/GNU overrides are applied by the caller).
@@ -253,7 +253,7 @@ pub struct RawHeader {
 
 /// Why a header block could not be decoded.
 #[derive(Debug, PartialEq, Eq)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// The block is all zeros (end-of-archive marker).
     Zero,
     /// The checksum does not match.
@@ -293,7 +293,7 @@ fn cstr(field: &[u8]) -> &[u8] {
 ///
 /// # Errors
 /// [`HeaderError`] for a zero block, a bad checksum or a non-octal number.
-pub fn decode_header(b: &[u8; TAR_BLOCK]) -> Result<RawHeader, HeaderError> {
+pub(crate) fn decode_header(b: &[u8; TAR_BLOCK]) -> Result<RawHeader, HeaderError> {
     if b.iter().all(|&x| x == 0) {
         return Err(HeaderError::Zero);
     }
@@ -336,7 +336,7 @@ pub fn decode_header(b: &[u8; TAR_BLOCK]) -> Result<RawHeader, HeaderError> {
 }
 
 /// Parse pax records; returns (path, linkpath) overrides found.
-pub fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+pub(crate) fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let mut path = None;
     let mut link = None;
     let mut rest = data;

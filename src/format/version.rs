@@ -23,7 +23,7 @@ fn at(b: &[u8], i: usize) -> u16 {
 ///
 /// # Errors
 /// [`Error::Corrupt`] when `first` is not a maildump HEADER.
-pub fn header_version(first: &[u8]) -> Result<Version> {
+pub(crate) fn header_version(first: &[u8]) -> Result<Version> {
     let hl = SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN;
     let magic = first
         .get(..4)
@@ -38,7 +38,7 @@ pub fn header_version(first: &[u8]) -> Result<Version> {
 }
 
 /// The version in a FOOTER frame (the last 72 bytes of the file), when it is one.
-pub fn footer_version(foot: &[u8]) -> Option<Version> {
+pub(crate) fn footer_version(foot: &[u8]) -> Option<Version> {
     let magic = foot
         .get(..4)
         .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
@@ -61,7 +61,7 @@ fn unsupported((major, minor): Version) -> Error {
 ///
 /// # Errors
 /// [`Error::UnsupportedVersion`].
-pub fn check_early(header: Version, footer: Option<Version>) -> Result<()> {
+pub(crate) fn check_early(header: Version, footer: Option<Version>) -> Result<()> {
     match footer {
         Some(f) if f == header && header.0 != FORMAT_MAJOR => Err(unsupported(header)),
         _ => Ok(()),

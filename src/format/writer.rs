@@ -747,7 +747,7 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// # Errors
     /// Write errors.
-    pub fn add_copy(
+    pub(crate) fn add_copy(
         &mut self,
         user: &Name,
         mailbox: &Name,
@@ -813,7 +813,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// Bytes known to be held by other archives of a chain, by SHA-256: a message with such
     /// bytes is recorded with a reference instead of being stored ([`Self::add_message`]).
     /// `blobs`: the blobs (1.2) the chain holds, by SHA-256; they are not stored again.
-    pub fn set_chain_content(
+    pub(crate) fn set_chain_content(
         &mut self,
         chain: HashMap<[u8; 32], ContentRef>,
         blobs: std::collections::HashSet<[u8; 32]>,
@@ -824,7 +824,7 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Record a message whose bytes another archive holds (`meta.content` must be filled
     /// in). No tar member is written.
-    pub fn add_reference(&mut self, meta: MessageMeta, r: ContentRef) -> MessageRecord {
+    pub(crate) fn add_reference(&mut self, meta: MessageMeta, r: ContentRef) -> MessageRecord {
         self.stats.messages += 1;
         self.stats.message_bytes += meta.content.size;
         self.stats.referenced += 1;
@@ -833,7 +833,7 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Record a message whose bytes this archive does not hold and whose holder is not known
     /// (a since-archive's unchanged message; `meta.content.sha256` may be empty).
-    pub fn add_unread(&mut self, meta: MessageMeta) -> MessageRecord {
+    pub(crate) fn add_unread(&mut self, meta: MessageMeta) -> MessageRecord {
         self.stats.messages += 1;
         self.stats.message_bytes += meta.content.size;
         self.stats.referenced += 1;
@@ -846,7 +846,7 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// # Errors
     /// As [`Self::add_message`].
-    pub fn add_deleted_body(
+    pub(crate) fn add_deleted_body(
         &mut self,
         user: &Name,
         mailbox: &Name,
@@ -928,7 +928,7 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// # Errors
     /// Write errors on the temporary spool.
-    pub fn copy_mailbox(
+    pub(crate) fn copy_mailbox(
         &mut self,
         from: &MailboxEntry,
         raw: &[u8],
@@ -954,7 +954,7 @@ impl<W: Write> ArchiveWriter<W> {
     ///
     /// # Errors
     /// Write errors.
-    pub fn add_gone(
+    pub(crate) fn add_gone(
         &mut self,
         user: &Name,
         mailbox: MailboxMeta,
@@ -1038,7 +1038,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// Messages read whole ([`Self::add_message`]) and stored in parts so far, their
     /// base64 attachments taken out (not counted in [`ArchiveStats`], which the archive
     /// records).
-    pub fn split_messages(&self) -> u64 {
+    pub(crate) fn split_messages(&self) -> u64 {
         self.split_count
     }
 

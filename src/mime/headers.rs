@@ -113,7 +113,7 @@ fn decode_one(word: &str) -> Option<String> {
 }
 
 /// Decode RFC 2047 encoded words in a header value; other bytes as UTF-8 (lossy).
-pub fn decode_words(v: &[u8]) -> String {
+pub(crate) fn decode_words(v: &[u8]) -> String {
     let s = String::from_utf8_lossy(v);
     let mut out = String::with_capacity(s.len());
     let mut last_was_word = false;

@@ -40,7 +40,7 @@ const LINES_PER_CHUNK: usize = 640;
 ///
 /// # Errors
 /// A zero line length.
-pub fn base64_lines_each(
+pub(crate) fn base64_lines_each(
     data: &[u8],
     line: Option<u32>,
     crlf: bool,
@@ -89,7 +89,7 @@ pub fn base64_lines_each(
 /// # Errors
 /// A range outside the data member, a missing blob, a blob of the wrong length, an unknown
 /// encoding (named in the text).
-pub fn assemble(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+pub(crate) fn assemble(parts: &[Part], data: &[u8], blobs: &[Vec<u8>]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len() + blobs.iter().map(Vec::len).sum::<usize>() * 2);
     each_piece(parts, data, blobs, &mut |b| out.extend_from_slice(b))?;
     Ok(out)
@@ -183,7 +183,7 @@ fn each_piece(
 ///
 /// # Errors
 /// The first part that does not fit, named.
-pub fn check_layout(
+pub(crate) fn check_layout(
     parts: &[Part],
     data_size: u64,
     blob_size: &dyn Fn(&str) -> Option<u64>,

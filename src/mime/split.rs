@@ -24,10 +24,10 @@ use crate::model::Part;
 /// member (at least 1 KiB of header and padding), a catalog entry (~120 B) and a SHA-256;
 /// below a few KiB that outweighs what storing the attachment once and decoded saves, and
 /// small attachments (signatures, logos, vCards) rarely repeat anyway.
-pub const SPLIT_MIN: usize = 4096;
+pub(crate) const SPLIT_MIN: usize = 4096;
 
 /// Deepest MIME nesting followed; a deeper message is stored whole.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// A message as its data (the message without the attachments' text) and blob parts.
 #[derive(Debug)]

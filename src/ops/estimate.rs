@@ -31,7 +31,7 @@ use crate::store::open_reader;
 
 /// Index bytes written per message whose record is made anew (compressed JSON catalog
 /// record; measured on the bench corpus: 60 to 90).
-pub const INDEX_BYTES_PER_MESSAGE: u64 = 100;
+pub(crate) const INDEX_BYTES_PER_MESSAGE: u64 = 100;
 
 /// Fixed bytes of any archive (header, manifest, directory, footer), rounded up.
 const ARCHIVE_OVERHEAD: u64 = 4096;

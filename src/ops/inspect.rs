@@ -17,7 +17,7 @@ use crate::ops::restore::select::escape_field;
 
 /// One line of `list --json`.
 #[derive(Serialize, Debug)]
-pub struct ListEntry<'a> {
+pub(crate) struct ListEntry<'a> {
     /// User.
     pub user: &'a Name,
     /// Mailbox.

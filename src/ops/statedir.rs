@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 /// Name of the state file in the state directory.
 pub const STATE_FILE: &str = "state.json";
 /// Name of the lock file in the state directory.
-pub const LOCK_FILE: &str = "lock";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// One archive recorded in `state.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub enum Next {
 ///
 /// # Errors
 /// The directory cannot be read, or a stale file cannot be removed.
-pub fn remove_stale_partials(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn remove_stale_partials(dir: &Path) -> Result<Vec<PathBuf>> {
     use std::os::unix::ffi::OsStrExt;
     let mut removed = Vec::new();
     for e in fs::read_dir(dir).at(dir)? {

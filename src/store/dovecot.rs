@@ -5,7 +5,7 @@
 use crate::model::Name;
 
 /// Dovecot's `str_tabescape`: `\x01`→`\x011`, TAB→`\x01t`, LF→`\x01n`, CR→`\x01r`.
-pub fn tab_escape(s: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn tab_escape(s: &[u8], out: &mut Vec<u8>) {
     for &b in s {
         match b {
             0x01 => out.extend_from_slice(b"\x011"),
@@ -18,7 +18,7 @@ pub fn tab_escape(s: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Reverse of [`tab_escape`]; unknown escapes keep the escaped byte.
-pub fn tab_unescape(s: &[u8]) -> Vec<u8> {
+pub(crate) fn tab_unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -41,7 +41,7 @@ pub fn tab_unescape(s: &[u8]) -> Vec<u8> {
 
 /// Parse a `subscriptions` file into storage-encoded names with `/` between levels.
 /// Version 2 (`V\t2`) joins levels with TAB; version 1 lists plain names.
-pub fn parse_subscriptions(data: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn parse_subscriptions(data: &[u8]) -> Vec<Vec<u8>> {
     let mut lines = data.split(|&b| b == b'\n');
     let mut out = Vec::new();
     let v2 = data.starts_with(b"V\t2");
@@ -63,7 +63,7 @@ pub fn parse_subscriptions(data: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Render a version-2 `subscriptions` file from storage-encoded `/`-separated names.
-pub fn render_subscriptions(names: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn render_subscriptions(names: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"V\t2\n\n".to_vec();
     for n in names {
         for (i, level) in n.split(|&b| b == b'/').enumerate() {
@@ -78,7 +78,7 @@ pub fn render_subscriptions(names: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Parse a `file:` dict (alternating escaped key and value lines).
-pub fn parse_dict(data: &[u8]) -> Vec<(Name, Name)> {
+pub(crate) fn parse_dict(data: &[u8]) -> Vec<(Name, Name)> {
     let mut out = Vec::new();
     let mut lines = data.split(|&b| b == b'\n');
     while let Some(k) = lines.next() {
@@ -95,7 +95,7 @@ pub fn parse_dict(data: &[u8]) -> Vec<(Name, Name)> {
 }
 
 /// Render a `file:` dict.
-pub fn render_dict(entries: &[(Name, Name)]) -> Vec<u8> {
+pub(crate) fn render_dict(entries: &[(Name, Name)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in entries {
         tab_escape(k.as_bytes(), &mut out);
@@ -107,7 +107,7 @@ pub fn render_dict(entries: &[(Name, Name)]) -> Vec<u8> {
 }
 
 /// Prefix of server METADATA keys below a mailbox GUID (stored on INBOX).
-pub const SERVER_ATTR_PREFIX: &[u8] = b"vendor/vendor.dovecot/pvt/server/";
+pub(crate) const SERVER_ATTR_PREFIX: &[u8] = b"vendor/vendor.dovecot/pvt/server/";
 
 #[cfg(test)]
 mod tests {

@@ -177,7 +177,7 @@ impl Location {
 
     /// One on-disk mailbox name component as UTF-8 bytes (mUTF-7 decoded unless `:UTF-8`;
     /// a component that is not valid mUTF-7 is kept byte for byte, so nothing is lost).
-    pub fn decode_component(&self, c: &[u8]) -> Vec<u8> {
+    pub(crate) fn decode_component(&self, c: &[u8]) -> Vec<u8> {
         if self.utf8 {
             return c.to_vec();
         }
@@ -188,7 +188,7 @@ impl Location {
     }
 
     /// One UTF-8 mailbox name component as stored on disk (mUTF-7 unless `:UTF-8`).
-    pub fn encode_component(&self, c: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode_component(&self, c: &[u8]) -> Vec<u8> {
         if self.utf8 {
             return c.to_vec();
         }
@@ -203,7 +203,7 @@ impl Location {
     /// `.A.B`, `LAYOUT=fs` `A/B`, dbox `mailboxes/A/B`; each name component encoded as on
     /// disk. Names Dovecot cannot hold here ([`Location::unholdable_mailbox_name`]) still
     /// get a directory, which may be another mailbox's.
-    pub fn mailbox_dir_components(&self, name: &Name) -> Vec<Vec<u8>> {
+    pub(crate) fn mailbox_dir_components(&self, name: &Name) -> Vec<Vec<u8>> {
         let comps = name
             .as_bytes()
             .split(|&b| b == b'/')
@@ -229,7 +229,7 @@ impl Location {
     /// name, and a directory made for it shows as another mailbox), or a name component
     /// that is a directory of the layout itself (Maildir `LAYOUT=fs`: `cur`, `new`, `tmp`;
     /// dbox: `dbox-Mails`), which Dovecot refuses as reserved.
-    pub fn unholdable_mailbox_name(&self, name: &Name) -> Option<String> {
+    pub(crate) fn unholdable_mailbox_name(&self, name: &Name) -> Option<String> {
         let inbox = name.as_bytes() == b"INBOX";
         for c in name.as_bytes().split(|&b| b == b'/') {
             let c = self.encode_component(c);
@@ -263,7 +263,7 @@ impl Location {
     }
 
     /// A whole on-disk name with `/` between components (subscriptions), as UTF-8.
-    pub fn decode_name(&self, n: &[u8]) -> Name {
+    pub(crate) fn decode_name(&self, n: &[u8]) -> Name {
         let parts: Vec<Vec<u8>> = n
             .split(|&b| b == b'/')
             .map(|c| self.decode_component(c))
@@ -327,7 +327,7 @@ impl Location {
     /// # Errors
     /// [`Error::Corrupt`] naming the user when it is hostile; [`Error::Usage`] for a
     /// template that does not parse or a filter that cannot apply to this user.
-    pub fn expand_path(&self, template: &str, user: &str) -> Result<PathBuf> {
+    pub(crate) fn expand_path(&self, template: &str, user: &str) -> Result<PathBuf> {
         let home = self.home_of(user)?;
         expand_path(template, user, home.as_deref())
     }
@@ -347,7 +347,7 @@ impl Location {
     ///
     /// # Errors
     /// As [`Self::expand_path`].
-    pub fn attachment_dir_of(&self, user: &str) -> Result<Option<PathBuf>> {
+    pub(crate) fn attachment_dir_of(&self, user: &str) -> Result<Option<PathBuf>> {
         self.attachment_dir
             .as_deref()
             .map(|t| self.expand_path(t, user))
@@ -358,7 +358,7 @@ impl Location {
     ///
     /// # Errors
     /// As [`Self::expand_path`].
-    pub fn attribute_file_of(&self, user: &str) -> Result<Option<PathBuf>> {
+    pub(crate) fn attribute_file_of(&self, user: &str) -> Result<Option<PathBuf>> {
         let Some(path) = self
             .attribute_dict
             .as_deref()
@@ -522,7 +522,7 @@ pub(crate) fn expand_path(template: &str, user: &str, home: Option<&Path>) -> Re
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the user when it is not.
-pub fn check_user_name(user: &[u8]) -> Result<&str> {
+pub(crate) fn check_user_name(user: &[u8]) -> Result<&str> {
     let s = std::str::from_utf8(user).map_err(|_| {
         Error::corrupt(
             format!("user {:?}", String::from_utf8_lossy(user)),

@@ -203,7 +203,7 @@ impl Writer {
     ///
     /// # Errors
     /// A symlink at the mailbox, on its way or in it ([`Error::UnsafeTarget`]); I/O errors.
-    pub fn mailbox_exists(&self, name: &Name) -> Result<bool> {
+    pub(crate) fn mailbox_exists(&self, name: &Name) -> Result<bool> {
         match self {
             Writer::Maildir(w) => w.mailbox_exists(name),
             Writer::Dbox(w) => w.mailbox_exists(name),
@@ -216,7 +216,7 @@ impl Writer {
     ///
     /// # Errors
     /// [`Error::UnsafeTarget`] naming the link; I/O errors.
-    pub fn check_root(&self) -> Result<()> {
+    pub(crate) fn check_root(&self) -> Result<()> {
         match self {
             Writer::Maildir(w) => w.check_root(),
             Writer::Dbox(w) => w.check_root(),
@@ -228,7 +228,7 @@ impl Writer {
     ///
     /// # Errors
     /// A damaged uidlist; unreadable files.
-    pub fn live_state(&self, name: &Name) -> Result<Option<crate::model::MailboxStatus>> {
+    pub(crate) fn live_state(&self, name: &Name) -> Result<Option<crate::model::MailboxStatus>> {
         match self {
             Writer::Maildir(w) => w.live_state(name),
             Writer::Dbox(w) => w.live_state(name),

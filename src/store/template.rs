@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// How `%` is read in a template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Syntax {
+pub(crate) enum Syntax {
     /// 2.3's one-letter variables (`%u %n %d %h %%`, `%Lu`...), 2.3's long names
     /// (`%{user}`, `%{username}`, `%{domain}`, `%{home}`) and 2.4's expressions.
     Any,
@@ -81,7 +81,7 @@ enum Piece {
 
 /// What a directory name at a template position tells about the user (`--all-users`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Binding {
+pub(crate) enum Binding {
     /// The whole user name (`%u`, `%{user}`, also lowercased or uppercased).
     User(String),
     /// The part before the `@` (`%n`, `%{user | username}`).
@@ -101,7 +101,7 @@ pub struct Template {
 }
 
 /// One path component of a template.
-pub struct Component<'a>(&'a [Piece]);
+pub(crate) struct Component<'a>(&'a [Piece]);
 
 impl Template {
     /// Parse `text` in `syntax`.
@@ -146,13 +146,13 @@ impl Template {
     }
 
     /// The `/`-separated components (the first is empty for an absolute template).
-    pub fn components(&self) -> impl Iterator<Item = Component<'_>> {
+    pub(crate) fn components(&self) -> impl Iterator<Item = Component<'_>> {
         self.components.iter().map(|c| Component(c))
     }
 
     /// Whether any component uses the user name.
     #[cfg(test)] // used by the tests only
-    pub fn uses_user(&self) -> bool {
+    pub(crate) fn uses_user(&self) -> bool {
         self.components
             .iter()
             .flatten()
@@ -160,7 +160,7 @@ impl Template {
     }
 
     /// Whether any component uses the home directory (`%h`, `%{home}`, a leading `~`).
-    pub fn uses_home(&self) -> bool {
+    pub(crate) fn uses_home(&self) -> bool {
         self.text.starts_with('~')
             || self
                 .components
@@ -185,7 +185,7 @@ impl Component<'_> {
 
     /// Whether the component is exactly the home directory (`%h`, `%{home}`), which
     /// [`crate::store::location::Location::expand_path`] made itself.
-    pub fn is_home(&self) -> bool {
+    pub(crate) fn is_home(&self) -> bool {
         matches!(
             self.0,
             [Piece::Expr(Expr {
@@ -196,7 +196,7 @@ impl Component<'_> {
     }
 
     /// Whether the component starts with `~` (the home, in a template's first component).
-    pub fn starts_with_tilde(&self) -> bool {
+    pub(crate) fn starts_with_tilde(&self) -> bool {
         matches!(self.0.first(), Some(Piece::Lit(l)) if l.starts_with('~'))
     }
 
@@ -206,7 +206,12 @@ impl Component<'_> {
     /// # Errors
     /// [`Error::Usage`] when a filter cannot apply (e.g. `substr` out of bounds) or the result
     /// is not UTF-8 (a digest without `| hexlify`).
-    pub fn expand(&self, user: &str, home: Option<&str>, skip_tilde: bool) -> Result<String> {
+    pub(crate) fn expand(
+        &self,
+        user: &str,
+        home: Option<&str>,
+        skip_tilde: bool,
+    ) -> Result<String> {
         let mut out = String::new();
         for (i, p) in self.0.iter().enumerate() {
             match p {
@@ -222,7 +227,7 @@ impl Component<'_> {
 
     /// Whether a directory name at this position gives the user name or its part before
     /// the `@` ([`Binding::User`], [`Binding::Name`]).
-    pub fn names_user(&self) -> bool {
+    pub(crate) fn names_user(&self) -> bool {
         let expr = match self.0 {
             [Piece::Expr(e)]
             | [Piece::Lit(_), Piece::Expr(e)]
@@ -540,7 +545,7 @@ fn parse_filter(step: &str) -> std::result::Result<Filter, String> {
 ///
 /// # Errors
 /// [`Error::Usage`] naming `setting` as [`Template::parse`] would.
-pub fn to_any(value: &str, setting: &str) -> Result<String> {
+pub(crate) fn to_any(value: &str, setting: &str) -> Result<String> {
     Template::parse(value, Syntax::Dovecot24)
         .map_err(|e| Error::Usage(format!("{setting}: {e}")))?;
     let mut out = String::with_capacity(value.len() + 4);

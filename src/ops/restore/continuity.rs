@@ -27,7 +27,7 @@ use crate::model::{MailboxMeta, MailboxStatus, MessageMeta};
 /// UIDNEXT margin of [`Continuity::default`].
 pub const DEFAULT_UID_MARGIN: u32 = 100_000;
 /// HIGHESTMODSEQ goes up by this many times the UIDNEXT margin.
-pub const MODSEQ_MARGIN_FACTOR: u64 = 10;
+pub(crate) const MODSEQ_MARGIN_FACTOR: u64 = 10;
 
 /// How an exact restore keeps clear of what clients may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -82,7 +82,7 @@ pub struct RestoreOptions {
 
 /// The most target users a restore writes at once by default (memory: each holds one
 /// decompressed frame, one message and one catalog).
-pub const MAX_JOBS: usize = 4;
+pub(crate) const MAX_JOBS: usize = 4;
 
 impl RestoreOptions {
     fn location(&self) -> Result<&Location> {
@@ -167,7 +167,7 @@ fn state_catalog(archive: &Archive, i: usize) -> Result<MailboxRecord> {
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the mailbox or message and the value.
-pub fn check_control_fields<'a>(
+pub(crate) fn check_control_fields<'a>(
     cat: &MailboxRecord,
     records: impl IntoIterator<Item = &'a MessageRecord>,
 ) -> Result<()> {
@@ -184,7 +184,7 @@ pub fn check_control_fields<'a>(
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the user and the value.
-pub fn check_user_fields(u: &UserMeta) -> Result<()> {
+pub(crate) fn check_user_fields(u: &UserMeta) -> Result<()> {
     grammar::check_user(u).map_err(|e| Error::corrupt(format!("user {}", u.name), e))
 }
 

@@ -56,7 +56,7 @@ impl SeqSet {
 /// Linear in the name for each pattern byte (O(pattern x name) time, O(name) memory): one
 /// pass over the pattern keeps the set of name prefixes matched so far, so patterns with
 /// many wildcards cannot make it backtrack exponentially.
-pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     // ok[j]: the pattern so far matches name[..j].
     let mut ok = vec![false; name.len() + 1];
     ok[0] = true;
@@ -116,7 +116,7 @@ pub struct Selection {
 
 impl Selection {
     /// True when no message-level filter is set (whole mailboxes are selected).
-    pub fn whole_mailboxes(&self) -> bool {
+    pub(crate) fn whole_mailboxes(&self) -> bool {
         self.uids.is_none()
             && self.guids.is_empty()
             && self.message_ids.is_empty()
@@ -126,14 +126,14 @@ impl Selection {
     }
 
     /// Does the user match?
-    pub fn user_matches(&self, user: &Name) -> bool {
+    pub(crate) fn user_matches(&self, user: &Name) -> bool {
         self.user
             .as_ref()
             .is_none_or(|u| u.as_bytes() == user.as_bytes())
     }
 
     /// Does the mailbox match (name, pattern, or sub-folder with `recursive`)?
-    pub fn mailbox_matches(&self, user: &Name, name: &Name) -> bool {
+    pub(crate) fn mailbox_matches(&self, user: &Name, name: &Name) -> bool {
         if let Some(l) = &self.list
             && !l.iter().any(|(u, m, _)| u == user && m == name)
         {
@@ -151,7 +151,7 @@ impl Selection {
     }
 
     /// Does one message match?
-    pub fn message_matches(&self, user: &Name, mailbox: &Name, m: &MessageMeta) -> bool {
+    pub(crate) fn message_matches(&self, user: &Name, mailbox: &Name, m: &MessageMeta) -> bool {
         if let Some(s) = &self.uids
             && !s.contains(m.uid.0)
         {
@@ -191,7 +191,7 @@ impl Selection {
 
 /// Escape a name for one tab-separated field of a restore list: `%`, tab, CR, LF and other
 /// control bytes as `%XX`, invalid UTF-8 bytes too.
-pub fn escape_field(name: &Name) -> String {
+pub(crate) fn escape_field(name: &Name) -> String {
     let mut out = String::new();
     for chunk in name.as_bytes().utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -212,7 +212,7 @@ pub fn escape_field(name: &Name) -> String {
 ///
 /// # Errors
 /// A malformed `%XX`.
-pub fn unescape_field(s: &str) -> Result<Name> {
+pub(crate) fn unescape_field(s: &str) -> Result<Name> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -89,7 +89,7 @@ pub fn read(conf: &Path) -> Result<StoreConfig> {
 
 /// 2.4 when the first setting of the file is `dovecot_config_version`; 2.3 otherwise (also
 /// when the file cannot be read here: doveconf may still read it, as before).
-pub fn version_of(conf: &Path) -> ConfigVersion {
+pub(crate) fn version_of(conf: &Path) -> ConfigVersion {
     let Ok(data) = std::fs::read(conf) else {
         return ConfigVersion::Dovecot23;
     };

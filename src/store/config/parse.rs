@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Where a setting or filter was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The file.
     pub file: PathBuf,
     /// Its line (1-based; the first line of a continued one).

@@ -32,13 +32,13 @@ use std::io;
 pub type Result<T> = std::io::Result<T>;
 
 /// Magic bytes starting every message header.
-pub const MAGIC_PRE: &[u8; 2] = b"\x01\x02";
+pub(crate) const MAGIC_PRE: &[u8; 2] = b"\x01\x02";
 /// Magic bytes starting every metadata block (the leading LF is not part of the body).
-pub const MAGIC_POST: &[u8; 4] = b"\n\x01\x03\n";
+pub(crate) const MAGIC_POST: &[u8; 4] = b"\n\x01\x03\n";
 /// Size of the message header Dovecot 2.x writes (`sizeof(struct dbox_message_header)`).
-pub const MSG_HEADER_SIZE: u32 = 30;
+pub(crate) const MSG_HEADER_SIZE: u32 = 30;
 /// The dbox file version Dovecot 2.x writes.
-pub const DBOX_VERSION: u32 = 2;
+pub(crate) const DBOX_VERSION: u32 = 2;
 
 /// Offset of the 16 hex digit body size inside the message header.
 const MSG_SIZE_HEX_OFFSET: usize = 13;
@@ -91,7 +91,7 @@ fn to_u64(v: usize) -> u64 {
 
 /// File header "2 M1e C6b0ac8b3\n".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileHeader {
+pub(crate) struct FileHeader {
     /// dbox file version (1 or 2; Dovecot 2.x writes 2).
     pub version: u32,
     /// Size of each message header in bytes (`M`, hex; 0x1e = 30).
@@ -109,7 +109,7 @@ pub struct FileHeader {
 /// `C` (hex) are used, other keys (e.g. the v1 `A`) are ignored. Additionally a
 /// message header size below 30 is refused since this module reads the fixed
 /// Dovecot 2 header fields.
-pub fn parse_file_header(data: &[u8]) -> Result<FileHeader> {
+pub(crate) fn parse_file_header(data: &[u8]) -> Result<FileHeader> {
     const WHAT: &str = "dbox file header";
     let search = data
         .get(..MAX_FILE_HEADER_LINE.min(data.len()))
@@ -173,7 +173,7 @@ pub fn parse_file_header(data: &[u8]) -> Result<FileHeader> {
 
 /// Writing: the file header line for a new dbox file (`2 M1e C<hex stamp>\n`),
 /// byte-identical to what Dovecot 2.3 writes.
-pub fn file_header(create_stamp: u64) -> Vec<u8> {
+pub(crate) fn file_header(create_stamp: u64) -> Vec<u8> {
     format!("{DBOX_VERSION} M{MSG_HEADER_SIZE:x} C{create_stamp:x}\n").into_bytes()
 }
 
@@ -183,7 +183,7 @@ pub fn file_header(create_stamp: u64) -> Vec<u8> {
 
 /// One message inside a dbox file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DboxMessage {
+pub(crate) struct DboxMessage {
     /// Offset of the 01 02 message header in the file.
     pub offset: u64,
     /// Bytes from the message header through the metadata block's final empty
@@ -229,19 +229,19 @@ impl DboxMessage {
     /// extension, or for sdbox the index cache, falling back to the file ctime).
     /// `None` when absent, which is the normal case.
     #[cfg(test)] // used by the tests only (the store reads and writes without it)
-    pub fn save_time(&self) -> Option<i64> {
+    pub(crate) fn save_time(&self) -> Option<i64> {
         self.get_hex(b'S')
             .map(|v| i64::from_ne_bytes(v.to_ne_bytes()))
     }
 
     /// Virtual size (`V`, hex): the size with every LF counted as CRLF.
-    pub fn virtual_size(&self) -> Option<u64> {
+    pub(crate) fn virtual_size(&self) -> Option<u64> {
         self.get_hex(b'V')
     }
 
     /// Physical size of the full message (`Z`, hex). Only present when it
     /// differs from the body length (externalised attachments, compression).
-    pub fn physical_size(&self) -> Option<u64> {
+    pub(crate) fn physical_size(&self) -> Option<u64> {
         self.get_hex(b'Z')
     }
 
@@ -258,7 +258,7 @@ impl DboxMessage {
     }
 
     /// Externalised attachment references (`X`); empty if there is no `X` key.
-    pub fn sis_parts(&self) -> Result<Vec<SisPart>> {
+    pub(crate) fn sis_parts(&self) -> Result<Vec<SisPart>> {
         match self.get(b'X') {
             None => Ok(Vec::new()),
             Some(v) => parse_x(v).map_err(|e| {
@@ -288,7 +288,7 @@ impl DboxMessage {
 
 /// Parse the message whose header starts at `offset` in `data` (a whole dbox
 /// file in memory).
-pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<DboxMessage> {
+pub(crate) fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<DboxMessage> {
     const WHAT: &str = "dbox message";
     let off = to_usize(offset, WHAT)?;
     let head = data.get(off..).ok_or_else(|| {
@@ -329,7 +329,7 @@ pub fn parse_message_at(data: &[u8], hdr: &FileHeader, offset: u64) -> Result<Db
 /// bytes from the end of its body on (the metadata block). Returns the message and where
 /// its body starts and ends (file offsets), so a reader can read the metadata of large
 /// messages without reading their bodies.
-pub fn parse_message_split(
+pub(crate) fn parse_message_split(
     head: &[u8],
     tail: &[u8],
     hdr: &FileHeader,
@@ -357,7 +357,11 @@ pub fn parse_message_split(
 
 /// The message header at the start of `h` (the message at file offset `offset`): the
 /// header's length and the body's length.
-pub fn parse_message_header(h: &[u8], hdr: &FileHeader, offset: u64) -> Result<(usize, u64)> {
+pub(crate) fn parse_message_header(
+    h: &[u8],
+    hdr: &FileHeader,
+    offset: u64,
+) -> Result<(usize, u64)> {
     const WHAT: &str = "dbox message";
     let hsz = usize::try_from(hdr.msg_header_size)
         .map_err(|_| invalid(WHAT, "message header size too large"))?;
@@ -436,7 +440,7 @@ fn parse_metadata(t: &[u8], offset: u64, body_end: usize) -> Result<(MetaLines, 
 /// All messages of a file in order (mdbox `m.N`; for sdbox exactly one).
 /// A truncated or corrupt message is an error naming its offset; a file with
 /// only a header yields an empty list.
-pub fn parse_all(data: &[u8]) -> Result<(FileHeader, Vec<DboxMessage>)> {
+pub(crate) fn parse_all(data: &[u8]) -> Result<(FileHeader, Vec<DboxMessage>)> {
     let hdr = parse_file_header(data)?;
     let mut msgs = Vec::new();
     let mut pos = hdr.len;
@@ -458,7 +462,7 @@ pub fn parse_all(data: &[u8]) -> Result<(FileHeader, Vec<DboxMessage>)> {
 /// parsed message's `meta` to reproduce its bytes. Values must not contain LF
 /// and keys must not be LF or space, or the result will not
 /// parse back.
-pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let meta_len: usize = meta.iter().fold(0usize, |a, (_, v)| {
         a.saturating_add(v.len()).saturating_add(2)
     });
@@ -487,7 +491,7 @@ pub fn message_bytes(body: &[u8], meta: &[(u8, Vec<u8>)]) -> Vec<u8> {
 
 /// One externalised attachment reference (`X` metadata 4-tuple).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SisPart {
+pub(crate) struct SisPart {
     /// Offset in the reconstructed full message where the encoded text begins.
     pub start: u64,
     /// Length of the encoded text in the full message (without the line end
@@ -544,7 +548,7 @@ fn parse_x_options(s: &[u8]) -> Option<(Option<u32>, bool)> {
 /// tuples separated by single spaces (Dovecot's `index_attachment_parse_extrefs`).
 /// Parts must not overlap (`start` >= previous `start + size`). Stricter than
 /// Dovecot only in refusing an empty or non-UTF-8 path and numeric overflow.
-pub fn parse_x(value: &[u8]) -> Result<Vec<SisPart>> {
+pub(crate) fn parse_x(value: &[u8]) -> Result<Vec<SisPart>> {
     const WHAT: &str = "SIS X metadata";
     let fields: Vec<&[u8]> = value.split(|&c| c == b' ').collect();
     if !fields.len().is_multiple_of(4) {
@@ -596,7 +600,7 @@ pub fn parse_x(value: &[u8]) -> Result<Vec<SisPart>> {
 /// Format parts as an `X` value (inverse of [`parse_x`]); byte-identical to
 /// Dovecot's `index_attachment_append_extrefs`: options are `C` then `B<n>`, or
 /// `-` when neither applies. Only parts accepted by [`validate_parts`] round-trip.
-pub fn format_x(parts: &[SisPart]) -> Vec<u8> {
+pub(crate) fn format_x(parts: &[SisPart]) -> Vec<u8> {
     let mut s = String::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -622,7 +626,7 @@ pub fn format_x(parts: &[SisPart]) -> Vec<u8> {
 
 /// Check parts as [`parse_x`] would: ordered and non-overlapping, valid line
 /// lengths, non-empty paths without spaces or LF.
-pub fn validate_parts(parts: &[SisPart]) -> Result<()> {
+pub(crate) fn validate_parts(parts: &[SisPart]) -> Result<()> {
     const WHAT: &str = "SIS parts";
     let mut last_end = 0u64;
     for (i, p) in parts.iter().enumerate() {
@@ -660,7 +664,7 @@ pub fn validate_parts(parts: &[SisPart]) -> Result<()> {
 /// True if an `X` path is a plain relative path that stays inside
 /// `mail_attachment_dir` (no absolute path, no `.`/`..`/empty components, no NUL).
 /// Dovecot itself does not check this; a backup tool should before opening files.
-pub fn is_safe_relative_path(path: &str) -> bool {
+pub(crate) fn is_safe_relative_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\0')
         && path
@@ -672,7 +676,7 @@ pub fn is_safe_relative_path(path: &str) -> bool {
 /// message: base64 in lines of `n` chars joined by LF (or CRLF with `C`), with no
 /// terminator after the last line; or verbatim when the options are `-`.
 /// The result must be exactly `part.size` bytes, else an error.
-pub fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
     let out = match part.base64_line_len {
         None => stored.to_vec(),
         Some(n) => {
@@ -703,7 +707,7 @@ pub fn encode_part(part: &SisPart, stored: &[u8]) -> Result<Vec<u8>> {
 
 /// Decode a part's text from the full message back to its stored bytes, and
 /// check that [`encode_part`] reproduces the text bit-exactly.
-pub fn decode_part(part: &SisPart, text: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn decode_part(part: &SisPart, text: &[u8]) -> Result<Vec<u8>> {
     let stored = match part.base64_line_len {
         None => text.to_vec(),
         Some(_) => {
@@ -781,7 +785,7 @@ pub fn layout(
 /// Malformed parts, a stored attachment whose text is not `size` bytes, `fetch` and
 /// write errors.
 #[cfg(test)] // used by the tests only (the store reads and writes without it)
-pub fn rebuild(
+pub(crate) fn rebuild(
     body: &[u8],
     parts: &[SisPart],
     fetch: &mut dyn FnMut(&SisPart) -> Result<Vec<u8>>,
@@ -852,7 +856,7 @@ pub fn extract(full: &[u8], parts: &[SisPart]) -> Result<(Vec<u8>, Vec<Vec<u8>>)
 
 /// SIS file name on disk: sdbox appends `-<mailbox guid hex>-<uid>` to the `X`
 /// path; mdbox uses the `X` path as is.
-pub fn sdbox_attachment_name(path: &str, mailbox_guid: &str, uid: u32) -> String {
+pub(crate) fn sdbox_attachment_name(path: &str, mailbox_guid: &str, uid: u32) -> String {
     format!("{path}-{mailbox_guid}-{uid}")
 }
 
@@ -861,7 +865,7 @@ pub fn sdbox_attachment_name(path: &str, mailbox_guid: &str, uid: u32) -> String
 /// `hashes/` plus the file name up to its first `-`. `None` if the file name has
 /// no `-` or an empty hash. Works on sdbox on-disk names too (the suffix follows
 /// a later `-`).
-pub fn hash_link_path(path: &str) -> Option<String> {
+pub(crate) fn hash_link_path(path: &str) -> Option<String> {
     let (dir, fname) = match path.rfind('/') {
         Some(i) => (path.get(..i)?, path.get(i + 1..)?),
         None => ("", path),
@@ -881,7 +885,7 @@ pub fn hash_link_path(path: &str) -> Option<String> {
 /// mailbox `mailbox_guid`) below the attachment directory, and the `hashes/` link it also
 /// makes: sdbox appends `-<mailbox guid>-<uid>` ([`sdbox_attachment_name`]); Dovecot 2.3
 /// links each file from `hashes/` ([`hash_link_path`]), 2.4 does not.
-pub fn attachment_names(
+pub(crate) fn attachment_names(
     layout: crate::store::location::AttachmentLayout,
     sdbox: bool,
     path: &str,

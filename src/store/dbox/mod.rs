@@ -36,11 +36,11 @@ use crate::model::{
 use index::MailIndex;
 
 /// Directory of a mailbox's files below its directory under `mailboxes/`.
-pub const MAILS_DIR: &str = "dbox-Mails";
+pub(crate) const MAILS_DIR: &str = "dbox-Mails";
 /// Directory of mailboxes below the mail root.
-pub const MAILBOXES_DIR: &str = "mailboxes";
+pub(crate) const MAILBOXES_DIR: &str = "mailboxes";
 /// mdbox storage directory below the mail root (and below the alternate root).
-pub const STORAGE_DIR: &str = "storage";
+pub(crate) const STORAGE_DIR: &str = "storage";
 
 /// Metadata keys modelled in [`MessageMeta`] (everything else is kept in [`DboxFacts::other`]).
 const MODELLED_KEYS: &[u8] = b"GRVZXPO";

@@ -205,7 +205,7 @@ impl DboxWriter {
     ///
     /// # Errors
     /// A symlink in the way ([`Error::UnsafeTarget`]); I/O errors.
-    pub fn mailbox_exists(&self, name: &Name) -> Result<bool> {
+    pub(crate) fn mailbox_exists(&self, name: &Name) -> Result<bool> {
         Ok(self.existing_mails(name)?.is_some())
     }
 

@@ -16,7 +16,7 @@ use crate::model::{Flags, MailboxMeta, MessageMeta, Name};
 use crate::store::dbox::index::{NewIndex, NewRecord};
 
 /// Keyword letters a Maildir file name can carry (`a`..`z`).
-pub const LETTERS: usize = 26;
+pub(crate) const LETTERS: usize = 26;
 
 /// Whether `dovecot-keywords` gives all 26 letters away: only then does Dovecot keep
 /// keywords in the index alone.

@@ -299,7 +299,7 @@ impl MaildirWriter {
     ///
     /// # Errors
     /// A symlink at the mailbox, on its way or in it ([`Error::UnsafeTarget`]); I/O errors.
-    pub fn mailbox_exists(&self, name: &Name) -> Result<bool> {
+    pub(crate) fn mailbox_exists(&self, name: &Name) -> Result<bool> {
         match self.existing_mailbox(name)? {
             Some(d) => Ok(d.refuse_symlink(b"cur")?),
             None => Ok(false),
@@ -331,7 +331,7 @@ impl MaildirWriter {
     /// # Errors
     /// The lock cannot be taken ([`Error::Conflict`]), a symlink in the live mailbox
     /// ([`Error::UnsafeTarget`]), a damaged live uidlist, I/O errors.
-    pub fn merge_mailbox(
+    pub(crate) fn merge_mailbox(
         &mut self,
         meta: &MailboxMeta,
         messages: &[MessageMeta],

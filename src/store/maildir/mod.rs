@@ -51,7 +51,7 @@ pub struct MaildirReader {
 }
 
 /// Map a flag letter string to flags and keywords.
-pub fn flags_from_info(info: &[u8], table: &[Name]) -> (Flags, Vec<Name>) {
+pub(crate) fn flags_from_info(info: &[u8], table: &[Name]) -> (Flags, Vec<Name>) {
     let mut f = Flags::empty();
     let mut kw_idx: Vec<usize> = Vec::new();
     for &c in info {
@@ -153,7 +153,7 @@ impl MaildirReader {
     ///
     /// # Errors
     /// Unreadable directories or uidlists.
-    pub fn mailboxes_by_guid(&self) -> Result<HashMap<String, Name>> {
+    pub(crate) fn mailboxes_by_guid(&self) -> Result<HashMap<String, Name>> {
         let mut out = HashMap::new();
         if !self.root.is_dir() {
             return Ok(out);

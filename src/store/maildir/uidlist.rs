@@ -4,7 +4,7 @@ use crate::model::Name;
 
 /// One uidlist record.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct UidRecord {
+pub(crate) struct UidRecord {
     /// UID.
     pub uid: u32,
     /// File base name (up to the first `:`).
@@ -25,7 +25,7 @@ pub struct UidRecord {
 
 /// A parsed uidlist.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Uidlist {
+pub(crate) struct Uidlist {
     /// `V`.
     pub uidvalidity: u32,
     /// `N` as written (may be lower than the effective next UID).
@@ -40,7 +40,7 @@ pub struct Uidlist {
 
 impl Uidlist {
     /// Effective next UID: max(`N`, last UID + 1).
-    pub fn effective_next_uid(&self) -> u32 {
+    pub(crate) fn effective_next_uid(&self) -> u32 {
         let last = self.records.iter().map(|r| r.uid).max().unwrap_or(0);
         self.next_uid.max(last.saturating_add(1)).max(1)
     }
@@ -182,7 +182,7 @@ pub fn render(ul: &Uidlist) -> Vec<u8> {
 }
 
 /// Parse `dovecot-keywords` into a table indexed 0..=25 (gaps are empty names).
-pub fn parse_keywords(data: &[u8]) -> Vec<Name> {
+pub(crate) fn parse_keywords(data: &[u8]) -> Vec<Name> {
     let mut table: Vec<Name> = Vec::new();
     for line in data.split(|&b| b == b'\n') {
         let Some(sp) = line.iter().position(|&b| b == b' ') else {
@@ -206,7 +206,7 @@ pub fn parse_keywords(data: &[u8]) -> Vec<Name> {
 }
 
 /// Render `dovecot-keywords` (empty names are gaps and are not written).
-pub fn render_keywords(table: &[Name]) -> Vec<u8> {
+pub(crate) fn render_keywords(table: &[Name]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, k) in table.iter().enumerate() {
         if k.is_empty() {
@@ -221,7 +221,7 @@ pub fn render_keywords(table: &[Name]) -> Vec<u8> {
 
 /// Facts encoded in a Maildir file name `<base>[:2,<info>]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileName<'a> {
+pub(crate) struct FileName<'a> {
     /// Text before the last `:` (or the whole name).
     pub base: &'a [u8],
     /// Letters after `:2,`.
@@ -233,7 +233,7 @@ pub struct FileName<'a> {
 }
 
 /// Split a Maildir file name.
-pub fn parse_filename(name: &[u8]) -> FileName<'_> {
+pub(crate) fn parse_filename(name: &[u8]) -> FileName<'_> {
     let (base, info) = match name.iter().rposition(|&b| b == b':') {
         Some(c) => {
             let info = &name[c + 1..];

@@ -346,7 +346,7 @@ impl MailIndex {
 
     /// Like [`MailIndex::from_bytes`], naming the files `<base>`, `<base>.log`, `<base>.log.2`
     /// in error messages.
-    pub fn from_bytes_named(
+    pub(crate) fn from_bytes_named(
         base: &str,
         index: Option<&[u8]>,
         log: Option<&[u8]>,
@@ -423,12 +423,12 @@ impl MailIndex {
     }
 
     /// The ext_id of the extension named `name`.
-    pub fn ext_id(&self, name: &str) -> Option<usize> {
+    pub(crate) fn ext_id(&self, name: &str) -> Option<usize> {
         self.exts.iter().position(|x| x.name == name)
     }
 
     /// Header data of the extension named `name`.
-    pub fn ext_hdr(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn ext_hdr(&self, name: &str) -> Option<&[u8]> {
         self.exts
             .iter()
             .find(|x| x.name == name)
@@ -452,7 +452,7 @@ impl MailIndex {
     /// The MODSEQ Dovecot reports for a record: its own where the index tracks per-message
     /// modseqs (the `modseq` extension), else the highest (as Dovecot does); `None` when the
     /// index tracks no modseqs at all (a log without `initial_modseq`).
-    pub fn modseq_of(&self, rec: &Record) -> Option<u64> {
+    pub(crate) fn modseq_of(&self, rec: &Record) -> Option<u64> {
         match (rec.modseq, self.highest_modseq) {
             (_, 0) => None,
             (0, h) => Some(h),
@@ -461,7 +461,7 @@ impl MailIndex {
     }
 
     /// Keyword names of a record (keyword indexes resolved through [`MailIndex::keywords`]).
-    pub fn keyword_names<'a>(&'a self, rec: &Record) -> Vec<&'a [u8]> {
+    pub(crate) fn keyword_names<'a>(&'a self, rec: &Record) -> Vec<&'a [u8]> {
         rec.keywords
             .iter()
             .filter_map(|&k| self.keywords.get(k as usize).map(Vec::as_slice))
@@ -471,7 +471,7 @@ impl MailIndex {
 
 impl Record {
     /// Record data of the extension with this ext_id (None for header-only extensions).
-    pub fn ext_data(&self, ext_id: usize) -> Option<&[u8]> {
+    pub(crate) fn ext_data(&self, ext_id: usize) -> Option<&[u8]> {
         self.ext.get(ext_id).and_then(|d| d.as_deref())
     }
 }
