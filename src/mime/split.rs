@@ -52,6 +52,11 @@ struct Found {
 /// The parts of `msg` when it has base64 attachments of at least `min` encoded bytes that
 /// re-encode exactly; `None` to store it whole.
 pub fn split(msg: &[u8], min: usize) -> Option<Split> {
+    // Most messages are shorter than one attachment worth taking out: no MIME walk for
+    // them (this runs for every message a backup reads whole).
+    if msg.len() < min {
+        return None;
+    }
     let mut found = Vec::new();
     entity(msg, 0, msg.len(), 0, min.max(4), &mut found).ok()?;
     if found.is_empty() {
