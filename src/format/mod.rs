@@ -25,6 +25,7 @@ pub(crate) mod frame;
 pub mod index;
 pub mod reader;
 pub(crate) mod recover;
+pub mod source;
 pub mod spec;
 pub mod split;
 pub(crate) mod tar;

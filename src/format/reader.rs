@@ -5,9 +5,7 @@
 //! [`super::spec`] before anything is allocated, every frame's zstd checksum is checked, and
 //! damage is reported naming the frame, its offset and the items it holds.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::index::{Directory, FrameEntry, Location, MailboxEntry, MailboxRecord, Manifest};
 pub use super::recover::{Scan, ScannedMember, scan};
+use super::source::{self, Source};
 use super::spec::*;
 use super::tar::{EntryType, decode_header};
 use super::version;
@@ -51,14 +50,14 @@ fn corrupt_at(off: u64, detail: impl Into<String>) -> Error {
 /// count of bytes read from it through the index (not by a recovering scan).
 #[derive(Clone)]
 pub(crate) struct ArchiveFile {
-    file: Arc<File>,
+    file: Arc<dyn Source>,
     read: Arc<AtomicU64>,
 }
 
 impl ArchiveFile {
-    fn new(file: File) -> Self {
+    fn new(file: Arc<dyn Source>) -> Self {
         ArchiveFile {
-            file: Arc::new(file),
+            file,
             read: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -164,8 +163,8 @@ impl Archive {
 
     /// [`Archive::open`], its errors not yet naming the archive.
     fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
-        let file = ArchiveFile::new(File::open(path).at(path)?);
-        let len = file.file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(source::open(path)?);
+        let len = file.file.len().at(path)?;
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
@@ -210,12 +209,12 @@ impl Archive {
 
     /// [`Archive::recover`], its errors not yet naming the archive.
     fn recover_unnamed(path: &Path) -> Result<Self> {
-        let file = ArchiveFile::new(File::open(path).at(path)?);
-        let len = file.file.metadata().at(path)?.len();
+        let file = ArchiveFile::new(source::open(path)?);
+        let len = file.file.len().at(path)?;
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
-        let scan = scan(&file.file, None)?;
+        let scan = scan(&*file.file, None)?;
         let (dir, cats, mut damage) = match scan.rebuild() {
             Ok(r) => r,
             // Nothing this build can read, and the HEADER says why.
@@ -997,7 +996,7 @@ mod tests {
         damage(&mut comp);
         let path = dir.join(name);
         std::fs::write(&path, &comp).unwrap();
-        (ArchiveFile::new(File::open(&path).unwrap()), entry, data)
+        (ArchiveFile::new(source::open(&path).unwrap()), entry, data)
     }
 
     /// Issue 17: a frame is read and decompressed only as far as a read needs (its bytes

@@ -4,9 +4,7 @@
 //! is recorded, naming the frame, its offset and the items lost, never a panic.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufReader, Read, Seek};
 
 use sha2::{Digest, Sha256};
 
@@ -14,6 +12,7 @@ use super::index::{
     Directory, FrameEntry, Location, MailboxEntry, MailboxRecord, Manifest, UserRecord,
 };
 use super::reader::{check_sizes, decompress_bounded, fill_derived, le_u32};
+use super::source::{Source, SourceReader};
 use super::spec::*;
 use super::tar::{EntryType, HeaderError, decode_header, parse_pax};
 use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
@@ -279,7 +278,7 @@ fn cstr(b: &[u8]) -> &[u8] {
 }
 
 /// Find the next plausible frame start at or after `from` (zstd or skippable magic).
-fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
+fn resync(file: &dyn Source, from: u64, len: u64) -> Option<u64> {
     let mut pos = from;
     let mut buf =
         vec![0u8; (1usize << 20).min(usize::try_from(len.saturating_sub(from)).unwrap_or(0))];
@@ -307,8 +306,8 @@ fn resync(file: &File, from: u64, len: u64) -> Option<u64> {
 ///
 /// # Errors
 /// Only I/O errors; damage is recorded in [`Scan::damage`].
-pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
-    let len = file.metadata().at(UNNAMED_ARCHIVE)?.len();
+pub fn scan(file: &dyn Source, table: Option<&[FrameEntry]>) -> Result<Scan> {
+    let len = file.len().at(UNNAMED_ARCHIVE)?;
     let mut pos = (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64;
     let mut out = Scan {
         frames: Vec::new(),
@@ -441,7 +440,7 @@ pub fn scan(file: &File, table: Option<&[FrameEntry]>) -> Result<Scan> {
 /// # Errors
 /// Only I/O errors opening or seeking the file.
 fn read_frame(
-    file: &File,
+    file: &dyn Source,
     pos: u64,
     known: Option<&FrameEntry>,
     frame_no: u32,
@@ -464,11 +463,7 @@ fn read_frame(
             (r, pos + k.csize)
         }
         None => {
-            let mut reader = {
-                let mut f = file.try_clone().at(UNNAMED_ARCHIVE)?;
-                f.seek(SeekFrom::Start(pos)).at(UNNAMED_ARCHIVE)?;
-                BufReader::with_capacity(1 << 16, f)
-            };
+            let mut reader = BufReader::with_capacity(1 << 16, SourceReader::new(file, pos));
             let r = (|| -> io::Result<Vec<u8>> {
                 dctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly)
                     .map_err(|c| io::Error::other(zstd::zstd_safe::get_error_name(c)))?;

@@ -465,8 +465,8 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         Err(e) => return Err(e),
     };
     rep.index_ok = index_ok;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let s = scan(&file, index_ok.then_some(archive.dir.frames.as_slice()))
+    let file = crate::format::source::open(path)?;
+    let s = scan(&*file, index_ok.then_some(archive.dir.frames.as_slice()))
         .map_err(|e| e.in_archive(path))?;
     rep.frames = s.frames.len() as u64;
     rep.damage.extend(s.damage.iter().cloned());
