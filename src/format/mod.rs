@@ -23,6 +23,7 @@
 
 pub(crate) mod frame;
 pub mod index;
+pub(crate) mod prepare;
 pub mod reader;
 pub(crate) mod recover;
 pub mod source;

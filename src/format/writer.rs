@@ -21,6 +21,7 @@ use super::index::{
     ArchiveStats, BlobEntry, ContentRef, Directory, Location, MailboxEntry, MailboxRecord,
     Manifest, MessageRecord, UserRecord,
 };
+use super::prepare::{BlobFacts, PrepareParams, Prepared, PreparedSplit};
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
 use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
@@ -63,6 +64,16 @@ const INLINE_BODY: u64 = 16 << 20;
 /// Capacity of a frame buffer: a frame never grows past [`FRAME_MAX`], so bodies read into
 /// it never move.
 const FRAME_BUF: usize = FRAME_MAX;
+
+/// Where the facts of a message being added come from.
+enum Facts {
+    /// Computed from the bytes as they are read; the message may be stored in parts.
+    Compute,
+    /// Computed ahead ([`super::prepare`]).
+    Given(Prepared),
+    /// Computed as read; stored whole.
+    Whole,
+}
 
 /// Writes one archive. See the module documentation for the order of calls.
 pub struct ArchiveWriter<W: Write> {
@@ -395,7 +406,42 @@ impl<W: Write> ArchiveWriter<W> {
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
         let member = message_member(user, mailbox, meta.uid);
-        self.add_message_as(member, meta, body, size_hint, source_name, true)
+        self.add_message_as(member, meta, body, size_hint, source_name, Facts::Compute)
+    }
+
+    /// [`ArchiveWriter::add_message`] for a message read whole into `bytes` (at most 16 MiB),
+    /// whose facts were computed ahead ([`super::prepare::prepare`] with
+    /// [`ArchiveWriter::prepare_params`]): the same archive, without hashing or splitting
+    /// on this thread.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn add_prepared(
+        &mut self,
+        user: &Name,
+        mailbox: &Name,
+        meta: MessageMeta,
+        bytes: &[u8],
+        facts: Prepared,
+        source_name: &std::path::Path,
+    ) -> Result<MessageRecord> {
+        let member = message_member(user, mailbox, meta.uid);
+        let mut body = std::io::Cursor::new(bytes);
+        let size = bytes.len() as u64;
+        // The writer reads larger bodies twice (hash, then copy): it hashes them itself.
+        let facts = match size <= INLINE_BODY {
+            true => Facts::Given(facts),
+            false => Facts::Compute,
+        };
+        self.add_message_as(member, meta, &mut body, size, source_name, facts)
+    }
+
+    /// The settings the facts of [`ArchiveWriter::add_prepared`] must be computed with.
+    pub(crate) fn prepare_params(&self) -> PrepareParams {
+        let splits = self.manifest.format_minor >= FORMAT_MINOR_ATTACHMENTS;
+        PrepareParams {
+            split_min: if splits { self.split_min } else { 0 },
+        }
     }
 
     // One pass over a message body (hash, deduplicate, frame, compress, record) in the
@@ -408,8 +454,13 @@ impl<W: Write> ArchiveWriter<W> {
         body: &mut dyn ReadSeek,
         size_hint: u64,
         source_name: &std::path::Path,
-        may_split: bool,
+        facts: Facts,
     ) -> Result<MessageRecord> {
+        let may_split = !matches!(facts, Facts::Whole);
+        let (ahead, split_ahead) = match facts {
+            Facts::Given(f) => (Some(f.digest), Some(f.split)),
+            _ => (None, None),
+        };
         let (mode, uid, gid) = meta
             .owner
             .map(|o| (o.mode, o.uid, o.gid))
@@ -452,7 +503,9 @@ impl<W: Write> ArchiveWriter<W> {
                 return Err(Error::io(source_name, e));
             }
             size = (self.cur.len() - at) as u64;
-            hasher.update(&self.cur[at..]);
+            if ahead.is_none() {
+                hasher.update(&self.cur[at..]);
+            }
             if self.cur.len() - at <= room {
                 in_frame = Some(at);
             } else {
@@ -467,7 +520,9 @@ impl<W: Write> ArchiveWriter<W> {
             let mut limited = (&mut *body).take((INLINE_BODY + 1).saturating_sub(had as u64));
             limited.read_to_end(&mut self.scratch).at(source_name)?;
             size = self.scratch.len() as u64;
-            hasher.update(&self.scratch[had..]);
+            if ahead.is_none() {
+                hasher.update(&self.scratch[had..]);
+            }
         }
         let large = in_frame.is_none() && (size > INLINE_BODY || size_hint > INLINE_BODY);
         if large {
@@ -475,7 +530,10 @@ impl<W: Write> ArchiveWriter<W> {
             self.scratch.clear();
             size += hash_stream(body, &mut hasher, source_name)?;
         }
-        let digest: [u8; 32] = hasher.finalize().into();
+        let digest: [u8; 32] = match ahead {
+            Some(d) if !large => d,
+            _ => hasher.finalize().into(),
+        };
         meta.content = Content {
             sha256: hex::encode(digest),
             size,
@@ -519,13 +577,27 @@ impl<W: Write> ArchiveWriter<W> {
                 Some(at) => &self.cur[at..],
                 None => &self.scratch[..],
             };
-            if let Some(split) = self.split_message(bytes) {
+            let split = match split_ahead {
+                Some(s) => s,
+                None => self.split_message(bytes).map(|split| PreparedSplit {
+                    split,
+                    blobs: Vec::new(),
+                }),
+            };
+            if let Some(PreparedSplit { split, blobs }) = split {
                 self.split_count += 1;
                 if in_frame.is_some() {
                     self.cur.truncate(start);
                 }
-                let rec =
-                    self.put_parts(meta, &split.data, split.parts, &split.blobs, source_name)?;
+                let facts = (!blobs.is_empty()).then_some(&blobs[..]);
+                let rec = self.put_parts(
+                    meta,
+                    &split.data,
+                    split.parts,
+                    &split.blobs,
+                    facts,
+                    source_name,
+                )?;
                 self.split_seen.insert(digest, rec.clone());
                 return Ok(rec);
             }
@@ -617,7 +689,7 @@ impl<W: Write> ArchiveWriter<W> {
         };
         self.stats.messages += 1;
         self.stats.message_bytes += size;
-        self.put_parts(meta, data, parts, blobs, source_name)
+        self.put_parts(meta, data, parts, blobs, None, source_name)
     }
 
     /// The parts of a message read whole (`bytes`) when it has base64 attachments worth
@@ -625,11 +697,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// `bytes` back exactly (spec 7.5 "Checks before writing": `bytes` is what was hashed
     /// for the record, so equal bytes have its length and SHA-256).
     fn split_message(&self, bytes: &[u8]) -> Option<crate::mime::split::Split> {
-        if self.split_min == 0 || self.manifest.format_minor < FORMAT_MINOR_ATTACHMENTS {
-            return None;
-        }
-        let split = crate::mime::split::split(bytes, self.split_min)?;
-        crate::mime::parts::matches(&split.parts, &split.data, &split.blobs, bytes).then_some(split)
+        super::prepare::split_checked(bytes, self.prepare_params().split_min)
     }
 
     /// Store the blobs and the data member of a message whose `meta.content` names the
@@ -640,13 +708,20 @@ impl<W: Write> ArchiveWriter<W> {
         data: &[u8],
         mut parts: Vec<crate::model::Part>,
         blobs: &[Vec<u8>],
+        facts: Option<&[BlobFacts]>,
         source_name: &std::path::Path,
     ) -> Result<MessageRecord> {
-        let mut blob_bytes = blobs.iter();
+        let mut blob_bytes = blobs.iter().enumerate();
         for p in &mut parts {
             let Some(sha) = &mut p.blob else { continue };
-            let Some(b) = blob_bytes.next() else { break };
-            let digest: [u8; 32] = Sha256::digest(b).into();
+            let Some((i, b)) = blob_bytes.next() else {
+                break;
+            };
+            let known = facts.and_then(|f| f.get(i));
+            let digest: [u8; 32] = match known {
+                Some(f) => f.digest,
+                None => Sha256::digest(b).into(),
+            };
             if sha.is_empty() {
                 *sha = hex::encode(digest);
             } else if hex::decode(&*sha).ok().as_deref() != Some(&digest[..]) {
@@ -660,7 +735,8 @@ impl<W: Write> ArchiveWriter<W> {
                 continue;
             }
             let path = format!("{BLOBS_DIR}/{sha}");
-            let loc = if super::frame::incompressible(b) {
+            let raw = known.map_or_else(|| super::frame::incompressible(b), |f| f.raw);
+            let loc = if raw {
                 self.add_raw_member(&path, b)?
             } else {
                 self.add_data_member(&path, b, 0o600)?
@@ -860,7 +936,7 @@ impl<W: Write> ArchiveWriter<W> {
         let before = self.stats;
         let saved = std::mem::take(&mut self.chain);
         // Kept deleted records are always stored whole (spec 7.5 "Merge").
-        let rec = self.add_message_as(member, meta, body, size, source_name, false);
+        let rec = self.add_message_as(member, meta, body, size, source_name, Facts::Whole);
         self.chain = saved;
         let rec = rec?;
         self.stats.messages = before.messages;

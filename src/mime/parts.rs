@@ -2,8 +2,6 @@
 //! parts, each a range of its data member or a blob, blobs optionally base64-encoded in
 //! lines. This module assembles messages and builds part lists; it does no I/O.
 
-use base64::Engine as _;
-
 use crate::model::Part;
 
 /// A blob's bytes as they appear in the message: as they are, or base64 in lines of
@@ -46,7 +44,7 @@ pub(crate) fn base64_lines_each(
     crlf: bool,
     f: &mut dyn FnMut(&[u8]),
 ) -> Result<(), String> {
-    use base64::engine::general_purpose::STANDARD;
+    use base64_simd::STANDARD;
     let n = line.map_or(usize::MAX, |l| l as usize);
     if n == 0 {
         return Err("base64 line length 0".into());
@@ -54,7 +52,7 @@ pub(crate) fn base64_lines_each(
     let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
     if !n.is_multiple_of(4) || n == usize::MAX {
         // Lines do not fall on 4-character groups (or there is one line): encode at once.
-        let text = STANDARD.encode(data);
+        let text = STANDARD.encode_to_string(data);
         for (i, chunk) in text.as_bytes().chunks(n).enumerate() {
             if i > 0 {
                 f(eol);
@@ -68,11 +66,9 @@ pub(crate) fn base64_lines_each(
     let mut text = vec![0u8; LINES_PER_CHUNK * n];
     let mut out = Vec::with_capacity(LINES_PER_CHUNK * (n + eol.len()));
     for (c, chunk) in data.chunks(per_line * LINES_PER_CHUNK).enumerate() {
-        let len = STANDARD
-            .encode_slice(chunk, &mut text)
-            .map_err(|e| format!("base64: {e}"))?;
+        let encoded = STANDARD.encode(chunk, base64_simd::Out::from_slice(&mut text));
         out.clear();
-        for (i, l) in text[..len].chunks(n).enumerate() {
+        for (i, l) in encoded.chunks(n).enumerate() {
             if c > 0 || i > 0 {
                 out.extend_from_slice(eol);
             }

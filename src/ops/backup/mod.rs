@@ -11,13 +11,14 @@
 
 pub(crate) mod incremental;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::chain::deleted_since;
 use crate::error::{Context, Error, Result, Within};
 use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, ParentRef, Source};
+use crate::format::prepare::Preparer;
 use crate::format::reader::Archive;
 use crate::format::spec::{
     FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS, FORMAT_MINOR_MODSEQ,
@@ -355,6 +356,7 @@ pub fn backup<W: Write>(
         bases: bases.as_ref(),
         created: &created,
         minor,
+        ahead: std::cell::RefCell::new(Preparer::new(w.prepare_params(), opts.writer.threads)),
     };
     for user in users {
         check_user_name(user.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
@@ -540,6 +542,8 @@ struct Ctx<'a> {
     created: &'a str,
     /// The archive's format minor version (fields of newer ones are left out).
     minor: u16,
+    /// Prepares the messages read ahead (hash, split) on other threads.
+    ahead: std::cell::RefCell<Preparer>,
 }
 
 /// Back up one user: signatures, the wholly unchanged user, the scan, deleted mail,
@@ -870,9 +874,105 @@ struct MailboxJob<'a> {
     ub: &'a UserBase,
 }
 
+/// Messages read ahead at most (and their bytes): the memory a mailbox's read-ahead holds.
+const AHEAD_MESSAGES: usize = 64;
+const AHEAD_BYTES: usize = 64 << 20;
+
+/// A message whose bytes were read and are being prepared ([`Preparer`]), waiting for its
+/// turn to be written.
+struct Queued {
+    /// Its place among the mailbox's records.
+    slot: usize,
+    msg: MessageMeta,
+    path: PathBuf,
+}
+
+/// One mailbox's messages being added to the archive, in order: records made now, and
+/// messages read ahead whose records are made when their facts are ready.
+struct Writing<'a, 'p, W: Write> {
+    w: &'a mut ArchiveWriter<W>,
+    shared: &'a mut HashMap<u64, MessageRecord>,
+    stats: &'a mut BackupStats,
+    progress: &'p mut dyn Progress,
+    records: Vec<Option<MessageRecord>>,
+    queue: VecDeque<Queued>,
+}
+
+impl<W: Write> Writing<'_, '_, W> {
+    /// Count a message written, and report progress now and then.
+    fn account(&mut self, rec: &MessageRecord, read: bool) {
+        let stats = &mut *self.stats;
+        stats.messages += 1;
+        stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
+        if read && stats.messages.is_multiple_of(256) {
+            self.progress.event(&Event::Bytes {
+                bytes: stats.bytes,
+                messages: stats.messages,
+            });
+        }
+    }
+
+    /// A message read now (or shared with one read before): remembered for its copies.
+    fn read(&mut self, rec: MessageRecord) {
+        if let Some(k) = rec.message.storage_key {
+            self.shared.insert(k, rec.clone());
+        }
+        self.account(&rec, true);
+        self.records.push(Some(rec));
+    }
+
+    /// Write the oldest message read ahead.
+    fn write_next(&mut self, mb: &MailboxJob<'_>, mailbox: &Name) -> Result<()> {
+        let Some(q) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        let mut ahead = mb.ctx.ahead.borrow_mut();
+        let Some((bytes, facts)) = ahead.take()? else {
+            return Err(Error::Internal("a message read ahead went missing".into()));
+        };
+        drop(ahead);
+        let (user, uid, slot) = (Name::from(mb.user), q.msg.uid, q.slot);
+        let mut rec = self
+            .w
+            .add_prepared(&user, mailbox, q.msg, &bytes, facts, &q.path)
+            .within(Context::mailbox(mb.user, mailbox).uid(uid))?;
+        sniffed(&mut rec, &bytes[..bytes.len().min(SNIFF)]);
+        self.stats.read_bytes = self
+            .stats
+            .read_bytes
+            .saturating_add(rec.message.content.size);
+        if let Some(k) = rec.message.storage_key {
+            self.shared.insert(k, rec.clone());
+        }
+        self.account(&rec, true);
+        self.records[slot] = Some(rec);
+        Ok(())
+    }
+
+    /// Write messages read ahead until at most `messages` (and [`AHEAD_BYTES`]) wait.
+    fn write_ahead(&mut self, mb: &MailboxJob<'_>, mailbox: &Name, messages: usize) -> Result<()> {
+        while !self.queue.is_empty()
+            && (self.queue.len() > messages
+                || mb.ctx.ahead.borrow().in_flight_bytes() > AHEAD_BYTES)
+        {
+            self.write_next(mb, mailbox)?;
+        }
+        Ok(())
+    }
+}
+
+/// Set a record's display headers from the message's first bytes.
+fn sniffed(rec: &mut MessageRecord, head: &[u8]) {
+    let hdr = crate::mime::headers::parse(head);
+    rec.message.from = hdr.from;
+    rec.message.subject = hdr.subject;
+    rec.message.message_id = hdr.message_id;
+}
+
 /// Add the messages of one scanned mailbox to the archive, each as the incremental logic
 /// says ([`UserBase::verdict`]): carried over from the parent, recorded unread, a copy of
-/// a message already read (shared storage), or read now.
+/// a message already read (shared storage), or read now. Messages read whole are read
+/// ahead and prepared on other threads ([`Writing`]); records keep the scan's order.
 fn write_messages<W: Write>(
     mb: &MailboxJob<'_>,
     (meta, msgs): (MailboxMeta, Vec<MessageMeta>),
@@ -881,7 +981,6 @@ fn write_messages<W: Write>(
     stats: &mut BackupStats,
     progress: &mut dyn Progress,
 ) -> Result<(MailboxMeta, Vec<MessageRecord>)> {
-    let user_name = Name::from(mb.user);
     progress.event(&Event::Mailbox {
         user: mb.user.to_string(),
         mailbox: meta.name.to_string(),
@@ -891,75 +990,78 @@ fn write_messages<W: Write>(
         secs: t.timestamp(),
         nanos: 0,
     });
-    let mut records = Vec::with_capacity(msgs.len());
+    let mut wr = Writing {
+        w,
+        shared,
+        stats,
+        progress,
+        records: Vec::with_capacity(msgs.len()),
+        queue: VecDeque::new(),
+    };
     let known = mb.ub.mailbox(&meta);
     for mut msg in msgs {
-        crate::progress::check(progress)?;
-        let (mut read, uid) = (false, msg.uid);
-        let rec = match mb.ub.verdict(known, &msg, since) {
+        crate::progress::check(wr.progress)?;
+        let uid = msg.uid;
+        match mb.ub.verdict(known, &msg, since) {
             Verdict::Known(k) => {
                 let k = k.clone();
                 msg.content = k.content;
                 msg.from = k.from;
                 msg.subject = k.subject;
                 msg.message_id = k.message_id;
-                stats.unread += 1;
-                match k.at {
-                    Some(at) => w.add_reference(msg, at),
-                    None => w.add_unread(msg),
-                }
+                wr.stats.unread += 1;
+                let rec = match k.at {
+                    Some(at) => wr.w.add_reference(msg, at),
+                    None => wr.w.add_unread(msg),
+                };
+                wr.account(&rec, false);
+                wr.records.push(Some(rec));
             }
             Verdict::Unchanged => {
-                stats.unread += 1;
-                w.add_unread(msg)
+                wr.stats.unread += 1;
+                let rec = wr.w.add_unread(msg);
+                wr.account(&rec, false);
+                wr.records.push(Some(rec));
             }
             // A stored message the store shares between mailboxes (mdbox copy, sdbox hard
-            // link) is read once per backup.
-            Verdict::Read => match msg.storage_key.and_then(|k| shared.get(&k)) {
-                Some(prev) => w.add_copy(&user_name, &meta.name, msg, prev)?,
-                None => match read_message(mb, &meta, msg, w, stats, progress)
-                    .within(Context::mailbox(mb.user, &meta.name).uid(uid))?
+            // link) is read once per backup: a copy of one read ahead waits for it.
+            Verdict::Read => {
+                if let Some(k) = msg.storage_key
+                    && wr.queue.iter().any(|q| q.msg.storage_key == Some(k))
                 {
-                    Some(rec) => {
-                        if let Some(k) = rec.message.storage_key {
-                            shared.insert(k, rec.clone());
-                        }
-                        read = true;
-                        rec
-                    }
-                    None => continue,
-                },
-            },
-        };
-        stats.messages += 1;
-        stats.bytes = stats.bytes.saturating_add(rec.message.content.size);
-        if read && stats.messages.is_multiple_of(256) {
-            progress.event(&Event::Bytes {
-                bytes: stats.bytes,
-                messages: stats.messages,
-            });
+                    wr.write_ahead(mb, &meta.name, 0)?;
+                }
+                if let Some(prev) = msg.storage_key.and_then(|k| wr.shared.get(&k)) {
+                    let rec = wr.w.add_copy(&Name::from(mb.user), &meta.name, msg, prev)?;
+                    wr.account(&rec, false);
+                    wr.records.push(Some(rec));
+                    continue;
+                }
+                read_message(mb, &meta, msg, &mut wr)
+                    .within(Context::mailbox(mb.user, &meta.name).uid(uid))?;
+                wr.write_ahead(mb, &meta.name, AHEAD_MESSAGES)?;
+            }
         }
-        records.push(rec);
     }
-    Ok((meta, records))
+    wr.write_ahead(mb, &meta.name, 0)?;
+    Ok((meta, wr.records.into_iter().flatten().collect()))
 }
 
-/// Read one message's bytes into the archive (sniffing its display headers on the way);
-/// `None` when it was expunged meanwhile or cannot be read (named, left out).
+/// Read one message's bytes into the archive (sniffing its display headers on the way), or
+/// read them whole and queue them to be prepared; nothing when it was expunged meanwhile or
+/// cannot be read (named, left out).
 fn read_message<W: Write>(
     mb: &MailboxJob<'_>,
     meta: &MailboxMeta,
     mut msg: MessageMeta,
-    w: &mut ArchiveWriter<W>,
-    stats: &mut BackupStats,
-    progress: &mut dyn Progress,
-) -> Result<Option<MessageRecord>> {
+    wr: &mut Writing<'_, '_, W>,
+) -> Result<()> {
     let user = mb.user;
     if let Some(b) = mb.ctx.bases
         && !b.content_given.get()
     {
         let (content, blobs) = b.content()?;
-        w.set_chain_content(content, blobs);
+        wr.w.set_chain_content(content, blobs);
         b.content_given.set(true);
     }
     let mut body = match mb.reader.open_body(mb.handle, &msg) {
@@ -971,8 +1073,8 @@ fn read_message<W: Write>(
                 msg.uid,
                 path.display()
             );
-            expunged(stats, progress, user, &meta.name, text);
-            return Ok(None);
+            expunged(wr.stats, wr.progress, user, &meta.name, text);
+            return Ok(());
         }
         // One message that cannot be read (a symlink, a damaged or unreadable file)
         // is named and left out; the rest is backed up.
@@ -981,19 +1083,35 @@ fn read_message<W: Write>(
                 "user {user} mailbox {} UID {}: left out: {e}",
                 meta.name, msg.uid
             );
-            warn(stats, progress, text);
-            return Ok(None);
+            warn(wr.stats, wr.progress, text);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
     if let Some((fname, new)) = body.renamed_to.take() {
         mb.reader.reflag(&meta.keywords, &mut msg, fname, new);
     }
+    if body.split.is_none() && body.len <= READ_AHEAD_MAX {
+        let mut bytes = Vec::with_capacity(usize::try_from(body.len).unwrap_or(0));
+        body.file
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&body.path, e))?;
+        mb.ctx.ahead.borrow_mut().give(bytes);
+        wr.queue.push_back(Queued {
+            slot: wr.records.len(),
+            msg,
+            path: body.path,
+        });
+        wr.records.push(None);
+        return Ok(());
+    }
+    // A message in the store's own parts, or a large one: written now, after those read ahead.
+    wr.write_ahead(mb, &meta.name, 0)?;
     let (mut rec, head) = match &body.split {
         Some(p) => {
             let head = p.data[..p.data.len().min(SNIFF)].to_vec();
             let rec =
-                w.add_message_in_parts(msg, &p.data, p.parts.clone(), &p.blobs, &body.path)?;
+                wr.w.add_message_in_parts(msg, &p.data, p.parts.clone(), &p.blobs, &body.path)?;
             (rec, head)
         }
         None => {
@@ -1003,19 +1121,21 @@ fn read_message<W: Write>(
                 done: false,
             };
             let user_name = Name::from(user);
-            let rec = w.add_message(
+            let rec = wr.w.add_message(
                 &user_name, &meta.name, msg, &mut sniff, body.len, &body.path,
             )?;
             (rec, sniff.head)
         }
     };
-    let hdr = crate::mime::headers::parse(&head);
-    rec.message.from = hdr.from;
-    rec.message.subject = hdr.subject;
-    rec.message.message_id = hdr.message_id;
-    stats.read_bytes = stats.read_bytes.saturating_add(rec.message.content.size);
-    Ok(Some(rec))
+    sniffed(&mut rec, &head);
+    wr.stats.read_bytes = wr.stats.read_bytes.saturating_add(rec.message.content.size);
+    wr.read(rec);
+    Ok(())
 }
+
+/// Messages up to this size are read whole and prepared ahead (the writer reads larger ones
+/// itself, twice: to hash, then to copy).
+const READ_AHEAD_MAX: u64 = 16 << 20;
 
 #[cfg(test)]
 mod tests;
