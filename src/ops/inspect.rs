@@ -290,7 +290,10 @@ pub fn find(
             continue;
         }
         seen_mailbox = true;
-        let mut cat = archive.catalog(i)?;
+        let mut cat = match key {
+            MessageKey::Uid(u) => archive.catalog_for_uid(i, *u)?,
+            MessageKey::Guid(_) => archive.catalog(i)?,
+        };
         if let Some(p) = cat.messages.iter().position(hit_of) {
             let rec = cat.messages.swap_remove(p);
             return Ok((cat, rec));
