@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::{Attribute, AttributeScope, MailboxMeta, MessageMeta, Name, Owner};
 
 /// A mailbox found in a store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailboxHandle {
     /// IMAP name (UTF-8, `/` separator).
     pub name: Name,

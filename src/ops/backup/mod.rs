@@ -358,13 +358,7 @@ pub fn backup<W: Write>(
         minor,
         ahead: std::cell::RefCell::new(Preparer::new(w.prepare_params(), opts.writer.threads)),
     };
-    for user in users {
-        check_user_name(user.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
-        progress.event(&Event::User { user: user.clone() });
-        backup_user(&ctx, user, &mut w, &mut stats, progress)
-            .within(Context::user(user.as_str()))?;
-        stats.users += 1;
-    }
+    backup_users(&ctx, users, &mut w, &mut stats, progress)?;
     // Users of the parent's state that the store no longer has: each of their mailboxes is
     // recorded gone, with its mail as deleted (spec 6.7.5), so that `list --deleted` and
     // `restore --deleted` find it. Only a list of every user tells who is gone.
@@ -551,6 +545,7 @@ struct Ctx<'a> {
 fn backup_user<W: Write>(
     ctx: &Ctx<'_>,
     user: &str,
+    pre: Option<Result<Signed>>,
     w: &mut ArchiveWriter<W>,
     stats: &mut BackupStats,
     progress: &mut dyn Progress,
@@ -560,7 +555,10 @@ fn backup_user<W: Write>(
     let reader = reader.as_ref();
     let handles = reader.mailboxes()?;
     let user_name = Name::from(user);
-    let (dict, sigs) = signatures(reader, &handles, &opts.location, user)?;
+    let (dict, sigs) = match pre {
+        Some(Ok(p)) if p.handles == handles => (p.dict, p.sigs),
+        _ => signatures(reader, &handles, &opts.location, user)?,
+    };
     let mut copies = match (ctx.bases, opts.since) {
         (Some(b), None) => unchanged_mailboxes(b.parent(), &user_name, &handles, &sigs)?,
         _ => vec![None; handles.len()],
@@ -645,6 +643,67 @@ fn backup_user<W: Write>(
         owner,
     };
     w.add_user(meta, names)
+}
+
+/// Back up each user in turn, their signatures taken ahead ([`signatures_ahead`]).
+fn backup_users<W: Write>(
+    ctx: &Ctx<'_>,
+    users: &[String],
+    w: &mut ArchiveWriter<W>,
+    stats: &mut BackupStats,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let ahead = signatures_ahead(s, &ctx.opts.location, users);
+        for user in users {
+            check_user_name(user.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
+            progress.event(&Event::User { user: user.clone() });
+            let pre = ahead.recv().ok();
+            backup_user(ctx, user, pre, w, stats, progress).within(Context::user(user.as_str()))?;
+            stats.users += 1;
+        }
+        Ok(())
+    })
+}
+
+/// A user's mailboxes as listed, with their signatures and METADATA dictionary
+/// ([`signatures`]), taken ahead on another thread.
+struct Signed {
+    handles: Vec<MailboxHandle>,
+    dict: Option<Vec<u8>>,
+    sigs: Vec<String>,
+}
+
+/// Take each user's signatures on a thread of `scope`, in order, at most two users ahead
+/// of the receiver: listing a store's directories is most of an unchanged incremental's
+/// work, and it goes on while the previous user is written. The receiver lists the user's
+/// mailboxes again and takes the signatures itself when the lists differ (or this failed).
+/// Signatures are still taken before the user's scan.
+fn signatures_ahead<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    location: &'s Location,
+    users: &'s [String],
+) -> std::sync::mpsc::Receiver<Result<Signed>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    scope.spawn(move || {
+        for user in users {
+            let signed = (|| {
+                check_user_name(user.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
+                let reader = open_reader(location, user)?;
+                let handles = reader.mailboxes()?;
+                let (dict, sigs) = signatures(reader.as_ref(), &handles, location, user)?;
+                Ok(Signed {
+                    handles,
+                    dict,
+                    sigs,
+                })
+            })();
+            if tx.send(signed).is_err() {
+                return; // the backup stopped
+            }
+        }
+    });
+    rx
 }
 
 /// The user's METADATA dictionary (if any) and each mailbox's signature (empty when it
