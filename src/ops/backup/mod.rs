@@ -1150,7 +1150,8 @@ fn read_message<W: Write>(
     if let Some((fname, new)) = body.renamed_to.take() {
         mb.reader.reflag(&meta.keywords, &mut msg, fname, new);
     }
-    if body.split.is_none() && body.len <= READ_AHEAD_MAX {
+    // On one thread, the writer reads the body itself, straight into its frame.
+    if body.split.is_none() && body.len <= READ_AHEAD_MAX && mb.ctx.opts.writer.threads > 1 {
         let mut bytes = Vec::with_capacity(usize::try_from(body.len).unwrap_or(0));
         body.file
             .read_to_end(&mut bytes)

@@ -348,3 +348,48 @@ fn dbox_messages_are_stored_in_parts_and_shared_storage_is_read_once() {
         "the copy's bytes are not read again"
     );
 }
+
+/// A message with a base64 attachment of `n` bytes derived from `seed` (taken out as a blob).
+fn with_attachment(seed: u8, n: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    let b64 = base64_simd::STANDARD.encode_to_string(&data);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "Subject: att {seed}\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nhello {seed}\n--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n{}\n--b--\n",
+        lines.join("\n")
+    )
+    .into_bytes()
+}
+
+/// Messages read ahead and prepared on worker threads (more than the read-ahead window,
+/// duplicates, attachments shared between messages, plain ones) give the archive the
+/// writer makes reading and hashing every message itself (one thread), byte for byte.
+#[test]
+fn read_ahead_on_worker_threads_writes_the_same_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let home = alice(t.path());
+    for uid in 3..200u32 {
+        let body = match uid % 4 {
+            0 => with_attachment((uid % 7) as u8, 6000 + (uid % 7) as usize),
+            1 => b"Subject: same\n\nsame bytes\n".to_vec(),
+            _ => format!("Subject: m{uid}\n\nbody {uid}\n").into_bytes(),
+        };
+        add_message(&home, "", uid, &body);
+    }
+    let mut archives = Vec::new();
+    for threads in [1, 3] {
+        let mut opts = options(t.path(), &[]);
+        opts.archive_id = Some("0b5e55ed-0000-4000-8000-000000000001".into());
+        opts.writer.threads = threads;
+        let out = t.path().join(format!("t{threads}.mdump"));
+        let (stats, _) = run(&opts, &["alice"], &out);
+        assert_eq!(stats.messages, 200);
+        assert!(stats.split > 0 && stats.blobs == 7, "{stats:?}");
+        archives.push(fs::read(out).unwrap());
+    }
+    assert!(archives[0] == archives[1], "the archives differ");
+}
