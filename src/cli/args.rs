@@ -224,6 +224,21 @@ pub struct BackupArgs {
     /// chains (a chain = a full and its incrementals).
     #[arg(long, value_name = "N", requires = "state_dir", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_chains: Option<u32>,
+    /// Back up only the users of shard I of N (1 <= I <= N): those whose SHA-256 of the
+    /// name, first 8 bytes as a big-endian number, mod N is I-1. With --state-dir, the
+    /// namespace `shard-I-of-N` unless --agent names one.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<maildump::ops::shard::Shard>,
+    /// With --state-dir: this agent's namespace in DIR (e.g. the Dovecot backend's name):
+    /// its own chain, state file, lock and retention, so several agents can write into
+    /// one DIR at once. Default: none (`state.json`, as without agents).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// With --state-dir in object storage: remove a lock left by a run that died (the
+    /// error naming the lock says its host, pid and start time). A local DIR's lock is
+    /// freed when its holder dies; this changes nothing there.
+    #[arg(long)]
+    pub break_lock: bool,
     #[command(flatten)]
     /// Compression and progress.
     pub write: WriteArgs,
@@ -241,13 +256,27 @@ pub struct BackupArgs {
     pub format_minor: Option<u16>,
 }
 
+/// `--shard I/N`.
+fn parse_shard(s: &str) -> Result<maildump::ops::shard::Shard, String> {
+    maildump::ops::shard::Shard::parse(s).map_err(|e| e.to_string())
+}
+
 /// `restore` arguments.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Archive file, or `-` for stdin (spooled to a temporary file first); for a chain,
     /// the full and then its incrementals, oldest first.
-    #[arg(required = true, value_name = "ARCHIVE")]
+    #[arg(required_unless_present = "state_dir", value_name = "ARCHIVE")]
     pub archives: Vec<String>,
+    /// Restore from the newest chain of a `backup --state-dir` DIR: with --user, the chain
+    /// of whichever agent's namespace holds the user (the newest if several do); without,
+    /// the only namespace's (or --agent's).
+    #[arg(long, value_name = "DIR", conflicts_with = "archives")]
+    pub state_dir: Option<PathBuf>,
+    /// With --state-dir: the namespace to restore from (`--agent NAME` of the backup, or
+    /// `shard-I-of-N`).
+    #[arg(long, value_name = "NAME", requires = "state_dir")]
+    pub agent: Option<String>,
     /// Restore the state of an earlier archive of the chain: its archive id, or a time
     /// (a date, a date and time in UTC, RFC 3339, Unix seconds or `7d` back: the newest
     /// archive made at or before it).

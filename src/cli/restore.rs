@@ -2,7 +2,10 @@
 //! `--dry-run`), the restore, and the summary on stderr.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
+
+use maildump::ops::statedir::{self, Namespace};
 
 use maildump::{
     Continuity, Error, Mode, NoProgress, RestoreOptions, Selection, SeqSet, parse_restore_list,
@@ -17,7 +20,11 @@ use super::{chain_damaged, exit_if, human, location, open_chain, state_of};
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let loc = location(&a.store)?;
     let owner = a.owner.as_deref().map(parse_owner).transpose()?;
-    let (chain, _tmp) = open_chain(&a.archives, true)?;
+    let archives = match &a.state_dir {
+        None => a.archives.clone(),
+        Some(dir) => from_state_dir(dir, a.agent.as_deref(), a.user.as_deref(), a.quiet)?,
+    };
+    let (chain, _tmp) = open_chain(&archives, true)?;
     let at = state_of(&chain, a.as_of.as_deref())?;
     let selection = selection(&a)?;
     let mode = match (a.mode, &a.into, a.deleted) {
@@ -86,6 +93,76 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_if(
         stats.lost == 0 && stats.warnings.is_empty() && !chain_damaged(&chain),
     ))
+}
+
+/// The archives `restore --state-dir DIR` restores: the newest chain of `--agent`'s
+/// namespace, of the namespace whose newest chain holds `--user` (the newest of them when
+/// several do, said on stderr), or of the only namespace.
+fn from_state_dir(
+    dir: &Path,
+    agent: Option<&str>,
+    user: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<Vec<String>> {
+    let paths = |c: statedir::ChainFound| -> Vec<String> {
+        c.archives
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    if let Some(name) = agent {
+        let ns = Namespace::named(name)?;
+        let chain = statedir::namespaces(dir)?
+            .into_iter()
+            .find(|n| n.namespace == ns)
+            .and_then(|n| n.newest_chain())
+            .ok_or_else(|| {
+                Error::NotFound(format!("{}: no archive of {ns}", dir.display()))
+            })?;
+        return Ok(paths(chain));
+    }
+    if let Some(user) = user {
+        let mut found = statedir::find_user(dir, user)?.into_iter();
+        let chosen = found
+            .next()
+            .ok_or_else(|| Error::Internal("find_user returned no chain".into()))?;
+        let others: Vec<String> = found
+            .map(|c| format!("{} (newest archive {})", c.namespace, c.created))
+            .collect();
+        if !others.is_empty() {
+            eprintln!(
+                "maildump: note: user {user} is also in the newest chain of {}; restoring from {} (newest archive {}), the newest",
+                others.join(", "),
+                chosen.namespace,
+                chosen.created
+            );
+        } else if !quiet {
+            eprintln!(
+                "maildump: user {user}: restoring from {} ({} archives)",
+                chosen.namespace,
+                chosen.archives.len()
+            );
+        }
+        return Ok(paths(chosen));
+    }
+    let mut chains: Vec<statedir::ChainFound> = statedir::namespaces(dir)?
+        .iter()
+        .filter_map(statedir::NamespaceState::newest_chain)
+        .collect();
+    match chains.len() {
+        0 => Err(Error::NotFound(format!("{}: no archive recorded", dir.display())).into()),
+        1 => Ok(chains.pop().map(paths).unwrap_or_default()),
+        _ => Err(Error::Usage(format!(
+            "{} holds the chains of several agents ({}): give --user (its agent is found) or --agent NAME",
+            dir.display(),
+            chains
+                .iter()
+                .map(|c| c.namespace.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
 }
 
 /// `--owner UID:GID` (numeric).
