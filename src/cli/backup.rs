@@ -79,10 +79,7 @@ fn in_shard(shard: &Shard, users: Vec<String>, talk: bool) -> anyhow::Result<Vec
         .into());
     }
     if talk {
-        eprintln!(
-            "maildump: shard {shard}: {} of {all} users",
-            mine.len()
-        );
+        eprintln!("maildump: shard {shard}: {} of {all} users", mine.len());
     }
     Ok(mine)
 }

@@ -40,8 +40,7 @@ pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 /// `maildump list DIR` of a `--state-dir`: every archive of every namespace, oldest first
 /// within each, one line (or JSON object) each.
 fn list_state_dir(dir: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
-    if a.as_of.is_some() || a.deleted || a.restore_list || a.user.is_some() || a.mailbox.is_some()
-    {
+    if a.as_of.is_some() || a.deleted || a.restore_list || a.user.is_some() || a.mailbox.is_some() {
         return Err(Error::Usage(format!(
             "{} is a state directory: list DIR shows its archives and takes only --json (list the messages of a chain with list ARCHIVE...)",
             dir.display()

@@ -105,10 +105,7 @@ fn from_state_dir(
     quiet: bool,
 ) -> anyhow::Result<Vec<String>> {
     let paths = |c: statedir::ChainFound| -> Vec<String> {
-        c.archives
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect()
+        c.archives.iter().map(|p| p.display().to_string()).collect()
     };
     if let Some(name) = agent {
         let ns = Namespace::named(name)?;
@@ -116,9 +113,7 @@ fn from_state_dir(
             .into_iter()
             .find(|n| n.namespace == ns)
             .and_then(|n| n.newest_chain())
-            .ok_or_else(|| {
-                Error::NotFound(format!("{}: no archive of {ns}", dir.display()))
-            })?;
+            .ok_or_else(|| Error::NotFound(format!("{}: no archive of {ns}", dir.display())))?;
         return Ok(paths(chain));
     }
     if let Some(user) = user {
@@ -126,15 +121,23 @@ fn from_state_dir(
         let chosen = found
             .next()
             .ok_or_else(|| Error::Internal("find_user returned no chain".into()))?;
-        let others: Vec<String> = found
-            .map(|c| format!("{} (newest archive {})", c.namespace, c.created))
-            .collect();
+        let others: Vec<statedir::ChainFound> = found.collect();
         if !others.is_empty() {
+            let tie = others.iter().any(|c| c.created == chosen.created);
             eprintln!(
-                "maildump: note: user {user} is also in the newest chain of {}; restoring from {} (newest archive {}), the newest",
-                others.join(", "),
+                "maildump: note: user {user} is also in the newest chain of {}; restoring from {} (newest archive {}), {}",
+                others
+                    .iter()
+                    .map(|c| format!("{} (newest archive {})", c.namespace, c.created))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 chosen.namespace,
-                chosen.created
+                chosen.created,
+                if tie {
+                    "as new as the other: the first by namespace name"
+                } else {
+                    "the newest"
+                }
             );
         } else if !quiet {
             eprintln!(

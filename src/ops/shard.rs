@@ -88,7 +88,9 @@ mod tests {
         let s = Shard::parse("2/4").unwrap();
         assert_eq!((s.index(), s.count()), (2, 4));
         assert_eq!(s.namespace().name(), Some("shard-2-of-4"));
-        for bad in ["0/2", "3/2", "1/0", "a/b", "1", "", "/2", "1/", "-1/2", "+1/2", "1/2/3"] {
+        for bad in [
+            "0/2", "3/2", "1/0", "a/b", "1", "", "/2", "1/", "-1/2", "+1/2", "1/2/3",
+        ] {
             assert!(
                 matches!(Shard::parse(bad), Err(Error::Usage(_))),
                 "{bad:?} accepted"

@@ -76,8 +76,13 @@ impl Namespace {
     pub fn named(name: &str) -> Result<Namespace> {
         let ok = !name.is_empty()
             && name.len() <= NAMESPACE_MAX
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
         if !ok {
             return Err(Error::Usage(format!(
                 "agent name {name:?}: use 1 to {NAMESPACE_MAX} letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -471,7 +476,11 @@ pub fn find_user(dir: &Path, user: &str) -> Result<Vec<ChainFound>> {
             continue;
         };
         let a = crate::format::reader::Archive::open(newest, false)?;
-        if a.dir.users.iter().any(|u| u.name.as_bytes() == user.as_bytes()) {
+        if a.dir
+            .users
+            .iter()
+            .any(|u| u.name.as_bytes() == user.as_bytes())
+        {
             found.push(chain);
         }
     }
@@ -493,6 +502,7 @@ pub fn find_user(dir: &Path, user: &str) -> Result<Vec<ChainFound>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, File};
 
     fn entry(file: &str, chain: &str) -> StateEntry {
         StateEntry {

@@ -112,11 +112,7 @@ pub(crate) trait StateStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Conflict`] when another run holds it; I/O errors.
-    fn native_lock(
-        &self,
-        _name: &str,
-        _owner: &LockOwner,
-    ) -> Result<Option<Box<dyn LockGuard>>> {
+    fn native_lock(&self, _name: &str, _owner: &LockOwner) -> Result<Option<Box<dyn LockGuard>>> {
         Ok(None)
     }
 
@@ -255,8 +251,7 @@ impl LocalDir {
 
     /// The path of `name`, refusing anything but a plain name.
     fn path(&self, name: &str) -> Result<PathBuf> {
-        if name.is_empty() || name.contains('/') || name.contains('\0') || name.starts_with('.')
-        {
+        if name.is_empty() || name.contains('/') || name.contains('\0') || name.starts_with('.') {
             return Err(Error::Internal(format!(
                 "state directory object name {name:?} is not a plain name"
             )));
