@@ -55,19 +55,22 @@ pub enum Command {
     #[command(after_help = examples!("  maildump backup --config /etc/dovecot/dovecot.conf --all-users -o /backup/mail.mdump
   maildump backup --location 'maildir:~/Maildir' --home '/srv/mail/%u' --user alice -o - > alice.mdump
   maildump backup --config /etc/dovecot/dovecot.conf --all-users --base /backup/mail.mdump -o /backup/inc1.mdump
-  maildump backup --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --full-every 7d --keep-chains 4 --quiet"))]
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --full-every 7d --keep-chains 4 --quiet
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --shard 2/4 --state-dir /backup/mail --full-every 7d --quiet"))]
     Backup(BackupArgs),
     /// Restore mail from an archive or a chain: into new mailboxes (exact), into live ones
     /// (merge), or beside them (side-folder).
     #[command(after_help = examples!("  maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --home '/srv/restore/%u' --dry-run
   maildump restore full.mdump inc1.mdump --config /etc/dovecot/dovecot.conf --user alice --mailbox INBOX --mode merge
   maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --user alice --to-user alice-old
-  cat full.mdump inc1.mdump | maildump restore - --location 'maildir:~/Maildir' --home '/tmp/r/%u'"))]
+  cat full.mdump inc1.mdump | maildump restore - --location 'maildir:~/Maildir' --home '/tmp/r/%u'
+  maildump restore --state-dir /backup/mail --user alice --config /etc/dovecot/dovecot.conf"))]
     Restore(RestoreArgs),
     /// List the messages in an archive, one per line.
     #[command(after_help = examples!("  maildump list mail.mdump --user alice --mailbox INBOX
   maildump list full.mdump inc1.mdump --deleted --json
-  maildump list mail.mdump --user alice > restore.list   # edit, then restore --restore-list"))]
+  maildump list mail.mdump --user alice > restore.list   # edit, then restore --restore-list
+  maildump list /backup/mail     # a --state-dir: every archive of every agent and chain"))]
     List(ListArgs),
     /// Write one message, byte-exact, to stdout.
     #[command(after_help = examples!("  maildump cat mail.mdump --user alice --mailbox INBOX --uid 4711 > m.eml
@@ -380,7 +383,8 @@ pub enum ModeArg {
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// Archive file, or `-` for stdin; for a chain, oldest first (the last one's state is
-    /// listed).
+    /// listed). A `--state-dir` directory: its archives, every agent's (`--json`: one
+    /// object per archive).
     #[arg(required = true, value_name = "ARCHIVE")]
     pub archives: Vec<String>,
     /// List the state of an earlier archive of the chain (archive id or time).
