@@ -227,16 +227,9 @@ pub struct BackupArgs {
     /// chains (a chain = a full and its incrementals).
     #[arg(long, value_name = "N", requires = "state_dir", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_chains: Option<u32>,
-    /// Back up only the users of shard I of N (1 <= I <= N): those whose SHA-256 of the
-    /// name, first 8 bytes as a big-endian number, mod N is I-1. With --state-dir, the
-    /// namespace `shard-I-of-N` unless --agent names one.
-    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
-    pub shard: Option<maildump::ops::shard::Shard>,
-    /// With --state-dir: this agent's namespace in DIR (e.g. the Dovecot backend's name):
-    /// its own chain, state file, lock and retention, so several agents can write into
-    /// one DIR at once. Default: none (`state.json`, as without agents).
-    #[arg(long, value_name = "NAME")]
-    pub agent: Option<String>,
+    #[command(flatten)]
+    /// Shard and agent.
+    pub agent: AgentArgs,
     /// With --state-dir in object storage: remove a lock left by a run that died (the
     /// error naming the lock says its host, pid and start time). A local DIR's lock is
     /// freed when its holder dies; this changes nothing there.
@@ -257,6 +250,21 @@ pub struct BackupArgs {
     /// Write this format minor version (1..=3) instead of the newest (test vectors).
     #[arg(long, hide = true)]
     pub format_minor: Option<u16>,
+}
+
+/// Which agent of several a run is (`backup`, `estimate`, `selfcheck`).
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Only the users of shard I of N (1 <= I <= N): those whose SHA-256 of the
+    /// name, first 8 bytes as a big-endian number, mod N is I-1. With --state-dir, the
+    /// namespace `shard-I-of-N` unless --agent names one.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<maildump::ops::shard::Shard>,
+    /// With --state-dir: this agent's namespace in DIR (e.g. the Dovecot backend's name):
+    /// its own chain, state file, lock and retention, so several agents can write into
+    /// one DIR at once. Default: none (`state.json`, as without agents).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
 }
 
 /// `--shard I/N`.

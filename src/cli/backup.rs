@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use maildump::ops::shard::Shard;
-use maildump::ops::statedir::{Namespace, Next, StateEntry};
+use maildump::ops::statedir::{Next, StateEntry};
 use maildump::{
     BackupOptions, BackupStats, Error, Progress, StateDir, backup, parse_duration, parse_time,
 };
@@ -22,17 +21,15 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    if a.state_dir.is_none() && (a.agent.is_some() || a.break_lock) {
+    if a.state_dir.is_none() && (a.agent.agent.is_some() || a.break_lock) {
         return Err(Error::Usage(
             "--agent and --break-lock work with --state-dir only (they name and unlock an agent's chain there)".into(),
         )
         .into());
     }
     let (loc, userdb) = location_and_userdb(&a.store)?;
-    let mut users = super::users(&loc, userdb, a.all_users, &a.users, a.write.quiet)?;
-    if let Some(shard) = &a.shard {
-        users = in_shard(shard, users, talks(a))?;
-    }
+    let users = super::users(&loc, userdb, a.all_users, &a.users, a.write.quiet)?;
+    let users = super::in_shard(&a.agent, users, talks(a))?;
     let mut opts = BackupOptions::new(loc);
     opts.writer.level = a.write.level;
     if let Some(t) = a.write.threads {
@@ -68,32 +65,6 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_if(stats.warnings.is_empty()))
 }
 
-/// The users of `users` in `shard`; none: [`Error::NotFound`].
-fn in_shard(shard: &Shard, users: Vec<String>, talk: bool) -> anyhow::Result<Vec<String>> {
-    let all = users.len();
-    let mine: Vec<String> = users.into_iter().filter(|u| shard.holds(u)).collect();
-    if mine.is_empty() {
-        return Err(Error::NotFound(format!(
-            "none of the {all} users falls in shard {shard} (nothing to back up)"
-        ))
-        .into());
-    }
-    if talk {
-        eprintln!("maildump: shard {shard}: {} of {all} users", mine.len());
-    }
-    Ok(mine)
-}
-
-/// The namespace of a `--state-dir` run: `--agent`, else `shard-I-of-N` with `--shard`,
-/// else the default one.
-fn namespace(a: &BackupArgs) -> anyhow::Result<Namespace> {
-    Ok(match (&a.agent, &a.shard) {
-        (Some(name), _) => Namespace::named(name)?,
-        (None, Some(shard)) => shard.namespace(),
-        (None, None) => Namespace::default(),
-    })
-}
-
 /// Whether to print notes and the summary (not with `--quiet` or `--progress json`).
 fn talks(a: &BackupArgs) -> bool {
     !a.write.quiet && a.write.progress != ProgressMode::Json
@@ -108,7 +79,7 @@ fn into_state_dir(
     users: &[String],
     progress: &mut dyn Progress,
 ) -> anyhow::Result<BackupStats> {
-    let mut sd = StateDir::open_namespace(dir, &namespace(a)?, a.break_lock)?;
+    let mut sd = StateDir::open_namespace(dir, &super::namespace(&a.agent)?, a.break_lock)?;
     for p in &sd.removed_partials {
         if talks(a) {
             eprintln!("maildump: removed {p} (left by a run that did not finish)");

@@ -219,6 +219,17 @@ fn two_shards_at_once_into_one_state_dir() {
             .status
             .success()
     );
+    // estimate --shard: the shard's users, against the shard's own newest archive.
+    let full1 = archives(&dir, "maildump-shard-1-of-2-").remove(0);
+    let mut cmd = maildump();
+    cmd.args(["estimate", "--location", &src.location, "--home"])
+        .arg(src.home_template())
+        .args(["--all-users", "--json", "--shard", "1/2", "--state-dir"])
+        .arg(&dir);
+    let est: serde_json::Value = serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap();
+    assert_eq!(est["users"], 2, "{est}");
+    assert_eq!(est["messages"], 1, "only bob's new message is read: {est}");
+    assert_eq!(est["base"].as_str(), Some(full1.to_str().unwrap()), "{est}");
     run_ok(&mut backup(&src, &dir, &["--shard", "1/2"]));
     let a1 = archives(&dir, "maildump-shard-1-of-2-");
     assert_eq!(a1.len(), 2, "{:?}", names(&dir));

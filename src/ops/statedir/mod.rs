@@ -150,6 +150,15 @@ impl State {
         State::read_from(&LocalDir::at(dir), &Namespace::default())
     }
 
+    /// What the state file of namespace `ns` in `dir` says (empty when there is none),
+    /// read without the lock.
+    ///
+    /// # Errors
+    /// I/O errors; a damaged state file ([`Error::Corrupt`]).
+    pub fn read_namespace(dir: &Path, ns: &Namespace) -> Result<State> {
+        State::read_from(&LocalDir::at(dir), ns)
+    }
+
     /// What the state file of `ns` in `store` says (empty when there is none).
     fn read_from(store: &dyn StateStore, ns: &Namespace) -> Result<State> {
         let name = ns.state_file();
