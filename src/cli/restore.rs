@@ -140,10 +140,11 @@ fn from_state_dir(
                 }
             );
         } else if !quiet {
+            let n = chosen.archives.len();
             eprintln!(
-                "maildump: user {user}: restoring from {} ({} archives)",
+                "maildump: user {user}: restoring from {} (its newest chain: {n} archive{})",
                 chosen.namespace,
-                chosen.archives.len()
+                if n == 1 { "" } else { "s" }
             );
         }
         return Ok(paths(chosen));

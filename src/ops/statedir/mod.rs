@@ -552,6 +552,65 @@ mod tests {
     }
 
     #[test]
+    fn namespace_names_and_files() {
+        for bad in ["", "../x", "a/b", ".a", "-a", "a b", "ä", &"x".repeat(65)] {
+            assert!(
+                matches!(Namespace::named(bad), Err(Error::Usage(_))),
+                "{bad:?}"
+            );
+        }
+        let mx = Namespace::named("mx1.example-2_b").unwrap();
+        assert_eq!(mx.state_file(), "state-mx1.example-2_b.json");
+        assert_eq!(mx.lock_file(), "lock-mx1.example-2_b");
+        assert_eq!(
+            Namespace::of_state_file("state-mx1.example-2_b.json"),
+            Some(mx)
+        );
+        assert_eq!(
+            Namespace::of_state_file(STATE_FILE),
+            Some(Namespace::default())
+        );
+        assert_eq!(Namespace::of_state_file("state-.json"), None);
+        assert_eq!(Namespace::of_state_file("statex.json"), None);
+    }
+
+    #[test]
+    fn namespaces_lock_and_prune_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            Namespace::named("a").unwrap(),
+            Namespace::named("b").unwrap(),
+        );
+        let mut sa = StateDir::open_namespace(dir.path(), &a, false).unwrap();
+        let mut sb = StateDir::open_namespace(dir.path(), &b, false).unwrap();
+        let _default = StateDir::open(dir.path()).unwrap();
+        assert!(matches!(
+            StateDir::open_namespace(dir.path(), &a, true),
+            Err(Error::Conflict(_))
+        ));
+        let name = sa.new_archive("2026-01-01T00:00:00Z", "full").unwrap();
+        assert_eq!(name, "maildump-a-20260101T000000Z-full.mdump");
+        let mut add = |sd: &mut StateDir, f: &str, c: &str| {
+            fs::write(dir.path().join(f), b"x").unwrap();
+            sd.record(entry(f, c)).unwrap();
+        };
+        add(&mut sa, "a-1-full", "a1");
+        add(&mut sa, "a-2-full", "a2");
+        add(&mut sb, "b-1-full", "b1");
+        assert_eq!(sa.prune(1).unwrap().len(), 1);
+        assert!(!dir.path().join("a-1-full").exists());
+        assert!(dir.path().join("b-1-full").exists() && dir.path().join("a-2-full").exists());
+        let all = namespaces(dir.path()).unwrap();
+        let names: Vec<Option<&str>> = all.iter().map(|n| n.namespace.name()).collect();
+        assert_eq!(
+            names,
+            [Some("a"), Some("b")],
+            "no state.json yet for the default"
+        );
+        assert_eq!(all[0].state.archives.len(), 1);
+    }
+
+    #[test]
     fn a_second_open_is_refused_while_locked() {
         let dir = tempfile::tempdir().unwrap();
         let _first = StateDir::open(dir.path()).unwrap();
