@@ -590,7 +590,7 @@ mod tests {
         ));
         let name = sa.new_archive("2026-01-01T00:00:00Z", "full").unwrap();
         assert_eq!(name, "maildump-a-20260101T000000Z-full.mdump");
-        let mut add = |sd: &mut StateDir, f: &str, c: &str| {
+        let add = |sd: &mut StateDir, f: &str, c: &str| {
             fs::write(dir.path().join(f), b"x").unwrap();
             sd.record(entry(f, c)).unwrap();
         };
