@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use crate::dovecot::{Dovecot, message};
-use crate::util::{Workspace, assert_text_eq, maildump, report, run_expect_code, run_ok};
+use crate::util::{
+    Workspace, assert_text_eq, hold_flock, maildump, release_flock, report, run_expect_code, run_ok,
+};
 
 /// Exit code of a usage error.
 const EXIT_USAGE: i32 = 2;
@@ -35,19 +37,10 @@ fn shard_of(user: &str, n: u64) -> u64 {
 
 /// `maildump backup --location --home --all-users --quiet --state-dir DIR EXTRA...`.
 fn backup(src: &Dovecot, dir: &Path, extra: &[&str]) -> Command {
-    let mut cmd = maildump();
-    cmd.args([
-        "backup",
-        "--location",
-        &src.location,
-        "--home",
-        &src.home_template(),
-        "--all-users",
-        "--quiet",
-        "--state-dir",
-    ])
-    .arg(dir)
-    .args(extra);
+    let mut cmd = src.backup_cmd();
+    cmd.args(["--all-users", "--quiet", "--state-dir"])
+        .arg(dir)
+        .args(extra);
     cmd
 }
 
@@ -123,31 +116,13 @@ fn restore_user(dst: &Dovecot, dir: &Path, user: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Hold an flock on `path` in a process of its own (a lock taken in this multi-threaded
-/// test process would leak into children other tests fork); released when its stdin closes.
-fn hold_flock(path: &Path) -> Child {
-    let mut holder = Command::new("flock")
-        .arg("-x")
-        .arg(path)
-        .args(["sh", "-c", "echo held; cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("flock (util-linux) runs");
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut held,
-    )
-    .unwrap();
-    assert_eq!(held, "held\n", "flock took {}", path.display());
-    holder
-}
-
-/// Release a lock taken by [`hold_flock`].
-fn release(mut holder: Child) {
-    drop(holder.stdin.take());
-    assert!(holder.wait().unwrap().success());
+/// A store of the four [`USERS`], each with [`Dovecot::build_small_store`].
+fn four_users(ws: &Workspace) -> Dovecot {
+    let src = Dovecot::new(&ws.join("src"), "");
+    for u in USERS {
+        src.build_small_store(u);
+    }
+    src
 }
 
 /// Two shards back up at the same time into one state directory: each user is in exactly
@@ -157,10 +132,7 @@ fn release(mut holder: Child) {
 #[test]
 fn two_shards_at_once_into_one_state_dir() {
     let ws = Workspace::new();
-    let src = Dovecot::new(&ws.join("src"), "");
-    for u in USERS {
-        src.build_small_store(u);
-    }
+    let src = four_users(&ws);
     let dir = ws.join("state");
     let mut c1 = backup(&src, &dir, &["--shard", "1/2"]);
     let mut c2 = backup(&src, &dir, &["--shard", "2/2"]);
@@ -257,10 +229,7 @@ fn two_shards_at_once_into_one_state_dir() {
 #[test]
 fn one_namespace_locked_others_run() {
     let ws = Workspace::new();
-    let src = Dovecot::new(&ws.join("src"), "");
-    for u in USERS {
-        src.build_small_store(u);
-    }
+    let src = four_users(&ws);
     let dir = ws.join("state");
     fs::create_dir_all(&dir).unwrap();
     let lock = dir.join("lock-shard-1-of-2");
@@ -276,7 +245,7 @@ fn one_namespace_locked_others_run() {
     run_ok(&mut backup(&src, &dir, &["--agent", "mx1"]));
     run_ok(&mut backup(&src, &dir, &[]));
     assert!(archives(&dir, "maildump-shard-1-of-2-").is_empty());
-    release(holder);
+    release_flock(holder);
     run_ok(&mut backup(&src, &dir, &["--shard", "1/2"]));
     assert_eq!(
         listed_namespaces(&dir),
@@ -292,27 +261,13 @@ fn one_namespace_locked_others_run() {
         run_expect_code(&mut backup(&src, &dir, &["--agent", bad]), EXIT_USAGE);
     }
     // --agent without --state-dir, --shard with -o: only the users of the shard.
-    let mut cmd = maildump();
-    cmd.args([
-        "backup",
-        "--location",
-        &src.location,
-        "--home",
-        &src.home_template(),
-    ])
-    .args(["--all-users", "--agent", "mx1", "-o"])
-    .arg(ws.join("x.mdump"));
+    let mut cmd = src.backup_cmd();
+    cmd.args(["--all-users", "--agent", "mx1", "-o"])
+        .arg(ws.join("x.mdump"));
     run_expect_code(&mut cmd, EXIT_USAGE);
     let out = ws.join("s.mdump");
-    let mut cmd = maildump();
+    let mut cmd = src.backup_cmd();
     cmd.args([
-        "backup",
-        "--location",
-        &src.location,
-        "--home",
-        &src.home_template(),
-    ])
-    .args([
         "--quiet", "--user", "alice", "--user", "bob", "--shard", "1/2", "-o",
     ])
     .arg(&out);
