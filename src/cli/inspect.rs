@@ -47,6 +47,7 @@ fn list_state_dir(dir: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let all = statedir::namespaces(dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if !a.json {
         writeln!(
@@ -55,7 +56,7 @@ fn list_state_dir(dir: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
             "NAMESPACE", "KIND", "CREATED", "CHAIN"
         )?;
     }
-    for ns in statedir::namespaces(dir)? {
+    for ns in all {
         let newest = ns.state.archives.last().map(|e| e.chain.clone());
         for (e, path) in ns.state.archives.iter().zip(&ns.locations) {
             if a.json {

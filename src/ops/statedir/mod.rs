@@ -408,13 +408,17 @@ pub struct NamespaceState {
 /// # Errors
 /// [`Error::NotFound`] when `dir` holds no state file; I/O errors; a damaged state file.
 pub fn namespaces(dir: &Path) -> Result<Vec<NamespaceState>> {
-    let store = LocalDir::at(dir);
+    namespaces_in(&LocalDir::at(dir))
+}
+
+/// [`namespaces`] of any store.
+pub(crate) fn namespaces_in(store: &dyn StateStore) -> Result<Vec<NamespaceState>> {
     let mut out = Vec::new();
     for name in store.list("state")? {
         let Some(ns) = Namespace::of_state_file(&name) else {
             continue;
         };
-        let state = State::read_from(&store, &ns)?;
+        let state = State::read_from(store, &ns)?;
         let locations = state
             .archives
             .iter()
@@ -429,7 +433,7 @@ pub fn namespaces(dir: &Path) -> Result<Vec<NamespaceState>> {
     if out.is_empty() {
         return Err(Error::NotFound(format!(
             "{} holds no state file ({STATE_FILE} or state-NAME.json): not a --state-dir",
-            dir.display()
+            store.describe("")
         )));
     }
     out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
@@ -476,8 +480,13 @@ impl NamespaceState {
 /// [`Error::NotFound`] naming U when no chain holds U; errors of [`namespaces`] and of
 /// opening an archive.
 pub fn find_user(dir: &Path, user: &str) -> Result<Vec<ChainFound>> {
+    find_user_in(&LocalDir::at(dir), user)
+}
+
+/// [`find_user`] in any store.
+pub(crate) fn find_user_in(store: &dyn StateStore, user: &str) -> Result<Vec<ChainFound>> {
     let mut found = Vec::new();
-    for ns in namespaces(dir)? {
+    for ns in namespaces_in(store)? {
         let Some(chain) = ns.newest_chain() else {
             continue;
         };
@@ -496,7 +505,7 @@ pub fn find_user(dir: &Path, user: &str) -> Result<Vec<ChainFound>> {
     if found.is_empty() {
         return Err(Error::NotFound(format!(
             "user {user} is in no chain of {} (the newest chain of each namespace was searched)",
-            dir.display()
+            store.describe("")
         )));
     }
     let time = |c: &ChainFound| chrono::DateTime::parse_from_rfc3339(&c.created).ok();

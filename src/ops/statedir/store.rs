@@ -67,7 +67,7 @@ pub(crate) trait LockGuard: Send {}
 ///
 /// Names are plain (no `/`, not starting with `.`); implementations may refuse others.
 pub(crate) trait StateStore: Send + Sync {
-    /// How messages name the object `name` (a path, a URL).
+    /// How messages name the object `name` (a path, a URL); `""`: the directory or prefix.
     fn describe(&self, name: &str) -> String;
 
     /// The object's bytes; `None` when there is none.
@@ -262,6 +262,9 @@ impl LocalDir {
 
 impl StateStore for LocalDir {
     fn describe(&self, name: &str) -> String {
+        if name.is_empty() {
+            return self.dir.display().to_string();
+        }
         self.dir.join(name).display().to_string()
     }
 
