@@ -279,9 +279,9 @@ pub struct RestoreArgs {
     /// the full and then its incrementals, oldest first.
     #[arg(required_unless_present = "state_dir", value_name = "ARCHIVE")]
     pub archives: Vec<String>,
-    /// Restore from the newest chain of a `backup --state-dir` DIR: with --user, the chain
-    /// of whichever agent's namespace holds the user (the newest if several do); without,
-    /// the only namespace's (or --agent's).
+    /// Restore from the newest chain (or --as-of's) of a `backup --state-dir` DIR: with
+    /// --user, the chain of whichever agent's namespace holds the user (the newest if
+    /// several do); without, the only namespace's (or --agent's).
     #[arg(long, value_name = "DIR", conflicts_with = "archives")]
     pub state_dir: Option<PathBuf>,
     /// With --state-dir: the namespace to restore from (`--agent NAME` of the backup, or

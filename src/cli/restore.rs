@@ -22,7 +22,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let owner = a.owner.as_deref().map(parse_owner).transpose()?;
     let archives = match &a.state_dir {
         None => a.archives.clone(),
-        Some(dir) => from_state_dir(dir, a.agent.as_deref(), a.user.as_deref(), a.quiet)?,
+        Some(dir) => from_state_dir(dir, &a)?,
     };
     let (chain, _tmp) = open_chain(&archives, true)?;
     let at = state_of(&chain, a.as_of.as_deref())?;
@@ -95,15 +95,11 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
-/// The archives `restore --state-dir DIR` restores: the newest chain of `--agent`'s
-/// namespace, of the namespace whose newest chain holds `--user` (the newest of them when
-/// several do, said on stderr), or of the only namespace.
-fn from_state_dir(
-    dir: &Path,
-    agent: Option<&str>,
-    user: Option<&str>,
-    quiet: bool,
-) -> anyhow::Result<Vec<String>> {
+/// The archives `restore --state-dir DIR` restores: the chain (the newest, or the one
+/// holding `--as-of`) of `--agent`'s namespace, of the namespace whose chain holds `--user`
+/// (the newest of them when several do, said on stderr), or of the only namespace.
+fn from_state_dir(dir: &Path, a: &RestoreArgs) -> anyhow::Result<Vec<String>> {
+    let (agent, user, as_of) = (a.agent.as_deref(), a.user.as_deref(), a.as_of.as_deref());
     let paths = |c: statedir::ChainFound| -> Vec<String> {
         c.archives.iter().map(|p| p.display().to_string()).collect()
     };
@@ -112,12 +108,14 @@ fn from_state_dir(
         let chain = statedir::namespaces(dir)?
             .into_iter()
             .find(|n| n.namespace == ns)
-            .and_then(|n| n.newest_chain())
-            .ok_or_else(|| Error::NotFound(format!("{}: no archive of {ns}", dir.display())))?;
+            .map(|n| n.chain_at(as_of))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Error::NotFound(no_archive(dir, &ns.to_string(), as_of)))?;
         return Ok(paths(chain));
     }
     if let Some(user) = user {
-        let mut found = statedir::find_user(dir, user)?.into_iter();
+        let mut found = statedir::find_user(dir, user, as_of)?.into_iter();
         let chosen = found
             .next()
             .ok_or_else(|| Error::Internal("find_user returned no chain".into()))?;
@@ -125,10 +123,10 @@ fn from_state_dir(
         if !others.is_empty() {
             let tie = others.iter().any(|c| c.created == chosen.created);
             eprintln!(
-                "maildump: note: user {user} is also in the newest chain of {}; restoring from {} (newest archive {}), {}",
+                "maildump: note: user {user} is also in {}; restoring from {} (archive of {}), {}",
                 others
                     .iter()
-                    .map(|c| format!("{} (newest archive {})", c.namespace, c.created))
+                    .map(|c| format!("{} (archive of {})", c.namespace, c.created))
                     .collect::<Vec<_>>()
                     .join(", "),
                 chosen.namespace,
@@ -139,22 +137,22 @@ fn from_state_dir(
                     "the newest"
                 }
             );
-        } else if !quiet {
+        } else if !a.quiet {
             let n = chosen.archives.len();
             eprintln!(
-                "maildump: user {user}: restoring from {} (its newest chain: {n} archive{})",
+                "maildump: user {user}: restoring from {} (its chain of {n} archive{})",
                 chosen.namespace,
                 if n == 1 { "" } else { "s" }
             );
         }
         return Ok(paths(chosen));
     }
-    let mut chains: Vec<statedir::ChainFound> = statedir::namespaces(dir)?
-        .iter()
-        .filter_map(statedir::NamespaceState::newest_chain)
-        .collect();
+    let mut chains = Vec::new();
+    for ns in statedir::namespaces(dir)? {
+        chains.extend(ns.chain_at(as_of)?);
+    }
     match chains.len() {
-        0 => Err(Error::NotFound(format!("{}: no archive recorded", dir.display())).into()),
+        0 => Err(Error::NotFound(no_archive(dir, "any namespace", as_of)).into()),
         1 => Ok(chains.pop().map(paths).unwrap_or_default()),
         _ => Err(Error::Usage(format!(
             "{} holds the chains of several agents ({}): give --user (its agent is found) or --agent NAME",
@@ -166,6 +164,17 @@ fn from_state_dir(
                 .join(", ")
         ))
         .into()),
+    }
+}
+
+/// "DIR: no archive of WHOSE" (as of `as_of`).
+fn no_archive(dir: &Path, whose: &str, as_of: Option<&str>) -> String {
+    match as_of {
+        None => format!("{}: no archive of {whose}", dir.display()),
+        Some(t) => format!(
+            "{}: no archive of {whose} as of {t} (none with that id, none made at or before that time)",
+            dir.display()
+        ),
     }
 }
 

@@ -320,8 +320,10 @@ fn agents_per_backend_and_a_moved_user() {
     let dst2 = Dovecot::new(&ws.join("dst2"), "");
     let said = restore_user(&dst2, &dir, "bob");
     assert!(
-        said.contains("also in the newest chain of namespace mx1")
-            && said.contains("restoring from namespace mx2"),
+        said.contains("also in namespace mx1 (archive of 2026-01-01T00:00:00Z)")
+            && said.contains(
+                "restoring from namespace mx2 (archive of 2026-01-02T00:00:00Z), the newest"
+            ),
         "{said}"
     );
     assert_text_eq("bob from mx2", &mx2.snapshot("bob"), &dst2.snapshot("bob"));
@@ -435,4 +437,57 @@ fn retention_per_namespace_and_the_default_namespace_unchanged() {
         EXIT_USAGE,
     );
     run_expect_code(maildump().arg("list").arg(ws.join("src")), EXIT_NOT_FOUND);
+}
+
+/// `restore --state-dir --as-of` takes the chain holding that state, not only the newest:
+/// with weekly fulls (`--full-every`), last week's state is in the previous chain.
+#[test]
+fn restore_as_of_picks_the_chain_holding_that_time() {
+    let ws = Workspace::new();
+    let src = Dovecot::new(&ws.join("src"), "");
+    src.build_small_store("alice");
+    let dir = ws.join("state");
+    let run = |day: &str| {
+        let mut cmd = backup(&src, &dir, &["--agent", "c", "--full-every", "1d"]);
+        run_ok(cmd.args(["--created", &format!("{day}T00:00:00Z")]));
+    };
+    run("2020-01-01");
+    let before = src.snapshot("alice");
+    assert!(
+        src.save("alice", "INBOX", &message("alice", 8, "later", "x\n"))
+            .status
+            .success()
+    );
+    run("2020-01-02");
+    let chains: BTreeSet<String> = list_dir(&dir)
+        .iter()
+        .map(|v| v["chain"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(chains.len(), 2, "--full-every 1d made two chains");
+
+    let restore_as_of = |name: &str, as_of: &str| -> Dovecot {
+        let dst = Dovecot::new(&ws.join(name), "");
+        let mut cmd = dst.restore_cmd(&[]);
+        cmd.arg("--state-dir")
+            .arg(&dir)
+            .args(["--user", "alice", "--as-of", as_of]);
+        run_ok(&mut cmd);
+        dst
+    };
+    let old = restore_as_of("dst1", "2020-01-01T12:00:00Z");
+    assert_text_eq("alice as of day 1", &before, &old.snapshot("alice"));
+    let new = restore_as_of("dst2", "2020-01-02T12:00:00Z");
+    assert_text_eq(
+        "alice as of day 2",
+        &src.snapshot("alice"),
+        &new.snapshot("alice"),
+    );
+    // Before the first archive: nothing to restore, exit 8.
+    let dst = Dovecot::new(&ws.join("dst3"), "");
+    let mut cmd = dst.restore_cmd(&[]);
+    cmd.arg("--state-dir")
+        .arg(&dir)
+        .args(["--agent", "c", "--as-of", "2019-12-31"]);
+    let out = run_expect_code(&mut cmd, EXIT_NOT_FOUND);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("as of 2019-12-31"));
 }

@@ -440,60 +440,102 @@ pub(crate) fn namespaces_in(store: &dyn StateStore) -> Result<Vec<NamespaceState
     Ok(out)
 }
 
-/// The newest chain of one namespace: what `restore --state-dir` restores from.
+/// The chain of one namespace that `restore --state-dir` restores from.
 #[derive(Clone, Debug)]
 pub struct ChainFound {
     /// The namespace.
     pub namespace: Namespace,
     /// The chain's archives, oldest first.
     pub archives: Vec<PathBuf>,
-    /// When its newest archive was made (RFC 3339).
+    /// The archive whose state is restored (the newest, or the one `--as-of` names).
+    pub state_of: PathBuf,
+    /// When that archive was made (RFC 3339).
     pub created: String,
 }
 
 impl NamespaceState {
     /// Its newest chain; `None` when it has no archive.
     pub fn newest_chain(&self) -> Option<ChainFound> {
-        let newest = self.state.archives.last()?;
+        self.chain_of(self.state.archives.len().checked_sub(1)?)
+    }
+
+    /// The chain holding the state `as_of` names (an archive id, a unique prefix of 8 or
+    /// more characters of one, or a time: the newest archive made at or before it, as
+    /// `restore --as-of` takes them); without `as_of`, the newest chain. `None` when the
+    /// namespace has no such archive.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an `as_of` that is neither an id here nor a time.
+    pub fn chain_at(&self, as_of: Option<&str>) -> Result<Option<ChainFound>> {
+        let Some(spec) = as_of else {
+            return Ok(self.newest_chain());
+        };
+        let a = &self.state.archives;
+        let by_id = a.iter().position(|e| e.archive_id == spec).or_else(|| {
+            let hits: Vec<usize> = (0..a.len())
+                .filter(|&i| spec.len() >= 8 && a[i].archive_id.starts_with(spec))
+                .collect();
+            (hits.len() == 1).then(|| hits[0])
+        });
+        if let Some(i) = by_id {
+            return Ok(self.chain_of(i));
+        }
+        let Ok(t) = crate::chain::parse_time(spec) else {
+            // An id of another namespace's archive.
+            return Ok(None);
+        };
+        let at = a
+            .iter()
+            .rposition(|e| chrono::DateTime::parse_from_rfc3339(&e.created).is_ok_and(|c| c <= t));
+        Ok(at.and_then(|i| self.chain_of(i)))
+    }
+
+    /// The chain of archive `i` (all its archives), restoring the state of `i`.
+    fn chain_of(&self, i: usize) -> Option<ChainFound> {
+        let at = self.state.archives.get(i)?;
         let archives = self
             .state
             .archives
             .iter()
             .zip(&self.locations)
-            .filter(|(e, _)| e.chain == newest.chain)
+            .filter(|(e, _)| e.chain == at.chain)
             .map(|(_, l)| PathBuf::from(l))
             .collect();
         Some(ChainFound {
             namespace: self.namespace.clone(),
             archives,
-            created: newest.created.clone(),
+            state_of: PathBuf::from(self.locations.get(i)?),
+            created: at.created.clone(),
         })
     }
 }
 
-/// Where `restore --state-dir DIR --user U` finds U: among the newest chains of every
-/// namespace, those whose newest archive holds U (a user who left recorded as gone does
-/// not count), newest first (by the newest archive's creation time, then by namespace).
-/// The first is the one to restore from; more than one: the user moved between agents.
+/// Where `restore --state-dir DIR --user U [--as-of X]` finds U: among the chains of every
+/// namespace that hold the state restored ([`NamespaceState::chain_at`]: the newest, or
+/// the one `as_of` names), those whose archive of that state holds U (a user who left,
+/// recorded as gone, does not count), newest first (by that archive's creation time, then
+/// by namespace). The first is the one to restore from; more than one: the user moved
+/// between agents.
 ///
 /// # Errors
 /// [`Error::NotFound`] naming U when no chain holds U; errors of [`namespaces`] and of
 /// opening an archive.
-pub fn find_user(dir: &Path, user: &str) -> Result<Vec<ChainFound>> {
-    find_user_in(&LocalDir::at(dir), user)
+pub fn find_user(dir: &Path, user: &str, as_of: Option<&str>) -> Result<Vec<ChainFound>> {
+    find_user_in(&LocalDir::at(dir), user, as_of)
 }
 
 /// [`find_user`] in any store.
-pub(crate) fn find_user_in(store: &dyn StateStore, user: &str) -> Result<Vec<ChainFound>> {
+pub(crate) fn find_user_in(
+    store: &dyn StateStore,
+    user: &str,
+    as_of: Option<&str>,
+) -> Result<Vec<ChainFound>> {
     let mut found = Vec::new();
     for ns in namespaces_in(store)? {
-        let Some(chain) = ns.newest_chain() else {
+        let Some(chain) = ns.chain_at(as_of)? else {
             continue;
         };
-        let Some(newest) = chain.archives.last() else {
-            continue;
-        };
-        let a = crate::format::reader::Archive::open(newest, false)?;
+        let a = crate::format::reader::Archive::open(&chain.state_of, false)?;
         if a.dir
             .users
             .iter()
@@ -504,8 +546,12 @@ pub(crate) fn find_user_in(store: &dyn StateStore, user: &str) -> Result<Vec<Cha
     }
     if found.is_empty() {
         return Err(Error::NotFound(format!(
-            "user {user} is in no chain of {} (the newest chain of each namespace was searched)",
-            store.describe("")
+            "user {user} is in no chain of {} (the {} of each namespace was searched)",
+            store.describe(""),
+            as_of.map_or_else(
+                || "newest chain".to_string(),
+                |t| format!("state as of {t}")
+            )
         )));
     }
     let time = |c: &ChainFound| chrono::DateTime::parse_from_rfc3339(&c.created).ok();
