@@ -171,17 +171,6 @@ impl State {
             }),
         }
     }
-
-    /// The archives of its newest chain (the chain of its newest archive), oldest first.
-    pub fn newest_chain(&self) -> Vec<&StateEntry> {
-        let Some(newest) = self.archives.last() else {
-            return Vec::new();
-        };
-        self.archives
-            .iter()
-            .filter(|e| e.chain == newest.chain)
-            .collect()
-    }
 }
 
 /// A locked namespace of a state directory.

@@ -204,9 +204,11 @@ impl LockGuard for ObjectLock {}
 
 impl Drop for ObjectLock {
     fn drop(&mut self) {
-        // Only our own lock: one broken and taken by another run stays. An error here (the
-        // store unreachable at the end) leaves the lock; the next run names it and
-        // `--break-lock` removes it. A `Drop` cannot report it.
+        // Only our own lock: one broken and taken by another run stays. (Reading and then
+        // deleting are two requests: a store that can delete on a condition, such as S3's
+        // `If-Match` on the ETag read, should use it here.) An error here (the store
+        // unreachable at the end) leaves the lock; the next run names it and `--break-lock`
+        // removes it. A `Drop` cannot report it.
         let ours = self
             .store
             .read(&self.name)
