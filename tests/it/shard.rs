@@ -253,6 +253,13 @@ fn one_namespace_locked_others_run() {
     );
     // After a run, the lock files name nobody (the holder is written while it runs).
     assert_eq!(fs::read(&lock).unwrap(), b"");
+    // A lock file naming a run that died (kill -9 leaves its name in it): a local lock is an
+    // flock, free with its holder gone, so the next run goes ahead without --break-lock.
+    let dead = r#"{"host":"mx9","pid":999999,"started":"2026-01-01T00:00:00Z","token":"t"}"#;
+    fs::write(&lock, dead).unwrap();
+    run_ok(&mut backup(&src, &dir, &["--shard", "1/2"]));
+    assert_eq!(fs::read(&lock).unwrap(), b"");
+    assert_eq!(archives(&dir, "maildump-shard-1-of-2-").len(), 2);
 
     for bad in ["0/2", "3/2", "1/0", "x", "1/2/3", ""] {
         run_expect_code(&mut backup(&src, &dir, &["--shard", bad]), EXIT_USAGE);
