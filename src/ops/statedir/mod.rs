@@ -147,7 +147,7 @@ impl State {
     /// # Errors
     /// I/O errors; a damaged `state.json` ([`Error::Corrupt`]).
     pub fn read(dir: &Path) -> Result<State> {
-        State::read_from(&LocalDir::at(dir), &Namespace::default())
+        State::read_namespace(dir, &Namespace::default())
     }
 
     /// What the state file of namespace `ns` in `dir` says (empty when there is none),
@@ -156,7 +156,7 @@ impl State {
     /// # Errors
     /// I/O errors; a damaged state file ([`Error::Corrupt`]).
     pub fn read_namespace(dir: &Path, ns: &Namespace) -> Result<State> {
-        State::read_from(&LocalDir::at(dir), ns)
+        State::read_from(store_at(dir, false)?.as_ref(), ns)
     }
 
     /// What the state file of `ns` in `store` says (empty when there is none).
@@ -171,6 +171,20 @@ impl State {
             }),
         }
     }
+}
+
+/// The store a `--state-dir` argument names: a local directory (created when `create`).
+/// This is the one place that maps the argument to a [`StateStore`]: an object-store
+/// prefix (`s3://bucket/prefix/`) is to be recognized here.
+///
+/// # Errors
+/// The directory cannot be created.
+pub(crate) fn store_at(dir: &Path, create: bool) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(if create {
+        LocalDir::create(dir)?
+    } else {
+        LocalDir::at(dir)
+    }))
 }
 
 /// A locked namespace of a state directory.
@@ -217,7 +231,7 @@ impl StateDir {
     /// [`Error::Conflict`] when another run of `ns` holds the lock; I/O errors; a damaged
     /// state file ([`Error::Corrupt`]).
     pub fn open_namespace(dir: &Path, ns: &Namespace, break_lock: bool) -> Result<StateDir> {
-        let store: Arc<dyn StateStore> = Arc::new(LocalDir::create(dir)?);
+        let store = store_at(dir, true)?;
         StateDir::open_in(store, ns, break_lock)
     }
 
@@ -397,7 +411,7 @@ pub struct NamespaceState {
 /// # Errors
 /// [`Error::NotFound`] when `dir` holds no state file; I/O errors; a damaged state file.
 pub fn namespaces(dir: &Path) -> Result<Vec<NamespaceState>> {
-    namespaces_in(&LocalDir::at(dir))
+    namespaces_in(store_at(dir, false)?.as_ref())
 }
 
 /// [`namespaces`] of any store.
@@ -510,7 +524,7 @@ impl NamespaceState {
 /// [`Error::NotFound`] naming U when no chain holds U; errors of [`namespaces`] and of
 /// opening an archive.
 pub fn find_user(dir: &Path, user: &str, as_of: Option<&str>) -> Result<Vec<ChainFound>> {
-    find_user_in(&LocalDir::at(dir), user, as_of)
+    find_user_in(store_at(dir, false)?.as_ref(), user, as_of)
 }
 
 /// [`find_user`] in any store.
