@@ -27,6 +27,51 @@ pub struct OutputFile {
     replace: bool,
 }
 
+/// How often [`locked_partial`] makes a new partial file when the one it made was taken
+/// away before it could lock it.
+const PARTIAL_ATTEMPTS: usize = 8;
+
+/// A new partial file (`.maildump-*.partial`) in `dir`, locked. Locked while it is written:
+/// a `--state-dir` run removes only partial files nobody holds (left by a run that died),
+/// never one a concurrent run is writing. Creating and locking are two steps, so such a
+/// run (another agent of a shared state directory starting at the same moment) may remove
+/// the file in between: then the path no longer names the file locked, and a new one is
+/// made.
+///
+/// # Errors
+/// I/O errors; the file taken away [`PARTIAL_ATTEMPTS`] times in a row.
+fn locked_partial(dir: &Path) -> Result<(File, tempfile::TempPath)> {
+    for _ in 0..PARTIAL_ATTEMPTS {
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(".maildump-")
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .at(dir)?
+            .into_parts();
+        file.lock().at(&*tmp)?;
+        if names_file(&tmp, &file)? {
+            return Ok((file, tmp));
+        }
+    }
+    Err(Error::io(
+        dir,
+        std::io::Error::other(format!(
+            "each of {PARTIAL_ATTEMPTS} partial files made here was removed before it could be locked"
+        )),
+    ))
+}
+
+/// Whether `path` (not followed) is the file `file` is open on.
+fn names_file(path: &Path, file: &File) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().at(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => Ok(md.dev() == open.dev() && md.ino() == open.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 impl OutputFile {
     /// Open `path` for writing as the module doc says; `replace` allows replacing an
     /// existing regular file.
@@ -61,15 +106,7 @@ impl OutputFile {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let (file, tmp) = tempfile::Builder::new()
-            .prefix(".maildump-")
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .at(dir)?
-            .into_parts();
-        // Locked while it is written: a `--state-dir` run removes only partial files
-        // nobody holds (left by a run that died), never one a concurrent run is writing.
-        file.lock().at(&*tmp)?;
+        let (file, tmp) = locked_partial(dir)?;
         Ok(OutputFile {
             file,
             path: path.to_path_buf(),
@@ -130,5 +167,29 @@ impl OutputFile {
         };
         done.map_err(|e| Error::io(&self.path, e.error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_taken_away_before_its_lock_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".maildump-x.partial");
+        let f = File::create(&p).unwrap();
+        assert!(names_file(&p, &f).unwrap());
+        // Another run removed it (and a new file may have its name): not ours any more.
+        std::fs::remove_file(&p).unwrap();
+        assert!(!names_file(&p, &f).unwrap());
+        std::fs::write(&p, b"other").unwrap();
+        assert!(!names_file(&p, &f).unwrap());
+        let (locked, tmp) = locked_partial(dir.path()).unwrap();
+        assert!(names_file(&tmp, &locked).unwrap());
+        assert!(matches!(
+            File::open(&tmp).unwrap().try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
     }
 }

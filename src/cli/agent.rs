@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::args::StoreArgs;
+use crate::cli::args::{AgentArgs, StoreArgs};
 use maildump::error::{EXIT_PARTIAL, Error};
 use maildump::ops::estimate::{Estimate, estimate};
-use maildump::ops::statedir::State;
+use maildump::ops::statedir::{Namespace, State};
 use maildump::store::location::Location;
 
 /// Which users (as `backup` takes them).
@@ -46,15 +46,19 @@ pub struct EstimateArgs {
     /// archive recorded there (a full when there is none). The lock is not taken.
     #[arg(long, value_name = "DIR", conflicts_with = "bases")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    /// Shard and agent, as the backup's.
+    pub agent: AgentArgs,
     /// Print one JSON object (`messages` and `bytes`: what will be read; `write_bytes`:
     /// roughly the archive's size; ...).
     #[arg(long)]
     pub json: bool,
 }
 
-/// The base an incremental at `state_dir` would be made against (none: a full).
-pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let state = State::read(dir)?;
+/// The base an incremental of namespace `ns` at `state_dir` would be made against (none:
+/// a full).
+pub fn state_dir_base(dir: &Path, ns: &Namespace) -> anyhow::Result<Option<PathBuf>> {
+    let state = State::read_namespace(dir, ns)?;
     let Some(newest) = state.archives.last() else {
         return Ok(None);
     };
@@ -63,19 +67,34 @@ pub fn state_dir_base(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
         return Err(Error::NotFound(format!(
             "{} is recorded in {} as the newest archive, but the file is gone",
             p.display(),
-            dir.join(maildump::ops::statedir::STATE_FILE).display()
+            dir.join(ns.state_file()).display()
         ))
         .into());
     }
     Ok(Some(p))
 }
 
+/// `--agent` names a namespace of a state directory: refused without `--state-dir`.
+fn agent_needs_state_dir(agent: &AgentArgs, state_dir: Option<&Path>) -> anyhow::Result<()> {
+    if agent.agent.is_some() && state_dir.is_none() {
+        return Err(Error::Usage(
+            "--agent works with --state-dir only (it names an agent's chain there)".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// The estimate `a` asks for.
 fn estimate_of(a: &EstimateArgs) -> anyhow::Result<Estimate> {
     let (loc, userdb) = crate::cli::location_and_userdb(&a.store)?;
+    agent_needs_state_dir(&a.agent, a.state_dir.as_deref())?;
     let users = crate::cli::users(&loc, userdb, a.users.all_users, &a.users.users, true)?;
+    let users = crate::cli::in_shard(&a.agent, users, false)?;
     let bases = match &a.state_dir {
-        Some(d) => state_dir_base(d)?.into_iter().collect(),
+        Some(d) => state_dir_base(d, &crate::cli::namespace(&a.agent)?)?
+            .into_iter()
+            .collect(),
         None => a.bases.clone(),
     };
     Ok(estimate(&loc, &users, &bases)?)
@@ -138,6 +157,9 @@ pub struct SelfcheckArgs {
     /// The `backup --state-dir` directory: writable, room for the next run's estimate.
     #[arg(long, value_name = "DIR", conflicts_with = "output")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    /// Shard and agent, as the backup's.
+    pub agent: AgentArgs,
 }
 
 /// The outcome of the checks: lines printed, the exit code of the first failure.
@@ -172,6 +194,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 /// # Errors
 /// Only a failing stdout: every check's failure is a line.
 pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
+    agent_needs_state_dir(&a.agent, a.state_dir.as_deref())?;
     let mut c = Checks::default();
     if let Some(conf) = &a.store.config {
         check_doveconf(&mut c, conf);
@@ -194,7 +217,9 @@ pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(c.exit());
         }
     };
-    let users = match crate::cli::users(&loc, userdb, a.users.all_users, &a.users.users, true) {
+    let users = match crate::cli::users(&loc, userdb, a.users.all_users, &a.users.users, true)
+        .and_then(|u| crate::cli::in_shard(&a.agent, u, false))
+    {
         Ok(u) => u,
         Err(e) => {
             c.error("users", &e);
@@ -218,7 +243,12 @@ pub fn run_selfcheck(a: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
         (_, Some(d)) => Some(d.clone()),
         _ => None,
     };
-    let bases = match a.state_dir.as_deref().map(state_dir_base).transpose() {
+    let bases = match crate::cli::namespace(&a.agent).and_then(|ns| {
+        a.state_dir
+            .as_deref()
+            .map(|d| state_dir_base(d, &ns))
+            .transpose()
+    }) {
         Ok(b) => b.flatten().into_iter().collect::<Vec<_>>(),
         Err(e) => {
             c.error("state dir", &e);

@@ -55,19 +55,22 @@ pub enum Command {
     #[command(after_help = examples!("  maildump backup --config /etc/dovecot/dovecot.conf --all-users -o /backup/mail.mdump
   maildump backup --location 'maildir:~/Maildir' --home '/srv/mail/%u' --user alice -o - > alice.mdump
   maildump backup --config /etc/dovecot/dovecot.conf --all-users --base /backup/mail.mdump -o /backup/inc1.mdump
-  maildump backup --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --full-every 7d --keep-chains 4 --quiet"))]
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --state-dir /backup/mail --full-every 7d --keep-chains 4 --quiet
+  maildump backup --config /etc/dovecot/dovecot.conf --all-users --shard 2/4 --state-dir /backup/mail --full-every 7d --quiet"))]
     Backup(BackupArgs),
     /// Restore mail from an archive or a chain: into new mailboxes (exact), into live ones
     /// (merge), or beside them (side-folder).
     #[command(after_help = examples!("  maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --home '/srv/restore/%u' --dry-run
   maildump restore full.mdump inc1.mdump --config /etc/dovecot/dovecot.conf --user alice --mailbox INBOX --mode merge
   maildump restore mail.mdump --config /etc/dovecot/dovecot.conf --user alice --to-user alice-old
-  cat full.mdump inc1.mdump | maildump restore - --location 'maildir:~/Maildir' --home '/tmp/r/%u'"))]
+  cat full.mdump inc1.mdump | maildump restore - --location 'maildir:~/Maildir' --home '/tmp/r/%u'
+  maildump restore --state-dir /backup/mail --user alice --config /etc/dovecot/dovecot.conf"))]
     Restore(RestoreArgs),
     /// List the messages in an archive, one per line.
     #[command(after_help = examples!("  maildump list mail.mdump --user alice --mailbox INBOX
   maildump list full.mdump inc1.mdump --deleted --json
-  maildump list mail.mdump --user alice > restore.list   # edit, then restore --restore-list"))]
+  maildump list mail.mdump --user alice > restore.list   # edit, then restore --restore-list
+  maildump list /backup/mail     # a --state-dir: every archive of every agent and chain"))]
     List(ListArgs),
     /// Write one message, byte-exact, to stdout.
     #[command(after_help = examples!("  maildump cat mail.mdump --user alice --mailbox INBOX --uid 4711 > m.eml
@@ -225,6 +228,14 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N", requires = "state_dir", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_chains: Option<u32>,
     #[command(flatten)]
+    /// Shard and agent.
+    pub agent: AgentArgs,
+    /// With --state-dir in object storage: remove a lock left by a run that died (the
+    /// error naming the lock says its host, pid and start time). A local DIR's lock is
+    /// freed when its holder dies; this changes nothing there.
+    #[arg(long)]
+    pub break_lock: bool,
+    #[command(flatten)]
     /// Compression and progress.
     pub write: WriteArgs,
     /// Record this creation time (RFC 3339) instead of now, for reproducible archives.
@@ -241,13 +252,42 @@ pub struct BackupArgs {
     pub format_minor: Option<u16>,
 }
 
+/// Which agent of several a run is (`backup`, `estimate`, `selfcheck`).
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Only the users of shard I of N (1 <= I <= N): those whose SHA-256 of the
+    /// name, first 8 bytes as a big-endian number, mod N is I-1. With --state-dir, the
+    /// namespace `shard-I-of-N` unless --agent names one.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<maildump::ops::shard::Shard>,
+    /// With --state-dir: this agent's namespace in DIR (e.g. the Dovecot backend's name):
+    /// its own chain, state file, lock and retention, so several agents can write into
+    /// one DIR at once. Default: none (`state.json`, as without agents).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+}
+
+/// `--shard I/N`.
+fn parse_shard(s: &str) -> Result<maildump::ops::shard::Shard, String> {
+    maildump::ops::shard::Shard::parse(s).map_err(|e| e.to_string())
+}
+
 /// `restore` arguments.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Archive file, or `-` for stdin (spooled to a temporary file first); for a chain,
     /// the full and then its incrementals, oldest first.
-    #[arg(required = true, value_name = "ARCHIVE")]
+    #[arg(required_unless_present = "state_dir", value_name = "ARCHIVE")]
     pub archives: Vec<String>,
+    /// Restore from the newest chain (or --as-of's) of a `backup --state-dir` DIR: with
+    /// --user, the chain of whichever agent's namespace holds the user (the newest if
+    /// several do); without, the only namespace's (or --agent's).
+    #[arg(long, value_name = "DIR", conflicts_with = "archives")]
+    pub state_dir: Option<PathBuf>,
+    /// With --state-dir: the namespace to restore from (`--agent NAME` of the backup, or
+    /// `shard-I-of-N`).
+    #[arg(long, value_name = "NAME", requires = "state_dir")]
+    pub agent: Option<String>,
     /// Restore the state of an earlier archive of the chain: its archive id, or a time
     /// (a date, a date and time in UTC, RFC 3339, Unix seconds or `7d` back: the newest
     /// archive made at or before it).
@@ -351,7 +391,8 @@ pub enum ModeArg {
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// Archive file, or `-` for stdin; for a chain, oldest first (the last one's state is
-    /// listed).
+    /// listed). A `--state-dir` directory: its archives, every agent's (`--json`: one
+    /// object per archive).
     #[arg(required = true, value_name = "ARCHIVE")]
     pub archives: Vec<String>,
     /// List the state of an earlier archive of the chain (archive id or time).

@@ -21,8 +21,15 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    if a.state_dir.is_none() && (a.agent.agent.is_some() || a.break_lock) {
+        return Err(Error::Usage(
+            "--agent and --break-lock work with --state-dir only (they name and unlock an agent's chain there)".into(),
+        )
+        .into());
+    }
     let (loc, userdb) = location_and_userdb(&a.store)?;
     let users = super::users(&loc, userdb, a.all_users, &a.users, a.write.quiet)?;
+    let users = super::in_shard(&a.agent, users, talks(a))?;
     let mut opts = BackupOptions::new(loc);
     opts.writer.level = a.write.level;
     if let Some(t) = a.write.threads {
@@ -72,13 +79,10 @@ fn into_state_dir(
     users: &[String],
     progress: &mut dyn Progress,
 ) -> anyhow::Result<BackupStats> {
-    let mut sd = StateDir::open(dir)?;
+    let mut sd = StateDir::open_namespace(dir, &super::namespace(&a.agent)?, a.break_lock)?;
     for p in &sd.removed_partials {
         if talks(a) {
-            eprintln!(
-                "maildump: removed {} (left by a run that did not finish)",
-                p.display()
-            );
+            eprintln!("maildump: removed {p} (left by a run that did not finish)");
         }
     }
     let every = a.full_every.as_deref().map(parse_duration).transpose()?;
@@ -100,28 +104,24 @@ fn into_state_dir(
             ("incremental", chain)
         }
     };
-    let dest = sd.new_path(&created, if kind == "full" { "full" } else { "inc" });
-    super::events::set_output(&dest.to_string_lossy());
-    let stats = write_output(&dest.to_string_lossy(), |out| {
-        backup(opts, users, out, progress)
-    })?;
+    let name = sd.new_archive(&created, if kind == "full" { "full" } else { "inc" })?;
+    let dest = sd.location(&name);
+    super::events::set_output(&dest);
+    let stats = write_output(&dest, |out| backup(opts, users, out, progress))?;
     sd.record(StateEntry {
-        file: dest
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file: name,
         archive_id: id,
         created,
         kind: kind.into(),
         chain,
     })?;
     if talks(a) {
-        eprintln!("maildump: wrote {} backup {}", kind, dest.display());
+        eprintln!("maildump: wrote {kind} backup {dest}");
     }
     if let Some(k) = a.keep_chains {
         for p in sd.prune(k as usize)? {
             if talks(a) {
-                eprintln!("maildump: removed {} (older chain)", p.display());
+                eprintln!("maildump: removed {p} (older chain)");
             }
         }
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use maildump::ops::inspect::{self, MessageKey};
+use maildump::ops::statedir;
 use maildump::{Chain, Error, ErrorKind, ListFilter};
 
 use super::args::{CatArgs, ListArgs, VerifyArgs};
@@ -15,6 +16,11 @@ use super::{
 
 /// Run `maildump list`.
 pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    if let [one] = a.archives.as_slice()
+        && Path::new(one).is_dir()
+    {
+        return list_state_dir(Path::new(one), &a);
+    }
     let (chain, _tmp) = open_chain(&a.archives, false)?;
     let at = state_of(&chain, a.as_of.as_deref())?;
     let filter = ListFilter {
@@ -29,6 +35,56 @@ pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(exit_if(!chain_damaged(&chain)))
+}
+
+/// `maildump list DIR` of a `--state-dir`: every archive of every namespace, oldest first
+/// within each, one line (or JSON object) each.
+fn list_state_dir(dir: &Path, a: &ListArgs) -> anyhow::Result<ExitCode> {
+    if a.as_of.is_some() || a.deleted || a.restore_list || a.user.is_some() || a.mailbox.is_some() {
+        return Err(Error::Usage(format!(
+            "{} is a state directory: list DIR shows its archives and takes only --json (list the messages of a chain with list ARCHIVE...)",
+            dir.display()
+        ))
+        .into());
+    }
+    let all = statedir::namespaces(dir)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if !a.json {
+        writeln!(
+            out,
+            "; {:<20} {:<11} {:<20} {:<36} ARCHIVE",
+            "NAMESPACE", "KIND", "CREATED", "CHAIN"
+        )?;
+    }
+    for ns in all {
+        let newest = ns.state.archives.last().map(|e| e.chain.clone());
+        for (e, path) in ns.state.archives.iter().zip(&ns.locations) {
+            if a.json {
+                let v = serde_json::json!({
+                    "namespace": ns.namespace.name(),
+                    "kind": e.kind,
+                    "created": e.created,
+                    "archive_id": e.archive_id,
+                    "chain": e.chain,
+                    "newest_chain": newest.as_deref() == Some(e.chain.as_str()),
+                    "file": e.file,
+                    "path": path,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "  {:<20} {:<11} {:<20} {:<36} {path}",
+                    ns.namespace.name().unwrap_or("-"),
+                    e.kind,
+                    e.created,
+                    e.chain
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Run `maildump cat`.

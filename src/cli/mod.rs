@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use maildump::error::EXIT_PARTIAL;
+use maildump::ops::statedir::Namespace;
 use maildump::store::userdb::{self, Userdb};
 use maildump::{Chain, Error, Location, StoreFormat};
 
@@ -113,6 +114,40 @@ pub fn users(
         return Err(Error::NotFound("no users found".into()).into());
     }
     Ok(users)
+}
+
+/// The users of `users` in `--shard` (all without it); none: [`Error::NotFound`]. `talk`:
+/// say how many on stderr.
+pub fn in_shard(
+    agent: &args::AgentArgs,
+    users: Vec<String>,
+    talk: bool,
+) -> anyhow::Result<Vec<String>> {
+    let Some(shard) = &agent.shard else {
+        return Ok(users);
+    };
+    let all = users.len();
+    let mine: Vec<String> = users.into_iter().filter(|u| shard.holds(u)).collect();
+    if mine.is_empty() {
+        return Err(Error::NotFound(format!(
+            "none of the {all} users falls in shard {shard} (nothing to back up)"
+        ))
+        .into());
+    }
+    if talk {
+        eprintln!("maildump: shard {shard}: {} of {all} users", mine.len());
+    }
+    Ok(mine)
+}
+
+/// The namespace of a `--state-dir` run: `--agent`, else `shard-I-of-N` with `--shard`,
+/// else the default one.
+pub fn namespace(agent: &args::AgentArgs) -> anyhow::Result<Namespace> {
+    Ok(match (&agent.agent, &agent.shard) {
+        (Some(name), _) => Namespace::named(name)?,
+        (None, Some(shard)) => shard.namespace(),
+        (None, None) => Namespace::default(),
+    })
 }
 
 /// The userdb users of `list` that have a mail store; the others are named in one note.

@@ -2,7 +2,10 @@
 //! `--dry-run`), the restore, and the summary on stderr.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
+
+use maildump::ops::statedir::{self, Namespace};
 
 use maildump::{
     Continuity, Error, Mode, NoProgress, RestoreOptions, Selection, SeqSet, parse_restore_list,
@@ -17,7 +20,11 @@ use super::{chain_damaged, exit_if, human, location, open_chain, state_of};
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let loc = location(&a.store)?;
     let owner = a.owner.as_deref().map(parse_owner).transpose()?;
-    let (chain, _tmp) = open_chain(&a.archives, true)?;
+    let archives = match &a.state_dir {
+        None => a.archives.clone(),
+        Some(dir) => from_state_dir(dir, &a)?,
+    };
+    let (chain, _tmp) = open_chain(&archives, true)?;
     let at = state_of(&chain, a.as_of.as_deref())?;
     let selection = selection(&a)?;
     let mode = match (a.mode, &a.into, a.deleted) {
@@ -86,6 +93,89 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_if(
         stats.lost == 0 && stats.warnings.is_empty() && !chain_damaged(&chain),
     ))
+}
+
+/// The archives `restore --state-dir DIR` restores: the chain (the newest, or the one
+/// holding `--as-of`) of `--agent`'s namespace, of the namespace whose chain holds `--user`
+/// (the newest of them when several do, said on stderr), or of the only namespace.
+fn from_state_dir(dir: &Path, a: &RestoreArgs) -> anyhow::Result<Vec<String>> {
+    let (agent, user, as_of) = (a.agent.as_deref(), a.user.as_deref(), a.as_of.as_deref());
+    let paths = |c: statedir::ChainFound| -> Vec<String> {
+        c.archives.iter().map(|p| p.display().to_string()).collect()
+    };
+    if let Some(name) = agent {
+        let ns = Namespace::named(name)?;
+        let chain = statedir::namespaces(dir)?
+            .into_iter()
+            .find(|n| n.namespace == ns)
+            .map(|n| n.chain_at(as_of))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Error::NotFound(no_archive(dir, &ns.to_string(), as_of)))?;
+        return Ok(paths(chain));
+    }
+    if let Some(user) = user {
+        let mut found = statedir::find_user(dir, user, as_of)?.into_iter();
+        let chosen = found
+            .next()
+            .ok_or_else(|| Error::Internal("find_user returned no chain".into()))?;
+        let others: Vec<statedir::ChainFound> = found.collect();
+        if !others.is_empty() {
+            let tie = others.iter().any(|c| c.created == chosen.created);
+            eprintln!(
+                "maildump: note: user {user} is also in {}; restoring from {} (archive of {}), {}",
+                others
+                    .iter()
+                    .map(|c| format!("{} (archive of {})", c.namespace, c.created))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                chosen.namespace,
+                chosen.created,
+                if tie {
+                    "as new as the other: the first by namespace name"
+                } else {
+                    "the newest"
+                }
+            );
+        } else if !a.quiet {
+            let n = chosen.archives.len();
+            eprintln!(
+                "maildump: user {user}: restoring from {} (its chain of {n} archive{})",
+                chosen.namespace,
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        return Ok(paths(chosen));
+    }
+    let mut chains = Vec::new();
+    for ns in statedir::namespaces(dir)? {
+        chains.extend(ns.chain_at(as_of)?);
+    }
+    match chains.len() {
+        0 => Err(Error::NotFound(no_archive(dir, "any namespace", as_of)).into()),
+        1 => Ok(chains.pop().map(paths).unwrap_or_default()),
+        _ => Err(Error::Usage(format!(
+            "{} holds the chains of several agents ({}): give --user (its agent is found) or --agent NAME",
+            dir.display(),
+            chains
+                .iter()
+                .map(|c| c.namespace.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// "DIR: no archive of WHOSE" (as of `as_of`).
+fn no_archive(dir: &Path, whose: &str, as_of: Option<&str>) -> String {
+    match as_of {
+        None => format!("{}: no archive of {whose}", dir.display()),
+        Some(t) => format!(
+            "{}: no archive of {whose} as of {t} (none with that id, none made at or before that time)",
+            dir.display()
+        ),
+    }
 }
 
 /// `--owner UID:GID` (numeric).

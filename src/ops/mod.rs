@@ -6,7 +6,8 @@
 //! - [`merge`]: a chain into one full archive;
 //! - [`export`]: mail as mbox, `.eml` or a plain Maildir;
 //! - [`inspect`]: `list`, `cat` and `verify`;
-//! - [`statedir`]: the `--state-dir` schedule of full and incremental archives.
+//! - [`statedir`]: the `--state-dir` schedule of full and incremental archives, per agent;
+//! - [`shard`]: which users the agent of `--shard I/N` backs up.
 
 pub mod backup;
 pub mod estimate;
@@ -14,4 +15,5 @@ pub mod export;
 pub mod inspect;
 pub mod merge;
 pub mod restore;
+pub mod shard;
 pub mod statedir;

@@ -179,6 +179,20 @@ impl Dovecot {
         format!("{}:{}", self.uid, self.gid)
     }
 
+    /// `maildump backup --location LOC --home TEMPLATE` of this store (users, output and
+    /// other options are added by the caller).
+    pub fn backup_cmd(&self) -> std::process::Command {
+        let mut cmd = crate::util::maildump();
+        cmd.args([
+            "backup",
+            "--location",
+            &self.location,
+            "--home",
+            &self.home_template(),
+        ]);
+        cmd
+    }
+
     /// `maildump restore A1 A2 ... --location LOC --home TEMPLATE --owner UID:GID
     /// --uid-margin 0` into this store (extra arguments are appended by the caller): an
     /// exact copy, with the archive's UIDNEXT (the margin IMAP clients need after a

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dovecot::{Dovecot, message};
 use crate::util::{
-    Workspace, assert_text_eq, line_diff, maildump, report, run, run_expect_code, run_ok,
-    sha256_hex, tree_listing,
+    Workspace, assert_text_eq, hold_flock, line_diff, maildump, release_flock, report, run,
+    run_expect_code, run_ok, sha256_hex, tree_listing,
 };
 
 /// Exit code for a missing archive, link or content of a chain.
@@ -30,16 +30,8 @@ const EXIT_CONFLICT: i32 = 6;
 /// `maildump backup --location LOC --home TEMPLATE --all-users` (output and chain options are
 /// added by the caller).
 fn backup_cmd(src: &Dovecot) -> Command {
-    let mut cmd = maildump();
-    cmd.args([
-        "backup",
-        "--location",
-        &src.location,
-        "--home",
-        &src.home_template(),
-        "--all-users",
-        "--quiet",
-    ]);
+    let mut cmd = src.backup_cmd();
+    cmd.args(["--all-users", "--quiet"]);
     cmd
 }
 
@@ -1785,25 +1777,8 @@ fn state_dir_runs() {
         );
     }
 
-    // A held lock: the run fails with exit 6 naming the lock, and writes no archive. The
-    // lock is held by a process of its own: a lock taken in this (multi-threaded) test
-    // process would also be held by any child another test thread forks meanwhile, until
-    // that child execs, so releasing it here would not always release it.
-    let mut holder = Command::new("flock")
-        .arg("-x")
-        .arg(dir.join("lock"))
-        .args(["sh", "-c", "echo held; cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("flock (util-linux) runs");
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().expect("piped")),
-        &mut held,
-    )
-    .expect("read from flock");
-    assert_eq!(held, "held\n", "flock took the state-dir lock");
+    // A held lock: the run fails with exit 6 naming the lock, and writes no archive.
+    let holder = hold_flock(&dir.join("lock"));
     next_second();
     let mut cmd = backup_cmd(&src);
     cmd.arg("--state-dir").arg(&dir);
@@ -1820,8 +1795,7 @@ fn state_dir_runs() {
         5,
         "no archive may be written while the lock is held"
     );
-    drop(holder.stdin.take());
-    assert!(holder.wait().expect("flock exits").success());
+    release_flock(holder);
     let out: Output = run(&mut cmd);
     assert!(
         out.status.success(),

@@ -31,6 +31,7 @@ mod planted;
 mod pointread;
 mod savedate;
 mod selfcheck;
+mod shard;
 mod skips;
 mod ui;
 mod untrusted;

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
@@ -468,4 +468,33 @@ pub fn test_manifest(store: &str, minor: u16, id: &str) -> maildump::format::ind
             host: None,
         },
     }
+}
+
+/// Hold an exclusive flock on `path` in a process of its own (`flock -x`), until
+/// [`release_flock`]. A lock taken in this multi-threaded test process would also be held
+/// by any child another test thread forks meanwhile, until that child execs, so releasing
+/// it here would not always release it.
+pub fn hold_flock(path: &Path) -> Child {
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(path)
+        .args(["sh", "-c", "echo held; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let mut held = String::new();
+    io::BufRead::read_line(
+        &mut io::BufReader::new(holder.stdout.take().expect("piped")),
+        &mut held,
+    )
+    .expect("read from flock");
+    assert_eq!(held, "held\n", "flock took {}", path.display());
+    holder
+}
+
+/// Release a lock taken by [`hold_flock`].
+pub fn release_flock(mut holder: Child) {
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("flock exits").success());
 }
