@@ -229,7 +229,10 @@ fn stdin_plaintext() -> anyhow::Result<Box<dyn io::Read>> {
         return Ok(Box::new(whole));
     }
     let r = io::BufReader::with_capacity(1 << 16, whole);
-    Ok(maildump::format::crypt::decrypt_stream(r, Path::new("stdin"))?)
+    Ok(maildump::format::crypt::decrypt_stream(
+        r,
+        Path::new("stdin"),
+    )?)
 }
 
 /// Refuse `-` (stdin) given more than once.

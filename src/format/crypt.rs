@@ -71,9 +71,10 @@ impl Recipients {
                     })?);
                 }
             } else {
-                out.push(recipient(a.trim()).map_err(|why| {
-                    Error::Usage(format!("--encrypt-to {a}: {why}"))
-                })?);
+                out.push(
+                    recipient(a.trim())
+                        .map_err(|why| Error::Usage(format!("--encrypt-to {a}: {why}")))?,
+                );
             }
         }
         if out.is_empty() && !args.is_empty() {
@@ -266,7 +267,10 @@ impl Owned {
 
 impl Read for Owned {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match usize::try_from(self.pos).ok().filter(|p| *p < self.head.len()) {
+        let n = match usize::try_from(self.pos)
+            .ok()
+            .filter(|p| *p < self.head.len())
+        {
             Some(p) => {
                 let n = buf.len().min(self.head.len() - p);
                 buf[..n].copy_from_slice(&self.head[p..p + n]);
@@ -380,8 +384,12 @@ impl Source for Decrypting {
             .reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let want = usize::try_from(self.len - off).unwrap_or(usize::MAX).min(buf.len());
-        let res = r.seek(SeekFrom::Start(off)).and_then(|_| r.read(&mut buf[..want]));
+        let want = usize::try_from(self.len - off)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let res = r
+            .seek(SeekFrom::Start(off))
+            .and_then(|_| r.read(&mut buf[..want]));
         res.map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => self.damaged(off, &e),
             _ => e,
