@@ -323,18 +323,43 @@ pub fn chain_damaged(chain: &Chain) -> bool {
 /// and `merge`), set once before the command runs ([`set_recipients`]).
 static RECIPIENTS: std::sync::OnceLock<Recipients> = std::sync::OnceLock::new();
 
-/// Parse the `--encrypt-to` of the command, if it writes archives, for [`write_output`].
+/// Parse the `--encrypt-to` of the command, if it writes archives, for [`write_output`]
+/// (and for the archives the Bacula agent passes on: [`bacula::tee`]).
 ///
 /// # Errors
 /// A value that is not a recipient or a readable recipients file.
 pub fn set_recipients(cmd: &Command) -> anyhow::Result<()> {
-    let given = match cmd {
-        Command::Backup(a) => &a.write.encrypt_to,
-        Command::Merge(a) => &a.write.encrypt_to,
-        _ => return Ok(()),
-    };
+    match cmd {
+        Command::Backup(a) => set_recipient_list(&a.write.encrypt_to),
+        Command::Merge(a) => set_recipient_list(&a.write.encrypt_to),
+        Command::Bacula(bacula::BaculaCommand::Backup(a)) => {
+            set_recipient_list(&bacula::split_encrypt_to(&a.backup).1)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Make `given` (`--encrypt-to` values) the recipients of the archives this run writes.
+///
+/// # Errors
+/// As [`Recipients::parse`].
+pub fn set_recipient_list(given: &[String]) -> anyhow::Result<()> {
     let _ = RECIPIENTS.set(Recipients::parse(given)?);
     Ok(())
+}
+
+/// The recipients of the archives this run writes, if any.
+pub fn recipients() -> Option<&'static Recipients> {
+    RECIPIENTS.get().filter(|r| !r.is_empty())
+}
+
+/// `--identity FILE` for each identity of this run, for the maildump commands an agent
+/// runs (they read the archives this one does).
+pub fn identity_args() -> Vec<std::ffi::OsString> {
+    maildump::format::crypt::identity_files()
+        .iter()
+        .flat_map(|f| ["--identity".into(), f.clone().into_os_string()])
+        .collect()
 }
 
 /// Run `f` writing to `dest` through [`write_behind`], encrypted to the run's recipients
@@ -343,7 +368,7 @@ fn write_sealed<T>(
     dest: &mut (dyn Write + Send),
     f: impl FnOnce(&mut dyn Write) -> maildump::Result<T>,
 ) -> (maildump::Result<T>, io::Result<()>) {
-    match RECIPIENTS.get().filter(|r| !r.is_empty()) {
+    match recipients() {
         None => write_behind(dest, f),
         Some(r) => {
             let mut sealed = match r.wrap(dest) {

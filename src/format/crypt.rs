@@ -170,6 +170,11 @@ pub fn set_identities(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// The identity files given to [`set_identities`].
+pub fn identity_files() -> &'static [PathBuf] {
+    IDENTITIES.get().map(|i| &i.files[..]).unwrap_or(&[])
+}
+
 fn read_identity_file(path: &Path) -> Result<Vec<Identity>> {
     let text = std::fs::read_to_string(path).at(path)?;
     let bad = |why: &str| Error::Usage(format!("--identity {}: {why}", path.display()));

@@ -609,3 +609,169 @@ fn a_flipped_byte_in_an_encrypted_chunk_is_damage() {
         "{err}"
     );
 }
+
+/// The Bacula agent with `--encrypt-to` among the backup options: what it passes to
+/// Bacula is encrypted, the state it keeps is in clear (index only), so an Incremental
+/// needs no identity on the host; the streams restore with `--identity`.
+#[test]
+fn bacula_agent_encrypts_what_it_passes_on_and_keeps_its_state_in_clear() {
+    let ws = Workspace::new();
+    let (key, public) = keygen(ws.path(), "key.txt");
+    let (mail, state) = (ws.join("mail"), ws.join("state"));
+    crate::bacula::big_maildir(&mail, 40, 1);
+    let home = format!("{}/%u", mail.display());
+    let job = |id: &str, level: &str, out: &str| {
+        let o = run_ok(
+            maildump()
+                .args([
+                    "bacula",
+                    "backup",
+                    "--job",
+                    id,
+                    "--level",
+                    level,
+                    "--state-dir",
+                ])
+                .arg(&state)
+                .args([
+                    "--location",
+                    "maildir:~/Maildir",
+                    "--home",
+                    &home,
+                    "--all-users",
+                ])
+                .args(["--quiet", "--encrypt-to", &public]),
+        );
+        fs::write(ws.join(out), &o.stdout).unwrap();
+        run_ok(
+            maildump()
+                .args(["bacula", "finish", "--job", id, "--state-dir"])
+                .arg(&state),
+        );
+        assert!(
+            o.stdout.starts_with(b"age-encryption.org/v1\n"),
+            "job {id} not encrypted"
+        );
+        assert!(memchr::memmem::find(&o.stdout, b"alice").is_none());
+    };
+    job("1", "Full", "full.age");
+    let kept = fs::read(state.join("committed/1.mdump")).unwrap();
+    assert!(
+        !kept.starts_with(b"age-encryption.org/v1\n"),
+        "the kept state is encrypted"
+    );
+    crate::bacula::big_maildir(&mail, 45, 1);
+    job("2", "Incremental", "inc.age");
+    let r = ws.join("r");
+    run_ok(
+        maildump()
+            .arg("restore")
+            .args([ws.join("full.age"), ws.join("inc.age")])
+            .args(["--location", "maildir:~/Maildir", "--home"])
+            .arg(format!("{}/%u", r.display()))
+            .arg("--identity")
+            .arg(&key)
+            .arg("--quiet"),
+    );
+    assert_eq!(
+        fs::read_dir(r.join("alice/Maildir/cur")).unwrap().count(),
+        45
+    );
+}
+
+/// `--state-dir` chains of encrypted archives: the next run reads the newest archive's
+/// index with `--identity` (without it: exit 10, nothing written); `-o -` and `restore -`
+/// carry the encrypted stream.
+#[test]
+fn encrypted_state_dir_chain_and_streams() {
+    let ws = Workspace::new();
+    let (key, public) = keygen(ws.path(), "key.txt");
+    let src = Dovecot::new(&ws.join("src"), "");
+    src.build_small_store("bob");
+    let state = ws.join("state");
+    let run_backup = |with_id: bool| {
+        let mut cmd = maildump();
+        cmd.args([
+            "backup",
+            "--location",
+            &src.location,
+            "--home",
+            &src.home_template(),
+        ])
+        .args([
+            "--all-users",
+            "--quiet",
+            "--encrypt-to",
+            &public,
+            "--state-dir",
+        ])
+        .arg(&state);
+        if with_id {
+            cmd.arg("--identity").arg(&key);
+        }
+        run(&mut cmd)
+    };
+    assert!(run_backup(true).status.success());
+    let files = |dir: &Path| {
+        let mut f: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "mdump"))
+            .collect();
+        f.sort();
+        f
+    };
+    assert_eq!(files(&state).len(), 1);
+    assert!(
+        src.save("bob", "INBOX", &message("bob", 9, "later", "more\n"))
+            .status
+            .success()
+    );
+    let out = run_backup(false);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CANNOT_DECRYPT),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files(&state).len(), 1, "a refused run wrote an archive");
+    assert!(run_backup(true).status.success());
+    let chain = files(&state);
+    assert_eq!(chain.len(), 2);
+    let refs: Vec<&Path> = chain.iter().map(PathBuf::as_path).collect();
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    run_ok(dst.restore_cmd(&refs).arg("--identity").arg(&key));
+    crate::util::assert_text_eq(
+        "state-dir chain",
+        &src.snapshot("bob"),
+        &dst.snapshot("bob"),
+    );
+
+    // Through pipes: `backup -o -` encrypted, `restore -` decrypting as it reads.
+    let streamed = run_ok(
+        maildump()
+            .args([
+                "backup",
+                "--location",
+                &src.location,
+                "--home",
+                &src.home_template(),
+            ])
+            .args(["--all-users", "--quiet", "--encrypt-to", &public, "-o", "-"]),
+    )
+    .stdout;
+    assert!(streamed.starts_with(b"age-encryption.org/v1\n"));
+    let stream = ws.join("stream.age");
+    fs::write(&stream, &streamed).unwrap();
+    let dst = Dovecot::new(&ws.join("dst-stdin"), "");
+    let mut cmd = dst.restore_cmd(&[Path::new("-")]);
+    cmd.arg("--identity")
+        .arg(&key)
+        .stdin(fs::File::open(&stream).unwrap());
+    run_ok(&mut cmd);
+    crate::util::assert_text_eq("restore -", &src.snapshot("bob"), &dst.snapshot("bob"));
+    let mut cmd = maildump();
+    cmd.args(["verify", "-"])
+        .stdin(fs::File::open(&stream).unwrap());
+    run_expect_code(&mut cmd, EXIT_CANNOT_DECRYPT);
+}
