@@ -775,3 +775,65 @@ fn encrypted_state_dir_chain_and_streams() {
         .stdin(fs::File::open(&stream).unwrap());
     run_expect_code(&mut cmd, EXIT_CANNOT_DECRYPT);
 }
+
+/// The Amanda application with the `encrypt-to` property: the images are encrypted, the
+/// level states are kept in clear (a level 1 needs no identity), the index lines still
+/// name users and mailboxes (they go to Amanda's index on fd 4, not into the image), and
+/// the images restore with `--identity`.
+#[test]
+fn amanda_application_encrypts_its_images_and_keeps_its_state_in_clear() {
+    let ws = Workspace::new();
+    let (key, public) = keygen(ws.path(), "key.txt");
+    let src = Dovecot::new(&ws.join("src"), "");
+    src.build_small_store("alice");
+    let state = ws.join("state");
+    let dump = |level: &str, image: &Path| {
+        let (m, i) = (ws.join("fd3"), ws.join("fd4"));
+        let out = run(Command::new("bash")
+            .arg("-c")
+            .arg(r#"exe=$1; img=$2; m=$3; i=$4; shift 4; exec "$exe" amanda backup "$@" > "$img" 3> "$m" 4> "$i""#)
+            .arg("bash")
+            .arg(env!("CARGO_BIN_EXE_maildump"))
+            .args([image, &m, &i])
+            .args(["--config", "mdt", "--host", "localhost", "--disk", "/srv/mail"])
+            .args(["--location", &src.location, "--home", &src.home_template()])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--encrypt-to", &public, "--level", level, "--index", "line", "--record"]));
+        let mesg = fs::read_to_string(&m).unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{mesg}");
+        assert!(!mesg.contains("error"), "{mesg}");
+        let image_bytes = fs::read(image).unwrap();
+        assert!(
+            image_bytes.starts_with(b"age-encryption.org/v1\n"),
+            "level {level}: {mesg}"
+        );
+        assert!(memchr::memmem::find(&image_bytes, b"alice").is_none());
+        let index = fs::read_to_string(&i).unwrap();
+        assert!(index.lines().any(|l| l == "/alice/INBOX/"), "{index}");
+    };
+    let (l0, l1) = (ws.join("l0.mdump"), ws.join("l1.mdump"));
+    dump("0", &l0);
+    for f in fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        let b = fs::read(&f).unwrap();
+        assert!(
+            !b.starts_with(b"age-encryption.org/v1\n"),
+            "{} encrypted",
+            f.display()
+        );
+    }
+    assert!(
+        src.save("alice", "INBOX", &message("alice", 7, "later", "more\n"))
+            .status
+            .success()
+    );
+    dump("1", &l1);
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    run_ok(dst.restore_cmd(&[&l0, &l1]).arg("--identity").arg(&key));
+    crate::util::assert_text_eq(
+        "amanda images",
+        &src.snapshot("alice"),
+        &dst.snapshot("alice"),
+    );
+}
