@@ -383,7 +383,7 @@ impl Error {
             .get_ref()
             .and_then(|e| e.downcast_ref::<crate::format::crypt::Damaged>())
         {
-            let item = format!("encrypted chunk at offset {}", d.offset);
+            let item = d.item();
             let item = if path.as_os_str() == UNNAMED_ARCHIVE {
                 item
             } else {

@@ -224,19 +224,27 @@ pub fn is_encrypted(src: &dyn Source) -> io::Result<bool> {
 /// into [`Error::Corrupt`] by [`Error::io`].
 #[derive(Debug)]
 pub struct Damaged {
-    /// The offset in the file of the chunk that failed.
-    pub offset: u64,
+    /// The offset in the file of the chunk that failed, where known (not in a stream).
+    pub offset: Option<u64>,
+    /// The chunk's number (0: the first).
+    pub chunk: u64,
     /// What failed.
     pub detail: String,
 }
 
+impl Damaged {
+    /// The chunk, as messages name it: `encrypted chunk N at offset X`.
+    pub fn item(&self) -> String {
+        match self.offset {
+            Some(o) => format!("encrypted chunk {} at offset {o}", self.chunk),
+            None => format!("encrypted chunk {} (64 KiB of plaintext each)", self.chunk),
+        }
+    }
+}
+
 impl fmt::Display for Damaged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "encrypted chunk at offset {}: {}",
-            self.offset, self.detail
-        )
+        write!(f, "{}: {}", self.item(), self.detail)
     }
 }
 
@@ -373,7 +381,8 @@ impl Decrypting {
         io::Error::new(
             io::ErrorKind::InvalidData,
             Damaged {
-                offset: self.start + chunk * ENCRYPTED_CHUNK,
+                offset: Some(self.start + chunk * ENCRYPTED_CHUNK),
+                chunk,
                 detail: format!("fails authentication ({e})"),
             },
         )
@@ -430,5 +439,39 @@ pub fn decrypt_stream<'a, R: BufRead + 'a>(input: R, name: &Path) -> Result<Box<
             age::DecryptError::NoMatchingKeys => cannot("no identity given matches".into()),
             e => cannot(e.to_string()),
         })?;
-    Ok(Box::new(r))
+    Ok(Box::new(Stream { inner: r, pos: 0 }))
+}
+
+/// A decrypting reader that names the chunk where it fails ([`Damaged`]).
+struct Stream<R> {
+    inner: R,
+    /// Plaintext bytes read so far.
+    pos: u64,
+}
+
+impl<R: Read> Read for Stream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.pos += n as u64;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Damaged {
+                        offset: None,
+                        chunk: self.pos / CHUNK,
+                        detail: format!("fails authentication ({e})"),
+                    },
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -552,7 +552,7 @@ fn a_flipped_byte_in_an_encrypted_chunk_is_damage() {
     let bad = ws.join("bad.age");
     fs::write(&bad, &bytes).unwrap();
     let named = format!(
-        "encrypted chunk at offset {}",
+        "encrypted chunk {chunk} at offset {}",
         start + chunk * CHUNK_IN_FILE
     );
 
@@ -566,7 +566,7 @@ fn a_flipped_byte_in_an_encrypted_chunk_is_damage() {
     );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains(&named), "{text}");
+    assert!(text.contains(&named), "{named}: {text}");
     let out = run_expect_code(
         maildump()
             .arg("cat")
@@ -596,6 +596,14 @@ fn a_flipped_byte_in_an_encrypted_chunk_is_damage() {
             .args(["--user", "user0", "--mailbox", "box0", "--uid", "1"]),
     );
     assert!(out.stdout == pointread::body(0, 0, 1));
+    // The same damage in a stream on stdin: damage too, naming the chunk.
+    let mut cmd = maildump();
+    cmd.args(["verify", "-", "--identity"])
+        .arg(&id)
+        .stdin(fs::File::open(&bad).unwrap());
+    let out = run_expect_code(&mut cmd, EXIT_CORRUPT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("encrypted chunk {chunk} ")), "{err}");
     // Truncated at a chunk boundary: the last chunk no longer authenticates as the last.
     let cut = ws.join("cut.age");
     fs::write(&cut, &bytes[..(start + 2 * CHUNK_IN_FILE) as usize]).unwrap();
