@@ -256,7 +256,7 @@ impl std::error::Error for Damaged {}
 struct Owned {
     src: Arc<dyn Source>,
     pos: u64,
-    head: Vec<u8>,
+    head: Arc<[u8]>,
 }
 
 /// Bytes read ahead for the age header (a header with many ssh-rsa recipients may be
@@ -274,7 +274,11 @@ impl Owned {
             }
         }
         head.truncate(n);
-        Ok(Owned { src, pos: 0, head })
+        Ok(Owned {
+            src,
+            pos: 0,
+            head: head.into(),
+        })
     }
 }
 
@@ -315,14 +319,26 @@ fn payload_len(len: u64) -> u64 {
     len + chunks * (ENCRYPTED_CHUNK - CHUNK)
 }
 
-/// The plaintext of an encrypted archive, by offset: age's STREAM reader (which seeks by
-/// chunk and keeps the current chunk decrypted) behind a lock.
+/// The plaintext of an encrypted archive, by offset: age's STREAM readers (each seeks by
+/// chunk and keeps its current chunk decrypted), one per thread reading at a time: a
+/// reader is taken from a pool for each read and put back, a new one made (the header's
+/// file key unwrapped again) when all are in use.
 pub struct Decrypting {
-    reader: Mutex<StreamReader<Owned>>,
+    /// Readers not in use.
+    idle: Mutex<Vec<StreamReader<Owned>>>,
+    /// The source, and its first bytes (the age header), for new readers.
+    src: Arc<dyn Source>,
+    head: Arc<[u8]>,
     /// The plaintext's length (the last chunk authenticated).
     len: u64,
     /// Where the first chunk starts in the file (after the age header).
     start: u64,
+}
+
+/// A reader of the age file `owned` with the process's identities.
+fn stream_reader(owned: Owned) -> std::result::Result<StreamReader<Owned>, age::DecryptError> {
+    let ids = IDENTITIES.get().map(|i| &i.keys[..]).unwrap_or(&[]);
+    age::Decryptor::new(owned)?.decrypt(ids.iter().map(Identity::as_dyn))
 }
 
 impl Decrypting {
@@ -333,36 +349,36 @@ impl Decrypting {
     /// [`Error::CannotDecrypt`] when no identity was given or none opens it;
     /// [`Error::Corrupt`] for a damaged header or a truncated file; I/O errors.
     pub fn open(src: Arc<dyn Source>, path: &Path) -> Result<Decrypting> {
-        let ids = IDENTITIES.get().map(|i| &i.keys[..]).unwrap_or(&[]);
-        let files = IDENTITIES.get().map(|i| &i.files[..]).unwrap_or(&[]);
+        let files = identity_files();
         let cannot = |detail: String| Error::CannotDecrypt {
             path: path.to_path_buf(),
             detail,
         };
-        if ids.is_empty() {
+        if files.is_empty() {
             return Err(cannot(
                 "encrypted archive; give --identity FILE (or MAILDUMP_IDENTITY) with a key it is encrypted to".into(),
             ));
         }
         let file_len = src.len().at(path)?;
-        let dec = age::Decryptor::new(Owned::new(src).at(path)?).map_err(|e| match e {
+        let owned = Owned::new(src.clone()).at(path)?;
+        let head = owned.head.clone();
+        let mut reader = stream_reader(owned).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => cannot(format!(
+                "no identity given matches (tried {})",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             age::DecryptError::Io(e) => Error::io(path, e),
-            e => Error::corrupt(format!("{}: age header", path.display()), e.to_string()),
+            e @ (age::DecryptError::InvalidHeader
+            | age::DecryptError::InvalidMac
+            | age::DecryptError::UnknownFormat) => {
+                Error::corrupt(format!("{}: age header", path.display()), e.to_string())
+            }
+            e => cannot(e.to_string()),
         })?;
-        let mut reader = dec
-            .decrypt(ids.iter().map(Identity::as_dyn))
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => cannot(format!(
-                    "no identity given matches (tried {})",
-                    files
-                        .iter()
-                        .map(|f| f.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                age::DecryptError::Io(e) => Error::io(path, e),
-                e => cannot(e.to_string()),
-            })?;
         let len = reader.seek(SeekFrom::End(0)).map_err(|e| {
             Error::corrupt(
                 format!("{}: last encrypted chunk", path.display()),
@@ -370,10 +386,37 @@ impl Decrypting {
             )
         })?;
         Ok(Decrypting {
-            reader: Mutex::new(reader),
+            idle: Mutex::new(vec![reader]),
+            src,
+            head,
             len,
             start: file_len.saturating_sub(payload_len(len)),
         })
+    }
+
+    /// A reader not in use by another thread: from the pool, or a new one.
+    fn take(&self) -> io::Result<StreamReader<Owned>> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(r) => Ok(r),
+            None => stream_reader(Owned {
+                src: self.src.clone(),
+                pos: 0,
+                head: self.head.clone(),
+            })
+            .map_err(|e| io::Error::other(format!("age header: {e}"))),
+        }
+    }
+
+    fn put_back(&self, r: StreamReader<Owned>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(r);
     }
 
     fn damaged(&self, off: u64, e: &io::Error) -> io::Error {
@@ -394,16 +437,17 @@ impl Source for Decrypting {
         if off >= self.len || buf.is_empty() {
             return Ok(0);
         }
-        let mut r = self
-            .reader
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = self.take()?;
         let want = usize::try_from(self.len - off)
             .unwrap_or(usize::MAX)
             .min(buf.len());
         let res = r
             .seek(SeekFrom::Start(off))
             .and_then(|_| r.read(&mut buf[..want]));
+        // A reader that failed may be left between chunks: it is dropped.
+        if res.is_ok() {
+            self.put_back(r);
+        }
         res.map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => self.damaged(off, &e),
             _ => e,
