@@ -335,6 +335,43 @@ pub struct Decrypting {
     start: u64,
 }
 
+/// [`Error::CannotDecrypt`] for the encrypted archive `path` when no identity was given.
+fn refuse_without_identity(path: &Path) -> Result<()> {
+    if identity_files().is_empty() {
+        return Err(Error::CannotDecrypt {
+            path: path.to_path_buf(),
+            detail: "encrypted archive; give --identity FILE (or MAILDUMP_IDENTITY) with a key it is encrypted to".into(),
+        });
+    }
+    Ok(())
+}
+
+/// What opening the encrypted archive `path` failed with: no identity matches
+/// ([`Error::CannotDecrypt`]), a damaged header, I/O.
+fn decrypt_error(e: age::DecryptError, path: &Path) -> Error {
+    let cannot = |detail: String| Error::CannotDecrypt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match e {
+        age::DecryptError::NoMatchingKeys => cannot(format!(
+            "no identity given matches (tried {})",
+            identity_files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        age::DecryptError::Io(e) => Error::io(path, e),
+        e @ (age::DecryptError::InvalidHeader
+        | age::DecryptError::InvalidMac
+        | age::DecryptError::UnknownFormat) => {
+            Error::corrupt(format!("{}: age header", path.display()), e.to_string())
+        }
+        e => cannot(e.to_string()),
+    }
+}
+
 /// A reader of the age file `owned` with the process's identities.
 fn stream_reader(owned: Owned) -> std::result::Result<StreamReader<Owned>, age::DecryptError> {
     let ids = IDENTITIES.get().map(|i| &i.keys[..]).unwrap_or(&[]);
@@ -349,36 +386,11 @@ impl Decrypting {
     /// [`Error::CannotDecrypt`] when no identity was given or none opens it;
     /// [`Error::Corrupt`] for a damaged header or a truncated file; I/O errors.
     pub fn open(src: Arc<dyn Source>, path: &Path) -> Result<Decrypting> {
-        let files = identity_files();
-        let cannot = |detail: String| Error::CannotDecrypt {
-            path: path.to_path_buf(),
-            detail,
-        };
-        if files.is_empty() {
-            return Err(cannot(
-                "encrypted archive; give --identity FILE (or MAILDUMP_IDENTITY) with a key it is encrypted to".into(),
-            ));
-        }
+        refuse_without_identity(path)?;
         let file_len = src.len().at(path)?;
         let owned = Owned::new(src.clone()).at(path)?;
         let head = owned.head.clone();
-        let mut reader = stream_reader(owned).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => cannot(format!(
-                "no identity given matches (tried {})",
-                files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            age::DecryptError::Io(e) => Error::io(path, e),
-            e @ (age::DecryptError::InvalidHeader
-            | age::DecryptError::InvalidMac
-            | age::DecryptError::UnknownFormat) => {
-                Error::corrupt(format!("{}: age header", path.display()), e.to_string())
-            }
-            e => cannot(e.to_string()),
-        })?;
+        let mut reader = stream_reader(owned).map_err(|e| decrypt_error(e, path))?;
         let len = reader.seek(SeekFrom::End(0)).map_err(|e| {
             Error::corrupt(
                 format!("{}: last encrypted chunk", path.display()),
@@ -465,24 +477,11 @@ impl Source for Decrypting {
 /// # Errors
 /// As [`Decrypting::open`].
 pub fn decrypt_stream<'a, R: BufRead + 'a>(input: R, name: &Path) -> Result<Box<dyn Read + 'a>> {
+    refuse_without_identity(name)?;
     let ids = IDENTITIES.get().map(|i| &i.keys[..]).unwrap_or(&[]);
-    let cannot = |detail: String| Error::CannotDecrypt {
-        path: name.to_path_buf(),
-        detail,
-    };
-    if ids.is_empty() {
-        return Err(cannot(
-            "encrypted archive; give --identity FILE (or MAILDUMP_IDENTITY) with a key it is encrypted to".into(),
-        ));
-    }
-    let dec = age::Decryptor::new_buffered(input)
-        .map_err(|e| Error::corrupt(format!("{}: age header", name.display()), e.to_string()))?;
-    let r = dec
-        .decrypt(ids.iter().map(Identity::as_dyn))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => cannot("no identity given matches".into()),
-            e => cannot(e.to_string()),
-        })?;
+    let r = age::Decryptor::new_buffered(input)
+        .and_then(|d| d.decrypt(ids.iter().map(Identity::as_dyn)))
+        .map_err(|e| decrypt_error(e, name))?;
     Ok(Box::new(Stream { inner: r, pos: 0 }))
 }
 
