@@ -50,7 +50,13 @@ pub struct Cli {
     /// Identity to open encrypted archives with (repeatable): an age identity file
     /// (`AGE-SECRET-KEY-1...` lines, `#` comments) or an unencrypted ssh private key
     /// (ed25519, rsa). Any command that reads archives uses it.
-    #[arg(long, global = true, value_name = "FILE", env = "MAILDUMP_IDENTITY")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MAILDUMP_IDENTITY",
+        hide_env_values = true
+    )]
     pub identity: Vec<PathBuf>,
 }
 
