@@ -49,6 +49,9 @@ pub enum ErrorKind {
     /// An item of the store is beyond a limit of the archive format, so no archive that
     /// readers accept can hold it (exit 9).
     Limit,
+    /// An encrypted archive that none of the identities given opens, or no identity was
+    /// given (exit 10).
+    CannotDecrypt,
     /// A bug in maildump: an internal invariant did not hold (exit 70, `EX_SOFTWARE`).
     Internal,
     /// Stopped by SIGINT or SIGTERM; what the run had created is removed (the command
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::StoreDamaged => 7,
             ErrorKind::NotFound => 8,
             ErrorKind::Limit => 9,
+            ErrorKind::CannotDecrypt => 10,
             ErrorKind::Internal => 70,
             ErrorKind::Interrupted => 130,
         }
@@ -149,6 +153,14 @@ pub enum Error {
         /// The item: a message member, a mailbox's catalog, the index.
         item: String,
         /// Which limit.
+        detail: String,
+    },
+    /// An encrypted archive that none of the identities given opens.
+    #[error("cannot decrypt {}: {detail}", path.display())]
+    CannotDecrypt {
+        /// The archive.
+        path: PathBuf,
+        /// Why: no identity given, or none matches.
         detail: String,
     },
     /// An internal invariant did not hold: a bug in maildump.
@@ -322,6 +334,7 @@ impl Error {
             Error::StoreDamaged { .. } => ErrorKind::StoreDamaged,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Limit { .. } => ErrorKind::Limit,
+            Error::CannotDecrypt { .. } => ErrorKind::CannotDecrypt,
             Error::Internal(_) => ErrorKind::Internal,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Within { source, .. } => source.kind(),
@@ -361,12 +374,24 @@ impl Error {
         }
     }
 
-    /// An I/O error on `path`.
+    /// An I/O error on `path`; damage that decrypting an archive found
+    /// ([`crate::format::crypt::Damaged`], carried in an I/O error through readers that
+    /// know only those) is [`Error::Corrupt`] at the chunk's offset.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+        let path = path.into();
+        if let Some(d) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::format::crypt::Damaged>())
+        {
+            let item = d.item();
+            let item = if path.as_os_str() == UNNAMED_ARCHIVE {
+                item
+            } else {
+                format!("{}: {item}", path.display())
+            };
+            return Error::corrupt(item, d.detail.clone());
         }
+        Error::Io { path, source }
     }
 
     /// Damage at `item` of the archive.

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         // Errors before the run starts (a missing archive, a bad option) are events too.
         events::json_mode();
     }
-    match run(cli) {
+    let ready = maildump::format::crypt::set_identities(&cli.identity)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| cli::set_recipients(&cli.command));
+    match ready.and_then(|()| run(cli)) {
         Ok(code) => {
             // ExitCode cannot be read back; it is one of the documented codes.
             let n = (0..=u8::MAX)

@@ -98,3 +98,11 @@ chown -R 0:0 "$work/index"
   --created 2026-01-06T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000006 --quiet \
   -o "$out/modseq.mdump"
 "$bin" list --json "$out/modseq.mdump" > "$out/modseq.list.jsonl"
+
+# Encrypted vectors (FORMAT.md "Encrypted archives"): fixture.mdump as age files, to the
+# committed TEST-ONLY identities. age encryption is randomized: these are checked by
+# decrypting (to fixture.mdump's bytes), never reproduced.
+#   age-keygen (comment lines added)   > TEST-ONLY-identity.txt
+#   ssh-keygen -t ed25519 -N '' -f TEST-ONLY-ssh-ed25519
+#   age -r "$(grep -o 'age1[0-9a-z]*' TEST-ONLY-identity.txt)" -o fixture.age fixture.mdump
+#   age -R TEST-ONLY-ssh-ed25519.pub -o fixture.ssh.age fixture.mdump

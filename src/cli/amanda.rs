@@ -290,6 +290,7 @@ fn estimate(o: &Opts) -> anyhow::Result<ExitCode> {
 fn estimate_kb(o: &Opts, level: u32) -> anyhow::Result<u64> {
     let mut cmd = Process::new(exe()?);
     cmd.arg("estimate").args(o.store_args()).arg("--json");
+    cmd.args(crate::cli::identity_args());
     if let Some(b) = base_for(o, level)? {
         cmd.arg("--base").arg(b);
     }
@@ -322,7 +323,8 @@ fn amanda_fd(n: u32) -> anyhow::Result<File> {
 /// `backup`: see the module doc. Exit 0 for a good or STRANGE dump, 1 for a failed one.
 fn backup(o: &Opts) -> anyhow::Result<ExitCode> {
     let mut mesg = amanda_fd(3)?;
-    match backup_level(o, &mut mesg) {
+    let encrypt_to = o.all("encrypt-to");
+    match crate::cli::set_recipient_list(encrypt_to).and_then(|()| backup_level(o, &mut mesg)) {
         Ok(code) => Ok(code),
         Err(e) => {
             let text = format!("maildump: error: {}", crate::cli::error_text(&e));
@@ -425,6 +427,7 @@ fn run_backup(
     let exe = exe()?;
     let mut child = Process::new(&exe)
         .args(args)
+        .args(crate::cli::identity_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -532,6 +535,7 @@ fn validate() -> anyhow::Result<ExitCode> {
     let exe = exe()?;
     let out = Process::new(&exe)
         .args(["verify", "-", "--quiet"])
+        .args(crate::cli::identity_args())
         .stdin(Stdio::inherit())
         .output()
         .map_err(|e| Error::io(&exe, e))?;

@@ -24,6 +24,7 @@ Exit codes:
   8  user, mailbox or message not found; an archive of a chain is missing or out
      of order
   9  an item of the store is beyond a limit of the archive format (named)
+  10 cannot decrypt an encrypted archive: no --identity given, or none matches
   70 internal error: a bug in maildump (please report it)
   SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
      files, hidden build directories) and dies by the signal (shell: 130, 143)"
@@ -46,6 +47,17 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Identity to open encrypted archives with (repeatable): an age identity file
+    /// (`AGE-SECRET-KEY-1...` lines, `#` comments) or an unencrypted ssh private key
+    /// (ed25519, rsa). Any command that reads archives uses it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MAILDUMP_IDENTITY",
+        hide_env_values = true
+    )]
+    pub identity: Vec<PathBuf>,
 }
 
 /// Subcommands.
@@ -188,6 +200,11 @@ pub struct WriteArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Encrypt the archive to this recipient (repeatable): an age key (`age1...`), an ssh
+    /// public key (`ssh-ed25519 ...`, `ssh-rsa ...`), or `@FILE` with one per line (`#`
+    /// comments). The whole archive becomes an age file; reading it takes --identity.
+    #[arg(long, value_name = "RECIPIENT|@FILE")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// `backup` arguments.
@@ -374,6 +391,11 @@ pub struct RestoreArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Encrypt the archive to this recipient (repeatable): an age key (`age1...`), an ssh
+    /// public key (`ssh-ed25519 ...`, `ssh-rsa ...`), or `@FILE` with one per line (`#`
+    /// comments). The whole archive becomes an age file; reading it takes --identity.
+    #[arg(long, value_name = "RECIPIENT|@FILE")]
+    pub encrypt_to: Vec<String>,
 }
 
 /// Restore modes.

@@ -237,9 +237,27 @@ fn backup(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The backup options without their `--encrypt-to`s, and those recipients: the agent
+/// encrypts what it passes on itself ([`tee`]), so that the copy it keeps is in clear and a
+/// later `--base` needs no identity on this host.
+pub fn split_encrypt_to(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut rest, mut to) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--encrypt-to" {
+            to.extend(it.next().cloned());
+        } else if let Some(v) = a.strip_prefix("--encrypt-to=") {
+            to.push(v.to_string());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    (rest, to)
+}
+
 fn backup_job(a: &BackupArgs, pending: &Path, committed: &Path) -> anyhow::Result<ExitCode> {
     let mut args: Vec<String> = vec!["backup".into()];
-    args.extend(a.backup.iter().cloned());
+    args.extend(split_encrypt_to(&a.backup).0);
     if a.level != Level::Full {
         let Some(parent) = parent_of(&a.state_dir, a.level)? else {
             return Err(Error::NotFound(format!(
@@ -284,6 +302,7 @@ fn run_tee(args: &[String], copy: &Path) -> anyhow::Result<(u8, Option<String>)>
     let exe = std::env::current_exe().map_err(|e| Error::io("the maildump executable", e))?;
     let mut child = Process::new(&exe)
         .args(args)
+        .args(super::identity_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -329,29 +348,55 @@ fn pass_stderr(stderr: Option<std::process::ChildStderr>) -> Option<String> {
     last
 }
 
-/// Copy `from` to stdout and to the file `copy`.
+/// Copy `from` to stdout and to the file `copy`; what goes to stdout is encrypted to the
+/// run's recipients when there are any ([`super::recipients`]), the copy stays in clear.
 pub(crate) fn tee(from: &mut impl Read, copy: &Path) -> anyhow::Result<()> {
     let mut file = File::create(copy).at(copy)?;
     let stdout = io::stdout();
-    let mut out = stdout.lock();
+    match super::recipients() {
+        None => {
+            let mut out = stdout.lock();
+            copy_both(from, &mut out, &mut file, copy)?;
+            out.flush().at("stdout")?;
+        }
+        Some(r) => {
+            let mut out = r.wrap(stdout.lock()).at("stdout")?;
+            copy_both(from, &mut out, &mut file, copy)?;
+            out.finish().and_then(|mut o| o.flush()).at("stdout")?;
+        }
+    }
+    file.sync_all().at(copy)?;
+    Ok(())
+}
+
+/// Copy `from` to `out` and to `file` (at `copy`).
+fn copy_both(
+    from: &mut impl Read,
+    out: &mut impl Write,
+    file: &mut File,
+    copy: &Path,
+) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = from.read(&mut buf).at("the backup's output")?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         out.write_all(&buf[..n]).at("stdout")?;
         file.write_all(&buf[..n]).at(copy)?;
     }
-    out.flush().at("stdout")?;
-    file.sync_all().at(copy)?;
-    Ok(())
 }
 
 /// Punch the message frames out of the state copy at `path` (same offsets, holes where
 /// the frames were): a later `--base` reads only the header, the index and the footer.
 /// Where that fails (a file system without holes), the whole copy stays.
 pub(crate) fn keep_index_only(path: &Path) {
+    // An encrypted copy's frames are not at their plaintext offsets: it stays whole.
+    let mut head = [0u8; maildump::format::crypt::AGE_MAGIC.len()];
+    let encrypted = File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if encrypted.is_err() || head == maildump::format::crypt::AGE_MAGIC {
+        return;
+    }
     let Ok(a) = Archive::open(path, false) else {
         return;
     };
@@ -456,6 +501,7 @@ fn restore(a: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().map_err(|e| Error::io("the maildump executable", e))?;
     let status = Process::new(&exe)
         .args(&args)
+        .args(super::identity_args())
         .status()
         .map_err(|e| Error::io(&exe, e))?;
     for p in &chain {

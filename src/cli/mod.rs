@@ -25,7 +25,8 @@ use maildump::ops::statedir::Namespace;
 use maildump::store::userdb::{self, Userdb};
 use maildump::{Chain, Error, Location, StoreFormat};
 
-use args::StoreArgs;
+use args::{Command, StoreArgs};
+use maildump::format::crypt::Recipients;
 use sink::write_behind;
 
 /// The store location from `--config` (Dovecot 2.3 or 2.4, [`maildump::store::config`]) or
@@ -221,7 +222,8 @@ pub fn archive_paths(arg: &str) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile
         .tempdir()
         .map_err(|e| Error::io("a temporary directory for stdin ($TMPDIR)", e))?;
     let mut paths = Vec::new();
-    let split = maildump::format::split::split(&mut io::stdin().lock(), "stdin", |i| {
+    let mut input = stdin_plaintext()?;
+    let split = maildump::format::split::split(&mut input, "stdin", |i| {
         let p = dir.path().join(format!("stdin.{}.mdump", i + 1));
         let f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
         paths.push(p);
@@ -245,6 +247,27 @@ pub fn archive_paths(arg: &str) -> anyhow::Result<(Vec<PathBuf>, Option<tempfile
         );
     }
     Ok((paths, Some(dir)))
+}
+
+/// Stdin as archives: an encrypted stream (an age file) is decrypted as it is read.
+fn stdin_plaintext() -> anyhow::Result<Box<dyn io::Read>> {
+    use io::Read as _;
+    let magic = maildump::format::crypt::AGE_MAGIC;
+    let mut stdin = io::stdin().lock();
+    let mut head = Vec::with_capacity(magic.len());
+    (&mut stdin)
+        .take(magic.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("stdin", e))?;
+    let whole = io::Cursor::new(head.clone()).chain(stdin);
+    if head != magic {
+        return Ok(Box::new(whole));
+    }
+    let r = io::BufReader::with_capacity(1 << 16, whole);
+    Ok(maildump::format::crypt::decrypt_stream(
+        r,
+        Path::new("stdin"),
+    )?)
 }
 
 /// Refuse `-` (stdin) given more than once.
@@ -331,6 +354,74 @@ pub fn chain_damaged(chain: &Chain) -> bool {
     chain.archives.iter().any(|a| !a.damage.is_empty())
 }
 
+/// The recipients the archives of this run are encrypted to (`--encrypt-to` of `backup`
+/// and `merge`), set once before the command runs ([`set_recipients`]).
+static RECIPIENTS: std::sync::OnceLock<Recipients> = std::sync::OnceLock::new();
+
+/// Parse the `--encrypt-to` of the command, if it writes archives, for [`write_output`]
+/// (and for the archives the Bacula agent passes on: [`bacula::tee`]).
+///
+/// # Errors
+/// A value that is not a recipient or a readable recipients file.
+pub fn set_recipients(cmd: &Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Backup(a) => set_recipient_list(&a.write.encrypt_to),
+        Command::Merge(a) => set_recipient_list(&a.write.encrypt_to),
+        Command::Bacula(bacula::BaculaCommand::Backup(a)) => {
+            set_recipient_list(&bacula::split_encrypt_to(&a.backup).1)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Make `given` (`--encrypt-to` values) the recipients of the archives this run writes.
+///
+/// # Errors
+/// As [`Recipients::parse`].
+pub fn set_recipient_list(given: &[String]) -> anyhow::Result<()> {
+    let _ = RECIPIENTS.set(Recipients::parse(given)?);
+    Ok(())
+}
+
+/// The recipients of the archives this run writes, if any.
+pub fn recipients() -> Option<&'static Recipients> {
+    RECIPIENTS.get().filter(|r| !r.is_empty())
+}
+
+/// `--identity FILE` for each identity of this run, for the maildump commands an agent
+/// runs (they read the archives this one does).
+pub fn identity_args() -> Vec<std::ffi::OsString> {
+    maildump::format::crypt::identity_files()
+        .iter()
+        .flat_map(|f| ["--identity".into(), f.clone().into_os_string()])
+        .collect()
+}
+
+/// Run `f` writing to `dest` through [`write_behind`], encrypted to the run's recipients
+/// when there are any (on the writing thread, so that encrypting runs beside compressing).
+fn write_sealed<T>(
+    dest: &mut (dyn Write + Send),
+    f: impl FnOnce(&mut dyn Write) -> maildump::Result<T>,
+) -> (maildump::Result<T>, io::Result<()>) {
+    match recipients() {
+        None => write_behind(dest, f),
+        Some(r) => {
+            let mut sealed = match r.wrap(dest) {
+                Ok(s) => s,
+                Err(e) => return (Err(Error::io("the archive's age header", e)), Ok(())),
+            };
+            let (r, written) = write_behind(&mut sealed, f);
+            // The last chunk only after a complete archive: an unfinished one reads as
+            // truncated, and is never made visible anyway.
+            let written = match (&r, written) {
+                (Ok(_), Ok(())) => sealed.finish().and_then(|d| d.flush()),
+                (_, w) => w,
+            };
+            (r, written)
+        }
+    }
+}
+
 /// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete
 /// (a device or FIFO is written in place, a symbolic link refused: `maildump::output`).
 /// The bytes are written by a thread of their own ([`sink::write_behind`]), so a
@@ -344,7 +435,7 @@ pub fn write_output<T>(
 ) -> anyhow::Result<T> {
     if output == "-" {
         let mut out = io::stdout();
-        let (r, written) = write_behind(&mut out, f);
+        let (r, written) = write_sealed(&mut out, f);
         written.map_err(|e| {
             let e = if e.kind() == io::ErrorKind::BrokenPipe {
                 io::Error::other("the reader closed the pipe; the archive it got is incomplete")
@@ -357,7 +448,7 @@ pub fn write_output<T>(
     }
     let dest = PathBuf::from(output);
     let mut out = maildump::output::OutputFile::open(&dest, true)?;
-    let (r, written) = write_behind(out.file(), f);
+    let (r, written) = write_sealed(out.file(), f);
     written.map_err(|e| Error::io(&dest, e))?;
     let r = r.map_err(|e| e.name_archive(&dest))?;
     out.finish()?;

@@ -21,6 +21,7 @@
 //! [`spec::FRAME_TARGET`] bytes and never exceed [`spec::FRAME_MAX`], so damage to one frame
 //! loses only the members in it.
 
+pub mod crypt;
 pub(crate) mod frame;
 pub mod index;
 pub(crate) mod prepare;

@@ -217,9 +217,25 @@ impl Archive {
         Archive::open_unnamed(path, check_digest).map_err(|e| e.in_archive(path))
     }
 
+    /// [`Archive::open`] of an archive read from `src` (an encrypted one is read through
+    /// its plaintext, [`source::decrypting`]); `path` names it.
+    ///
+    /// # Errors
+    /// As [`Archive::open`].
+    pub fn open_source(src: Arc<dyn Source>, path: &Path, check_digest: bool) -> Result<Self> {
+        source::decrypting(src, path)
+            .and_then(|src| Archive::open_from(src, path, check_digest))
+            .map_err(|e| e.in_archive(path))
+    }
+
     /// [`Archive::open`], its errors not yet naming the archive.
     fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
-        let file = ArchiveFile::new(source::open(path)?);
+        Archive::open_from(source::open(path)?, path, check_digest)
+    }
+
+    /// [`Archive::open_unnamed`] from an opened source.
+    fn open_from(src: Arc<dyn Source>, path: &Path, check_digest: bool) -> Result<Self> {
+        let file = ArchiveFile::new(src);
         let len = file.file.len().at(path)?;
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);

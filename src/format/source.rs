@@ -68,12 +68,26 @@ impl Source for File {
     }
 }
 
-/// Open the archive `path` names for reading.
+/// Open the archive `path` names for reading; an encrypted one (an age file) is read
+/// through [`super::crypt::Decrypting`], as the plaintext archive it holds.
 ///
 /// # Errors
-/// The archive cannot be opened (named in the error).
+/// The archive cannot be opened (named in the error); an encrypted archive none of the
+/// process's identities opens.
 pub fn open(path: &Path) -> Result<Arc<dyn Source>> {
-    Ok(Arc::new(File::open(path).at(path)?))
+    let src: Arc<dyn Source> = Arc::new(File::open(path).at(path)?);
+    decrypting(src, path)
+}
+
+/// `src`, or its plaintext when it is an encrypted archive (`path` names it in errors).
+///
+/// # Errors
+/// As [`super::crypt::Decrypting::open`].
+pub fn decrypting(src: Arc<dyn Source>, path: &Path) -> Result<Arc<dyn Source>> {
+    if super::crypt::is_encrypted(&*src).at(path)? {
+        return Ok(Arc::new(super::crypt::Decrypting::open(src, path)?));
+    }
+    Ok(src)
 }
 
 /// A [`Source`] read in order from a position, as [`Read`] and [`Seek`] (for streaming

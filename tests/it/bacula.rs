@@ -30,7 +30,7 @@ fn bacula_bpipe_jobs_back_up_and_restore_exactly() {
 }
 
 /// A Maildir of `n` messages of about 16 KiB each that zstd cannot shrink much.
-fn big_maildir(root: &std::path::Path, n: u32, seed: u64) {
+pub(crate) fn big_maildir(root: &std::path::Path, n: u32, seed: u64) {
     let md = root.join("alice/Maildir");
     for d in ["cur", "new", "tmp"] {
         fs::create_dir_all(md.join(d)).unwrap();

@@ -9,6 +9,7 @@ mod amanda;
 mod bacula;
 mod cli;
 mod corrupt;
+mod crypt;
 mod d24;
 mod dbox;
 mod dovecot;

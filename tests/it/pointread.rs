@@ -16,7 +16,7 @@ use crate::util::{Workspace, maildump, run, run_ok, sha256_hex, test_manifest};
 
 /// A message body of about 3 KiB, different for every (user, mailbox, uid): text that
 /// compresses about as well as mail does.
-fn body(u: usize, m: usize, uid: u32) -> Vec<u8> {
+pub(crate) fn body(u: usize, m: usize, uid: u32) -> Vec<u8> {
     let mut b = format!("Subject: u{u} m{m} uid {uid}\n\n").into_bytes();
     let mut x = (u as u64) << 40 | (m as u64) << 20 | u64::from(uid) | 1;
     while b.len() < 3000 {
@@ -30,7 +30,7 @@ fn body(u: usize, m: usize, uid: u32) -> Vec<u8> {
 
 /// An archive of `users` users with `mailboxes` mailboxes of `per` messages each, written
 /// in data frames of 16 KiB (so that a large archive has many frames).
-fn archive(path: &Path, users: usize, mailboxes: usize, per: u32) {
+pub(crate) fn archive(path: &Path, users: usize, mailboxes: usize, per: u32) {
     let manifest = test_manifest("maildir", 3, &format!("point-{users}"));
     let opts = WriterOptions {
         frame_target: 16 << 10,
