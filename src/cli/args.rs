@@ -46,6 +46,27 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Where `s3://bucket/key` archives are.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Object storage: archives named `s3://bucket/key` (credentials and region from the
+/// environment, as S3 tools take them: README "Object storage").
+#[derive(Args, Debug, Clone, Default)]
+pub struct S3Args {
+    /// The S3-compatible endpoint (e.g. `http://127.0.0.1:3900`; else `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, or AWS's for `AWS_REGION`). Addressed path-style.
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Address a custom endpoint's buckets as `BUCKET.HOST` (virtual-hosted) instead of
+    /// `HOST/BUCKET` (path-style).
+    #[arg(long, global = true)]
+    pub s3_virtual_hosted: bool,
+    /// At the end, print on stderr the requests made to the object store and the bytes
+    /// fetched and sent.
+    #[arg(long, global = true)]
+    pub s3_stats: bool,
 }
 
 /// Subcommands.

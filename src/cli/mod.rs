@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use maildump::error::EXIT_PARTIAL;
+use maildump::remote::{S3Url, Upload};
 use maildump::store::userdb::{self, Userdb};
 use maildump::{Chain, Error, Location, StoreFormat};
 
@@ -321,6 +322,17 @@ pub fn write_output<T>(
         return Ok(r.map_err(|e| e.name_archive(Path::new("<stdout>")))?);
     }
     let dest = PathBuf::from(output);
+    if let Some(url) = S3Url::parse(&dest) {
+        // A multipart upload: the object appears at `finish`; dropped before (an error, a
+        // stop signal) it is aborted.
+        let url = url.map_err(Error::Usage)?;
+        let mut up = Upload::new(&url)?;
+        let (r, written) = write_behind(&mut up, f);
+        written.map_err(|e| maildump::remote::io_error(&dest, e))?;
+        let r = r.map_err(|e| e.name_archive(&dest))?;
+        up.finish()?;
+        return Ok(r);
+    }
     let mut out = maildump::output::OutputFile::open(&dest, true)?;
     let (r, written) = write_behind(out.file(), f);
     written.map_err(|e| Error::io(&dest, e))?;

@@ -12,7 +12,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::remote::{Object, S3Url};
 
 /// Random access to an archive's bytes.
 pub trait Source: Send + Sync {
@@ -73,7 +74,21 @@ impl Source for File {
 /// # Errors
 /// The archive cannot be opened (named in the error).
 pub fn open(path: &Path) -> Result<Arc<dyn Source>> {
+    if let Some(url) = S3Url::parse(path) {
+        let url = url.map_err(Error::Usage)?;
+        return Ok(Arc::new(Object::open(&url)?));
+    }
     Ok(Arc::new(File::open(path).at(path)?))
+}
+
+/// An object in a bucket (`s3://bucket/key`), read by ranged requests.
+impl Source for Object {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        Object::read_at(self, buf, off)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(Object::len(self))
+    }
 }
 
 /// A [`Source`] read in order from a position, as [`Read`] and [`Seek`] (for streaming
