@@ -297,6 +297,18 @@ pub fn chain_damaged(chain: &Chain) -> bool {
     chain.archives.iter().any(|a| !a.damage.is_empty())
 }
 
+/// Refuse an `s3://` address where only a local path works yet (`option` names where).
+pub fn local_only(option: &str, path: &Path) -> anyhow::Result<()> {
+    if maildump::remote::is_remote(path) {
+        return Err(Error::Usage(format!(
+            "{option} {}: object storage is not supported here yet (archives only: backup/merge -o, and the archives read)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete
 /// (a device or FIFO is written in place, a symbolic link refused: `maildump::output`).
 /// The bytes are written by a thread of their own ([`sink::write_behind`]), so a

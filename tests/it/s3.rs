@@ -357,6 +357,30 @@ fn missing_buckets_keys_and_refused_credentials_are_named() {
         .args(["--all-users", "--quiet", "-o", "s3://nobucket/a.mdump"]);
     one_line(&run(&mut cmd), EXIT_NOT_FOUND, &["NoSuchBucket"]);
 
+    // Where object storage is not supported yet: refused, nothing made locally.
+    let mut cmd = g.maildump();
+    cmd.current_dir(ws.path())
+        .args(["backup", "--location", &src.location, "--home"])
+        .arg(src.home_template())
+        .args(["--all-users", "--state-dir", "s3://mail/state/"]);
+    one_line(
+        &run(&mut cmd),
+        2,
+        &["--state-dir s3://mail/state/", "not supported"],
+    );
+    let out = run(g.maildump().current_dir(ws.path()).args([
+        "export",
+        &key,
+        "--user",
+        "bob",
+        "--format",
+        "eml",
+        "-o",
+        "s3://mail/eml/",
+    ]));
+    one_line(&out, 2, &["export -o s3://mail/eml/", "not supported"]);
+    assert!(!ws.join("s3:").exists());
+
     // Refused credentials: a wrong secret, an unknown key.
     let out = run(g
         .maildump()
