@@ -15,14 +15,15 @@ Exit codes:
      e.g. a symlink, a duplicate, an unreadable or damaged message or mailbox of
      the store left out of a backup
   2  usage error
-  3  I/O error (reading the store or writing the archive/target failed)
+  3  I/O error (reading the store or writing the archive/target failed); the
+     object store refused the credentials or could not be reached
   4  corrupt archive (damaged, truncated, hostile content); verify found damage
   5  unsupported archive format version
   6  restore refused: a target mailbox already holds mail; or another run holds
      the --state-dir lock
   7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
-     of order
+     of order; an s3:// bucket or key does not exist
   9  an item of the store is beyond a limit of the archive format (named)
   70 internal error: a bug in maildump (please report it)
   SIGINT/SIGTERM: the run removes what it created (partial archive, temporary
