@@ -58,7 +58,12 @@ pub struct Cli {
 pub struct S3Args {
     /// The S3-compatible endpoint (e.g. `http://127.0.0.1:3900`; else `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`, or AWS's for `AWS_REGION`). Addressed path-style.
-    #[arg(long, global = true, value_name = "URL", help_heading = "Object storage")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Object storage"
+    )]
     pub s3_endpoint: Option<String>,
     /// Address a custom endpoint's buckets as `BUCKET.HOST` (virtual-hosted) instead of
     /// `HOST/BUCKET` (path-style).

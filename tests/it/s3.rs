@@ -5,7 +5,6 @@
 //! refused credentials give one-line errors and the documented exit codes.
 
 use std::fs;
-use std::io::Read as _;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -13,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::dovecot::{Dovecot, base64_lines, message, pseudo_random_bytes};
 use crate::garage::{BUCKET, Garage};
-use crate::util::{Workspace, assert_text_eq, maildump, run, run_ok};
+use crate::util::{Workspace, assert_text_eq, maildump, run, run_ok, signal_and_drain};
 
 const EXIT_IO: i32 = 3;
 const EXIT_NOT_FOUND: i32 = 8;
@@ -181,13 +180,16 @@ fn an_archive_in_a_bucket_reads_back_as_a_file_does() {
     );
 }
 
-/// A backup to `s3://` held on a full stderr pipe after its first part was sent (carol's
-/// big messages come first, then user `z`'s 700 symbolic links, each named on stderr, and
-/// its messages): the upload is under way and nothing is visible; then the signal.
+/// A backup to `s3://` held on a full stderr pipe after its first part was sent: carol's
+/// messages come first (30 MiB compressed: more than what is held in flight, 2 frames of
+/// one compression thread, the 8 MiB output queue and one 8 MiB part, so a part is sent
+/// whatever the timing), then user `z`'s 700
+/// symbolic links, each named on stderr, and its messages. The upload is under way and
+/// nothing is visible; then the signal.
 fn stopped_by(sig: i32) {
     let g = Garage::start();
     let ws = Workspace::new();
-    for (i, chunk) in (0..12u64).enumerate() {
+    for (i, chunk) in (0..30u64).enumerate() {
         let md = ws.join("home/carol/Maildir");
         for sub in ["cur", "new", "tmp"] {
             fs::create_dir_all(md.join(sub)).unwrap();
@@ -231,6 +233,8 @@ fn stopped_by(sig: i32) {
             "z",
             "--progress",
             "json",
+            "--threads",
+            "1",
             "-o",
             &key,
         ])
@@ -251,19 +255,7 @@ fn stopped_by(sig: i32) {
         Some(EXIT_NOT_FOUND),
         "no object while uploading"
     );
-    run_ok(
-        Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string()),
-    );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, err) = signal_and_drain(&mut child, sig);
     assert_eq!(status.signal(), Some(sig), "{status:?}\n{err}");
     let gone = run(g.maildump().args(["list", &key]));
     assert_eq!(
