@@ -153,6 +153,9 @@ fn copy(buf: &mut [u8], from: &[u8], at: u64) -> usize {
     n
 }
 
+/// The most parts an upload may have (S3's limit).
+const MAX_PARTS: u16 = 10_000;
+
 /// The size of part `n` (from 1) of an upload: 8 MiB, one more 8 MiB every 1000 parts,
 /// so the 10,000 parts S3 allows hold 440 GiB.
 fn part_size(n: u16) -> usize {
@@ -230,16 +233,16 @@ impl Upload {
 impl io::Write for Upload {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = u16::try_from(self.etags.len() + 1).unwrap_or(u16::MAX);
-        let room = part_size(n) - self.buf.len();
+        if n > MAX_PARTS {
+            return Err(io::Error::other(format!(
+                "{}: over the {MAX_PARTS} parts of a multipart upload",
+                self.url
+            )));
+        }
+        let room = part_size(n).saturating_sub(self.buf.len());
         let take = data.len().min(room);
         self.buf.extend_from_slice(&data[..take]);
-        if self.buf.len() == part_size(n) {
-            if n >= 10_000 {
-                return Err(io::Error::other(format!(
-                    "{}: over the 10,000 parts of a multipart upload",
-                    self.url
-                )));
-            }
+        if self.buf.len() >= part_size(n) {
             self.send_part()?;
         }
         Ok(take)
@@ -271,7 +274,7 @@ mod tests {
         assert_eq!(part_size(1), 8 << 20);
         assert_eq!(part_size(1000), 8 << 20);
         assert_eq!(part_size(1001), 16 << 20);
-        let total: u64 = (1..=10_000u16).map(|n| part_size(n) as u64).sum();
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(n) as u64).sum();
         assert!(total > 400 << 30);
     }
 
