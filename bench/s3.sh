@@ -17,7 +17,7 @@
 #   WORK      scratch dir (default /tmp/mdbench/work-s3), emptied at the start
 #   MAILDUMP  maildump binary (default target/release/maildump; built if absent)
 #   REPS      backup rounds (default 3); LAT_RUNS cat rounds (default 11)
-#   PICK_USER / PICK_UID  the message `cat` fetches (default: user0, INBOX, UID 1000)
+#   PICK_USER / PICK_UID  the message `cat` fetches (default: user0, INBOX, the middle UID)
 #
 # Output: Markdown on stdout. Exit 1 if a run fails or `cat` gives other bytes.
 set -euo pipefail
@@ -31,7 +31,7 @@ GARAGE=${GARAGE:-/var/cache/maildump-ci/garage/bin/garage}
 REPS=${REPS:-3}
 LAT_RUNS=${LAT_RUNS:-11}
 PICK_USER=${PICK_USER:-user0}
-PICK_UID=${PICK_UID:-1000}
+PICK_UID=${PICK_UID:-}
 [[ -d $CORPUS ]] || die "no corpus at $CORPUS (bench/compare.sh generates one)"
 [[ -x $GARAGE ]] || die "no Garage at $GARAGE (cargo install garage --version 2.5.0 --locked --root ...)"
 [[ -n $WORK && $WORK != / ]] || die "WORK must be a directory of its own"
@@ -103,6 +103,10 @@ for ((r = 1; r <= REPS; r++)); do
 done
 SIZE=$(stat -c %s "$FILE")
 
+if [[ -z $PICK_UID ]]; then
+    PICK_UID=$("$MAILDUMP" list "$FILE" --user "$PICK_USER" --mailbox INBOX | grep -v '^;' | cut -f3 \
+        | awk '{u[NR] = $1} END {print u[int((NR + 1) / 2)]}')
+fi
 CAT=(--user "$PICK_USER" --mailbox INBOX --uid "$PICK_UID")
 "$MAILDUMP" cat "$FILE" "${CAT[@]}" > "$WORK/m.file"
 "$MAILDUMP" cat "$OBJ" "${CAT[@]}" --s3-stats > "$WORK/m.s3" 2> "$WORK/stats"
