@@ -36,9 +36,13 @@ pub fn binary() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// Three distinct free ports (held together while chosen, so none is given twice).
+fn free_ports() -> (u16, u16, u16) {
+    let held: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    let port = |i: usize| held[i].local_addr().expect("local addr").port();
+    (port(0), port(1), port(2))
 }
 
 /// One running Garage node with a bucket and a key.
@@ -59,7 +63,7 @@ impl Garage {
     pub fn start() -> Garage {
         let bin = binary();
         let ws = Workspace::new();
-        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+        let (rpc, s3, admin) = free_ports();
         let conf = ws.join("garage.toml");
         let secret: String = crate::dovecot::pseudo_random_bytes(u64::from(rpc), 32)
             .iter()
