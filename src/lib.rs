@@ -59,6 +59,7 @@ pub mod model;
 pub mod ops;
 pub mod output;
 pub mod progress;
+pub mod remote;
 pub mod store;
 
 // The library's API: what the command line and other programs use.

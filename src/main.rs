@@ -17,6 +17,21 @@ use maildump::Error;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signal_handlers();
+    maildump::remote::configure(maildump::remote::Options {
+        endpoint: cli.s3.s3_endpoint.clone(),
+        virtual_hosted: cli.s3.s3_virtual_hosted,
+    });
+    let s3_stats = cli.s3.s3_stats;
+    let code = run_and_report(cli);
+    if s3_stats {
+        let (requests, fetched, sent) = maildump::remote::stats();
+        eprintln!("maildump: s3: {requests} requests, {fetched} bytes fetched, {sent} bytes sent");
+    }
+    code
+}
+
+/// Run the command and turn its outcome into the exit code (printing the error).
+fn run_and_report(cli: Cli) -> ExitCode {
     let json = match &cli.command {
         Command::Backup(a) => a.write.progress == ProgressMode::Json,
         Command::Merge(a) => a.write.progress == ProgressMode::Json,

@@ -15,14 +15,15 @@ Exit codes:
      e.g. a symlink, a duplicate, an unreadable or damaged message or mailbox of
      the store left out of a backup
   2  usage error
-  3  I/O error (reading the store or writing the archive/target failed)
+  3  I/O error (reading the store or writing the archive/target failed); the
+     object store refused the credentials or could not be reached
   4  corrupt archive (damaged, truncated, hostile content); verify found damage
   5  unsupported archive format version
   6  restore refused: a target mailbox already holds mail; or another run holds
      the --state-dir lock
   7  the mail store changed or broke in a way that stops the backup
   8  user, mailbox or message not found; an archive of a chain is missing or out
-     of order
+     of order; an s3:// bucket or key does not exist
   9  an item of the store is beyond a limit of the archive format (named)
   10 cannot decrypt an encrypted archive: no --identity given, or none matches
   70 internal error: a bug in maildump (please report it)
@@ -58,6 +59,32 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub identity: Vec<PathBuf>,
+    /// Where `s3://bucket/key` archives are.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Object storage: archives named `s3://bucket/key` (credentials and region from the
+/// environment, as S3 tools take them: README "Object storage").
+#[derive(Args, Debug, Clone, Default)]
+pub struct S3Args {
+    /// The S3-compatible endpoint (e.g. `http://127.0.0.1:3900`; else `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, or AWS's for `AWS_REGION`). Addressed path-style.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Object storage"
+    )]
+    pub s3_endpoint: Option<String>,
+    /// Address a custom endpoint's buckets as `BUCKET.HOST` (virtual-hosted) instead of
+    /// `HOST/BUCKET` (path-style).
+    #[arg(long, global = true, help_heading = "Object storage")]
+    pub s3_virtual_hosted: bool,
+    /// At the end, print on stderr the requests made to the object store and the bytes
+    /// fetched and sent.
+    #[arg(long, global = true, help_heading = "Object storage")]
+    pub s3_stats: bool,
 }
 
 /// Subcommands.

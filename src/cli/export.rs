@@ -9,6 +9,7 @@ use super::{chain_damaged, exit_if, open_chain, state_of};
 
 /// Run `maildump export`.
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    super::local_only("export -o", &a.output)?;
     let (chain, _tmp) = open_chain(&a.archives, false)?;
     let at = state_of(&chain, a.as_of.as_deref())?;
     let opts = ExportOptions {

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 
 use maildump::error::EXIT_PARTIAL;
 use maildump::ops::statedir::Namespace;
+use maildump::remote::{S3Url, Upload};
 use maildump::store::userdb::{self, Userdb};
 use maildump::{Chain, Error, Location, StoreFormat};
 
@@ -422,6 +423,18 @@ fn write_sealed<T>(
     }
 }
 
+/// Refuse an `s3://` address where only a local path works yet (`option` names where).
+pub fn local_only(option: &str, path: &Path) -> anyhow::Result<()> {
+    if maildump::remote::is_remote(path) {
+        return Err(Error::Usage(format!(
+            "{option} {}: object storage is not supported here yet (archives only: backup/merge -o, and the archives read)",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Write an archive to stdout (`-`) or to a file that appears, synced, only when complete
 /// (a device or FIFO is written in place, a symbolic link refused: `maildump::output`).
 /// The bytes are written by a thread of their own ([`sink::write_behind`]), so a
@@ -447,6 +460,17 @@ pub fn write_output<T>(
         return Ok(r.map_err(|e| e.name_archive(Path::new("<stdout>")))?);
     }
     let dest = PathBuf::from(output);
+    if let Some(url) = S3Url::parse(&dest) {
+        // A multipart upload: the object appears at `finish`; dropped before (an error, a
+        // stop signal) it is aborted.
+        let url = url.map_err(Error::Usage)?;
+        let mut up = Upload::new(&url)?;
+        let (r, written) = write_sealed(&mut up, f);
+        written.map_err(|e| maildump::remote::io_error(&dest, e))?;
+        let r = r.map_err(|e| e.name_archive(&dest))?;
+        up.finish()?;
+        return Ok(r);
+    }
     let mut out = maildump::output::OutputFile::open(&dest, true)?;
     let (r, written) = write_sealed(out.file(), f);
     written.map_err(|e| Error::io(&dest, e))?;

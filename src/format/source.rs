@@ -12,7 +12,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::remote::{Object, S3Url};
 
 /// Random access to an archive's bytes.
 pub trait Source: Send + Sync {
@@ -75,7 +76,10 @@ impl Source for File {
 /// The archive cannot be opened (named in the error); an encrypted archive none of the
 /// process's identities opens.
 pub fn open(path: &Path) -> Result<Arc<dyn Source>> {
-    let src: Arc<dyn Source> = Arc::new(File::open(path).at(path)?);
+    let src: Arc<dyn Source> = match S3Url::parse(path) {
+        Some(url) => Arc::new(Object::open(&url.map_err(Error::Usage)?)?),
+        None => Arc::new(File::open(path).at(path)?),
+    };
     decrypting(src, path)
 }
 
@@ -88,6 +92,16 @@ pub fn decrypting(src: Arc<dyn Source>, path: &Path) -> Result<Arc<dyn Source>> 
         return Ok(Arc::new(super::crypt::Decrypting::open(src, path)?));
     }
     Ok(src)
+}
+
+/// An object in a bucket (`s3://bucket/key`), read by ranged requests.
+impl Source for Object {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        Object::read_at(self, buf, off)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(Object::len(self))
+    }
 }
 
 /// A [`Source`] read in order from a position, as [`Read`] and [`Seek`] (for streaming

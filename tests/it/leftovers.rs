@@ -4,14 +4,15 @@
 //! removes its temporary files and hidden build directories.
 
 use std::fs;
-use std::io::Read as _;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::dovecot::pseudo_random_bytes;
-use crate::util::{Workspace, maildump, run, run_expect_code, run_ok, tree_listing};
+use crate::util::{
+    Workspace, maildump, run, run_expect_code, run_ok, signal_and_drain, tree_listing,
+};
 
 /// A Maildir of user `u` with `n` messages of `size` bytes in INBOX and `links` symlinked
 /// message files (each one named on stderr: a lot of output).
@@ -78,19 +79,7 @@ fn stopped_by(sig: i32) {
         std::thread::sleep(std::time::Duration::from_millis(10));
         waited += 1;
     }
-    run_ok(
-        Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string()),
-    );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, err) = signal_and_drain(&mut child, sig);
     assert_eq!(status.signal(), Some(sig), "{status:?}\n{err}");
     assert!(err.contains("interrupted by a signal"), "{err}");
     assert_eq!(partials(&out_dir), Vec::<String>::new());

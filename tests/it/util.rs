@@ -15,6 +15,23 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
+/// Send signal `sig` to `child` (its stderr piped), read its stderr to the end and wait
+/// for it: its status and what it printed on stderr.
+pub fn signal_and_drain(
+    child: &mut std::process::Child,
+    sig: i32,
+) -> (std::process::ExitStatus, String) {
+    run_ok(
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string()),
+    );
+    let mut err = String::new();
+    io::Read::read_to_string(&mut child.stderr.take().expect("stderr piped"), &mut err)
+        .expect("read stderr");
+    (child.wait().expect("wait"), err)
+}
+
 /// A `Command` for the `maildump` binary built by Cargo for this test run.
 pub fn maildump() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_maildump"));
