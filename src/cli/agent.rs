@@ -10,7 +10,7 @@ use clap::Args;
 use crate::cli::args::{AgentArgs, StoreArgs};
 use maildump::error::{EXIT_PARTIAL, Error};
 use maildump::ops::estimate::{Estimate, estimate};
-use maildump::ops::statedir::{Namespace, State};
+use maildump::ops::statedir::Namespace;
 use maildump::store::location::Location;
 
 /// Which users (as `backup` takes them).
@@ -58,20 +58,7 @@ pub struct EstimateArgs {
 /// The base an incremental of namespace `ns` at `state_dir` would be made against (none:
 /// a full).
 pub fn state_dir_base(dir: &Path, ns: &Namespace) -> anyhow::Result<Option<PathBuf>> {
-    let state = State::read_namespace(dir, ns)?;
-    let Some(newest) = state.archives.last() else {
-        return Ok(None);
-    };
-    let p = dir.join(&newest.file);
-    if !p.exists() {
-        return Err(Error::NotFound(format!(
-            "{} is recorded in {} as the newest archive, but the file is gone",
-            p.display(),
-            dir.join(ns.state_file()).display()
-        ))
-        .into());
-    }
-    Ok(Some(p))
+    Ok(maildump::ops::statedir::newest_archive(dir, ns)?.map(PathBuf::from))
 }
 
 /// `--agent` names a namespace of a state directory: refused without `--state-dir`.
@@ -369,6 +356,16 @@ fn readable_tree(dir: &Path) -> anyhow::Result<u64> {
 
 /// The directory a backup writes into is writable and has room for the estimate.
 fn check_target(c: &mut Checks, dir: &Path, est: Option<&Estimate>) {
+    if maildump::remote::is_remote(dir) {
+        match maildump::ops::statedir::probe_write(dir) {
+            Ok(()) => c.ok(&format!(
+                "target {} writable (object storage: no space to check)",
+                dir.display()
+            )),
+            Err(e) => c.error("target", &e.into()),
+        }
+        return;
+    }
     let probe = dir.join(format!(".maildump-selfcheck.{}", std::process::id()));
     let made = std::fs::OpenOptions::new()
         .write(true)

@@ -27,9 +27,6 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    if let Some(d) = &a.state_dir {
-        super::local_only("--state-dir", d)?;
-    }
     let (loc, userdb) = location_and_userdb(&a.store)?;
     let users = super::users(&loc, userdb, a.all_users, &a.users, a.write.quiet)?;
     let users = super::in_shard(&a.agent, users, talks(a))?;

@@ -17,7 +17,7 @@ use super::{
 /// Run `maildump list`.
 pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     if let [one] = a.archives.as_slice()
-        && Path::new(one).is_dir()
+        && (Path::new(one).is_dir() || is_object_prefix(one))
     {
         return list_state_dir(Path::new(one), &a);
     }
@@ -35,6 +35,13 @@ pub fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(exit_if(!chain_damaged(&chain)))
+}
+
+/// Whether `arg` names a prefix in object storage (`s3://bucket/prefix/`, `s3://bucket`):
+/// a state directory there, as an archive's key never ends with `/`.
+fn is_object_prefix(arg: &str) -> bool {
+    arg.strip_prefix(maildump::remote::SCHEME)
+        .is_some_and(|rest| rest.ends_with('/') || !rest.contains('/'))
 }
 
 /// `maildump list DIR` of a `--state-dir`: every archive of every namespace, oldest first

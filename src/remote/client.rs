@@ -301,6 +301,74 @@ impl Client {
         Ok(())
     }
 
+    /// The whole object (a small one: a state file, a lock); `None` when there is no such
+    /// key (a missing bucket is an error).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn get_whole(&self, url: &S3Url) -> Result<Option<Vec<u8>>, S3Error> {
+        let r = self.send("GET", url, |b| {
+            let signed = b.get_object(Some(&self.creds), &url.key).sign(VALID);
+            self.agent.get(signed.as_str()).call()
+        });
+        let mut r = match r {
+            Ok(r) => r,
+            Err(e)
+                if e.code == "NoSuchKey" || (e.status == Some(404) && e.code != "NoSuchBucket") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut body = Vec::new();
+        r.body_mut()
+            .as_reader()
+            .read_to_end(&mut body)
+            .map_err(|e| failed("GET", url, format!("reading the answer: {e}")))?;
+        FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(Some(body))
+    }
+
+    /// The keys of `bucket` that start with `prefix`, sorted (ListObjectsV2, every page).
+    ///
+    /// # Errors
+    /// The store's error; an answer that is not a listing.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let url = S3Url {
+            bucket: bucket.to_string(),
+            key: prefix.to_string(),
+        };
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut r = self.send("ListObjectsV2", &url, |b| {
+                let mut action = b.list_objects_v2(Some(&self.creds));
+                action.with_prefix(prefix);
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                self.agent.get(action.sign(VALID).as_str()).call()
+            })?;
+            let mut body = Vec::new();
+            r.body_mut()
+                .as_reader()
+                .take(64 << 20)
+                .read_to_end(&mut body)
+                .map_err(|e| failed("ListObjectsV2", &url, format!("reading the answer: {e}")))?;
+            FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+            let text = String::from_utf8_lossy(&body);
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&text)
+                .map_err(|e| failed("ListObjectsV2", &url, format!("its answer: {e}")))?;
+            keys.extend(page.contents.into_iter().map(|c| c.key));
+            match page.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Start a multipart upload; its id.
     pub(crate) fn create_multipart(&self, url: &S3Url) -> Result<String, S3Error> {
         let mut r = self.send("CreateMultipartUpload", url, |b| {

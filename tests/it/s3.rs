@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 
 use crate::dovecot::{Dovecot, base64_lines, message, pseudo_random_bytes};
 use crate::garage::{BUCKET, Garage};
-use crate::util::{Workspace, assert_text_eq, maildump, run, run_ok, signal_and_drain};
+use crate::util::{
+    Workspace, assert_text_eq, maildump, run, run_expect_code, run_ok, signal_and_drain,
+};
 
 const EXIT_IO: i32 = 3;
 const EXIT_NOT_FOUND: i32 = 8;
@@ -350,16 +352,6 @@ fn missing_buckets_keys_and_refused_credentials_are_named() {
     one_line(&run(&mut cmd), EXIT_NOT_FOUND, &["NoSuchBucket"]);
 
     // Where object storage is not supported yet: refused, nothing made locally.
-    let mut cmd = g.maildump();
-    cmd.current_dir(ws.path())
-        .args(["backup", "--location", &src.location, "--home"])
-        .arg(src.home_template())
-        .args(["--all-users", "--state-dir", "s3://mail/state/"]);
-    one_line(
-        &run(&mut cmd),
-        2,
-        &["--state-dir s3://mail/state/", "not supported"],
-    );
     let out = run(g.maildump().current_dir(ws.path()).args([
         "export",
         &key,
@@ -444,4 +436,239 @@ fn garage_2_5_ignores_a_conditional_put() {
     );
     let (bytes, _) = c.get(&url, maildump::remote::Range::Tail(100)).unwrap();
     assert_eq!(bytes, b"second");
+}
+
+/// The keys under `prefix` of the test bucket, the prefix cut off.
+fn keys(g: &Garage, prefix: &str) -> Vec<String> {
+    g.client()
+        .list(BUCKET, prefix)
+        .unwrap()
+        .into_iter()
+        .map(|k| k[prefix.len()..].to_string())
+        .collect()
+}
+
+/// `--state-dir s3://mail/state/`: two shards back up at once into one prefix, `list`
+/// of the prefix shows both, every user restores by `--state-dir --user` alone with
+/// Dovecot listings equal to the store's, and the next run is an incremental built on the
+/// archive in the bucket. No lock and no claim is left behind.
+#[test]
+fn a_state_dir_in_a_bucket_holds_two_shards_at_once() {
+    use crate::shard::{USERS, backup, finish_ok, four_users, shard_of, start};
+    let g = Garage::start();
+    let ws = Workspace::new();
+    let src = four_users(&ws);
+    let dir = s3("state/");
+    let mut c1 = backup(&src, Path::new(&dir), &["--shard", "1/2"]);
+    let mut c2 = backup(&src, Path::new(&dir), &["--shard", "2/2"]);
+    g.env(&mut c1);
+    g.env(&mut c2);
+    let (p1, p2) = (start(&mut c1), start(&mut c2));
+    finish_ok(&c1, p1);
+    finish_ok(&c2, p2);
+
+    let names = keys(&g, "state/");
+    let full = |i: u64| {
+        names
+            .iter()
+            .filter(|n| {
+                n.starts_with(&format!("maildump-shard-{i}-of-2-")) && n.ends_with("-full.mdump")
+            })
+            .count()
+    };
+    assert!(full(1) == 1 && full(2) == 1, "{names:?}");
+    assert!(
+        names.contains(&"state-shard-1-of-2.json".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("lock") || n.contains(".claim-")),
+        "a lock or claim left behind: {names:?}"
+    );
+    let listed = run_ok(g.maildump().args(["list", &dir, "--json"]));
+    let spaces: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["namespace"].as_str().unwrap_or("-").to_string()
+        })
+        .collect();
+    assert_eq!(spaces, ["shard-1-of-2", "shard-2-of-2"]);
+
+    let dst = Dovecot::new(&ws.join("dst"), "");
+    for u in USERS {
+        let mut cmd = dst.restore_cmd(&[]);
+        g.env(&mut cmd).args(["--state-dir", &dir, "--user", u]);
+        let out = run_ok(&mut cmd);
+        let said = String::from_utf8_lossy(&out.stderr);
+        let ns = format!("shard-{}-of-2", shard_of(u, 2));
+        assert!(
+            said.contains(&ns),
+            "restore of {u} should name {ns}: {said}"
+        );
+        assert_text_eq(
+            &format!("restore of {u}"),
+            &src.snapshot(u),
+            &dst.snapshot(u),
+        );
+    }
+
+    // The next run of shard 1: an incremental whose base is read from the bucket.
+    let u1 = USERS.iter().find(|u| shard_of(u, 2) == 1).unwrap();
+    src.save(u1, "INBOX", &message(u1, 50, "After the full", "new\n"));
+    let mut again = backup(&src, Path::new(&dir), &["--shard", "1/2"]);
+    run_ok(g.env(&mut again));
+    let names = keys(&g, "state/");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("maildump-shard-1-of-2-") && n.ends_with("-inc.mdump")),
+        "{names:?}"
+    );
+    let dst = Dovecot::new(&ws.join("dst2"), "");
+    let mut cmd = dst.restore_cmd(&[]);
+    run_ok(g.env(&mut cmd).args(["--state-dir", &dir, "--user", u1]));
+    assert_text_eq(
+        "restore after the incremental",
+        &src.snapshot(u1),
+        &dst.snapshot(u1),
+    );
+}
+
+/// The lock of a namespace in a bucket: a lock object left by a run that died refuses the
+/// next run (exit 6, naming its host and pid, nothing written), `--break-lock` takes it; a
+/// claim left by a run that died while taking the lock is refused and broken the same way;
+/// a missing bucket and refused credentials are named with their exit codes.
+#[test]
+fn a_lock_in_a_bucket_refuses_a_second_run_until_broken() {
+    use crate::shard::{backup, four_users};
+    let g = Garage::start();
+    let ws = Workspace::new();
+    let src = four_users(&ws);
+    let dir = s3("locked/");
+    let c = g.client();
+    let at = |k: &str| maildump::remote::S3Url {
+        bucket: BUCKET.into(),
+        key: format!("locked/{k}"),
+    };
+    let owner = br#"{"host":"mx9","pid":4242,"started":"2026-01-01T00:00:00Z","token":"dead"}"#;
+    c.put(&at("lock-mx1"), owner).unwrap();
+    let mut cmd = backup(&src, Path::new(&dir), &["--agent", "mx1"]);
+    let out = run_expect_code(g.env(&mut cmd), 6);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("host mx9, pid 4242")
+            && err.contains("--break-lock")
+            && err.contains("s3://mail/locked/lock-mx1"),
+        "{err}"
+    );
+    assert_eq!(
+        keys(&g, "locked/"),
+        ["lock-mx1"],
+        "nothing written while refused"
+    );
+    // Another agent's lock is another object.
+    let mut other = backup(&src, Path::new(&dir), &["--agent", "mx2"]);
+    run_ok(g.env(&mut other));
+    let mut cmd = backup(&src, Path::new(&dir), &["--agent", "mx1", "--break-lock"]);
+    run_ok(g.env(&mut cmd));
+    let names = keys(&g, "locked/");
+    assert!(!names.iter().any(|n| n.starts_with("lock")), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with("-full.mdump")).count(),
+        2,
+        "{names:?}"
+    );
+
+    c.put(&at("lock-mx1.claim-0123"), owner).unwrap();
+    let mut cmd = backup(&src, Path::new(&dir), &["--agent", "mx1"]);
+    let out = run_expect_code(g.env(&mut cmd), 6);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lock-mx1.claim-") && err.contains("--break-lock"),
+        "{err}"
+    );
+    let mut cmd = backup(&src, Path::new(&dir), &["--agent", "mx1", "--break-lock"]);
+    run_ok(g.env(&mut cmd));
+    let names = keys(&g, "locked/");
+    assert!(!names.iter().any(|n| n.contains("lock")), "{names:?}");
+
+    let mut cmd = backup(&src, Path::new("s3://no-such-bucket/x/"), &[]);
+    let out = run_expect_code(g.env(&mut cmd), EXIT_NOT_FOUND);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-bucket") && err.lines().count() == 1,
+        "{err}"
+    );
+    let mut cmd = backup(&src, Path::new(&dir), &["--agent", "mx3"]);
+    g.env(&mut cmd).env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let out = run_expect_code(&mut cmd, EXIT_IO);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"mail\"") && err.contains("credentials"),
+        "{err}"
+    );
+}
+
+/// Eight threads take the same name under a prefix at once (the claims of
+/// `statedir::objects`, since Garage ignores `If-None-Match`): at most one wins, a loser
+/// is told it exists or that others were taking it, the object holds the winner's bytes
+/// and no claim is left.
+#[test]
+fn of_eight_racing_for_one_name_in_a_bucket_at_most_one_wins() {
+    use maildump::ops::statedir::objects::ObjectPrefix;
+    use std::sync::{Arc, Barrier};
+    let g = Garage::start();
+    let client = Arc::new(g.client());
+    let barrier = Arc::new(Barrier::new(8));
+    let results: Vec<(usize, Result<bool, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (client, barrier) = (client.clone(), barrier.clone());
+                s.spawn(move || {
+                    let p = ObjectPrefix::parse(Path::new(&s3("race/")))
+                        .unwrap()
+                        .unwrap()
+                        .with_client(client);
+                    barrier.wait();
+                    (
+                        i,
+                        p.create_once("lock", format!("writer {i}").as_bytes())
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| *r == Ok(true))
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(winners.len() <= 1, "several won: {results:?}");
+    for (_, r) in &results {
+        if let Err(e) = r {
+            assert!(e.contains("at the same moment"), "{e}");
+        }
+    }
+    let names = keys(&g, "race/");
+    assert!(!names.iter().any(|n| n.contains(".claim-")), "{names:?}");
+    if let [w] = winners.as_slice() {
+        assert_eq!(names, ["lock"]);
+        let (bytes, _) = client
+            .get(
+                &maildump::remote::S3Url {
+                    bucket: BUCKET.into(),
+                    key: "race/lock".into(),
+                },
+                maildump::remote::Range::Tail(100),
+            )
+            .unwrap();
+        assert_eq!(bytes, format!("writer {w}").as_bytes());
+    } else {
+        assert!(names.is_empty(), "{names:?}");
+    }
 }

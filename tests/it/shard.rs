@@ -27,16 +27,16 @@ const EXIT_NOT_FOUND: i32 = 8;
 
 /// The users of the sharded store; with N = 2, shard 1 holds bob and carol, shard 2 alice
 /// and dave (checked against the documented formula by `shard_of`).
-const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+pub(crate) const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
 /// The documented shard of `user` among `n`: 1 + (first 8 bytes of SHA-256, big-endian) mod n.
-fn shard_of(user: &str, n: u64) -> u64 {
+pub(crate) fn shard_of(user: &str, n: u64) -> u64 {
     let d = Sha256::digest(user.as_bytes());
     1 + u64::from_be_bytes(d[..8].try_into().unwrap()) % n
 }
 
 /// `maildump backup --location --home --all-users --quiet --state-dir DIR EXTRA...`.
-fn backup(src: &Dovecot, dir: &Path, extra: &[&str]) -> Command {
+pub(crate) fn backup(src: &Dovecot, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = src.backup_cmd();
     cmd.args(["--all-users", "--quiet", "--state-dir"])
         .arg(dir)
@@ -45,7 +45,7 @@ fn backup(src: &Dovecot, dir: &Path, extra: &[&str]) -> Command {
 }
 
 /// Start `cmd` with its output captured.
-fn start(cmd: &mut Command) -> Child {
+pub(crate) fn start(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -53,7 +53,7 @@ fn start(cmd: &mut Command) -> Child {
 }
 
 /// Wait for `child` (started from `cmd`) and require success.
-fn finish_ok(cmd: &Command, child: Child) {
+pub(crate) fn finish_ok(cmd: &Command, child: Child) {
     let out = child.wait_with_output().expect("wait for maildump");
     assert!(out.status.success(), "{}", report(cmd, &out));
 }
@@ -117,7 +117,7 @@ fn restore_user(dst: &Dovecot, dir: &Path, user: &str) -> String {
 }
 
 /// A store of the four [`USERS`], each with [`Dovecot::build_small_store`].
-fn four_users(ws: &Workspace) -> Dovecot {
+pub(crate) fn four_users(ws: &Workspace) -> Dovecot {
     let src = Dovecot::new(&ws.join("src"), "");
     for u in USERS {
         src.build_small_store(u);

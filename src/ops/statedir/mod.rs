@@ -20,6 +20,7 @@
 //! Everything goes through a [`store::StateStore`] (a local directory today), so that a
 //! prefix in an object store can hold a state directory too.
 
+pub mod objects;
 pub(crate) mod store;
 
 use std::fmt;
@@ -173,18 +174,56 @@ impl State {
     }
 }
 
-/// The store a `--state-dir` argument names: a local directory (created when `create`).
-/// This is the one place that maps the argument to a [`StateStore`]: an object-store
-/// prefix (`s3://bucket/prefix/`) is to be recognized here.
+/// The store a `--state-dir` argument names: an object-store prefix (`s3://bucket/prefix/`,
+/// [`objects::ObjectPrefix`]) or a local directory (created when `create`). This is the one
+/// place that maps the argument to a [`StateStore`].
 ///
 /// # Errors
 /// The directory cannot be created.
 pub(crate) fn store_at(dir: &Path, create: bool) -> Result<Arc<dyn StateStore>> {
+    if let Some(prefix) = objects::ObjectPrefix::parse(dir) {
+        return Ok(Arc::new(prefix?));
+    }
     Ok(Arc::new(if create {
         LocalDir::create(dir)?
     } else {
         LocalDir::at(dir)
     }))
+}
+
+/// Where the archive the next incremental of `ns` in `dir` builds on is (its newest
+/// recorded archive), read without the lock; `None`: the next run is a full one.
+///
+/// # Errors
+/// [`Error::NotFound`] when the newest recorded archive is gone; I/O errors; a damaged
+/// state file.
+pub fn newest_archive(dir: &Path, ns: &Namespace) -> Result<Option<String>> {
+    let store = store_at(dir, false)?;
+    let state = State::read_from(store.as_ref(), ns)?;
+    let Some(newest) = state.archives.last() else {
+        return Ok(None);
+    };
+    if !store.list(&newest.file)?.iter().any(|n| *n == newest.file) {
+        return Err(Error::NotFound(format!(
+            "{} is recorded in {} as the newest archive, but the file is gone",
+            store.describe(&newest.file),
+            store.describe(&ns.state_file())
+        )));
+    }
+    Ok(Some(store.location(&newest.file)))
+}
+
+/// Write and remove a small object in `dir` (for `selfcheck`: the credentials and rights
+/// a run needs there).
+///
+/// # Errors
+/// The store's error writing or removing it.
+pub fn probe_write(dir: &Path) -> Result<()> {
+    let store = store_at(dir, false)?;
+    let name = format!("selfcheck-{}", uuid::Uuid::new_v4().simple());
+    store.write_atomic(&name, b"maildump selfcheck\n")?;
+    store.delete(&name)?;
+    Ok(())
 }
 
 /// A locked namespace of a state directory.

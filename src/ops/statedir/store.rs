@@ -6,7 +6,7 @@
 //! prefix in an object store can stand in for a local directory: such a store implements
 //! the primitives (read, atomic write, create-exclusive, delete, list by prefix) and keeps
 //! the default [`StateStore::lock`], which needs nothing but create-exclusive (a
-//! conditional PUT with `If-None-Match: *`).
+//! conditional PUT with `If-None-Match: *`, or the claims of [`super::objects`]).
 //!
 //! This module owns the names' safety (plain names only) and the lock protocol; it does not
 //! know what the objects hold.
@@ -116,6 +116,15 @@ pub(crate) trait StateStore: Send + Sync {
         Ok(None)
     }
 
+    /// Remove the lock object `name` of a run that died (`--break-lock`), and whatever
+    /// else the store's create-exclusive left of it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn break_lock(&self, name: &str) -> Result<()> {
+        self.delete(name).map(|_| ())
+    }
+
     /// Remove what runs that died left behind (partial archives); the names removed.
     ///
     /// # Errors
@@ -160,12 +169,18 @@ pub(crate) fn object_lock(
     break_lock: bool,
 ) -> Result<Box<dyn LockGuard>> {
     let body = serde_json::to_vec(owner).map_err(|e| Error::Internal(e.to_string()))?;
-    if store.create_exclusive(name, &body)? {
-        return Ok(Box::new(ObjectLock {
-            store,
-            name: name.to_string(),
-            token: owner.token.clone(),
-        }));
+    match store.create_exclusive(name, &body) {
+        Ok(true) => {
+            return Ok(Box::new(ObjectLock {
+                store,
+                name: name.to_string(),
+                token: owner.token.clone(),
+            }));
+        }
+        Ok(false) => {}
+        // A store's own conflict (e.g. a claim left while taking the lock): broken below.
+        Err(Error::Conflict(_)) if break_lock => {}
+        Err(e) => return Err(e),
     }
     let holder = store
         .read(name)?
@@ -174,7 +189,7 @@ pub(crate) fn object_lock(
         .as_ref()
         .map_or_else(|| "owner unreadable".to_string(), LockOwner::describe);
     if break_lock {
-        store.delete(name)?;
+        store.break_lock(name)?;
         if store.create_exclusive(name, &body)? {
             return Ok(Box::new(ObjectLock {
                 store,
