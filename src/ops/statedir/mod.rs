@@ -203,7 +203,7 @@ pub fn newest_archive(dir: &Path, ns: &Namespace) -> Result<Option<String>> {
     let Some(newest) = state.archives.last() else {
         return Ok(None);
     };
-    if !store.list(&newest.file)?.iter().any(|n| *n == newest.file) {
+    if !store.list(&newest.file)?.contains(&newest.file) {
         return Err(Error::NotFound(format!(
             "{} is recorded in {} as the newest archive, but the file is gone",
             store.describe(&newest.file),
