@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/s3.sh: archives in object storage (issue 18) against one Garage node on loopback:
 # backup throughput to s3:// vs to a local file, and `cat` of one message from s3:// vs from
-# the file (latency, requests, bytes fetched). A benchmark, not a test.
+# the file (latency, requests, bytes fetched), each also encrypted (--encrypt-to, a fresh
+# age key). A benchmark, not a test.
 #
 #   bench/s3.sh
 #
@@ -82,7 +83,10 @@ until_ok g bucket allow --read --write --owner bench --key bench
 log "garage $(g --version 2>/dev/null | head -n1) at $AWS_ENDPOINT_URL"
 
 BACKUP=("$MAILDUMP" backup --location 'maildir:~/Maildir' --home "$CORPUS/%u" --all-users --quiet)
-FILE=$WORK/full.mdump OBJ=s3://bench/full.mdump
+FILE=$WORK/full.mdump OBJ=s3://bench/full.mdump ENC=s3://bench/full.enc.mdump
+command -v age-keygen >/dev/null || die "missing age-keygen (apt-get install -y age)"
+age-keygen -o "$WORK/key.txt" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$WORK/key.txt")
 declare -A WALL CPU
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
@@ -100,6 +104,7 @@ for ((r = 1; r <= REPS; r++)); do
     log "backup -o FILE ($r/$REPS)"; timed file "${BACKUP[@]}" -o "$FILE"
     sync
     log "backup -o s3:// ($r/$REPS)"; timed s3 "${BACKUP[@]}" -o "$OBJ"
+    log "backup -o s3:// --encrypt-to ($r/$REPS)"; timed enc "${BACKUP[@]}" -o "$ENC" --encrypt-to "$RECIPIENT"
 done
 SIZE=$(stat -c %s "$FILE")
 
@@ -112,13 +117,16 @@ CAT=(--user "$PICK_USER" --mailbox INBOX --uid "$PICK_UID")
 "$MAILDUMP" cat "$OBJ" "${CAT[@]}" --s3-stats > "$WORK/m.s3" 2> "$WORK/stats"
 cmp -s "$WORK/m.file" "$WORK/m.s3" || die "cat from s3:// gave other bytes than from the file"
 STATS=$(sed -n 's/^maildump: s3: //p' "$WORK/stats")
+"$MAILDUMP" cat "$ENC" "${CAT[@]}" --identity "$WORK/key.txt" --s3-stats > "$WORK/m.enc" 2> "$WORK/stats.enc"
+cmp -s "$WORK/m.file" "$WORK/m.enc" || die "cat from the encrypted s3:// archive gave other bytes"
+ENC_STATS=$(sed -n 's/^maildump: s3: //p' "$WORK/stats.enc")
 lat() { # NAME ARCHIVE: one cat, milliseconds
-    local t0 t1; t0=$(now); "$MAILDUMP" cat "$2" "${CAT[@]}" > /dev/null; t1=$(now)
+    local t0 t1; t0=$(now); "$MAILDUMP" cat "$2" "${CAT[@]}" --identity "$WORK/key.txt" > /dev/null; t1=$(now)
     LAT[$1]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }') "
 }
 declare -A LAT
-for _ in 1 2; do lat warm "$FILE"; lat warm "$OBJ"; done
-for ((r = 1; r <= LAT_RUNS; r++)); do lat file "$FILE"; lat s3 "$OBJ"; done
+for _ in 1 2; do lat warm "$FILE"; lat warm "$OBJ"; lat warm "$ENC"; done
+for ((r = 1; r <= LAT_RUNS; r++)); do lat file "$FILE"; lat s3 "$OBJ"; lat enc "$ENC"; done
 
 # shellcheck disable=SC2086
 {
@@ -129,15 +137,19 @@ echo "(data in $WORK); $REPS alternating backup rounds, $LAT_RUNS alternating ca
 echo
 echo "| | wall (median) | MB/s | CPU user+sys (median) | runs (wall s) |"
 echo "|---|---|---|---|---|"
-for n in file s3; do
+for n in file s3 enc; do
     w=$(median ${WALL[$n]}); c=$(median ${CPU[$n]})
-    echo "| backup -o $([[ $n == file ]] && echo FILE || echo 's3://') | ${w} s | $(awk -v s="$SIZE" -v w="$w" 'BEGIN { printf "%.1f", s / w / 1e6 }') | ${c} s | ${WALL[$n]}|"
+    case $n in file) what=FILE ;; s3) what='s3://' ;; *) what='s3:// --encrypt-to' ;; esac
+    echo "| backup -o $what | ${w} s | $(awk -v s="$SIZE" -v w="$w" 'BEGIN { printf "%.1f", s / w / 1e6 }') | ${c} s | ${WALL[$n]}|"
 done
 echo
 echo "| cat $PICK_USER INBOX UID $PICK_UID ($(stat -c %s "$WORK/m.file") bytes) | median ms | runs (ms) |"
 echo "|---|---|---|"
 echo "| from FILE | $(median ${LAT[file]}) | ${LAT[file]}|"
 echo "| from s3:// | $(median ${LAT[s3]}) | ${LAT[s3]}|"
+echo "| from s3://, encrypted | $(median ${LAT[enc]}) | ${LAT[enc]}|"
 echo
 echo "cat from s3:// (--s3-stats): $STATS"
+echo
+echo "cat from the encrypted s3:// archive (--s3-stats): $ENC_STATS"
 }
