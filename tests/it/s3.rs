@@ -535,6 +535,23 @@ fn a_state_dir_in_a_bucket_holds_two_shards_at_once() {
         &src.snapshot(u1),
         &dst.snapshot(u1),
     );
+
+    // Retention in the bucket: a chain started in 2020 is more than `--full-every 7d` old,
+    // so the next run starts a new chain and `--keep-chains 1` deletes the old archive.
+    let keep = ["--agent", "ret", "--full-every", "7d", "--keep-chains", "1"];
+    let mut old = backup(&src, Path::new(&dir), &keep);
+    run_ok(g.env(&mut old).args(["--created", "2020-01-01T00:00:00Z"]));
+    assert!(keys(&g, "state/").contains(&"maildump-ret-20200101T000000Z-full.mdump".to_string()));
+    let mut new = backup(&src, Path::new(&dir), &keep);
+    run_ok(g.env(&mut new));
+    let ret: Vec<String> = keys(&g, "state/")
+        .into_iter()
+        .filter(|n| n.starts_with("maildump-ret-"))
+        .collect();
+    assert!(
+        ret.len() == 1 && !ret[0].contains("2020") && ret[0].ends_with("-full.mdump"),
+        "{ret:?}"
+    );
 }
 
 /// The lock of a namespace in a bucket: a lock object left by a run that died refuses the
