@@ -9,8 +9,9 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-use crate::util::{Workspace, maildump, run_selftest};
+use crate::util::{Workspace, maildump, run_ok, run_selftest};
 
 #[test]
 fn bacula_bpipe_jobs_back_up_and_restore_exactly() {
@@ -57,6 +58,40 @@ pub(crate) fn big_maildir(root: &std::path::Path, n: u32, seed: u64) {
     }
 }
 
+/// One Bacula job of the agent as the bpipe plugin runs it: `bacula backup --job ID --level
+/// LEVEL --state-dir STATE` of every user under `home` (a `%u` template), `--quiet` and
+/// `extra`, then `bacula finish`; both must succeed. The stream the job passed to Bacula.
+pub(crate) fn agent_job(
+    state: &Path,
+    home: &str,
+    id: &str,
+    level: &str,
+    extra: &[&str],
+) -> Vec<u8> {
+    let o = run_ok(
+        maildump()
+            .args([
+                "bacula",
+                "backup",
+                "--job",
+                id,
+                "--level",
+                level,
+                "--state-dir",
+            ])
+            .arg(state)
+            .args(["--location", "maildir:~/Maildir", "--home", home])
+            .args(["--all-users", "--quiet"])
+            .args(extra),
+    );
+    run_ok(
+        maildump()
+            .args(["bacula", "finish", "--job", id, "--state-dir"])
+            .arg(state),
+    );
+    o.stdout
+}
+
 /// `bacula backup` + `finish` keep the Full's state with its message frames punched out
 /// (on disk it takes a fraction of the archive), and an Incremental made against that
 /// state restores, with the Full's stream, the store as it is.
@@ -67,35 +102,8 @@ fn bacula_state_keeps_only_the_index() {
     big_maildir(&mail, 200, 1);
     let home = format!("{}/%u", mail.display());
     let job = |id: &str, level: &str, out: &str| {
-        let o = maildump()
-            .args([
-                "bacula",
-                "backup",
-                "--job",
-                id,
-                "--level",
-                level,
-                "--state-dir",
-            ])
-            .arg(&state)
-            .args([
-                "--location",
-                "maildir:~/Maildir",
-                "--home",
-                &home,
-                "--all-users",
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        fs::write(ws.join(out), &o.stdout).unwrap();
-        let f = maildump()
-            .args(["bacula", "finish", "--job", id, "--state-dir"])
-            .arg(&state)
-            .output()
-            .unwrap();
-        assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+        let stream = agent_job(&state, &home, id, level, &[]);
+        fs::write(ws.join(out), stream).unwrap();
     };
     job("1", "Full", "full.mdump");
     let kept = fs::metadata(state.join("committed/1.mdump")).unwrap();

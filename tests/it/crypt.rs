@@ -70,13 +70,8 @@ fn age_decrypt(identity: &Path, file: &Path) -> Vec<u8> {
 /// one thread), with `extra` arguments.
 fn backup(src: &Dovecot, n: u32, out: &Path, extra: &[&str]) {
     run_ok(
-        maildump()
+        src.backup_cmd()
             .args([
-                "backup",
-                "--location",
-                &src.location,
-                "--home",
-                &src.home_template(),
                 "--all-users",
                 "--quiet",
                 "--threads",
@@ -327,14 +322,8 @@ fn encrypted_chain_round_trips_like_the_plain_one() {
             .arg("-o")
             .arg(&not_written));
         assert_eq!(out.status.code(), Some(EXIT_CANNOT_DECRYPT));
-        let out = run(maildump()
-            .args([
-                "backup",
-                "--location",
-                &src.location,
-                "--home",
-                &src.home_template(),
-            ])
+        let out = run(src
+            .backup_cmd()
             .args(["--all-users", "--base", full_enc.to_str().unwrap(), "-o"])
             .arg(&not_written)
             .args(&given));
@@ -629,38 +618,13 @@ fn bacula_agent_encrypts_what_it_passes_on_and_keeps_its_state_in_clear() {
     crate::bacula::big_maildir(&mail, 40, 1);
     let home = format!("{}/%u", mail.display());
     let job = |id: &str, level: &str, out: &str| {
-        let o = run_ok(
-            maildump()
-                .args([
-                    "bacula",
-                    "backup",
-                    "--job",
-                    id,
-                    "--level",
-                    level,
-                    "--state-dir",
-                ])
-                .arg(&state)
-                .args([
-                    "--location",
-                    "maildir:~/Maildir",
-                    "--home",
-                    &home,
-                    "--all-users",
-                ])
-                .args(["--quiet", "--encrypt-to", &public]),
-        );
-        fs::write(ws.join(out), &o.stdout).unwrap();
-        run_ok(
-            maildump()
-                .args(["bacula", "finish", "--job", id, "--state-dir"])
-                .arg(&state),
-        );
+        let stdout = crate::bacula::agent_job(&state, &home, id, level, &["--encrypt-to", &public]);
+        fs::write(ws.join(out), &stdout).unwrap();
         assert!(
-            o.stdout.starts_with(b"age-encryption.org/v1\n"),
+            stdout.starts_with(b"age-encryption.org/v1\n"),
             "job {id} not encrypted"
         );
-        assert!(memchr::memmem::find(&o.stdout, b"alice").is_none());
+        assert!(memchr::memmem::find(&stdout, b"alice").is_none());
     };
     job("1", "Full", "full.age");
     let kept = fs::read(state.join("committed/1.mdump")).unwrap();
@@ -698,15 +662,8 @@ fn encrypted_state_dir_chain_and_streams() {
     src.build_small_store("bob");
     let state = ws.join("state");
     let run_backup = |with_id: bool| {
-        let mut cmd = maildump();
+        let mut cmd = src.backup_cmd();
         cmd.args([
-            "backup",
-            "--location",
-            &src.location,
-            "--home",
-            &src.home_template(),
-        ])
-        .args([
             "--all-users",
             "--quiet",
             "--encrypt-to",
@@ -756,17 +713,14 @@ fn encrypted_state_dir_chain_and_streams() {
     );
 
     // Through pipes: `backup -o -` encrypted, `restore -` decrypting as it reads.
-    let streamed = run_ok(
-        maildump()
-            .args([
-                "backup",
-                "--location",
-                &src.location,
-                "--home",
-                &src.home_template(),
-            ])
-            .args(["--all-users", "--quiet", "--encrypt-to", &public, "-o", "-"]),
-    )
+    let streamed = run_ok(src.backup_cmd().args([
+        "--all-users",
+        "--quiet",
+        "--encrypt-to",
+        &public,
+        "-o",
+        "-",
+    ]))
     .stdout;
     assert!(streamed.starts_with(b"age-encryption.org/v1\n"));
     let stream = ws.join("stream.age");
