@@ -228,12 +228,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit_once('/'))
             .and_then(|(_, t)| t.parse::<u64>().ok());
-        let mut body = Vec::new();
-        r.body_mut()
-            .as_reader()
-            .read_to_end(&mut body)
-            .map_err(|e| failed("GET", url, format!("reading the answer: {e}")))?;
-        FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let body = read_body("GET", url, &mut r, u64::MAX)?;
         // A 200 without Content-Range: the store sent the whole object.
         let total = total.unwrap_or(body.len() as u64);
         Ok((body, total))
@@ -320,12 +315,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let mut body = Vec::new();
-        r.body_mut()
-            .as_reader()
-            .read_to_end(&mut body)
-            .map_err(|e| failed("GET", url, format!("reading the answer: {e}")))?;
-        FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let body = read_body("GET", url, &mut r, u64::MAX)?;
         Ok(Some(body))
     }
 
@@ -349,13 +339,7 @@ impl Client {
                 }
                 self.agent.get(action.sign(VALID).as_str()).call()
             })?;
-            let mut body = Vec::new();
-            r.body_mut()
-                .as_reader()
-                .take(64 << 20)
-                .read_to_end(&mut body)
-                .map_err(|e| failed("ListObjectsV2", &url, format!("reading the answer: {e}")))?;
-            FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+            let body = read_body("ListObjectsV2", &url, &mut r, 64 << 20)?;
             let text = String::from_utf8_lossy(&body);
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&text)
                 .map_err(|e| failed("ListObjectsV2", &url, format!("its answer: {e}")))?;
@@ -441,6 +425,23 @@ impl Client {
         })?;
         Ok(())
     }
+}
+
+/// The body of a successful answer, up to `limit` bytes, counted as fetched.
+fn read_body(
+    op: &'static str,
+    url: &S3Url,
+    r: &mut Response<ureq::Body>,
+    limit: u64,
+) -> Result<Vec<u8>, S3Error> {
+    let mut body = Vec::new();
+    r.body_mut()
+        .as_reader()
+        .take(limit)
+        .read_to_end(&mut body)
+        .map_err(|e| failed(op, url, format!("reading the answer: {e}")))?;
+    FETCHED.fetch_add(body.len() as u64, Ordering::Relaxed);
+    Ok(body)
 }
 
 fn failed(op: &'static str, url: &S3Url, what: String) -> S3Error {
