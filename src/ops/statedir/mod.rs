@@ -203,14 +203,28 @@ pub fn newest_archive(dir: &Path, ns: &Namespace) -> Result<Option<String>> {
     let Some(newest) = state.archives.last() else {
         return Ok(None);
     };
-    if !store.list(&newest.file)?.contains(&newest.file) {
-        return Err(Error::NotFound(format!(
-            "{} is recorded in {} as the newest archive, but the file is gone",
-            store.describe(&newest.file),
-            store.describe(&ns.state_file())
-        )));
-    }
+    newest_present(store.as_ref(), ns, &newest.file)?;
     Ok(Some(store.location(&newest.file)))
+}
+
+/// Whether `file`, the newest archive recorded in `ns`'s state file, is in `store`.
+///
+/// # Errors
+/// [`Error::NotFound`] naming both when it is gone; I/O errors.
+fn newest_present(store: &dyn StateStore, ns: &Namespace, file: &str) -> Result<()> {
+    if exists(store, file)? {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "{} is recorded in {} as the newest archive, but the file is gone; restore it, or remove the state file to start a new chain",
+        store.describe(file),
+        store.describe(&ns.state_file())
+    )))
+}
+
+/// Whether the object `name` exists in `store`.
+fn exists(store: &dyn StateStore, name: &str) -> Result<bool> {
+    Ok(store.list(name)?.iter().any(|n| n == name))
 }
 
 /// Write and remove a small object in `dir` (for `selfcheck`: the credentials and rights
@@ -297,11 +311,6 @@ impl StateDir {
         &self.ns
     }
 
-    /// Whether the object `name` exists.
-    fn exists(&self, name: &str) -> Result<bool> {
-        Ok(self.store.list(name)?.iter().any(|n| n == name))
-    }
-
     /// Decide what to write now.
     ///
     /// # Errors
@@ -331,13 +340,7 @@ impl StateDir {
                 return Ok(Next::Full);
             }
         }
-        if !self.exists(&newest.file)? {
-            return Err(Error::NotFound(format!(
-                "{} is recorded in {} as the newest archive, but the file is gone; restore it, or remove the state file to start a new chain",
-                self.store.describe(&newest.file),
-                self.store.describe(&self.ns.state_file())
-            )));
-        }
+        newest_present(self.store.as_ref(), &self.ns, &newest.file)?;
         Ok(Next::Incremental {
             base: PathBuf::from(self.store.location(&newest.file)),
             chain: newest.chain.clone(),
@@ -361,7 +364,7 @@ impl StateDir {
             } else {
                 format!("{prefix}{stamp}-{kind}-{n}.mdump")
             };
-            if !self.exists(&name)? {
+            if !exists(self.store.as_ref(), &name)? {
                 return Ok(name);
             }
             n += 1;

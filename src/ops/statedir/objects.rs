@@ -215,14 +215,10 @@ impl StateStore for ObjectPrefix {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = format!("{}{prefix}", self.prefix);
-        let url = S3Url {
-            bucket: self.bucket.clone(),
-            key: full.clone(),
-        };
         let keys = self
             .client()?
             .list(&self.bucket, &full)
-            .map_err(|e| remote::error(remote::S3Error { url, ..e }))?;
+            .map_err(remote::error)?;
         Ok(keys
             .into_iter()
             .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
