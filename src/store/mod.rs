@@ -18,6 +18,7 @@ pub(crate) mod target;
 pub(crate) mod template;
 pub(crate) mod uidvalidity;
 pub mod userdb;
+pub(crate) mod writeback;
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;

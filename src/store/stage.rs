@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, IoContext, Result};
@@ -17,6 +17,7 @@ use crate::store::location::Location;
 use crate::store::nofollow::DirFd;
 use crate::store::target::{Durable, Perms, dir_mode, file_mode, split};
 use crate::store::uidvalidity;
+use crate::store::writeback::Writeback;
 
 /// A file time from a timestamp.
 pub(crate) fn to_system_time(t: Timestamp) -> SystemTime {
@@ -136,6 +137,8 @@ pub(crate) struct Stage {
     created_home: Option<(DirFd, Vec<u8>)>,
     /// The root's own last component is not followed (export's `-o DIR`).
     strict_root: bool,
+    /// Message files written, their pages dropped once written back.
+    writeback: Mutex<Writeback>,
 }
 
 /// A restore that stops early (an error such as a full disk, or a signal) removes what it
@@ -179,7 +182,17 @@ impl Stage {
             scratch: Vec::new(),
             created_home: None,
             strict_root: false,
+            writeback: Mutex::default(),
         })
+    }
+
+    /// A message or storage file is completely written (`len` bytes): its writeback
+    /// starts now, and its pages leave the cache once written ([`Writeback`]).
+    pub(crate) fn written(&self, f: std::fs::File, len: u64) {
+        self.writeback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .written(f, len);
     }
 
     /// Do not follow the root's own last component (export's `-o DIR`, given by the user).

@@ -257,11 +257,13 @@ impl DboxWriter {
     }
 
     /// Write the new file `name` in `dir` (not synced; the caller syncs a batch).
-    fn create_file(dir: &DirFd, name: &[u8], data: &[u8], perms: Perms) -> Result<()> {
+    fn create_file(&self, dir: &DirFd, name: &[u8], data: &[u8], perms: Perms) -> Result<()> {
         let path = dir.join(name);
         let mut f = dir.create(name, perms.mode)?;
         f.write_all(data).at(&path)?;
-        set_owner(&f, &path, perms.ids)
+        set_owner(&f, &path, perms.ids)?;
+        self.st.written(f, data.len() as u64);
+        Ok(())
     }
 
     /// Take a message's attachments out into the attachment directory (written once per
@@ -389,6 +391,9 @@ impl DboxWriter {
             .as_ref()
             .is_some_and(|(_, _, len)| *len > 0 && len + bytes.len() as u64 > MDBOX_ROTATE);
         if md.file.is_none() || full {
+            if let Some((f, _, len)) = md.file.take() {
+                self.st.written(f, len);
+            }
             md.file_id += 1;
             let name = format!("m.{}", md.file_id).into_bytes();
             let path = md.storage.join(&name);
@@ -480,7 +485,7 @@ impl DboxWriter {
                 let mut data = file::file_header(u64::try_from(msg.received.secs).unwrap_or(0));
                 data.extend_from_slice(&one);
                 let name = format!("u.{}", msg.uid.0).into_bytes();
-                Self::create_file(mails, &name, &data, self.st.file_perms(owner))?;
+                self.create_file(mails, &name, &data, self.st.file_perms(owner))?;
                 ext.push(Vec::new());
             }
             stats.messages += 1;

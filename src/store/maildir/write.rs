@@ -170,6 +170,7 @@ impl MaildirWriter {
         f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
             .at(tmp.join(name))?;
         set_owner(&f, &tmp.join(name), ids)?;
+        self.st.written(f, msg.content.size);
         Ok(true)
     }
 
