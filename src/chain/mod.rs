@@ -216,7 +216,7 @@ impl Chain {
     pub(crate) fn open_lazily(paths: &[&Path], require_links: bool) -> Result<Chain> {
         let archives = paths
             .iter()
-            .map(|p| Archive::open(p, false))
+            .map(|p| Archive::open_for_point_reads(p))
             .collect::<Result<Vec<_>>>()?;
         Chain::new(archives, require_links)
     }
@@ -411,16 +411,32 @@ impl Chain {
     }
 
     /// Blobs stored by any archive of the chain: SHA-256 -> (archive, location).
-    fn blob_index(&self) -> &HashMap<String, (usize, Location)> {
-        self.blobs.get_or_init(|| {
-            let mut map = HashMap::new();
-            for (ai, a) in self.archives.iter().enumerate() {
-                for b in &a.dir.blobs {
-                    map.insert(b.sha256.clone(), (ai, b.loc));
-                }
+    ///
+    /// # Errors
+    /// A damaged blob table in an archive opened for point reads (the others' were
+    /// checked when they were opened).
+    fn load_blob_index(&self) -> Result<&HashMap<String, (usize, Location)>> {
+        if let Some(map) = self.blobs.get() {
+            return Ok(map);
+        }
+        let mut map = HashMap::new();
+        for (ai, a) in self.archives.iter().enumerate() {
+            for b in a.blob_entries()?.iter() {
+                map.insert(b.sha256.clone(), (ai, b.loc));
             }
-            map
-        })
+        }
+        Ok(self.blobs.get_or_init(|| map))
+    }
+
+    /// [`Chain::load_blob_index`] where it cannot fail: archives opened whole, or a chain
+    /// whose index [`Chain::require`] loaded first. Should a blob table be damaged all the
+    /// same, its blobs are in no archive given (the message is reported missing, never
+    /// read wrong).
+    fn blob_index(&self) -> &HashMap<String, (usize, Location)> {
+        match self.load_blob_index() {
+            Ok(map) => map,
+            Err(_) => self.blobs.get_or_init(HashMap::new),
+        }
     }
 
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
@@ -485,6 +501,9 @@ impl Chain {
         cat: &MailboxRecord,
         rec: &MessageRecord,
     ) -> Result<Resolved> {
+        if rec.message.content.blob_shas().next().is_some() {
+            self.load_blob_index()?;
+        }
         self.resolve(at, cat, rec).ok_or_else(|| {
             Error::NotFound(format!(
                 "{}: {}",

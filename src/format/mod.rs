@@ -30,6 +30,7 @@ pub(crate) mod recover;
 pub mod source;
 pub mod spec;
 pub mod split;
+pub(crate) mod tables;
 pub(crate) mod tar;
 pub(crate) mod version;
 pub mod writer;

@@ -12,10 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::index::{Directory, FrameEntry, Location, MailboxEntry, MailboxRecord, Manifest};
+use super::index::{
+    BlobEntry, Directory, FrameEntry, Location, MailboxEntry, MailboxRecord, Manifest,
+};
 pub use super::recover::{Scan, ScannedMember, scan};
 use super::source::{self, Source};
 use super::spec::*;
+use super::tables::{self, RawTables};
 use super::tar::{EntryType, decode_header};
 use super::version;
 use crate::error::{Error, IoContext, Result, UNNAMED_ARCHIVE};
@@ -36,6 +39,9 @@ pub struct Archive {
     /// The index directory (read from the file, or rebuilt by a scan).
     pub dir: Directory,
     catalogs: Catalogs,
+    /// Opened for point reads: the frame and blob tables, not parsed yet (`dir`'s are
+    /// empty; [`Archive::frame_entry`], [`Archive::blob_entries`]).
+    tables: Option<RawTables>,
     /// Format version found in the HEADER frame.
     pub version: (u16, u16),
     /// Damage found while opening (only a recovering open reports any).
@@ -183,6 +189,36 @@ pub(super) fn decompress_bounded(comp: &[u8], limit: u64, what: &str) -> Result<
     }
 }
 
+/// A frame table: entry `i`, `None` past its end.
+pub(crate) trait FrameTable {
+    /// Entry `i`.
+    ///
+    /// # Errors
+    /// A damaged table.
+    fn frame_entry(&self, i: u32) -> Result<Option<FrameEntry>>;
+}
+
+impl FrameTable for [FrameEntry] {
+    fn frame_entry(&self, i: u32) -> Result<Option<FrameEntry>> {
+        Ok(self.get(i as usize).cloned())
+    }
+}
+
+impl FrameTable for Vec<FrameEntry> {
+    fn frame_entry(&self, i: u32) -> Result<Option<FrameEntry>> {
+        self.as_slice().frame_entry(i)
+    }
+}
+
+impl FrameTable for Archive {
+    fn frame_entry(&self, i: u32) -> Result<Option<FrameEntry>> {
+        match &self.tables {
+            Some(t) => t.frame(i).map_err(|e| e.name_archive(&self.path)),
+            None => self.dir.frames.frame_entry(i),
+        }
+    }
+}
+
 /// The version of the FOOTER at the end of the file, when there is a valid one.
 fn footer_version(file: &ArchiveFile, len: u64) -> Option<version::Version> {
     let off = len.checked_sub(FOOTER_FRAME_LEN as u64)?;
@@ -228,6 +264,19 @@ impl Archive {
             .map_err(|e| e.in_archive(path))
     }
 
+    /// [`Archive::open`] for point reads (`cat`): the directory's frame and blob tables are
+    /// not parsed, only the entries asked for ([`super::tables`]); `dir.frames` and
+    /// `dir.blobs` stay empty, so the archive is only for [`Archive::copy_content`] and the
+    /// catalogs.
+    ///
+    /// # Errors
+    /// As [`Archive::open`].
+    pub(crate) fn open_for_point_reads(path: &Path) -> Result<Self> {
+        source::open(path)
+            .and_then(|src| Archive::open_with(src, path, false, true))
+            .map_err(|e| e.in_archive(path))
+    }
+
     /// [`Archive::open`], its errors not yet naming the archive.
     fn open_unnamed(path: &Path, check_digest: bool) -> Result<Self> {
         Archive::open_from(source::open(path)?, path, check_digest)
@@ -235,12 +284,22 @@ impl Archive {
 
     /// [`Archive::open_unnamed`] from an opened source.
     fn open_from(src: Arc<dyn Source>, path: &Path, check_digest: bool) -> Result<Self> {
+        Archive::open_with(src, path, check_digest, false)
+    }
+
+    /// [`Archive::open_from`], with the tables left unparsed when `point`.
+    fn open_with(
+        src: Arc<dyn Source>,
+        path: &Path,
+        check_digest: bool,
+        point: bool,
+    ) -> Result<Self> {
         let file = ArchiveFile::new(src);
         let len = file.file.len().at(path)?;
         let header = header_of(&file)?;
         let footer = footer_version(&file, len);
         version::check_early(header, footer)?;
-        let (dir, base, end) = read_index(&file, len, check_digest)?;
+        let (dir, tables, base, end) = read_index(&file, len, check_digest, point)?;
         let m = (dir.manifest.format_major, dir.manifest.format_minor);
         let (version, damage) = version::decide(header, footer, Some(m))?;
         Ok(Archive {
@@ -248,6 +307,7 @@ impl Archive {
             path: path.to_path_buf(),
             dir,
             catalogs: Catalogs::Index { base, end },
+            tables,
             version,
             damage: damage.into_iter().collect(),
         })
@@ -302,9 +362,22 @@ impl Archive {
             path: path.to_path_buf(),
             dir,
             catalogs: Catalogs::Memory(cats),
+            tables: None,
             version,
             damage,
         })
+    }
+
+    /// The blobs this archive stores ([`Directory::blobs`]; parsed now for an archive
+    /// opened for point reads).
+    ///
+    /// # Errors
+    /// A damaged blob table.
+    pub(crate) fn blob_entries(&self) -> Result<std::borrow::Cow<'_, [BlobEntry]>> {
+        match &self.tables {
+            Some(t) => t.blobs().map(std::borrow::Cow::Owned),
+            None => Ok(std::borrow::Cow::Borrowed(&self.dir.blobs)),
+        }
     }
 
     /// The manifest.
@@ -492,7 +565,7 @@ impl Archive {
         let mut end = usize::try_from(loc.offset).unwrap_or(usize::MAX);
         loop {
             let data = cursor
-                .bytes(&self.file, &self.dir.frames, frame, end)
+                .bytes(&self.file, self, frame, end)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(lost)?;
             // The whole frame before the one where the data starts (`end` is `usize::MAX`).
@@ -548,7 +621,7 @@ impl Archive {
             let start = usize::try_from(off).unwrap_or(usize::MAX);
             let upto = start.saturating_add(usize::try_from(left).unwrap_or(usize::MAX));
             let data = cursor
-                .bytes(&self.file, &self.dir.frames, frame, upto)
+                .bytes(&self.file, self, frame, upto)
                 .map_err(|e| e.name_archive(&self.path))
                 .map_err(|e| Error::corrupt(item, format!("content lost: {e}")))?;
             let avail = data.get(start..).ok_or_else(|| {
@@ -636,7 +709,14 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
 /// Read the footer and index; returns the directory and the file offsets where the
 /// catalog area starts and the INDEX frame ends. The versions are checked by the caller
 /// ([`version::decide`]).
-fn read_index(file: &ArchiveFile, len: u64, check_digest: bool) -> Result<(Directory, u64, u64)> {
+/// The directory (its tables left unparsed when `point`), where the catalogs start and where
+/// the INDEX frame ends.
+fn read_index(
+    file: &ArchiveFile,
+    len: u64,
+    check_digest: bool,
+    point: bool,
+) -> Result<(Directory, Option<RawTables>, u64, u64)> {
     let fl = FOOTER_FRAME_LEN as u64;
     if len < fl + (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64 {
         return Err(corrupt_at(len, "archive is truncated: no footer"));
@@ -701,6 +781,10 @@ fn read_index(file: &ArchiveFile, len: u64, check_digest: bool) -> Result<(Direc
     let mut comp = vec![0u8; usize::try_from(dir_len).unwrap_or(0)];
     read_exact_at(file, &mut comp, idx_off + head, "index directory")?;
     let json = decompress_bounded(&comp, JSON_LIMIT, "index directory")?;
+    if point {
+        let (dir, tables) = tables::parse_head(json, idx_off)?;
+        return Ok((dir, Some(tables), cat_off, idx_end));
+    }
     let dir: Directory = serde_json::from_slice(&json)
         .map_err(|e| Error::corrupt("index directory", e.to_string()))?;
     // Sanity of the frame table: inside the file, in order.
@@ -715,7 +799,7 @@ fn read_index(file: &ArchiveFile, len: u64, check_digest: bool) -> Result<(Direc
         }
         prev_end = end.unwrap_or(0);
     }
-    Ok((dir, cat_off, idx_end))
+    Ok((dir, None, cat_off, idx_end))
 }
 
 /// Compressed bytes are read from the file in pieces of this size (zstd's recommended
@@ -767,9 +851,9 @@ struct OpenFrame {
 
 impl OpenFrame {
     /// Frame `i`'s table entry, its sizes within the limits, and how errors name it.
-    fn entry(frames: &[FrameEntry], i: u32) -> Result<(&FrameEntry, String)> {
+    fn entry(frames: &dyn FrameTable, i: u32) -> Result<(FrameEntry, String)> {
         let fe = frames
-            .get(i as usize)
+            .frame_entry(i)?
             .ok_or_else(|| Error::corrupt(format!("frame {i}"), "not in the frame table"))?;
         let what = format!("frame {i} at offset {}", fe.offset);
         if fe.csize > FRAME_LIMIT * 2 || fe.usize > FRAME_LIMIT {
@@ -779,7 +863,7 @@ impl OpenFrame {
     }
 
     /// Frame `i`, to be read and decompressed as a stream ([`OpenFrame::fill`]).
-    fn open(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+    fn open(file: &ArchiveFile, frames: &dyn FrameTable, i: u32) -> Result<Self> {
         let (fe, what) = OpenFrame::entry(frames, i)?;
         let end = fe
             .offset
@@ -811,7 +895,7 @@ impl OpenFrame {
 
     /// Frame `i` read and decompressed whole: its CRC-32 checked before it is decompressed,
     /// its zstd checksum and length after.
-    fn whole(file: &ArchiveFile, frames: &[FrameEntry], i: u32) -> Result<Self> {
+    fn whole(file: &ArchiveFile, frames: &dyn FrameTable, i: u32) -> Result<Self> {
         let (fe, what) = OpenFrame::entry(frames, i)?;
         let mut comp = vec![0u8; usize::try_from(fe.csize).unwrap_or(0)];
         read_exact_at(file, &mut comp, fe.offset, &what)?;
@@ -928,7 +1012,7 @@ impl FrameCursor {
     fn bytes(
         &mut self,
         file: &ArchiveFile,
-        frames: &[FrameEntry],
+        frames: &dyn FrameTable,
         i: u32,
         upto: usize,
     ) -> Result<&[u8]> {
