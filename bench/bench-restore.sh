@@ -18,9 +18,13 @@
 #              (durable when it returns: one syncfs per user before its root appears)
 #   old        the same with MAILDUMP_OLD, when given (before/after in one invocation)
 #   restic     restic restore latest --target OUT && sync
-# Before each run OUT is removed (untimed, then `sync`) and the tool's input is read once
-# (untimed), so every run starts with a warm input and a clean disk queue (drop_caches is
-# not available on a shared VM). The report gives each run's wall time and CPU time
+# Every run restores into an OUT of its own (WORK/out-TOOL-ROUND), and the trees are removed
+# only after the last run: a run started right after removing the previous run's tree pays
+# for that removal (ext4 without a journal skips recently freed inodes when it allocates
+# one; bench/compare.sh says more), which made the order of the runs decide the figures.
+# They need REPS x tools x the corpus's size. Before each run `sync` and one read of the
+# tool's input (untimed), so every run starts with a warm input and a clean disk queue
+# (drop_caches is not available on a shared VM). The report gives each run's wall time and CPU time
 # (user + sys of all processes), their medians and the largest peak RSS. Every restored
 # tree is checked once: the message files under cur/ and new/ (names and bytes) must be
 # those of the corpus.
@@ -53,7 +57,8 @@ done
 JOBS_ARG=()
 [[ -n ${JOBS:-} ]] && JOBS_ARG=(--jobs "$JOBS")
 
-OUT=$WORK/out
+# @OUT@ in a command: the run's own output directory.
+out_of() { echo "$WORK/out-$1-$2"; }
 ARCHIVE=$WORK/a.mdump
 TARZ=$WORK/a.tar.zst
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -80,28 +85,30 @@ NMSGS=$(find "$CORPUS" -path '*/cur/*' -type f -o -path '*/new/*' -type f | wc -
 CORPUS_BYTES=$(du -sb "$CORPUS" | cut -f1)
 
 declare -A CMD WALLS CPUS RSS CHECK
-CMD[tar]="tar -I zstd -xf $(q "$TARZ") -C $(q "$OUT") && sync"
-CMD[maildump]="$(q "$MAILDUMP") restore $(q "$ARCHIVE") --location 'maildir:~/Maildir' --home $(q "$OUT/%u") --quiet ${JOBS_ARG[*]}"
+CMD[tar]="tar -I zstd -xf $(q "$TARZ") -C @OUT@ && sync"
+CMD[maildump]="$(q "$MAILDUMP") restore $(q "$ARCHIVE") --location 'maildir:~/Maildir' --home @OUT@/%u --quiet ${JOBS_ARG[*]}"
 TOOLS=(tar maildump)
 if [[ -n $MAILDUMP_OLD ]]; then
-    CMD[old]="$(q "$MAILDUMP_OLD") restore $(q "$ARCHIVE") --location 'maildir:~/Maildir' --home $(q "$OUT/%u") --quiet"
+    CMD[old]="$(q "$MAILDUMP_OLD") restore $(q "$ARCHIVE") --location 'maildir:~/Maildir' --home @OUT@/%u --quiet"
     TOOLS+=(old)
 fi
 if [[ $SKIP_RESTIC != 1 ]]; then
-    CMD[restic]="restic restore latest --quiet --target $(q "$OUT") && sync"
+    CMD[restic]="restic restore latest --quiet --target @OUT@ && sync"
     TOOLS+=(restic)
 fi
 input_of() { case $1 in tar) echo "$TARZ" ;; restic) echo "$WORK/restic-repo" ;; *) echo "$ARCHIVE" ;; esac; }
 
 for ((rep = 1; rep <= REPS; rep++)); do
     for tool in "${TOOLS[@]}"; do
+        OUT=$(out_of "$tool" "$rep")
         [[ -d $OUT ]] && find "$OUT" -mindepth 1 -delete
         mkdir -p "$OUT"
         sync
         find "$(input_of "$tool")" -type f -exec cat {} + > /dev/null
-        log "running [$tool] ($rep/$REPS): ${CMD[$tool]}"
+        cmd=${CMD[$tool]//@OUT@/$(q "$OUT")}
+        log "running [$tool] ($rep/$REPS): $cmd"
         t0=$(date +%s%N)
-        /usr/bin/time -f '%M %U %S' -o "$T/$tool" bash -c "${CMD[$tool]}" \
+        /usr/bin/time -f '%M %U %S' -o "$T/$tool" bash -c "$cmd" \
             || die "$tool failed (exit $?)"
         t1=$(date +%s%N)
         WALLS[$tool]+="$(secs "$t0" "$t1") "
@@ -114,7 +121,13 @@ for ((rep = 1; rep <= REPS; rep++)); do
         fi
     done
 done
-find "$OUT" -mindepth 1 -delete
+for ((rep = 1; rep <= REPS; rep++)); do
+    for tool in "${TOOLS[@]}"; do
+        OUT=$(out_of "$tool" "$rep")
+        [[ ! -d $OUT ]] || find "$OUT" -mindepth 1 -delete
+        [[ ! -d $OUT ]] || rmdir "$OUT"
+    done
+done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report

@@ -254,12 +254,19 @@ manifest() {
     (cd "$1" && find . -type f \( -path '*/cur/*' -o -path '*/new/*' \) -print0 \
         | LC_ALL=C sort -z | xargs -0 -r sha256sum)
 }
-dest_of() { echo "$WORK/restore-$1"; }
+# Every run restores into a directory of its own, and the restored trees are removed only
+# after the last run: removing a tree of 20,000 files just before a run makes that run pay
+# for it. ext4 without a journal (this project's VM) skips inodes freed in the last 5-35 s
+# when it allocates one, at a buffer lookup each, and new directories land in the block
+# groups the removal just emptied: a restore started right after removing the previous
+# run's tree spent up to 27 s of system time allocating inodes, and which tool paid how
+# much depended on the order of the runs. The trees need REPS x tools x the corpus's size.
+dest_of() { echo "$WORK/restore-$1-$2"; }
 # the corpus below DEST: restic and borg restore the absolute path they backed up
-tree_of() { case $1 in restic|borg) echo "$(dest_of "$1")$ROOT" ;; *) dest_of "$1" ;; esac; }
+tree_of() { case $1 in restic|borg) echo "$(dest_of "$1" "$2")$ROOT" ;; *) dest_of "$1" "$2" ;; esac; }
 restore_prepare() {
     local dest
-    dest=$(dest_of "$1")
+    dest=$(dest_of "$1" "$2")
     [[ ! -e $dest ]] || wipe_dir "$dest"
     mkdir -p "$dest"
     case $1 in
@@ -271,7 +278,7 @@ restore_prepare() {
 }
 restore_cmd() {
     local dest
-    dest=$(q "$(dest_of "$1")")
+    dest=$(q "$(dest_of "$1" "$2")")
     case $1 in
         tar) echo "tar --zstd -xf $(q "$TARZ") -C $dest && sync -f $dest" ;;
         maildump) echo "$(q "$MAILDUMP") restore $(q "$MDUMP") --location 'maildir:~/Maildir' --home $dest/%u --quiet" ;;
@@ -279,6 +286,11 @@ restore_cmd() {
         borg) echo "cd $dest && borg extract ::full && sync -f ." ;;
     esac
 }
+NTREES=0
+for t in "${ALL_TOOLS[@]}"; do has "$t" && NTREES=$((NTREES + REPS)); done
+NEED_KB=$(( $(du -sk "$ROOT" | cut -f1) * NTREES * 11 / 10 ))
+FREE_KB=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+(( FREE_KB > NEED_KB )) || die "the restored trees need $((NEED_KB / 1048576)) GiB in $WORK ($NTREES trees), $((FREE_KB / 1048576)) GiB free"
 log "checksums of the corpus's message files (untimed)"
 manifest "$ROOT" > "$T/manifest.corpus"
 NMANIFEST=$(wc -l < "$T/manifest.corpus")
@@ -286,9 +298,9 @@ declare -A TREE_OK
 for ((rep = 1; rep <= REPS; rep++)); do
     for t in "${ALL_TOOLS[@]}"; do
         has "$t" || continue
-        restore_prepare "$t"
-        if run1 "restore_$t" "$(restore_cmd "$t")"; then
-            manifest "$(tree_of "$t")" > "$T/manifest.$t"
+        restore_prepare "$t" "$rep"
+        if run1 "restore_$t" "$(restore_cmd "$t" "$rep")"; then
+            manifest "$(tree_of "$t" "$rep")" > "$T/manifest.$t"
             if cmp -s "$T/manifest.corpus" "$T/manifest.$t"; then
                 [[ -n ${TREE_OK[$t]:-} ]] || TREE_OK[$t]="identical"
             else
@@ -300,7 +312,11 @@ for ((rep = 1; rep <= REPS; rep++)); do
             BROKEN[$t]=1
             TREE_OK[$t]="**failed**"
         fi
-        wipe_dir "$(dest_of "$t")"
+    done
+done
+for ((rep = 1; rep <= REPS; rep++)); do
+    for t in "${ALL_TOOLS[@]}"; do
+        [[ ! -e $(dest_of "$t" "$rep") ]] || wipe_dir "$(dest_of "$t" "$rep")"
     done
 done
 
