@@ -151,7 +151,7 @@ REPORT=$REPO/bench/results-restore-latest.md
     done
     echo
     echo '```sh'
-    for tool in "${TOOLS[@]}"; do echo "${CMD[$tool]}"; done
+    for tool in "${TOOLS[@]}"; do echo "${CMD[$tool]//@OUT@/OUT}"; done
     echo '```'
 } > "$REPORT"
 cat "$REPORT"

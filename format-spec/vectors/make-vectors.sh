@@ -11,7 +11,9 @@
 # options as chain.mdump; it is frozen, not rebuilt.) The store is copied, its
 # file times are set from fixtures/store.mtimes, modes are normalised (0600 files, 0700
 # directories) and ownership to 0:0 (so this must run as root), so the archive bytes do not
-# depend on the checkout. tests/it/format_vectors.rs runs it and compares with v1/.
+# depend on the checkout. Every archive is written at zstd level 3 (the default before it
+# became 2), so the vectors do not change with the default. tests/it/format_vectors.rs runs
+# it and compares with v1/.
 set -eu
 bin=$1
 out=$2
@@ -29,7 +31,7 @@ chown -R 0:0 "$work/store"
 "$repo/fixtures/set-mtimes.sh" "$work/store"
 mkdir -p "$out"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
-  --threads 1 --created 2026-01-01T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000001 \
+  --threads 1 --level 3 --created 2026-01-01T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000001 \
   --format-minor 1 --quiet -o "$out/chain.mdump"
 
 "$bin" list --json "$out/chain.mdump" > "$out/chain.list.jsonl"
@@ -46,7 +48,7 @@ touch -d @1767312000 "$m/new/1767312000.M9P1.fixture"
 mv "$m/.Work" "$m/.Job"
 mv "$m/.Work.Sub" "$m/.Job.Sub"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
-  --threads 1 --created 2026-01-02T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000002 \
+  --threads 1 --level 3 --created 2026-01-02T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000002 \
   --format-minor 1 --base "$out/chain.mdump" --quiet -o "$out/chain.inc1.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" > "$out/chain.inc1.list.jsonl"
 
@@ -60,7 +62,7 @@ printf '3 V1700000002 N3 Gb0b00000000000000000000000000002\n1 G1590000000.M1P1.f
   > "$b/.Archive/dovecot-uidlist"
 mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,RS"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
-  --threads 1 --created 2026-01-03T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000003 \
+  --threads 1 --level 3 --created 2026-01-03T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000003 \
   --format-minor 1 --base "$out/chain.inc1.mdump" --quiet -o "$out/chain.inc2.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
   > "$out/chain.inc2.list.jsonl"
@@ -68,7 +70,7 @@ mv "$m/.Archive/cur/1795888438.M899698P21944.vm,S=259,W=269:2,S" "$m/.Archive/cu
 # inc3: no change at all: every catalog is copied from inc2 (or, through it, from the
 # archive that wrote it), no file is read.
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/store/%u" --all-users \
-  --threads 1 --created 2026-01-04T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000004 \
+  --threads 1 --level 3 --created 2026-01-04T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000004 \
   --format-minor 1 --base "$out/chain.inc2.mdump" --quiet -o "$out/chain.inc3.mdump"
 "$bin" list --json "$out/chain.mdump" "$out/chain.inc1.mdump" "$out/chain.inc2.mdump" \
   "$out/chain.inc3.mdump" > "$out/chain.inc3.list.jsonl"
@@ -83,7 +85,7 @@ find "$work/sdbox" -type d -exec chmod 0700 {} +
 find "$work/sdbox" -exec touch -h -d @1767225600 {} +
 chown -R 0:0 "$work/sdbox"
 "$bin" backup --location 'sdbox:~/sdbox' --home "$work/sdbox/%u" --attachment-dir '~/attachments' \
-  --all-users --threads 1 --created 2026-01-05T00:00:00Z \
+  --all-users --threads 1 --level 3 --created 2026-01-05T00:00:00Z \
   --archive-id 00000000-0000-4000-8000-000000000005 --format-minor 2 --quiet -o "$out/sis.mdump"
 "$bin" list --json "$out/sis.mdump" > "$out/sis.list.jsonl"
 
@@ -94,7 +96,7 @@ find "$work/index" -type f -exec chmod 0600 {} +
 find "$work/index" -type d -exec chmod 0700 {} +
 find "$work/index" -exec touch -h -d @1767312000 {} +
 chown -R 0:0 "$work/index"
-"$bin" backup --location 'maildir:~/Maildir' --home "$work/index/%u" --all-users --threads 1 \
+"$bin" backup --location 'maildir:~/Maildir' --home "$work/index/%u" --all-users --threads 1 --level 3 \
   --created 2026-01-06T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000006 --quiet \
   -o "$out/modseq.mdump"
 "$bin" list --json "$out/modseq.mdump" > "$out/modseq.list.jsonl"

@@ -212,8 +212,9 @@ pub enum ProgressMode {
 /// How an archive is written and progress shown (`backup`, `merge`).
 #[derive(Args, Debug)]
 pub struct WriteArgs {
-    /// zstd compression level.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// zstd compression level (3: archives about 1.5% smaller for a fifth more compression
+    /// work).
+    #[arg(long, default_value_t = maildump::format::writer::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Compression threads (default: all cores).
     #[arg(long)]

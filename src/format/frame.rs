@@ -124,7 +124,7 @@ pub struct FrameCompressor {
     tuned: bool,
 }
 
-/// Frames from this size up are compressed, at the default level 3, with a 256 Ki-entry
+/// Frames from this size up are compressed, at level 3, with a 256 Ki-entry
 /// hash table (zstd's level 3 has 128 Ki) and a minimum match of 6 bytes (5): on the
 /// benchmark corpus (mail with text and base64 attachments, 8 MiB frames) that compresses
 /// about 4% faster and 0.25% smaller. Smaller frames (the last one, test vectors) keep
