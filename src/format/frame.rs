@@ -2,9 +2,9 @@
 //!
 //! The producer hands whole decompressed frames to [`FramePipeline::submit`]; worker threads
 //! compress each as an independent zstd frame (with content size and checksum); frames are
-//! written to the sink in submission order. Memory is bounded: at most `2 * threads` frames
-//! are submitted and not yet written (the producer waits beyond that), plus the one being
-//! filled. The output does not depend on the number of threads.
+//! written to the sink in submission order. Memory is bounded: at most [`IN_FLIGHT`] frames
+//! per worker are submitted and not yet written (the producer waits beyond that), plus the
+//! one being filled. The output does not depend on the number of threads.
 //!
 //! Nothing is allocated per frame once the pipeline runs: each worker keeps one zstd
 //! context, frame buffers go back to the producer after compression ([`FramePipeline::buffer`])
@@ -39,7 +39,14 @@ struct Pool {
     keep: usize,
 }
 
-/// Buffers kept beyond this are dropped (more never circulate with `2 * threads` in flight).
+/// Frames submitted and not yet written, per worker. Frames are written in order, so the
+/// producer waits for the oldest while later ones may be done: with 2 per worker both
+/// workers often ran dry behind one slow frame (text after raw-block frames); with 3 the
+/// bench corpus's full backup took 2-7% less time, for one more 8 MiB frame per worker.
+const IN_FLIGHT: u64 = 3;
+
+/// Buffers kept beyond this are dropped (more never circulate with `IN_FLIGHT * threads` in
+/// flight).
 const POOL_MAX: usize = 16;
 
 impl Pool {
@@ -350,12 +357,12 @@ impl FramePipeline {
             submitted: 0,
             next_write: 0,
             pending: BTreeMap::new(),
-            max_in_flight: 2 * threads.max(1) as u64,
+            max_in_flight: IN_FLIGHT * threads.max(1) as u64,
             info: BTreeMap::new(),
             frames: Vec::new(),
         };
         if threads > 1 {
-            let (jtx, jrx) = sync_channel::<Job>(threads * 2);
+            let (jtx, jrx) = sync_channel::<Job>(threads * IN_FLIGHT as usize);
             let (dtx, drx) = sync_channel::<Done>(threads * 3 + 2);
             let jrx = std::sync::Arc::new(std::sync::Mutex::new(jrx));
             for _ in 0..threads {
