@@ -430,13 +430,12 @@ impl Chain {
 
     /// [`Chain::load_blob_index`] where it cannot fail: archives opened whole, or a chain
     /// whose index [`Chain::require`] loaded first. Should a blob table be damaged all the
-    /// same, its blobs are in no archive given (the message is reported missing, never
-    /// read wrong).
+    /// same, no blob is found this time (the message is reported missing, never read
+    /// wrong), and nothing is cached: [`Chain::require`] still reports the damage.
     fn blob_index(&self) -> &HashMap<String, (usize, Location)> {
-        match self.load_blob_index() {
-            Ok(map) => map,
-            Err(_) => self.blobs.get_or_init(HashMap::new),
-        }
+        static NONE: std::sync::LazyLock<HashMap<String, (usize, Location)>> =
+            std::sync::LazyLock::new(HashMap::new);
+        self.load_blob_index().unwrap_or(&NONE)
     }
 
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no

@@ -706,11 +706,10 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
     }
 }
 
-/// Read the footer and index; returns the directory and the file offsets where the
-/// catalog area starts and the INDEX frame ends. The versions are checked by the caller
+/// Read the footer and index; returns the directory (its frame and blob tables left
+/// unparsed, in [`RawTables`], when `point`) and the file offsets where the catalog area
+/// starts and the INDEX frame ends. The versions are checked by the caller
 /// ([`version::decide`]).
-/// The directory (its tables left unparsed when `point`), where the catalogs start and where
-/// the INDEX frame ends.
 fn read_index(
     file: &ArchiveFile,
     len: u64,

@@ -147,6 +147,11 @@ mod tests {
             let full = Archive::open(&v1.join(name), true).unwrap();
             let point = Archive::open_for_point_reads(&v1.join(name)).unwrap();
             assert!(point.dir.frames.is_empty() && point.dir.blobs.is_empty());
+            // The whole directory, tables put back: a field `Head` lacks would differ.
+            let mut whole = point.dir.clone();
+            whole.frames = full.dir.frames.clone();
+            whole.blobs = full.dir.blobs.clone();
+            assert_eq!(whole, full.dir, "{name}");
             assert_eq!(point.dir.manifest, full.dir.manifest, "{name}");
             assert_eq!(point.dir.users, full.dir.users, "{name}");
             assert_eq!(point.dir.mailboxes, full.dir.mailboxes, "{name}");
@@ -182,6 +187,16 @@ mod tests {
             parse_head(json(r#"[{"offset":1"#), 1000).is_err(),
             "not JSON"
         );
+        let with_blobs = |blobs: &str| {
+            let mut j = json(ok);
+            j.truncate(j.len() - 1);
+            j.extend_from_slice(format!(r#","blobs":{blobs}}}"#).as_bytes());
+            j
+        };
+        let (_, t) = parse_head(with_blobs(r#"[{"sha256":1}]"#), 34).unwrap();
+        assert!(t.blobs().is_err(), "a blob entry that is not one");
+        let (_, t) = parse_head(json(ok), 34).unwrap();
+        assert!(t.blobs().unwrap().is_empty(), "no blob table: no blobs");
     }
 
     fn manifest() -> Manifest {
