@@ -98,8 +98,23 @@ find "$work/index" -exec touch -h -d @1767312000 {} +
 chown -R 0:0 "$work/index"
 "$bin" backup --location 'maildir:~/Maildir' --home "$work/index/%u" --all-users --threads 1 --level 3 \
   --created 2026-01-06T00:00:00Z --archive-id 00000000-0000-4000-8000-000000000006 --quiet \
-  -o "$out/modseq.mdump"
+  --format-minor 3 -o "$out/modseq.mdump"
 "$bin" list --json "$out/modseq.mdump" > "$out/modseq.list.jsonl"
+
+# point (1.4): the sdbox store of sis.mdump again, with a POINT frame in pages of two
+# entries and 512-byte data frames, so that every table of it has several pages; and
+# point.inc1.mdump, an incremental with no change: its catalogs are copies, whose records
+# a point reader finds on point.mdump's pages.
+for n in 7 8; do
+  case $n in 7) base= ;; 8) base="--base $out/point.mdump" ;; esac
+  # shellcheck disable=SC2086 # $base is empty or two words
+  "$bin" backup --location 'sdbox:~/sdbox' --home "$work/sdbox/%u" --attachment-dir '~/attachments' \
+    --all-users --threads 1 --level 3 --created "2026-01-0${n}T00:00:00Z" \
+    --archive-id "00000000-0000-4000-8000-00000000000$n" --page-entries 2 --frame-target 512 \
+    $base --quiet -o "$out/point$([ "$n" = 8 ] && echo .inc1).mdump"
+done
+"$bin" list --json "$out/point.mdump" > "$out/point.list.jsonl"
+"$bin" list --json "$out/point.mdump" "$out/point.inc1.mdump" > "$out/point.inc1.list.jsonl"
 
 # Encrypted vectors (FORMAT.md "Encrypted archives"): fixture.mdump as age files, to the
 # committed TEST-ONLY identities. age encryption is randomized: these are checked by

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::format::index::{Location, MailboxRecord, MessageRecord};
-use crate::format::reader::{Archive, FrameCursor};
+use crate::format::reader::{Archive, FrameCursor, FrameTable};
 use crate::model::{Content, Name, Part};
 
 pub use deleted::{Deletions, ListFilter, deleted_in_chain, deleted_since};
@@ -438,6 +438,49 @@ impl Chain {
         self.load_blob_index().unwrap_or(&NONE)
     }
 
+    /// Whether every archive has its blobs in the pages of a POINT frame (opened for point
+    /// reads, 1.4): each blob is then looked up in one page, not in a whole blob table.
+    fn paged_blobs(&self) -> bool {
+        self.archives.iter().all(Archive::has_point)
+    }
+
+    /// The archive storing blob `sha` (the newest, when several do) and where.
+    fn blob_at(&self, sha: &str) -> Option<(usize, Location)> {
+        if !self.paged_blobs() {
+            return self.blob_index().get(sha).copied();
+        }
+        for (ai, a) in self.archives.iter().enumerate().rev() {
+            // A damaged page: not found here ([`Chain::require`] reports the damage).
+            if let Ok(Some(b)) = a.point_blob(sha)? {
+                return Some((ai, b.loc));
+            }
+        }
+        None
+    }
+
+    /// Mailbox `i` of archive `at` with only its records of UID `uid` (see
+    /// [`Archive::catalog_for_uid`]). A catalog copied from another archive of the chain
+    /// (`catalog_of`) is read from that archive's POINT pages when it has them.
+    ///
+    /// # Errors
+    /// A damaged catalog or page.
+    pub(crate) fn catalog_for_uid(&self, at: usize, i: usize, uid: u32) -> Result<MailboxRecord> {
+        let a = &self.archives[at];
+        if let Some(e) = a.dir.mailboxes.get(i)
+            && let Some(of) = &e.catalog_of
+            && let Some(&j) = self.ids.get(of)
+            && let Some(k) = self.archives[j]
+                .dir
+                .mailboxes
+                .iter()
+                .position(|m| m.user == e.user && m.name == e.name && m.catalog_of.is_none())
+            && let Some(rec) = self.archives[j].paged_for_uid(k, uid, Some(of))?
+        {
+            return Ok(rec);
+        }
+        a.catalog_for_uid(i, uid)
+    }
+
     /// Where the bytes of `rec` (of mailbox `cat`, in archive `at`) are, or `None` when no
     /// archive of the chain holds them (or one of the blobs of a message stored in parts).
     pub(crate) fn resolve(
@@ -450,7 +493,7 @@ impl Chain {
         let make = |archive: usize, loc: Location, c: &Content| {
             let blobs = c
                 .blob_shas()
-                .map(|sha| self.blob_index().get(sha).copied())
+                .map(|sha| self.blob_at(sha))
                 .collect::<Option<Vec<_>>>()?;
             Some(Resolved {
                 archive,
@@ -500,7 +543,17 @@ impl Chain {
         cat: &MailboxRecord,
         rec: &MessageRecord,
     ) -> Result<Resolved> {
-        if rec.message.content.blob_shas().next().is_some() {
+        if self.paged_blobs() {
+            for sha in rec.message.content.blob_shas() {
+                for a in self.archives.iter().rev() {
+                    if let Some(found) = a.point_blob(sha)
+                        && found?.is_some()
+                    {
+                        break;
+                    }
+                }
+            }
+        } else if rec.message.content.blob_shas().next().is_some() {
             self.load_blob_index()?;
         }
         self.resolve(at, cat, rec).ok_or_else(|| {
@@ -510,6 +563,35 @@ impl Chain {
                 self.missing_reason(rec)
             ))
         })
+    }
+
+    /// Read now what [`Chain::copy_record`] will need of the archives' indexes for `rec`:
+    /// the blob entries and the frame entries where its bytes and its blobs' bytes start
+    /// (and the frames before, for their tar headers). With archives opened for point
+    /// reads, these are read lazily, so damage in them would otherwise show only during
+    /// the copy. A record whose bytes no archive holds is left to the copy to report.
+    ///
+    /// # Errors
+    /// A damaged blob or frame table (or POINT page).
+    pub(crate) fn index_for(
+        &self,
+        at: usize,
+        cat: &MailboxRecord,
+        rec: &MessageRecord,
+    ) -> Result<()> {
+        let r = match self.require(at, cat, rec) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for (ai, loc) in std::iter::once((r.archive, r.loc)).chain(r.blobs.iter().copied()) {
+            let a = &self.archives[ai];
+            a.frame_entry(loc.frame)?;
+            if let Some(before) = loc.frame.checked_sub(1) {
+                a.frame_entry(before)?;
+            }
+        }
+        Ok(())
     }
 
     /// Copy the bytes of `rec` (of mailbox `cat`, in the state of archive `at`) to `out`,
@@ -616,7 +698,7 @@ impl Chain {
     /// A human description of why `rec` cannot be resolved.
     pub(crate) fn missing_reason(&self, rec: &MessageRecord) -> String {
         for sha in rec.message.content.blob_shas() {
-            if !self.blob_index().contains_key(sha) {
+            if self.blob_at(sha).is_none() {
                 return format!("its attachment (blob {sha}) is in no archive given");
             }
         }

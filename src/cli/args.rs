@@ -292,9 +292,12 @@ pub struct BackupArgs {
     /// Record this archive id instead of a random one, for reproducible archives.
     #[arg(long, hide = true)]
     pub archive_id: Option<String>,
-    /// Write this format minor version (1..=3) instead of the newest (test vectors).
+    /// Write this format minor version (1..=4) instead of the newest (test vectors).
     #[arg(long, hide = true)]
     pub format_minor: Option<u16>,
+    /// Entries per page of the POINT frame (tests and vectors use small pages).
+    #[arg(long, hide = true)]
+    pub page_entries: Option<usize>,
 }
 
 /// Which agent of several a run is (`backup`, `estimate`, `selfcheck`).

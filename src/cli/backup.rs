@@ -35,6 +35,9 @@ pub fn run(a: &BackupArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.write.threads {
         opts.writer.threads = t.max(1);
     }
+    if let Some(n) = a.page_entries {
+        opts.writer.page_entries = n;
+    }
     if let Some(f) = a.frame_target {
         opts.writer.frame_target = f;
     }

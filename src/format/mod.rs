@@ -24,6 +24,7 @@
 pub mod crypt;
 pub(crate) mod frame;
 pub mod index;
+pub(crate) mod point;
 pub(crate) mod prepare;
 pub mod reader;
 pub(crate) mod recover;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::index::{
     BlobEntry, Directory, FrameEntry, Location, MailboxEntry, MailboxRecord, Manifest,
 };
+use super::point::{self, PointTables};
 pub use super::recover::{Scan, ScannedMember, scan};
 use super::source::{self, Source};
 use super::spec::*;
@@ -32,6 +33,14 @@ enum Catalogs {
     Memory(Vec<MailboxRecord>),
 }
 
+/// The tables of an archive opened for point reads.
+enum Tables {
+    /// The directory's frame and blob tables, not parsed yet.
+    Raw(RawTables),
+    /// The POINT frame (1.4): its head, and its pages when asked for.
+    Point(Box<PointTables>),
+}
+
 /// An opened archive file.
 pub struct Archive {
     file: ArchiveFile,
@@ -39,9 +48,9 @@ pub struct Archive {
     /// The index directory (read from the file, or rebuilt by a scan).
     pub dir: Directory,
     catalogs: Catalogs,
-    /// Opened for point reads: the frame and blob tables, not parsed yet (`dir`'s are
-    /// empty; [`Archive::frame_entry`], [`Archive::blob_entries`]).
-    tables: Option<RawTables>,
+    /// Opened for point reads: the frame and blob tables, not parsed yet, or the POINT
+    /// frame (`dir`'s tables are empty; [`Archive::frame_entry`], [`Archive::blob_entries`]).
+    tables: Option<Tables>,
     /// Format version found in the HEADER frame.
     pub version: (u16, u16),
     /// Damage found while opening (only a recovering open reports any).
@@ -76,7 +85,12 @@ impl ArchiveFile {
     }
 }
 
-fn read_exact_at(file: &ArchiveFile, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
+pub(super) fn read_exact_at(
+    file: &ArchiveFile,
+    buf: &mut [u8],
+    off: u64,
+    what: &str,
+) -> Result<()> {
     let counted = file.file.read_exact_at(buf, off);
     if counted.is_ok() {
         file.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -213,7 +227,10 @@ impl FrameTable for Vec<FrameEntry> {
 impl FrameTable for Archive {
     fn frame_entry(&self, i: u32) -> Result<Option<FrameEntry>> {
         match &self.tables {
-            Some(t) => t.frame(i).map_err(|e| e.name_archive(&self.path)),
+            Some(Tables::Raw(t)) => t.frame(i).map_err(|e| e.name_archive(&self.path)),
+            Some(Tables::Point(t)) => t
+                .frame(&self.file, i)
+                .map_err(|e| e.name_archive(&self.path)),
             None => self.dir.frames.frame_entry(i),
         }
     }
@@ -375,9 +392,30 @@ impl Archive {
     /// A damaged blob table.
     pub(crate) fn blob_entries(&self) -> Result<std::borrow::Cow<'_, [BlobEntry]>> {
         match &self.tables {
-            Some(t) => t.blobs().map(std::borrow::Cow::Owned),
+            Some(Tables::Raw(t)) => t.blobs().map(std::borrow::Cow::Owned),
+            Some(Tables::Point(t)) => t.all_blobs(&self.file).map(std::borrow::Cow::Owned),
             None => Ok(std::borrow::Cow::Borrowed(&self.dir.blobs)),
         }
+    }
+
+    /// Whether this archive was opened for point reads with its POINT frame (1.4).
+    pub(crate) fn has_point(&self) -> bool {
+        matches!(self.tables, Some(Tables::Point(_)))
+    }
+
+    /// Where this archive stores the blob `sha256`, found in one page of its POINT frame;
+    /// `None` for an archive without one (use [`Archive::blob_entries`]).
+    ///
+    /// # Errors
+    /// A damaged page.
+    pub(crate) fn point_blob(&self, sha256: &str) -> Option<Result<Option<BlobEntry>>> {
+        let Some(Tables::Point(t)) = &self.tables else {
+            return None;
+        };
+        Some(
+            t.blob(&self.file, sha256)
+                .map_err(|e| e.name_archive(&self.path)),
+        )
     }
 
     /// The manifest.
@@ -421,6 +459,9 @@ impl Archive {
             .mailboxes
             .get(i)
             .ok_or_else(|| Error::NotFound(format!("mailbox #{i}")))?;
+        if let Some(rec) = self.paged_for_uid(i, uid, None)? {
+            return Ok(rec);
+        }
         let Catalogs::Index { base, end } = &self.catalogs else {
             let mut cat = self.read_catalog(entry, i)?;
             cat.messages.retain(|r| r.message.uid.0 == uid);
@@ -443,6 +484,147 @@ impl Archive {
         }
         fill_derived(&mut rec);
         Ok(rec)
+    }
+
+    /// Mailbox `i`'s records of UID `uid` from the POINT frame's pages (1.4): `None` when
+    /// this archive was not opened for point reads, has no POINT frame, or does not page
+    /// that mailbox. With `copy_of`, the records are those of a mailbox whose catalog is a
+    /// copy of this one's, in the archive of that id: they are read as its catalog would
+    /// be (spec 6.4 step 1). The result has no records when the mailbox has none of `uid`.
+    ///
+    /// # Errors
+    /// A damaged page.
+    pub(crate) fn paged_for_uid(
+        &self,
+        i: usize,
+        uid: u32,
+        copy_of: Option<&str>,
+    ) -> Result<Option<MailboxRecord>> {
+        let Some(Tables::Point(t)) = &self.tables else {
+            return Ok(None);
+        };
+        let Some(k) = t.page_of_uid(i, uid) else {
+            return Ok(None);
+        };
+        let named = |e: Error| e.name_archive(&self.path);
+        let mut rec = match k {
+            Some(k) => t.record_page(&self.file, i, k).map_err(named)?,
+            // A UID below the first page's (or a mailbox without records): the catalog
+            // says for certain.
+            None => return Ok(None),
+        };
+        rec.messages.retain(|r| r.message.uid.0 == uid);
+        let what = || format!("point page of {}/{}", rec.user, rec.mailbox.name);
+        check_sizes(&rec).map_err(|e| Error::corrupt(what(), e))?;
+        if let Some(of) = copy_of {
+            for m in &mut rec.messages {
+                m.refer_to(of);
+            }
+        }
+        fill_derived(&mut rec);
+        Ok(Some(rec))
+    }
+
+    /// What the POINT frame (1.4) says that the INDEX does not say, each difference named
+    /// (`verify`): the POINT frame is a copy of facts of the INDEX, outside the FOOTER's
+    /// digest. An archive without a POINT frame has nothing to report, unless a scan of
+    /// its frames saw one at `scanned` that cannot be opened (its tail damaged).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn point_damage(&self, scanned: Option<u64>) -> Result<Vec<String>> {
+        let Catalogs::Index { end, .. } = &self.catalogs else {
+            return Ok(Vec::new());
+        };
+        let mut foot = [0u8; FOOTER_FRAME_LEN];
+        read_exact_at(&self.file, &mut foot, *end, "footer")?;
+        let at = le_u64(&foot[SKIPPABLE_HEADER_LEN + 16..]);
+        let t = match point::open(&self.file, at) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Ok(scanned
+                    .map(|at| format!("point frame at offset {at}: its tail is damaged"))
+                    .into_iter()
+                    .collect());
+            }
+            Err(e @ Error::Corrupt { .. }) => return Ok(vec![e.to_string()]),
+            Err(e) => return Err(e),
+        };
+        let mut bad = Vec::new();
+        let mut start = [0u8; SKIPPABLE_HEADER_LEN + 8];
+        read_exact_at(&self.file, &mut start, t.start(), "point frame")?;
+        if le_u32(&start) != POINT_FRAME_MAGIC
+            || u64::from(le_u32(&start[4..])) + SKIPPABLE_HEADER_LEN as u64 != at - t.start()
+            || &start[8..] != POINT_MAGIC
+        {
+            bad.push(format!(
+                "point frame at offset {}: its header is damaged",
+                t.start()
+            ));
+        }
+        if !t.crc_matches(&self.file, at)? {
+            bad.push(format!(
+                "point frame at offset {}: its bytes do not match its CRC-32",
+                t.start()
+            ));
+        }
+        let mut differs = |what: &str, same: Result<bool>| match same {
+            Ok(true) => {}
+            Ok(false) => bad.push(format!("point frame: its {what} differs from the index's")),
+            Err(e) => bad.push(format!("point frame: {what}: {e}")),
+        };
+        differs("manifest", Ok(t.head.manifest == self.dir.manifest));
+        let entries: Vec<MailboxEntry> = t.head.mailboxes.iter().map(|m| m.entry()).collect();
+        let unsigned = |v: &[MailboxEntry]| {
+            let mut v = v.to_vec();
+            v.iter_mut().for_each(|e| e.signature = None);
+            v
+        };
+        differs("mailbox list", Ok(entries == unsigned(&self.dir.mailboxes)));
+        let gone: Vec<MailboxEntry> = t.head.gone.iter().map(|m| m.entry()).collect();
+        differs(
+            "list of gone mailboxes",
+            Ok(gone == unsigned(&self.dir.gone)),
+        );
+        differs(
+            "frame table",
+            t.all_frames(&self.file).map(|f| f == self.dir.frames),
+        );
+        let mut blobs = self.dir.blobs.clone();
+        blobs.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        differs("blob table", t.all_blobs(&self.file).map(|b| b == blobs));
+        for (i, m) in t.head.mailboxes.iter().enumerate() {
+            let Some(pages) = &m.pages else { continue };
+            let what = format!("records of {}/{}", m.entry.user, m.entry.name);
+            differs(&what, self.pages_match_catalog(&t, i, pages));
+        }
+        Ok(bad)
+    }
+
+    /// Whether the record pages of mailbox `i` hold the catalog's records, each page
+    /// starting at the UID the head gives.
+    fn pages_match_catalog(
+        &self,
+        t: &PointTables,
+        i: usize,
+        pages: &[point::RecordPage],
+    ) -> Result<bool> {
+        let mut cat = self.catalog(i)?;
+        cat.deleted.clear();
+        let mut got = MailboxRecord {
+            messages: Vec::new(),
+            ..cat.clone()
+        };
+        for (k, p) in pages.iter().enumerate() {
+            let page = t.record_page(&self.file, i, k)?;
+            let first = page.messages.first().map(|r| r.message.uid.0);
+            if first != Some(p.uid) || page.mailbox != cat.mailbox || page.user != cat.user {
+                return Ok(false);
+            }
+            got.messages.extend(page.messages);
+        }
+        fill_derived(&mut got);
+        Ok(got == cat)
     }
 
     /// The catalog of one mailbox of [`Directory::gone`] (deleted since the parent).
@@ -707,15 +889,16 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
 }
 
 /// Read the footer and index; returns the directory (its frame and blob tables left
-/// unparsed, in [`RawTables`], when `point`) and the file offsets where the catalog area
-/// starts and the INDEX frame ends. The versions are checked by the caller
+/// unparsed, in [`RawTables`], when `point`; when `point` and the archive has a POINT
+/// frame, the directory is not read at all, its mailboxes come from the POINT head) and
+/// the file offsets where the catalog area starts and the INDEX frame ends. The versions are checked by the caller
 /// ([`version::decide`]).
 fn read_index(
     file: &ArchiveFile,
     len: u64,
     check_digest: bool,
     point: bool,
-) -> Result<(Directory, Option<RawTables>, u64, u64)> {
+) -> Result<(Directory, Option<Tables>, u64, u64)> {
     let fl = FOOTER_FRAME_LEN as u64;
     if len < fl + (SKIPPABLE_HEADER_LEN + HEADER_PAYLOAD_LEN) as u64 {
         return Err(corrupt_at(len, "archive is truncated: no footer"));
@@ -752,11 +935,27 @@ fn read_index(
         return Err(corrupt_at(idx_off, "index frame header is damaged"));
     }
     let dir_len = le_u64(&ih[16..24]);
+    let minor = u16::from_le_bytes([p[10], p[11]]);
     let head = (SKIPPABLE_HEADER_LEN + 16) as u64;
     if dir_len > JSON_LIMIT || dir_len > idx_len - head {
         return Err(corrupt_at(idx_off, "index directory length out of range"));
     }
     let cat_off = idx_off + head + dir_len;
+    if point
+        && minor >= FORMAT_MINOR_POINT
+        && let Some(t) = point::open(file, idx_off)?
+    {
+        let dir = Directory {
+            manifest: t.head.manifest.clone(),
+            frames: Vec::new(),
+            users: Vec::new(),
+            mailboxes: t.head.mailboxes.iter().map(|m| m.entry()).collect(),
+            gone: t.head.gone.iter().map(|m| m.entry()).collect(),
+            blobs: Vec::new(),
+            stats: Default::default(),
+        };
+        return Ok((dir, Some(Tables::Point(Box::new(t))), cat_off, idx_end));
+    }
     if check_digest {
         let mut hasher = Sha256::new();
         hasher.update(&ih[8..]);
@@ -782,7 +981,7 @@ fn read_index(
     let json = decompress_bounded(&comp, JSON_LIMIT, "index directory")?;
     if point {
         let (dir, tables) = tables::parse_head(json, idx_off)?;
-        return Ok((dir, Some(tables), cat_off, idx_end));
+        return Ok((dir, Some(Tables::Raw(tables)), cat_off, idx_end));
     }
     let dir: Directory = serde_json::from_slice(&json)
         .map_err(|e| Error::corrupt("index directory", e.to_string()))?;

@@ -50,6 +50,8 @@ pub struct Scan {
     pub index_at: Option<u64>,
     /// Whether the FOOTER frame was seen.
     pub footer: bool,
+    /// Offset of the last POINT frame (1.4) seen, if any.
+    pub point_at: Option<u64>,
 }
 
 enum TarState {
@@ -277,6 +279,20 @@ fn cstr(b: &[u8]) -> &[u8] {
     }
 }
 
+impl Scan {
+    /// Note a skippable frame of magic `m` and payload `size` at `pos` (the INDEX, POINT
+    /// and FOOTER frames) in a file of `len` bytes; returns where the next frame starts.
+    fn skippable(&mut self, m: u32, size: u64, pos: u64, len: u64) -> u64 {
+        match m {
+            INDEX_FRAME_MAGIC => self.index_at = Some(pos),
+            POINT_FRAME_MAGIC => self.point_at = Some(pos),
+            FOOTER_FRAME_MAGIC if pos + 8 + size == len => self.footer = true,
+            _ => {}
+        }
+        pos.saturating_add(8 + size)
+    }
+}
+
 /// Find the next plausible frame start at or after `from` (zstd or skippable magic).
 fn resync(file: &dyn Source, from: u64, len: u64) -> Option<u64> {
     let mut pos = from;
@@ -315,6 +331,7 @@ pub fn scan(file: &dyn Source, table: Option<&[FrameEntry]>) -> Result<Scan> {
         damage: Vec::new(),
         tar_end: false,
         index_at: None,
+        point_at: None,
         footer: false,
     };
     let mut tar = TarScanner {
@@ -342,14 +359,7 @@ pub fn scan(file: &dyn Source, table: Option<&[FrameEntry]>) -> Result<Scan> {
         }
         let m = le_u32(&magic);
         if (SKIPPABLE_MAGIC_MIN..=SKIPPABLE_MAGIC_MAX).contains(&m) {
-            let size = u64::from(le_u32(&magic[4..]));
-            if m == INDEX_FRAME_MAGIC {
-                out.index_at = Some(pos);
-            }
-            if m == FOOTER_FRAME_MAGIC && pos + 8 + size == len {
-                out.footer = true;
-            }
-            pos = pos.saturating_add(8 + size);
+            pos = out.skippable(m, u64::from(le_u32(&magic[4..])), pos, len);
             continue;
         }
         if m != ZSTD_FRAME_MAGIC {

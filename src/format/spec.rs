@@ -8,9 +8,12 @@ pub(crate) const FORMAT_MINOR: u16 = 1;
 /// Format minor version that defines messages stored in parts (dbox single-instance
 /// attachments stored once as blobs).
 pub(crate) const FORMAT_MINOR_ATTACHMENTS: u16 = 2;
-/// Format minor version that defines MODSEQs (`modseq`, `highest_modseq`): the minor this
-/// build writes unless asked for a lower one.
+/// Format minor version that defines MODSEQs (`modseq`, `highest_modseq`).
 pub(crate) const FORMAT_MINOR_MODSEQ: u16 = 3;
+
+/// Format minor version that defines the POINT frame (pages for point reads): the minor
+/// this build writes unless asked for a lower one.
+pub(crate) const FORMAT_MINOR_POINT: u16 = 4;
 
 /// zstd frame magic number (little-endian on disk: `28 B5 2F FD`).
 pub(crate) const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
@@ -25,6 +28,16 @@ pub(crate) const HEADER_FRAME_MAGIC: u32 = 0x184D_2A5B;
 pub(crate) const INDEX_FRAME_MAGIC: u32 = 0x184D_2A5C;
 /// Skippable-frame magic of the FOOTER frame (last frame of every complete archive).
 pub(crate) const FOOTER_FRAME_MAGIC: u32 = 0x184D_2A5D;
+
+/// Skippable-frame magic of the POINT frame (1.4), just before the INDEX frame.
+pub(crate) const POINT_FRAME_MAGIC: u32 = 0x184D_2A5A;
+/// First 8 payload bytes of the POINT frame.
+pub(crate) const POINT_MAGIC: &[u8; 8] = b"MDPOINT\0";
+/// Last 8 bytes of the POINT frame (the end of its tail).
+pub(crate) const POINT_TAIL: &[u8; 8] = b"MDPTAIL\0";
+/// Length of the POINT frame's tail: head length, frame length, CRC-32, reserved,
+/// [`POINT_TAIL`].
+pub(crate) const POINT_TAIL_LEN: usize = 32;
 
 /// First 8 payload bytes of the HEADER frame.
 pub(crate) const HEADER_MAGIC: &[u8; 8] = b"MAILDUMP";

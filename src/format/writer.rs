@@ -21,6 +21,7 @@ use super::index::{
     ArchiveStats, BlobEntry, ContentRef, Directory, Location, MailboxEntry, MailboxRecord,
     Manifest, MessageRecord, UserRecord,
 };
+use super::point::PointWriter;
 use super::prepare::{BlobFacts, PrepareParams, Prepared, PreparedSplit};
 use super::spec::*;
 use super::tar::{EntryType, MemberHeader, encode_header, padding};
@@ -42,6 +43,9 @@ pub struct WriterOptions {
     /// "When"); 0 stores every such message whole. Default
     /// [`crate::mime::split::SPLIT_MIN`].
     pub split_min: usize,
+    /// Entries per page of the POINT frame (1.4; default [`super::point::PAGE_ENTRIES`];
+    /// small values make many pages, for tests and vectors).
+    pub page_entries: usize,
 }
 
 /// The zstd level when none is given: 2. Mail compresses almost as well at 2 as at 3 once
@@ -60,6 +64,7 @@ impl Default for WriterOptions {
                 .unwrap_or(1),
             frame_target: FRAME_TARGET,
             split_min: crate::mime::split::SPLIT_MIN,
+            page_entries: super::point::PAGE_ENTRIES,
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct ArchiveWriter<W: Write> {
     gone: Vec<MailboxEntry>,
     spool: BufWriter<File>,
     spool_len: u64,
+    /// The POINT frame being built (1.4 and later).
+    point: Option<PointWriter>,
     stats: ArchiveStats,
     mtime: i64,
     scratch: Vec<u8>,
@@ -299,6 +306,7 @@ impl<W: Write> ArchiveWriter<W> {
             gone: Vec::new(),
             spool: BufWriter::new(spool),
             spool_len: 0,
+            point: None,
             stats: ArchiveStats::default(),
             mtime,
             scratch: Vec::new(),
@@ -309,6 +317,9 @@ impl<W: Write> ArchiveWriter<W> {
             split_seen: HashMap::new(),
             split_count: 0,
         };
+        if w.manifest.format_minor >= FORMAT_MINOR_POINT {
+            w.point = Some(PointWriter::new(opts.page_entries)?);
+        }
         let mut payload = [0u8; HEADER_PAYLOAD_LEN];
         payload[..8].copy_from_slice(HEADER_MAGIC);
         payload[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
@@ -1018,7 +1029,7 @@ impl<W: Write> ArchiveWriter<W> {
         catalog_of: String,
     ) -> Result<()> {
         self.spool.write_all(raw).at("<temporary index spool>")?;
-        self.mailboxes.push(MailboxEntry {
+        let entry = MailboxEntry {
             user: from.user.clone(),
             name: from.name.clone(),
             messages: from.messages,
@@ -1026,7 +1037,11 @@ impl<W: Write> ArchiveWriter<W> {
             catalog_len: raw.len() as u64,
             signature: from.signature.clone(),
             catalog_of: Some(catalog_of),
-        });
+        };
+        if let Some(p) = &mut self.point {
+            p.add_copied(&entry);
+        }
+        self.mailboxes.push(entry);
         self.spool_len += raw.len() as u64;
         self.stats.messages += from.messages;
         self.stats.referenced += from.messages;
@@ -1099,6 +1114,9 @@ impl<W: Write> ArchiveWriter<W> {
             catalog_of: None,
         };
         self.spool_len += comp.len() as u64;
+        if let Some(p) = self.point.as_mut().filter(|_| !gone) {
+            p.add_mailbox(&entry, &rec)?;
+        }
         Ok(entry)
     }
 
@@ -1139,6 +1157,15 @@ impl<W: Write> ArchiveWriter<W> {
         self.push(&zeros)?;
         self.flush_frame()?;
         self.pipeline.flush_all(&mut self.out).at(UNNAMED_ARCHIVE)?;
+        if let Some(p) = self.point.take() {
+            p.finish(
+                &mut self.out,
+                &self.manifest,
+                &self.gone,
+                &self.pipeline.frames,
+                &self.blobs,
+            )?;
+        }
         let dir = Directory {
             manifest: self.manifest.clone(),
             frames: std::mem::take(&mut self.pipeline.frames),

@@ -291,7 +291,7 @@ pub fn find(
         }
         seen_mailbox = true;
         let mut cat = match key {
-            MessageKey::Uid(u) => archive.catalog_for_uid(i, *u)?,
+            MessageKey::Uid(u) => chain.catalog_for_uid(at, i, *u)?,
             MessageKey::Guid(_) => archive.catalog(i)?,
         };
         if let Some(p) = cat.messages.iter().position(hit_of) {
@@ -367,6 +367,9 @@ pub fn find_for_cat(
             None => chain.last(),
         };
         let (cat, rec) = find(&chain, at, user, mailbox, key)?;
+        // Everything of the index the copy needs, read now: damage in it is met here,
+        // where the archives can still be read whole instead.
+        chain.index_for(at, &cat, &rec)?;
         Ok(Found {
             chain,
             at,
@@ -485,6 +488,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     if index_ok {
         rep.damage
             .extend(frame_table_damage(&archive.dir.frames, &s.frames));
+        rep.damage.extend(archive.point_damage(s.point_at)?);
     }
     let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> = s
         .members

@@ -13,7 +13,7 @@ use crate::chain::Chain;
 use crate::chain::ListFilter;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{Manifest, MessageRecord, ParentRef};
-use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_MODSEQ};
+use crate::format::spec::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_POINT};
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, Name};
 use crate::progress::{Event, Progress};
@@ -209,14 +209,15 @@ fn merged_manifest(chain: &Chain, opts: &MergeOptions) -> Manifest {
     Manifest {
         format: "maildump".into(),
         format_major: FORMAT_MAJOR,
-        // Attachments stored apart (1.2) stay apart, modseqs (1.3) stay in the merged archive.
+        // Attachments stored apart (1.2) stay apart, modseqs (1.3) stay in the merged
+        // archive, a chain with a POINT frame (1.4) gets one.
         format_minor: chain
             .archives
             .iter()
             .map(|a| a.manifest().format_minor)
             .max()
             .unwrap_or(FORMAT_MINOR)
-            .clamp(FORMAT_MINOR, FORMAT_MINOR_MODSEQ),
+            .clamp(FORMAT_MINOR, FORMAT_MINOR_POINT),
         writer: format!("maildump {}", env!("CARGO_PKG_VERSION")),
         created: lm.created.clone(),
         archive_id: opts

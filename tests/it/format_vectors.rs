@@ -170,8 +170,9 @@ fn every_vector_is_plain_zstd_and_tar() {
             }
         }
     }
-    // format-spec/vectors/v1 holds 7 archives (fixture, sis, modseq, a chain of four).
-    assert!(ran >= 7, "only {ran} vectors checked");
+    // format-spec/vectors/v1 holds 9 archives (fixture, sis, modseq, a chain of four,
+    // point and its incremental).
+    assert!(ran >= 9, "only {ran} vectors checked");
 }
 
 #[test]
@@ -213,7 +214,7 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
             .arg(&out),
     );
     // fixture.mdump is the frozen 1.0 vector; the writer reproduces the chain (asked for
-    // format 1.1), sis (1.2) and modseq (1.3, its default).
+    // format 1.1), sis (1.2), modseq (1.3) and point with its incremental (1.4, its default).
     for name in [
         "chain.mdump",
         "chain.inc1.mdump",
@@ -228,6 +229,10 @@ fn writer_reproduces_current_vectors_byte_for_byte() {
         "sis.list.jsonl",
         "modseq.mdump",
         "modseq.list.jsonl",
+        "point.mdump",
+        "point.list.jsonl",
+        "point.inc1.mdump",
+        "point.inc1.list.jsonl",
     ] {
         let want = fs::read(repo().join("format-spec/vectors/v1").join(name)).unwrap();
         let got = fs::read(out.join(name)).unwrap();

@@ -658,8 +658,8 @@ fn chain_restore_equals_live() {
     p.that(m2["parent"]["archive_id"] == c.inc1_id.as_str(), || {
         format!("INC2's parent should be INC1 {}: {m2}", c.inc1_id)
     });
-    p.that(m1["format_minor"] == 3, || {
-        format!("an incremental of today's writer is format 1.3: {m1}")
+    p.that(m1["format_minor"] == 4, || {
+        format!("an incremental of today's writer is format 1.4: {m1}")
     });
     for a in chain {
         p.run_ok("verify", maildump().arg("verify").arg(a));

@@ -21,7 +21,7 @@ use crate::format::index::{ContentRef, MailboxRecord, Manifest, MessageRecord, P
 use crate::format::prepare::Preparer;
 use crate::format::reader::Archive;
 use crate::format::spec::{
-    FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS, FORMAT_MINOR_MODSEQ,
+    FORMAT_MAJOR, FORMAT_MINOR, FORMAT_MINOR_ATTACHMENTS, FORMAT_MINOR_MODSEQ, FORMAT_MINOR_POINT,
 };
 use crate::format::writer::{ArchiveWriter, WriterOptions};
 use crate::model::{MailboxMeta, MessageMeta, Name, Timestamp, UserMeta};
@@ -407,11 +407,11 @@ pub fn backup<W: Write>(
 /// [`Error::Usage`] for a minor this build does not write or one too low for the store.
 fn format_minor(opts: &BackupOptions, bases: Option<&Bases>) -> Result<u16> {
     let Some(want) = opts.format_minor else {
-        return Ok(FORMAT_MINOR_MODSEQ);
+        return Ok(FORMAT_MINOR_POINT);
     };
-    if !(FORMAT_MINOR..=FORMAT_MINOR_MODSEQ).contains(&want) {
+    if !(FORMAT_MINOR..=FORMAT_MINOR_POINT).contains(&want) {
         return Err(Error::Usage(format!(
-            "--format-minor {want}: this version writes format 1.{FORMAT_MINOR} to 1.{FORMAT_MINOR_MODSEQ}"
+            "--format-minor {want}: this version writes format 1.{FORMAT_MINOR} to 1.{FORMAT_MINOR_POINT}"
         )));
     }
     let split = opts.location.attachment_dir.is_some()
