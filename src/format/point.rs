@@ -15,12 +15,12 @@
 //!
 //! ```text
 //! "MDPOINT\0" | pages, back to back | head (zstd frame) | tail
-//! tail: head_len u64 | frame_len u64 | crc32 u32 | 0 u32 | "MDPTAIL\0"
+//! tail: head_len u64 | frame_len u64 | crc32 u32 | "MDPTAIL\0"
 //! ```
 //!
-//! The CRC-32 covers the frame from its magic to the end of the head: `verify` checks it,
-//! so that no changed byte goes unnoticed (zstd's checksums cover what a page decodes to,
-//! not every bit of its frame).
+//! The CRC-32 covers the frame from its magic to `frame_len`: `verify` checks it, so that
+//! no changed byte goes unnoticed (zstd's checksums cover what a page decodes to, not
+//! every bit of its frame; a changed tag hides the frame, which a scan then finds).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -284,11 +284,9 @@ impl PointWriter {
             left -= n as u64;
         }
         w(out, &head)?;
-        let mut tail = Vec::with_capacity(POINT_TAIL_LEN);
-        tail.extend_from_slice(&(head.len() as u64).to_le_bytes());
-        tail.extend_from_slice(&frame_len.to_le_bytes());
-        tail.extend_from_slice(&crc.finalize().to_le_bytes());
-        tail.extend_from_slice(&[0u8; 4]);
+        w(out, &(head.len() as u64).to_le_bytes())?;
+        w(out, &frame_len.to_le_bytes())?;
+        let mut tail = crc.finalize().to_le_bytes().to_vec();
         tail.extend_from_slice(POINT_TAIL);
         out.write_all(&tail).at(crate::error::UNNAMED_ARCHIVE)?;
         Ok(frame_len)
@@ -304,7 +302,7 @@ fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
 pub(crate) struct PointTables {
     /// The parsed head.
     pub head: PointHead,
-    /// The tail's CRC-32 of the frame up to the end of the head.
+    /// The tail's CRC-32 of the frame up to the end of `frame_len`.
     crc: u32,
     /// File offset of the page area.
     area: u64,
@@ -338,7 +336,7 @@ pub(crate) fn open(file: &ArchiveFile, index_offset: u64) -> Result<Option<Point
     let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
     read_exact_at(file, &mut buf, index_offset - n, "point frame")?;
     let tail = &buf[buf.len() - POINT_TAIL_LEN..];
-    if &tail[24..] != POINT_TAIL {
+    if &tail[20..] != POINT_TAIL {
         return Ok(None);
     }
     let crc = u32::from_le_bytes(tail[16..20].try_into().unwrap_or_default());
@@ -545,12 +543,13 @@ impl PointTables {
         self.start
     }
 
-    /// Whether the frame's bytes up to the end of its head have the tail's CRC-32.
+    /// Whether the frame's bytes up to the end of `frame_len` have the tail's CRC-32.
     ///
     /// # Errors
     /// I/O errors.
     pub(crate) fn crc_matches(&self, file: &ArchiveFile, index_offset: u64) -> Result<bool> {
-        let end = index_offset - POINT_TAIL_LEN as u64;
+        // Up to the end of `frame_len`, the tail's first 16 bytes.
+        let end = index_offset - POINT_TAIL_LEN as u64 + 16;
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut pos = self.start;

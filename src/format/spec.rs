@@ -35,9 +35,8 @@ pub(crate) const POINT_FRAME_MAGIC: u32 = 0x184D_2A5A;
 pub(crate) const POINT_MAGIC: &[u8; 8] = b"MDPOINT\0";
 /// Last 8 bytes of the POINT frame (the end of its tail).
 pub(crate) const POINT_TAIL: &[u8; 8] = b"MDPTAIL\0";
-/// Length of the POINT frame's tail: head length, frame length, CRC-32, reserved,
-/// [`POINT_TAIL`].
-pub(crate) const POINT_TAIL_LEN: usize = 32;
+/// Length of the POINT frame's tail: head length, frame length, CRC-32, [`POINT_TAIL`].
+pub(crate) const POINT_TAIL_LEN: usize = 28;
 
 /// First 8 payload bytes of the HEADER frame.
 pub(crate) const HEADER_MAGIC: &[u8; 8] = b"MAILDUMP";

@@ -280,11 +280,11 @@ fn reads_of_three(small: &Path, large: &Path) -> Vec<u64> {
 /// Where the POINT frame's page area starts, and its head (1.4).
 fn point_head(bytes: &[u8]) -> (usize, serde_json::Value) {
     let (index_at, _) = index_extent(bytes);
-    let tail = &bytes[index_at - 32..index_at];
-    assert_eq!(&tail[24..], b"MDPTAIL\0");
+    let tail = &bytes[index_at - 28..index_at];
+    assert_eq!(&tail[20..], b"MDPTAIL\0");
     let head_len = u64::from_le_bytes(tail[..8].try_into().unwrap()) as usize;
     let frame_len = u64::from_le_bytes(tail[8..16].try_into().unwrap()) as usize;
-    let head_at = index_at - 32 - head_len;
+    let head_at = index_at - 28 - head_len;
     let head = zstd::decode_all(&bytes[head_at..head_at + head_len]).unwrap();
     (
         index_at - frame_len + 16,
@@ -381,7 +381,8 @@ fn damage_in_the_point_frame_never_gives_wrong_bytes_and_verify_names_it() {
             page(head["frame_pages"].as_array().unwrap().last().unwrap()),
             "last frame page",
         ),
-        (index_at - 32 - 20, "head"),
+        (index_at - 28 - 20, "head"),
+        (index_at - 20, "tail's frame length"),
         (index_at - 8, "tail"),
     ];
     for (at, what) in places {
@@ -417,4 +418,38 @@ fn damage_in_the_point_frame_never_gives_wrong_bytes_and_verify_names_it() {
         );
         assert!(verr.contains("point"), "{what}: {verr}");
     }
+}
+
+#[test]
+fn verify_notices_every_changed_byte_of_the_point_frame() {
+    let ws = Workspace::new();
+    let a = ws.join("a.mdump");
+    archive_minor(&a, 2, 3, 20, 4);
+    let bytes = fs::read(&a).unwrap();
+    let (index_at, _) = index_extent(&bytes);
+    let tail = &bytes[index_at - 28..index_at];
+    let frame_len = u64::from_le_bytes(tail[8..16].try_into().unwrap()) as usize;
+    let start = index_at - frame_len;
+    let clean = inspect::verify(&a).unwrap();
+    assert!(clean.damage.is_empty(), "{:?}", clean.damage);
+    // Every byte of the skippable header, the head and the tail; every 13th of the pages.
+    let head_len = u64::from_le_bytes(tail[..8].try_into().unwrap()) as usize;
+    let head_at = index_at - 28 - head_len;
+    let offsets = (start..start + 16)
+        .chain((start + 16..head_at).step_by(13))
+        .chain(head_at..index_at);
+    let t = ws.join("flipped.mdump");
+    let mut checked = 0;
+    for off in offsets {
+        let mut b = bytes.clone();
+        b[off] ^= 0x10;
+        fs::write(&t, &b).unwrap();
+        let rep = inspect::verify(&t).unwrap();
+        assert!(
+            !rep.damage.is_empty(),
+            "a flip at {off} (POINT frame {start}..{index_at}) went unnoticed"
+        );
+        checked += 1;
+    }
+    assert!(checked > 200, "{checked}");
 }
