@@ -43,7 +43,7 @@ pub struct WriterOptions {
     /// "When"); 0 stores every such message whole. Default
     /// [`crate::mime::split::SPLIT_MIN`].
     pub split_min: usize,
-    /// Entries per page of the POINT frame (1.4; default [`super::point::PAGE_ENTRIES`];
+    /// Entries per page of the POINT frame (1.4; default 64, `point::PAGE_ENTRIES`;
     /// small values make many pages, for tests and vectors).
     pub page_entries: usize,
 }
