@@ -428,34 +428,34 @@ impl Chain {
         Ok(self.blobs.get_or_init(|| map))
     }
 
-    /// [`Chain::load_blob_index`] where it cannot fail: archives opened whole, or a chain
-    /// whose index [`Chain::require`] loaded first. Should a blob table be damaged all the
-    /// same, no blob is found this time (the message is reported missing, never read
-    /// wrong), and nothing is cached: [`Chain::require`] still reports the damage.
-    fn blob_index(&self) -> &HashMap<String, (usize, Location)> {
-        static NONE: std::sync::LazyLock<HashMap<String, (usize, Location)>> =
-            std::sync::LazyLock::new(HashMap::new);
-        self.load_blob_index().unwrap_or(&NONE)
-    }
-
     /// Whether every archive has its blobs in the pages of a POINT frame (opened for point
     /// reads, 1.4): each blob is then looked up in one page, not in a whole blob table.
     fn paged_blobs(&self) -> bool {
         self.archives.iter().all(Archive::has_point)
     }
 
-    /// The archive storing blob `sha` (the newest, when several do) and where.
-    fn blob_at(&self, sha: &str) -> Option<(usize, Location)> {
+    /// The archive storing blob `sha` (the newest, when several do) and where: one page
+    /// of each archive's POINT frame, or the chain's blob index.
+    ///
+    /// # Errors
+    /// A damaged blob table or page.
+    fn find_blob(&self, sha: &str) -> Result<Option<(usize, Location)>> {
         if !self.paged_blobs() {
-            return self.blob_index().get(sha).copied();
+            return Ok(self.load_blob_index()?.get(sha).copied());
         }
         for (ai, a) in self.archives.iter().enumerate().rev() {
-            // A damaged page: not found here ([`Chain::require`] reports the damage).
-            if let Ok(Some(b)) = a.point_blob(sha)? {
-                return Some((ai, b.loc));
+            if let Some(b) = a.point_blob(sha).transpose()?.flatten() {
+                return Ok(Some((ai, b.loc)));
             }
         }
-        None
+        Ok(None)
+    }
+
+    /// [`Chain::find_blob`] where it cannot fail: a damaged table or page finds nothing
+    /// (the message is reported missing, never read wrong; [`Chain::require`] reports the
+    /// damage).
+    fn blob_at(&self, sha: &str) -> Option<(usize, Location)> {
+        self.find_blob(sha).ok().flatten()
     }
 
     /// Mailbox `i` of archive `at` with only its records of UID `uid` (see
@@ -543,18 +543,9 @@ impl Chain {
         cat: &MailboxRecord,
         rec: &MessageRecord,
     ) -> Result<Resolved> {
-        if self.paged_blobs() {
-            for sha in rec.message.content.blob_shas() {
-                for a in self.archives.iter().rev() {
-                    if let Some(found) = a.point_blob(sha)
-                        && found?.is_some()
-                    {
-                        break;
-                    }
-                }
-            }
-        } else if rec.message.content.blob_shas().next().is_some() {
-            self.load_blob_index()?;
+        // Damage in a blob table or page is reported here, not taken for a missing blob.
+        for sha in rec.message.content.blob_shas() {
+            self.find_blob(sha)?;
         }
         self.resolve(at, cat, rec).ok_or_else(|| {
             Error::NotFound(format!(

@@ -284,7 +284,8 @@ impl Archive {
     /// [`Archive::open`] for point reads (`cat`): the directory's frame and blob tables are
     /// not parsed, only the entries asked for ([`super::tables`]); `dir.frames` and
     /// `dir.blobs` stay empty, so the archive is only for [`Archive::copy_content`] and the
-    /// catalogs.
+    /// catalogs. With a POINT frame (1.4) the directory is not read at all: `dir` holds
+    /// the manifest and the mailbox lists from the POINT head, and no users or stats.
     ///
     /// # Errors
     /// As [`Archive::open`].
@@ -891,8 +892,8 @@ pub(super) fn fill_derived(rec: &mut MailboxRecord) {
 /// Read the footer and index; returns the directory (its frame and blob tables left
 /// unparsed, in [`RawTables`], when `point`; when `point` and the archive has a POINT
 /// frame, the directory is not read at all, its mailboxes come from the POINT head) and
-/// the file offsets where the catalog area starts and the INDEX frame ends. The versions are checked by the caller
-/// ([`version::decide`]).
+/// the file offsets where the catalog area starts and the INDEX frame ends. The versions
+/// are checked by the caller ([`version::decide`]).
 fn read_index(
     file: &ArchiveFile,
     len: u64,

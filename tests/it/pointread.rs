@@ -277,8 +277,17 @@ fn reads_of_three(small: &Path, large: &Path) -> Vec<u64> {
     reads
 }
 
-/// Where the POINT frame's page area starts, and its head (1.4).
-fn point_head(bytes: &[u8]) -> (usize, serde_json::Value) {
+/// Where a 1.4 archive's POINT frame is: its first byte, its page area, its head's first
+/// byte and the INDEX frame's (where the frame ends); and its head, parsed.
+struct PointAt {
+    start: usize,
+    area: usize,
+    head_at: usize,
+    index_at: usize,
+    head: serde_json::Value,
+}
+
+fn point_head(bytes: &[u8]) -> PointAt {
     let (index_at, _) = index_extent(bytes);
     let tail = &bytes[index_at - 28..index_at];
     assert_eq!(&tail[20..], b"MDPTAIL\0");
@@ -286,10 +295,21 @@ fn point_head(bytes: &[u8]) -> (usize, serde_json::Value) {
     let frame_len = u64::from_le_bytes(tail[8..16].try_into().unwrap()) as usize;
     let head_at = index_at - 28 - head_len;
     let head = zstd::decode_all(&bytes[head_at..head_at + head_len]).unwrap();
-    (
-        index_at - frame_len + 16,
-        serde_json::from_slice(&head).unwrap(),
-    )
+    PointAt {
+        start: index_at - frame_len,
+        area: index_at - frame_len + 16,
+        head_at,
+        index_at,
+        head: serde_json::from_slice(&head).unwrap(),
+    }
+}
+
+/// A 1.4 archive of 2 users with 3 mailboxes of 20 messages, and its bytes.
+fn point_archive(ws: &Workspace) -> (PathBuf, Vec<u8>) {
+    let a = ws.join("a.mdump");
+    archive_minor(&a, 2, 3, 20, 4);
+    let bytes = fs::read(&a).unwrap();
+    (a, bytes)
 }
 
 #[test]
@@ -317,7 +337,7 @@ fn cat_of_a_1_4_archive_reads_pages_and_the_same_bytes_whatever_its_size() {
     );
     // The large archive pages its tables: several frame pages, several record pages per
     // mailbox.
-    let (_, head) = point_head(&large_bytes);
+    let head = point_head(&large_bytes).head;
     assert!(
         head["frame_pages"].as_array().unwrap().len() > 10,
         "{}",
@@ -356,11 +376,13 @@ fn cat_through_a_copied_catalog_reads_the_pages_of_the_archive_that_wrote_it() {
 #[test]
 fn damage_in_the_point_frame_never_gives_wrong_bytes_and_verify_names_it() {
     let ws = Workspace::new();
-    let a = ws.join("a.mdump");
-    archive_minor(&a, 2, 3, 20, 4);
-    let bytes = fs::read(&a).unwrap();
-    let (area, head) = point_head(&bytes);
-    let (index_at, _) = index_extent(&bytes);
+    let (a, bytes) = point_archive(&ws);
+    let PointAt {
+        area,
+        index_at,
+        head,
+        ..
+    } = point_head(&bytes);
     let page = |p: &serde_json::Value| {
         area + (p["offset"].as_u64().unwrap() + p["len"].as_u64().unwrap() / 2) as usize
     };
@@ -423,18 +445,12 @@ fn damage_in_the_point_frame_never_gives_wrong_bytes_and_verify_names_it() {
 #[test]
 fn verify_notices_every_changed_byte_of_the_point_frame() {
     let ws = Workspace::new();
-    let a = ws.join("a.mdump");
-    archive_minor(&a, 2, 3, 20, 4);
-    let bytes = fs::read(&a).unwrap();
-    let (index_at, _) = index_extent(&bytes);
-    let tail = &bytes[index_at - 28..index_at];
-    let frame_len = u64::from_le_bytes(tail[8..16].try_into().unwrap()) as usize;
-    let start = index_at - frame_len;
+    let (a, bytes) = point_archive(&ws);
+    let p = point_head(&bytes);
+    let (start, head_at, index_at) = (p.start, p.head_at, p.index_at);
     let clean = inspect::verify(&a).unwrap();
     assert!(clean.damage.is_empty(), "{:?}", clean.damage);
     // Every byte of the skippable header, the head and the tail; every 13th of the pages.
-    let head_len = u64::from_le_bytes(tail[..8].try_into().unwrap()) as usize;
-    let head_at = index_at - 28 - head_len;
     let offsets = (start..start + 16)
         .chain((start + 16..head_at).step_by(13))
         .chain(head_at..index_at);

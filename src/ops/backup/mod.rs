@@ -59,7 +59,8 @@ pub struct BackupOptions {
 }
 
 impl BackupOptions {
-    /// Defaults for `location`: level 2 ([`crate::format::writer::DEFAULT_LEVEL`]), all cores, current time, random id.
+    /// Defaults for `location`: level 2 ([`crate::format::writer::DEFAULT_LEVEL`]), all
+    /// cores, current time, random id.
     pub fn new(location: Location) -> Self {
         BackupOptions {
             location,
