@@ -488,7 +488,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     if index_ok {
         rep.damage
             .extend(frame_table_damage(&archive.dir.frames, &s.frames));
-        rep.damage.extend(archive.point_damage(s.point_at)?);
+    }
+    // The POINT frame (1.4), checked against the index here and against each catalog below.
+    let mut point = None;
+    rep.damage.extend(archive.frame_field_damage()?);
+    if index_ok {
+        let (bad, t) = archive.point_damage(s.point_at)?;
+        rep.damage.extend(bad);
+        point = t;
     }
     let by_loc: HashMap<Location, &crate::format::reader::ScannedMember> = s
         .members
@@ -522,6 +529,11 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
                 continue;
             }
         };
+        if let Some(t) = point.as_ref().filter(|_| i < n)
+            && let Some(bad) = archive.point_records_damage(t, i, &cat)
+        {
+            rep.damage.push(bad);
+        }
         let live = cat.messages.len();
         for (k, r) in cat.messages.iter().chain(cat.deleted.iter()).enumerate() {
             let item = if k < live {
